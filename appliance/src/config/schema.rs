@@ -1,0 +1,322 @@
+//! The config file schema exactly as users write it (TOML, or JSON through
+//! the API). Every table denies unknown keys so a typo is an error rather than
+//! a silently ignored setting. Addresses stay strings here: the validator
+//! parses them so that a bad one is reported with the field that holds it.
+//!
+//! Serialising a `ConfigFile` gives TOML that parses back to an equal value;
+//! `poolgate export` relies on that.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: ListenFile,
+    #[serde(default)]
+    pub dns: DnsFile,
+    #[serde(default, rename = "zone", skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneFile>,
+    #[serde(default, rename = "monitor", skip_serializing_if = "Vec::is_empty")]
+    pub monitors: Vec<MonitorFile>,
+    #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolFile>,
+    #[serde(
+        default,
+        rename = "virtual_service",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub virtual_services: Vec<VirtualServiceFile>,
+}
+
+/// `[listen]`: where poolgate's own services listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    pub admin: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_udp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_tcp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_tls: Option<String>,
+}
+
+/// `[dns]`: answers built from health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: u32,
+    #[serde(default = "default_true")]
+    pub fail_open: bool,
+}
+
+impl Default for DnsFile {
+    fn default() -> Self {
+        Self {
+            ttl: default_dns_ttl(),
+            fail_open: true,
+        }
+    }
+}
+
+/// `[[zone]]`: an authoritative zone; SOA and NS are synthesised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneFile {
+    pub name: String,
+    /// TTL for static records that do not carry their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    #[serde(default, rename = "record", skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordFile>,
+}
+
+/// `[[zone.record]]`: a static record, its name relative to the zone unless it
+/// ends with a dot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFile {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+    Srv,
+    Txt,
+}
+
+/// `[[monitor]]`: a health probe definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorFile {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: MonitorKind,
+    /// Overrides the member's port (members have addresses, not ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// What a target counts as before its first probe completes.
+    #[serde(default)]
+    pub start: StartState,
+    /// http/https: request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// http/https: Host header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// http/https: status codes that count as up; sip-options: final response codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<Vec<u16>>,
+    /// http/https: the body must contain this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// sip-options: udp, tcp or tls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    /// TLS-speaking monitors: server name sent in SNI and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// TLS-speaking monitors: PEM file of CA certificates to verify against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// TLS-speaking monitors: `false` explicitly skips certificate verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MonitorKind {
+    Tcp,
+    Tls,
+    Http,
+    Https,
+    SipOptions,
+}
+
+impl MonitorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::SipOptions => "sip-options",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartState {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// `[[pool]]`: a pool of SIP servers (a Lync Enterprise pool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    pub name: String,
+    pub fqdn: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Decides DNS answers and registrar eligibility.
+    pub monitor: String,
+    #[serde(default = "default_registrar_port")]
+    pub registrar_port: u16,
+    #[serde(default = "default_registrar_transport")]
+    pub registrar_transport: Transport,
+    #[serde(default, rename = "member")]
+    pub members: Vec<MemberFile>,
+}
+
+/// `[[pool.member]]`: one server of the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberFile {
+    /// Stable name: the registrar hash key, never the address.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: AdminState,
+}
+
+/// Operator intent for a member.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    #[default]
+    Enabled,
+    Draining,
+    Disabled,
+}
+
+impl AdminState {
+    pub const ALL: [Self; 3] = [Self::Enabled, Self::Draining, Self::Disabled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// `[[virtual_service]]`: a TCP pass-through VIP in front of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServiceFile {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_ports: Vec<u16>,
+    pub pool: String,
+    /// Defaults to the pool's monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    #[serde(default)]
+    pub persistence: Persistence,
+    #[serde(default = "default_persistence_timeout_s")]
+    pub persistence_timeout_s: u64,
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    #[default]
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    SourceHash,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persistence {
+    #[default]
+    None,
+    SourceIp,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_dns_ttl() -> u32 {
+    30
+}
+// HAProxy's defaults: frequent enough to notice a failure within seconds,
+// rise/fall high enough that one lost packet does not flap a member.
+fn default_interval_ms() -> u64 {
+    2000
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_registrar_port() -> u16 {
+    5061
+}
+fn default_registrar_transport() -> Transport {
+    Transport::Tls
+}
+fn default_weight() -> u32 {
+    1
+}
+// Microsoft's guidance for Lync web services: 20 minutes of persistence,
+// 30 minutes of idle time.
+fn default_persistence_timeout_s() -> u64 {
+    1200
+}
+fn default_idle_timeout_s() -> u64 {
+    1800
+}

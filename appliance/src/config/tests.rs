@@ -1,0 +1,151 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/ exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn example_text() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");
+    std::fs::read_to_string(path).expect("example readable")
+}
+
+#[test]
+fn every_example_validates() {
+    let files = examples();
+    assert!(files.len() >= 3, "examples found: {files:?}");
+    for file in files {
+        if let Err(error) = load(&file) {
+            panic!("{error}");
+        }
+    }
+}
+
+/// The schema is a contract shared with the design documents; the reference
+/// example beside them must keep validating.
+#[test]
+fn reference_example_validates_when_present() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/lync-pool.toml");
+    if path.exists() {
+        load(&path).unwrap_or_else(|error| panic!("{error}"));
+    }
+}
+
+#[test]
+fn typed_config_has_parsed_values() {
+    let config = from_toml(&example_text(), "lync-pool.toml").expect("valid");
+    let pool = config.pool("pool01").expect("pool");
+    assert_eq!(pool.members.len(), 3);
+    assert_eq!(pool.members[0].address.to_string(), "127.0.0.11");
+    assert_eq!(pool.aliases, vec!["sip.contoso.test".to_owned()]);
+    let vs = &config.virtual_services[0];
+    assert_eq!(vs.ports, vec![14443, 18080]);
+    assert_eq!(vs.idle_timeout.as_secs(), 1800);
+    assert_eq!(config.zones[0].records[0].name, "_sipinternaltls._tcp.contoso.test");
+}
+
+/// Each broken file: (what, replace this, with this, field named, line).
+const BROKEN: &[(&str, &str, &str, &str, usize)] = &[
+    ("unknown key", "ttl = 30 ", "ttl = 30\nttl_seconds = 5 ", "ttl_seconds", 15),
+    ("duplicate member", "name = \"fe02\"", "name = \"fe01\"", "pool[0].member[1].name", 62),
+    ("dangling monitor", "monitor = \"fe-sip\"", "monitor = \"fe-sipp\"", "pool[0].monitor", 52),
+    ("dangling pool", "pool = \"pool01\"", "pool = \"pool02\"", "virtual_service[0].pool", 76),
+    ("bad address", "address = \"127.0.0.12\"", "address = \"127.0.0.300\"", "pool[0].member[1].address", 64),
+    ("bad listen address", "admin = \"127.0.0.1:8443\"", "admin = \"127.0.0.1\"", "listen.admin", 8),
+    ("port clash", "admin = \"127.0.0.1:8443\"", "admin = \"127.0.0.1:14443\"", "virtual_service[0].port", 74),
+    ("wrong type", "rise = 2", "rise = \"two\"", "monitor[0].rise", 36),
+    ("unknown scheduler", "\"least-connections\"", "\"fastest\"", "virtual_service[0].scheduler", 78),
+    ("duplicate address", "address = \"127.0.0.13\"", "address = \"127.0.0.11\"", "pool[0].member[2].address", 69),
+    ("fqdn outside zones", "fqdn = \"pool01.contoso.test\"", "fqdn = \"pool01.fabrikam.test\"", "pool[0].fqdn", 50),
+    ("timeout above interval", "timeout_ms = 500", "timeout_ms = 5000", "monitor[0].timeout_ms", 35),
+    ("bad SRV", "\"0 0 5061 pool01.contoso.test.\"", "\"5061 pool01\"", "zone[0].record[0].value", 23),
+];
+
+#[test]
+fn broken_files_name_field_and_line() {
+    let original = example_text();
+    for (what, from, to, field, line) in BROKEN {
+        assert!(original.contains(from), "{what}: example lacks {from:?}");
+        let text = original.replacen(from, to, 1);
+        let error = from_toml(&text, "pool.toml").expect_err(what);
+        let rendered = error.to_string();
+        let problem = error
+            .problems()
+            .iter()
+            .find(|p| p.field.as_deref().is_some_and(|f| f.contains(field)) || p.message.contains(field))
+            .unwrap_or_else(|| panic!("{what}: no problem names {field}: {rendered}"));
+        assert_eq!(problem.line, *line, "{what}: {rendered}");
+        assert!(problem.column >= 1, "{what}: {rendered}");
+        assert!(
+            rendered.starts_with(&format!("pool.toml:{line}:")),
+            "{what}: {rendered}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let text = example_text()
+        .replacen("name = \"fe02\"", "name = \"fe01\"", 1)
+        .replacen("pool = \"pool01\"", "pool = \"nope\"", 1);
+    let error = from_toml(&text, "f").expect_err("two problems");
+    assert_eq!(error.problems().len(), 2, "{error}");
+}
+
+#[test]
+fn export_round_trips() {
+    for file in examples() {
+        let config = load(&file).expect("valid example");
+        let exported = to_toml(&config);
+        let again = from_toml(&exported, "exported").unwrap_or_else(|e| panic!("{e}\n{exported}"));
+        assert_eq!(again, config, "{}", file.display());
+        assert_eq!(to_toml(&again), exported);
+    }
+}
+
+#[test]
+fn wildcard_listener_clashes_with_specific_address() {
+    let text = example_text().replacen("dns = [\"127.0.0.1:5353\"]", "dns = [\"0.0.0.0:5060\"]", 1);
+    let error = from_toml(&text, "f").expect_err("UDP 5060 clash");
+    assert!(error.to_string().contains("listen.sip_udp"), "{error}");
+}
+
+#[test]
+fn port_zero_never_clashes() {
+    let text = example_text()
+        .replacen("127.0.0.1:8443", "127.0.0.1:0", 1)
+        .replacen("127.0.0.1:5353", "127.0.0.1:0", 1);
+    from_toml(&text, "f").unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn diff_sets_admin_state_only_when_config_changes_it() {
+    let old = from_toml(&example_text(), "f").expect("valid");
+    let same = diff(Some(&old), &old);
+    assert!(same.is_empty(), "{same:?}");
+
+    let fresh = diff(None, &old);
+    assert_eq!(fresh.admin_states.len(), 3);
+    assert!(fresh.listeners_changed);
+
+    let drained = from_toml(
+        &example_text().replacen("address = \"127.0.0.12\"", "address = \"127.0.0.12\"\nstate = \"draining\"", 1),
+        "f",
+    )
+    .expect("valid");
+    let changes = diff(Some(&old), &drained);
+    assert_eq!(changes.admin_states.len(), 1);
+    assert_eq!(
+        changes.admin_states.get(&("pool01".to_owned(), "fe02".to_owned())),
+        Some(&AdminState::Draining)
+    );
+    assert!(changes.members_changed.is_empty());
+}

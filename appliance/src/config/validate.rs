@@ -1,0 +1,751 @@
+//! The one validator: turns a `ConfigFile` into a typed `Config` or into a
+//! list of field-named errors. Every path into poolgate (config file, API,
+//! import) goes through `validate`, so a value that reached the store has been
+//! checked once, here. It collects every error rather than stopping at the
+//! first, so an admin fixes a file in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use super::path::FieldPath;
+use super::schema::*;
+
+/// Lync 2010 pools hold up to 10 Front Ends; we promise at least 32.
+pub const MAX_POOL_MEMBERS: usize = 64;
+pub const MAX_WEIGHT: u32 = 1000;
+pub const MIN_INTERVAL_MS: u64 = 100;
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+/// A config that passed validation. Built only by `validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Listen,
+    pub dns: DnsSettings,
+    pub zones: Vec<Zone>,
+    pub monitors: Vec<Monitor>,
+    pub pools: Vec<Pool>,
+    pub virtual_services: Vec<VirtualService>,
+    source: ConfigFile,
+}
+
+impl Config {
+    /// The file form this config was validated from (what `export` prints).
+    pub fn source(&self) -> &ConfigFile {
+        &self.source
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|pool| pool.name == name)
+    }
+
+    pub fn monitor(&self, name: &str) -> Option<&Monitor> {
+        self.monitors.iter().find(|monitor| monitor.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub admin: SocketAddr,
+    pub dns: Vec<SocketAddr>,
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
+    pub sip_tls: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub ttl: u32,
+    pub fail_open: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// Lower case, no trailing dot.
+    pub name: String,
+    pub ttl: u32,
+    pub records: Vec<Record>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Fully qualified, lower case, no trailing dot.
+    pub name: String,
+    pub ttl: u32,
+    pub data: RecordData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(String),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Txt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    pub name: String,
+    pub kind: MonitorKind,
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub start: StartState,
+    pub path: String,
+    pub host: Option<String>,
+    pub expect_status: Vec<u16>,
+    pub body_contains: Option<String>,
+    pub transport: Transport,
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub tls_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub fqdn: String,
+    pub aliases: Vec<String>,
+    pub monitor: String,
+    pub registrar_port: u16,
+    pub registrar_transport: Transport,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub fqdn: Option<String>,
+    pub address: IpAddr,
+    pub weight: u32,
+    /// The admin state the config asks for; the store's admin state wins at
+    /// run time (see `store`).
+    pub state: AdminState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualService {
+    pub name: String,
+    pub address: IpAddr,
+    /// `port` first, then `extra_ports`.
+    pub ports: Vec<u16>,
+    pub pool: String,
+    pub monitor: String,
+    pub scheduler: Scheduler,
+    pub persistence: Persistence,
+    pub persistence_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Validate a parsed file. Errors come in document order.
+pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
+    let mut v = Validator::default();
+    let root = FieldPath::root();
+
+    let listen = v.listen(&file.listen, &root.key("listen"));
+    let dns = DnsSettings {
+        ttl: file.dns.ttl,
+        fail_open: file.dns.fail_open,
+    };
+    if file.dns.ttl > 86_400 {
+        v.error(
+            root.key("dns").key("ttl"),
+            "must be at most 86400 seconds; health-filtered answers need a short TTL",
+        );
+    }
+
+    let zones: Vec<Zone> = file
+        .zones
+        .iter()
+        .enumerate()
+        .filter_map(|(i, zone)| v.zone(zone, &root.item("zone", i)))
+        .collect();
+
+    let mut monitor_names = HashSet::new();
+    let monitors: Vec<Monitor> = file
+        .monitors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, monitor)| {
+            let path = root.item("monitor", i);
+            v.unique(&mut monitor_names, &monitor.name, &path.key("name"), "monitor");
+            v.monitor(monitor, &path)
+        })
+        .collect();
+
+    let mut pool_names = HashSet::new();
+    let pools: Vec<Pool> = file
+        .pools
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pool)| {
+            let path = root.item("pool", i);
+            v.unique(&mut pool_names, &pool.name, &path.key("name"), "pool");
+            v.pool(pool, &path, &monitor_names, &zones)
+        })
+        .collect();
+
+    let mut vs_names = HashSet::new();
+    let virtual_services: Vec<VirtualService> = file
+        .virtual_services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, vs)| {
+            let path = root.item("virtual_service", i);
+            v.unique(&mut vs_names, &vs.name, &path.key("name"), "virtual service");
+            v.virtual_service(vs, &path, file, &monitor_names)
+        })
+        .collect();
+
+    if let Some(listen) = &listen {
+        v.listener_clashes(listen, file, &root);
+    }
+
+    match (v.errors.is_empty(), listen) {
+        (true, Some(listen)) => Ok(Config {
+            listen,
+            dns,
+            zones,
+            monitors,
+            pools,
+            virtual_services,
+            source: file.clone(),
+        }),
+        _ => Err(v.errors),
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<FieldError>,
+}
+
+impl Validator {
+    fn error(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn unique(&mut self, seen: &mut HashSet<String>, name: &str, path: &FieldPath, what: &str) {
+        if !valid_name(name) {
+            self.error(
+                path.clone(),
+                format!(
+                    "{what} name {name:?} is not valid; use 1-63 letters, digits, '-' or '_'"
+                ),
+            );
+        } else if !seen.insert(name.to_owned()) {
+            self.error(
+                path.clone(),
+                format!("{what} name {name:?} is used twice; give each {what} its own name"),
+            );
+        }
+    }
+
+    fn socket_addr(&mut self, value: &str, path: FieldPath) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!(
+                        "{value:?} is not an address:port; write e.g. \"127.0.0.1:5353\" or \"[::1]:5353\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn ip_addr(&mut self, value: &str, path: FieldPath) -> Option<IpAddr> {
+        match value.parse::<IpAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!(
+                        "{value:?} is not an IP address; write e.g. \"127.0.0.11\" or \"2001:db8::11\" (no port)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn dns_name(&mut self, value: &str, path: FieldPath) -> Option<String> {
+        match normalise_dns_name(value) {
+            Some(name) => Some(name),
+            None => {
+                self.error(
+                    path,
+                    format!(
+                        "{value:?} is not a valid DNS name; use labels of 1-63 letters, digits, '-' or '_' separated by dots"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn listen(&mut self, listen: &ListenFile, path: &FieldPath) -> Option<Listen> {
+        let admin = self.socket_addr(&listen.admin, path.key("admin"));
+        let dns: Vec<Option<SocketAddr>> = listen
+            .dns
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| self.socket_addr(addr, path.key("dns").index(i)))
+            .collect();
+        let mut optional = |value: &Option<String>, key: &str| -> Result<Option<SocketAddr>, ()> {
+            match value {
+                None => Ok(None),
+                Some(value) => self.socket_addr(value, path.key(key)).map(Some).ok_or(()),
+            }
+        };
+        let sip_udp = optional(&listen.sip_udp, "sip_udp");
+        let sip_tcp = optional(&listen.sip_tcp, "sip_tcp");
+        let sip_tls = optional(&listen.sip_tls, "sip_tls");
+        Some(Listen {
+            admin: admin?,
+            dns: dns.into_iter().collect::<Option<Vec<_>>>()?,
+            sip_udp: sip_udp.ok()?,
+            sip_tcp: sip_tcp.ok()?,
+            sip_tls: sip_tls.ok()?,
+        })
+    }
+
+    fn zone(&mut self, zone: &ZoneFile, path: &FieldPath) -> Option<Zone> {
+        let name = self.dns_name(&zone.name, path.key("name"))?;
+        let ttl = zone.ttl.unwrap_or(3600);
+        let mut records = Vec::new();
+        for (i, record) in zone.records.iter().enumerate() {
+            let path = path.item("record", i);
+            let Some(owner) = self.record_owner(&record.name, &name, path.key("name")) else {
+                continue;
+            };
+            let Some(data) = self.record_data(record, &name, path.key("value")) else {
+                continue;
+            };
+            records.push(Record {
+                name: owner,
+                ttl: record.ttl.unwrap_or(ttl),
+                data,
+            });
+        }
+        Some(Zone { name, ttl, records })
+    }
+
+    fn record_owner(&mut self, name: &str, zone: &str, path: FieldPath) -> Option<String> {
+        let fqdn = qualify(name, zone);
+        let fqdn = self.dns_name(&fqdn, path.clone())?;
+        if !in_zone(&fqdn, zone) {
+            self.error(
+                path,
+                format!("{name:?} is outside zone {zone:?}; write it relative to the zone or as a name ending in \".{zone}.\""),
+            );
+            return None;
+        }
+        Some(fqdn)
+    }
+
+    fn record_data(&mut self, record: &RecordFile, zone: &str, path: FieldPath) -> Option<RecordData> {
+        let value = record.value.trim();
+        let parsed = match record.rtype {
+            RecordType::A => value.parse().ok().map(RecordData::A),
+            RecordType::Aaaa => value.parse().ok().map(RecordData::Aaaa),
+            RecordType::Cname => normalise_dns_name(&qualify(value, zone)).map(RecordData::Cname),
+            RecordType::Txt => (value.len() <= 255).then(|| RecordData::Txt(record.value.clone())),
+            RecordType::Srv => {
+                let parts: Vec<&str> = value.split_whitespace().collect();
+                match parts.as_slice() {
+                    [priority, weight, port, target] => {
+                        match (priority.parse(), weight.parse(), port.parse()) {
+                            (Ok(priority), Ok(weight), Ok(port)) => normalise_dns_name(
+                                &qualify(target, zone),
+                            )
+                            .map(|target| RecordData::Srv {
+                                priority,
+                                weight,
+                                port,
+                                target,
+                            }),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if parsed.is_none() {
+            let expected = match record.rtype {
+                RecordType::A => "an IPv4 address such as \"192.0.2.10\"",
+                RecordType::Aaaa => "an IPv6 address such as \"2001:db8::10\"",
+                RecordType::Cname => "a DNS name such as \"pool01.contoso.com.\"",
+                RecordType::Srv => "\"priority weight port target\" such as \"0 0 5061 pool01.contoso.com.\"",
+                RecordType::Txt => "text of at most 255 bytes",
+            };
+            self.error(path, format!("{:?} is not valid for this record type; expected {expected}", record.value));
+        }
+        parsed
+    }
+
+    fn monitor(&mut self, m: &MonitorFile, path: &FieldPath) -> Option<Monitor> {
+        let errors_before = self.errors.len();
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&m.interval_ms) {
+            self.error(
+                path.key("interval_ms"),
+                format!("must be between {MIN_INTERVAL_MS} and {MAX_INTERVAL_MS} milliseconds"),
+            );
+        }
+        if m.timeout_ms == 0 || m.timeout_ms > m.interval_ms {
+            self.error(
+                path.key("timeout_ms"),
+                format!(
+                    "must be at least 1 and at most interval_ms ({}) so probes do not overlap",
+                    m.interval_ms
+                ),
+            );
+        }
+        for (key, value) in [("rise", m.rise), ("fall", m.fall)] {
+            if !(1..=100).contains(&value) {
+                self.error(path.key(key), "must be between 1 and 100 probes");
+            }
+        }
+        if m.port == Some(0) {
+            self.error(path.key("port"), "port 0 is not a port a member listens on; use 1-65535");
+        }
+        let http = matches!(m.kind, MonitorKind::Http | MonitorKind::Https);
+        let sip = m.kind == MonitorKind::SipOptions;
+        let transport = m.transport.unwrap_or(Transport::Udp);
+        let tls = matches!(m.kind, MonitorKind::Tls | MonitorKind::Https)
+            || (sip && transport == Transport::Tls);
+        let mut only = |key: &str, present: bool, allowed: bool, types: &str| {
+            if present && !allowed {
+                self.error(
+                    path.key(key),
+                    format!("only applies to {types} monitors; remove it from this {} monitor", m.kind.as_str()),
+                );
+            }
+        };
+        only("path", m.path.is_some(), http, "http and https");
+        only("host", m.host.is_some(), http, "http and https");
+        only("body_contains", m.body_contains.is_some(), http, "http and https");
+        only("expect_status", m.expect_status.is_some(), http || sip, "http, https and sip-options");
+        only("transport", m.transport.is_some(), sip, "sip-options");
+        only("sni", m.sni.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
+        only("ca_file", m.ca_file.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
+        only("tls_verify", m.tls_verify.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
+        if let Some(p) = &m.path
+            && !p.starts_with('/')
+        {
+            self.error(path.key("path"), format!("{p:?} must start with '/'"));
+        }
+        if let Some(codes) = &m.expect_status
+            && (codes.is_empty() || codes.iter().any(|c| !(100..=699).contains(c)))
+        {
+            self.error(path.key("expect_status"), "must list status codes between 100 and 699");
+        }
+        if m.ca_file.is_some() && m.tls_verify == Some(false) {
+            self.error(path.key("ca_file"), "is pointless with tls_verify = false; remove one of them");
+        }
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        Some(Monitor {
+            name: m.name.clone(),
+            kind: m.kind,
+            port: m.port,
+            interval: Duration::from_millis(m.interval_ms),
+            timeout: Duration::from_millis(m.timeout_ms),
+            rise: m.rise,
+            fall: m.fall,
+            start: m.start,
+            path: m.path.clone().unwrap_or_else(|| "/".to_owned()),
+            host: m.host.clone(),
+            expect_status: m.expect_status.clone().unwrap_or_else(|| vec![200]),
+            body_contains: m.body_contains.clone(),
+            transport,
+            sni: m.sni.clone(),
+            ca_file: m.ca_file.clone(),
+            tls_verify: m.tls_verify.unwrap_or(true),
+        })
+    }
+
+    fn pool(
+        &mut self,
+        pool: &PoolFile,
+        path: &FieldPath,
+        monitors: &HashSet<String>,
+        zones: &[Zone],
+    ) -> Option<Pool> {
+        let errors_before = self.errors.len();
+        if !monitors.contains(&pool.monitor) {
+            self.error(path.key("monitor"), unknown_reference("monitor", &pool.monitor, monitors));
+        }
+        let fqdn = self.dns_name(&pool.fqdn, path.key("fqdn"));
+        if let Some(fqdn) = &fqdn {
+            self.require_zone(fqdn, zones, path.key("fqdn"));
+        }
+        let mut names = HashSet::new();
+        let aliases: Vec<String> = pool
+            .aliases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, alias)| {
+                let alias_path = path.key("aliases").index(i);
+                let alias = self.dns_name(alias, alias_path.clone())?;
+                self.require_zone(&alias, zones, alias_path);
+                Some(alias)
+            })
+            .collect();
+        if pool.registrar_port == 0 {
+            self.error(path.key("registrar_port"), "must be a port between 1 and 65535");
+        }
+        if pool.members.is_empty() {
+            self.error(path.key("member"), "a pool needs at least one [[pool.member]]");
+        }
+        if pool.members.len() > MAX_POOL_MEMBERS {
+            self.error(
+                path.key("member"),
+                format!("{} members is more than the {MAX_POOL_MEMBERS} a pool can hold; split the pool", pool.members.len()),
+            );
+        }
+        let mut addresses = HashMap::new();
+        let mut member_fqdns = HashSet::new();
+        let members: Vec<Member> = pool
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, member)| {
+                let path = path.item("member", i);
+                self.unique(&mut names, &member.name, &path.key("name"), "member");
+                let address = self.ip_addr(&member.address, path.key("address"));
+                if let Some(address) = address
+                    && let Some(other) = addresses.insert(address, member.name.clone())
+                {
+                    self.error(
+                        path.key("address"),
+                        format!("{address} is already member {other:?}'s address; each member needs its own"),
+                    );
+                }
+                if !(1..=MAX_WEIGHT).contains(&member.weight) {
+                    self.error(path.key("weight"), format!("must be between 1 and {MAX_WEIGHT}"));
+                }
+                let member_fqdn = match &member.fqdn {
+                    None => None,
+                    Some(value) => {
+                        let name = self.dns_name(value, path.key("fqdn"))?;
+                        if !member_fqdns.insert(name.clone()) || Some(&name) == fqdn.as_ref() {
+                            self.error(path.key("fqdn"), format!("{name:?} is used twice in this pool"));
+                        }
+                        Some(name)
+                    }
+                };
+                Some(Member {
+                    name: member.name.clone(),
+                    fqdn: member_fqdn,
+                    address: address?,
+                    weight: member.weight,
+                    state: member.state,
+                })
+            })
+            .collect();
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        Some(Pool {
+            name: pool.name.clone(),
+            fqdn: fqdn?,
+            aliases,
+            monitor: pool.monitor.clone(),
+            registrar_port: pool.registrar_port,
+            registrar_transport: pool.registrar_transport,
+            members,
+        })
+    }
+
+    fn require_zone(&mut self, name: &str, zones: &[Zone], path: FieldPath) {
+        if !zones.iter().any(|zone| in_zone(name, &zone.name)) {
+            self.error(
+                path,
+                format!("{name:?} is in no [[zone]]; add a zone that contains it so poolgate can answer for it"),
+            );
+        }
+    }
+
+    fn virtual_service(
+        &mut self,
+        vs: &VirtualServiceFile,
+        path: &FieldPath,
+        file: &ConfigFile,
+        monitors: &HashSet<String>,
+    ) -> Option<VirtualService> {
+        let errors_before = self.errors.len();
+        let address = self.ip_addr(&vs.address, path.key("address"));
+        let pool = file.pools.iter().find(|pool| pool.name == vs.pool);
+        if pool.is_none() {
+            let pools: HashSet<String> = file.pools.iter().map(|p| p.name.clone()).collect();
+            self.error(path.key("pool"), unknown_reference("pool", &vs.pool, &pools));
+        }
+        if let Some(monitor) = &vs.monitor
+            && !monitors.contains(monitor)
+        {
+            self.error(path.key("monitor"), unknown_reference("monitor", monitor, monitors));
+        }
+        let mut ports = vec![vs.port];
+        ports.extend(&vs.extra_ports);
+        let mut seen = HashSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            let port_path = if i == 0 {
+                path.key("port")
+            } else {
+                path.key("extra_ports").index(i - 1)
+            };
+            if *port == 0 {
+                self.error(port_path, "a virtual service needs a fixed port between 1 and 65535");
+            } else if !seen.insert(*port) {
+                self.error(port_path, format!("port {port} is listed twice for this service"));
+            }
+        }
+        if vs.idle_timeout_s == 0 || vs.idle_timeout_s > 86_400 {
+            self.error(path.key("idle_timeout_s"), "must be between 1 and 86400 seconds");
+        }
+        if vs.persistence_timeout_s == 0 || vs.persistence_timeout_s > 86_400 {
+            self.error(path.key("persistence_timeout_s"), "must be between 1 and 86400 seconds");
+        }
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        let pool = pool?;
+        Some(VirtualService {
+            name: vs.name.clone(),
+            address: address?,
+            ports,
+            pool: vs.pool.clone(),
+            monitor: vs.monitor.clone().unwrap_or_else(|| pool.monitor.clone()),
+            scheduler: vs.scheduler,
+            persistence: vs.persistence,
+            persistence_timeout: Duration::from_secs(vs.persistence_timeout_s),
+            idle_timeout: Duration::from_secs(vs.idle_timeout_s),
+        })
+    }
+
+    /// No two sockets of one protocol may claim the same address:port,
+    /// counting a wildcard address as every address. Port 0 (pick a free
+    /// port) never clashes.
+    fn listener_clashes(&mut self, listen: &Listen, file: &ConfigFile, root: &FieldPath) {
+        let lp = root.key("listen");
+        let mut tcp: Vec<(SocketAddr, FieldPath)> = vec![(listen.admin, lp.key("admin"))];
+        let mut udp: Vec<(SocketAddr, FieldPath)> = Vec::new();
+        for (i, addr) in listen.dns.iter().enumerate() {
+            tcp.push((*addr, lp.key("dns").index(i)));
+            udp.push((*addr, lp.key("dns").index(i)));
+        }
+        if let Some(addr) = listen.sip_udp {
+            udp.push((addr, lp.key("sip_udp")));
+        }
+        if let Some(addr) = listen.sip_tcp {
+            tcp.push((addr, lp.key("sip_tcp")));
+        }
+        if let Some(addr) = listen.sip_tls {
+            tcp.push((addr, lp.key("sip_tls")));
+        }
+        for (i, vs) in file.virtual_services.iter().enumerate() {
+            let Ok(ip) = vs.address.parse::<IpAddr>() else {
+                continue;
+            };
+            let path = root.item("virtual_service", i);
+            tcp.push((SocketAddr::new(ip, vs.port), path.key("port")));
+            for (j, port) in vs.extra_ports.iter().enumerate() {
+                tcp.push((SocketAddr::new(ip, *port), path.key("extra_ports").index(j)));
+            }
+        }
+        for (protocol, sockets) in [("TCP", &tcp), ("UDP", &udp)] {
+            for (i, (addr, path)) in sockets.iter().enumerate() {
+                if addr.port() == 0 {
+                    continue;
+                }
+                let clash = sockets[..i].iter().find(|(other, other_path)| {
+                    other.port() == addr.port()
+                        && other_path != path
+                        && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+                });
+                if let Some((other, other_path)) = clash {
+                    self.error(
+                        path.clone(),
+                        format!("{protocol} {addr} clashes with {other_path} ({other}); give one of them another address or port"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn unknown_reference(what: &str, name: &str, known: &HashSet<String>) -> String {
+    let mut known: Vec<&str> = known.iter().map(String::as_str).collect();
+    known.sort_unstable();
+    if known.is_empty() {
+        format!("refers to {what} {name:?}, but no {what} is defined; add a [[{what}]] named {name:?}")
+    } else {
+        format!("refers to {what} {name:?}, which is not defined; defined: {}", known.join(", "))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Lower-case, strip one trailing dot, check label syntax.
+pub fn normalise_dns_name(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    ok.then_some(name)
+}
+
+/// A record name relative to its zone: `@` is the apex, a trailing dot means
+/// already absolute.
+fn qualify(name: &str, zone: &str) -> String {
+    if name == "@" {
+        zone.to_owned()
+    } else if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.{zone}")
+    }
+}
+
+/// Is `name` equal to or below `zone`? Both normalised.
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone
+        || name
+            .strip_suffix(zone)
+            .is_some_and(|prefix| prefix.ends_with('.'))
+}

@@ -1,0 +1,56 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`. Each entry
+//! runs once, in its own transaction, in order. Never edit a released entry:
+//! append a new one.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: desired config history, member admin state, admin users, event log.
+    r#"
+    CREATE TABLE config_versions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at  TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        toml        TEXT NOT NULL
+    );
+    CREATE TABLE member_admin_state (
+        pool        TEXT NOT NULL,
+        member      TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('enabled', 'draining', 'disabled')),
+        changed_at  TEXT NOT NULL,
+        PRIMARY KEY (pool, member)
+    );
+    CREATE TABLE admin_users (
+        username       TEXT PRIMARY KEY,
+        password_hash  TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        pool     TEXT,
+        member   TEXT,
+        message  TEXT NOT NULL,
+        detail   TEXT
+    );
+    "#,
+    // 2: appliance settings (stable appliance id), API tokens for scripts,
+    // and an index for reading recent events per member.
+    r#"
+    CREATE TABLE settings (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        username    TEXT NOT NULL REFERENCES admin_users(username) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+    CREATE INDEX events_member ON events (pool, member, id);
+    "#,
+];
+
+pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -1,0 +1,426 @@
+//! The appliance's durable state in SQLite: desired config (every committed
+//! version), members' admin state, admin users, API tokens, settings and the
+//! event log.
+//!
+//! Invariants:
+//! * WAL journal with `synchronous = FULL`: a call that returned `Ok` has been
+//!   fsync'd, so anything acknowledged survives a crash or power loss.
+//! * Foreign keys are on; migrations are versioned (`PRAGMA user_version`).
+//! * A config is committed together with its admin-state changes and its
+//!   event in one transaction, so the three never disagree.
+//!
+//! The API is synchronous; async callers use `spawn_blocking`.
+
+mod migrations;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::config::{self, AdminState, Config, ConfigDiff, diff::MemberKey};
+
+pub use migrations::LATEST as SCHEMA_VERSION;
+
+pub const DB_FILE: &str = "poolgate.db";
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this poolgate understands ({supported}); upgrade poolgate")]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("stored config version {id} no longer validates: {message}")]
+    StoredConfig { id: i64, message: String },
+    #[error("pool {pool:?} has no member {member:?}")]
+    UnknownMember { pool: String, member: String },
+    #[error("password must be at least {MIN_PASSWORD_LEN} characters")]
+    WeakPassword,
+    #[error("password hashing: {0}")]
+    PasswordHash(String),
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub pool: Option<String>,
+    pub member: Option<String>,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// An event about to be recorded.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub pool: Option<String>,
+    pub member: Option<String>,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// The desired config as last committed.
+#[derive(Debug, Clone)]
+pub struct StoredConfig {
+    pub id: i64,
+    pub created_at: String,
+    pub config: Config,
+}
+
+/// Handle to the database; cheap to clone, safe to share between threads.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("the current time is representable in RFC 3339")
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `data_dir` and migrate it.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_at_version(data_dir, migrations::LATEST)
+    }
+
+    /// Open and migrate only up to `version`: lets tests build a database as
+    /// an older poolgate left it.
+    #[doc(hidden)]
+    pub fn open_at_version(data_dir: &Path, version: u32) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn, version)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (an
+        // open transaction rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self.conn().pragma_query_value(None, "user_version", |row| row.get(0))?)
+    }
+
+    /// The latest committed desired config, if any.
+    pub fn desired_config(&self) -> Result<Option<StoredConfig>, StoreError> {
+        let row: Option<(i64, String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT id, created_at, toml FROM config_versions ORDER BY id DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, created_at, text)) = row else {
+            return Ok(None);
+        };
+        let config = config::from_toml(&text, &format!("stored config {id}")).map_err(|error| {
+            StoreError::StoredConfig {
+                id,
+                message: error.to_string(),
+            }
+        })?;
+        Ok(Some(StoredConfig {
+            id,
+            created_at,
+            config,
+        }))
+    }
+
+    /// Commit `config` as the desired config. Admin states change only where
+    /// the diff says the config asks for it; members that left the config
+    /// lose theirs. Returns the new version id and the diff from the previous.
+    pub fn commit_config(&self, config: &Config, source: &str) -> Result<(i64, ConfigDiff), StoreError> {
+        let previous = self.desired_config()?;
+        let changes = config::diff(previous.as_ref().map(|p| &p.config), config);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_rfc3339();
+        tx.execute(
+            "INSERT INTO config_versions (created_at, source, toml) VALUES (?1, ?2, ?3)",
+            params![now, source, config::to_toml(config)],
+        )?;
+        let id = tx.last_insert_rowid();
+        for (pool, member) in &changes.members_removed {
+            tx.execute(
+                "DELETE FROM member_admin_state WHERE pool = ?1 AND member = ?2",
+                params![pool, member],
+            )?;
+        }
+        for ((pool, member), state) in &changes.admin_states {
+            tx.execute(
+                "INSERT INTO member_admin_state (pool, member, state, changed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (pool, member) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at",
+                params![pool, member, state.as_str(), now],
+            )?;
+        }
+        if !changes.is_empty() || previous.is_none() {
+            insert_event(
+                &tx,
+                &now,
+                &NewEvent {
+                    kind: "config",
+                    message: format!("Config version {id} committed from {source}"),
+                    detail: Some(serde_json::json!({
+                        "version": id,
+                        "members_added": changes.members_added.len(),
+                        "members_removed": changes.members_removed.len(),
+                        "members_changed": changes.members_changed.len(),
+                        "admin_states_set": changes.admin_states.len(),
+                    })),
+                    ..NewEvent::default()
+                },
+            )?;
+        }
+        tx.commit()?;
+        Ok((id, changes))
+    }
+
+    /// Every member's admin state.
+    pub fn admin_states(&self) -> Result<BTreeMap<MemberKey, AdminState>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT pool, member, state FROM member_admin_state")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+        })?;
+        let mut states = BTreeMap::new();
+        for row in rows {
+            let (pool, member, state) = row?;
+            // The CHECK constraint guarantees one of the three names.
+            let state = AdminState::parse(&state).unwrap_or(AdminState::Enabled);
+            states.insert((pool, member), state);
+        }
+        Ok(states)
+    }
+
+    /// Set one member's admin state and log it, durably. Returns the previous
+    /// state.
+    pub fn set_admin_state(
+        &self,
+        pool: &str,
+        member: &str,
+        state: AdminState,
+        actor: &str,
+    ) -> Result<AdminState, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT state FROM member_admin_state WHERE pool = ?1 AND member = ?2",
+                params![pool, member],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(previous) = previous.as_deref().and_then(AdminState::parse) else {
+            return Err(StoreError::UnknownMember {
+                pool: pool.to_owned(),
+                member: member.to_owned(),
+            });
+        };
+        let now = now_rfc3339();
+        tx.execute(
+            "UPDATE member_admin_state SET state = ?3, changed_at = ?4 WHERE pool = ?1 AND member = ?2",
+            params![pool, member, state.as_str(), now],
+        )?;
+        insert_event(
+            &tx,
+            &now,
+            &NewEvent {
+                kind: "admin",
+                pool: Some(pool.to_owned()),
+                member: Some(member.to_owned()),
+                message: format!("{actor} set {pool}/{member} {} (was {})", state.as_str(), previous.as_str()),
+                detail: Some(serde_json::json!({"from": previous.as_str(), "to": state.as_str(), "actor": actor})),
+            },
+        )?;
+        tx.commit()?;
+        Ok(previous)
+    }
+
+    pub fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        insert_event(&conn, &now_rfc3339(), event)
+    }
+
+    /// Events with id greater than `after`, oldest first, at most `limit`.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.query_events(
+            "SELECT id, at, kind, pool, member, message, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            after,
+            limit,
+        )
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.query_events(
+            "SELECT id, at, kind, pool, member, message, detail FROM events WHERE id > ?1 ORDER BY id DESC LIMIT ?2",
+            0,
+            limit,
+        )
+    }
+
+    fn query_events(&self, sql: &str, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![after, limit], |row| {
+            let detail: Option<String> = row.get(6)?;
+            Ok(Event {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                kind: row.get(2)?,
+                pool: row.get(3)?,
+                member: row.get(4)?,
+                message: row.get(5)?,
+                detail: detail.and_then(|text| serde_json::from_str(&text).ok()),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn has_admin(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| row.get(0))?)
+    }
+
+    /// Set (or replace) a user's password, hashed with argon2id.
+    pub fn set_password(&self, username: &str, password: &str) -> Result<(), StoreError> {
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(StoreError::WeakPassword);
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|error| StoreError::PasswordHash(error.to_string()))?
+            .to_string();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_rfc3339();
+        tx.execute(
+            "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+            params![username, hash, now],
+        )?;
+        insert_event(
+            &tx,
+            &now,
+            &NewEvent {
+                kind: "admin",
+                message: format!("Password set for {username}"),
+                ..NewEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `password` is `username`'s. Unknown users verify as false.
+    pub fn verify_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        let hash: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT password_hash FROM admin_users WHERE username = ?1",
+                params![username],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(hash) = hash else {
+            return Ok(false);
+        };
+        let parsed = PasswordHash::new(&hash).map_err(|error| StoreError::PasswordHash(error.to_string()))?;
+        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", params![key], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Read a setting, or store `make()`'s value if there is none yet.
+    pub fn setting_or_insert(&self, key: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![key, make()],
+        )?;
+        Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |row| row.get(0))?)
+    }
+}
+
+fn insert_event(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, kind, pool, member, message, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            at,
+            event.kind,
+            event.pool,
+            event.member,
+            event.message,
+            event.detail.as_ref().map(serde_json::Value::to_string)
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn migrate(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > migrations::LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: migrations::LATEST,
+        });
+    }
+    for (index, sql) in migrations::MIGRATIONS.iter().enumerate() {
+        let version = u32::try_from(index + 1).expect("fewer than 2^32 migrations");
+        if version <= found || version > target {
+            continue;
+        }
+        let tx: Transaction<'_> = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+use std::path::PathBuf;
+
+use rusqlite::params;
+
+use super::*;
+
+fn example() -> Config {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");
+    config::load(&path).expect("example validates")
+}
+
+fn key(pool: &str, member: &str) -> MemberKey {
+    (pool.to_owned(), member.to_owned())
+}
+
+#[test]
+fn migrates_an_empty_database_to_latest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+    let mode: String = store
+        .conn()
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    let fk: bool = store
+        .conn()
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .expect("foreign keys");
+    assert!(fk);
+    // Reopening is a no-op.
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+}
+
+#[test]
+fn migrates_a_previous_version_database_keeping_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let old = Store::open_at_version(dir.path(), 1).expect("open v1");
+        assert_eq!(old.schema_version().expect("version"), 1);
+        old.commit_config(&example(), "test").expect("commit");
+        old.set_admin_state("pool01", "fe02", AdminState::Draining, "test")
+            .expect("drain");
+        // Version 1 has no settings table.
+        assert!(old.setting("appliance_id").is_err());
+    }
+    let store = Store::open(dir.path()).expect("migrate");
+    assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+    assert_eq!(store.admin_states().expect("states")[&key("pool01", "fe02")], AdminState::Draining);
+    assert!(store.desired_config().expect("config").is_some());
+    let id = store.setting_or_insert("appliance_id", || "abc".into()).expect("setting");
+    assert_eq!(id, "abc");
+}
+
+#[test]
+fn refuses_a_database_from_a_newer_poolgate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .conn()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("bump");
+    }
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
+
+#[test]
+fn commit_sets_admin_state_from_config_only_when_it_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let config = example();
+    let (first, changes) = store.commit_config(&config, "test").expect("commit");
+    assert_eq!(changes.members_added.len(), 3);
+    assert_eq!(store.admin_states().expect("states").len(), 3);
+
+    store
+        .set_admin_state("pool01", "fe01", AdminState::Draining, "test")
+        .expect("drain");
+    // Re-importing the same file (a restart with --config) keeps the drain.
+    let (second, changes) = store.commit_config(&config, "test").expect("recommit");
+    assert!(second > first);
+    assert!(changes.is_empty());
+    assert_eq!(store.admin_states().expect("states")[&key("pool01", "fe01")], AdminState::Draining);
+
+    // A config without fe03 removes its admin state.
+    let mut file = config.source().clone();
+    file.pools[0].members.pop();
+    let smaller = config::validate(&file).expect("valid");
+    store.commit_config(&smaller, "test").expect("commit smaller");
+    let states = store.admin_states().expect("states");
+    assert!(!states.contains_key(&key("pool01", "fe03")));
+    assert_eq!(store.desired_config().expect("read").expect("some").config, smaller);
+}
+
+#[test]
+fn admin_state_of_unknown_member_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.commit_config(&example(), "test").expect("commit");
+    let error = store
+        .set_admin_state("pool01", "fe09", AdminState::Disabled, "test")
+        .expect_err("unknown member");
+    assert!(matches!(error, StoreError::UnknownMember { .. }), "{error}");
+}
+
+#[test]
+fn events_record_admin_actions_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.commit_config(&example(), "test").expect("commit");
+    store
+        .set_admin_state("pool01", "fe02", AdminState::Disabled, "alice")
+        .expect("disable");
+    let events = store.events_after(0, 100).expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].kind, "config");
+    assert_eq!(events[1].member.as_deref(), Some("fe02"));
+    assert!(events[1].message.contains("alice"), "{}", events[1].message);
+    assert_eq!(store.recent_events(1).expect("recent")[0].id, events[1].id);
+}
+
+#[test]
+fn passwords_are_hashed_and_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert!(!store.has_admin().expect("has admin"));
+    assert!(matches!(store.set_password("admin", "short"), Err(StoreError::WeakPassword)));
+    store.set_password("admin", "correct horse battery").expect("set");
+    assert!(store.has_admin().expect("has admin"));
+    assert!(store.verify_password("admin", "correct horse battery").expect("verify"));
+    assert!(!store.verify_password("admin", "wrong horse battery").expect("verify"));
+    assert!(!store.verify_password("mallory", "correct horse battery").expect("verify"));
+    let hash: String = store
+        .conn()
+        .query_row("SELECT password_hash FROM admin_users WHERE username = ?1", params!["admin"], |row| row.get(0))
+        .expect("row");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+}
