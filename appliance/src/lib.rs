@@ -3,11 +3,25 @@
 //! One library, one thin binary (`main.rs`). Each module owns one subsystem:
 //! `config` (schema and the one validator), `store` (SQLite: desired config,
 //! admin state, users, events), `state` (the `PoolView` snapshot and its one
-//! publisher), `web` (the admin listener), `system` (process concerns:
-//! signals, systemd notification, logging), and `app` (wiring them into a
-//! running appliance).
+//! publisher), `web` (the admin listener), `system` (signals, systemd
+//! notification, logging), and `app` (wiring them into a running appliance).
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
+pub mod state;
 pub mod store;
+pub mod system;
+pub mod web;
+
+/// Version and build information, as `poolgate version` prints it.
+pub fn build_info() -> String {
+    format!(
+        "poolgate {} (commit {}, {} build for {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("POOLGATE_GIT_COMMIT"),
+        env!("POOLGATE_PROFILE"),
+        env!("POOLGATE_TARGET"),
+    )
+}

@@ -1,1 +1,183 @@
-fn main(){}
+//! The `poolgate` command: parses arguments and hands over to the library.
+//! Exit codes: 0 success, 64 invalid config (or usage), 1 any other failure.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use poolgate::app::{self, RunError, RunOptions};
+use poolgate::config;
+use poolgate::store::{self, Store};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "poolgate",
+    about = "Load-balancing appliance for SIP server pools",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the appliance.
+    Run {
+        /// Where the database and certificates live.
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// Validate this file and make it the desired config before anything listens.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Admin listener of a fresh appliance that has no config yet.
+        #[arg(long, default_value = "0.0.0.0:443")]
+        admin_listen: SocketAddr,
+        /// Seconds to let in-flight work finish after SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        grace_period_s: u64,
+    },
+    /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
+    CheckConfig { file: PathBuf },
+    /// Print the stored desired config as TOML that `run --config` accepts.
+    Export {
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Administration from the console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print version and build information.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Set an admin password, read from standard input.
+    SetPassword {
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "admin")]
+        username: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            data_dir,
+            config,
+            admin_listen,
+            grace_period_s,
+        } => run(RunOptions {
+            data_dir,
+            config,
+            admin_listen,
+            grace: Duration::from_secs(grace_period_s),
+        }),
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Export { data_dir } => export(&data_dir),
+        Command::Admin {
+            command: AdminCommand::SetPassword { data_dir, username },
+        } => set_password(&data_dir, &username),
+        Command::Version => {
+            println!("{}", poolgate::build_info());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("poolgate: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        poolgate::system::cancel_on_signal(shutdown.clone())
+            .context("cannot install signal handlers")?;
+        match app::run(options, shutdown).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(RunError::Config(error)) => {
+                eprintln!("{error}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+            Err(error) => {
+                tracing::error!(%error, "poolgate stopped");
+                Err(error.into())
+            }
+        }
+    })
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(config) => {
+            let members: usize = config.pools.iter().map(|pool| pool.members.len()).sum();
+            println!(
+                "{}: ok ({} pools, {members} members, {} virtual services, {} zones)",
+                file.display(),
+                config.pools.len(),
+                config.virtual_services.len(),
+                config.zones.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn existing_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+    if !data_dir.join(store::DB_FILE).exists() {
+        bail!("no poolgate data in {}", data_dir.display());
+    }
+    Ok(Store::open(data_dir)?)
+}
+
+fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let store = existing_store(data_dir)?;
+    match store.export_toml()? {
+        Some(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no config stored in {} yet", data_dir.display()),
+    }
+}
+
+fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<ExitCode> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+        let second = rpassword::prompt_password("Repeat it: ")?;
+        if first != second {
+            bail!("the two passwords differ; nothing changed");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let store = Store::open(data_dir)?;
+    store.set_password(username, &password)?;
+    eprintln!("Password set for {username}.");
+    Ok(ExitCode::SUCCESS)
+}

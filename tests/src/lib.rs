@@ -1,1 +1,318 @@
+//! Harness for end-to-end tests: starts the real `poolgate` binary on
+//! loopback, reads its `listening` log lines to learn the bound addresses,
+//! and stops it (SIGTERM, or SIGKILL on drop) so no process outlives a test.
+//!
+//! The binary is `POOLGATE_BIN` if set, else `target/<profile>/poolgate`
+//! beside the test executable (`make test` builds it first).
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Path of the poolgate binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("POOLGATE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/poolgate
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("poolgate"))
+        .expect("test executable lives in target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} not found: build it first with `cargo build -p poolgate` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A TCP and UDP port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a free TCP port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The loopback example with every listener on port 0 and each virtual
+/// service port on a free port, so tests never collide.
+pub fn loopback_example() -> toml::Table {
+    let text =
+        std::fs::read_to_string(examples_dir().join("lync-pool.toml")).expect("example readable");
+    let mut config: toml::Table = text.parse().expect("example is TOML");
+    let listen = config
+        .get_mut("listen")
+        .and_then(toml::Value::as_table_mut)
+        .expect("[listen]");
+    for (key, value) in listen.iter_mut() {
+        match value {
+            toml::Value::String(_) => *value = toml::Value::String("127.0.0.1:0".into()),
+            toml::Value::Array(items) => {
+                for item in items {
+                    *item = toml::Value::String("127.0.0.1:0".into());
+                }
+            }
+            _ => panic!("unexpected listen.{key}"),
+        }
+    }
+    if let Some(services) = config
+        .get_mut("virtual_service")
+        .and_then(toml::Value::as_array_mut)
+    {
+        for service in services {
+            let service = service.as_table_mut().expect("table");
+            service.insert("port".into(), i64::from(free_port()).into());
+            if let Some(extra) = service
+                .get_mut("extra_ports")
+                .and_then(toml::Value::as_array_mut)
+            {
+                for port in extra {
+                    *port = i64::from(free_port()).into();
+                }
+            }
+        }
+    }
+    config
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running poolgate process.
+#[derive(Debug)]
+pub struct Poolgate {
+    child: Child,
+    log: Arc<(Mutex<Log>, Condvar)>,
+    pub data_dir: PathBuf,
+}
+
+impl Poolgate {
+    /// Start `poolgate run` with `args` after `run`.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .arg("run")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start poolgate");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("POOLGATE_TEST_LOG").is_some() {
+                    eprintln!("poolgate| {line}");
+                }
+                let (lock, cond) = &*writer;
+                lock.lock().expect("log lock").lines.push(line);
+                cond.notify_all();
+            }
+            let (lock, cond) = &*writer;
+            lock.lock().expect("log lock").closed = true;
+            cond.notify_all();
+        });
+        Self {
+            child,
+            log,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Write `config` to the data dir's parent and start with `--config`.
+    pub fn start_with_config(data_dir: &Path, config: &toml::Table, extra: &[&str]) -> Self {
+        let file = data_dir.with_extension("toml");
+        std::fs::write(&file, toml::to_string(config).expect("serialise config"))
+            .expect("write config");
+        let mut args = vec!["--config", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Self::start(data_dir, &args)
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"))
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.0.lock().expect("log lock").lines.clone()
+    }
+
+    /// Wait until some log line satisfies `predicate`; panics with the log on timeout.
+    pub fn wait_for_line<T>(
+        &self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.log;
+        let mut log = lock.lock().expect("log lock");
+        let mut seen = 0;
+        loop {
+            for line in &log.lines[seen..] {
+                if let Some(found) = predicate(line) {
+                    return found;
+                }
+            }
+            seen = log.lines.len();
+            let now = Instant::now();
+            if log.closed || now >= deadline {
+                panic!(
+                    "poolgate log never matched (exited: {}):\n{}",
+                    log.closed,
+                    log.lines.join("\n")
+                );
+            }
+            log = cond.wait_timeout(log, deadline - now).expect("log lock").0;
+        }
+    }
+
+    /// Bound addresses by service, once `services` have all logged `listening`.
+    pub fn listening(&self, services: &[&str]) -> HashMap<String, Vec<SocketAddr>> {
+        let mut found: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+        self.wait_for_line(Duration::from_secs(30), |line| {
+            if let Some((service, address)) = parse_listening(line) {
+                found.entry(service).or_default().push(address);
+            }
+            services
+                .iter()
+                .all(|s| found.contains_key(*s))
+                .then_some(())
+        });
+        found
+    }
+
+    /// The first bound address of `service`.
+    pub fn address(&self, service: &str) -> SocketAddr {
+        self.listening(&[service])[service][0]
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal poolgate");
+    }
+
+    /// Wait for exit, or `None` on timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait; panics if it does not exit within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_timeout(timeout).unwrap_or_else(|| {
+            panic!(
+                "poolgate did not exit within {timeout:?}:\n{}",
+                self.log().join("\n")
+            )
+        })
+    }
+}
+
+impl Drop for Poolgate {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `… listening service="dns-udp" address=127.0.0.1:5353` → (service, address).
+pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let service = line.split("service=").nth(1)?;
+    let service = service.trim_start_matches('"');
+    let service = &service[..service.find(['"', ' '])?];
+    let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+    Some((service.to_owned(), address.trim_matches('"').parse().ok()?))
+}
+
+/// Run the binary to completion with `args`, feeding `stdin`.
+pub fn poolgate_cli(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start poolgate");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("poolgate output")
+}
+
+/// A blocking HTTP GET over plain TCP, for the admin listener: returns the
+/// status code and body.
+pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("http://{address}{path}"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listening_lines() {
+        let line = "2026-01-01T00:00:00Z  INFO listening service=\"admin\" address=127.0.0.1:8443";
+        assert_eq!(
+            parse_listening(line),
+            Some(("admin".to_owned(), "127.0.0.1:8443".parse().expect("addr")))
+        );
+        assert_eq!(parse_listening("INFO Ready"), None);
+    }
+}

@@ -47,19 +47,33 @@ fn members(config: Option<&Config>) -> BTreeMap<MemberKey, &Member> {
         .collect()
 }
 
-fn by_name<'a, T>(items: impl IntoIterator<Item = &'a T>, name: fn(&T) -> &str) -> BTreeMap<String, &'a T>
+fn by_name<'a, T>(
+    items: impl IntoIterator<Item = &'a T>,
+    name: fn(&T) -> &str,
+) -> BTreeMap<String, &'a T>
 where
     T: 'a,
 {
-    items.into_iter().map(|item| (name(item).to_owned(), item)).collect()
+    items
+        .into_iter()
+        .map(|item| (name(item).to_owned(), item))
+        .collect()
 }
 
 fn compare<K: Ord + Clone, V: PartialEq>(
     old: &BTreeMap<K, V>,
     new: &BTreeMap<K, V>,
 ) -> (BTreeSet<K>, BTreeSet<K>, BTreeSet<K>) {
-    let added = new.keys().filter(|k| !old.contains_key(*k)).cloned().collect();
-    let removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     let changed = new
         .iter()
         .filter(|(k, v)| old.get(*k).is_some_and(|old| old != *v))
@@ -74,12 +88,22 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
     let new_members = members(Some(new));
     let identity = |m: &&Member| (m.fqdn.clone(), m.address, m.weight);
     let (members_added, members_removed, members_changed) = compare(
-        &old_members.iter().map(|(k, m)| (k.clone(), identity(m))).collect(),
-        &new_members.iter().map(|(k, m)| (k.clone(), identity(m))).collect(),
+        &old_members
+            .iter()
+            .map(|(k, m)| (k.clone(), identity(m)))
+            .collect(),
+        &new_members
+            .iter()
+            .map(|(k, m)| (k.clone(), identity(m)))
+            .collect(),
     );
     let admin_states = new_members
         .iter()
-        .filter(|(key, member)| old_members.get(*key).is_none_or(|old| old.state != member.state))
+        .filter(|(key, member)| {
+            old_members
+                .get(*key)
+                .is_none_or(|old| old.state != member.state)
+        })
         .map(|(key, member)| (key.clone(), member.state))
         .collect();
 
@@ -90,7 +114,10 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
     );
     let service_name: fn(&VirtualService) -> &str = |s| &s.name;
     let (services_added, services_removed, services_changed) = compare(
-        &by_name(old.into_iter().flat_map(|c| &c.virtual_services), service_name),
+        &by_name(
+            old.into_iter().flat_map(|c| &c.virtual_services),
+            service_name,
+        ),
         &by_name(&new.virtual_services, service_name),
     );
     ConfigDiff {

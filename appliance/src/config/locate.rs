@@ -123,7 +123,10 @@ mod tests {
     fn finds_nested_array_of_tables() {
         let text = "[[pool]]\nname = \"a\"\n[[pool.member]]\nname = \"x\"\n[[pool.member]]\nname = \"y\"\n";
         let root = DeTable::parse(text).expect("valid toml");
-        let path = FieldPath::root().item("pool", 0).item("member", 1).key("name");
+        let path = FieldPath::root()
+            .item("pool", 0)
+            .item("member", 1)
+            .key("name");
         let span = span_of(&root, &path).expect("span");
         assert_eq!(&text[span], "\"y\"");
         let found = path_at(&root, text.find("\"y\"").expect("present")).expect("path");

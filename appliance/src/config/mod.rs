@@ -29,7 +29,10 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{}", Problems(.problems, .file))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {

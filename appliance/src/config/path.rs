@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn displays_like_toml_keys() {
-        let path = FieldPath::root().item("pool", 0).item("member", 3).key("name");
+        let path = FieldPath::root()
+            .item("pool", 0)
+            .item("member", 3)
+            .key("name");
         assert_eq!(path.to_string(), "pool[0].member[3].name");
         assert_eq!(FieldPath::root().to_string(), "");
     }

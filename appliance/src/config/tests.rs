@@ -33,7 +33,8 @@ fn every_example_validates() {
 /// example beside them must keep validating.
 #[test]
 fn reference_example_validates_when_present() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/lync-pool.toml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/lync-pool.toml");
     if path.exists() {
         load(&path).unwrap_or_else(|error| panic!("{error}"));
     }
@@ -49,24 +50,105 @@ fn typed_config_has_parsed_values() {
     let vs = &config.virtual_services[0];
     assert_eq!(vs.ports, vec![14443, 18080]);
     assert_eq!(vs.idle_timeout.as_secs(), 1800);
-    assert_eq!(config.zones[0].records[0].name, "_sipinternaltls._tcp.contoso.test");
+    assert_eq!(
+        config.zones[0].records[0].name,
+        "_sipinternaltls._tcp.contoso.test"
+    );
 }
 
 /// Each broken file: (what, replace this, with this, field named, line).
 const BROKEN: &[(&str, &str, &str, &str, usize)] = &[
-    ("unknown key", "ttl = 30 ", "ttl = 30\nttl_seconds = 5 ", "ttl_seconds", 15),
-    ("duplicate member", "name = \"fe02\"", "name = \"fe01\"", "pool[0].member[1].name", 62),
-    ("dangling monitor", "monitor = \"fe-sip\"", "monitor = \"fe-sipp\"", "pool[0].monitor", 52),
-    ("dangling pool", "pool = \"pool01\"", "pool = \"pool02\"", "virtual_service[0].pool", 76),
-    ("bad address", "address = \"127.0.0.12\"", "address = \"127.0.0.300\"", "pool[0].member[1].address", 64),
-    ("bad listen address", "admin = \"127.0.0.1:8443\"", "admin = \"127.0.0.1\"", "listen.admin", 8),
-    ("port clash", "admin = \"127.0.0.1:8443\"", "admin = \"127.0.0.1:14443\"", "virtual_service[0].port", 74),
-    ("wrong type", "rise = 2", "rise = \"two\"", "monitor[0].rise", 36),
-    ("unknown scheduler", "\"least-connections\"", "\"fastest\"", "virtual_service[0].scheduler", 78),
-    ("duplicate address", "address = \"127.0.0.13\"", "address = \"127.0.0.11\"", "pool[0].member[2].address", 69),
-    ("fqdn outside zones", "fqdn = \"pool01.contoso.test\"", "fqdn = \"pool01.fabrikam.test\"", "pool[0].fqdn", 50),
-    ("timeout above interval", "timeout_ms = 500", "timeout_ms = 5000", "monitor[0].timeout_ms", 35),
-    ("bad SRV", "\"0 0 5061 pool01.contoso.test.\"", "\"5061 pool01\"", "zone[0].record[0].value", 23),
+    (
+        "unknown key",
+        "ttl = 30 ",
+        "ttl = 30\nttl_seconds = 5 ",
+        "ttl_seconds",
+        15,
+    ),
+    (
+        "duplicate member",
+        "name = \"fe02\"",
+        "name = \"fe01\"",
+        "pool[0].member[1].name",
+        62,
+    ),
+    (
+        "dangling monitor",
+        "monitor = \"fe-sip\"",
+        "monitor = \"fe-sipp\"",
+        "pool[0].monitor",
+        52,
+    ),
+    (
+        "dangling pool",
+        "pool = \"pool01\"",
+        "pool = \"pool02\"",
+        "virtual_service[0].pool",
+        76,
+    ),
+    (
+        "bad address",
+        "address = \"127.0.0.12\"",
+        "address = \"127.0.0.300\"",
+        "pool[0].member[1].address",
+        64,
+    ),
+    (
+        "bad listen address",
+        "admin = \"127.0.0.1:8443\"",
+        "admin = \"127.0.0.1\"",
+        "listen.admin",
+        8,
+    ),
+    (
+        "port clash",
+        "admin = \"127.0.0.1:8443\"",
+        "admin = \"127.0.0.1:14443\"",
+        "virtual_service[0].port",
+        74,
+    ),
+    (
+        "wrong type",
+        "rise = 2",
+        "rise = \"two\"",
+        "monitor[0].rise",
+        36,
+    ),
+    (
+        "unknown scheduler",
+        "\"least-connections\"",
+        "\"fastest\"",
+        "virtual_service[0].scheduler",
+        78,
+    ),
+    (
+        "duplicate address",
+        "address = \"127.0.0.13\"",
+        "address = \"127.0.0.11\"",
+        "pool[0].member[2].address",
+        69,
+    ),
+    (
+        "fqdn outside zones",
+        "fqdn = \"pool01.contoso.test\"",
+        "fqdn = \"pool01.fabrikam.test\"",
+        "pool[0].fqdn",
+        50,
+    ),
+    (
+        "timeout above interval",
+        "timeout_ms = 500",
+        "timeout_ms = 5000",
+        "monitor[0].timeout_ms",
+        35,
+    ),
+    (
+        "bad SRV",
+        "\"0 0 5061 pool01.contoso.test.\"",
+        "\"5061 pool01\"",
+        "zone[0].record[0].value",
+        23,
+    ),
 ];
 
 #[test]
@@ -80,7 +162,9 @@ fn broken_files_name_field_and_line() {
         let problem = error
             .problems()
             .iter()
-            .find(|p| p.field.as_deref().is_some_and(|f| f.contains(field)) || p.message.contains(field))
+            .find(|p| {
+                p.field.as_deref().is_some_and(|f| f.contains(field)) || p.message.contains(field)
+            })
             .unwrap_or_else(|| panic!("{what}: no problem names {field}: {rendered}"));
         assert_eq!(problem.line, *line, "{what}: {rendered}");
         assert!(problem.column >= 1, "{what}: {rendered}");
@@ -137,14 +221,20 @@ fn diff_sets_admin_state_only_when_config_changes_it() {
     assert!(fresh.listeners_changed);
 
     let drained = from_toml(
-        &example_text().replacen("address = \"127.0.0.12\"", "address = \"127.0.0.12\"\nstate = \"draining\"", 1),
+        &example_text().replacen(
+            "address = \"127.0.0.12\"",
+            "address = \"127.0.0.12\"\nstate = \"draining\"",
+            1,
+        ),
         "f",
     )
     .expect("valid");
     let changes = diff(Some(&old), &drained);
     assert_eq!(changes.admin_states.len(), 1);
     assert_eq!(
-        changes.admin_states.get(&("pool01".to_owned(), "fe02".to_owned())),
+        changes
+            .admin_states
+            .get(&("pool01".to_owned(), "fe02".to_owned())),
         Some(&AdminState::Draining)
     );
     assert!(changes.members_changed.is_empty());

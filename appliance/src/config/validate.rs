@@ -183,7 +183,12 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         .enumerate()
         .filter_map(|(i, monitor)| {
             let path = root.item("monitor", i);
-            v.unique(&mut monitor_names, &monitor.name, &path.key("name"), "monitor");
+            v.unique(
+                &mut monitor_names,
+                &monitor.name,
+                &path.key("name"),
+                "monitor",
+            );
             v.monitor(monitor, &path)
         })
         .collect();
@@ -207,7 +212,12 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         .enumerate()
         .filter_map(|(i, vs)| {
             let path = root.item("virtual_service", i);
-            v.unique(&mut vs_names, &vs.name, &path.key("name"), "virtual service");
+            v.unique(
+                &mut vs_names,
+                &vs.name,
+                &path.key("name"),
+                "virtual service",
+            );
             v.virtual_service(vs, &path, file, &monitor_names)
         })
         .collect();
@@ -247,9 +257,7 @@ impl Validator {
         if !valid_name(name) {
             self.error(
                 path.clone(),
-                format!(
-                    "{what} name {name:?} is not valid; use 1-63 letters, digits, '-' or '_'"
-                ),
+                format!("{what} name {name:?} is not valid; use 1-63 letters, digits, '-' or '_'"),
             );
         } else if !seen.insert(name.to_owned()) {
             self.error(
@@ -364,7 +372,12 @@ impl Validator {
         Some(fqdn)
     }
 
-    fn record_data(&mut self, record: &RecordFile, zone: &str, path: FieldPath) -> Option<RecordData> {
+    fn record_data(
+        &mut self,
+        record: &RecordFile,
+        zone: &str,
+        path: FieldPath,
+    ) -> Option<RecordData> {
         let value = record.value.trim();
         let parsed = match record.rtype {
             RecordType::A => value.parse().ok().map(RecordData::A),
@@ -376,15 +389,16 @@ impl Validator {
                 match parts.as_slice() {
                     [priority, weight, port, target] => {
                         match (priority.parse(), weight.parse(), port.parse()) {
-                            (Ok(priority), Ok(weight), Ok(port)) => normalise_dns_name(
-                                &qualify(target, zone),
-                            )
-                            .map(|target| RecordData::Srv {
-                                priority,
-                                weight,
-                                port,
-                                target,
-                            }),
+                            (Ok(priority), Ok(weight), Ok(port)) => {
+                                normalise_dns_name(&qualify(target, zone)).map(|target| {
+                                    RecordData::Srv {
+                                        priority,
+                                        weight,
+                                        port,
+                                        target,
+                                    }
+                                })
+                            }
                             _ => None,
                         }
                     }
@@ -397,10 +411,18 @@ impl Validator {
                 RecordType::A => "an IPv4 address such as \"192.0.2.10\"",
                 RecordType::Aaaa => "an IPv6 address such as \"2001:db8::10\"",
                 RecordType::Cname => "a DNS name such as \"pool01.contoso.com.\"",
-                RecordType::Srv => "\"priority weight port target\" such as \"0 0 5061 pool01.contoso.com.\"",
+                RecordType::Srv => {
+                    "\"priority weight port target\" such as \"0 0 5061 pool01.contoso.com.\""
+                }
                 RecordType::Txt => "text of at most 255 bytes",
             };
-            self.error(path, format!("{:?} is not valid for this record type; expected {expected}", record.value));
+            self.error(
+                path,
+                format!(
+                    "{:?} is not valid for this record type; expected {expected}",
+                    record.value
+                ),
+            );
         }
         parsed
     }
@@ -428,7 +450,10 @@ impl Validator {
             }
         }
         if m.port == Some(0) {
-            self.error(path.key("port"), "port 0 is not a port a member listens on; use 1-65535");
+            self.error(
+                path.key("port"),
+                "port 0 is not a port a member listens on; use 1-65535",
+            );
         }
         let http = matches!(m.kind, MonitorKind::Http | MonitorKind::Https);
         let sip = m.kind == MonitorKind::SipOptions;
@@ -439,18 +464,46 @@ impl Validator {
             if present && !allowed {
                 self.error(
                     path.key(key),
-                    format!("only applies to {types} monitors; remove it from this {} monitor", m.kind.as_str()),
+                    format!(
+                        "only applies to {types} monitors; remove it from this {} monitor",
+                        m.kind.as_str()
+                    ),
                 );
             }
         };
         only("path", m.path.is_some(), http, "http and https");
         only("host", m.host.is_some(), http, "http and https");
-        only("body_contains", m.body_contains.is_some(), http, "http and https");
-        only("expect_status", m.expect_status.is_some(), http || sip, "http, https and sip-options");
+        only(
+            "body_contains",
+            m.body_contains.is_some(),
+            http,
+            "http and https",
+        );
+        only(
+            "expect_status",
+            m.expect_status.is_some(),
+            http || sip,
+            "http, https and sip-options",
+        );
         only("transport", m.transport.is_some(), sip, "sip-options");
-        only("sni", m.sni.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
-        only("ca_file", m.ca_file.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
-        only("tls_verify", m.tls_verify.is_some(), tls, "TLS-speaking (tls, https, sip-options over tls)");
+        only(
+            "sni",
+            m.sni.is_some(),
+            tls,
+            "TLS-speaking (tls, https, sip-options over tls)",
+        );
+        only(
+            "ca_file",
+            m.ca_file.is_some(),
+            tls,
+            "TLS-speaking (tls, https, sip-options over tls)",
+        );
+        only(
+            "tls_verify",
+            m.tls_verify.is_some(),
+            tls,
+            "TLS-speaking (tls, https, sip-options over tls)",
+        );
         if let Some(p) = &m.path
             && !p.starts_with('/')
         {
@@ -459,10 +512,16 @@ impl Validator {
         if let Some(codes) = &m.expect_status
             && (codes.is_empty() || codes.iter().any(|c| !(100..=699).contains(c)))
         {
-            self.error(path.key("expect_status"), "must list status codes between 100 and 699");
+            self.error(
+                path.key("expect_status"),
+                "must list status codes between 100 and 699",
+            );
         }
         if m.ca_file.is_some() && m.tls_verify == Some(false) {
-            self.error(path.key("ca_file"), "is pointless with tls_verify = false; remove one of them");
+            self.error(
+                path.key("ca_file"),
+                "is pointless with tls_verify = false; remove one of them",
+            );
         }
         if self.errors.len() != errors_before {
             return None;
@@ -496,7 +555,10 @@ impl Validator {
     ) -> Option<Pool> {
         let errors_before = self.errors.len();
         if !monitors.contains(&pool.monitor) {
-            self.error(path.key("monitor"), unknown_reference("monitor", &pool.monitor, monitors));
+            self.error(
+                path.key("monitor"),
+                unknown_reference("monitor", &pool.monitor, monitors),
+            );
         }
         let fqdn = self.dns_name(&pool.fqdn, path.key("fqdn"));
         if let Some(fqdn) = &fqdn {
@@ -515,10 +577,16 @@ impl Validator {
             })
             .collect();
         if pool.registrar_port == 0 {
-            self.error(path.key("registrar_port"), "must be a port between 1 and 65535");
+            self.error(
+                path.key("registrar_port"),
+                "must be a port between 1 and 65535",
+            );
         }
         if pool.members.is_empty() {
-            self.error(path.key("member"), "a pool needs at least one [[pool.member]]");
+            self.error(
+                path.key("member"),
+                "a pool needs at least one [[pool.member]]",
+            );
         }
         if pool.members.len() > MAX_POOL_MEMBERS {
             self.error(
@@ -601,12 +669,18 @@ impl Validator {
         let pool = file.pools.iter().find(|pool| pool.name == vs.pool);
         if pool.is_none() {
             let pools: HashSet<String> = file.pools.iter().map(|p| p.name.clone()).collect();
-            self.error(path.key("pool"), unknown_reference("pool", &vs.pool, &pools));
+            self.error(
+                path.key("pool"),
+                unknown_reference("pool", &vs.pool, &pools),
+            );
         }
         if let Some(monitor) = &vs.monitor
             && !monitors.contains(monitor)
         {
-            self.error(path.key("monitor"), unknown_reference("monitor", monitor, monitors));
+            self.error(
+                path.key("monitor"),
+                unknown_reference("monitor", monitor, monitors),
+            );
         }
         let mut ports = vec![vs.port];
         ports.extend(&vs.extra_ports);
@@ -618,16 +692,28 @@ impl Validator {
                 path.key("extra_ports").index(i - 1)
             };
             if *port == 0 {
-                self.error(port_path, "a virtual service needs a fixed port between 1 and 65535");
+                self.error(
+                    port_path,
+                    "a virtual service needs a fixed port between 1 and 65535",
+                );
             } else if !seen.insert(*port) {
-                self.error(port_path, format!("port {port} is listed twice for this service"));
+                self.error(
+                    port_path,
+                    format!("port {port} is listed twice for this service"),
+                );
             }
         }
         if vs.idle_timeout_s == 0 || vs.idle_timeout_s > 86_400 {
-            self.error(path.key("idle_timeout_s"), "must be between 1 and 86400 seconds");
+            self.error(
+                path.key("idle_timeout_s"),
+                "must be between 1 and 86400 seconds",
+            );
         }
         if vs.persistence_timeout_s == 0 || vs.persistence_timeout_s > 86_400 {
-            self.error(path.key("persistence_timeout_s"), "must be between 1 and 86400 seconds");
+            self.error(
+                path.key("persistence_timeout_s"),
+                "must be between 1 and 86400 seconds",
+            );
         }
         if self.errors.len() != errors_before {
             return None;
@@ -684,7 +770,9 @@ impl Validator {
                 let clash = sockets[..i].iter().find(|(other, other_path)| {
                     other.port() == addr.port()
                         && other_path != path
-                        && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+                        && (other.ip() == addr.ip()
+                            || other.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
                 });
                 if let Some((other, other_path)) = clash {
                     self.error(
@@ -701,9 +789,14 @@ fn unknown_reference(what: &str, name: &str, known: &HashSet<String>) -> String 
     let mut known: Vec<&str> = known.iter().map(String::as_str).collect();
     known.sort_unstable();
     if known.is_empty() {
-        format!("refers to {what} {name:?}, but no {what} is defined; add a [[{what}]] named {name:?}")
+        format!(
+            "refers to {what} {name:?}, but no {what} is defined; add a [[{what}]] named {name:?}"
+        )
     } else {
-        format!("refers to {what} {name:?}, which is not defined; defined: {}", known.join(", "))
+        format!(
+            "refers to {what} {name:?}, which is not defined; defined: {}",
+            known.join(", ")
+        )
     }
 }
 

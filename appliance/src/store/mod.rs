@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use password_hash::rand_core::OsRng;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
@@ -40,7 +40,9 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database schema version {found} is newer than this poolgate understands ({supported}); upgrade poolgate")]
+    #[error(
+        "database schema version {found} is newer than this poolgate understands ({supported}); upgrade poolgate"
+    )]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("stored config version {id} no longer validates: {message}")]
     StoredConfig { id: i64, message: String },
@@ -129,11 +131,15 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (an
         // open transaction rolls back on drop), so a poisoned lock is usable.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        Ok(self.conn().pragma_query_value(None, "user_version", |row| row.get(0))?)
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |row| row.get(0))?)
     }
 
     /// The latest committed desired config, if any.
@@ -165,7 +171,11 @@ impl Store {
     /// Commit `config` as the desired config. Admin states change only where
     /// the diff says the config asks for it; members that left the config
     /// lose theirs. Returns the new version id and the diff from the previous.
-    pub fn commit_config(&self, config: &Config, source: &str) -> Result<(i64, ConfigDiff), StoreError> {
+    pub fn commit_config(
+        &self,
+        config: &Config,
+        source: &str,
+    ) -> Result<(i64, ConfigDiff), StoreError> {
         let previous = self.desired_config()?;
         let changes = config::diff(previous.as_ref().map(|p| &p.config), config);
         let mut conn = self.conn();
@@ -211,12 +221,39 @@ impl Store {
         Ok((id, changes))
     }
 
+    /// The desired config as TOML that `poolgate run --config` accepts again,
+    /// with each member's `state` set to its current admin state so that an
+    /// export taken mid-drain restores the drain.
+    pub fn export_toml(&self) -> Result<Option<String>, StoreError> {
+        let Some(stored) = self.desired_config()? else {
+            return Ok(None);
+        };
+        let admin = self.admin_states()?;
+        let mut file = stored.config.source().clone();
+        for pool in &mut file.pools {
+            for member in &mut pool.members {
+                if let Some(state) = admin.get(&(pool.name.clone(), member.name.clone())) {
+                    member.state = *state;
+                }
+            }
+        }
+        let config = config::validate(&file).map_err(|errors| StoreError::StoredConfig {
+            id: stored.id,
+            message: format!("{errors:?}"),
+        })?;
+        Ok(Some(config::to_toml(&config)))
+    }
+
     /// Every member's admin state.
     pub fn admin_states(&self) -> Result<BTreeMap<MemberKey, AdminState>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT pool, member, state FROM member_admin_state")?;
         let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })?;
         let mut states = BTreeMap::new();
         for row in rows {
@@ -264,8 +301,14 @@ impl Store {
                 kind: "admin",
                 pool: Some(pool.to_owned()),
                 member: Some(member.to_owned()),
-                message: format!("{actor} set {pool}/{member} {} (was {})", state.as_str(), previous.as_str()),
-                detail: Some(serde_json::json!({"from": previous.as_str(), "to": state.as_str(), "actor": actor})),
+                message: format!(
+                    "{actor} set {pool}/{member} {} (was {})",
+                    state.as_str(),
+                    previous.as_str()
+                ),
+                detail: Some(
+                    serde_json::json!({"from": previous.as_str(), "to": state.as_str(), "actor": actor}),
+                ),
             },
         )?;
         tx.commit()?;
@@ -317,7 +360,9 @@ impl Store {
     pub fn has_admin(&self) -> Result<bool, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| row.get(0))?)
+            .query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| {
+                row.get(0)
+            })?)
     }
 
     /// Set (or replace) a user's password, hashed with argon2id.
@@ -364,25 +409,40 @@ impl Store {
         let Some(hash) = hash else {
             return Ok(false);
         };
-        let parsed = PasswordHash::new(&hash).map_err(|error| StoreError::PasswordHash(error.to_string()))?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|error| StoreError::PasswordHash(error.to_string()))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM settings WHERE key = ?1", params![key], |row| row.get(0))
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
             .optional()?)
     }
 
     /// Read a setting, or store `make()`'s value if there is none yet.
-    pub fn setting_or_insert(&self, key: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+    pub fn setting_or_insert(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
             params![key, make()],
         )?;
-        Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", params![key], |row| row.get(0))?)
+        Ok(conn.query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            params![key],
+            |row| row.get(0),
+        )?)
     }
 }
 

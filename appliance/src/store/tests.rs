@@ -48,9 +48,14 @@ fn migrates_a_previous_version_database_keeping_its_data() {
     }
     let store = Store::open(dir.path()).expect("migrate");
     assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
-    assert_eq!(store.admin_states().expect("states")[&key("pool01", "fe02")], AdminState::Draining);
+    assert_eq!(
+        store.admin_states().expect("states")[&key("pool01", "fe02")],
+        AdminState::Draining
+    );
     assert!(store.desired_config().expect("config").is_some());
-    let id = store.setting_or_insert("appliance_id", || "abc".into()).expect("setting");
+    let id = store
+        .setting_or_insert("appliance_id", || "abc".into())
+        .expect("setting");
     assert_eq!(id, "abc");
 }
 
@@ -86,16 +91,24 @@ fn commit_sets_admin_state_from_config_only_when_it_changes() {
     let (second, changes) = store.commit_config(&config, "test").expect("recommit");
     assert!(second > first);
     assert!(changes.is_empty());
-    assert_eq!(store.admin_states().expect("states")[&key("pool01", "fe01")], AdminState::Draining);
+    assert_eq!(
+        store.admin_states().expect("states")[&key("pool01", "fe01")],
+        AdminState::Draining
+    );
 
     // A config without fe03 removes its admin state.
     let mut file = config.source().clone();
     file.pools[0].members.pop();
     let smaller = config::validate(&file).expect("valid");
-    store.commit_config(&smaller, "test").expect("commit smaller");
+    store
+        .commit_config(&smaller, "test")
+        .expect("commit smaller");
     let states = store.admin_states().expect("states");
     assert!(!states.contains_key(&key("pool01", "fe03")));
-    assert_eq!(store.desired_config().expect("read").expect("some").config, smaller);
+    assert_eq!(
+        store.desired_config().expect("read").expect("some").config,
+        smaller
+    );
 }
 
 #[test]
@@ -130,15 +143,57 @@ fn passwords_are_hashed_and_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     assert!(!store.has_admin().expect("has admin"));
-    assert!(matches!(store.set_password("admin", "short"), Err(StoreError::WeakPassword)));
-    store.set_password("admin", "correct horse battery").expect("set");
+    assert!(matches!(
+        store.set_password("admin", "short"),
+        Err(StoreError::WeakPassword)
+    ));
+    store
+        .set_password("admin", "correct horse battery")
+        .expect("set");
     assert!(store.has_admin().expect("has admin"));
-    assert!(store.verify_password("admin", "correct horse battery").expect("verify"));
-    assert!(!store.verify_password("admin", "wrong horse battery").expect("verify"));
-    assert!(!store.verify_password("mallory", "correct horse battery").expect("verify"));
+    assert!(
+        store
+            .verify_password("admin", "correct horse battery")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("admin", "wrong horse battery")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("mallory", "correct horse battery")
+            .expect("verify")
+    );
     let hash: String = store
         .conn()
-        .query_row("SELECT password_hash FROM admin_users WHERE username = ?1", params!["admin"], |row| row.get(0))
+        .query_row(
+            "SELECT password_hash FROM admin_users WHERE username = ?1",
+            params!["admin"],
+            |row| row.get(0),
+        )
         .expect("row");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
+}
+
+#[test]
+fn export_carries_current_admin_state_and_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.export_toml().expect("export"), None);
+    store.commit_config(&example(), "test").expect("commit");
+    store
+        .set_admin_state("pool01", "fe03", AdminState::Draining, "test")
+        .expect("drain");
+    let text = store.export_toml().expect("export").expect("some");
+    let again = config::from_toml(&text, "export").expect("valid");
+    assert_eq!(again.pools[0].members[2].state, AdminState::Draining);
+    // Importing the export into the same store changes nothing.
+    let (_, changes) = store.commit_config(&again, "import").expect("commit");
+    assert!(changes.members_added.is_empty() && changes.members_removed.is_empty());
+    assert_eq!(
+        store.admin_states().expect("states")[&key("pool01", "fe03")],
+        AdminState::Draining
+    );
 }

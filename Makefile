@@ -1,0 +1,42 @@
+# poolgate's front door. `make run` and `make test` are the two commands a
+# newcomer needs; CI runs `make test` (through .ci/run).
+
+CARGO ?= cargo
+DATA_DIR ?= ./var
+CONFIG ?= examples/lync-pool.toml
+
+.PHONY: run build test lint unit e2e bench image image-test clean
+
+## Build and run poolgate on the loopback example, data in ./var.
+run:
+	$(CARGO) run --locked --release -p poolgate --bin poolgate -- run --data-dir $(DATA_DIR) --config $(CONFIG)
+
+build:
+	$(CARGO) build --locked --release -p poolgate --bin poolgate
+
+## Everything CI checks: formatting, lints, unit, property and end-to-end tests.
+test: lint unit e2e
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --locked -p poolgate
+
+# End-to-end tests drive the real binary, so build it first.
+e2e:
+	$(CARGO) build --locked -p poolgate --bin poolgate
+	$(CARGO) test --locked -p poolgate-e2e
+
+## Benchmarks against named peers (long; not part of `make test`).
+bench:
+	@test -x bench/run || { echo "no benchmarks yet"; exit 0; }
+	bench/run
+
+## The bootable appliance image (OVA, VHDX) under target/image/.
+image image-test:
+	@echo "make $@: the appliance image is not built yet" >&2; exit 1
+
+clean:
+	$(CARGO) clean

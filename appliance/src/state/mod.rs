@@ -1,0 +1,16 @@
+//! Runtime state: the immutable `PoolView` generations (`view`) and the one
+//! task that publishes them (`publisher`). Per-member counters live beside the
+//! snapshot, shared by every generation, so data-plane accounting never waits
+//! for the publisher.
+
+pub mod publisher;
+pub mod view;
+
+pub use publisher::{PublisherHandle, Update, spawn};
+pub use view::{
+    DnsAnswer, DrainProgress, DrainState, Health, HealthStatus, Inputs, MemberCounters, MemberView,
+    PoolState, PoolView, ServiceState,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! The one writer of `PoolView`. Config commits, admin-state changes, health
+//! transitions and drain progress arrive as `Update`s on a channel; the
+//! publisher applies them to its `Inputs` (as a diff for config commits),
+//! builds the next generation and sends it on the watch channel. Readers only
+//! ever see whole generations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::view::{CounterTable, DrainProgress, HealthStatus, Inputs, PoolView};
+use crate::config::diff::MemberKey;
+use crate::config::{AdminState, Config, ConfigDiff};
+
+/// A change to what the view is built from.
+#[derive(Debug)]
+pub enum Update {
+    /// A config was committed to the store; `diff` is from the previous one.
+    Config {
+        config: Arc<Config>,
+        version: i64,
+        diff: ConfigDiff,
+    },
+    AdminState {
+        member: MemberKey,
+        state: AdminState,
+    },
+    Health {
+        member: MemberKey,
+        monitor: String,
+        status: HealthStatus,
+    },
+    Drain {
+        member: MemberKey,
+        progress: Option<DrainProgress>,
+    },
+}
+
+impl Inputs {
+    /// Inputs for a first generation: admin states as stored, health unknown.
+    pub fn new(
+        config: Arc<Config>,
+        config_version: i64,
+        admin: BTreeMap<MemberKey, AdminState>,
+    ) -> Self {
+        let mut inputs = Self {
+            config,
+            config_version,
+            admin,
+            health: BTreeMap::new(),
+            drain: BTreeMap::new(),
+            counters: CounterTable::new(),
+        };
+        inputs.sync_counters();
+        inputs
+    }
+
+    /// Apply one update. Returns whether anything changed.
+    pub fn apply(&mut self, update: Update) -> bool {
+        match update {
+            Update::Config {
+                config,
+                version,
+                diff,
+            } => {
+                for key in diff.members_removed.iter().chain(&diff.members_changed) {
+                    self.health.retain(|(member, _), _| member != key);
+                }
+                for key in &diff.members_removed {
+                    self.admin.remove(key);
+                    self.drain.remove(key);
+                }
+                self.health.retain(|(_, monitor), _| {
+                    !diff.monitors_removed.contains(monitor)
+                        && !diff.monitors_changed.contains(monitor)
+                });
+                for (key, state) in diff.admin_states {
+                    self.admin.insert(key, state);
+                }
+                self.config = config;
+                self.config_version = version;
+                self.sync_counters();
+                true
+            }
+            Update::AdminState { member, state } => {
+                if !self.has_member(&member) {
+                    return false;
+                }
+                if state != AdminState::Draining {
+                    self.drain.remove(&member);
+                }
+                self.admin.insert(member, state) != Some(state)
+            }
+            Update::Health {
+                member,
+                monitor,
+                status,
+            } => {
+                if !self.has_member(&member) || self.config.monitor(&monitor).is_none() {
+                    return false;
+                }
+                self.health.insert((member, monitor), status.clone()) != Some(status)
+            }
+            Update::Drain { member, progress } => {
+                if !self.has_member(&member) {
+                    return false;
+                }
+                match progress {
+                    Some(progress) => self.drain.insert(member, progress.clone()) != Some(progress),
+                    None => self.drain.remove(&member).is_some(),
+                }
+            }
+        }
+    }
+
+    fn has_member(&self, (pool, member): &MemberKey) -> bool {
+        self.config
+            .pool(pool)
+            .is_some_and(|p| p.members.iter().any(|m| &m.name == member))
+    }
+
+    /// Keep counter handles of members that stay, add new ones, drop the rest.
+    fn sync_counters(&mut self) {
+        let mut counters = CounterTable::new();
+        for pool in &self.config.pools {
+            for member in &pool.members {
+                let key = (pool.name.clone(), member.name.clone());
+                let handle = self.counters.remove(&key).unwrap_or_default();
+                counters.insert(key, handle);
+            }
+        }
+        self.counters = counters;
+    }
+}
+
+/// Handle for sending updates to the publisher and reading its views.
+#[derive(Debug, Clone)]
+pub struct PublisherHandle {
+    updates: mpsc::Sender<(Update, Option<oneshot::Sender<u64>>)>,
+    views: watch::Receiver<Arc<PoolView>>,
+}
+
+impl PublisherHandle {
+    /// The latest generation. Clone the `Arc` and drop the borrow at once.
+    pub fn current(&self) -> Arc<PoolView> {
+        Arc::clone(&self.views.borrow())
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PoolView>> {
+        self.views.clone()
+    }
+
+    /// Send an update; returns once a generation that includes it has been
+    /// published (its number), or `None` if the publisher has stopped.
+    pub async fn apply(&self, update: Update) -> Option<u64> {
+        let (done, published) = oneshot::channel();
+        self.updates.send((update, Some(done))).await.ok()?;
+        published.await.ok()
+    }
+
+    /// Send an update without waiting for it to be published.
+    pub async fn send(&self, update: Update) -> bool {
+        self.updates.send((update, None)).await.is_ok()
+    }
+}
+
+/// Start the publisher with generation 1 built from `inputs`. It stops when
+/// `shutdown` is cancelled or every handle is dropped.
+pub fn spawn(
+    inputs: Inputs,
+    shutdown: CancellationToken,
+) -> (PublisherHandle, tokio::task::JoinHandle<()>) {
+    let first = Arc::new(PoolView::build(&inputs, 1));
+    let (views_tx, views_rx) = watch::channel(first);
+    let (updates_tx, updates_rx) = mpsc::channel(1024);
+    let task = tokio::spawn(run(inputs, updates_rx, views_tx, shutdown));
+    (
+        PublisherHandle {
+            updates: updates_tx,
+            views: views_rx,
+        },
+        task,
+    )
+}
+
+async fn run(
+    mut inputs: Inputs,
+    mut updates: mpsc::Receiver<(Update, Option<oneshot::Sender<u64>>)>,
+    views: watch::Sender<Arc<PoolView>>,
+    shutdown: CancellationToken,
+) {
+    let mut generation = 1;
+    let mut waiting = Vec::new();
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => break,
+            update = updates.recv() => match update {
+                Some(update) => update,
+                None => break,
+            },
+        };
+        // Coalesce a burst (many health transitions at once) into one generation.
+        let mut changed = false;
+        let mut next = Some(first);
+        while let Some((update, done)) = next {
+            changed |= inputs.apply(update);
+            waiting.extend(done);
+            next = updates.try_recv().ok();
+        }
+        if changed {
+            generation += 1;
+            let view = Arc::new(PoolView::build(&inputs, generation));
+            tracing::debug!(generation, "Published pool view");
+            views.send_replace(view);
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(generation);
+        }
+    }
+}

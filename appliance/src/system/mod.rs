@@ -1,0 +1,48 @@
+//! Process concerns: logging setup, termination signals and systemd
+//! notification. Nothing here knows about pools.
+
+use tokio_util::sync::CancellationToken;
+
+/// Structured logs to stderr (journald under systemd). `RUST_LOG` overrides
+/// the default `info` level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Cancel `token` on the first SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            () = token.cancelled() => return,
+        };
+        tracing::info!(signal = name, "Shutting down");
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Tell systemd (`Type=notify`) we are serving. A no-op outside systemd.
+pub fn notify_ready() {
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "Cannot notify systemd of readiness");
+    }
+}
+
+/// Tell systemd we are stopping. A no-op outside systemd.
+pub fn notify_stopping() {
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
+        tracing::warn!(%error, "Cannot notify systemd of stopping");
+    }
+}

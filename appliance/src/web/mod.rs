@@ -1,0 +1,68 @@
+//! The admin listener: REST API (and, later, the web UI) over axum.
+//!
+//! Routes:
+//! * `GET /api/v1/health` — liveness: version, published generation, config
+//!   version. Open without authentication.
+//!
+//! Unknown routes answer 404 with a JSON body. The server takes its listener
+//! and a shutdown token, so tests bind port 0.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::PublisherHandle;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub publisher: PublisherHandle,
+    pub store: Store,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let view = state.publisher.current();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": view.generation,
+        "config_version": view.config_version,
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "not found"})))
+}
+
+/// Serve `router` on `listener` until `shutdown` is cancelled, then stop
+/// accepting and finish the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
