@@ -131,26 +131,37 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
 
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        result = &mut admin_task => {
-            // The admin server only returns early on an accept-loop failure.
-            shutdown.cancel();
-            result??;
-        }
-    }
+    let finished = tokio::select! {
+        () = shutdown.cancelled() => None,
+        result = &mut admin_task => Some(result),
+    };
     system::notify_stopping();
-    let deadline = tokio::time::sleep(options.grace);
-    tokio::pin!(deadline);
-    tokio::select! {
-        result = &mut admin_task => {
-            if let Ok(Err(error)) = result {
-                tracing::warn!(%error, "Admin listener ended with an error");
+    match finished {
+        // The admin server only ends by itself on an accept-loop failure (or
+        // because shutdown began in the same instant).
+        Some(result) => {
+            let stopping = shutdown.is_cancelled();
+            shutdown.cancel();
+            match result? {
+                Err(error) if !stopping => return Err(error.into()),
+                Err(error) => tracing::warn!(%error, "Admin listener ended with an error"),
+                Ok(()) => {}
             }
         }
-        () = &mut deadline => {
-            tracing::warn!(grace_s = options.grace.as_secs(), "Grace period over; closing admin connections still open");
-            admin_task.abort();
+        None => {
+            let deadline = tokio::time::sleep(options.grace);
+            tokio::pin!(deadline);
+            tokio::select! {
+                result = &mut admin_task => {
+                    if let Ok(Err(error)) = result {
+                        tracing::warn!(%error, "Admin listener ended with an error");
+                    }
+                }
+                () = &mut deadline => {
+                    tracing::warn!(grace_s = options.grace.as_secs(), "Grace period over; closing admin connections still open");
+                    admin_task.abort();
+                }
+            }
         }
     }
     let _ = publisher_task.await;
