@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub admin_listen: SocketAddr,
     /// How long in-flight work may take to finish after a shutdown signal.
     pub grace: Duration,
+    /// First-boot setup must present a one-time code shown on the console.
+    pub require_setup_code: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] web::tls::TlsError),
     #[error("the store task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -119,14 +123,28 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
 
+    let setup_code = if options.require_setup_code && !store.has_admin()? {
+        let code = format!("{:08}", rand::random::<u32>() % 100_000_000);
+        // On the console (systemd passes stderr to it) and in the journal.
+        eprintln!("poolgate first-boot setup code: {code}");
+        tracing::info!(setup_code = %code, "First-boot setup requires this code");
+        Some(code)
+    } else {
+        None
+    };
+    let mut names = vec!["poolgate".to_owned(), "localhost".to_owned()];
+    if !config.listen.admin.ip().is_unspecified() {
+        names.push(config.listen.admin.ip().to_string());
+    }
+    let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
-    let router = web::router(web::AppState {
-        publisher: publisher.clone(),
-        store: store.clone(),
-        started,
-    });
+    let router = web::router(web::AppState::new(
+        publisher.clone(),
+        store.clone(),
+        setup_code,
+    ));
     let server_shutdown = shutdown.child_token();
-    let mut admin_task = tokio::spawn(web::serve(admin, router, server_shutdown));
+    let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
 
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
@@ -140,21 +158,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         // The admin server only ends by itself on an accept-loop failure (or
         // because shutdown began in the same instant).
         Some(result) => {
-            let stopping = shutdown.is_cancelled();
             shutdown.cancel();
-            match result? {
-                Err(error) if !stopping => return Err(error.into()),
-                Err(error) => tracing::warn!(%error, "Admin listener ended with an error"),
-                Ok(()) => {}
-            }
+            result?;
         }
         None => {
             let deadline = tokio::time::sleep(options.grace);
             tokio::pin!(deadline);
             tokio::select! {
                 result = &mut admin_task => {
-                    if let Ok(Err(error)) = result {
-                        tracing::warn!(%error, "Admin listener ended with an error");
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "Admin listener task failed");
                     }
                 }
                 () = &mut deadline => {

@@ -43,6 +43,9 @@ enum Command {
         /// Seconds to let in-flight work finish after SIGTERM.
         #[arg(long, default_value_t = 10)]
         grace_period_s: u64,
+        /// First-boot setup must present a one-time code printed on the console.
+        #[arg(long)]
+        require_setup_code: bool,
     },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
@@ -79,11 +82,13 @@ fn main() -> ExitCode {
             config,
             admin_listen,
             grace_period_s,
+            require_setup_code,
         } => run(RunOptions {
             data_dir,
             config,
             admin_listen,
             grace: Duration::from_secs(grace_period_s),
+            require_setup_code,
         }),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),

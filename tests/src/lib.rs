@@ -283,23 +283,108 @@ pub fn poolgate_cli(args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().expect("poolgate output")
 }
 
-/// A blocking HTTP GET over plain TCP, for the admin listener: returns the
-/// status code and body.
+/// A blocking HTTPS GET to the admin listener without credentials (the
+/// certificate is the appliance's self-signed one): status and body.
 pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .get(format!("http://{address}{path}"))
-            .timeout(Duration::from_secs(10))
+    let response = AdminClient::new(address).get(path);
+    let status = response.status().as_u16();
+    (status, response.text().expect("body"))
+}
+
+/// An HTTPS client for the admin API that keeps the session cookie and sends
+/// the CSRF token on state-changing requests once logged in.
+#[derive(Debug)]
+pub struct AdminClient {
+    pub base: String,
+    pub http: reqwest::blocking::Client,
+    pub csrf: Option<String>,
+    pub bearer: Option<String>,
+}
+
+impl AdminClient {
+    pub fn new(address: SocketAddr) -> Self {
+        let http = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("HTTP client");
+        Self {
+            base: format!("https://{address}"),
+            http,
+            csrf: None,
+            bearer: None,
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let mut builder = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(csrf) = &self.csrf {
+            builder = builder.header("X-CSRF-Token", csrf);
+        }
+        if let Some(token) = &self.bearer {
+            builder = builder.bearer_auth(token);
+        }
+        builder
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::GET, path)
             .send()
-            .await
-            .expect("HTTP request");
-        let status = response.status().as_u16();
-        (status, response.text().await.expect("body"))
-    })
+            .expect("GET")
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .expect("POST")
+    }
+
+    pub fn put(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::PUT, path)
+            .json(body)
+            .send()
+            .expect("PUT")
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::DELETE, path)
+            .send()
+            .expect("DELETE")
+    }
+
+    /// GET and parse JSON, asserting 200.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path);
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.json().expect("JSON body")
+    }
+
+    /// Log in and remember the CSRF token.
+    pub fn login(&mut self, username: &str, password: &str) {
+        let response = self.post(
+            "/api/v1/session",
+            &serde_json::json!({"username": username, "password": password}),
+        );
+        assert_eq!(response.status().as_u16(), 200, "login");
+        let body: serde_json::Value = response.json().expect("JSON");
+        self.csrf = body["csrf_token"].as_str().map(str::to_owned);
+    }
+
+    /// First-boot setup plus login: a client ready for protected routes.
+    pub fn setup_and_login(address: SocketAddr, password: &str) -> Self {
+        let mut client = Self::new(address);
+        let response = client.post("/api/v1/setup", &serde_json::json!({"password": password}));
+        assert_eq!(response.status().as_u16(), 201, "setup");
+        client.login("admin", password);
+        client
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_member ON events (pool, member, id);
     "#,
+    // 3: admin sessions (the cookie holds a random id; only its hash is stored).
+    r#"
+    CREATE TABLE sessions (
+        id_hash     TEXT PRIMARY KEY,
+        username    TEXT NOT NULL REFERENCES admin_users(username) ON DELETE CASCADE,
+        csrf        TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

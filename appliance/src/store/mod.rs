@@ -370,11 +370,7 @@ impl Store {
         if password.chars().count() < MIN_PASSWORD_LEN {
             return Err(StoreError::WeakPassword);
         }
-        let salt = SaltString::generate(&mut OsRng);
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|error| StoreError::PasswordHash(error.to_string()))?
-            .to_string();
+        let hash = hash_password(password)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now_rfc3339();
@@ -444,6 +440,193 @@ impl Store {
             |row| row.get(0),
         )?)
     }
+}
+
+/// A random secret (256 bits) as hex, and the SHA-256 hex of it that is
+/// stored instead. Secrets this long need no slow hash.
+pub fn new_secret() -> (String, String) {
+    let bytes: [u8; 32] = rand::random();
+    let secret = hex(&bytes);
+    let hash = secret_hash(&secret);
+    (secret, hash)
+}
+
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A logged-in admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub username: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+/// An API token as listed (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl Store {
+    /// Start a session; returns the cookie secret and the session.
+    pub fn create_session(
+        &self,
+        username: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<(String, Session), StoreError> {
+        let (secret, hash) = new_secret();
+        let (csrf, _) = new_secret();
+        let expires_at = unix_now() + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM sessions WHERE expires_at <= ?1",
+            params![unix_now()],
+        )?;
+        conn.execute(
+            "INSERT INTO sessions (id_hash, username, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hash, username, csrf, now_rfc3339(), expires_at],
+        )?;
+        Ok((
+            secret,
+            Session {
+                username: username.to_owned(),
+                csrf,
+                expires_at,
+            },
+        ))
+    }
+
+    /// The live session whose cookie secret is `secret`.
+    pub fn session(&self, secret: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT username, csrf, expires_at FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
+                params![secret_hash(secret), unix_now()],
+                |row| {
+                    Ok(Session {
+                        username: row.get(0)?,
+                        csrf: row.get(1)?,
+                        expires_at: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn delete_session(&self, secret: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM sessions WHERE id_hash = ?1",
+            params![secret_hash(secret)],
+        )?;
+        Ok(())
+    }
+
+    /// Create an API token; the secret is returned once and stored hashed.
+    pub fn create_token(&self, username: &str, name: &str) -> Result<(i64, String), StoreError> {
+        let (secret, hash) = new_secret();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO api_tokens (username, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![username, name, hash, now_rfc3339()],
+        )?;
+        Ok((conn.last_insert_rowid(), secret))
+    }
+
+    /// The user an unrevoked token belongs to.
+    pub fn token_user(&self, secret: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT username FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![secret_hash(secret)],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, username, name, created_at, revoked_at FROM api_tokens ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(TokenInfo {
+                id: row.get(0)?,
+                username: row.get(1)?,
+                name: row.get(2)?,
+                created_at: row.get(3)?,
+                revoked_at: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revoke a token; false if there is no such unrevoked token.
+    pub fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now_rfc3339()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Set the first admin's password, atomically refusing if any admin
+    /// exists. Returns false (and writes nothing) when one does.
+    pub fn set_first_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(StoreError::WeakPassword);
+        }
+        let hash = hash_password(password)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let exists: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| {
+                row.get(0)
+            })?;
+        if exists {
+            return Ok(false);
+        }
+        let now = now_rfc3339();
+        tx.execute(
+            "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+            params![username, hash, now],
+        )?;
+        insert_event(
+            &tx,
+            &now,
+            &NewEvent {
+                kind: "admin",
+                message: format!("First-boot setup: password set for {username}"),
+                ..NewEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, StoreError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|error| StoreError::PasswordHash(error.to_string()))?
+        .to_string())
 }
 
 fn insert_event(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64, StoreError> {

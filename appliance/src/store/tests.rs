@@ -197,3 +197,57 @@ fn export_carries_current_admin_state_and_round_trips() {
         AdminState::Draining
     );
 }
+
+#[test]
+fn sessions_and_tokens_store_only_hashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert!(
+        store
+            .set_first_password("admin", "a long enough secret")
+            .expect("setup")
+    );
+    assert!(
+        !store
+            .set_first_password("admin", "another long secret")
+            .expect("second setup refused")
+    );
+    let (secret, session) = store
+        .create_session("admin", std::time::Duration::from_secs(60))
+        .expect("session");
+    assert_eq!(store.session(&secret).expect("lookup"), Some(session));
+    assert_eq!(store.session("not-a-session").expect("lookup"), None);
+    store.delete_session(&secret).expect("logout");
+    assert_eq!(store.session(&secret).expect("lookup"), None);
+
+    let (id, token) = store.create_token("admin", "backup script").expect("token");
+    assert_eq!(
+        store.token_user(&token).expect("lookup").as_deref(),
+        Some("admin")
+    );
+    let stored: i64 = store
+        .conn()
+        .query_row(
+            "SELECT COUNT(*) FROM api_tokens WHERE token_hash = ?1",
+            params![token],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(stored, 0, "the secret itself is never stored");
+    assert!(store.revoke_token(id).expect("revoke"));
+    assert!(!store.revoke_token(id).expect("revoke twice"));
+    assert_eq!(store.token_user(&token).expect("lookup"), None);
+}
+
+#[test]
+fn expired_sessions_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .set_password("admin", "a long enough secret")
+        .expect("set");
+    let (secret, _) = store
+        .create_session("admin", std::time::Duration::ZERO)
+        .expect("session");
+    assert_eq!(store.session(&secret).expect("lookup"), None);
+}

@@ -1,26 +1,43 @@
-//! The admin listener: REST API (and, later, the web UI) over axum.
+//! The admin listener: REST API under `/api/v1` and `/metrics`, over HTTPS
+//! (`tls`), behind one authentication layer (`auth`).
 //!
-//! Routes:
-//! * `GET /api/v1/health` — liveness: version, published generation, config
-//!   version. Open without authentication.
+//! Open routes (no credentials), and only these:
+//! * `GET  /api/v1/health` — liveness
+//! * `POST /api/v1/setup` — first admin password; 409 once one exists
+//! * `POST /api/v1/session` — log in
 //!
-//! Unknown routes answer 404 with a JSON body. The server takes its listener
-//! and a shutdown token, so tests bind port 0.
+//! Protected routes (session cookie + CSRF header for changes, or a Bearer
+//! API token):
+//! * `GET /api/v1/session`, `DELETE /api/v1/session` — who am I, log out
+//! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
+//! * `GET /api/v1/status` — pools, members, health, drain, virtual services
+//! * `GET|PUT /api/v1/config` — desired config as JSON (PUT validates; 422
+//!   with field errors and nothing written)
+//! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
+//! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
+//! * `GET /metrics` — Prometheus text format
+//!
+//! The route tables below are the single source: the router is built from
+//! them and the security tests enumerate them.
 
-use std::net::SocketAddr;
+pub mod api;
+pub mod auth;
+mod error;
+pub mod tls;
+
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+pub use error::{ApiError, FieldProblem};
 
 use crate::state::PublisherHandle;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -28,41 +45,94 @@ pub struct AppState {
     pub publisher: PublisherHandle,
     pub store: Store,
     pub started: Instant,
+    /// With `--require-setup-code`: the one-time code first-boot setup needs.
+    pub setup_code: Option<Arc<str>>,
+    pub login_limiter: Arc<auth::LoginLimiter>,
+}
+
+impl AppState {
+    pub fn new(publisher: PublisherHandle, store: Store, setup_code: Option<String>) -> Self {
+        Self {
+            publisher,
+            store,
+            started: Instant::now(),
+            setup_code: setup_code.map(Arc::from),
+            login_limiter: Arc::default(),
+        }
+    }
+}
+
+/// Run a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    Ok(tokio::task::spawn_blocking(move || call(&store)).await??)
+}
+
+/// One route: method, path, handler.
+pub type RouteSpec = (Method, &'static str, MethodRouter<AppState>);
+
+fn route(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> RouteSpec {
+    (method, path, handler)
+}
+
+macro_rules! spec {
+    ($method:ident, $path:literal, $handler:expr) => {
+        route(Method::$method, $path, on(MethodFilter::$method, $handler))
+    };
+}
+
+/// Routes open without credentials.
+pub fn open_routes() -> Vec<RouteSpec> {
+    vec![
+        spec!(GET, "/api/v1/health", api::health),
+        spec!(POST, "/api/v1/setup", api::setup),
+        spec!(POST, "/api/v1/session", api::login),
+    ]
+}
+
+/// Every other route; all of them sit behind `auth::require_auth`.
+pub fn protected_routes() -> Vec<RouteSpec> {
+    vec![
+        spec!(GET, "/api/v1/session", api::session_info),
+        spec!(DELETE, "/api/v1/session", api::logout),
+        spec!(GET, "/api/v1/tokens", api::list_tokens),
+        spec!(POST, "/api/v1/tokens", api::create_token),
+        spec!(DELETE, "/api/v1/tokens/{id}", api::revoke_token),
+        spec!(GET, "/api/v1/status", api::status),
+        spec!(GET, "/api/v1/config", api::get_config),
+        spec!(PUT, "/api/v1/config", api::put_config),
+        spec!(
+            POST,
+            "/api/v1/pools/{pool}/members/{member}/{action}",
+            api::member_action
+        ),
+        spec!(GET, "/api/v1/events", api::events),
+        spec!(GET, "/metrics", api::metrics),
+    ]
+}
+
+fn build(specs: Vec<RouteSpec>) -> Router<AppState> {
+    specs
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
+    let protected = build(protected_routes()).route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_auth,
+    ));
+    build(open_routes())
+        .merge(protected)
         .fallback(not_found)
         .with_state(state)
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let view = state.publisher.current();
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "generation": view.generation,
-        "config_version": view.config_version,
-        "uptime_s": state.started.elapsed().as_secs(),
-    }))
-}
-
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, Json(json!({"error": "not found"})))
-}
-
-/// Serve `router` on `listener` until `shutdown` is cancelled, then stop
-/// accepting and finish the requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
 }

@@ -1,0 +1,513 @@
+//! REST API handlers under `/api/v1`. Handlers never mutate live state:
+//! they validate, commit to the store, then hand an `Update` to the
+//! publisher, which is the one writer of `PoolView`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, Principal};
+use super::error::FieldProblem;
+use super::{ApiError, AppState, blocking};
+use crate::config::{self, AdminState, ConfigFile};
+use crate::state::{PoolView, Update};
+
+pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    let view = state.publisher.current();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": view.generation,
+        "config_version": view.config_version,
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// Parse a JSON body into `T`, naming the field that failed.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest(format!("body is not valid JSON: {inner}"))
+        } else {
+            ApiError::Invalid(vec![FieldProblem {
+                field: if field == "." { String::new() } else { field },
+                message: inner.to_string(),
+            }])
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupBody {
+    password: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    setup_code: Option<String>,
+}
+
+/// First-boot setup: sets the first admin password, once.
+pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let body: SetupBody = parse_json(&body)?;
+    if let Some(expected) = &state.setup_code {
+        let given = body.setup_code.as_deref().unwrap_or_default();
+        if given.trim() != &**expected {
+            return Err(ApiError::Forbidden(
+                "setup_code is missing or wrong; it is printed on the appliance console",
+            ));
+        }
+    }
+    let username = body.username.unwrap_or_else(|| "admin".to_owned());
+    if username.is_empty()
+        || username.len() > 64
+        || !username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(ApiError::invalid(
+            "username",
+            "use 1-64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    let password = body.password;
+    let name = username.clone();
+    if !blocking(&state, move |store| {
+        store.set_first_password(&name, &password)
+    })
+    .await?
+    {
+        return Err(ApiError::Conflict("setup is already done; log in instead"));
+    }
+    tracing::info!(%username, "First-boot setup completed");
+    Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// Log in: a session cookie plus the CSRF token for state-changing requests.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let source = peer.ip();
+    state
+        .login_limiter
+        .check(source, Instant::now())
+        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
+    let body: LoginBody = parse_json(&body)?;
+    let (username, password) = (body.username.clone(), body.password);
+    let ok = blocking(&state, move |store| {
+        store.verify_password(&username, &password)
+    })
+    .await?;
+    if !ok {
+        state.login_limiter.failed(source, Instant::now());
+        tracing::info!(%source, username = %body.username, "Login failed");
+        return Err(ApiError::Unauthorized);
+    }
+    state.login_limiter.succeeded(source);
+    let username = body.username;
+    let name = username.clone();
+    let (secret, session) = blocking(&state, move |store| {
+        store.create_session(&name, auth::SESSION_LIFETIME)
+    })
+    .await?;
+    tracing::info!(%source, %username, "Logged in");
+    let mut response = Json(json!({
+        "username": username,
+        "csrf_token": session.csrf,
+        "expires_at": session.expires_at,
+    }))
+    .into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_set_cookie(Some(&secret))
+            .parse()
+            .expect("cookie is a valid header value"),
+    );
+    Ok(response)
+}
+
+pub async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
+    Json(json!({"username": principal.username, "csrf_token": principal.csrf}))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    if let Some(secret) = principal.session {
+        blocking(&state, move |store| store.delete_session(&secret)).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session_set_cookie(None)
+            .parse()
+            .expect("cookie is a valid header value"),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: TokenBody = parse_json(&body)?;
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(ApiError::invalid(
+            "name",
+            "give the token a name of 1-100 characters",
+        ));
+    }
+    let name = body.name.clone();
+    let (id, token) = blocking(&state, move |store| {
+        store.create_token(&principal.username, &name)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "name": body.name, "token": token})),
+    )
+        .into_response())
+}
+
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let tokens = blocking(&state, |store| store.tokens()).await?;
+    Ok(Json(json!({"tokens": tokens})))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no token {id:?}")))?;
+    if blocking(&state, move |store| store.revoke_token(id)).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no active token {id}")))
+    }
+}
+
+/// Live status of every pool, member and virtual service.
+pub async fn status(State(state): State<AppState>) -> Json<Value> {
+    Json(status_json(&state.publisher.current()))
+}
+
+pub fn status_json(view: &PoolView) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let pools: Vec<Value> = view
+        .pools
+        .iter()
+        .map(|pool| {
+            let members: Vec<Value> = pool
+                .members
+                .iter()
+                .map(|m| {
+                    let drain = m.drain.as_ref().map(|d| {
+                        json!({"state": d.state, "active_connections": m.counters.active(), "since": d.since, "overdue": d.overdue})
+                    });
+                    json!({
+                        "name": m.name,
+                        "fqdn": m.fqdn,
+                        "address": m.address.to_string(),
+                        "weight": m.weight,
+                        "admin_state": m.admin_state.as_str(),
+                        "eligible": m.eligible,
+                        "drain": drain,
+                        "health": m.health,
+                        "active_connections": m.counters.active(),
+                        "registrations": m.counters.registrations.load(Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": pool.name,
+                "fqdn": pool.fqdn,
+                "aliases": pool.aliases,
+                "monitor": pool.monitor,
+                "failed_open": pool.failed_open,
+                "members": members,
+            })
+        })
+        .collect();
+    let services: Vec<Value> = view
+        .services
+        .iter()
+        .map(|service| {
+            let pool = &view.pools[service.pool];
+            let members: Vec<Value> = pool
+                .members
+                .iter()
+                .map(|m| {
+                    let health = m
+                        .health
+                        .get(&service.monitor)
+                        .map_or(crate::state::Health::Unknown, |h| h.state);
+                    json!({
+                        "name": m.name,
+                        "health": health,
+                        "admin_state": m.admin_state.as_str(),
+                        "active_connections": m.counters.active(),
+                        "total_connections": m.counters.total_connections.load(Relaxed),
+                        "bytes_in": m.counters.bytes_in.load(Relaxed),
+                        "bytes_out": m.counters.bytes_out.load(Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": service.name,
+                "address": service.address.to_string(),
+                "ports": service.ports,
+                "pool": pool.name,
+                "monitor": service.monitor,
+                "members": members,
+            })
+        })
+        .collect();
+    json!({
+        "generation": view.generation,
+        "config_version": view.config_version,
+        "pools": pools,
+        "virtual_services": services,
+    })
+}
+
+/// The desired config as JSON, with each member's current admin state.
+pub async fn get_config(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let text = blocking(&state, |store| store.export_toml()).await?;
+    let file: Option<ConfigFile> =
+        text.map(|text| toml::from_str(&text).expect("an export parses as a config file"));
+    Ok(Json(match file {
+        Some(file) => serde_json::to_value(file).expect("a config file serialises to JSON"),
+        None => serde_json::to_value(state.publisher.current().config.source())
+            .expect("a config file serialises to JSON"),
+    }))
+}
+
+/// Replace the desired config: validate, commit, publish. Nothing is written
+/// unless the whole config is valid.
+pub async fn put_config(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let file: ConfigFile = parse_json(&body)?;
+    let config = config::validate(&file).map_err(|errors| {
+        ApiError::Invalid(
+            errors
+                .into_iter()
+                .map(|error| FieldProblem {
+                    field: error.path.to_string(),
+                    message: error.message,
+                })
+                .collect(),
+        )
+    })?;
+    let committed = config.clone();
+    let source = format!("API ({})", principal.username);
+    let (version, diff) = blocking(&state, move |store| {
+        store.commit_config(&committed, &source)
+    })
+    .await?;
+    let restart_required = diff.listeners_changed;
+    let changed = !diff.is_empty();
+    state
+        .publisher
+        .apply(Update::Config {
+            config: Arc::new(config),
+            version,
+            diff,
+        })
+        .await
+        .ok_or(ApiError::Unavailable)?;
+    Ok(Json(
+        json!({"version": version, "changed": changed, "restart_required": restart_required}),
+    ))
+}
+
+/// `POST /api/v1/pools/{pool}/members/{member}/{action}`: drain, enable, disable.
+pub async fn member_action(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((pool, member, action)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let target = match action.as_str() {
+        "drain" => AdminState::Draining,
+        "enable" => AdminState::Enabled,
+        "disable" => AdminState::Disabled,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no action {action:?}; use drain, enable or disable"
+            )));
+        }
+    };
+    let (p, m) = (pool.clone(), member.clone());
+    let previous = blocking(&state, move |store| {
+        store.set_admin_state(&p, &m, target, &principal.username)
+    })
+    .await?;
+    let generation = state
+        .publisher
+        .apply(Update::AdminState {
+            member: (pool.clone(), member.clone()),
+            state: target,
+        })
+        .await
+        .ok_or(ApiError::Unavailable)?;
+    Ok(Json(json!({
+        "pool": pool,
+        "member": member,
+        "admin_state": target.as_str(),
+        "previous": previous.as_str(),
+        "generation": generation,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+    kind: Option<String>,
+    pool: Option<String>,
+    member: Option<String>,
+}
+
+/// The event log: newest first, or oldest first after `after`.
+pub async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let after = query.after;
+    let mut events = blocking(&state, move |store| match after {
+        Some(after) => store.events_after(after, 10_000),
+        None => store.recent_events(10_000),
+    })
+    .await?;
+    events.retain(|event| {
+        query.kind.as_ref().is_none_or(|k| &event.kind == k)
+            && query
+                .pool
+                .as_ref()
+                .is_none_or(|p| event.pool.as_ref() == Some(p))
+            && query
+                .member
+                .as_ref()
+                .is_none_or(|m| event.member.as_ref() == Some(m))
+    });
+    events.truncate(limit);
+    Ok(Json(json!({"events": events})))
+}
+
+/// Prometheus text exposition of the current view and counters.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let view = state.publisher.current();
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
+    let members: Vec<(String, &crate::state::MemberView)> = view
+        .pools
+        .iter()
+        .flat_map(|pool| {
+            pool.members
+                .iter()
+                .map(move |m| (format!("pool=\"{}\",member=\"{}\"", pool.name, m.name), m))
+        })
+        .collect();
+    family(
+        "poolgate_member_eligible",
+        "gauge",
+        "1 if the member takes new work (enabled and up for its pool's monitor).",
+        &mut members
+            .iter()
+            .map(|(l, m)| (l.clone(), u64::from(m.eligible))),
+    );
+    let states: BTreeMap<&str, u64> = AdminState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    family(
+        "poolgate_member_admin_state",
+        "gauge",
+        "1 for the member's current admin state.",
+        &mut members.iter().flat_map(|(l, m)| {
+            states.keys().map(move |s| {
+                (
+                    format!("{l},state=\"{s}\""),
+                    u64::from(m.admin_state.as_str() == *s),
+                )
+            })
+        }),
+    );
+    family(
+        "poolgate_member_active_connections",
+        "gauge",
+        "Proxied connections open to the member.",
+        &mut members
+            .iter()
+            .map(|(l, m)| (l.clone(), m.counters.active())),
+    );
+    family(
+        "poolgate_member_connections_total",
+        "counter",
+        "Proxied connections to the member since start.",
+        &mut members
+            .iter()
+            .map(|(l, m)| (l.clone(), m.counters.total_connections.load(Relaxed))),
+    );
+    family(
+        "poolgate_member_registrations_total",
+        "counter",
+        "REGISTERs redirected to the member as home or backup.",
+        &mut members
+            .iter()
+            .map(|(l, m)| (l.clone(), m.counters.registrations.load(Relaxed))),
+    );
+    family(
+        "poolgate_view_generation",
+        "gauge",
+        "Generation of the published pool view.",
+        &mut std::iter::once((String::new(), view.generation)),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out.replace("{}", ""),
+    )
+        .into_response()
+}

@@ -1,0 +1,99 @@
+//! `ApiError`: every way an API request can fail, and the one place that
+//! decides its HTTP status. The match is exhaustive on purpose: a new error
+//! forces a decision about what the client sees.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// One field-named problem, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid input")]
+    Invalid(Vec<FieldProblem>),
+    #[error("too many attempts; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("the appliance is shutting down")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldProblem {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(StoreError::UnknownMember { .. }) => StatusCode::NOT_FOUND,
+            Self::Store(StoreError::WeakPassword) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Store(
+                StoreError::DataDir { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::StoredConfig { .. }
+                | StoreError::PasswordHash(_),
+            )
+            | Self::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = match &self {
+            Self::Invalid(problems) => json!({"error": "invalid input", "fields": problems}),
+            Self::Store(StoreError::WeakPassword) => json!({
+                "error": "invalid input",
+                "fields": [{"field": "password", "message": self.to_string()}],
+            }),
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %self, "API request failed");
+                json!({"error": "internal error; see the appliance log"})
+            }
+            _ => json!({"error": self.to_string()}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Self::RateLimited { retry_after_s } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,413 @@
+//! The admin API over HTTPS: the authentication layer covers every route but
+//! the open three, setup happens once, sessions need CSRF tokens for changes,
+//! logins are rate-limited, and every route does what it says.
+
+use std::time::Duration;
+
+use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn start() -> (tempfile::TempDir, Poolgate, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &loopback_example(), &[]);
+    let admin = poolgate.address("admin");
+    (dir, poolgate, admin)
+}
+
+/// A concrete path for a route pattern.
+fn concrete(path: &str) -> String {
+    path.replace("{pool}", "pool01")
+        .replace("{member}", "fe01")
+        .replace("{action}", "drain")
+        .replace("{id}", "1")
+}
+
+#[test]
+fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
+    let (_dir, _poolgate, admin) = start();
+    let anonymous = AdminClient::new(admin);
+    let routes = poolgate::web::protected_routes();
+    assert!(routes.len() >= 10);
+    for (method, path, _) in &routes {
+        let response = anonymous
+            .request(method.clone(), &concrete(path))
+            .json(&json!({}))
+            .send()
+            .expect("request");
+        assert_eq!(
+            response.status().as_u16(),
+            401,
+            "{method} {path} without credentials"
+        );
+    }
+    // A wrong bearer token is no better.
+    let mut forged = AdminClient::new(admin);
+    forged.bearer = Some("0".repeat(64));
+    assert_eq!(forged.get("/api/v1/status").status().as_u16(), 401);
+
+    // Logged in by cookie but without the CSRF header: reads work, changes are refused.
+    let mut client = AdminClient::setup_and_login(admin, PASSWORD);
+    client.csrf = None;
+    for (method, path, _) in &routes {
+        if *method == Method::GET {
+            continue;
+        }
+        let response = client
+            .request(method.clone(), &concrete(path))
+            .json(&json!({}))
+            .send()
+            .expect("request");
+        assert_eq!(
+            response.status().as_u16(),
+            403,
+            "{method} {path} without CSRF token"
+        );
+    }
+    assert_eq!(client.get("/api/v1/status").status().as_u16(), 200);
+    let open: Vec<String> = poolgate::web::open_routes()
+        .iter()
+        .map(|(method, path, _)| format!("{method} {path}"))
+        .collect();
+    assert_eq!(
+        open,
+        [
+            "GET /api/v1/health",
+            "POST /api/v1/setup",
+            "POST /api/v1/session"
+        ]
+    );
+}
+
+#[test]
+fn setup_happens_once_and_sets_secure_cookies() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::new(admin);
+    let weak = client.post("/api/v1/setup", &json!({"password": "short"}));
+    assert_eq!(weak.status().as_u16(), 422);
+    let body: Value = weak.json().expect("JSON");
+    assert_eq!(body["fields"][0]["field"], "password");
+
+    assert_eq!(
+        client
+            .post("/api/v1/setup", &json!({"password": PASSWORD}))
+            .status()
+            .as_u16(),
+        201
+    );
+    let again = client.post(
+        "/api/v1/setup",
+        &json!({"password": "an attacker's password"}),
+    );
+    assert_eq!(again.status().as_u16(), 409);
+
+    let response = client.post(
+        "/api/v1/session",
+        &json!({"username": "admin", "password": PASSWORD}),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("set-cookie")
+        .to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age="] {
+        assert!(cookie.contains(flag), "{cookie} lacks {flag}");
+    }
+}
+
+#[test]
+fn setup_code_is_required_when_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let poolgate = Poolgate::start_with_config(
+        &dir.path().join("var"),
+        &loopback_example(),
+        &["--require-setup-code"],
+    );
+    let admin = poolgate.address("admin");
+    let code = poolgate.wait_for_line(Duration::from_secs(10), |line| {
+        line.split("setup_code=")
+            .nth(1)
+            .map(|rest| rest.trim().to_owned())
+    });
+    let client = AdminClient::new(admin);
+    let without = client.post("/api/v1/setup", &json!({"password": PASSWORD}));
+    assert_eq!(without.status().as_u16(), 403);
+    let wrong = client.post(
+        "/api/v1/setup",
+        &json!({"password": PASSWORD, "setup_code": "00000000x"}),
+    );
+    assert_eq!(wrong.status().as_u16(), 403);
+    let right = client.post(
+        "/api/v1/setup",
+        &json!({"password": PASSWORD, "setup_code": code}),
+    );
+    assert_eq!(right.status().as_u16(), 201);
+}
+
+#[test]
+fn wrong_passwords_are_rate_limited() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::new(admin);
+    assert_eq!(
+        client
+            .post("/api/v1/setup", &json!({"password": PASSWORD}))
+            .status()
+            .as_u16(),
+        201
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let response = client.post(
+            "/api/v1/session",
+            &json!({"username": "admin", "password": "wrong guess"}),
+        );
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even the right password waits out the lockout.
+    let right = client.post(
+        "/api/v1/session",
+        &json!({"username": "admin", "password": PASSWORD}),
+    );
+    assert_eq!(right.status().as_u16(), 429);
+    assert!(right.headers().contains_key("retry-after"));
+}
+
+#[test]
+fn plain_http_on_the_admin_port_only_redirects() {
+    let (_dir, _poolgate, admin) = start();
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    stream
+        .write_all(
+            b"GET /api/v1/status HTTP/1.1\r\nHost: appliance.test\r\nConnection: close\r\n\r\n",
+        )
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("location: https://appliance.test/api/v1/status"),
+        "{response}"
+    );
+    assert!(!response.contains("pools"), "{response}");
+}
+
+#[test]
+fn invalid_input_is_refused_and_changes_nothing() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let before = client.json("/api/v1/config");
+
+    let not_json = client
+        .request(Method::PUT, "/api/v1/config")
+        .header("content-type", "application/json")
+        .body("{ not json")
+        .send()
+        .expect("PUT");
+    assert_eq!(not_json.status().as_u16(), 400);
+
+    let mut dangling = before.clone();
+    dangling["pool"][0]["monitor"] = json!("nope");
+    dangling["pool"][0]["member"][1]["address"] = json!("300.1.1.1");
+    let response = client.put("/api/v1/config", &dangling);
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().expect("JSON");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"pool[0].monitor"), "{body}");
+    assert!(fields.contains(&"pool[0].member[1].address"), "{body}");
+
+    let mut unknown = before.clone();
+    unknown["pool"][0]["colour"] = json!("blue");
+    let response = client.put("/api/v1/config", &unknown);
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().expect("JSON");
+    assert!(
+        body["fields"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("colour"),
+        "{body}"
+    );
+
+    assert_eq!(client.json("/api/v1/config"), before, "nothing was written");
+    assert_eq!(client.json("/api/v1/health")["config_version"], 1);
+
+    let bad_token = client.post("/api/v1/tokens", &json!({"name": ""}));
+    assert_eq!(bad_token.status().as_u16(), 422);
+    let unknown_member = client.post("/api/v1/pools/pool01/members/fe99/drain", &json!({}));
+    assert_eq!(unknown_member.status().as_u16(), 404);
+    let unknown_action = client.post("/api/v1/pools/pool01/members/fe01/explode", &json!({}));
+    assert_eq!(unknown_action.status().as_u16(), 404);
+}
+
+#[test]
+fn every_route_does_its_job() {
+    let (_dir, mut poolgate, admin) = start();
+    let mut client = AdminClient::setup_and_login(admin, PASSWORD);
+
+    // Session.
+    assert_eq!(client.json("/api/v1/session")["username"], "admin");
+
+    // Status has the documented shape.
+    let status = client.json("/api/v1/status");
+    let pool = &status["pools"][0];
+    assert_eq!(pool["name"], "pool01");
+    assert_eq!(pool["fqdn"], "pool01.contoso.test");
+    let fe01 = &pool["members"][0];
+    assert_eq!(fe01["name"], "fe01");
+    assert_eq!(fe01["address"], "127.0.0.11");
+    assert_eq!(fe01["admin_state"], "enabled");
+    assert!(fe01["drain"].is_null());
+    assert!(fe01["health"]["fe-sip"]["state"].is_string(), "{fe01}");
+    assert_eq!(fe01["active_connections"], 0);
+    let vs = &status["virtual_services"][0];
+    assert_eq!(vs["name"], "web-internal");
+    assert_eq!(vs["ports"].as_array().expect("ports").len(), 2);
+    assert_eq!(vs["members"][0]["total_connections"], 0);
+
+    // Drain, enable, disable.
+    let drained = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
+    assert_eq!(drained.status().as_u16(), 200);
+    let member = &client.json("/api/v1/status")["pools"][0]["members"][1];
+    assert_eq!(member["admin_state"], "draining");
+    assert!(member["drain"]["state"].is_string(), "{member}");
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe02/enable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe03/disable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    let members = client.json("/api/v1/status")["pools"][0]["members"].clone();
+    assert_eq!(members[1]["admin_state"], "enabled");
+    assert_eq!(members[2]["admin_state"], "disabled");
+
+    // Events record the admin actions, filterable.
+    let events = client.json("/api/v1/events?kind=admin&member=fe03");
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("disabled")),
+        "{messages:?}"
+    );
+
+    // Config: the export carries admin state; a valid PUT commits and publishes.
+    let mut config = client.json("/api/v1/config");
+    assert_eq!(config["pool"][0]["member"][2]["state"], "disabled");
+    config["dns"]["ttl"] = json!(15);
+    let response = client.put("/api/v1/config", &config);
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["restart_required"], false);
+    assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 15);
+    assert_eq!(client.json("/api/v1/health")["config_version"], 2);
+
+    // Metrics in Prometheus text format.
+    let metrics = client.get("/metrics").text().expect("text");
+    assert!(
+        metrics.contains("poolgate_member_eligible{pool=\"pool01\",member=\"fe01\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "poolgate_member_admin_state{pool=\"pool01\",member=\"fe03\",state=\"disabled\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // API tokens: create, use, list, revoke.
+    let created: Value = client
+        .post("/api/v1/tokens", &json!({"name": "nightly export"}))
+        .json()
+        .expect("JSON");
+    let token = created["token"].as_str().expect("token").to_owned();
+    let mut script = AdminClient::new(admin);
+    script.bearer = Some(token);
+    assert_eq!(script.get("/api/v1/status").status().as_u16(), 200);
+    let drained = script.post("/api/v1/pools/pool01/members/fe01/drain", &json!({}));
+    assert_eq!(
+        drained.status().as_u16(),
+        200,
+        "bearer tokens need no CSRF token"
+    );
+    let tokens = client.json("/api/v1/tokens");
+    assert_eq!(tokens["tokens"][0]["name"], "nightly export");
+    assert!(
+        tokens["tokens"][0].get("token").is_none(),
+        "secrets are never listed"
+    );
+    let id = created["id"].as_i64().expect("id");
+    assert_eq!(
+        client
+            .delete(&format!("/api/v1/tokens/{id}"))
+            .status()
+            .as_u16(),
+        204
+    );
+    assert_eq!(script.get("/api/v1/status").status().as_u16(), 401);
+    assert_eq!(
+        client
+            .delete(&format!("/api/v1/tokens/{id}"))
+            .status()
+            .as_u16(),
+        404
+    );
+
+    // Logout ends the session.
+    assert_eq!(client.delete("/api/v1/session").status().as_u16(), 204);
+    client.csrf = None;
+    assert_eq!(client.get("/api/v1/status").status().as_u16(), 401);
+    client.login("admin", PASSWORD);
+
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn admin_state_set_through_the_api_survives_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("var");
+    let config = loopback_example();
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let client = AdminClient::setup_and_login(poolgate.address("admin"), PASSWORD);
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe02/drain", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    poolgate.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(poolgate);
+
+    // Restart with the same --config file: the drain is kept.
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let mut client = AdminClient::new(poolgate.address("admin"));
+    client.login("admin", PASSWORD);
+    let status = client.json("/api/v1/status");
+    assert_eq!(status["pools"][0]["members"][1]["admin_state"], "draining");
+}
