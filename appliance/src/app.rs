@@ -136,6 +136,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     if !config.listen.admin.ip().is_unspecified() {
         names.push(config.listen.admin.ip().to_string());
     }
+    let drain_task = tokio::spawn(crate::drain::run(
+        publisher.clone(),
+        store.clone(),
+        shutdown.child_token(),
+    ));
     let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
     let router = web::router(web::AppState::new(
@@ -177,6 +182,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    let _ = drain_task.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

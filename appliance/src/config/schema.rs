@@ -197,6 +197,18 @@ pub struct PoolFile {
     pub registrar_port: u16,
     #[serde(default = "default_registrar_transport")]
     pub registrar_transport: Transport,
+    /// A drain still unfinished after this long is overdue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_s: Option<u64>,
+    /// At the drain deadline, reset the connections that remain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_at_deadline: bool,
+    /// Optional drain agent on each member: `GET http://<member><path>` on
+    /// this port answers the number of active sessions as a decimal number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_agent_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_agent_path: Option<String>,
     #[serde(default, rename = "member")]
     pub members: Vec<MemberFile>,
 }

@@ -239,3 +239,31 @@ fn diff_sets_admin_state_only_when_config_changes_it() {
     );
     assert!(changes.members_changed.is_empty());
 }
+
+#[test]
+fn drain_settings_are_checked() {
+    let with = |extra: &str| {
+        example_text().replacen(
+            "registrar_transport = \"tls\"",
+            &format!("registrar_transport = \"tls\"\n{extra}"),
+            1,
+        )
+    };
+    from_toml(&with("drain_timeout_s = 600\ndrop_at_deadline = true\ndrain_agent_port = 8089\ndrain_agent_path = \"/sessions\""), "f")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let error = from_toml(&with("drop_at_deadline = true"), "f").expect_err("no deadline");
+    assert!(
+        error.to_string().contains("pool[0].drop_at_deadline"),
+        "{error}"
+    );
+    let error = from_toml(&with("drain_agent_path = \"/x\""), "f").expect_err("no port");
+    assert!(
+        error.to_string().contains("pool[0].drain_agent_path"),
+        "{error}"
+    );
+    let error = from_toml(&with("drain_timeout_s = 0"), "f").expect_err("zero");
+    assert!(
+        error.to_string().contains("pool[0].drain_timeout_s"),
+        "{error}"
+    );
+}

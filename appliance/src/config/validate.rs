@@ -124,7 +124,17 @@ pub struct Pool {
     pub monitor: String,
     pub registrar_port: u16,
     pub registrar_transport: Transport,
+    pub drain_timeout: Option<Duration>,
+    pub drop_at_deadline: bool,
+    pub drain_agent: Option<DrainAgent>,
     pub members: Vec<Member>,
+}
+
+/// Where a member reports its active sessions while draining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainAgent {
+    pub port: u16,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -582,6 +592,37 @@ impl Validator {
                 "must be a port between 1 and 65535",
             );
         }
+        if pool
+            .drain_timeout_s
+            .is_some_and(|t| t == 0 || t > 7 * 86_400)
+        {
+            self.error(
+                path.key("drain_timeout_s"),
+                "must be between 1 and 604800 seconds (a week)",
+            );
+        }
+        if pool.drop_at_deadline && pool.drain_timeout_s.is_none() {
+            self.error(
+                path.key("drop_at_deadline"),
+                "needs drain_timeout_s: set the deadline at which connections are reset",
+            );
+        }
+        if pool.drain_agent_port == Some(0) {
+            self.error(
+                path.key("drain_agent_port"),
+                "must be a port between 1 and 65535",
+            );
+        }
+        if let Some(agent_path) = &pool.drain_agent_path {
+            if pool.drain_agent_port.is_none() {
+                self.error(path.key("drain_agent_path"), "needs drain_agent_port");
+            } else if !agent_path.starts_with('/') {
+                self.error(
+                    path.key("drain_agent_path"),
+                    format!("{agent_path:?} must start with '/'"),
+                );
+            }
+        }
         if pool.members.is_empty() {
             self.error(
                 path.key("member"),
@@ -644,6 +685,15 @@ impl Validator {
             monitor: pool.monitor.clone(),
             registrar_port: pool.registrar_port,
             registrar_transport: pool.registrar_transport,
+            drain_timeout: pool.drain_timeout_s.map(Duration::from_secs),
+            drop_at_deadline: pool.drop_at_deadline,
+            drain_agent: pool.drain_agent_port.map(|port| DrainAgent {
+                port,
+                path: pool
+                    .drain_agent_path
+                    .clone()
+                    .unwrap_or_else(|| "/".to_owned()),
+            }),
             members,
         })
     }

@@ -66,6 +66,10 @@ fn config_for(pools: &[Vec<MemberSpec>], fail_open: bool, start: StartState) -> 
                 monitor: "sip".into(),
                 registrar_port: 5061,
                 registrar_transport: config::Transport::Tls,
+                drain_timeout_s: None,
+                drop_at_deadline: false,
+                drain_agent_port: None,
+                drain_agent_path: None,
                 members: members
                     .iter()
                     .enumerate()

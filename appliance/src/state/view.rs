@@ -84,11 +84,20 @@ pub struct MemberCounters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub registrations: AtomicU64,
+    /// Woken when the member's open connections must be reset (a disabled
+    /// member after its grace, a drain past its deadline with
+    /// `drop_at_deadline`). Connections wait on it for their whole life.
+    pub reset: tokio::sync::Notify,
 }
 
 impl MemberCounters {
     pub fn active(&self) -> u64 {
         self.active_connections.load(Ordering::Relaxed)
+    }
+
+    /// Ask every open connection to this member to reset.
+    pub fn reset_connections(&self) {
+        self.reset.notify_waiters();
     }
 }
 

@@ -265,6 +265,22 @@ impl Store {
         Ok(states)
     }
 
+    /// When a member's admin state last changed (RFC 3339).
+    pub fn admin_state_changed_at(
+        &self,
+        pool: &str,
+        member: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT changed_at FROM member_admin_state WHERE pool = ?1 AND member = ?2",
+                params![pool, member],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     /// Set one member's admin state and log it, durably. Returns the previous
     /// state.
     pub fn set_admin_state(
