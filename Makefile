@@ -24,10 +24,11 @@ lint:
 unit:
 	$(CARGO) test --locked -p poolgate
 
-# End-to-end tests drive the real binary, so build it first.
+# End-to-end tests drive the real binary, so build it first (with test
+# licence keys, so tests can mint licences; release builds never have them).
 e2e:
-	$(CARGO) build --locked -p poolgate --bin poolgate
-	$(CARGO) test --locked -p poolgate-e2e
+	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys
+	$(CARGO) test --locked -p poolgate-e2e -p poolgate-license
 
 ## Benchmarks against named peers (long; not part of `make test`).
 bench:

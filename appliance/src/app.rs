@@ -4,7 +4,7 @@
 //! deadline, and report what was cut.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
+use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
 use crate::{system, web};
@@ -46,10 +47,10 @@ pub enum RunError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("a task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Tls(#[from] web::tls::TlsError),
-    #[error("the store task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -88,21 +89,14 @@ pub async fn bind_tcp(service: &'static str, address: SocketAddr) -> Result<TcpL
 /// Run until `shutdown` is cancelled.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
     let started = Instant::now();
-    let store = {
-        let options = options.clone();
-        tokio::task::spawn_blocking(move || -> Result<Store, RunError> {
-            // Validate before opening the store: an invalid file writes nothing.
-            let file_config = options.config.as_deref().map(config::load).transpose()?;
-            let store = Store::open(&options.data_dir)?;
-            if let (Some(config), Some(path)) = (file_config, &options.config) {
-                let (version, diff) = store.commit_config(&config, &format!("file {}", path.display()))?;
-                tracing::info!(version, file = %path.display(), changed = !diff.is_empty(), "Config committed");
-            }
-            Ok(store)
-        })
-        .await??
-    };
+    // Validate before opening the store: an invalid file writes nothing.
+    let file_config = options.config.as_deref().map(config::load).transpose()?;
+    let store = Store::open(&options.data_dir)?;
     let appliance_id = store.setting_or_insert("appliance_id", new_appliance_id)?;
+    let licensing = Licensing::new(store.clone(), license::vendor_keys(), appliance_id.clone())?;
+    if let (Some(config), Some(path)) = (file_config, &options.config) {
+        commit_file_config(&store, &licensing, &config, path)?;
+    }
     let (config, version) = match store.desired_config()? {
         Some(stored) => (stored.config, stored.id),
         None => {
@@ -143,9 +137,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
+    let licence = licensing.status()?;
+    tracing::info!(state = ?licence.state, "{}", licence.message);
+    let clock = tokio::spawn(keep_licence_clock(
+        licensing.clone(),
+        shutdown.child_token(),
+    ));
     let router = web::router(web::AppState::new(
         publisher.clone(),
         store.clone(),
+        licensing,
         setup_code,
     ));
     let server_shutdown = shutdown.child_token();
@@ -183,9 +184,49 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         }
     }
     let _ = drain_task.await;
+    let _ = clock.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())
+}
+
+/// Commit a `--config` file unless the licence forbids the change it makes;
+/// then the stored config keeps running and the refusal is logged.
+fn commit_file_config(
+    store: &Store,
+    licensing: &Licensing,
+    config: &Config,
+    path: &Path,
+) -> Result<(), RunError> {
+    let previous = store.desired_config()?;
+    let diff = config::diff(previous.as_ref().map(|p| &p.config), config);
+    if previous.is_some() && diff.is_empty() {
+        tracing::info!(file = %path.display(), "Config file matches the stored config");
+        return Ok(());
+    }
+    if let Err(reason) = licensing.status()?.allows(config) {
+        tracing::error!(file = %path.display(), %reason, "Config file not applied; running the stored config");
+        return Ok(());
+    }
+    let (version, _) = store.commit_config(config, &format!("file {}", path.display()))?;
+    tracing::info!(version, file = %path.display(), "Config committed");
+    Ok(())
+}
+
+/// Move the licensing clock forward once a minute, so turning the system
+/// clock back cannot extend an evaluation.
+async fn keep_licence_clock(licensing: Licensing, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let licensing = licensing.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || licensing.now()).await {
+            tracing::warn!(%error, "Cannot record the licensing clock");
+        }
+    }
 }
 
 fn new_appliance_id() -> String {

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod config;
 pub mod drain;
+pub mod license;
 pub mod state;
 pub mod store;
 pub mod system;

@@ -59,8 +59,28 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Licence status and offline activation.
+    License {
+        #[command(subcommand)]
+        command: LicenseCommand,
+    },
     /// Print version and build information.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum LicenseCommand {
+    /// Verify a licence file and install it.
+    Install {
+        file: PathBuf,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+    /// Print the licence status as JSON.
+    Status {
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +115,7 @@ fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::SetPassword { data_dir, username },
         } => set_password(&data_dir, &username),
+        Command::License { command } => license(command),
         Command::Version => {
             println!("{}", poolgate::build_info());
             Ok(ExitCode::SUCCESS)
@@ -185,4 +206,41 @@ fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<Ex
     store.set_password(username, &password)?;
     eprintln!("Password set for {username}.");
     Ok(ExitCode::SUCCESS)
+}
+
+fn licensing(data_dir: &std::path::Path) -> anyhow::Result<poolgate::license::Licensing> {
+    let store = Store::open(data_dir)?;
+    let appliance_id = store.setting("appliance_id")?.with_context(|| {
+        format!(
+            "{} has no appliance id yet: start poolgate once first",
+            data_dir.display()
+        )
+    })?;
+    Ok(poolgate::license::Licensing::new(
+        store,
+        poolgate::license::vendor_keys(),
+        appliance_id,
+    )?)
+}
+
+fn license(command: LicenseCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LicenseCommand::Install { file, data_dir } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let licensing = licensing(&data_dir)?;
+            match licensing.install(&text)? {
+                Ok(licence) => {
+                    println!("Installed licence {} for {}.", licence.id, licence.customer);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => bail!("licence not installed: {error}"),
+            }
+        }
+        LicenseCommand::Status { data_dir } => {
+            let status = licensing(&data_dir)?.status()?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

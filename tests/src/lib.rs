@@ -110,7 +110,13 @@ pub struct Poolgate {
 impl Poolgate {
     /// Start `poolgate run` with `args` after `run`.
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// `start` with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
@@ -147,12 +153,22 @@ impl Poolgate {
 
     /// Write `config` to the data dir's parent and start with `--config`.
     pub fn start_with_config(data_dir: &Path, config: &toml::Table, extra: &[&str]) -> Self {
+        Self::start_with_config_env(data_dir, config, extra, &[])
+    }
+
+    /// `start_with_config` with extra environment variables.
+    pub fn start_with_config_env(
+        data_dir: &Path,
+        config: &toml::Table,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let file = data_dir.with_extension("toml");
         std::fs::write(&file, toml::to_string(config).expect("serialise config"))
             .expect("write config");
         let mut args = vec!["--config", file.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        Self::start(data_dir, &args)
+        Self::start_with_env(data_dir, &args, env)
     }
 
     pub fn pid(&self) -> Pid {

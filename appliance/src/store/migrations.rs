@@ -61,6 +61,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL
     );
     "#,
+    // 4: installed licences; the newest is in force.
+    r#"
+    CREATE TABLE licences (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        licence_id    TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        installed_at  TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -439,6 +439,53 @@ impl Store {
             .optional()?)
     }
 
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The text of the licence in force (the newest installed).
+    pub fn current_licence(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT text FROM licences ORDER BY id DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Store a verified licence and log it.
+    pub fn install_licence(
+        &self,
+        licence_id: &str,
+        customer: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_rfc3339();
+        tx.execute(
+            "INSERT INTO licences (licence_id, text, installed_at) VALUES (?1, ?2, ?3)",
+            params![licence_id, text, now],
+        )?;
+        insert_event(
+            &tx,
+            &now,
+            &NewEvent {
+                kind: "license",
+                message: format!("Licence {licence_id} for {customer} installed"),
+                ..NewEvent::default()
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Read a setting, or store `make()`'s value if there is none yet.
     pub fn setting_or_insert(
         &self,

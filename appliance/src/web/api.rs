@@ -332,6 +332,9 @@ pub async fn put_config(
                 .collect(),
         )
     })?;
+    let licensing = state.licensing.clone();
+    let licence = tokio::task::spawn_blocking(move || licensing.status()).await??;
+    licence.allows(&config).map_err(ApiError::Licence)?;
     let committed = config.clone();
     let source = format!("API ({})", principal.username);
     let (version, diff) = blocking(&state, move |store| {
@@ -510,4 +513,37 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         out.replace("{}", ""),
     )
         .into_response()
+}
+
+/// Licence status with current use.
+pub async fn license_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let licensing = state.licensing.clone();
+    let status = tokio::task::spawn_blocking(move || licensing.status()).await??;
+    let usage = crate::license::Usage::of(&state.publisher.current().config);
+    let mut body = serde_json::to_value(status).expect("status serialises");
+    body["usage"] = serde_json::to_value(usage).expect("usage serialises");
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenceBody {
+    license: String,
+}
+
+/// Activate a licence. A rejected one leaves the previous in force.
+pub async fn install_license(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: LicenceBody = parse_json(&body)?;
+    let licensing = state.licensing.clone();
+    let installed = tokio::task::spawn_blocking(move || licensing.install(&body.license)).await??;
+    match installed {
+        Ok(licence) => {
+            tracing::info!(license_id = %licence.id, customer = %licence.customer, "Licence installed");
+            license_status(State(state)).await
+        }
+        Err(error) => Err(ApiError::invalid("license", error.to_string())),
+    }
 }

@@ -15,6 +15,7 @@
 //!   with field errors and nothing written)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
 //! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
+//! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
@@ -48,16 +49,23 @@ pub struct AppState {
     /// With `--require-setup-code`: the one-time code first-boot setup needs.
     pub setup_code: Option<Arc<str>>,
     pub login_limiter: Arc<auth::LoginLimiter>,
+    pub licensing: crate::license::Licensing,
 }
 
 impl AppState {
-    pub fn new(publisher: PublisherHandle, store: Store, setup_code: Option<String>) -> Self {
+    pub fn new(
+        publisher: PublisherHandle,
+        store: Store,
+        licensing: crate::license::Licensing,
+        setup_code: Option<String>,
+    ) -> Self {
         Self {
             publisher,
             store,
             started: Instant::now(),
             setup_code: setup_code.map(Arc::from),
             login_limiter: Arc::default(),
+            licensing,
         }
     }
 }
@@ -110,6 +118,8 @@ pub fn protected_routes() -> Vec<RouteSpec> {
             api::member_action
         ),
         spec!(GET, "/api/v1/events", api::events),
+        spec!(GET, "/api/v1/license", api::license_status),
+        spec!(POST, "/api/v1/license", api::install_license),
         spec!(GET, "/metrics", api::metrics),
     ]
 }

@@ -1,0 +1,173 @@
+//! Licensing end to end: evaluation on a fresh appliance, activation through
+//! the API and the console, limits on config changes, and an expired licence
+//! that blocks config changes while everything else keeps working.
+//!
+//! The binary under test is built with `test-license-keys`, so it trusts the
+//! key this test writes to a file.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use poolgate::license::document::{self, Licence, Limits};
+use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn vendor_key(dir: &Path) -> (SigningKey, String) {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let file = dir.join("keys.txt");
+    std::fs::write(&file, document::key_hex(&key.verifying_key())).expect("write keys");
+    (key, file.to_str().expect("utf-8").to_owned())
+}
+
+fn issue(
+    key: &SigningKey,
+    appliance_id: &str,
+    expires: Option<OffsetDateTime>,
+    members: Option<u32>,
+) -> String {
+    let now = OffsetDateTime::now_utc();
+    document::sign(
+        &Licence {
+            id: format!("T-{}", now.unix_timestamp_nanos()),
+            customer: "Contoso Ltd".into(),
+            issued: now - time::Duration::minutes(1),
+            not_before: None,
+            expires,
+            appliance_id: appliance_id.into(),
+            limits: Limits {
+                virtual_services: None,
+                members,
+                features: vec![],
+            },
+        },
+        key,
+    )
+}
+
+#[test]
+fn evaluation_activation_limits_and_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, keys_file) = vendor_key(dir.path());
+    let poolgate = Poolgate::start_with_config_env(
+        &dir.path().join("var"),
+        &loopback_example(),
+        &[],
+        &[("POOLGATE_TEST_LICENSE_KEYS", &keys_file)],
+    );
+    let client = AdminClient::setup_and_login(poolgate.address("admin"), PASSWORD);
+
+    let status = client.json("/api/v1/license");
+    assert_eq!(status["state"], "evaluation", "{status}");
+    assert_eq!(status["days_left"], 30);
+    assert_eq!(status["usage"]["members"], 3);
+    let appliance_id = status["appliance_id"]
+        .as_str()
+        .expect("appliance id")
+        .to_owned();
+
+    // Rejected licences say why and change nothing.
+    for (text, reason) in [
+        (
+            issue(&key, "another-appliance", None, None),
+            "this appliance is",
+        ),
+        (
+            issue(&SigningKey::from_bytes(&[9; 32]), &appliance_id, None, None),
+            "signature",
+        ),
+        ("PGLIC1.garbage".to_owned(), "damaged"),
+    ] {
+        let response = client.post("/api/v1/license", &json!({"license": text}));
+        assert_eq!(response.status().as_u16(), 422);
+        let body: Value = response.json().expect("JSON");
+        assert!(
+            body["fields"][0]["message"]
+                .as_str()
+                .expect("message")
+                .contains(reason),
+            "{body}"
+        );
+    }
+    assert_eq!(client.json("/api/v1/license")["state"], "evaluation");
+
+    // A licence for two members: the three-member config can no longer be changed.
+    let small = issue(&key, &appliance_id, None, Some(2));
+    let response = client.post("/api/v1/license", &json!({"license": small}));
+    assert_eq!(response.status().as_u16(), 200);
+    let status: Value = response.json().expect("JSON");
+    assert_eq!(status["state"], "licensed");
+    assert_eq!(status["customer"], "Contoso Ltd");
+    let mut config = client.json("/api/v1/config");
+    config["dns"]["ttl"] = json!(20);
+    let refused = client.put("/api/v1/config", &config);
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: Value = refused.json().expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("2 pool members"),
+        "{body}"
+    );
+
+    // A short-lived licence without limits, installed from the console.
+    let short = issue(
+        &key,
+        &appliance_id,
+        Some(OffsetDateTime::now_utc() + time::Duration::seconds(3)),
+        None,
+    );
+    let file = dir.path().join("short.lic");
+    std::fs::write(&file, &short).expect("write licence");
+    let output = std::process::Command::new(poolgate_e2e::binary())
+        .args([
+            "license",
+            "install",
+            file.to_str().expect("utf-8"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("var"))
+        .env("POOLGATE_TEST_LICENSE_KEYS", &keys_file)
+        .output()
+        .expect("license install");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(client.put("/api/v1/config", &config).status().as_u16(), 200);
+
+    // Once it expires: config changes are refused, everything else works.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.json("/api/v1/license")["state"] != "expired" {
+        assert!(Instant::now() < deadline, "licence never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    config["dns"]["ttl"] = json!(25);
+    let refused = client.put("/api/v1/config", &config);
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: Value = refused.json().expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("Traffic keeps flowing"),
+        "{body}"
+    );
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe01/drain", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client.json("/api/v1/status")["pools"][0]["members"][0]["admin_state"],
+        "draining"
+    );
+    assert_eq!(client.json("/api/v1/health")["status"], "ok");
+}
