@@ -76,7 +76,9 @@ fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
         [
             "GET /api/v1/health",
             "POST /api/v1/setup",
-            "POST /api/v1/session"
+            "POST /api/v1/session",
+            "GET /",
+            "GET /assets/{file}"
         ]
     );
 }
@@ -410,4 +412,68 @@ fn admin_state_set_through_the_api_survives_sigkill() {
     client.login("admin", PASSWORD);
     let status = client.json("/api/v1/status");
     assert_eq!(status["pools"][0]["members"][1]["admin_state"], "draining");
+}
+
+#[test]
+fn ui_assets_are_a_fixed_set_and_carry_security_headers() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::new(admin);
+    let page = client.get("/");
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert_eq!(
+        page.headers()
+            .get("x-frame-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("DENY")
+    );
+    assert_eq!(client.get("/assets/app.js").status().as_u16(), 200);
+    for path in [
+        "/assets/../../Cargo.toml",
+        "/assets/..%2f..%2fCargo.toml",
+        "/assets/%2e%2e/%2e%2e/etc/passwd",
+        "/assets/index.html",
+        "/assets/",
+        "/../../etc/passwd",
+    ] {
+        let response = client.get(path);
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        let body = response.text().expect("body");
+        assert!(
+            !body.contains("[workspace]") && !body.contains("root:"),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[test]
+fn status_stream_sends_status_events() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let mut response = client.get("/api/v1/status/stream");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buffer).contains("\n\n") {
+        use std::io::Read;
+        let n = response.read(&mut chunk).expect("read stream");
+        assert!(n > 0, "stream ended");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(text.starts_with("event: status\ndata: {"), "{text}");
+    assert!(text.contains("\"pools\""), "{text}");
 }

@@ -21,15 +21,18 @@ use super::{ApiError, AppState, blocking};
 use crate::config::{self, AdminState, ConfigFile};
 use crate::state::{PoolView, Update};
 
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
+pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
-    Json(json!({
+    let setup_required = !blocking(&state, |store| store.has_admin()).await?;
+    Ok(Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "generation": view.generation,
         "config_version": view.config_version,
         "uptime_s": state.started.elapsed().as_secs(),
-    }))
+        "setup_required": setup_required,
+        "setup_code_required": setup_required && state.setup_code.is_some(),
+    })))
 }
 
 /// Parse a JSON body into `T`, naming the field that failed.

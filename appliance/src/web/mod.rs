@@ -2,15 +2,18 @@
 //! (`tls`), behind one authentication layer (`auth`).
 //!
 //! Open routes (no credentials), and only these:
-//! * `GET  /api/v1/health` — liveness
+//! * `GET  /api/v1/health` — liveness (and whether first-boot setup is due)
 //! * `POST /api/v1/setup` — first admin password; 409 once one exists
 //! * `POST /api/v1/session` — log in
+//! * `GET  /`, `GET /assets/{file}` — the UI page and its embedded script
+//!   and stylesheet (no data; the page logs in through the API)
 //!
 //! Protected routes (session cookie + CSRF header for changes, or a Bearer
 //! API token):
 //! * `GET /api/v1/session`, `DELETE /api/v1/session` — who am I, log out
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
+//! * `GET /api/v1/status/stream` — the same as server-sent events
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT validates; 422
 //!   with field errors and nothing written)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
@@ -25,6 +28,7 @@ pub mod api;
 pub mod auth;
 mod error;
 pub mod tls;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +102,8 @@ pub fn open_routes() -> Vec<RouteSpec> {
         spec!(GET, "/api/v1/health", api::health),
         spec!(POST, "/api/v1/setup", api::setup),
         spec!(POST, "/api/v1/session", api::login),
+        spec!(GET, "/", ui::index),
+        spec!(GET, "/assets/{file}", ui::asset),
     ]
 }
 
@@ -110,6 +116,7 @@ pub fn protected_routes() -> Vec<RouteSpec> {
         spec!(POST, "/api/v1/tokens", api::create_token),
         spec!(DELETE, "/api/v1/tokens/{id}", api::revoke_token),
         spec!(GET, "/api/v1/status", api::status),
+        spec!(GET, "/api/v1/status/stream", ui::status_stream),
         spec!(GET, "/api/v1/config", api::get_config),
         spec!(PUT, "/api/v1/config", api::put_config),
         spec!(
@@ -140,7 +147,34 @@ pub fn router(state: AppState) -> Router {
     build(open_routes())
         .merge(protected)
         .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers that keep the UI out of frames and other origins' scripts.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -1,0 +1,72 @@
+//! The web UI's files, embedded from `web-ui/` at build time: one page, one
+//! script, one stylesheet. Assets are served from a fixed table, so no
+//! request path ever reaches the filesystem. Live status for the page comes
+//! from `status_stream` as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+
+use super::{ApiError, AppState};
+
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web-ui/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web-ui/style.css"),
+    ),
+];
+const INDEX: &str = include_str!("../../../web-ui/index.html");
+
+pub async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response()
+}
+
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(file, _, _)| *file == name)
+        .ok_or_else(|| ApiError::NotFound("no such asset".to_owned()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        *body,
+    )
+        .into_response())
+}
+
+/// How often counters are re-sent when nothing else changed.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// `GET /api/v1/status/stream`: the status document as an SSE `status` event
+/// at once, on every new pool view, and every two seconds for the counters.
+pub async fn status_stream(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let views = state.publisher.subscribe();
+    let stream = stream::unfold((views, true), |(mut views, first)| async move {
+        if !first {
+            // A closed channel (shutdown) or a timeout both just send again.
+            let _ = tokio::time::timeout(REFRESH, views.changed()).await;
+        }
+        let view = std::sync::Arc::clone(&views.borrow_and_update());
+        let data = super::api::status_json(&view).to_string();
+        Some((
+            Ok(Event::default().event("status").data(data)),
+            (views, false),
+        ))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
