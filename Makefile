@@ -7,9 +7,12 @@ CONFIG ?= examples/lync-pool.toml
 
 .PHONY: run build test lint unit e2e bench image image-test clean
 
-## Build and run poolgate on the loopback example, data in ./var.
-run:
-	$(CARGO) run --locked --release -p poolgate --bin poolgate -- run --data-dir $(DATA_DIR) --config $(CONFIG)
+## Build and run poolgate on the loopback example, data in ./var, with
+## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
+run: build
+	@target/release/poolgate demo-members --config $(CONFIG) & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	target/release/poolgate run --data-dir $(DATA_DIR) --config $(CONFIG)
 
 build:
 	$(CARGO) build --locked --release -p poolgate --bin poolgate

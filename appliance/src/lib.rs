@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod drain;
 pub mod license;
 pub mod state;

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run simulated pool members (on their loopback addresses) for a demo or tests.
+    DemoMembers {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Licence status and offline activation.
     License {
         #[command(subcommand)]
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
             command: AdminCommand::SetPassword { data_dir, username },
         } => set_password(&data_dir, &username),
         Command::License { command } => license(command),
+        Command::DemoMembers { config } => demo_members(&config),
         Command::Version => {
             println!("{}", poolgate::build_info());
             Ok(ExitCode::SUCCESS)
@@ -243,4 +249,25 @@ fn license(command: LicenseCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn demo_members(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let config = match config::load(file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        poolgate::system::cancel_on_signal(shutdown.clone())?;
+        poolgate::demo::run(&config, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
