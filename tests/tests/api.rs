@@ -31,7 +31,8 @@ fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
     let anonymous = AdminClient::new(admin);
     let routes = poolgate::web::protected_routes();
     assert!(routes.len() >= 10);
-    for (method, path, _) in &routes {
+    for route in &routes {
+        let (method, path) = (&route.method, route.path);
         let response = anonymous
             .request(method.clone(), &concrete(path))
             .json(&json!({}))
@@ -51,8 +52,9 @@ fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
     // Logged in by cookie but without the CSRF header: reads work, changes are refused.
     let mut client = AdminClient::setup_and_login(admin, PASSWORD);
     client.csrf = None;
-    for (method, path, _) in &routes {
-        if *method == Method::GET {
+    for route in &routes {
+        let (method, path) = (&route.method, route.path);
+        if route.method == Method::GET {
             continue;
         }
         let response = client
@@ -69,7 +71,7 @@ fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
     assert_eq!(client.get("/api/v1/status").status().as_u16(), 200);
     let open: Vec<String> = poolgate::web::open_routes()
         .iter()
-        .map(|(method, path, _)| format!("{method} {path}"))
+        .map(|route| format!("{} {}", route.method, route.path))
         .collect();
     assert_eq!(
         open,
@@ -77,6 +79,7 @@ fn every_protected_route_refuses_anonymous_and_csrf_less_requests() {
             "GET /api/v1/health",
             "POST /api/v1/setup",
             "POST /api/v1/session",
+            "GET /api/v1/openapi.json",
             "GET /",
             "GET /assets/{file}"
         ]

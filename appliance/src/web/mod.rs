@@ -5,6 +5,7 @@
 //! * `GET  /api/v1/health` — liveness (and whether first-boot setup is due)
 //! * `POST /api/v1/setup` — first admin password; 409 once one exists
 //! * `POST /api/v1/session` — log in
+//! * `GET  /api/v1/openapi.json` — the OpenAPI document of these routes
 //! * `GET  /`, `GET /assets/{file}` — the UI page and its embedded script
 //!   and stylesheet (no data; the page logs in through the API)
 //!
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod auth;
 mod error;
+mod openapi;
 pub mod tls;
 mod ui;
 
@@ -83,60 +85,143 @@ pub(crate) async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || call(&store)).await??)
 }
 
-/// One route: method, path, handler.
-pub type RouteSpec = (Method, &'static str, MethodRouter<AppState>);
-
-fn route(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> RouteSpec {
-    (method, path, handler)
+/// One route: method, path, a one-line summary (for the OpenAPI document),
+/// and its handler.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub handler: MethodRouter<AppState>,
 }
 
 macro_rules! spec {
-    ($method:ident, $path:literal, $handler:expr) => {
-        route(Method::$method, $path, on(MethodFilter::$method, $handler))
+    ($method:ident, $path:literal, $summary:literal, $handler:expr) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            summary: $summary,
+            handler: on(MethodFilter::$method, $handler),
+        }
     };
 }
 
 /// Routes open without credentials.
-pub fn open_routes() -> Vec<RouteSpec> {
+pub fn open_routes() -> Vec<Route> {
     vec![
-        spec!(GET, "/api/v1/health", api::health),
-        spec!(POST, "/api/v1/setup", api::setup),
-        spec!(POST, "/api/v1/session", api::login),
-        spec!(GET, "/", ui::index),
-        spec!(GET, "/assets/{file}", ui::asset),
+        spec!(
+            GET,
+            "/api/v1/health",
+            "Liveness, version, and whether first-boot setup is due",
+            api::health
+        ),
+        spec!(
+            POST,
+            "/api/v1/setup",
+            "Set the first admin password (409 once one exists)",
+            api::setup
+        ),
+        spec!(
+            POST,
+            "/api/v1/session",
+            "Log in: session cookie and CSRF token",
+            api::login
+        ),
+        spec!(
+            GET,
+            "/api/v1/openapi.json",
+            "This document",
+            openapi::document
+        ),
+        spec!(GET, "/", "The web UI", ui::index),
+        spec!(
+            GET,
+            "/assets/{file}",
+            "The web UI's script and stylesheet",
+            ui::asset
+        ),
     ]
 }
 
 /// Every other route; all of them sit behind `auth::require_auth`.
-pub fn protected_routes() -> Vec<RouteSpec> {
+pub fn protected_routes() -> Vec<Route> {
     vec![
-        spec!(GET, "/api/v1/session", api::session_info),
-        spec!(DELETE, "/api/v1/session", api::logout),
-        spec!(GET, "/api/v1/tokens", api::list_tokens),
-        spec!(POST, "/api/v1/tokens", api::create_token),
-        spec!(DELETE, "/api/v1/tokens/{id}", api::revoke_token),
-        spec!(GET, "/api/v1/status", api::status),
-        spec!(GET, "/api/v1/status/stream", ui::status_stream),
-        spec!(GET, "/api/v1/config", api::get_config),
-        spec!(PUT, "/api/v1/config", api::put_config),
+        spec!(
+            GET,
+            "/api/v1/session",
+            "The logged-in user and CSRF token",
+            api::session_info
+        ),
+        spec!(DELETE, "/api/v1/session", "Log out", api::logout),
+        spec!(
+            GET,
+            "/api/v1/tokens",
+            "List API tokens (never their secrets)",
+            api::list_tokens
+        ),
+        spec!(
+            POST,
+            "/api/v1/tokens",
+            "Create an API token; the secret is shown once",
+            api::create_token
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/tokens/{id}",
+            "Revoke an API token",
+            api::revoke_token
+        ),
+        spec!(
+            GET,
+            "/api/v1/status",
+            "Pools, members, health, drain progress, virtual services",
+            api::status
+        ),
+        spec!(
+            GET,
+            "/api/v1/status/stream",
+            "The status document as server-sent events",
+            ui::status_stream
+        ),
+        spec!(
+            GET,
+            "/api/v1/config",
+            "The desired config as JSON",
+            api::get_config
+        ),
+        spec!(
+            PUT,
+            "/api/v1/config",
+            "Replace the desired config (422 with field errors, nothing written)",
+            api::put_config
+        ),
         spec!(
             POST,
             "/api/v1/pools/{pool}/members/{member}/{action}",
+            "Drain, enable or disable a member",
             api::member_action
         ),
-        spec!(GET, "/api/v1/events", api::events),
-        spec!(GET, "/api/v1/license", api::license_status),
-        spec!(POST, "/api/v1/license", api::install_license),
-        spec!(GET, "/metrics", api::metrics),
+        spec!(GET, "/api/v1/events", "The event log", api::events),
+        spec!(
+            GET,
+            "/api/v1/license",
+            "Licence status and current use",
+            api::license_status
+        ),
+        spec!(
+            POST,
+            "/api/v1/license",
+            "Activate a licence",
+            api::install_license
+        ),
+        spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
     ]
 }
 
-fn build(specs: Vec<RouteSpec>) -> Router<AppState> {
-    specs
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            router.route(path, handler)
-        })
+fn build(routes: Vec<Route>) -> Router<AppState> {
+    routes.into_iter().fold(Router::new(), |router, route| {
+        router.route(route.path, route.handler)
+    })
 }
 
 pub fn router(state: AppState) -> Router {
