@@ -4,4 +4,6 @@
 //! `server` owns the UDP and TCP listeners and never lets one bad packet or
 //! connection affect another.
 
+pub mod message;
+pub mod redirect;
 pub mod registrar;
