@@ -388,7 +388,8 @@ pub fn uri_scheme(uri: &str) -> Option<String> {
 /// body length, or the reason the request is malformed.
 fn check(request: &Request, body_available: usize) -> Result<usize, String> {
     let is_sip = matches!(uri_scheme(&request.uri).as_deref(), Some("sip" | "sips"));
-    if is_sip && request.uri.contains('?') {
+    let hostport = request.uri.rsplit('@').next().unwrap_or_default();
+    if is_sip && hostport.contains('?') {
         return Err("Request-URI must not contain headers".into());
     }
     let mut missing = Vec::new();
