@@ -51,7 +51,10 @@ pub enum Frame {
 /// only reading that keeps the stream in step for the common bodiless
 /// request). Several or non-numeric values leave the stream unframeable.
 pub fn frame(buf: &[u8]) -> Result<Frame, MessageError> {
-    let leading = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let leading = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
     if leading > 0 {
         return Ok(Frame::Keepalive(leading));
     }
@@ -73,11 +76,9 @@ pub fn frame(buf: &[u8]) -> Result<Frame, MessageError> {
             if length.is_some() {
                 return Err(MessageError::Unreadable("several Content-Length values"));
             }
-            length = Some(
-                parse_decimal(value.trim(), MAX_MESSAGE as u64)
-                    .ok_or(MessageError::Unreadable("Content-Length is not a valid length"))?
-                    as usize,
-            );
+            length = Some(parse_decimal(value.trim(), MAX_MESSAGE as u64).ok_or(
+                MessageError::Unreadable("Content-Length is not a valid length"),
+            )? as usize);
         }
     }
     let total = head_end + length.unwrap_or(0);
@@ -362,7 +363,11 @@ fn request_line(line: &str) -> Result<(String, String), RequestLineError> {
             RequestLineError::Invalid("SIP-Version is malformed")
         });
     }
-    if uri.is_empty() || uri.bytes().any(|b| matches!(b, b'<' | b'>' | b'"' | b'\t') || b < 0x21) {
+    if uri.is_empty()
+        || uri
+            .bytes()
+            .any(|b| matches!(b, b'<' | b'>' | b'"' | b'\t') || b < 0x21)
+    {
         return Err(RequestLineError::Invalid(
             "Request-URI contains characters that must be escaped",
         ));
@@ -437,8 +442,9 @@ fn check(request: &Request, body_available: usize) -> Result<usize, String> {
     let length = match (lengths.next(), lengths.next()) {
         (None, _) => body_available,
         (Some(_), Some(_)) => return Err("Several Content-Length header fields".into()),
-        (Some(value), None) => parse_decimal(value, u32::MAX.into())
-            .ok_or("Malformed Content-Length")? as usize,
+        (Some(value), None) => {
+            parse_decimal(value, u32::MAX.into()).ok_or("Malformed Content-Length")? as usize
+        }
     };
     if length > body_available {
         return Err("Content-Length is larger than the body".into());
@@ -474,20 +480,25 @@ fn first_via_element(via: &str) -> &str {
     split_unquoted(via, b',').next().unwrap_or_default()
 }
 
-/// `SIP / 2.0 / transport LWS sent-by`, returning (transport, sent-by).
-fn sent_protocol_and_by(element: &str) -> Option<(&str, &str)> {
+/// `SIP / version / transport LWS sent-by`, returning (version, transport,
+/// sent-by). Any version is read, so a `505` can still be addressed.
+fn sent_protocol_and_by(element: &str) -> Option<(&str, &str, &str)> {
     let head = element.split(';').next()?;
     let mut parts = head.splitn(3, '/');
     let name = parts.next()?.trim();
     let version = parts.next()?.trim();
     let rest = parts.next()?.trim_start();
-    if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+    if !name.eq_ignore_ascii_case("SIP")
+        || !version
+            .split_once('.')
+            .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+    {
         return None;
     }
     let (transport, by) = rest.split_once([' ', '\t'])?;
     let by = by.trim();
     (is_token(transport) && !by.is_empty() && by.bytes().all(|b| b > b' ' && b != b','))
-        .then_some((transport, by))
+        .then_some((version, transport, by))
 }
 
 fn check_via(via: &str) -> Result<(), &'static str> {
@@ -496,7 +507,11 @@ fn check_via(via: &str) -> Result<(), &'static str> {
         if element.is_empty() {
             return Err("empty via-parm");
         }
-        sent_protocol_and_by(element).ok_or("bad sent-protocol or sent-by")?;
+        let (version, _, _) =
+            sent_protocol_and_by(element).ok_or("bad sent-protocol or sent-by")?;
+        if version != "2.0" {
+            return Err("protocol version is not 2.0");
+        }
         let mut params = split_unquoted(element, b';');
         params.next();
         for param in params {
@@ -524,9 +539,9 @@ fn check_param(param: &str) -> Result<(), &'static str> {
             .ok_or("unterminated quoted string"),
         Some(value)
             if !value.is_empty()
-                && value.bytes().all(|b| {
-                    is_token_byte(b) || matches!(b, b'[' | b']' | b':')
-                }) =>
+                && value
+                    .bytes()
+                    .all(|b| is_token_byte(b) || matches!(b, b'[' | b']' | b':')) =>
         {
             Ok(())
         }
@@ -688,4 +703,4 @@ pub fn is_token(text: &str) -> bool {
 
 #[cfg(test)]
 #[path = "message_tests.rs"]
-mod tests;
+pub(crate) mod tests;

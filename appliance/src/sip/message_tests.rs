@@ -24,16 +24,54 @@ pub(crate) fn torture(name: &str) -> Option<Vec<u8>> {
 
 /// RFC 4475 §3.1.1 and the §3.2–3.4 messages whose syntax is valid.
 const VALID: [&str; 25] = [
-    "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq", "semiuri",
-    "transports", "mpart01", "badbranch", "unkscm", "novelsc", "unksm2", "bext01", "invut",
-    "regaut01", "zeromf", "cparam01", "cparam02", "regescrt", "sdp01", "inv2543", "esc01",
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "badbranch",
+    "unkscm",
+    "novelsc",
+    "unksm2",
+    "bext01",
+    "invut",
+    "regaut01",
+    "zeromf",
+    "cparam01",
+    "cparam02",
+    "regescrt",
+    "sdp01",
+    "inv2543",
+    "esc01",
 ];
 
 /// §3.1.2 requests, plus the §3.3 ones that break single-value rules.
 const INVALID_REQUESTS: [&str; 19] = [
-    "badinv01", "clerr", "ncl", "scalar02", "quotbal", "ltgtruri", "lwsruri", "lwsstart", "trws",
-    "escruri", "baddate", "regbadct", "badaspec", "baddn", "mismatch01", "mismatch02", "insuf",
-    "multi01", "mcl01",
+    "badinv01",
+    "clerr",
+    "ncl",
+    "scalar02",
+    "quotbal",
+    "ltgtruri",
+    "lwsruri",
+    "lwsstart",
+    "trws",
+    "escruri",
+    "baddate",
+    "regbadct",
+    "badaspec",
+    "baddn",
+    "mismatch01",
+    "mismatch02",
+    "insuf",
+    "multi01",
+    "mcl01",
 ];
 
 const RESPONSES: [&str; 5] = ["unreason", "noreason", "scalarlg", "bigcode", "bcast"];
@@ -53,7 +91,10 @@ fn every_invalid_torture_request_is_rejected_with_a_reason() {
     for name in INVALID_REQUESTS {
         let Some(bytes) = torture(name) else { return };
         match parse(&bytes).result {
-            Err(MessageError::Invalid { reason, addressable }) => {
+            Err(MessageError::Invalid {
+                reason,
+                addressable,
+            }) => {
                 assert!(!reason.is_empty(), "{name}");
                 println!("{name}: {reason}");
                 assert!(addressable, "{name}: {reason}");
@@ -65,10 +106,18 @@ fn every_invalid_torture_request_is_rejected_with_a_reason() {
     let Some(bytes) = torture("test") else { return };
     assert!(matches!(
         parse(&bytes).result,
-        Err(MessageError::Invalid { addressable: false, .. })
+        Err(MessageError::Invalid {
+            addressable: false,
+            ..
+        })
     ));
-    let Some(bytes) = torture("badvers") else { return };
-    assert_eq!(parse(&bytes).result, Err(MessageError::Version("SIP/7.0".into())));
+    let Some(bytes) = torture("badvers") else {
+        return;
+    };
+    assert_eq!(
+        parse(&bytes).result,
+        Err(MessageError::Version("SIP/7.0".into()))
+    );
 }
 
 #[test]
@@ -81,7 +130,9 @@ fn responses_are_recognised() {
 
 #[test]
 fn folded_compact_and_spaced_headers_are_read() {
-    let Some(bytes) = torture("wsinv") else { return };
+    let Some(bytes) = torture("wsinv") else {
+        return;
+    };
     let parsed = parse(&bytes);
     let request = parsed.result.expect("wsinv is valid");
     assert_eq!(request.method, "INVITE");
@@ -90,12 +141,17 @@ fn folded_compact_and_spaced_headers_are_read() {
     assert_eq!(request.body_len, 150);
     // One `Via` plus one compact `v` holding two via-parms.
     assert_eq!(parsed.echo.vias.len(), 2);
-    assert_eq!(param(parsed.echo.to.as_deref().unwrap_or_default(), "tag"), Some("1918181833n"));
+    assert_eq!(
+        param(parsed.echo.to.as_deref().unwrap_or_default(), "tag"),
+        Some("1918181833n")
+    );
 }
 
 #[test]
 fn a_datagram_with_two_requests_keeps_the_first() {
-    let Some(bytes) = torture("dblreq") else { return };
+    let Some(bytes) = torture("dblreq") else {
+        return;
+    };
     let request = parse(&bytes).result.expect("dblreq is valid");
     assert_eq!(request.method, "REGISTER");
     assert_eq!(request.body_len, 0);
@@ -103,11 +159,15 @@ fn a_datagram_with_two_requests_keeps_the_first() {
 
 #[test]
 fn stream_framing_follows_content_length() {
-    let Some(bytes) = torture("dblreq") else { return };
+    let Some(bytes) = torture("dblreq") else {
+        return;
+    };
     let Ok(Frame::Message(first)) = frame(&bytes) else {
         panic!("first request frames");
     };
-    let second = parse(&bytes[first..]).result.expect("second request parses");
+    let second = parse(&bytes[first..])
+        .result
+        .expect("second request parses");
     assert_eq!(second.method, "INVITE");
     assert_eq!(frame(&bytes[..first - 1]), Ok(Frame::Incomplete));
     assert_eq!(frame(b"\r\n\r\nREG"), Ok(Frame::Keepalive(4)));
@@ -140,9 +200,15 @@ fn lync_register_parses() {
     let parsed = parse(LYNC_REGISTER.as_bytes());
     let request = parsed.result.expect("a Lync REGISTER is valid");
     assert_eq!(request.method, "REGISTER");
-    assert_eq!(request.first("supported"), Some("gruu-10, adhoclist, msrtc-event-categories"));
+    assert_eq!(
+        request.first("supported"),
+        Some("gruu-10, adhoclist, msrtc-event-categories")
+    );
     assert_eq!(parsed.echo.to.as_deref(), Some("<sip:Alice@Contoso.com>"));
-    assert_eq!(parsed.echo.call_id.as_deref(), Some("3d1b4e2fa9c84a3c8f5d6e7a8b9c0d1e"));
+    assert_eq!(
+        parsed.echo.call_id.as_deref(),
+        Some("3d1b4e2fa9c84a3c8f5d6e7a8b9c0d1e")
+    );
 }
 
 /// Requests shaped like the valid cases of RFC 5118 (IPv6 in SIP).
@@ -150,11 +216,27 @@ fn lync_register_parses() {
 fn ipv6_requests_parse() {
     let cases = [
         // Request-URI and Via with IPv6 references, with and without port.
-        ("REGISTER sip:[2001:db8::10] SIP/2.0", "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111", "<sip:user@[2001:db8::10]>"),
-        ("REGISTER sip:[2001:db8::10]:5070 SIP/2.0", "SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3-111;received=[2001:db8::9:255]", "<sip:user@[2001:db8::10]:5070>"),
+        (
+            "REGISTER sip:[2001:db8::10] SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111",
+            "<sip:user@[2001:db8::10]>",
+        ),
+        (
+            "REGISTER sip:[2001:db8::10]:5070 SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3-111;received=[2001:db8::9:255]",
+            "<sip:user@[2001:db8::10]:5070>",
+        ),
         // IPv4-mapped IPv6 and a mixed-address Via list.
-        ("OPTIONS sip:[::ffff:192.0.2.10]:19823 SIP/2.0", "SIP/2.0/UDP [::ffff:192.0.2.151]:6050;branch=z9hG4bKas3-111", "sip:user@[::ffff:192.0.2.10]"),
-        ("OPTIONS sip:user@[2001:db8::10] SIP/2.0", "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKjhja8781hjuaij65144", "<sip:user@[2001:db8::10]>"),
+        (
+            "OPTIONS sip:[::ffff:192.0.2.10]:19823 SIP/2.0",
+            "SIP/2.0/UDP [::ffff:192.0.2.151]:6050;branch=z9hG4bKas3-111",
+            "sip:user@[::ffff:192.0.2.10]",
+        ),
+        (
+            "OPTIONS sip:user@[2001:db8::10] SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKjhja8781hjuaij65144",
+            "<sip:user@[2001:db8::10]>",
+        ),
     ];
     for (line, via, to) in cases {
         let method = line.split(' ').next().unwrap_or_default();
@@ -180,13 +262,16 @@ fn garbage_never_panics() {
         .expect("no panic");
     // Mutations of a valid request exercise the deeper checks.
     runner
-        .run(&(0usize..LYNC_REGISTER.len(), any::<u8>(), 0usize..40), |(at, byte, cut)| {
-            let mut bytes = LYNC_REGISTER.as_bytes().to_vec();
-            bytes[at] = byte;
-            bytes.truncate(bytes.len() - cut);
-            let _ = parse(&bytes);
-            let _ = frame(&bytes);
-            Ok(())
-        })
+        .run(
+            &(0usize..LYNC_REGISTER.len(), any::<u8>(), 0usize..40),
+            |(at, byte, cut)| {
+                let mut bytes = LYNC_REGISTER.as_bytes().to_vec();
+                bytes[at] = byte;
+                bytes.truncate(bytes.len() - cut);
+                let _ = parse(&bytes);
+                let _ = frame(&bytes);
+                Ok(())
+            },
+        )
         .expect("no panic");
 }

@@ -41,7 +41,15 @@ const REDIRECTED: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "MESSAGE"];
 
 /// Methods known (RFC 3261 and extensions, Lync's own) but not served here.
 const KNOWN: [&str; 9] = [
-    "BYE", "PRACK", "UPDATE", "INFO", "NOTIFY", "PUBLISH", "SERVICE", "NEGOTIATE", "BENOTIFY",
+    "BYE",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "NOTIFY",
+    "PUBLISH",
+    "SERVICE",
+    "NEGOTIATE",
+    "BENOTIFY",
 ];
 
 /// How long a client should wait before retrying when no member is eligible.
@@ -225,10 +233,7 @@ fn select_pool(view: &PoolView, request: &Request, echo: &Echo) -> Option<usize>
 }
 
 fn is_sip_uri(uri: &str) -> bool {
-    matches!(
-        message::uri_scheme(uri).as_deref(),
-        Some("sip" | "sips")
-    )
+    matches!(message::uri_scheme(uri).as_deref(), Some("sip" | "sips"))
 }
 
 /// The URI of a name-addr or addr-spec header value.
@@ -244,7 +249,10 @@ fn address_uri(value: &str) -> &str {
 fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> Decision {
     let mut out = String::with_capacity(512);
     // A reason phrase may hold any text but line ends.
-    let reason: String = reason.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let reason: String = reason
+        .chars()
+        .filter(|c| !matches!(c, '\r' | '\n'))
+        .collect();
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
     for via in &echo.vias {
         let _ = write!(out, "Via: {via}\r\n");
