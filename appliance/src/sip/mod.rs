@@ -7,3 +7,6 @@
 pub mod message;
 pub mod redirect;
 pub mod registrar;
+pub mod server;
+
+pub use server::{SipError, SipStats, serve_tcp, serve_udp};

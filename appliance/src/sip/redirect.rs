@@ -303,4 +303,4 @@ fn to_tag(echo: &Echo) -> String {
 
 #[cfg(test)]
 #[path = "redirect_tests.rs"]
-mod tests;
+pub(crate) mod tests;
