@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{system, web};
+use crate::{sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -81,6 +81,58 @@ pub async fn bind_tcp(service: &'static str, address: SocketAddr) -> Result<TcpL
     Ok(listener)
 }
 
+/// Bind a UDP socket and log its one `listening` line.
+pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpSocket, RunError> {
+    let socket = UdpSocket::bind(address)
+        .await
+        .map_err(|source| RunError::Bind {
+            service,
+            address,
+            source,
+        })?;
+    let bound = socket.local_addr()?;
+    tracing::info!(service, address = %bound, "listening");
+    Ok(socket)
+}
+
+/// Bind the SIP redirect listeners the config names and serve them until
+/// `shutdown`. A listener that fails later is logged; the rest keep going.
+async fn start_sip(
+    config: &Config,
+    publisher: &state::PublisherHandle,
+    stats: &Arc<sip::SipStats>,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let report = |service: &'static str| {
+        move |result: Result<(), sip::SipError>| {
+            if let Err(error) = result {
+                tracing::error!(service, %error, "SIP listener stopped");
+            }
+        }
+    };
+    if let Some(address) = config.listen.sip_udp {
+        let socket = bind_udp("sip-udp", address).await?;
+        let task = sip::serve_udp(
+            socket,
+            publisher.clone(),
+            Arc::clone(stats),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move { report("sip-udp")(task.await) });
+    }
+    if let Some(address) = config.listen.sip_tcp {
+        let listener = bind_tcp("sip-tcp", address).await?;
+        let task = sip::serve_tcp(
+            listener,
+            publisher.clone(),
+            Arc::clone(stats),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move { report("sip-tcp")(task.await) });
+    }
+    Ok(())
+}
+
 /// Run until `shutdown` is cancelled.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
     let started = Instant::now();
@@ -120,6 +172,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
 
     let admin = bind_tcp("admin", config.listen.admin).await?;
+    let sip_stats = Arc::new(sip::SipStats::default());
+    start_sip(&config, &publisher, &sip_stats, &shutdown).await?;
     let router = web::router(web::AppState {
         publisher: publisher.clone(),
         store: store.clone(),
