@@ -287,7 +287,7 @@ fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> De
 /// A stateless server must give a retransmitted request the same To tag
 /// (RFC 3261 §16.11), so the tag is a hash of what identifies the request.
 fn to_tag(echo: &Echo) -> String {
-    let mut hasher = SipHasher13::new_with_keys(0x7461_67, 0x706f_6f6c_6761_7465);
+    let mut hasher = SipHasher13::new_with_keys(0x0074_6167, 0x706f_6f6c_6761_7465);
     for part in [
         echo.call_id.as_deref(),
         echo.from.as_deref(),

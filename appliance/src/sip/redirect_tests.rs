@@ -70,7 +70,10 @@ fn view() -> PoolView {
     PoolView::build(&inputs(), 1)
 }
 
-fn answer(view: &PoolView, bytes: &[u8]) -> Option<(u16, String, Option<(usize, usize)>)> {
+/// Status, response text and the member a REGISTER was counted for.
+type Answer = (u16, String, Option<(usize, usize)>);
+
+fn answer(view: &PoolView, bytes: &[u8]) -> Option<Answer> {
     match decide(view, &parse(bytes)) {
         Decision::Respond(response) => Some((
             response.status,
