@@ -80,8 +80,6 @@ cat >"$work/kamailio.cfg" <<CFG
 #!KAMAILIO
 debug=0
 log_stderror=yes
-memdbg=5
-memlog=5
 children=$(nproc)
 disable_tcp=yes
 listen=udp:127.0.0.1:$km_port
@@ -90,14 +88,18 @@ loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
+loadmodule "corex.so"
+loadmodule "textops.so"
 modparam("dispatcher", "list_file", "$work/dispatcher.list")
 modparam("dispatcher", "flags", 2)
 request_route {
     if (!is_method("REGISTER")) { sl_send_reply("405", "Method Not Allowed"); exit; }
     if (!ds_select_domain("1", "2", "3")) { sl_send_reply("503", "Service Unavailable"); exit; }
+    # The reply's Contact list is the R-URI then the branches: three
+    # members, one Contact each, as poolgate sends.
     append_branch();
     if (ds_next_domain()) { append_branch(); }
-    if (ds_next_domain()) { append_branch(); }
+    ds_next_domain();
     sl_send_reply("301", "Redirect request to Home Server");
     exit;
 }
