@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use poolgate_e2e::{Poolgate, free_port, loopback_example, poolgate_cli};
+use poolgate_e2e::{Poolgate, free_port, http_get, loopback_example, poolgate_cli};
 
 /// A peer process killed when the test ends, however it ends.
 struct Peer(Child);
@@ -181,4 +181,37 @@ fn registrar_cli_exits_64_on_a_bad_config() {
         "",
     );
     assert_eq!(output.status.code(), Some(64));
+}
+
+#[test]
+fn registrar_api_matches_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _members) = config_with_live_members();
+    let mut poolgate = Poolgate::start_with_config(&dir.path().join("data"), &config, &[]);
+    let admin = poolgate.address("admin");
+    let config_file = dir.path().join("data.toml");
+    let cli = poolgate_cli(
+        &[
+            "registrar",
+            "--config",
+            config_file.to_str().expect("utf-8"),
+            "sip:Alice@Contoso.test",
+        ],
+        "",
+    );
+    let logical: Vec<String> = String::from_utf8_lossy(&cli.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (status, body) = http_get(admin, "/api/v1/registrar?uri=sip:Alice@Contoso.test");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["uri"], "sip:Alice@Contoso.test");
+    assert_eq!(json["aor"], "alice@contoso.test");
+    assert_eq!(json["logical"], serde_json::json!(logical));
+    assert_eq!(json["home"], serde_json::json!(logical[0]));
+    assert_eq!(json["backup_mode"], false);
+    let (status, _) = http_get(admin, "/api/v1/registrar?uri=sip:alice@");
+    assert_eq!(status, 400);
+    poolgate.terminate(Duration::from_secs(10));
 }

@@ -221,11 +221,7 @@ fn select_pool(view: &PoolView, request: &Request, echo: &Echo) -> Option<usize>
         .filter_map(|uri| registrar::canonical_aor(uri).ok())
         .map(|aor| aor.rsplit('@').next().unwrap_or_default().to_owned());
     for host in hosts {
-        if let Some(index) = view
-            .pools
-            .iter()
-            .position(|p| p.fqdn == host || p.aliases.contains(&host))
-        {
+        if let Some(index) = registrar::pool_for_host(view, &host) {
             return Some(index);
         }
     }

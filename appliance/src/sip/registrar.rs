@@ -19,7 +19,9 @@ use std::hash::Hasher;
 
 use siphasher::sip::SipHasher13;
 
-use crate::state::PoolState;
+use serde::Serialize;
+
+use crate::state::{PoolState, PoolView};
 
 /// Version of the hash function, its key, the score formula and the AoR
 /// canonicalisation. Changing any of them moves users: bump this and
@@ -227,6 +229,52 @@ pub fn rank_pool(pool: &PoolState, aor: &str) -> Ranking {
         })
         .collect();
     rank(&candidates, aor, |i| pool.members[i].eligible)
+}
+
+/// The index of the pool serving `host`: the pool whose FQDN or an alias it
+/// is, else `None`.
+pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
+    view.pools
+        .iter()
+        .position(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
+}
+
+/// A user's sequences by member name, as `GET /api/v1/registrar` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lookup {
+    pub uri: String,
+    pub aor: String,
+    pub pool: String,
+    pub logical: Vec<String>,
+    pub physical: Vec<String>,
+    pub home: Option<String>,
+    pub backup_mode: bool,
+    pub hash_version: u32,
+}
+
+/// Look `uri` up in the pool the redirect service would use for it: the
+/// pool named by the AoR's host, else the first. `None` without pools.
+pub fn lookup(view: &PoolView, uri: &str) -> Result<Option<Lookup>, RegistrarError> {
+    let aor = canonical_aor(uri)?;
+    let host = aor.rsplit('@').next().unwrap_or_default();
+    let Some(index) = pool_for_host(view, host).or((!view.pools.is_empty()).then_some(0)) else {
+        return Ok(None);
+    };
+    let pool = &view.pools[index];
+    let ranking = rank_pool(pool, &aor);
+    let names = |seq: &[usize]| -> Vec<String> {
+        seq.iter().map(|&i| pool.members[i].name.clone()).collect()
+    };
+    Ok(Some(Lookup {
+        uri: uri.to_owned(),
+        pool: pool.name.clone(),
+        logical: names(&ranking.logical),
+        physical: names(&ranking.physical),
+        home: ranking.home().map(|i| pool.members[i].name.clone()),
+        backup_mode: ranking.backup_mode(),
+        hash_version: HASH_VERSION,
+        aor,
+    }))
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //! Routes:
 //! * `GET /api/v1/health` — liveness: version, published generation, config
 //!   version. Open without authentication.
+//! * `GET /api/v1/registrar?uri=…` — a user's registrar sequences: logical,
+//!   physical, home, backup_mode (400 for an unreadable URI, 404 without
+//!   pools).
 //!
 //! Unknown routes answer 404 with a JSON body. The server takes its listener
 //! and a shutdown token, so tests bind port 0.
@@ -11,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
@@ -33,6 +36,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/registrar", get(registrar))
         .fallback(not_found)
         .with_state(state)
 }
@@ -46,6 +50,31 @@ async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "config_version": view.config_version,
         "uptime_s": state.started.elapsed().as_secs(),
     }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RegistrarQuery {
+    uri: String,
+}
+
+async fn registrar(
+    State(state): State<AppState>,
+    Query(query): Query<RegistrarQuery>,
+) -> axum::response::Response {
+    let view = state.publisher.current();
+    match crate::sip::registrar::lookup(&view, &query.uri) {
+        Ok(Some(lookup)) => Json(lookup).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no pool configured"})),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("uri: {error}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found() -> impl IntoResponse {
