@@ -213,5 +213,12 @@ fn registrar_api_matches_the_cli() {
     assert_eq!(json["backup_mode"], false);
     let (status, _) = http_get(admin, "/api/v1/registrar?uri=sip:alice@");
     assert_eq!(status, 400);
+    let (status, body) = http_get(admin, "/api/v1/registrar/what-if?pool=pool01&member=fe02");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let fraction = json["fraction_hash_space"].as_f64().expect("number");
+    assert!((fraction - 1.0 / 3.0).abs() < 1e-9, "{body}");
+    let (status, _) = http_get(admin, "/api/v1/registrar/what-if?pool=pool01&member=nope");
+    assert_eq!(status, 404);
     poolgate.terminate(Duration::from_secs(10));
 }

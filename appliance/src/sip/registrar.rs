@@ -231,6 +231,29 @@ pub fn rank_pool(pool: &PoolState, aor: &str) -> Ranking {
     rank(&candidates, aor, |i| pool.members[i].eligible)
 }
 
+/// What-if: the fraction of all users (over the hash space) whose physical
+/// sequence changes head if member `member` stopped taking registrations.
+/// Under weighted rendezvous a member heads a user's sequence with
+/// probability weight / (sum of eligible weights), so this is exact in
+/// expectation; an ineligible member serves nobody and moves nobody.
+pub fn drain_fraction(pool: &PoolState, member: usize) -> f64 {
+    let Some(view) = pool.members.get(member) else {
+        return 0.0;
+    };
+    if !view.eligible {
+        return 0.0;
+    }
+    let total: u64 = pool
+        .eligible
+        .iter()
+        .map(|&i| u64::from(pool.members[i].weight))
+        .sum();
+    if total == 0 {
+        return 0.0;
+    }
+    f64::from(view.weight) / total as f64
+}
+
 /// The index of the pool serving `host`: the pool whose FQDN or an alias it
 /// is, else `None`.
 pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {

@@ -321,3 +321,25 @@ fn golden_vectors_pin_the_ranking() {
     assert_eq!(expected.lines().count(), actual.lines().count());
     assert_eq!(expected.lines().count(), 3 + 600);
 }
+
+#[test]
+fn drain_fraction_matches_the_users_who_would_move() {
+    let config = crate::config::from_toml(crate::sip::redirect::tests::POOL_CONFIG, "test.toml")
+        .expect("valid config");
+    let inputs = crate::state::Inputs::new(std::sync::Arc::new(config), 1, BTreeMap::new());
+    let view = PoolView::build(&inputs, 1);
+    let pool = &view.pools[0];
+    const USERS: usize = 20_000;
+    for member in 0..pool.members.len() {
+        let moved = (0..USERS)
+            .filter(|&i| rank_pool(pool, &user(i)).serving() == Some(member))
+            .count();
+        let expected = drain_fraction(pool, member);
+        assert!((expected - 0.25).abs() < 1e-9);
+        assert!(
+            (moved as f64 / USERS as f64 - expected).abs() < 0.02,
+            "{member}: {moved} of {USERS}"
+        );
+    }
+    assert_eq!(drain_fraction(pool, 99), 0.0);
+}

@@ -6,6 +6,8 @@
 //! * `GET /api/v1/registrar?uri=…` — a user's registrar sequences: logical,
 //!   physical, home, backup_mode (400 for an unreadable URI, 404 without
 //!   pools).
+//! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the fraction of users
+//!   (over the hash space) who would move if the member were drained.
 //!
 //! Unknown routes answer 404 with a JSON body. The server takes its listener
 //! and a shutdown token, so tests bind port 0.
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/registrar", get(registrar))
+        .route("/api/v1/registrar/what-if", get(registrar_what_if))
         .fallback(not_found)
         .with_state(state)
 }
@@ -72,6 +75,36 @@ async fn registrar(
         Err(error) => (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": format!("uri: {error}")})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WhatIfQuery {
+    pool: String,
+    member: String,
+}
+
+async fn registrar_what_if(
+    State(state): State<AppState>,
+    Query(query): Query<WhatIfQuery>,
+) -> axum::response::Response {
+    let view = state.publisher.current();
+    let found = view.pool(&query.pool).and_then(|pool| {
+        let index = pool.members.iter().position(|m| m.name == query.member)?;
+        Some(crate::sip::registrar::drain_fraction(pool, index))
+    });
+    match found {
+        Some(fraction) => Json(json!({
+            "pool": query.pool,
+            "member": query.member,
+            "fraction_hash_space": fraction,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such pool member"})),
         )
             .into_response(),
     }
