@@ -130,6 +130,9 @@ async fn start_sip(
         );
         tokio::spawn(async move { report("sip-tcp")(task.await) });
     }
+    if let Some(address) = config.listen.sip_tls {
+        tracing::warn!(service = "sip-tls", %address, "SIP over TLS is not served yet; clients must use UDP or TCP");
+    }
     Ok(())
 }
 
