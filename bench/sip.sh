@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 
 CALLS=${CALLS:-100000}
 SIPPS=${SIPPS:-2}
+# Calls per second each sipp tries to start; -l caps the calls in flight.
+RATE=${RATE:-100000}
 for tool in sipp kamailio; do
     command -v "$tool" >/dev/null || { echo "sip bench: $tool not installed; skipping"; exit 0; }
 done
-cargo build --locked --release -p poolgate --bin poolgate >/dev/null
+cargo build -q --locked --release -p poolgate --bin poolgate
 POOLGATE=target/release/poolgate
 
 work=$(mktemp -d)
@@ -104,7 +106,7 @@ request_route {
     exit;
 }
 CFG
-kamailio -DD -E -f "$work/kamailio.cfg" -P "$work/kamailio.pid" 2>"$work/kamailio.log" &
+kamailio -DD -E -f "$work/kamailio.cfg" -P "$work/kamailio.pid" >"$work/kamailio.log" 2>&1 &
 pids+=($!)
 
 # Wait until both answer one REGISTER.
@@ -124,14 +126,17 @@ measure() {
     local spids=()
     start=$(date +%s.%N)
     for i in $(seq "$SIPPS"); do
-        sipp -sf bench/sip-register.xml -t u1 -m "$CALLS" -r 200000 -l 2000 \
-            -i 127.0.0.1 -p "$(free_port)" -timeout 60s -timeout_error -nostdin -nr \
+        sipp -sf bench/sip-register.xml -t u1 -m "$CALLS" -r "$RATE" -l 200 \
+            -i 127.0.0.1 -p "$(free_port)" -timeout 60s -timeout_error -nostdin \
             "$target" >"$work/sipp-$i.out" 2>&1 &
         spids+=($!)
     done
     for pid in "${spids[@]}"; do wait "$pid" && ok=$((ok + 1)); done
     end=$(date +%s.%N)
     python3 -c "print(f'{$SIPPS * $CALLS / ($end - $start):.0f}')"
+    for out in "$work"/sipp-*.out; do
+        grep "Failed call" "$out" | tail -1 | awk -v t="$target" '{print "  " t " failed calls: " $(NF)}' >&2 || true
+    done
     [ "$ok" -eq "$SIPPS" ] || echo "sip bench: $((SIPPS - ok)) sipp run(s) against $target had failed calls" >&2
 }
 
