@@ -228,7 +228,14 @@ async fn serve_connection(
             }
         }
         if !replies.is_empty() {
-            stream.write_all(&replies).await?;
+            // A client that never reads must not hold its task forever.
+            match tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&replies)).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    tracing::debug!(%peer, "SIP TCP client stopped reading; closing");
+                    return Ok(());
+                }
+            }
             replies.clear();
         }
         if close {
