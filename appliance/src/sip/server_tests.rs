@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::sip::message::tests::torture;
+use crate::sip::message::tests::{LYNC_REGISTER, torture};
 use crate::sip::redirect::tests::{POOL_CONFIG, TORTURE_ANSWERS};
 use crate::state::{self, Inputs};
 
@@ -16,6 +16,7 @@ use crate::state::{self, Inputs};
 const PATIENCE: Duration = Duration::from_secs(5);
 
 struct Server {
+    publisher: PublisherHandle,
     udp: SocketAddr,
     tcp: SocketAddr,
     stats: Arc<SipStats>,
@@ -50,11 +51,12 @@ async fn start() -> Server {
     ));
     tokio::spawn(serve_tcp(
         tcp,
-        publisher,
+        publisher.clone(),
         Arc::clone(&stats),
         shutdown.clone(),
     ));
     Server {
+        publisher,
         udp: udp_address,
         tcp: tcp_address,
         stats,
@@ -187,4 +189,31 @@ async fn a_stalled_client_does_not_stall_others() {
         .expect("answers in time")
         .expect("read");
     assert_eq!(statuses(&String::from_utf8_lossy(&buf[..n])), [200]);
+}
+
+/// Each redirected REGISTER counts once for the member it is sent to first.
+#[tokio::test]
+async fn registrations_are_counted_per_member() {
+    let server = start().await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+    let register = LYNC_REGISTER;
+    for _ in 0..3 {
+        let text = udp_exchange(&client, server.udp, register.as_bytes()).await;
+        assert_eq!(statuses(&text), [301]);
+    }
+    let view = server.publisher.current();
+    let pool = &view.pools[0];
+    let first = crate::sip::registrar::rank_pool(pool, "alice@contoso.com")
+        .serving()
+        .expect("a member serves");
+    for (index, member) in pool.members.iter().enumerate() {
+        let expected = if index == first { 3 } else { 0 };
+        assert_eq!(
+            member.counters.registrations.load(Ordering::Relaxed),
+            expected,
+            "{}",
+            member.name
+        );
+    }
+    assert_eq!(server.stats.redirects.load(Ordering::Relaxed), 3);
 }
