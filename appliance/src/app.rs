@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{system, web};
+use crate::{sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -86,6 +86,61 @@ pub async fn bind_tcp(service: &'static str, address: SocketAddr) -> Result<TcpL
     Ok(listener)
 }
 
+/// Bind a UDP socket and log its one `listening` line.
+pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpSocket, RunError> {
+    let socket = UdpSocket::bind(address)
+        .await
+        .map_err(|source| RunError::Bind {
+            service,
+            address,
+            source,
+        })?;
+    let bound = socket.local_addr()?;
+    tracing::info!(service, address = %bound, "listening");
+    Ok(socket)
+}
+
+/// Bind the SIP redirect listeners the config names and serve them until
+/// `shutdown`. A listener that fails later is logged; the rest keep going.
+async fn start_sip(
+    config: &Config,
+    publisher: &state::PublisherHandle,
+    stats: &Arc<sip::SipStats>,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let report = |service: &'static str| {
+        move |result: Result<(), sip::SipError>| {
+            if let Err(error) = result {
+                tracing::error!(service, %error, "SIP listener stopped");
+            }
+        }
+    };
+    if let Some(address) = config.listen.sip_udp {
+        let socket = bind_udp("sip-udp", address).await?;
+        let task = sip::serve_udp(
+            socket,
+            publisher.clone(),
+            Arc::clone(stats),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move { report("sip-udp")(task.await) });
+    }
+    if let Some(address) = config.listen.sip_tcp {
+        let listener = bind_tcp("sip-tcp", address).await?;
+        let task = sip::serve_tcp(
+            listener,
+            publisher.clone(),
+            Arc::clone(stats),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move { report("sip-tcp")(task.await) });
+    }
+    if let Some(address) = config.listen.sip_tls {
+        tracing::warn!(service = "sip-tls", %address, "SIP over TLS is not served yet; clients must use UDP or TCP");
+    }
+    Ok(())
+}
+
 /// Run until `shutdown` is cancelled.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
     let started = Instant::now();
@@ -137,6 +192,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
+    let sip_stats = Arc::new(sip::SipStats::default());
+    start_sip(&config, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);
     let clock = tokio::spawn(keep_licence_clock(

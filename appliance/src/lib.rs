@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod license;
+pub mod sip;
 pub mod state;
 pub mod store;
 pub mod system;

@@ -69,6 +69,17 @@ enum Command {
         #[command(subcommand)]
         command: LicenseCommand,
     },
+    /// Print the logical registrar sequence of a SIP URI, one member per line.
+    Registrar {
+        #[arg(long)]
+        config: PathBuf,
+        /// The user's SIP URI or address-of-record (sip:alice@contoso.com).
+        uri: String,
+        /// The pool to rank in (default: the pool whose FQDN or alias is the
+        /// URI's host, else the first pool, as the redirect service chooses).
+        #[arg(long)]
+        pool: Option<String>,
+    },
     /// Print version and build information.
     Version,
 }
@@ -122,6 +133,9 @@ fn main() -> ExitCode {
         } => set_password(&data_dir, &username),
         Command::License { command } => license(command),
         Command::DemoMembers { config } => demo_members(&config),
+        Command::Registrar { config, uri, pool } => {
+            return registrar(&config, &uri, pool.as_deref());
+        }
         Command::Version => {
             println!("{}", poolgate::build_info());
             Ok(ExitCode::SUCCESS)
@@ -175,6 +189,48 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+fn registrar(file: &std::path::Path, uri: &str, pool: Option<&str>) -> ExitCode {
+    let config = match config::load(file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let aor = match poolgate::sip::registrar::canonical_aor(uri) {
+        Ok(aor) => aor,
+        Err(error) => {
+            eprintln!("poolgate: {uri}: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let host = aor.rsplit('@').next().unwrap_or_default();
+    let chosen = match pool {
+        Some(name) => config.pools.iter().find(|p| p.name == name),
+        None => config
+            .pools
+            .iter()
+            .find(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
+            .or(config.pools.first()),
+    };
+    let Some(chosen) = chosen else {
+        eprintln!("poolgate: {}: no such pool", pool.unwrap_or("(any)"));
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let candidates: Vec<_> = chosen
+        .members
+        .iter()
+        .map(|m| poolgate::sip::registrar::Candidate {
+            name: &m.name,
+            weight: m.weight,
+        })
+        .collect();
+    for index in poolgate::sip::registrar::logical_sequence(&candidates, &aor) {
+        println!("{}", candidates[index].name);
+    }
+    ExitCode::SUCCESS
 }
 
 fn existing_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {

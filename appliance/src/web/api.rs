@@ -550,3 +550,52 @@ pub async fn install_license(
         Err(error) => Err(ApiError::invalid("license", error.to_string())),
     }
 }
+
+#[derive(Debug, Deserialize)]
+pub struct RegistrarQuery {
+    uri: String,
+}
+
+/// A user's logical and physical registrar sequences.
+pub async fn registrar(
+    State(state): State<AppState>,
+    Query(query): Query<RegistrarQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.publisher.current();
+    match crate::sip::registrar::lookup(&view, &query.uri) {
+        Ok(Some(lookup)) => Ok(Json(
+            serde_json::to_value(lookup).expect("a lookup serialises"),
+        )),
+        Ok(None) => Err(ApiError::NotFound("no pool is configured".to_owned())),
+        Err(error) => Err(ApiError::invalid("uri", error.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WhatIfQuery {
+    pool: String,
+    member: String,
+}
+
+/// What share of users would move off a member if it were drained.
+pub async fn registrar_what_if(
+    State(state): State<AppState>,
+    Query(query): Query<WhatIfQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.publisher.current();
+    let fraction = view
+        .pool(&query.pool)
+        .and_then(|pool| {
+            let index = pool.members.iter().position(|m| m.name == query.member)?;
+            Some(crate::sip::registrar::drain_fraction(pool, index))
+        })
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "pool {:?} has no member {:?}",
+                query.pool, query.member
+            ))
+        })?;
+    Ok(Json(
+        json!({"pool": query.pool, "member": query.member, "fraction_hash_space": fraction}),
+    ))
+}

@@ -20,6 +20,10 @@
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
 //! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
 //! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
+//! * `GET /api/v1/registrar?uri=…` — a user's registrar sequences: logical,
+//!   physical, home, backup_mode (400 for an unreadable URI)
+//! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the share of users
+//!   (over the hash space) who would move if the member were drained
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
@@ -213,6 +217,18 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/license",
             "Activate a licence",
             api::install_license
+        ),
+        spec!(
+            GET,
+            "/api/v1/registrar",
+            "A SIP user's home server and failover order",
+            api::registrar
+        ),
+        spec!(
+            GET,
+            "/api/v1/registrar/what-if",
+            "The share of users who would move if a member were drained",
+            api::registrar_what_if
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
     ]

@@ -1,0 +1,277 @@
+use std::path::PathBuf;
+
+use super::*;
+
+/// The RFC 4475 torture messages, read in place (never copied): beside the
+/// repository, or where `RFC4475_DIR` points.
+pub(crate) fn torture_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RFC4475_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/rfc4475"),
+        PathBuf::from,
+    );
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("RFC 4475 messages not found at {}; skipping", dir.display());
+        None
+    }
+}
+
+pub(crate) fn torture(name: &str) -> Option<Vec<u8>> {
+    let path = torture_dir()?.join(format!("{name}.dat"));
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// RFC 4475 §3.1.1 and the §3.2–3.4 messages whose syntax is valid.
+const VALID: [&str; 25] = [
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "badbranch",
+    "unkscm",
+    "novelsc",
+    "unksm2",
+    "bext01",
+    "invut",
+    "regaut01",
+    "zeromf",
+    "cparam01",
+    "cparam02",
+    "regescrt",
+    "sdp01",
+    "inv2543",
+    "esc01",
+];
+
+/// §3.1.2 requests, plus the §3.3 ones that break single-value rules.
+const INVALID_REQUESTS: [&str; 19] = [
+    "badinv01",
+    "clerr",
+    "ncl",
+    "scalar02",
+    "quotbal",
+    "ltgtruri",
+    "lwsruri",
+    "lwsstart",
+    "trws",
+    "escruri",
+    "baddate",
+    "regbadct",
+    "badaspec",
+    "baddn",
+    "mismatch01",
+    "mismatch02",
+    "insuf",
+    "multi01",
+    "mcl01",
+];
+
+const RESPONSES: [&str; 5] = ["unreason", "noreason", "scalarlg", "bigcode", "bcast"];
+
+#[test]
+fn every_valid_torture_message_parses() {
+    for name in VALID {
+        let Some(bytes) = torture(name) else { return };
+        let parsed = parse(&bytes);
+        assert!(parsed.result.is_ok(), "{name}: {:?}", parsed.result);
+        assert!(parsed.echo.addressable(), "{name}");
+    }
+}
+
+#[test]
+fn every_invalid_torture_request_is_rejected_with_a_reason() {
+    for name in INVALID_REQUESTS {
+        let Some(bytes) = torture(name) else { return };
+        match parse(&bytes).result {
+            Err(MessageError::Invalid {
+                reason,
+                addressable,
+            }) => {
+                assert!(!reason.is_empty(), "{name}");
+                println!("{name}: {reason}");
+                assert!(addressable, "{name}: {reason}");
+            }
+            other => panic!("{name}: expected Invalid, got {other:?}"),
+        }
+    }
+    // No Via, no CSeq: nothing a response could be matched by.
+    let Some(bytes) = torture("test") else { return };
+    assert!(matches!(
+        parse(&bytes).result,
+        Err(MessageError::Invalid {
+            addressable: false,
+            ..
+        })
+    ));
+    let Some(bytes) = torture("badvers") else {
+        return;
+    };
+    assert_eq!(
+        parse(&bytes).result,
+        Err(MessageError::Version("SIP/7.0".into()))
+    );
+}
+
+#[test]
+fn responses_are_recognised() {
+    for name in RESPONSES {
+        let Some(bytes) = torture(name) else { return };
+        assert_eq!(parse(&bytes).result, Err(MessageError::Response), "{name}");
+    }
+}
+
+#[test]
+fn folded_compact_and_spaced_headers_are_read() {
+    let Some(bytes) = torture("wsinv") else {
+        return;
+    };
+    let parsed = parse(&bytes);
+    let request = parsed.result.expect("wsinv is valid");
+    assert_eq!(request.method, "INVITE");
+    assert_eq!(request.first("max-forwards"), Some("0068"));
+    assert_eq!(request.first("cseq"), Some("0009 INVITE"));
+    assert_eq!(request.body_len, 150);
+    // One `Via` plus one compact `v` holding two via-parms.
+    assert_eq!(parsed.echo.vias.len(), 2);
+    assert_eq!(
+        param(parsed.echo.to.as_deref().unwrap_or_default(), "tag"),
+        Some("1918181833n")
+    );
+}
+
+#[test]
+fn a_datagram_with_two_requests_keeps_the_first() {
+    let Some(bytes) = torture("dblreq") else {
+        return;
+    };
+    let request = parse(&bytes).result.expect("dblreq is valid");
+    assert_eq!(request.method, "REGISTER");
+    assert_eq!(request.body_len, 0);
+}
+
+#[test]
+fn stream_framing_follows_content_length() {
+    let Some(bytes) = torture("dblreq") else {
+        return;
+    };
+    let Ok(Frame::Message(first)) = frame(&bytes) else {
+        panic!("first request frames");
+    };
+    let second = parse(&bytes[first..])
+        .result
+        .expect("second request parses");
+    assert_eq!(second.method, "INVITE");
+    assert_eq!(frame(&bytes[..first - 1]), Ok(Frame::Incomplete));
+    assert_eq!(frame(b"\r\n\r\nREG"), Ok(Frame::Keepalive(4)));
+    let Some(mcl) = torture("mcl01") else { return };
+    assert!(frame(&mcl).is_err());
+    let Some(ncl) = torture("ncl") else { return };
+    assert!(frame(&ncl).is_err());
+    assert!(frame(&vec![b'a'; MAX_MESSAGE + 1]).is_err());
+}
+
+pub(crate) const LYNC_REGISTER: &str = "REGISTER sip:contoso.com SIP/2.0\r\n\
+v: SIP/2.0/TLS 192.168.1.20:51420;branch=z9hG4bK1a2b3c\r\n\
+Max-Forwards: 70\r\n\
+f: <sip:Alice@Contoso.com>;tag=9c1a5f;epid=1f2e3d4c5b\r\n\
+t: <sip:Alice@Contoso.com>\r\n\
+i: 3d1b4e2fa9c84a3c8f5d6e7a8b9c0d1e\r\n\
+CSeq: 1 REGISTER\r\n\
+m: <sip:192.168.1.20:51420;transport=tls;ms-opaque=d3470f2e1d>;methods=\"INVITE, MESSAGE, INFO, SUBSCRIBE, OPTIONS, BYE, CANCEL, NOTIFY, ACK, REFER, BENOTIFY\";proxy=replace;+sip.instance=\"<urn:uuid:0cbb8d8c-9d5f-5a79-bc52-8a2c1f9e2a10>\"\r\n\
+User-Agent: UCCAPI/15.0.4867.1000 OC/15.0.4867.1000 (Microsoft Lync)\r\n\
+k: gruu-10, adhoclist, msrtc-event-categories\r\n\
+Supported: ms-forking\r\n\
+ms-keep-alive: UAC;hop-hop=yes\r\n\
+o: registration\r\n\
+Allow: INVITE, BYE, ACK, CANCEL, INFO, MESSAGE, UPDATE, REFER, NOTIFY, BENOTIFY, OPTIONS, SERVICE, NEGOTIATE\r\n\
+ms-endpoint-location-data: NetworkScope;ms-media-location-type=Intranet\r\n\
+l: 0\r\n\r\n";
+
+#[test]
+fn lync_register_parses() {
+    let parsed = parse(LYNC_REGISTER.as_bytes());
+    let request = parsed.result.expect("a Lync REGISTER is valid");
+    assert_eq!(request.method, "REGISTER");
+    assert_eq!(
+        request.first("supported"),
+        Some("gruu-10, adhoclist, msrtc-event-categories")
+    );
+    assert_eq!(parsed.echo.to.as_deref(), Some("<sip:Alice@Contoso.com>"));
+    assert_eq!(
+        parsed.echo.call_id.as_deref(),
+        Some("3d1b4e2fa9c84a3c8f5d6e7a8b9c0d1e")
+    );
+}
+
+/// Requests shaped like the valid cases of RFC 5118 (IPv6 in SIP).
+#[test]
+fn ipv6_requests_parse() {
+    let cases = [
+        // Request-URI and Via with IPv6 references, with and without port.
+        (
+            "REGISTER sip:[2001:db8::10] SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111",
+            "<sip:user@[2001:db8::10]>",
+        ),
+        (
+            "REGISTER sip:[2001:db8::10]:5070 SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3-111;received=[2001:db8::9:255]",
+            "<sip:user@[2001:db8::10]:5070>",
+        ),
+        // IPv4-mapped IPv6 and a mixed-address Via list.
+        (
+            "OPTIONS sip:[::ffff:192.0.2.10]:19823 SIP/2.0",
+            "SIP/2.0/UDP [::ffff:192.0.2.151]:6050;branch=z9hG4bKas3-111",
+            "sip:user@[::ffff:192.0.2.10]",
+        ),
+        (
+            "OPTIONS sip:user@[2001:db8::10] SIP/2.0",
+            "SIP/2.0/UDP [2001:db8::9:1];branch=z9hG4bKas3-111, SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKjhja8781hjuaij65144",
+            "<sip:user@[2001:db8::10]>",
+        ),
+    ];
+    for (line, via, to) in cases {
+        let method = line.split(' ').next().unwrap_or_default();
+        let text = format!(
+            "{line}\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:user@[2001:db8::9:1]>;tag=81x2\r\nTo: {to}\r\nCall-ID: SSG9559905523997077@hlau_4100\r\nCSeq: 1 {method}\r\nContact: \"Caller\" <sip:caller@[2001:db8::9:1]:6050>;expires=3600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let parsed = parse(text.as_bytes());
+        assert!(parsed.result.is_ok(), "{line}: {:?}", parsed.result);
+        assert!(parsed.echo.addressable(), "{line}");
+    }
+}
+
+#[test]
+fn garbage_never_panics() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&prop::collection::vec(any::<u8>(), 0..600), |bytes| {
+            let _ = parse(&bytes);
+            let _ = frame(&bytes);
+            Ok(())
+        })
+        .expect("no panic");
+    // Mutations of a valid request exercise the deeper checks.
+    runner
+        .run(
+            &(0usize..LYNC_REGISTER.len(), any::<u8>(), 0usize..40),
+            |(at, byte, cut)| {
+                let mut bytes = LYNC_REGISTER.as_bytes().to_vec();
+                bytes[at] = byte;
+                bytes.truncate(bytes.len() - cut);
+                let _ = parse(&bytes);
+                let _ = frame(&bytes);
+                Ok(())
+            },
+        )
+        .expect("no panic");
+}

@@ -1,0 +1,279 @@
+//! The redirect service's sockets: UDP (`sip-udp`) and TCP (`sip-tcp`).
+//! Each message is parsed, answered from the current `PoolView` (cloned
+//! `Arc`, never held across `.await`) and counted. A bad datagram or
+//! connection is logged at debug level and counted, never propagated: it
+//! cannot stop the listener or delay other clients.
+//!
+//! UDP answers go to the datagram's source address (what `rport`, RFC 3581,
+//! would ask for, and what reaches a client behind NAT). TCP connections are
+//! framed by Content-Length, carry any number of messages, are closed after
+//! `IDLE_TIMEOUT` of silence or when a message cannot be framed (after a
+//! `400` if one can be addressed), and their buffers never exceed
+//! `message::MAX_MESSAGE` plus one read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{self, Frame, MessageError, Parsed};
+use super::redirect::{self, Decision};
+use crate::state::{PoolView, PublisherHandle};
+
+/// A TCP connection silent this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Counters of the redirect service (exported by the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct SipStats {
+    pub requests: AtomicU64,
+    pub redirects: AtomicU64,
+    pub bad_requests: AtomicU64,
+    /// Messages not answered: responses, ACKs, unaddressable garbage.
+    pub dropped: AtomicU64,
+    pub connections_refused: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("SIP socket failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Answer one message; `None` when nothing is to be sent.
+fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) -> Option<Vec<u8>> {
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    match redirect::decide(view, parsed) {
+        Decision::Respond(response) => {
+            match response.status {
+                301 => {
+                    stats.redirects.fetch_add(1, Ordering::Relaxed);
+                }
+                400 => {
+                    stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    if let Err(MessageError::Invalid { reason, .. }) = &parsed.result {
+                        tracing::debug!(%peer, %reason, "Malformed SIP request answered 400");
+                    }
+                }
+                _ => {}
+            }
+            if let Some((pool, member)) = response.registered_to
+                && let Some(member) = view.pools.get(pool).and_then(|p| p.members.get(member))
+            {
+                member
+                    .counters
+                    .registrations
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(response.bytes)
+        }
+        Decision::Drop(reason) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, reason = reason.as_str(), "SIP message dropped");
+            None
+        }
+    }
+}
+
+/// Serve the UDP listener until `shutdown`. Several workers share the socket
+/// so both cores can answer.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    publisher: PublisherHandle,
+    stats: Arc<SipStats>,
+    shutdown: CancellationToken,
+) -> Result<(), SipError> {
+    let socket = Arc::new(socket);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        tasks.spawn(udp_worker(
+            Arc::clone(&socket),
+            publisher.clone(),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+    }
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Err(error)) = result {
+            shutdown.cancel();
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+async fn udp_worker(
+    socket: Arc<UdpSocket>,
+    publisher: PublisherHandle,
+    stats: Arc<SipStats>,
+    shutdown: CancellationToken,
+) -> Result<(), SipError> {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (len, peer) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                // ICMP errors from earlier sends surface here on some
+                // systems; they concern one peer, not the socket.
+                Err(error) => {
+                    tracing::debug!(%error, "SIP UDP receive failed");
+                    continue;
+                }
+            },
+        };
+        let parsed = message::parse(&buf[..len]);
+        let view = publisher.current();
+        let Some(reply) = handle(&view, &parsed, peer, &stats) else {
+            continue;
+        };
+        drop(view);
+        if let Err(error) = socket.send_to(&reply, peer).await {
+            tracing::debug!(%peer, %error, "SIP UDP send failed");
+        }
+    }
+}
+
+/// Serve the TCP listener until `shutdown`; connections end with it.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    publisher: PublisherHandle,
+    stats: Arc<SipStats>,
+    shutdown: CancellationToken,
+) -> Result<(), SipError> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "SIP TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "SIP TCP connection refused: too many open");
+            continue;
+        };
+        let publisher = publisher.clone();
+        let stats = Arc::clone(&stats);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, peer, &publisher, &stats, &shutdown).await
+            {
+                tracing::debug!(%peer, %error, "SIP TCP connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    publisher: &PublisherHandle,
+    stats: &SipStats,
+    shutdown: &CancellationToken,
+) -> Result<(), SipError> {
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut replies: Vec<u8> = Vec::new();
+    loop {
+        let mut close = false;
+        loop {
+            match message::frame(&buf) {
+                Ok(Frame::Keepalive(skip)) => {
+                    buf.drain(..skip);
+                }
+                Ok(Frame::Message(len)) => {
+                    let parsed = message::parse(&buf[..len]);
+                    if let Some(reply) = handle(&publisher.current(), &parsed, peer, stats) {
+                        replies.extend_from_slice(&reply);
+                    }
+                    buf.drain(..len);
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(error) => {
+                    // The stream cannot be kept in step: answer if possible,
+                    // then close.
+                    let echo = message::parse(&buf).echo;
+                    let parsed = Parsed {
+                        result: Err(MessageError::Invalid {
+                            reason: error.to_string(),
+                            addressable: echo.addressable(),
+                        }),
+                        echo,
+                    };
+                    if let Some(reply) = handle(&publisher.current(), &parsed, peer, stats) {
+                        replies.extend_from_slice(&reply);
+                    }
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !replies.is_empty() {
+            // A client that never reads must not hold its task forever.
+            match tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&replies)).await {
+                Ok(written) => written?,
+                Err(_) => {
+                    tracing::debug!(%peer, "SIP TCP client stopped reading; closing");
+                    return Ok(());
+                }
+            }
+            replies.clear();
+        }
+        if close {
+            return Ok(());
+        }
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)) => read,
+        };
+        match read {
+            Err(_) => {
+                tracing::debug!(%peer, idle_s = IDLE_TIMEOUT.as_secs(), "SIP TCP connection idle; closing");
+                return Ok(());
+            }
+            Ok(Ok(0)) => {
+                // The peer finished sending in the middle of a message (a
+                // Content-Length larger than the body): say so if possible.
+                if !buf.is_empty() {
+                    let echo = message::parse(&buf).echo;
+                    let parsed = Parsed {
+                        result: Err(MessageError::Invalid {
+                            reason: "Message ends before its Content-Length".into(),
+                            addressable: echo.addressable(),
+                        }),
+                        echo,
+                    };
+                    if let Some(reply) = handle(&publisher.current(), &parsed, peer, stats) {
+                        stream.write_all(&reply).await?;
+                    }
+                }
+                return Ok(());
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(error)) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

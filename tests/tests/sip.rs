@@ -1,0 +1,232 @@
+//! The SIP redirect service end to end: the real binary, real sipp clients
+//! over UDP and TCP, answers checked against `poolgate registrar`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolgate_e2e::{AdminClient, Poolgate, free_port, http_get, loopback_example, poolgate_cli};
+
+/// A peer process killed when the test ends, however it ends.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sipp_available() -> bool {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("sipp not installed (Debian package sip-tester); skipping");
+    }
+    found
+}
+
+/// The example pool, with every member answering its TCP health monitor on
+/// a loopback port so the pool stays up once monitors run. The listeners
+/// live as long as the returned guard.
+fn config_with_live_members() -> (toml::Table, Vec<TcpListener>) {
+    let mut config = loopback_example();
+    let port = free_port();
+    let monitors = config
+        .get_mut("monitor")
+        .and_then(toml::Value::as_array_mut)
+        .expect("[[monitor]]");
+    for monitor in monitors {
+        let monitor = monitor.as_table_mut().expect("table");
+        if monitor.get("name").and_then(toml::Value::as_str) == Some("fe-sip") {
+            monitor.insert("port".into(), i64::from(port).into());
+        }
+    }
+    let listeners = (11..=13)
+        .filter_map(|last| {
+            TcpListener::bind(("127.0.0.".to_owned() + &last.to_string(), port)).ok()
+        })
+        .collect();
+    (config, listeners)
+}
+
+/// The 301's Contact headers poolgate must send for `user`, as a POSIX
+/// extended regex, from the CLI's logical sequence (all members up).
+fn expected_contacts(config_file: &Path, user: &str) -> String {
+    let output = poolgate_cli(
+        &[
+            "registrar",
+            "--config",
+            config_file.to_str().expect("utf-8"),
+            &format!("sip:{user}@contoso.test"),
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let members: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(members.len(), 3, "{members:?}");
+    let q = ["0\\.7", "0\\.3", "0\\.200"];
+    members
+        .iter()
+        .zip(q)
+        .map(|(member, q)| {
+            format!("Contact: <sip:{member}\\.contoso\\.test:15061;transport=tls>;q={q}")
+        })
+        .collect::<Vec<_>>()
+        .join("[[:space:]]+")
+}
+
+fn run_sipp(scenario: &Path, transport: &str, user: &str, target: SocketAddr) -> (bool, String) {
+    let dir = scenario.parent().expect("scenario dir");
+    let mut peer = Peer(
+        Command::new("sipp")
+            .current_dir(dir)
+            .args(["-sf", scenario.to_str().expect("utf-8")])
+            .args(["-t", transport, "-m", "1", "-s", user])
+            .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+            .args([
+                "-timeout",
+                "10s",
+                "-timeout_error",
+                "-nostdin",
+                "-trace_err",
+            ])
+            .arg(target.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipp"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = peer.0.try_wait().expect("sipp status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sipp did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut errors = String::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        if entry.file_name().to_string_lossy().contains("_errors.log") {
+            errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    (status.success(), errors)
+}
+
+#[test]
+fn sipp_register_gets_the_registrar_sequence_over_udp_and_tcp() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _members) = config_with_live_members();
+    let mut poolgate = Poolgate::start_with_config(&dir.path().join("data"), &config, &[]);
+    let listening = poolgate.listening(&["admin", "sip-udp", "sip-tcp"]);
+    let config_file = dir.path().join("data.toml");
+    let template = include_str!("sipp/register-301.xml");
+
+    for (transport, service, user) in [
+        ("u1", "sip-udp", "alice"),
+        ("t1", "sip-tcp", "bob"),
+        ("u1", "sip-udp", "carol.jones"),
+    ] {
+        let scenario = dir.path().join(format!("register-{transport}-{user}.xml"));
+        std::fs::write(
+            &scenario,
+            // The regex sits in an XML attribute.
+            template.replace(
+                "CONTACTS_REGEX",
+                &expected_contacts(&config_file, user)
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;"),
+            ),
+        )
+        .expect("write scenario");
+        let target = listening[service][0];
+        let (ok, errors) = run_sipp(&scenario, transport, user, target);
+        assert!(
+            ok,
+            "sipp {transport} {user} against {target} failed:\n{errors}"
+        );
+    }
+    poolgate.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn registrar_cli_exits_64_on_a_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[listen]\nadmin = \"nonsense\"\n").expect("write");
+    let output = poolgate_cli(
+        &[
+            "registrar",
+            "--config",
+            file.to_str().expect("utf-8"),
+            "sip:a@b.test",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(64));
+}
+
+#[test]
+fn registrar_api_matches_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _members) = config_with_live_members();
+    let mut poolgate = Poolgate::start_with_config(&dir.path().join("data"), &config, &[]);
+    let admin = poolgate.address("admin");
+    let config_file = dir.path().join("data.toml");
+    let cli = poolgate_cli(
+        &[
+            "registrar",
+            "--config",
+            config_file.to_str().expect("utf-8"),
+            "sip:Alice@Contoso.test",
+        ],
+        "",
+    );
+    let logical: Vec<String> = String::from_utf8_lossy(&cli.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (status, _) = http_get(admin, "/api/v1/registrar?uri=sip:Alice@Contoso.test");
+    assert_eq!(status, 401, "the lookup needs a login");
+    let client = AdminClient::setup_and_login(admin, "correct horse battery staple");
+    let http_get = |_: SocketAddr, path: &str| {
+        let response = client.get(path);
+        let status = response.status().as_u16();
+        (status, response.text().expect("body"))
+    };
+    let (status, body) = http_get(admin, "/api/v1/registrar?uri=sip:Alice@Contoso.test");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["uri"], "sip:Alice@Contoso.test");
+    assert_eq!(json["aor"], "alice@contoso.test");
+    assert_eq!(json["logical"], serde_json::json!(logical));
+    assert_eq!(json["home"], serde_json::json!(logical[0]));
+    assert_eq!(json["backup_mode"], false);
+    let (status, _) = http_get(admin, "/api/v1/registrar?uri=sip:alice@");
+    assert_eq!(status, 422);
+    let (status, body) = http_get(admin, "/api/v1/registrar/what-if?pool=pool01&member=fe02");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let fraction = json["fraction_hash_space"].as_f64().expect("number");
+    assert!((fraction - 1.0 / 3.0).abs() < 1e-9, "{body}");
+    let (status, _) = http_get(admin, "/api/v1/registrar/what-if?pool=pool01&member=nope");
+    assert_eq!(status, 404);
+    poolgate.terminate(Duration::from_secs(10));
+}
