@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{system, web};
+use crate::{health, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -118,6 +118,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     );
     let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
+    let health_task = health::spawn(store.clone(), publisher.clone(), shutdown.child_token());
 
     let admin = bind_tcp("admin", config.listen.admin).await?;
     let router = web::router(web::AppState {
@@ -164,6 +165,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    let _ = health_task.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

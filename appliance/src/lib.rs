@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod config;
+pub mod health;
 pub mod state;
 pub mod store;
 pub mod system;
