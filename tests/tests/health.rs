@@ -72,6 +72,37 @@ impl Server {
         .await
     }
 
+    /// SIP over TLS (sipp as packaged has no TLS): answer each OPTIONS 200 OK.
+    async fn sip_tls(address: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::start(address, move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(mut stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Some(request) = read_head(&mut stream).await else {
+                    return;
+                };
+                let mut response = String::from("SIP/2.0 200 OK\r\n");
+                for line in request.lines() {
+                    let name = line
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+                        response.push_str(line);
+                        response.push_str("\r\n");
+                    }
+                }
+                response.push_str("Content-Length: 0\r\n\r\n");
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await
+    }
+
     /// Accept, then say nothing: a TLS handshake never completes.
     async fn silent(address: SocketAddr) -> Self {
         Self::start(address, |stream| async move {
@@ -82,17 +113,31 @@ impl Server {
     }
 }
 
+/// Read a request head (up to the blank line), or `None` if the peer left.
+async fn read_head<S>(stream: &mut S) -> Option<String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        if request.len() > 16 * 1024 {
+            return None;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8(request).ok()
+}
+
 async fn http_once<S>(mut stream: S, status: &str, body: &str)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut request = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&chunk[..n]),
-        }
+    if read_head(&mut stream).await.is_none() {
+        return;
     }
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -437,6 +482,10 @@ async fn healthy_peers_are_up() {
     std::fs::write(&ca_file, ca).expect("write CA");
     let https = Server::tls(address("127.0.0.33", 0), acceptor, "status: all good").await;
     let http = Server::http(address("127.0.0.34", 0), "204 No Content", "").await;
+    let (sip_ca, sip_acceptor) = certificates("127.0.0.35", false);
+    let sip_ca_file = dir.path().join("sip-ca.pem");
+    std::fs::write(&sip_ca_file, sip_ca).expect("write CA");
+    let sip_tls = Server::sip_tls(address("127.0.0.35", 0), sip_acceptor).await;
 
     let config = config(&[
         (
@@ -472,9 +521,18 @@ async fn healthy_peers_are_up() {
                 http.address.port()
             )),
         ),
+        (
+            "sip-tls",
+            "127.0.0.35",
+            monitor(&format!(
+                "type = \"sip-options\"\ntransport = \"tls\"\nport = {}\nca_file = {:?}\n{common}",
+                sip_tls.address.port(),
+                sip_ca_file.to_str().expect("utf-8")
+            )),
+        ),
     ]);
     let (_data, mut poolgate, store) = start(&config);
-    for pool in ["sip-udp", "sip-tcp", "https", "http"] {
+    for pool in ["sip-udp", "sip-tcp", "sip-tls", "https", "http"] {
         let event = wait_event(&store, pool, "unknown -> up", Duration::from_secs(10));
         assert_eq!(event.message, format!("{pool}: unknown -> up"));
     }
