@@ -31,7 +31,7 @@ cleanup() {
     [ -n "$poolgate_pid" ] && kill "$poolgate_pid" 2>/dev/null || true
     [ -n "$listeners_pid" ] && kill "$listeners_pid" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$work"
+    cp $work/poolgate.log /tmp/bench-pg.log; rm -rf "$work"
 }
 trap cleanup EXIT
 

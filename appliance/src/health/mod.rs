@@ -142,8 +142,10 @@ pub async fn run_target(
     stop: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
-    // A late tick (a stalled runtime) must not turn into a burst of probes.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // After a stall (a busy runtime), go back to this target's own phase:
+    // `Delay` would keep every target that was held up together, in step,
+    // from then on; `Burst` would fire the missed probes back to back.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -169,6 +171,32 @@ pub async fn run_target(
         if stop.is_cancelled() || reports.send(report).await.is_err() {
             return;
         }
+    }
+}
+
+/// First-probe offsets as fractions of the interval: a random phase, then
+/// steps of the golden ratio. Any run of consecutive offsets covers [0, 1)
+/// almost evenly (no clusters, unlike independent random draws), and stays
+/// even as targets are added later; the random phase keeps two appliances
+/// probing the same servers out of step.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    next: f64,
+}
+
+impl Spread {
+    const STEP: f64 = 0.618_033_988_749_894_9;
+
+    pub fn new(phase: f64) -> Self {
+        Self {
+            next: phase.fract().abs(),
+        }
+    }
+
+    pub fn next(&mut self) -> f64 {
+        let value = self.next;
+        self.next = (self.next + Self::STEP).fract();
+        value
     }
 }
 
@@ -211,12 +239,25 @@ impl BurstStats {
             return;
         };
         let probes: u64 = windows.values().map(|&n| u64::from(n)).sum();
-        let max = windows.values().copied().max().unwrap_or(0);
+        let (max_at, max) = windows
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or((0, 0), |(w, n)| (*w, *n));
+        // The first seconds include start-up (every target's first probe and
+        // first transition); steady state is what a long-running box sees.
+        let steady = windows
+            .iter()
+            .filter(|(w, _)| **w >= 300)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
         tracing::info!(
             targets,
             probes,
             windows = windows.len(),
             max_in_window = max,
+            max_at_ms = max_at * 10,
+            max_in_window_after_3s = steady,
             "Probe start bursts"
         );
     }
@@ -248,6 +289,7 @@ async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationTok
     let mut views = publisher.subscribe();
     let mut running: BTreeMap<TargetKey, Running> = BTreeMap::new();
     let mut version = None;
+    let mut spread = Spread::new(rand::random());
     loop {
         let view = Arc::clone(&views.borrow_and_update());
         if version != Some(view.config_version) {
@@ -278,7 +320,7 @@ async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationTok
                 };
                 let stop = shutdown.child_token();
                 let interval = spec.monitor.interval;
-                let offset = interval.mul_f64(rand::random::<f64>());
+                let offset = interval.mul_f64(spread.next());
                 let hysteresis =
                     Hysteresis::new(spec.monitor.rise, spec.monitor.fall, spec.monitor.start);
                 let prober = Prober {
@@ -332,63 +374,72 @@ fn health_word(health: Health) -> &'static str {
 }
 
 /// Send each transition to the publisher and record it in the event log.
+/// Reports that arrive together (a whole pool changing at once) are handled
+/// as one batch: the publisher coalesces them into one generation and the
+/// events are written in one transaction.
 async fn report(mut reports: mpsc::Receiver<Report>, store: Store, publisher: PublisherHandle) {
-    while let Some(report) = reports.recv().await {
-        let Report {
-            key,
-            transition,
-            reason,
-            since,
-        } = report;
-        let from = health_word(transition.from);
-        let to = health_word(transition.to);
-        match &reason {
-            Some(reason) => {
-                tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, %reason, "Health changed")
-            }
-            None => {
-                tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, "Health changed")
-            }
+    let mut batch = Vec::new();
+    while reports.recv_many(&mut batch, 1024).await > 0 {
+        let mut events = Vec::with_capacity(batch.len());
+        for report in batch.drain(..) {
+            let (update, event) = transition_records(report);
+            publisher.send(update).await;
+            events.push(event);
         }
-        let message = match &reason {
-            Some(reason) => format!("{}: {from} -> {to} ({reason})", key.monitor),
-            None => format!("{}: {from} -> {to}", key.monitor),
-        };
-        let event = NewEvent {
-            kind: "health",
-            pool: Some(key.pool.clone()),
-            member: Some(key.member.clone()),
-            message,
-            detail: Some(serde_json::json!({
-                "monitor": key.monitor,
-                "from": from,
-                "to": to,
-                "reason": reason,
-            })),
-        };
-        let status = HealthStatus {
+        let store = store.clone();
+        let count = events.len();
+        match tokio::task::spawn_blocking(move || store.record_events(&events)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(count, %error, "Cannot record health events"),
+            Err(error) => tracing::warn!(count, %error, "Health event task failed"),
+        }
+    }
+}
+
+/// Log one transition; return its publisher update and its event.
+fn transition_records(report: Report) -> (Update, NewEvent) {
+    let Report {
+        key,
+        transition,
+        reason,
+        since,
+    } = report;
+    let from = health_word(transition.from);
+    let to = health_word(transition.to);
+    match &reason {
+        Some(reason) => {
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, %reason, "Health changed")
+        }
+        None => {
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, "Health changed")
+        }
+    }
+    let message = match &reason {
+        Some(reason) => format!("{}: {from} -> {to} ({reason})", key.monitor),
+        None => format!("{}: {from} -> {to}", key.monitor),
+    };
+    let event = NewEvent {
+        kind: "health",
+        pool: Some(key.pool.clone()),
+        member: Some(key.member.clone()),
+        message,
+        detail: Some(serde_json::json!({
+            "monitor": key.monitor,
+            "from": from,
+            "to": to,
+            "reason": reason,
+        })),
+    };
+    let update = Update::Health {
+        member: (key.pool, key.member),
+        monitor: key.monitor,
+        status: HealthStatus {
             state: transition.to,
             reason,
             since: Some(since),
-        };
-        publisher
-            .send(Update::Health {
-                member: (key.pool.clone(), key.member.clone()),
-                monitor: key.monitor.clone(),
-                status,
-            })
-            .await;
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.record_event(&event)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(pool = %key.pool, member = %key.member, %error, "Cannot record health event");
-            }
-            Err(error) => {
-                tracing::warn!(pool = %key.pool, member = %key.member, %error, "Health event task failed");
-            }
-        }
-    }
+        },
+    };
+    (update, event)
 }
 
 #[cfg(test)]

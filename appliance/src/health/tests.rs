@@ -315,3 +315,19 @@ async fn manager_reconciles_on_config_change() {
     publisher_task.await.expect("publisher");
     drop(listener);
 }
+
+#[test]
+fn spread_offsets_fill_the_interval_evenly() {
+    for phase in [0.0, 0.37, 0.999] {
+        let mut spread = Spread::new(phase);
+        let mut buckets = [0u32; 100];
+        for _ in 0..1000 {
+            let offset = spread.next();
+            assert!((0.0..1.0).contains(&offset));
+            buckets[(offset * 100.0) as usize] += 1;
+        }
+        // 10 per 1 % bucket on average; independent draws would reach ~20.
+        let max = buckets.iter().max().copied().unwrap_or(0);
+        assert!(max <= 12, "a 1 % bucket got {max} of 1000 offsets");
+    }
+}
