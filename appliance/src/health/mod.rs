@@ -193,7 +193,7 @@ impl Spread {
         }
     }
 
-    pub fn next(&mut self) -> f64 {
+    pub fn next_offset(&mut self) -> f64 {
         let value = self.next;
         self.next = (self.next + Self::STEP).fract();
         value
@@ -320,7 +320,7 @@ async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationTok
                 };
                 let stop = shutdown.child_token();
                 let interval = spec.monitor.interval;
-                let offset = interval.mul_f64(spread.next());
+                let offset = interval.mul_f64(spread.next_offset());
                 let hysteresis =
                     Hysteresis::new(spec.monitor.rise, spec.monitor.fall, spec.monitor.start);
                 let prober = Prober {

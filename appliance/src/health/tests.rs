@@ -322,7 +322,7 @@ fn spread_offsets_fill_the_interval_evenly() {
         let mut spread = Spread::new(phase);
         let mut buckets = [0u32; 100];
         for _ in 0..1000 {
-            let offset = spread.next();
+            let offset = spread.next_offset();
             assert!((0.0..1.0).contains(&offset));
             buckets[(offset * 100.0) as usize] += 1;
         }
