@@ -128,16 +128,18 @@ down=$(grep -c 'to="down"' "$work/poolgate.log" || true)
 bursts=$(grep "Probe start bursts" "$work/poolgate.log" | tail -1)
 max_in_window=$(sed -n 's/.*max_in_window=\([0-9]*\).*/\1/p' <<< "$bursts")
 probes=$(sed -n 's/.*probes=\([0-9]*\).*/\1/p' <<< "$bursts")
+steady=$(sed -n 's/.*max_in_window_after_3s=\([0-9]*\).*/\1/p' <<< "$bursts")
 
 read -r peer_cpu peer_rss <<< "$peer" || true
 awk -v cpu="$cpu_pct" -v rss="$rss_kib" -v peer_cpu="${peer_cpu:-}" -v peer_rss="${peer_rss:-}" \
-    -v max="${max_in_window:-0}" -v targets="$TARGETS" -v probes="${probes:-0}" \
+    -v max="${max_in_window:-0}" -v steady="${steady:-0}" -v targets="$TARGETS" -v probes="${probes:-0}" \
     -v down="$down" -v duration="$DURATION" 'BEGIN {
     burst_pct = 100 * max / targets
     printf "health: %d tcp targets, 1 s interval, %d s measured\n", targets, duration
     printf "  poolgate CPU            %6.2f %% of one core   (target <= 5 %%)   %s\n", cpu, (cpu <= 5 ? "ok" : "OVER")
     printf "  poolgate RSS            %6.1f MiB\n", rss / 1024
     printf "  largest 10 ms burst     %6d probes = %.2f %% of targets (target <= 5 %%)   %s\n", max, burst_pct, (burst_pct <= 5 ? "ok" : "OVER")
+    printf "  ... after the first 3 s %6d probes = %.2f %% of targets\n", steady, 100 * steady / targets
     printf "  probes started          %6d (whole run, warm-up included)\n", probes
     printf "  transitions to down     %6d (expected 0)\n", down
     if (peer_cpu != "") {

@@ -271,12 +271,27 @@ struct Running {
 
 /// Start the health manager: it follows the published config and keeps one
 /// target task per (member, monitor).
+///
+/// It runs on its own single-threaded runtime (on a blocking-pool thread):
+/// probes are thousands of tiny timer-driven tasks, which on the shared
+/// multi-threaded runtime pay for cross-thread wake-ups and work stealing;
+/// on their own thread the data plane and the probes cannot delay each other.
 pub fn spawn(
     store: Store,
     publisher: PublisherHandle,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(store, publisher, shutdown))
+    tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(store, publisher, shutdown)),
+            Err(error) => {
+                tracing::error!(%error, "Cannot start the health monitor runtime; no member is probed");
+            }
+        }
+    })
 }
 
 async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationToken) {

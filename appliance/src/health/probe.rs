@@ -92,12 +92,14 @@ impl ProbeSpec {
                 self.tls_connect().await?;
                 Ok(())
             }
-            MonitorKind::Http => http(monitor, self.address, connect(self.address).await?).await,
+            MonitorKind::Http => {
+                http(monitor, self.address, connect_nodelay(self.address).await?).await
+            }
             MonitorKind::Https => http(monitor, self.address, self.tls_connect().await?).await,
             MonitorKind::SipOptions => match monitor.transport {
                 Transport::Udp => sip::probe_udp(monitor, self.address).await,
                 Transport::Tcp => {
-                    let stream = connect(self.address).await?;
+                    let stream = connect_nodelay(self.address).await?;
                     let local = stream.local_addr().map_err(io_error)?;
                     sip::probe_stream(monitor, self.address, local, stream).await
                 }
@@ -117,7 +119,7 @@ impl ProbeSpec {
             None => return Err(ProbeError::Tls("not configured".into())),
         };
         let name = server_name(&self.monitor, self.address)?;
-        let stream = connect(self.address).await?;
+        let stream = connect_nodelay(self.address).await?;
         TlsConnector::from(config)
             .connect(name, stream)
             .await
@@ -141,8 +143,13 @@ fn server_name(monitor: &Monitor, address: SocketAddr) -> Result<ServerName<'sta
 }
 
 async fn connect(address: SocketAddr) -> Result<TcpStream, ProbeError> {
-    let stream = TcpStream::connect(address).await.map_err(io_error)?;
-    // Probes are tiny request/response exchanges: do not wait for Nagle.
+    TcpStream::connect(address).await.map_err(io_error)
+}
+
+/// A connection that carries a request: probes are one small write and a
+/// read, so do not let Nagle hold the write back.
+async fn connect_nodelay(address: SocketAddr) -> Result<TcpStream, ProbeError> {
+    let stream = connect(address).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
