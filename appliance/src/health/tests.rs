@@ -331,3 +331,48 @@ fn spread_offsets_fill_the_interval_evenly() {
         assert!(max <= 12, "a 1 % bucket got {max} of 1000 offsets");
     }
 }
+
+proptest::proptest! {
+    /// Applying the plan reaches the desired targets, and a target whose
+    /// spec is unchanged is neither stopped nor started.
+    #[test]
+    fn plan_reaches_the_desired_targets_touching_only_changes(
+        running in proptest::collection::btree_map(0u8..8, 0u8..3, 0..8),
+        desired in proptest::collection::btree_map(0u8..8, 0u8..3, 0..8),
+    ) {
+        let monitor = Arc::new(
+            config(&with_members(&[("a", "127.0.0.11")], false))
+                .monitor("sip")
+                .expect("sip monitor")
+                .clone(),
+        );
+        let specs = |map: &BTreeMap<u8, u8>| -> BTreeMap<TargetKey, TargetSpec> {
+            map.iter()
+                .map(|(member, address)| {
+                    (
+                        key(&format!("m{member}"), "sip"),
+                        TargetSpec {
+                            monitor: Arc::clone(&monitor),
+                            address: SocketAddr::from(([127, 0, 0, 11 + address], 5061)),
+                        },
+                    )
+                })
+                .collect()
+        };
+        let (running, desired) = (specs(&running), specs(&desired));
+        let (stop, start) = plan(&running, &desired);
+        let mut after = running.clone();
+        for key in &stop {
+            proptest::prop_assert!(after.remove(key).is_some());
+        }
+        for key in &start {
+            proptest::prop_assert!(after.insert(key.clone(), desired[key].clone()).is_none());
+        }
+        proptest::prop_assert_eq!(&after, &desired);
+        for (key, spec) in &running {
+            if desired.get(key) == Some(spec) {
+                proptest::prop_assert!(!stop.contains(key) && !start.contains(key));
+            }
+        }
+    }
+}
