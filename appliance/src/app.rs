@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{sip, system, web};
+use crate::{health, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -171,6 +171,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     );
     let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
+    let health_task = health::spawn(store.clone(), publisher.clone(), shutdown.child_token());
 
     let setup_code = if options.require_setup_code && !store.has_admin()? {
         let code = format!("{:08}", rand::random::<u32>() % 100_000_000);
@@ -242,6 +243,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     }
     let _ = drain_task.await;
     let _ = clock.await;
+    let _ = health_task.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

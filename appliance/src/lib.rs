@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod health;
 pub mod license;
 pub mod sip;
 pub mod state;

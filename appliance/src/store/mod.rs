@@ -336,6 +336,19 @@ impl Store {
         insert_event(&conn, &now_rfc3339(), event)
     }
 
+    /// Record several events in one transaction (one fsync): health
+    /// transitions arrive in bursts when a whole pool changes at once.
+    pub fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let at = now_rfc3339();
+        for event in events {
+            insert_event(&tx, &at, event)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Events with id greater than `after`, oldest first, at most `limit`.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.query_events(

@@ -251,3 +251,23 @@ fn expired_sessions_are_refused() {
         .expect("session");
     assert_eq!(store.session(&secret).expect("lookup"), None);
 }
+
+#[test]
+fn records_a_batch_of_events_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let events: Vec<NewEvent> = (0..3)
+        .map(|i| NewEvent {
+            kind: "health",
+            pool: Some("pool01".into()),
+            member: Some(format!("fe0{i}")),
+            message: format!("event {i}"),
+            detail: None,
+        })
+        .collect();
+    store.record_events(&events).expect("record");
+    store.record_events(&[]).expect("an empty batch is fine");
+    let stored = store.events_after(0, 10).expect("events");
+    let messages: Vec<&str> = stored.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["event 0", "event 1", "event 2"]);
+}

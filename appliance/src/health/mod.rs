@@ -1,0 +1,461 @@
+//! Health monitors: one target per (member, monitor) that something uses — a
+//! pool's monitor for its members (DNS and registrar eligibility) and each
+//! virtual service's monitor for its pool's members. Each target runs on its
+//! own task, on its own interval, starting at a random offset within the
+//! first interval so a thousand targets do not fire together.
+//!
+//! Invariants:
+//! * Only transitions leave a target (`hysteresis` decides them); each goes
+//!   to the publisher as `Update::Health` and into the event log.
+//! * A target's state starts `Unknown`, which the view counts as the
+//!   monitor's `start` state until the hysteresis decides.
+//! * On a config change only targets whose monitor or address changed are
+//!   restarted; the others keep probing and keep their state.
+//!
+//! A member has an address, not a port: a target probes `monitor.port`, else
+//! the port its consumer serves (the pool's registrar port, the virtual
+//! service's first port) for `tcp`, `tls` and `sip-options`, and 80 / 443 for
+//! `http` / `https`.
+
+pub mod hysteresis;
+pub mod probe;
+pub mod sip;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+pub use hysteresis::{Hysteresis, Transition};
+pub use probe::{ProbeError, ProbeSpec};
+
+use crate::config::validate::{Monitor, Pool};
+use crate::config::{Config, MonitorKind};
+use crate::state::{Health, HealthStatus, PublisherHandle, Update};
+use crate::store::{NewEvent, Store, now_rfc3339};
+
+/// Set to any value to count probe starts per 10 ms window and log the
+/// largest burst at shutdown (used by the health benchmark).
+pub const BURST_STATS_ENV: &str = "POOLGATE_HEALTH_BURST_STATS";
+
+/// One (member, monitor) pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    pub pool: String,
+    pub member: String,
+    pub monitor: String,
+}
+
+/// What a target probes; a target is restarted when this changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub monitor: Arc<Monitor>,
+    pub address: SocketAddr,
+}
+
+/// Every target the config asks for. Pure.
+pub fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec> {
+    let mut targets = BTreeMap::new();
+    let mut add = |pool: &Pool, monitor_name: &str, consumer_port: u16| {
+        let Some(monitor) = config.monitor(monitor_name) else {
+            return;
+        };
+        let port = monitor.port.unwrap_or(match monitor.kind {
+            MonitorKind::Http => 80,
+            MonitorKind::Https => 443,
+            MonitorKind::Tcp | MonitorKind::Tls | MonitorKind::SipOptions => consumer_port,
+        });
+        let monitor = Arc::new(monitor.clone());
+        for member in &pool.members {
+            let key = TargetKey {
+                pool: pool.name.clone(),
+                member: member.name.clone(),
+                monitor: monitor_name.to_owned(),
+            };
+            // The pool's own use comes first and wins a shared monitor.
+            targets.entry(key).or_insert_with(|| TargetSpec {
+                monitor: Arc::clone(&monitor),
+                address: SocketAddr::new(member.address, port),
+            });
+        }
+    };
+    for pool in &config.pools {
+        add(pool, &pool.monitor, pool.registrar_port);
+    }
+    for service in &config.virtual_services {
+        if let Some(pool) = config.pool(&service.pool) {
+            let port = service
+                .ports
+                .first()
+                .copied()
+                .unwrap_or(pool.registrar_port);
+            add(pool, &service.monitor, port);
+        }
+    }
+    targets
+}
+
+/// Which running targets to stop and which desired ones to start (a changed
+/// target is in both). Pure.
+pub fn plan(
+    running: &BTreeMap<TargetKey, TargetSpec>,
+    desired: &BTreeMap<TargetKey, TargetSpec>,
+) -> (Vec<TargetKey>, Vec<TargetKey>) {
+    let stop = running
+        .iter()
+        .filter(|(key, spec)| desired.get(*key) != Some(*spec))
+        .map(|(key, _)| key.clone())
+        .collect();
+    let start = desired
+        .iter()
+        .filter(|(key, spec)| running.get(*key) != Some(*spec))
+        .map(|(key, _)| key.clone())
+        .collect();
+    (stop, start)
+}
+
+/// A transition with what people need to understand it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub key: TargetKey,
+    pub transition: Transition,
+    /// The last failure's reason when going down; `None` when going up.
+    pub reason: Option<String>,
+    pub since: String,
+}
+
+/// Probe on `interval`, first after `offset`, feeding the hysteresis, and
+/// send each transition to `reports`. Ends when `stop` is cancelled or the
+/// receiver is gone.
+pub async fn run_target(
+    key: TargetKey,
+    mut hysteresis: Hysteresis,
+    interval: Duration,
+    offset: Duration,
+    mut probe: impl Probe,
+    reports: mpsc::Sender<Report>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + offset, interval);
+    // After a stall (a busy runtime), go back to this target's own phase:
+    // `Delay` would keep every target that was held up together, in step,
+    // from then on; `Burst` would fire the missed probes back to back.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = probe.probe() => result,
+        };
+        if let Err(error) = &result {
+            tracing::debug!(pool = %key.pool, member = %key.member, monitor = %key.monitor, %error, "Probe failed");
+        }
+        let reason = result.as_ref().err().map(ToString::to_string);
+        let Some(transition) = hysteresis.observe(result.is_ok()) else {
+            continue;
+        };
+        let report = Report {
+            key: key.clone(),
+            transition,
+            reason: (transition.to == Health::Down).then_some(reason).flatten(),
+            since: now_rfc3339(),
+        };
+        if stop.is_cancelled() || reports.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// First-probe offsets as fractions of the interval: a random phase, then
+/// steps of the golden ratio. Any run of consecutive offsets covers [0, 1)
+/// almost evenly (no clusters, unlike independent random draws), and stays
+/// even as targets are added later; the random phase keeps two appliances
+/// probing the same servers out of step.
+#[derive(Debug, Clone)]
+pub struct Spread {
+    next: f64,
+}
+
+impl Spread {
+    const STEP: f64 = 0.618_033_988_749_894_9;
+
+    pub fn new(phase: f64) -> Self {
+        Self {
+            next: phase.fract().abs(),
+        }
+    }
+
+    pub fn next_offset(&mut self) -> f64 {
+        let value = self.next;
+        self.next = (self.next + Self::STEP).fract();
+        value
+    }
+}
+
+/// Something that probes one target; the real one is `Prober`, tests script
+/// results.
+pub trait Probe: Send {
+    fn probe(&mut self) -> impl Future<Output = Result<(), ProbeError>> + Send;
+}
+
+struct Prober {
+    spec: ProbeSpec,
+    stats: Option<(Arc<BurstStats>, std::time::Instant)>,
+}
+
+impl Probe for Prober {
+    async fn probe(&mut self) -> Result<(), ProbeError> {
+        if let Some((stats, epoch)) = &self.stats {
+            stats.record(*epoch);
+        }
+        self.spec.run().await
+    }
+}
+
+/// Probe starts per 10 ms window, for the benchmark.
+#[derive(Debug, Default)]
+struct BurstStats {
+    windows: Mutex<HashMap<u64, u32>>,
+}
+
+impl BurstStats {
+    fn record(&self, epoch: std::time::Instant) {
+        let window = (epoch.elapsed().as_millis() / 10) as u64;
+        if let Ok(mut windows) = self.windows.lock() {
+            *windows.entry(window).or_default() += 1;
+        }
+    }
+
+    fn log(&self, targets: usize) {
+        let Ok(windows) = self.windows.lock() else {
+            return;
+        };
+        let probes: u64 = windows.values().map(|&n| u64::from(n)).sum();
+        let (max_at, max) = windows
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or((0, 0), |(w, n)| (*w, *n));
+        // The first seconds include start-up (every target's first probe and
+        // first transition); steady state is what a long-running box sees.
+        let steady = windows
+            .iter()
+            .filter(|(w, _)| **w >= 300)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        tracing::info!(
+            targets,
+            probes,
+            windows = windows.len(),
+            max_in_window = max,
+            max_at_ms = max_at * 10,
+            max_in_window_after_3s = steady,
+            "Probe start bursts"
+        );
+    }
+}
+
+struct Running {
+    spec: TargetSpec,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Start the health manager: it follows the published config and keeps one
+/// target task per (member, monitor).
+///
+/// It runs on its own single-threaded runtime (on a blocking-pool thread):
+/// probes are thousands of tiny timer-driven tasks, which on the shared
+/// multi-threaded runtime pay for cross-thread wake-ups and work stealing;
+/// on their own thread the data plane and the probes cannot delay each other.
+pub fn spawn(
+    store: Store,
+    publisher: PublisherHandle,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(store, publisher, shutdown)),
+            Err(error) => {
+                tracing::error!(%error, "Cannot start the health monitor runtime; no member is probed");
+            }
+        }
+    })
+}
+
+async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationToken) {
+    let (reports_tx, reports_rx) = mpsc::channel(1024);
+    let reporter = tokio::spawn(report(reports_rx, store, publisher.clone()));
+    let stats = std::env::var_os(BURST_STATS_ENV)
+        .is_some()
+        .then(|| Arc::new(BurstStats::default()));
+    let epoch = std::time::Instant::now();
+    let mut views = publisher.subscribe();
+    let mut running: BTreeMap<TargetKey, Running> = BTreeMap::new();
+    let mut version = None;
+    let mut spread = Spread::new(rand::random());
+    loop {
+        let view = Arc::clone(&views.borrow_and_update());
+        if version != Some(view.config_version) {
+            version = Some(view.config_version);
+            let desired = desired_targets(&view.config);
+            let current: BTreeMap<TargetKey, TargetSpec> = running
+                .iter()
+                .map(|(key, r)| (key.clone(), r.spec.clone()))
+                .collect();
+            let (stop, start) = plan(&current, &desired);
+            for key in &stop {
+                if let Some(target) = running.remove(key) {
+                    target.stop.cancel();
+                }
+            }
+            // One TLS config per monitor, shared by its targets.
+            let mut tls_configs = HashMap::new();
+            for key in &start {
+                let spec = desired[key].clone();
+                let tls = tls_configs
+                    .entry(key.monitor.clone())
+                    .or_insert_with(|| ProbeSpec::new(Arc::clone(&spec.monitor), spec.address).tls)
+                    .clone();
+                let probe = ProbeSpec {
+                    monitor: Arc::clone(&spec.monitor),
+                    address: spec.address,
+                    tls,
+                };
+                let stop = shutdown.child_token();
+                let interval = spec.monitor.interval;
+                let offset = interval.mul_f64(spread.next_offset());
+                let hysteresis =
+                    Hysteresis::new(spec.monitor.rise, spec.monitor.fall, spec.monitor.start);
+                let prober = Prober {
+                    spec: probe,
+                    stats: stats.clone().map(|stats| (stats, epoch)),
+                };
+                let task = tokio::spawn(run_target(
+                    key.clone(),
+                    hysteresis,
+                    interval,
+                    offset,
+                    prober,
+                    reports_tx.clone(),
+                    stop.clone(),
+                ));
+                running.insert(key.clone(), Running { spec, stop, task });
+            }
+            tracing::info!(
+                config_version = view.config_version,
+                targets = running.len(),
+                stopped = stop.len(),
+                started = start.len(),
+                "Health targets reconciled"
+            );
+        }
+        drop(view);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = views.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some(stats) = &stats {
+        stats.log(running.len());
+    }
+    for target in running.values() {
+        target.stop.cancel();
+    }
+    for (_, target) in running {
+        let _ = target.task.await;
+    }
+    drop(reports_tx);
+    let _ = reporter.await;
+}
+
+fn health_word(health: Health) -> &'static str {
+    match health {
+        Health::Unknown => "unknown",
+        Health::Up => "up",
+        Health::Down => "down",
+    }
+}
+
+/// Send each transition to the publisher and record it in the event log.
+/// Reports that arrive together (a whole pool changing at once) are handled
+/// as one batch: the publisher coalesces them into one generation and the
+/// events are written in one transaction.
+async fn report(mut reports: mpsc::Receiver<Report>, store: Store, publisher: PublisherHandle) {
+    let mut batch = Vec::new();
+    while reports.recv_many(&mut batch, 1024).await > 0 {
+        let mut events = Vec::with_capacity(batch.len());
+        for report in batch.drain(..) {
+            let (update, event) = transition_records(report);
+            publisher.send(update).await;
+            events.push(event);
+        }
+        let store = store.clone();
+        let count = events.len();
+        match tokio::task::spawn_blocking(move || store.record_events(&events)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(count, %error, "Cannot record health events"),
+            Err(error) => tracing::warn!(count, %error, "Health event task failed"),
+        }
+    }
+}
+
+/// Log one transition; return its publisher update and its event.
+fn transition_records(report: Report) -> (Update, NewEvent) {
+    let Report {
+        key,
+        transition,
+        reason,
+        since,
+    } = report;
+    let from = health_word(transition.from);
+    let to = health_word(transition.to);
+    match &reason {
+        Some(reason) => {
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, %reason, "Health changed")
+        }
+        None => {
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, "Health changed")
+        }
+    }
+    let message = match &reason {
+        Some(reason) => format!("{}: {from} -> {to} ({reason})", key.monitor),
+        None => format!("{}: {from} -> {to}", key.monitor),
+    };
+    let event = NewEvent {
+        kind: "health",
+        pool: Some(key.pool.clone()),
+        member: Some(key.member.clone()),
+        message,
+        detail: Some(serde_json::json!({
+            "monitor": key.monitor,
+            "from": from,
+            "to": to,
+            "reason": reason,
+        })),
+    };
+    let update = Update::Health {
+        member: (key.pool, key.member),
+        monitor: key.monitor,
+        status: HealthStatus {
+            state: transition.to,
+            reason,
+            since: Some(since),
+        },
+    };
+    (update, event)
+}
+
+#[cfg(test)]
+mod tests;
