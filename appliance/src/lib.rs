@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod config;
+pub mod proxy;
 pub mod state;
 pub mod store;
 pub mod system;

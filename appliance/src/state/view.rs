@@ -84,6 +84,8 @@ pub struct MemberCounters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub registrations: AtomicU64,
+    /// Connects to this member that failed or timed out (VIP proxy).
+    pub connect_failures: AtomicU64,
 }
 
 impl MemberCounters {
