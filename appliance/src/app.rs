@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{system, web};
+use crate::{proxy, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -127,6 +127,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     });
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::serve(admin, router, server_shutdown));
+    // The VIP proxy binds its own listeners (one per service port) and keeps
+    // them in line with the config; it waits out the grace period itself.
+    let proxy_task = tokio::spawn(proxy::serve(
+        publisher.clone(),
+        Some(store.clone()),
+        proxy::RelayMode::from_env(),
+        shutdown.child_token(),
+        options.grace,
+    ));
 
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
@@ -164,6 +173,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    let _ = proxy_task.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

@@ -264,10 +264,10 @@ fn proxy_connect_timeout_and_drop_on_down() {
     );
     let error = from_toml(&text, "f").expect_err("zero connect timeout");
     assert!(
-        error
-            .problems()
-            .iter()
-            .any(|p| p.field.as_deref().is_some_and(|f| f.contains("connect_timeout_ms"))),
+        error.problems().iter().any(|p| p
+            .field
+            .as_deref()
+            .is_some_and(|f| f.contains("connect_timeout_ms"))),
         "{error}"
     );
 }

@@ -5,7 +5,9 @@ use proptest::prelude::*;
 
 use super::*;
 
-const NAMES: [&str; 8] = ["fe01", "fe02", "fe03", "fe04", "fe05", "fe06", "fe07", "fe08"];
+const NAMES: [&str; 8] = [
+    "fe01", "fe02", "fe03", "fe04", "fe05", "fe06", "fe07", "fe08",
+];
 
 fn members(weights: &[u32]) -> Vec<Candidate<'static>> {
     weights
@@ -38,7 +40,11 @@ fn round_robin_rotates_over_eligible_members() {
     let mut set = members(&[1, 1, 1]);
     set[1].eligible = false;
     let picks: Vec<usize> = (0..4)
-        .map(|_| balancer.pick(Scheduler::RoundRobin, &set, client(1)).expect("pick"))
+        .map(|_| {
+            balancer
+                .pick(Scheduler::RoundRobin, &set, client(1))
+                .expect("pick")
+        })
         .collect();
     assert_eq!(picks, vec![0, 2, 0, 2]);
 }
@@ -64,9 +70,15 @@ fn least_connections_prefers_fewest_per_weight() {
     set[0].active = 3;
     set[1].active = 4; // 2 per unit of weight
     set[2].active = 1;
-    assert_eq!(balancer.pick(Scheduler::LeastConnections, &set, client(1)), Some(2));
+    assert_eq!(
+        balancer.pick(Scheduler::LeastConnections, &set, client(1)),
+        Some(2)
+    );
     set[2].active = 3;
-    assert_eq!(balancer.pick(Scheduler::LeastConnections, &set, client(1)), Some(1));
+    assert_eq!(
+        balancer.pick(Scheduler::LeastConnections, &set, client(1)),
+        Some(1)
+    );
 }
 
 #[test]
@@ -78,7 +90,10 @@ fn least_connections_ties_rotate() {
             .pick(Scheduler::LeastConnections, &set, client(1))
             .expect("pick")
     }));
-    assert_eq!(picks.values().copied().collect::<Vec<_>>(), vec![100, 100, 100]);
+    assert_eq!(
+        picks.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100]
+    );
 }
 
 #[test]
