@@ -35,10 +35,14 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RelayMode {
     /// `read` into a per-thread buffer, `write` out.
-    #[default]
     Copy,
     /// `splice(2)` socket → pipe → socket, no copy through user space.
     Splice,
+    /// Copy while exchanges are small; a direction switches to splice for
+    /// good once one read fills the whole buffer (a bulk transfer), so short
+    /// connections never pay for creating pipes.
+    #[default]
+    Auto,
 }
 
 impl RelayMode {
@@ -48,6 +52,7 @@ impl RelayMode {
         match std::env::var("POOLGATE_RELAY").as_deref() {
             Ok("splice") => Self::Splice,
             Ok("copy") => Self::Copy,
+            Ok("auto") => Self::Auto,
             _ => Self::default(),
         }
     }
@@ -195,8 +200,15 @@ async fn pump(
     bytes: &AtomicU64,
 ) -> Result<(), Broken> {
     match mode {
-        RelayMode::Copy => copy(from, to, from_side, to_side, activity, bytes).await?,
+        RelayMode::Copy => {
+            copy(from, to, from_side, to_side, activity, bytes, false).await?;
+        }
         RelayMode::Splice => splice_pump(from, to, from_side, to_side, activity, bytes).await?,
+        RelayMode::Auto => {
+            if copy(from, to, from_side, to_side, activity, bytes, true).await? == Copied::Bulk {
+                splice_pump(from, to, from_side, to_side, activity, bytes).await?;
+            }
+        }
     }
     // EOF from `from`: pass the FIN on, keep the other direction open.
     match shutdown_write(to) {
@@ -222,7 +234,17 @@ enum Step {
     NotReady,
 }
 
-/// The copy engine: returns at EOF from `from`.
+#[derive(Debug, PartialEq, Eq)]
+enum Copied {
+    /// `from` sent its FIN.
+    Eof,
+    /// A read filled the whole buffer and everything read has been written:
+    /// time to hand over to splice.
+    Bulk,
+}
+
+/// The copy engine: returns at EOF from `from`, or (with `stop_on_bulk`)
+/// once the direction looks like a bulk transfer.
 async fn copy(
     from: &TcpStream,
     to: &TcpStream,
@@ -230,7 +252,8 @@ async fn copy(
     to_side: Side,
     activity: &Activity,
     bytes: &AtomicU64,
-) -> Result<(), Broken> {
+    stop_on_bulk: bool,
+) -> Result<Copied, Broken> {
     let read_failed = |error| Broken {
         side: from_side,
         error,
@@ -243,6 +266,7 @@ async fn copy(
     // the receiver keeps up.
     let mut pending: Vec<u8> = Vec::new();
     let mut sent = 0;
+    let mut bulk = false;
     loop {
         while sent < pending.len() {
             to.writable().await.map_err(write_failed)?;
@@ -258,6 +282,9 @@ async fn copy(
         if !pending.is_empty() {
             pending = Vec::new();
             sent = 0;
+        }
+        if bulk {
+            return Ok(Copied::Bulk);
         }
         from.readable().await.map_err(read_failed)?;
         let step = SCRATCH.with_borrow_mut(|buffer| -> Result<Step, Broken> {
@@ -286,8 +313,9 @@ async fn copy(
             Step::Moved(n) => {
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
                 activity.touch();
+                bulk = stop_on_bulk && n == CHUNK;
             }
-            Step::Eof => return Ok(()),
+            Step::Eof => return Ok(Copied::Eof),
             Step::NotReady => {}
         }
     }

@@ -354,7 +354,7 @@ async fn next_seen(members: &mut Members) -> Seen {
         .expect("members run")
 }
 
-const MODES: [RelayMode; 2] = [RelayMode::Copy, RelayMode::Splice];
+const MODES: [RelayMode; 3] = [RelayMode::Copy, RelayMode::Splice, RelayMode::Auto];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_transfers_keep_their_checksums_in_both_directions() {
@@ -808,4 +808,40 @@ async fn services_follow_the_config_and_a_bind_failure_spares_the_others() {
     assert!(refused, "the removed service's port still accepts");
     echo_once(&mut kept, b"still open").await;
     proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period() {
+    let port = free_port();
+    let _m = members(1, &[port]).await;
+    let proxy = Proxy::start(&config_text(&[port], &[1], ""), RelayMode::default()).await;
+    let (mut open_connection, _) = open(proxy.vip, None).await;
+    open_connection.write_all(b"e").await.expect("command");
+    let counters = proxy.counters("fe01");
+
+    proxy.shutdown.cancel();
+    // The listener goes at once; the open connection keeps working.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(proxy.vip).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "still accepting after shutdown");
+    echo_once(&mut open_connection, b"within the grace period").await;
+    assert!(!proxy.task.is_finished());
+
+    // The grace period (1 s here) ends: the connection is cut, the task ends.
+    tokio::time::timeout(Duration::from_secs(5), proxy.task)
+        .await
+        .expect("proxy stops after the grace period")
+        .expect("proxy task");
+    let mut buffer = [0_u8; 8];
+    let cut = tokio::time::timeout(Duration::from_secs(5), open_connection.read(&mut buffer))
+        .await
+        .expect("cut in time");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    assert_eq!(counters.active(), 0);
 }
