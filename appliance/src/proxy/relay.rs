@@ -11,9 +11,10 @@
 //!   receiver is slower than the sender. The splice variant allocates its
 //!   pipes on the first byte.
 //!
-//! Two interchangeable engines (`RelayMode`): a copy loop and `splice(2)`
-//! through a pipe. Both pass the same tests; `docs/decisions/0300-…` records
-//! which one is the default and why.
+//! Interchangeable engines (`RelayMode`): a copy loop, `splice(2)` through a
+//! pipe, and `auto` (copy, then splice once a direction carries bulk data).
+//! All pass the same tests; `docs/decisions/0300-proxy-relay-engine.md`
+//! records the measurements behind the default.
 
 use std::cell::RefCell;
 use std::io;
