@@ -473,8 +473,8 @@ fn choose(
     ))
 }
 
-/// Resolves when the service's monitor marks `chosen` down (or the member
-/// leaves the config).
+/// Resolves when the service's monitor marks `chosen` down. A member removed
+/// from the config keeps its connections (reloads never cut traffic).
 async fn went_down(
     mut views: watch::Receiver<Arc<PoolView>>,
     chosen: &Chosen,
@@ -487,7 +487,7 @@ async fn went_down(
                 .pool(&chosen.pool)
                 .and_then(|p| p.members.iter().find(|m| m.name == chosen.member))
             {
-                None => true,
+                None => false,
                 Some(member) => member
                     .health
                     .get(&service.monitor)

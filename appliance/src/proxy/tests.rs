@@ -20,9 +20,16 @@ use crate::config::{self, AdminState, Config};
 use crate::state::{self, HealthStatus, Inputs, Update};
 
 /// Bytes moved in each direction by the integrity test. The acceptance asks
-/// for 1 GiB; `make test` runs a bounded 256 MiB per direction and engine
-/// (1 GiB in all) so it stays fast on a small CI machine.
-const INTEGRITY_BYTES: usize = 256 << 20;
+/// for 1 GiB; `make test` runs a bounded 256 MiB per direction and engine so
+/// it stays fast on a small CI machine. `POOLGATE_TEST_INTEGRITY_MIB=1024`
+/// runs the full size.
+fn integrity_bytes() -> usize {
+    std::env::var("POOLGATE_TEST_INTEGRITY_MIB")
+        .ok()
+        .and_then(|mib| mib.parse::<usize>().ok())
+        .unwrap_or(256)
+        << 20
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -358,6 +365,7 @@ const MODES: [RelayMode; 3] = [RelayMode::Copy, RelayMode::Splice, RelayMode::Au
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_transfers_keep_their_checksums_in_both_directions() {
+    let integrity_bytes = integrity_bytes();
     for mode in MODES {
         let port = free_port();
         let mut m = members(1, &[port]).await;
@@ -366,11 +374,11 @@ async fn large_transfers_keep_their_checksums_in_both_directions() {
         // Client → member.
         let (mut stream, _) = open(proxy.vip, None).await;
         stream.write_all(b"s").await.expect("command");
-        let sent = send_pattern(&mut stream, INTEGRITY_BYTES).await;
+        let sent = send_pattern(&mut stream, integrity_bytes).await;
         stream.shutdown().await.expect("FIN");
         match next_seen(&mut m).await {
             Seen::Received { len, hash } => {
-                assert_eq!(len, INTEGRITY_BYTES, "{mode:?}");
+                assert_eq!(len, integrity_bytes, "{mode:?}");
                 assert_eq!(hash, sent, "{mode:?}");
             }
             other => panic!("{mode:?}: {other:?}"),
@@ -380,25 +388,25 @@ async fn large_transfers_keep_their_checksums_in_both_directions() {
         let (mut stream, _) = open(proxy.vip, None).await;
         stream.write_all(b"g").await.expect("command");
         stream
-            .write_all(&(INTEGRITY_BYTES as u64).to_be_bytes())
+            .write_all(&(integrity_bytes as u64).to_be_bytes())
             .await
             .expect("length");
         let (len, hash) = swallow(&mut stream).await.expect("receive");
         let mut expected = DefaultHasher::new();
         let block = pattern();
-        let mut left = INTEGRITY_BYTES;
+        let mut left = integrity_bytes;
         while left > 0 {
             let n = left.min(block.len());
             expected.write(&block[..n]);
             left -= n;
         }
-        assert_eq!(len, INTEGRITY_BYTES, "{mode:?}");
+        assert_eq!(len, integrity_bytes, "{mode:?}");
         assert_eq!(hash, expected.finish(), "{mode:?}");
         drop(stream);
 
         let counters = proxy.counters("fe01");
-        assert!(counters.bytes_in.load(Ordering::Relaxed) >= INTEGRITY_BYTES as u64);
-        assert!(counters.bytes_out.load(Ordering::Relaxed) >= INTEGRITY_BYTES as u64);
+        assert!(counters.bytes_in.load(Ordering::Relaxed) >= integrity_bytes as u64);
+        assert!(counters.bytes_out.load(Ordering::Relaxed) >= integrity_bytes as u64);
         proxy.stop().await;
     }
 }
