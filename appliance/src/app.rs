@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{health, sip, system, web};
+use crate::{health, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -209,6 +209,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
+    // The VIP proxy binds its own listeners (one per service port) and keeps
+    // them in line with the config; it waits out the grace period itself.
+    let proxy_task = tokio::spawn(proxy::serve(
+        publisher.clone(),
+        Some(store.clone()),
+        proxy::RelayMode::from_env(),
+        shutdown.child_token(),
+        options.grace,
+    ));
 
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
@@ -244,6 +253,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = drain_task.await;
     let _ = clock.await;
     let _ = health_task.await;
+    let _ = proxy_task.await;
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

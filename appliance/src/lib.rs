@@ -3,7 +3,7 @@
 //! One library, one thin binary (`main.rs`). Each module owns one subsystem:
 //! `config` (schema and the one validator), `store` (SQLite: desired config,
 //! admin state, users, events), `state` (the `PoolView` snapshot and its one
-//! publisher), `drain` (drain progress and deadlines), `web` (the admin listener), `system` (signals, systemd
+//! publisher), `drain` (drain progress and deadlines), `proxy` (the L4 VIP proxy), `web` (the admin listener), `system` (signals, systemd
 //! notification, logging), and `app` (wiring them into a running appliance).
 
 #![forbid(unsafe_code)]
@@ -14,6 +14,7 @@ pub mod demo;
 pub mod drain;
 pub mod health;
 pub mod license;
+pub mod proxy;
 pub mod sip;
 pub mod state;
 pub mod store;

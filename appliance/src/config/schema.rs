@@ -275,6 +275,13 @@ pub struct VirtualServiceFile {
     pub persistence_timeout_s: u64,
     #[serde(default = "default_idle_timeout_s")]
     pub idle_timeout_s: u64,
+    /// How long to wait for a member to accept before trying another one.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Close a member's open connections when its monitor marks it down
+    /// (otherwise they run until they end by themselves or idle out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_on_down: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -331,4 +338,7 @@ fn default_persistence_timeout_s() -> u64 {
 }
 fn default_idle_timeout_s() -> u64 {
     1800
+}
+fn default_connect_timeout_ms() -> u64 {
+    3000
 }

@@ -267,3 +267,35 @@ fn drain_settings_are_checked() {
         "{error}"
     );
 }
+
+#[test]
+fn proxy_connect_timeout_and_drop_on_down() {
+    let config = from_toml(&example_text(), "f").expect("valid");
+    let vs = &config.virtual_services[0];
+    assert_eq!(vs.connect_timeout.as_millis(), 3000);
+    assert!(!vs.drop_on_down);
+
+    let text = example_text().replacen(
+        "idle_timeout_s = 1800",
+        "idle_timeout_s = 1800\nconnect_timeout_ms = 250\ndrop_on_down = true",
+        1,
+    );
+    let config = from_toml(&text, "f").unwrap_or_else(|e| panic!("{e}"));
+    let vs = &config.virtual_services[0];
+    assert_eq!(vs.connect_timeout.as_millis(), 250);
+    assert!(vs.drop_on_down);
+
+    let text = example_text().replacen(
+        "idle_timeout_s = 1800",
+        "idle_timeout_s = 1800\nconnect_timeout_ms = 0",
+        1,
+    );
+    let error = from_toml(&text, "f").expect_err("zero connect timeout");
+    assert!(
+        error.problems().iter().any(|p| p
+            .field
+            .as_deref()
+            .is_some_and(|f| f.contains("connect_timeout_ms"))),
+        "{error}"
+    );
+}

@@ -160,6 +160,8 @@ pub struct VirtualService {
     pub persistence: Persistence,
     pub persistence_timeout: Duration,
     pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drop_on_down: bool,
 }
 
 /// Validate a parsed file. Errors come in document order.
@@ -765,6 +767,12 @@ impl Validator {
                 "must be between 1 and 86400 seconds",
             );
         }
+        if vs.connect_timeout_ms == 0 || vs.connect_timeout_ms > 60_000 {
+            self.error(
+                path.key("connect_timeout_ms"),
+                "must be between 1 and 60000 milliseconds (3000 is a good start)",
+            );
+        }
         if self.errors.len() != errors_before {
             return None;
         }
@@ -779,6 +787,8 @@ impl Validator {
             persistence: vs.persistence,
             persistence_timeout: Duration::from_secs(vs.persistence_timeout_s),
             idle_timeout: Duration::from_secs(vs.idle_timeout_s),
+            connect_timeout: Duration::from_millis(vs.connect_timeout_ms),
+            drop_on_down: vs.drop_on_down,
         })
     }
 

@@ -88,6 +88,8 @@ pub struct MemberCounters {
     /// member after its grace, a drain past its deadline with
     /// `drop_at_deadline`). Connections wait on it for their whole life.
     pub reset: tokio::sync::Notify,
+    /// Connects to this member that failed or timed out (VIP proxy).
+    pub connect_failures: AtomicU64,
 }
 
 impl MemberCounters {

@@ -1,0 +1,516 @@
+//! The L4 VIP proxy: TCP pass-through virtual services in front of a pool.
+//!
+//! One supervisor task follows the `PoolView` watch channel. Whenever the
+//! config version changes it reconciles the listeners: one per
+//! `address:port` of every virtual service (`port` and each extra port), so
+//! a service added by a reload starts listening and a removed one stops
+//! accepting while its connections finish. A connection accepted on port P
+//! goes to the chosen member's address on the same port P.
+//!
+//! Invariants:
+//! * Members are chosen from the latest view's `ServiceState::candidates`
+//!   only (enabled and up for the service's monitor); a draining or down
+//!   member gets no new connection but keeps the ones it has (unless the
+//!   service sets `drop_on_down` and the member is down).
+//! * Connections never depend on the listener or the generation they started
+//!   in: reloads that add or remove members, change weights or the scheduler
+//!   leave every open connection alone.
+//! * Every relayed connection holds an `ActiveGuard`, so the member's
+//!   `active_connections` (least-connections, drain completion) is exact.
+//! * A failure on one connection is logged and counted, never propagated.
+
+mod relay;
+pub mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use relay::{Outcome, RelayMode};
+use schedule::{Balancer, Candidate, PersistTable};
+
+use crate::config::Persistence;
+use crate::config::validate::VirtualService;
+use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
+use crate::store::{NewEvent, Store};
+
+/// Most client addresses one service remembers for source-IP persistence.
+const PERSIST_CAPACITY: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen for virtual service {service} on {address}: {source}")]
+    Bind {
+        service: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Run the proxy until `shutdown` is cancelled, then stop accepting and give
+/// open connections `grace` to finish before cutting them.
+pub async fn serve(
+    publisher: PublisherHandle,
+    store: Option<Store>,
+    mode: RelayMode,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let shared = Arc::new(Shared {
+        views: publisher.subscribe(),
+        mode,
+        services: Mutex::new(HashMap::new()),
+        live: Live::default(),
+        force: CancellationToken::new(),
+    });
+    let mut views = publisher.subscribe();
+    let mut listeners: BTreeMap<SocketAddr, CancellationToken> = BTreeMap::new();
+    let mut version = None;
+    loop {
+        let view = Arc::clone(&views.borrow_and_update());
+        if version != Some(view.config_version) {
+            version = Some(view.config_version);
+            reconcile(&view, &mut listeners, &shared, store.as_ref()).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = views.changed() => if changed.is_err() {
+                // The publisher stopped: it only does so on shutdown.
+                shutdown.cancelled().await;
+                break;
+            },
+        }
+    }
+    for token in listeners.values() {
+        token.cancel();
+    }
+    let open = shared.live.count();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            grace_s = grace.as_secs(),
+            "Waiting for proxied connections to finish"
+        );
+        if tokio::time::timeout(grace, shared.live.idle())
+            .await
+            .is_err()
+        {
+            let cut = shared.live.count();
+            tracing::warn!(
+                connections = cut,
+                "Grace period over; closing proxied connections still open"
+            );
+            shared.force.cancel();
+            shared.live.idle().await;
+        }
+    }
+}
+
+/// What every listener and connection of this proxy shares.
+#[derive(Debug)]
+struct Shared {
+    views: watch::Receiver<Arc<PoolView>>,
+    mode: RelayMode,
+    /// Scheduler and persistence state per service name, kept across reloads.
+    services: Mutex<HashMap<String, Arc<ServiceRuntime>>>,
+    live: Live,
+    /// Cancelled when the shutdown grace period is over.
+    force: CancellationToken,
+}
+
+impl Shared {
+    fn service(&self, name: &str) -> Arc<ServiceRuntime> {
+        let mut services = self
+            .services
+            .lock()
+            .expect("service table lock is never poisoned");
+        Arc::clone(
+            services
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(ServiceRuntime::new())),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct ServiceRuntime {
+    epoch: Instant,
+    select: Mutex<Selection>,
+}
+
+#[derive(Debug)]
+struct Selection {
+    balancer: Balancer,
+    persist: PersistTable,
+}
+
+impl ServiceRuntime {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            select: Mutex::new(Selection {
+                balancer: Balancer::default(),
+                persist: PersistTable::new(PERSIST_CAPACITY),
+            }),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Open connection tasks, so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct Live {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Live {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct LiveGuard(Arc<Shared>);
+
+impl LiveGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.live.count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.live.none_left.notify_waiters();
+        }
+    }
+}
+
+/// Counts one connection as active on its member for as long as it lives.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<MemberCounters>);
+
+impl ActiveGuard {
+    pub fn new(counters: Arc<MemberCounters>) -> Self {
+        counters.active_connections.fetch_add(1, Ordering::Relaxed);
+        counters.total_connections.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bring the listeners in line with `view`'s virtual services.
+async fn reconcile(
+    view: &PoolView,
+    listeners: &mut BTreeMap<SocketAddr, CancellationToken>,
+    shared: &Arc<Shared>,
+    store: Option<&Store>,
+) {
+    let mut wanted: BTreeMap<SocketAddr, &VirtualService> = BTreeMap::new();
+    for service in &view.config.virtual_services {
+        for &port in &service.ports {
+            wanted.insert(SocketAddr::new(service.address, port), service);
+        }
+    }
+    listeners.retain(|address, token| {
+        let keep = wanted.contains_key(address);
+        if !keep {
+            tracing::info!(%address, "Virtual service listener removed; open connections continue");
+            token.cancel();
+        }
+        keep
+    });
+    for (address, service) in wanted {
+        if listeners.contains_key(&address) {
+            continue;
+        }
+        match TcpListener::bind(address).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(address);
+                let label = format!("vip:{}", service.name);
+                tracing::info!(service = %label, address = %bound, "listening");
+                let token = CancellationToken::new();
+                tokio::spawn(accept_loop(
+                    listener,
+                    address,
+                    Arc::clone(shared),
+                    token.clone(),
+                ));
+                listeners.insert(address, token);
+            }
+            Err(source) => {
+                let error = ProxyError::Bind {
+                    service: service.name.clone(),
+                    address,
+                    source,
+                };
+                tracing::error!(service = %service.name, %address, %error, "Virtual service cannot listen; the other services still run");
+                if let Some(store) = store {
+                    let store = store.clone();
+                    let event = NewEvent {
+                        kind: "proxy",
+                        pool: Some(service.pool.clone()),
+                        member: None,
+                        message: error.to_string(),
+                        detail: Some(serde_json::json!({
+                            "service": service.name,
+                            "address": address.to_string(),
+                        })),
+                    };
+                    let _ = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = view
+        .config
+        .virtual_services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    shared
+        .services
+        .lock()
+        .expect("service table lock is never poisoned")
+        .retain(|name, _| names.contains(&name.as_str()));
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (client, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or a connection aborted in the
+                    // backlog: log, back off briefly, keep serving.
+                    tracing::warn!(%address, %error, "Accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let guard = LiveGuard::new(&shared);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _guard = guard;
+            connection(client, peer, address, &shared).await;
+        });
+    }
+}
+
+/// The member a connection goes to.
+struct Chosen {
+    pool: String,
+    member: String,
+    address: IpAddr,
+    counters: Arc<MemberCounters>,
+}
+
+/// Serve one accepted connection: choose, connect (with retries), relay.
+async fn connection(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: &Arc<Shared>) {
+    let view = Arc::clone(&shared.views.borrow());
+    let Some(service) = view
+        .config
+        .virtual_services
+        .iter()
+        .find(|s| s.address == local.ip() && s.ports.contains(&local.port()))
+        .cloned()
+    else {
+        return;
+    };
+    let runtime = shared.service(&service.name);
+    let mut excluded: Vec<usize> = Vec::new();
+    let mut connected = None;
+    while let Some((index, chosen)) = choose(&view, &service, &runtime, peer.ip(), &excluded) {
+        let target = SocketAddr::new(chosen.address, local.port());
+        let attempt =
+            tokio::time::timeout(service.connect_timeout, TcpStream::connect(target)).await;
+        match attempt {
+            Ok(Ok(stream)) => {
+                connected = Some((chosen, stream));
+                break;
+            }
+            Ok(Err(error)) => {
+                chosen
+                    .counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(service = %service.name, member = %chosen.member, %target, %error, "Connect to member failed; trying another");
+            }
+            Err(_) => {
+                chosen
+                    .counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(service = %service.name, member = %chosen.member, %target, timeout_ms = service.connect_timeout.as_millis() as u64, "Connect to member timed out; trying another");
+            }
+        }
+        excluded.push(index);
+    }
+    drop(view);
+    let Some((chosen, member)) = connected else {
+        tracing::warn!(service = %service.name, client = %peer, "No member available; closing the client connection");
+        return;
+    };
+    let _active = ActiveGuard::new(Arc::clone(&chosen.counters));
+    let _ = client.set_nodelay(true);
+    let _ = member.set_nodelay(true);
+    // Registered before relaying, so a reset asked for at any point of the
+    // connection's life (disable grace, drain deadline) reaches it.
+    let reset = chosen.counters.reset.notified();
+    let relayed = relay::relay(
+        shared.mode,
+        &client,
+        &member,
+        service.idle_timeout,
+        &chosen.counters,
+    );
+    let outcome = tokio::select! {
+        outcome = relayed => outcome,
+        () = shared.force.cancelled() => return,
+        () = reset => {
+            let _ = client.set_zero_linger();
+            let _ = member.set_zero_linger();
+            tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
+            return;
+        }
+        () = went_down(shared.views.clone(), &chosen, &service), if service.drop_on_down => {
+            let _ = client.set_zero_linger();
+            let _ = member.set_zero_linger();
+            tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");
+            return;
+        }
+    };
+    tracing::debug!(service = %service.name, member = %chosen.member, client = %peer, ?outcome, "Connection ended");
+}
+
+/// Pick a member for `client`, honouring source-IP persistence while the
+/// remembered member stays eligible.
+fn choose(
+    view: &PoolView,
+    service: &VirtualService,
+    runtime: &ServiceRuntime,
+    client: IpAddr,
+    excluded: &[usize],
+) -> Option<(usize, Chosen)> {
+    let state = view.services.iter().find(|s| s.name == service.name)?;
+    let pool = view.pools.get(state.pool)?;
+    let members: Vec<Candidate<'_>> = pool
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Candidate {
+            name: &m.name,
+            weight: m.weight,
+            active: m.counters.active(),
+            eligible: state.candidates.contains(&i) && !excluded.contains(&i),
+        })
+        .collect();
+    let now = runtime.now_ms();
+    let mut selection = runtime
+        .select
+        .lock()
+        .expect("selection lock is never poisoned");
+    let sticky = service.persistence == Persistence::SourceIp;
+    let remembered = if sticky {
+        selection
+            .persist
+            .lookup(client, now)
+            .and_then(|name| members.iter().position(|m| m.name == name && m.eligible))
+    } else {
+        None
+    };
+    let index = match remembered {
+        Some(index) => Some(index),
+        None => selection.balancer.pick(service.scheduler, &members, client),
+    };
+    let Some(index) = index else {
+        if sticky {
+            selection.persist.forget(client);
+        }
+        return None;
+    };
+    if sticky {
+        let timeout = u64::try_from(service.persistence_timeout.as_millis()).unwrap_or(u64::MAX);
+        selection
+            .persist
+            .record(client, members[index].name, now, timeout);
+    }
+    drop(selection);
+    let member = &pool.members[index];
+    Some((
+        index,
+        Chosen {
+            pool: pool.name.clone(),
+            member: member.name.clone(),
+            address: member.address,
+            counters: Arc::clone(&member.counters),
+        },
+    ))
+}
+
+/// Resolves when the service's monitor marks `chosen` down. A member removed
+/// from the config keeps its connections (reloads never cut traffic).
+async fn went_down(
+    mut views: watch::Receiver<Arc<PoolView>>,
+    chosen: &Chosen,
+    service: &VirtualService,
+) {
+    loop {
+        let down = {
+            let view = views.borrow_and_update();
+            match view
+                .pool(&chosen.pool)
+                .and_then(|p| p.members.iter().find(|m| m.name == chosen.member))
+            {
+                None => false,
+                Some(member) => member
+                    .health
+                    .get(&service.monitor)
+                    .is_some_and(|h| h.state == Health::Down),
+            }
+        };
+        if down {
+            return;
+        }
+        if views.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! Byte relay between a client and a member connection, both directions in
+//! one task. Owns the TCP semantics the proxy promises:
+//!
+//! * half-close: EOF from one side becomes a FIN (`shutdown(Write)`) towards
+//!   the other, and the opposite direction keeps flowing;
+//! * resets: a side that resets (read or write fails with `ECONNRESET` /
+//!   `EPIPE`) makes the relay reset the other side (`SO_LINGER` 0, close);
+//! * idle timeout: no byte in either direction for `idle` closes both sides;
+//! * memory: an idle connection holds no buffer. The copy loop reads into a
+//!   per-thread scratch buffer and only keeps bytes of its own while the
+//!   receiver is slower than the sender. The splice variant allocates its
+//!   pipes on the first byte.
+//!
+//! Interchangeable engines (`RelayMode`): a copy loop, `splice(2)` through a
+//! pipe, and `auto` (copy, then splice once a direction carries bulk data).
+//! All pass the same tests; `docs/decisions/0300-proxy-relay-engine.md`
+//! records the measurements behind the default.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::state::MemberCounters;
+
+/// Largest chunk moved per system call.
+const CHUNK: usize = 64 * 1024;
+
+/// Which engine moves the bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RelayMode {
+    /// `read` into a per-thread buffer, `write` out.
+    Copy,
+    /// `splice(2)` socket → pipe → socket, no copy through user space.
+    Splice,
+    /// Copy while exchanges are small; a direction switches to splice for
+    /// good once one read fills the whole buffer (a bulk transfer), so short
+    /// connections never pay for creating pipes.
+    #[default]
+    Auto,
+}
+
+impl RelayMode {
+    /// `POOLGATE_RELAY=splice|copy` overrides the default (for measuring
+    /// one engine against the other); anything else keeps the default.
+    pub fn from_env() -> Self {
+        match std::env::var("POOLGATE_RELAY").as_deref() {
+            Ok("splice") => Self::Splice,
+            Ok("copy") => Self::Copy,
+            Ok("auto") => Self::Auto,
+            _ => Self::default(),
+        }
+    }
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions finished with a FIN.
+    Closed,
+    /// The client reset (or vanished); the member was reset in turn.
+    ClientReset,
+    /// The member reset; the client was reset in turn.
+    MemberReset,
+    /// Nothing moved for the idle timeout; both sides were closed.
+    IdleTimeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Member,
+}
+
+/// One direction failed on `side`.
+#[derive(Debug)]
+struct Broken {
+    side: Side,
+    error: io::Error,
+}
+
+/// Activity clock shared by both directions and the idle watch: milliseconds
+/// since `base` of the last byte moved.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let deadline = self.last() + idle;
+            tokio::time::sleep_until(deadline).await;
+            if self.last() + idle <= Instant::now() {
+                return;
+            }
+        }
+    }
+}
+
+/// Relay until both directions are closed, one side resets, or nothing moves
+/// for `idle`. Counts bytes into `counters` (in = client → member).
+pub async fn relay(
+    mode: RelayMode,
+    client: &TcpStream,
+    member: &TcpStream,
+    idle: Duration,
+    counters: &MemberCounters,
+) -> Outcome {
+    let activity = Activity::new();
+    let result = {
+        let upstream = pump(
+            mode,
+            client,
+            member,
+            Side::Client,
+            Side::Member,
+            &activity,
+            &counters.bytes_in,
+        );
+        let downstream = pump(
+            mode,
+            member,
+            client,
+            Side::Member,
+            Side::Client,
+            &activity,
+            &counters.bytes_out,
+        );
+        tokio::select! {
+            result = async { tokio::try_join!(upstream, downstream) } => result.map(|_| ()),
+            () = activity.idle_for(idle) => return close_idle(client, member),
+        }
+    };
+    match result {
+        Ok(()) => Outcome::Closed,
+        Err(Broken { side, error }) => {
+            tracing::debug!(?side, %error, "Relay side failed; resetting the other");
+            let (other, outcome) = match side {
+                Side::Client => (member, Outcome::ClientReset),
+                Side::Member => (client, Outcome::MemberReset),
+            };
+            // The caller drops both streams; with linger 0 that close is a RST.
+            let _ = other.set_zero_linger();
+            outcome
+        }
+    }
+}
+
+fn close_idle(client: &TcpStream, member: &TcpStream) -> Outcome {
+    for stream in [client, member] {
+        let _ = shutdown_write(stream);
+    }
+    Outcome::IdleTimeout
+}
+
+fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+    nix::sys::socket::shutdown(stream.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+        .map_err(io::Error::from)
+}
+
+fn is_gone(error: &io::Error) -> bool {
+    // A FIN already sent, or a peer that is gone: nothing left to tell it.
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotConnected | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+async fn pump(
+    mode: RelayMode,
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    activity: &Activity,
+    bytes: &AtomicU64,
+) -> Result<(), Broken> {
+    match mode {
+        RelayMode::Copy => {
+            copy(from, to, from_side, to_side, activity, bytes, false).await?;
+        }
+        RelayMode::Splice => splice_pump(from, to, from_side, to_side, activity, bytes).await?,
+        RelayMode::Auto => {
+            if copy(from, to, from_side, to_side, activity, bytes, true).await? == Copied::Bulk {
+                splice_pump(from, to, from_side, to_side, activity, bytes).await?;
+            }
+        }
+    }
+    // EOF from `from`: pass the FIN on, keep the other direction open.
+    match shutdown_write(to) {
+        Ok(()) => Ok(()),
+        Err(error) if is_gone(&error) => Ok(()),
+        Err(error) => Err(Broken {
+            side: to_side,
+            error,
+        }),
+    }
+}
+
+thread_local! {
+    /// Scratch space shared by every connection on this worker thread; never
+    /// borrowed across an `.await`.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
+}
+
+enum Step {
+    /// Read this many bytes; `pending` holds what the receiver did not take.
+    Moved(usize),
+    Eof,
+    NotReady,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Copied {
+    /// `from` sent its FIN.
+    Eof,
+    /// A read filled the whole buffer and everything read has been written:
+    /// time to hand over to splice.
+    Bulk,
+}
+
+/// The copy engine: returns at EOF from `from`, or (with `stop_on_bulk`)
+/// once the direction looks like a bulk transfer.
+async fn copy(
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    activity: &Activity,
+    bytes: &AtomicU64,
+    stop_on_bulk: bool,
+) -> Result<Copied, Broken> {
+    let read_failed = |error| Broken {
+        side: from_side,
+        error,
+    };
+    let write_failed = |error| Broken {
+        side: to_side,
+        error,
+    };
+    // Bytes read but not yet accepted by `to`; empty (no allocation) while
+    // the receiver keeps up.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut sent = 0;
+    let mut bulk = false;
+    loop {
+        while sent < pending.len() {
+            to.writable().await.map_err(write_failed)?;
+            match to.try_write(&pending[sent..]) {
+                Ok(n) => {
+                    sent += n;
+                    activity.touch();
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(write_failed(error)),
+            }
+        }
+        if !pending.is_empty() {
+            pending = Vec::new();
+            sent = 0;
+        }
+        if bulk {
+            return Ok(Copied::Bulk);
+        }
+        from.readable().await.map_err(read_failed)?;
+        let step = SCRATCH.with_borrow_mut(|buffer| -> Result<Step, Broken> {
+            let n = match from.try_read(buffer) {
+                Ok(0) => return Ok(Step::Eof),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Step::NotReady);
+                }
+                Err(error) => return Err(read_failed(error)),
+            };
+            let mut written = 0;
+            while written < n {
+                match to.try_write(&buffer[written..n]) {
+                    Ok(w) => written += w,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(write_failed(error)),
+                }
+            }
+            if written < n {
+                pending.extend_from_slice(&buffer[written..n]);
+            }
+            Ok(Step::Moved(n))
+        })?;
+        match step {
+            Step::Moved(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                activity.touch();
+                bulk = stop_on_bulk && n == CHUNK;
+            }
+            Step::Eof => return Ok(Copied::Eof),
+            Step::NotReady => {}
+        }
+    }
+}
+
+/// The splice engine: socket → pipe → socket, the pipe created on the first
+/// readable event so idle connections hold no pipe.
+async fn splice_pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    activity: &Activity,
+    bytes: &AtomicU64,
+) -> Result<(), Broken> {
+    let read_failed = |error| Broken {
+        side: from_side,
+        error,
+    };
+    let write_failed = |error| Broken {
+        side: to_side,
+        error,
+    };
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    from.readable().await.map_err(read_failed)?;
+    let (pipe_out, pipe_in): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+            .map_err(|errno| read_failed(io::Error::from(errno)))?;
+    loop {
+        from.readable().await.map_err(read_failed)?;
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(from.as_fd(), None, pipe_in.as_fd(), None, CHUNK, flags).map_err(io::Error::from)
+        }) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(read_failed(error)),
+        };
+        let mut left = n;
+        while left > 0 {
+            to.writable().await.map_err(write_failed)?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(pipe_out.as_fd(), None, to.as_fd(), None, left, flags)
+                    .map_err(io::Error::from)
+            }) {
+                Ok(w) => left -= w,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(write_failed(error)),
+            }
+        }
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+    }
+}
