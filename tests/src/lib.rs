@@ -403,6 +403,84 @@ impl AdminClient {
     }
 }
 
+/// Real sipp runs for the SIP tests.
+pub mod sipp {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A peer process killed when the test ends, however it ends.
+    #[derive(Debug)]
+    pub struct Peer(pub Child);
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    pub fn sipp_available() -> bool {
+        let found = Command::new("sipp")
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            eprintln!("sipp not installed (Debian package sip-tester); skipping");
+        }
+        found
+    }
+
+    /// One call of `scenario` as `user` against `target`; success and the
+    /// error log sipp wrote beside the scenario.
+    pub fn run_sipp(
+        scenario: &Path,
+        transport: &str,
+        user: &str,
+        target: SocketAddr,
+    ) -> (bool, String) {
+        let dir = scenario.parent().expect("scenario dir");
+        let mut peer = Peer(
+            Command::new("sipp")
+                .current_dir(dir)
+                .args(["-sf", scenario.to_str().expect("utf-8")])
+                .args(["-t", transport, "-m", "1", "-s", user])
+                .args(["-i", "127.0.0.1", "-p", &super::free_port().to_string()])
+                .args([
+                    "-timeout",
+                    "10s",
+                    "-timeout_error",
+                    "-nostdin",
+                    "-trace_err",
+                ])
+                .arg(target.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sipp"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = peer.0.try_wait().expect("sipp status") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "sipp did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut errors = String::new();
+        for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+            if entry.file_name().to_string_lossy().contains("_errors.log") {
+                errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        (status.success(), errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

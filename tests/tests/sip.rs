@@ -3,33 +3,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use poolgate_e2e::sipp::{run_sipp, sipp_available};
 use poolgate_e2e::{AdminClient, Poolgate, free_port, http_get, loopback_example, poolgate_cli};
-
-/// A peer process killed when the test ends, however it ends.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sipp_available() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("sipp not installed (Debian package sip-tester); skipping");
-    }
-    found
-}
 
 /// The example pool, with every member answering its TCP health monitor on
 /// a loopback port so the pool stays up once monitors run. The listeners
@@ -86,45 +63,6 @@ fn expected_contacts(config_file: &Path, user: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("[[:space:]]+")
-}
-
-fn run_sipp(scenario: &Path, transport: &str, user: &str, target: SocketAddr) -> (bool, String) {
-    let dir = scenario.parent().expect("scenario dir");
-    let mut peer = Peer(
-        Command::new("sipp")
-            .current_dir(dir)
-            .args(["-sf", scenario.to_str().expect("utf-8")])
-            .args(["-t", transport, "-m", "1", "-s", user])
-            .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-            .args([
-                "-timeout",
-                "10s",
-                "-timeout_error",
-                "-nostdin",
-                "-trace_err",
-            ])
-            .arg(target.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sipp"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = peer.0.try_wait().expect("sipp status") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "sipp did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut errors = String::new();
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        if entry.file_name().to_string_lossy().contains("_errors.log") {
-            errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    (status.success(), errors)
 }
 
 #[test]

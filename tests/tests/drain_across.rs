@@ -1,0 +1,288 @@
+//! Drain across the subsystems at once, end to end: the real binary with
+//! simulated Front Ends (`poolgate demo-members`), a long-lived VIP
+//! connection, new VIP connections, and sipp REGISTERs.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolgate_e2e::sipp::{Peer, run_sipp, sipp_available};
+use poolgate_e2e::{AdminClient, Poolgate, binary, free_port, loopback_example, poolgate_cli};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The example pool on 127.0.0.31-33 with free ports everywhere, round-robin
+/// without persistence so new connections spread over every member.
+fn config() -> toml::Table {
+    let mut config = loopback_example();
+    let (sip_port, web_port) = (free_port(), free_port());
+    for monitor in config["monitor"].as_array_mut().expect("monitors") {
+        let port = if monitor["name"].as_str() == Some("fe-sip") {
+            sip_port
+        } else {
+            web_port
+        };
+        monitor
+            .as_table_mut()
+            .expect("table")
+            .insert("port".into(), i64::from(port).into());
+    }
+    let pool = config["pool"].as_array_mut().expect("pools")[0]
+        .as_table_mut()
+        .expect("pool");
+    pool.insert("registrar_port".into(), i64::from(sip_port).into());
+    for (i, member) in pool["member"]
+        .as_array_mut()
+        .expect("members")
+        .iter_mut()
+        .enumerate()
+    {
+        member
+            .as_table_mut()
+            .expect("member")
+            .insert("address".into(), format!("127.0.0.{}", 31 + i).into());
+    }
+    let service = config["virtual_service"].as_array_mut().expect("services")[0]
+        .as_table_mut()
+        .expect("vs");
+    service.insert("scheduler".into(), "round-robin".into());
+    service.insert("persistence".into(), "none".into());
+    config
+}
+
+fn request(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        .expect("write");
+    let mut buffer = [0u8; 512];
+    let n = stream.read(&mut buffer).expect("read");
+    let text = String::from_utf8_lossy(&buffer[..n]);
+    text.lines()
+        .find_map(|line| line.strip_prefix("X-Member: "))
+        .expect("a member answered")
+        .to_owned()
+}
+
+fn members(client: &AdminClient) -> Vec<Value> {
+    client.json("/api/v1/status")["pools"][0]["members"]
+        .as_array()
+        .expect("members")
+        .clone()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// A user whose home (head of the logical sequence) is `home`, and the
+/// member that comes next.
+fn user_homed_on(config_file: &str, home: &str) -> (String, String) {
+    (0..1000)
+        .find_map(|i| {
+            let user = format!("user{i}");
+            let output = poolgate_cli(
+                &[
+                    "registrar",
+                    "--config",
+                    config_file,
+                    &format!("sip:{user}@contoso.test"),
+                ],
+                "",
+            );
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let sequence: Vec<&str> = text.lines().collect();
+            (sequence.first() == Some(&home)).then(|| (user, sequence[1].to_owned()))
+        })
+        .expect("some user is homed on the member")
+}
+
+/// sipp REGISTER as `user`; the 301's first Contact (q=0.7) must be `first`.
+fn register_redirects_first_to(
+    dir: &std::path::Path,
+    target: SocketAddr,
+    user: &str,
+    first: &str,
+    port: i64,
+) {
+    if !sipp_available() {
+        return;
+    }
+    let scenario = dir.join(format!("register-{user}-{first}.xml"));
+    let regex =
+        format!("Contact: &lt;sip:{first}\\.contoso\\.test:{port};transport=tls&gt;;q=0\\.7");
+    std::fs::write(
+        &scenario,
+        include_str!("sipp/register-301.xml").replace("CONTACTS_REGEX", &regex),
+    )
+    .expect("scenario");
+    let (ok, errors) = run_sipp(&scenario, "u1", user, target);
+    assert!(
+        ok,
+        "REGISTER for {user} was not redirected to {first} first:\n{errors}"
+    );
+}
+
+#[test]
+fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_enable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config();
+    let config_file = dir.path().join("var.toml");
+    std::fs::write(&config_file, toml::to_string(&config).expect("toml")).expect("write");
+    let _demo = Peer(
+        Command::new(binary())
+            .args(["demo-members", "--config"])
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    );
+    let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
+    let listening = poolgate.listening(&["admin", "sip-udp", "vip:web-internal"]);
+    let vip = listening["vip:web-internal"][0];
+    let sip = listening["sip-udp"][0];
+    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+    wait_for("every member up", Duration::from_secs(15), || {
+        members(&client).iter().all(|m| {
+            m["health"]["fe-web"]["state"] == "up" && m["health"]["fe-sip"]["state"] == "up"
+        })
+    });
+
+    // A long-lived connection that lands on fe02.
+    let mut long = (0..10)
+        .find_map(|_| {
+            let mut stream = TcpStream::connect(vip).expect("connect");
+            (request(&mut stream) == "fe02").then_some(stream)
+        })
+        .expect("round-robin reaches fe02");
+
+    let drain = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
+    assert_eq!(drain.status().as_u16(), 200);
+    for _ in 0..3 {
+        assert_eq!(
+            request(&mut long),
+            "fe02",
+            "the existing connection keeps flowing"
+        );
+    }
+    for i in 0..100 {
+        let mut stream = TcpStream::connect(vip).expect("connect");
+        assert_ne!(
+            request(&mut stream),
+            "fe02",
+            "new connection {i} reached the draining member"
+        );
+    }
+    let fe02 = &members(&client)[1];
+    assert_eq!(fe02["drain"]["state"], "draining", "{fe02}");
+    assert_eq!(fe02["active_connections"], 1);
+
+    // SIP: a user homed on fe02 is sent to the next member while it drains.
+    let config_path = config_file.to_str().expect("utf-8");
+    let (user, next) = user_homed_on(config_path, "fe02");
+    let port = config["pool"][0]["registrar_port"]
+        .as_integer()
+        .expect("port");
+    register_redirects_first_to(dir.path(), sip, &user, &next, port);
+
+    // The last connection closes: drained within a second.
+    drop(long);
+    let took = wait_for("drained", Duration::from_secs(5), || {
+        members(&client)[1]["drain"]["state"] == "drained"
+    });
+    assert!(
+        took <= Duration::from_secs(1),
+        "drained {took:?} after the last connection closed"
+    );
+
+    // Enable: users return home, and new connections reach fe02 again.
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe02/enable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    register_redirects_first_to(dir.path(), sip, &user, "fe02", port);
+    let reached = (0..6).any(|_| {
+        let mut stream = TcpStream::connect(vip).expect("connect");
+        request(&mut stream) == "fe02"
+    });
+    assert!(reached, "fe02 takes new connections after enable");
+}
+
+#[test]
+fn a_disabled_member_loses_its_connections_after_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config();
+    // Different addresses from the other test, which runs in parallel.
+    let pool = config["pool"].as_array_mut().expect("pools")[0]
+        .as_table_mut()
+        .expect("pool");
+    for (i, member) in pool["member"]
+        .as_array_mut()
+        .expect("members")
+        .iter_mut()
+        .enumerate()
+    {
+        member
+            .as_table_mut()
+            .expect("member")
+            .insert("address".into(), format!("127.0.0.{}", 41 + i).into());
+    }
+    let config_file = dir.path().join("var.toml");
+    std::fs::write(&config_file, toml::to_string(&config).expect("toml")).expect("write");
+    let _demo = Peer(
+        Command::new(binary())
+            .args(["demo-members", "--config"])
+            .arg(&config_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    );
+    let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
+    let listening = poolgate.listening(&["admin", "vip:web-internal"]);
+    let vip = listening["vip:web-internal"][0];
+    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+    wait_for("every member up", Duration::from_secs(15), || {
+        members(&client)
+            .iter()
+            .all(|m| m["health"]["fe-web"]["state"] == "up")
+    });
+    let mut long = (0..10)
+        .find_map(|_| {
+            let mut stream = TcpStream::connect(vip).expect("connect");
+            (request(&mut stream) == "fe03").then_some(stream)
+        })
+        .expect("round-robin reaches fe03");
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe03/disable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    long.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buffer = [0u8; 64];
+    let ended = loop {
+        match long.read(&mut buffer) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(_) => {}
+        }
+    };
+    assert!(
+        ended >= Duration::from_secs(4),
+        "reset before the grace: {ended:?}"
+    );
+    assert!(ended < Duration::from_secs(12), "never reset: {ended:?}");
+}
