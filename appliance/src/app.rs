@@ -104,6 +104,7 @@ pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpS
 /// `shutdown`. A listener that fails later is logged; the rest keep going.
 async fn start_sip(
     config: &Config,
+    tls: &Arc<rustls::ServerConfig>,
     publisher: &state::PublisherHandle,
     stats: &Arc<sip::SipStats>,
     shutdown: &CancellationToken,
@@ -129,6 +130,7 @@ async fn start_sip(
         let listener = bind_tcp("sip-tcp", address).await?;
         let task = sip::serve_tcp(
             listener,
+            None,
             publisher.clone(),
             Arc::clone(stats),
             shutdown.child_token(),
@@ -136,7 +138,19 @@ async fn start_sip(
         tokio::spawn(async move { report("sip-tcp")(task.await) });
     }
     if let Some(address) = config.listen.sip_tls {
-        tracing::warn!(service = "sip-tls", %address, "SIP over TLS is not served yet; clients must use UDP or TCP");
+        // The appliance certificate (the admin listener's), without its
+        // HTTP protocol negotiation.
+        let mut sip_tls = rustls::ServerConfig::clone(tls);
+        sip_tls.alpn_protocols.clear();
+        let listener = bind_tcp("sip-tls", address).await?;
+        let task = sip::serve_tcp(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(sip_tls))),
+            publisher.clone(),
+            Arc::clone(stats),
+            shutdown.child_token(),
+        );
+        tokio::spawn(async move { report("sip-tls")(task.await) });
     }
     Ok(())
 }
@@ -194,7 +208,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
     let sip_stats = Arc::new(sip::SipStats::default());
-    start_sip(&config, &publisher, &sip_stats, &shutdown).await?;
+    start_sip(&config, &tls, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);
     let clock = tokio::spawn(keep_licence_clock(

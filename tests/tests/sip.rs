@@ -168,3 +168,67 @@ fn registrar_api_matches_the_cli() {
     assert_eq!(status, 404);
     poolgate.terminate(Duration::from_secs(10));
 }
+
+#[test]
+fn sip_over_tls_redirects_with_the_appliance_certificate() {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, _members) = config_with_live_members();
+    config["listen"]
+        .as_table_mut()
+        .expect("listen")
+        .insert("sip_tls".into(), "127.0.0.1:0".into());
+    let data = dir.path().join("data");
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let target = poolgate.address("sip-tls");
+
+    // Trust exactly the certificate the appliance generated on first start.
+    let pem = std::fs::read(data.join(poolgate::web::tls::CERT_FILE)).expect("certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.expect("PEM certificate")).expect("add root");
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reply = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(target)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake verifies the appliance certificate");
+        let register = "REGISTER sip:contoso.test SIP/2.0\r\n\
+            Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\n\
+            From: <sip:alice@contoso.test>;tag=1\r\n\
+            To: <sip:alice@contoso.test>\r\n\
+            Call-ID: tls-1\r\nCSeq: 1 REGISTER\r\n\
+            Contact: <sip:127.0.0.1:5061;transport=tls>\r\n\
+            Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        tls.write_all(register.as_bytes()).await.expect("send");
+        let mut buffer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buffer))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    });
+    assert!(
+        reply.starts_with("SIP/2.0 301 Redirect request to Home Server\r\n"),
+        "{reply}"
+    );
+    assert!(reply.contains(";q=0.7"), "{reply}");
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -143,9 +143,11 @@ async fn udp_worker(
     }
 }
 
-/// Serve the TCP listener until `shutdown`; connections end with it.
+/// Serve the TCP listener until `shutdown`; connections end with it. With
+/// `tls`, every connection is a TLS one (`listen.sip_tls`).
 pub async fn serve_tcp(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     publisher: PublisherHandle,
     stats: Arc<SipStats>,
     shutdown: CancellationToken,
@@ -172,9 +174,25 @@ pub async fn serve_tcp(
         let publisher = publisher.clone();
         let stats = Arc::clone(&stats);
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, peer, &publisher, &stats, &shutdown).await
-            {
+            let _ = stream.set_nodelay(true);
+            let result = match tls {
+                None => serve_connection(stream, peer, &publisher, &stats, &shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, &publisher, &stats, &shutdown).await
+                        }
+                        Ok(Err(error)) => Err(error.into()),
+                        Err(_) => {
+                            tracing::debug!(%peer, "SIP TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "SIP TCP connection ended with an error");
             }
             drop(slot);
@@ -182,14 +200,17 @@ pub async fn serve_tcp(
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+/// A client that opens a TLS connection and never finishes the handshake
+/// must not hold a connection slot for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     publisher: &PublisherHandle,
     stats: &SipStats,
     shutdown: &CancellationToken,
 ) -> Result<(), SipError> {
-    let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut replies: Vec<u8> = Vec::new();

@@ -51,6 +51,7 @@ async fn start() -> Server {
     ));
     tokio::spawn(serve_tcp(
         tcp,
+        None,
         publisher.clone(),
         Arc::clone(&stats),
         shutdown.clone(),
