@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{system, web};
+use crate::{dns, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
     #[error("cannot listen for {service} on {address}: {source}")]
     Bind {
         service: &'static str,
@@ -128,6 +130,18 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::serve(admin, router, server_shutdown));
 
+    // DNS answers in-flight are single packets: its tasks stop at once on
+    // shutdown and need no grace period.
+    let dns_listeners = dns::bind(&config.listen.dns).await?;
+    let mut dns_tasks = dns::spawn(
+        dns_listeners,
+        publisher.subscribe(),
+        store.clone(),
+        Arc::new(dns::DnsStats::default()),
+        dns::TcpLimits::default(),
+        shutdown.child_token(),
+    );
+
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
 
@@ -164,6 +178,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             }
         }
     }
+    while dns_tasks.join_next().await.is_some() {}
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

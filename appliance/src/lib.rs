@@ -1,7 +1,7 @@
 //! poolgate: a load-balancing appliance for SIP server pools.
 //!
 //! One library, one thin binary (`main.rs`). Each module owns one subsystem:
-//! `config` (schema and the one validator), `store` (SQLite: desired config,
+//! `config` (schema and the one validator), `dns` (the DNS responder), `store` (SQLite: desired config,
 //! admin state, users, events), `state` (the `PoolView` snapshot and its one
 //! publisher), `web` (the admin listener), `system` (signals, systemd
 //! notification, logging), and `app` (wiring them into a running appliance).
@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dns;
 pub mod state;
 pub mod store;
 pub mod system;

@@ -1,0 +1,207 @@
+//! The DNS listeners: one UDP loop per socket and one TCP accept loop per
+//! listener, both answering through `wire::respond` against the newest
+//! `PoolView` (read per query; the `Arc` is cloned and the borrow dropped
+//! before anything awaits).
+//!
+//! Bounded by construction: a UDP socket is served by one task that answers
+//! each datagram before reading the next, so a flood costs only the kernel's
+//! socket buffer (excess datagrams are dropped there); TCP connections are
+//! capped by a semaphore (over the cap a connection is closed at once) and
+//! each connection has an idle timeout and a per-message read/write deadline,
+//! so a slow or silent client cannot pin a slot forever.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::DnsStats;
+use super::wire::{self, Outcome, Transport};
+use crate::state::PoolView;
+
+/// Largest datagram we read; larger ones are truncated by the kernel and then
+/// fail to parse (FORMERR), which is the right answer for them anyway.
+const UDP_BUFFER: usize = 4096;
+
+/// Limits of the TCP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections served at once across one listener.
+    pub max_connections: usize,
+    /// How long a connection may sit between messages.
+    pub idle_timeout: Duration,
+    /// How long reading the rest of a message or writing an answer may take.
+    pub io_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            // RFC 7766 suggests seconds, not minutes, for an idle DNS/TCP connection.
+            idle_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serve DNS over one UDP socket until `shutdown`.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    views: watch::Receiver<Arc<PoolView>>,
+    stats: Arc<DnsStats>,
+    shutdown: CancellationToken,
+) {
+    let mut buffer = vec![0u8; UDP_BUFFER];
+    let mut rng = SmallRng::from_os_rng();
+    loop {
+        let (length, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(error) => {
+                    // ICMP errors from earlier sends surface here on Linux;
+                    // they concern one peer, never the socket.
+                    tracing::debug!(%error, "UDP receive failed");
+                    continue;
+                }
+            },
+        };
+        let view = Arc::clone(&views.borrow());
+        let outcome = wire::respond(&buffer[..length], &view, Transport::Udp, &mut rng);
+        drop(view);
+        if let Some(bytes) = stats.count(outcome, peer)
+            && let Err(error) = socket.send_to(&bytes, peer).await
+        {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "UDP send failed");
+        }
+    }
+}
+
+/// Serve DNS over one TCP listener until `shutdown`. Connections still open
+/// at shutdown are closed.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    views: watch::Receiver<Arc<PoolView>>,
+    stats: Arc<DnsStats>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(%error, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, max = limits.max_connections, "DNS TCP connection over the cap; closed");
+            continue;
+        };
+        let views = views.clone();
+        let stats = Arc::clone(&stats);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = serve_connection(stream, peer, views, &stats, limits) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    views: watch::Receiver<Arc<PoolView>>,
+    stats: &DnsStats,
+    limits: TcpLimits,
+) {
+    let mut rng = SmallRng::from_os_rng();
+    let mut message = Vec::new();
+    loop {
+        let mut prefix = [0u8; 2];
+        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut prefix)).await {
+            Ok(Ok(_)) => {}
+            // Clean close, reset, or idle too long: the connection is done.
+            Ok(Err(_)) | Err(_) => return,
+        }
+        let length = usize::from(u16::from_be_bytes(prefix));
+        message.resize(length, 0);
+        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => {
+                tracing::debug!(%peer, length, "DNS TCP message cut short");
+                return;
+            }
+        }
+        let view = Arc::clone(&views.borrow());
+        let outcome = wire::respond(&message, &view, Transport::Tcp, &mut rng);
+        drop(view);
+        let Some(bytes) = stats.count(outcome, peer) else {
+            continue;
+        };
+        let Ok(length) = u16::try_from(bytes.len()) else {
+            // wire::respond never builds more than 65535 bytes for TCP.
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        match tokio::time::timeout(limits.io_timeout, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "DNS TCP answer not delivered");
+                return;
+            }
+        }
+    }
+}
+
+impl DnsStats {
+    /// Count one outcome; the bytes to send, if any.
+    fn count(&self, outcome: Outcome, peer: SocketAddr) -> Option<Vec<u8>> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Reply {
+                bytes,
+                rcode,
+                truncated,
+            } => {
+                if truncated {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                if rcode == hickory_proto::op::ResponseCode::FormErr {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "Malformed DNS query; answered FORMERR");
+                }
+                Some(bytes)
+            }
+            Outcome::Silent(reason) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, ?reason, "DNS packet dropped");
+                None
+            }
+        }
+    }
+}
