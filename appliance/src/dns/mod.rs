@@ -3,7 +3,9 @@
 //!
 //! Layers, innermost first: `answer` (pure: a `PoolView` and one question →
 //! sections and response code), `wire` (pure: request bytes → response bytes,
-//! EDNS, truncation, error codes; the fuzz target's entry point), `server`
+//! EDNS, truncation, error codes; the fuzz target's entry point), `fast` (pure:
+//! the hot names' answers encoded once per generation, equal to what `wire`
+//! would say), `server`
 //! (the UDP and TCP listeners, bounded in memory), and `fail_open` (one event
 //! in the store per fail-open episode of a pool).
 //!
@@ -13,6 +15,7 @@
 
 pub mod answer;
 pub mod fail_open;
+pub mod fast;
 pub mod server;
 pub mod wire;
 
@@ -144,10 +147,12 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    let cache = Arc::new(fast::FastCache::default());
     for socket in listeners.udp {
         tasks.spawn(server::serve_udp(
             socket,
             views.clone(),
+            Arc::clone(&cache),
             Arc::clone(&stats),
             shutdown.clone(),
         ));
@@ -156,6 +161,7 @@ pub fn spawn(
         tasks.spawn(server::serve_tcp(
             listener,
             views.clone(),
+            Arc::clone(&cache),
             Arc::clone(&stats),
             limits,
             shutdown.clone(),

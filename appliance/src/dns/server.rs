@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::DnsStats;
+use super::fast::{self, FastCache};
 use super::wire::{self, Outcome, Transport};
 use crate::state::PoolView;
 
@@ -56,6 +57,7 @@ impl Default for TcpLimits {
 pub async fn serve_udp(
     socket: UdpSocket,
     views: watch::Receiver<Arc<PoolView>>,
+    cache: Arc<FastCache>,
     stats: Arc<DnsStats>,
     shutdown: CancellationToken,
 ) {
@@ -74,9 +76,7 @@ pub async fn serve_udp(
                 }
             },
         };
-        let view = Arc::clone(&views.borrow());
-        let outcome = wire::respond(&buffer[..length], &view, Transport::Udp, &mut rng);
-        drop(view);
+        let outcome = answer(&buffer[..length], &views, &cache, Transport::Udp, &mut rng);
         if let Some(bytes) = stats.count(outcome, peer)
             && let Err(error) = socket.send_to(&bytes, peer).await
         {
@@ -91,6 +91,7 @@ pub async fn serve_udp(
 pub async fn serve_tcp(
     listener: TcpListener,
     views: watch::Receiver<Arc<PoolView>>,
+    cache: Arc<FastCache>,
     stats: Arc<DnsStats>,
     limits: TcpLimits,
     shutdown: CancellationToken,
@@ -116,12 +117,13 @@ pub async fn serve_tcp(
             continue;
         };
         let views = views.clone();
+        let cache = Arc::clone(&cache);
         let stats = Arc::clone(&stats);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = serve_connection(stream, peer, views, &stats, limits) => {}
+                () = serve_connection(stream, peer, views, &cache, &stats, limits) => {}
             }
             drop(permit);
         });
@@ -132,6 +134,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     views: watch::Receiver<Arc<PoolView>>,
+    cache: &FastCache,
     stats: &DnsStats,
     limits: TcpLimits,
 ) {
@@ -153,9 +156,7 @@ async fn serve_connection(
                 return;
             }
         }
-        let view = Arc::clone(&views.borrow());
-        let outcome = wire::respond(&message, &view, Transport::Tcp, &mut rng);
-        drop(view);
+        let outcome = answer(&message, &views, cache, Transport::Tcp, &mut rng);
         let Some(bytes) = stats.count(outcome, peer) else {
             continue;
         };
@@ -175,6 +176,28 @@ async fn serve_connection(
                 return;
             }
         }
+    }
+}
+
+/// Answer one message from the newest view: the precomputed fast path when
+/// it applies, else the full one. The view's `Arc` is cloned and the watch
+/// borrow released before anything else happens.
+fn answer(
+    packet: &[u8],
+    views: &watch::Receiver<Arc<PoolView>>,
+    cache: &FastCache,
+    transport: Transport,
+    rng: &mut SmallRng,
+) -> Outcome {
+    let view = Arc::clone(&views.borrow());
+    let answers = cache.for_view(&view);
+    match fast::try_respond(packet, &answers, transport, rng) {
+        Some(bytes) => Outcome::Reply {
+            bytes,
+            rcode: hickory_proto::op::ResponseCode::NoError,
+            truncated: false,
+        },
+        None => wire::respond(packet, &view, transport, rng),
     }
 }
 

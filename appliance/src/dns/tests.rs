@@ -596,12 +596,14 @@ async fn start_server(
     );
     let (_tx, views) = watch::channel(Arc::new(view));
     let stats = Arc::new(DnsStats::default());
+    let cache = Arc::new(fast::FastCache::default());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for socket in listeners.udp {
         tasks.spawn(server::serve_udp(
             socket,
             views.clone(),
+            Arc::clone(&cache),
             Arc::clone(&stats),
             shutdown.clone(),
         ));
@@ -610,6 +612,7 @@ async fn start_server(
         tasks.spawn(server::serve_tcp(
             listener,
             views.clone(),
+            Arc::clone(&cache),
             Arc::clone(&stats),
             limits,
             shutdown.clone(),
@@ -765,4 +768,130 @@ async fn fail_open_episode_is_recorded_once() {
     shutdown.cancel();
     watcher.await.expect("watcher ends");
     publisher_task.await.expect("publisher ends");
+}
+
+// ---- fast path ----
+
+/// Decoded reply with names lower-cased and answers sorted, for comparing
+/// the fast and the full path.
+fn canonical(bytes: &[u8]) -> (Message, Vec<String>) {
+    let message = Message::from_vec(bytes).expect("reply parses");
+    let mut answers: Vec<String> = message
+        .answers
+        .iter()
+        .map(|record| {
+            format!(
+                "{} {} {}",
+                record.name.to_lowercase(),
+                record.ttl,
+                record.data
+            )
+        })
+        .collect();
+    answers.sort();
+    (message, answers)
+}
+
+fn qname_strategy() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec![
+            "pool01.contoso.test.",
+            "sip.contoso.test.",
+            "fe00.contoso.test.",
+            "fe02.contoso.test.",
+            "fe05.contoso.test.",
+            "webint.contoso.test.",
+            "nope.contoso.test.",
+            "contoso.test.",
+            "www.example.org.",
+        ]),
+        any::<u64>(),
+    )
+        .prop_map(|(name, mask)| {
+            // Random letter case: 0x20 bit tricks of resolvers.
+            name.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+}
+
+proptest! {
+    #[test]
+    fn fast_path_says_what_the_full_path_says(
+        states in prop::collection::vec(arb_state(), 1..40),
+        fail_open in any::<bool>(),
+        qname in qname_strategy(),
+        qtype in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::TXT]),
+        edns in prop::option::of(0u16..5000),
+        rd in any::<bool>(),
+        tcp in any::<bool>(),
+    ) {
+        let view = view_with(&states, fail_open);
+        let answers = fast::FastAnswers::build(&view);
+        let mut request = query(&qname, qtype, edns);
+        request.metadata.recursion_desired = rd;
+        let bytes = request.to_vec().expect("encode");
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let mut rng = StdRng::seed_from_u64(9);
+        if let Some(fast) = fast::try_respond(&bytes, &answers, transport, &mut rng) {
+            let Outcome::Reply { bytes: full, .. } = wire::respond(&bytes, &view, transport, &mut rng) else {
+                panic!("the full path answers what the fast path answers");
+            };
+            let (fast_message, fast_answers) = canonical(&fast);
+            let (full_message, full_answers) = canonical(&full);
+            prop_assert_eq!(fast_message.metadata, full_message.metadata);
+            prop_assert_eq!(&fast_message.queries, &full_message.queries);
+            prop_assert_eq!(fast_answers, full_answers);
+            prop_assert_eq!(&fast_message.authorities, &full_message.authorities);
+            prop_assert_eq!(&fast_message.edns, &full_message.edns);
+        }
+    }
+
+    #[test]
+    fn fast_path_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let answers = fast::FastAnswers::build(&view(3));
+        let _ = fast::try_respond(&bytes, &answers, Transport::Udp, &mut StdRng::seed_from_u64(1));
+    }
+}
+
+#[test]
+fn fast_path_takes_the_hot_names_and_leaves_the_rest() {
+    let answers = fast::FastAnswers::build(&view(3));
+    let mut rng = StdRng::seed_from_u64(1);
+    let hot = query("Pool01.Contoso.Test.", RecordType::A, Some(1232))
+        .to_vec()
+        .expect("encode");
+    let reply = fast::try_respond(&hot, &answers, Transport::Udp, &mut rng).expect("fast");
+    let (message, records) = canonical(&reply);
+    assert_eq!(records.len(), 3);
+    assert_eq!(
+        message.queries[0].name().to_string(),
+        "Pool01.Contoso.Test."
+    );
+    for cold in [
+        query("nope.contoso.test.", RecordType::A, None),
+        query("pool01.contoso.test.", RecordType::TXT, None),
+        query("webint.contoso.test.", RecordType::A, None),
+    ] {
+        let bytes = cold.to_vec().expect("encode");
+        assert!(fast::try_respond(&bytes, &answers, Transport::Udp, &mut rng).is_none());
+    }
+    let mut badvers = query("pool01.contoso.test.", RecordType::A, Some(1232));
+    badvers.edns.as_mut().expect("edns").set_version(1);
+    let bytes = badvers.to_vec().expect("encode");
+    assert!(fast::try_respond(&bytes, &answers, Transport::Udp, &mut rng).is_none());
+    // Too big for 512 bytes without EDNS: the full path truncates.
+    let big = fast::FastAnswers::build(&view(40));
+    let bytes = query("pool01.contoso.test.", RecordType::A, None)
+        .to_vec()
+        .expect("encode");
+    assert!(fast::try_respond(&bytes, &big, Transport::Udp, &mut rng).is_none());
+    assert!(fast::try_respond(&bytes, &big, Transport::Tcp, &mut rng).is_some());
 }
