@@ -1,13 +1,16 @@
 //! The DNS responder, asked by real `dig` over UDP and TCP: every answer
 //! shape of the pool, member and static names, negative answers with the SOA,
 //! REFUSED out of zone, BADVERS, and truncation of a large pool without EDNS
-//! with the complete answer over TCP.
+//! with the complete answer over TCP; and hickory's message codec as a
+//! second client.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use poolgate_e2e::{Poolgate, loopback_example};
 
 /// What dig printed, section by section.
@@ -355,5 +358,73 @@ fn garbage_does_not_stop_the_responder() {
     socket.send_to(&[1, 2, 3], server).expect("send");
     let reply = dig(server, &["pool01.contoso.test", "A"]);
     assert_eq!(reply.status, "NOERROR", "{}", reply.raw);
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// One query with hickory's message codec over UDP, then over TCP.
+fn hickory_exchange(server: SocketAddr, request: &Message, tcp: bool) -> Message {
+    use std::io::{Read, Write};
+    let bytes = request.to_vec().expect("encode");
+    let reply = if tcp {
+        let mut stream = std::net::TcpStream::connect(server).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut framed = u16::try_from(bytes.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        framed.extend_from_slice(&bytes);
+        stream.write_all(&framed).expect("write");
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).expect("length");
+        let mut body = vec![0; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut body).expect("body");
+        body
+    } else {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        socket.send_to(&bytes, server).expect("send");
+        let mut buffer = [0u8; 1500];
+        let (length, _) = socket.recv_from(&mut buffer).expect("reply");
+        buffer[..length].to_vec()
+    };
+    Message::from_vec(&reply).expect("reply parses")
+}
+
+#[test]
+fn hickory_messages_get_the_same_answers_over_udp_and_tcp() {
+    let (_dir, mut poolgate, server) = start();
+    for tcp in [false, true] {
+        for (name, expected) in [("SIP.contoso.TEST.", 1), ("big.contoso.test.", 40)] {
+            let mut request = Message::new(77, MessageType::Query, OpCode::Query);
+            request.add_query(Query::query(
+                Name::from_ascii(name).expect("name"),
+                RecordType::A,
+            ));
+            let mut edns = Edns::new();
+            edns.set_max_payload(1232);
+            request.set_edns(edns);
+            let reply = hickory_exchange(server, &request, tcp);
+            assert_eq!(reply.metadata.id, 77);
+            assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+            assert!(reply.metadata.authoritative);
+            assert_eq!(
+                reply.queries[0].name().to_string(),
+                name,
+                "question echoed as asked"
+            );
+            assert_eq!(reply.answers.len(), expected, "tcp={tcp} {name}");
+        }
+        let mut notify = Message::new(78, MessageType::Query, OpCode::Notify);
+        notify.add_query(Query::query(
+            Name::from_ascii("contoso.test.").expect("name"),
+            RecordType::SOA,
+        ));
+        let reply = hickory_exchange(server, &notify, tcp);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+    }
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
