@@ -14,7 +14,10 @@ for tool in dnsperf nsd taskset; do
     command -v "$tool" >/dev/null || { echo "dns.sh: $tool not installed (apt-get install dnsperf nsd)" >&2; exit 1; }
 done
 
-cargo build --locked --release -p poolgate --bin poolgate >&2
+if [ -z "${POOLGATE_BIN:-}" ]; then
+    cargo build --locked --release -p poolgate --bin poolgate >&2
+    POOLGATE_BIN=target/release/poolgate
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -88,7 +91,7 @@ echo "pool01.contoso.test A" > "$work/queries"
 
 taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd.conf" 2>"$work/nsd.err" &
 pids+=($!)
-RUST_LOG=warn taskset -c "$SERVER_CPU" target/release/poolgate run --data-dir "$work/var" --config "$work/poolgate.toml" 2>"$work/poolgate.err" &
+RUST_LOG=warn taskset -c "$SERVER_CPU" "$POOLGATE_BIN" run --data-dir "$work/var" --config "$work/poolgate.toml" 2>"$work/poolgate.err" &
 pids+=($!)
 
 wait_up() {
