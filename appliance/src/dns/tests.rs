@@ -895,3 +895,37 @@ fn fast_path_takes_the_hot_names_and_leaves_the_rest() {
     assert!(fast::try_respond(&bytes, &big, Transport::Udp, &mut rng).is_none());
     assert!(fast::try_respond(&bytes, &big, Transport::Tcp, &mut rng).is_some());
 }
+
+#[tokio::test]
+async fn a_burst_of_udp_queries_is_answered_in_full() {
+    let (address, stats, shutdown, mut tasks) = start_server(view(3), TcpLimits::default()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    // More than one receive batch, sent before reading any reply.
+    let burst: u16 = 100;
+    for id in 0..burst {
+        let mut request = query("pool01.contoso.test.", RecordType::A, None);
+        request.metadata.id = id;
+        client
+            .send_to(&request.to_vec().expect("encode"), address)
+            .await
+            .expect("send");
+    }
+    let mut seen = BTreeSet::new();
+    let mut buffer = [0u8; 1500];
+    while seen.len() < usize::from(burst) {
+        let (length, _) =
+            tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buffer))
+                .await
+                .expect("every query answered")
+                .expect("recv");
+        let reply = Message::from_vec(&buffer[..length]).expect("parses");
+        assert_eq!(reply.answers.len(), 3);
+        seen.insert(reply.metadata.id);
+    }
+    assert_eq!(
+        stats.queries.load(std::sync::atomic::Ordering::Relaxed),
+        u64::from(burst)
+    );
+    shutdown.cancel();
+    tasks.abort_all();
+}
