@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test lint unit e2e bench image image-test clean
+.PHONY: run build test lint unit e2e fuzz-smoke bench image image-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -17,8 +17,9 @@ run: build
 build:
 	$(CARGO) build --locked --release -p poolgate --bin poolgate
 
-## Everything CI checks: formatting, lints, unit, property and end-to-end tests.
-test: lint unit e2e
+## Everything CI checks: formatting, lints, unit, property and end-to-end tests,
+## and a short run of each fuzz target.
+test: lint unit e2e fuzz-smoke
 
 lint:
 	$(CARGO) fmt --all --check
@@ -32,6 +33,15 @@ unit:
 e2e:
 	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys
 	$(CARGO) test --locked -p poolgate-e2e -p poolgate-license
+
+# Fuzz targets need nightly and cargo-fuzz (.ci/run installs them). New
+# inputs go to a scratch corpus, so the committed seed corpus stays as is;
+# add a crash input to appliance/fuzz/corpus/<target>/ once it is fixed.
+FUZZ_SECONDS ?= 20
+fuzz-smoke:
+	@scratch=$$(mktemp -d) && cd appliance/fuzz && \
+	$(CARGO) +nightly fuzz run dns_request "$$scratch" corpus/dns_request -- -max_total_time=$(FUZZ_SECONDS); \
+	status=$$?; rm -rf "$$scratch"; exit $$status
 
 ## Benchmarks against named peers (long; not part of `make test`).
 bench:

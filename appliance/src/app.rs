@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{health, proxy, sip, system, web};
+use crate::{dns, health, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -38,6 +38,8 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
     #[error("cannot listen for {service} on {address}: {source}")]
     Bind {
         service: &'static str,
@@ -233,6 +235,18 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         options.grace,
     ));
 
+    // DNS answers in-flight are single packets: its tasks stop at once on
+    // shutdown and need no grace period.
+    let dns_listeners = dns::bind(&config.listen.dns).await?;
+    let mut dns_tasks = dns::spawn(
+        dns_listeners,
+        publisher.subscribe(),
+        store.clone(),
+        Arc::new(dns::DnsStats::default()),
+        dns::TcpLimits::default(),
+        shutdown.child_token(),
+    );
+
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
 
@@ -268,6 +282,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = clock.await;
     let _ = health_task.await;
     let _ = proxy_task.await;
+    while dns_tasks.join_next().await.is_some() {}
     let _ = publisher_task.await;
     tracing::info!("Stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! poolgate: a load-balancing appliance for SIP server pools.
 //!
 //! One library, one thin binary (`main.rs`). Each module owns one subsystem:
-//! `config` (schema and the one validator), `store` (SQLite: desired config,
+//! `config` (schema and the one validator), `dns` (the DNS responder), `store` (SQLite: desired config,
 //! admin state, users, events), `state` (the `PoolView` snapshot and its one
 //! publisher), `drain` (drain progress and deadlines), `proxy` (the L4 VIP proxy), `web` (the admin listener), `system` (signals, systemd
 //! notification, logging), and `app` (wiring them into a running appliance).
@@ -11,6 +11,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod dns;
 pub mod drain;
 pub mod health;
 pub mod license;

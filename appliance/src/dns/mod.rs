@@ -1,0 +1,175 @@
+//! The DNS responder: authoritative answers for the configured zones, with
+//! pool FQDNs and aliases answered from live health and admin state.
+//!
+//! Layers, innermost first: `answer` (pure: a `PoolView` and one question →
+//! sections and response code), `wire` (pure: request bytes → response bytes,
+//! EDNS, truncation, error codes; the fuzz target's entry point), `fast` (pure:
+//! the hot names' answers encoded once per generation, equal to what `wire`
+//! would say), `server`
+//! (the UDP and TCP listeners, bounded in memory), and `fail_open` (one event
+//! in the store per fail-open episode of a pool).
+//!
+//! Every `listen.dns` address gets a UDP socket and a TCP listener on the same
+//! port (with port 0, TCP takes the port UDP was given), each logging its
+//! `listening` line as `dns-udp` / `dns-tcp`.
+
+pub mod answer;
+pub mod fail_open;
+pub mod fast;
+pub mod server;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::PoolView;
+use crate::store::Store;
+
+pub use server::TcpLimits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot listen for {service} on {address}: {source}")]
+    Bind {
+        service: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters of the DNS listeners (shared by all sockets).
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// Packets received (UDP datagrams and TCP messages).
+    pub queries: AtomicU64,
+    /// Answered FORMERR.
+    pub malformed: AtomicU64,
+    /// Received and not answered (too short, or not a query).
+    pub dropped: AtomicU64,
+    /// UDP answers cut to header + question with TC set.
+    pub truncated: AtomicU64,
+    /// TCP connections closed at once because the cap was reached.
+    pub tcp_rejected: AtomicU64,
+    /// Answers the network did not take.
+    pub send_errors: AtomicU64,
+}
+
+/// Bound sockets, ready to serve.
+#[derive(Debug)]
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+/// How many times a port-0 address retries when the port UDP got is taken
+/// for TCP.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+/// Bind UDP and TCP on every address, logging one `listening` line each.
+pub async fn bind(addresses: &[SocketAddr]) -> Result<Listeners, DnsError> {
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for &address in addresses {
+        let (udp, tcp) = bind_pair(address).await?;
+        let bound = udp.local_addr().map_err(|source| DnsError::Bind {
+            service: "dns-udp",
+            address,
+            source,
+        })?;
+        tracing::info!(service = "dns-udp", address = %bound, "listening");
+        let bound = tcp.local_addr().map_err(|source| DnsError::Bind {
+            service: "dns-tcp",
+            address,
+            source,
+        })?;
+        tracing::info!(service = "dns-tcp", address = %bound, "listening");
+        listeners.udp.push(udp);
+        listeners.tcp.push(tcp);
+    }
+    Ok(listeners)
+}
+
+async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(address)
+            .await
+            .map_err(|source| DnsError::Bind {
+                service: "dns-udp",
+                address,
+                source,
+            })?;
+        let mut tcp_address = address;
+        if address.port() == 0 {
+            // Clients retry a truncated UDP answer over TCP on the same port.
+            let port = udp
+                .local_addr()
+                .map_err(|source| DnsError::Bind {
+                    service: "dns-udp",
+                    address,
+                    source,
+                })?
+                .port();
+            tcp_address.set_port(port);
+        }
+        match TcpListener::bind(tcp_address).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if address.port() == 0 && attempt < PORT_ZERO_ATTEMPTS => continue,
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    service: "dns-tcp",
+                    address: tcp_address,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Serve on `listeners` and log fail-open episodes to `store`, until
+/// `shutdown`. Returns the tasks; they all end when `shutdown` is cancelled.
+pub fn spawn(
+    listeners: Listeners,
+    views: watch::Receiver<Arc<PoolView>>,
+    store: Store,
+    stats: Arc<DnsStats>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let cache = Arc::new(fast::FastCache::default());
+    for socket in listeners.udp {
+        tasks.spawn(server::serve_udp(
+            socket,
+            views.clone(),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+    }
+    for listener in listeners.tcp {
+        tasks.spawn(server::serve_tcp(
+            listener,
+            views.clone(),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            limits,
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(fail_open::watch(views, store, shutdown));
+    tasks
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! The DNS listeners: one UDP loop per socket and one TCP accept loop per
+//! listener, both answering through `wire::respond` against the newest
+//! `PoolView` (read per query; the `Arc` is cloned and the borrow dropped
+//! before anything awaits).
+//!
+//! Bounded by construction: a UDP socket is served by one task that answers
+//! each batch of datagrams (a fixed set of buffers) before reading the next,
+//! so a flood costs only the kernel's socket buffer (excess datagrams are
+//! dropped there); TCP connections are
+//! capped by a semaphore (over the cap a connection is closed at once) and
+//! each connection has an idle timeout and a per-message read/write deadline,
+//! so a slow or silent client cannot pin a slot forever.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::DnsStats;
+use super::fast::{self, FastCache};
+use super::wire::{self, Outcome, Transport};
+use crate::state::PoolView;
+
+/// Largest datagram we read; larger ones are truncated by the kernel and then
+/// fail to parse (FORMERR), which is the right answer for them anyway.
+const UDP_BUFFER: usize = 4096;
+/// Datagrams received (and answered) per batch.
+const UDP_BATCH: usize = 64;
+/// Batches taken back to back before waiting on readiness again.
+const UDP_DRAIN_BATCHES: usize = 8;
+
+/// Limits of the TCP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections served at once across one listener.
+    pub max_connections: usize,
+    /// How long a connection may sit between messages.
+    pub idle_timeout: Duration,
+    /// How long reading the rest of a message or writing an answer may take.
+    pub io_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            // RFC 7766 suggests seconds, not minutes, for an idle DNS/TCP connection.
+            idle_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serve DNS over one UDP socket until `shutdown`. Datagrams are received
+/// and answered in batches (`recvmmsg`/`sendmmsg`): two system calls per
+/// batch instead of two per query, which is what keeps pace with NSD.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    views: watch::Receiver<Arc<PoolView>>,
+    cache: Arc<FastCache>,
+    stats: Arc<DnsStats>,
+    shutdown: CancellationToken,
+) {
+    let fd = socket.as_raw_fd();
+    let mut buffers = vec![[0u8; UDP_BUFFER]; UDP_BATCH];
+    let mut rng = SmallRng::from_os_rng();
+    let mut batches_left = 0;
+    loop {
+        // Under load, drain several batches before waiting on readiness
+        // (and shutdown) again; the bound keeps shutdown prompt and lets
+        // other tasks on the runtime run.
+        if batches_left == 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                ready = socket.readable() => if let Err(error) = ready {
+                    tracing::debug!(%error, "UDP socket not readable");
+                    continue;
+                },
+            }
+            batches_left = UDP_DRAIN_BATCHES;
+        }
+        batches_left -= 1;
+        // The headers hold raw pointers (not `Send`), so they live only
+        // inside the synchronous system-call closures.
+        let received = socket.try_io(Interest::READABLE, || {
+            let mut receive_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
+                .iter_mut()
+                .map(|buffer| [IoSliceMut::new(buffer)])
+                .collect();
+            let results = recvmmsg(
+                fd,
+                &mut receive_headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+            Ok(results
+                .map(|message| (message.bytes, message.address))
+                .collect::<Vec<_>>())
+        });
+        let received = match received {
+            Ok(received) => received,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                batches_left = 0;
+                continue;
+            }
+            Err(error) => {
+                // ICMP errors from earlier sends surface here on Linux;
+                // they concern one peer, never the socket.
+                tracing::debug!(%error, "UDP receive failed");
+                batches_left = 0;
+                continue;
+            }
+        };
+        let mut replies: Vec<(Vec<u8>, SockaddrStorage, SocketAddr)> =
+            Vec::with_capacity(received.len());
+        let view = Arc::clone(&views.borrow());
+        let answers = cache.for_view(&view);
+        for (buffer, (length, address)) in buffers.iter().zip(received) {
+            let Some((storage, peer)) = address.and_then(|a| socket_addr(&a).map(|p| (a, p)))
+            else {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let packet = &buffer[..length.min(UDP_BUFFER)];
+            let outcome = match fast::try_respond(packet, &answers, Transport::Udp, &mut rng) {
+                Some(bytes) => Outcome::Reply {
+                    bytes,
+                    rcode: hickory_proto::op::ResponseCode::NoError,
+                    truncated: false,
+                },
+                None => wire::respond(packet, &view, Transport::Udp, &mut rng),
+            };
+            if let Some(bytes) = stats.count(outcome, peer) {
+                replies.push((bytes, storage, peer));
+            }
+        }
+        drop(answers);
+        drop(view);
+        let sent = if replies.is_empty() {
+            0
+        } else {
+            let slices: Vec<[IoSlice<'_>; 1]> = replies
+                .iter()
+                .map(|(bytes, _, _)| [IoSlice::new(bytes)])
+                .collect();
+            let addresses: Vec<Option<SockaddrStorage>> = replies
+                .iter()
+                .map(|(_, storage, _)| Some(*storage))
+                .collect();
+            let no_control: [ControlMessage<'_>; 0] = [];
+            socket
+                .try_io(Interest::WRITABLE, || {
+                    let mut send_headers =
+                        MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
+                    sendmmsg(
+                        fd,
+                        &mut send_headers,
+                        &slices,
+                        &addresses,
+                        no_control,
+                        MsgFlags::MSG_DONTWAIT,
+                    )
+                    .map(Iterator::count)
+                    .map_err(std::io::Error::from)
+                })
+                .unwrap_or(0)
+        };
+        // Whatever the batch send did not take (a full socket buffer, one
+        // unreachable peer) goes out one by one.
+        for (bytes, _, peer) in replies.iter().skip(sent) {
+            if let Err(error) = socket.send_to(bytes, peer).await {
+                stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "UDP send failed");
+            }
+        }
+    }
+}
+
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+/// Serve DNS over one TCP listener until `shutdown`. Connections still open
+/// at shutdown are closed.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    views: watch::Receiver<Arc<PoolView>>,
+    cache: Arc<FastCache>,
+    stats: Arc<DnsStats>,
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(%error, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, max = limits.max_connections, "DNS TCP connection over the cap; closed");
+            continue;
+        };
+        let views = views.clone();
+        let cache = Arc::clone(&cache);
+        let stats = Arc::clone(&stats);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = serve_connection(stream, peer, views, &cache, &stats, limits) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    views: watch::Receiver<Arc<PoolView>>,
+    cache: &FastCache,
+    stats: &DnsStats,
+    limits: TcpLimits,
+) {
+    let mut rng = SmallRng::from_os_rng();
+    let mut message = Vec::new();
+    loop {
+        let mut prefix = [0u8; 2];
+        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut prefix)).await {
+            Ok(Ok(_)) => {}
+            // Clean close, reset, or idle too long: the connection is done.
+            Ok(Err(_)) | Err(_) => return,
+        }
+        let length = usize::from(u16::from_be_bytes(prefix));
+        message.resize(length, 0);
+        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut message)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => {
+                tracing::debug!(%peer, length, "DNS TCP message cut short");
+                return;
+            }
+        }
+        let outcome = answer(&message, &views, cache, Transport::Tcp, &mut rng);
+        let Some(bytes) = stats.count(outcome, peer) else {
+            continue;
+        };
+        let Ok(length) = u16::try_from(bytes.len()) else {
+            // wire::respond never builds more than 65535 bytes for TCP.
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut framed = Vec::with_capacity(bytes.len() + 2);
+        framed.extend_from_slice(&length.to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        match tokio::time::timeout(limits.io_timeout, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "DNS TCP answer not delivered");
+                return;
+            }
+        }
+    }
+}
+
+/// Answer one message from the newest view: the precomputed fast path when
+/// it applies, else the full one. The view's `Arc` is cloned and the watch
+/// borrow released before anything else happens.
+fn answer(
+    packet: &[u8],
+    views: &watch::Receiver<Arc<PoolView>>,
+    cache: &FastCache,
+    transport: Transport,
+    rng: &mut SmallRng,
+) -> Outcome {
+    let view = Arc::clone(&views.borrow());
+    let answers = cache.for_view(&view);
+    match fast::try_respond(packet, &answers, transport, rng) {
+        Some(bytes) => Outcome::Reply {
+            bytes,
+            rcode: hickory_proto::op::ResponseCode::NoError,
+            truncated: false,
+        },
+        None => wire::respond(packet, &view, transport, rng),
+    }
+}
+
+impl DnsStats {
+    /// Count one outcome; the bytes to send, if any.
+    fn count(&self, outcome: Outcome, peer: SocketAddr) -> Option<Vec<u8>> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Reply {
+                bytes,
+                rcode,
+                truncated,
+            } => {
+                if truncated {
+                    self.truncated.fetch_add(1, Ordering::Relaxed);
+                }
+                if rcode == hickory_proto::op::ResponseCode::FormErr {
+                    self.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "Malformed DNS query; answered FORMERR");
+                }
+                Some(bytes)
+            }
+            Outcome::Silent(reason) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, ?reason, "DNS packet dropped");
+                None
+            }
+        }
+    }
+}
