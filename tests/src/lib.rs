@@ -481,6 +481,89 @@ pub mod sipp {
     }
 }
 
+/// Real `dig` runs for the DNS tests.
+pub mod dig {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+    use std::process::Command;
+
+    /// What dig printed, section by section.
+    #[derive(Debug, Default)]
+    pub struct Dig {
+        pub status: String,
+        pub flags: BTreeSet<String>,
+        /// (name, ttl, type, data)
+        pub answer: Vec<(String, u32, String, String)>,
+        pub authority: Vec<(String, u32, String, String)>,
+        pub raw: String,
+    }
+
+    impl Dig {
+        pub fn data(&self, rtype: &str) -> BTreeSet<String> {
+            self.answer
+                .iter()
+                .filter(|(_, _, t, _)| t == rtype)
+                .map(|(_, _, _, data)| data.clone())
+                .collect()
+        }
+    }
+
+    /// Run real `dig` against `server` (Debian package dnsutils).
+    pub fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+        let output = Command::new("dig")
+            .arg(format!("@{}", server.ip()))
+            .args(["-p", &server.port().to_string()])
+            .args(["+norecurse", "+time=3", "+tries=1", "+nocookie"])
+            .args(args)
+            .output()
+            .expect("dig runs (Debian package dnsutils)");
+        let raw = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut dig = Dig {
+            raw: raw.clone(),
+            ..Dig::default()
+        };
+        let mut section = "";
+        for line in raw.lines() {
+            if let Some(rest) = line.split("status: ").nth(1) {
+                dig.status = rest.split(',').next().unwrap_or_default().to_owned();
+            }
+            if let Some(rest) = line.strip_prefix(";; flags: ") {
+                dig.flags = rest
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+            }
+            if line.starts_with(";; ANSWER SECTION") {
+                section = "answer";
+            } else if line.starts_with(";; AUTHORITY SECTION") {
+                section = "authority";
+            } else if line.starts_with(";;") || line.trim().is_empty() {
+                if line.trim().is_empty() {
+                    section = "";
+                }
+            } else if !line.starts_with(';') && !section.is_empty() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() >= 5 {
+                    let record = (
+                        fields[0].to_owned(),
+                        fields[1].parse().unwrap_or(u32::MAX),
+                        fields[3].to_owned(),
+                        fields[4..].join(" "),
+                    );
+                    match section {
+                        "answer" => dig.answer.push(record),
+                        _ => dig.authority.push(record),
+                    }
+                }
+            }
+        }
+        dig
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

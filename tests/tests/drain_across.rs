@@ -1,12 +1,13 @@
-//! Drain across the subsystems at once, end to end: the real binary with
-//! simulated Front Ends (`poolgate demo-members`), a long-lived VIP
-//! connection, new VIP connections, and sipp REGISTERs.
+//! Drain and failover across the subsystems at once, end to end: the real
+//! binary with simulated Front Ends (`poolgate demo-members`), a long-lived
+//! VIP connection, new VIP connections, sipp REGISTERs and `dig`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use poolgate_e2e::dig::dig;
 use poolgate_e2e::sipp::{Peer, run_sipp, sipp_available};
 use poolgate_e2e::{AdminClient, Poolgate, binary, free_port, loopback_example, poolgate_cli};
 use serde_json::{Value, json};
@@ -16,6 +17,11 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The example pool on 127.0.0.31-33 with free ports everywhere, round-robin
 /// without persistence so new connections spread over every member.
 fn config() -> toml::Table {
+    config_at(31)
+}
+
+/// The same on 127.0.0.`base`.. (tests running in parallel use their own).
+fn config_at(base: u8) -> toml::Table {
     let mut config = loopback_example();
     let (sip_port, web_port) = (free_port(), free_port());
     for monitor in config["monitor"].as_array_mut().expect("monitors") {
@@ -42,7 +48,7 @@ fn config() -> toml::Table {
         member
             .as_table_mut()
             .expect("member")
-            .insert("address".into(), format!("127.0.0.{}", 31 + i).into());
+            .insert("address".into(), format!("127.0.0.{}", usize::from(base) + i).into());
     }
     let service = config["virtual_service"].as_array_mut().expect("services")[0]
         .as_table_mut()
@@ -285,4 +291,186 @@ fn a_disabled_member_loses_its_connections_after_the_grace() {
         "reset before the grace: {ended:?}"
     );
     assert!(ended < Duration::from_secs(12), "never reset: {ended:?}");
+}
+
+/// Simulated members for `config` (written to `file`), optionally without
+/// some of them.
+fn demo(config: &toml::Table, file: &std::path::Path, without: &[&str]) -> Peer {
+    let mut config = config.clone();
+    let pool = config["pool"].as_array_mut().expect("pools")[0]
+        .as_table_mut()
+        .expect("pool");
+    pool["member"]
+        .as_array_mut()
+        .expect("members")
+        .retain(|m| !without.contains(&m["name"].as_str().unwrap_or_default()));
+    std::fs::write(file, toml::to_string(&config).expect("toml")).expect("write");
+    Peer(
+        Command::new(binary())
+            .args(["demo-members", "--config"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    )
+}
+
+fn pool_answer(dns: SocketAddr) -> std::collections::BTreeSet<String> {
+    dig(dns, &["pool01.contoso.test", "A"]).data("A")
+}
+
+#[test]
+fn dns_follows_drain_disable_restart_and_a_failed_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_at(51);
+    let data = dir.path().join("var");
+    let _all = demo(&config, &dir.path().join("demo-all.toml"), &[]);
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let listening = poolgate.listening(&["admin", "dns-udp", "sip-udp"]);
+    let dns = listening["dns-udp"][0];
+    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+    wait_for("every member up", Duration::from_secs(15), || {
+        members(&client)
+            .iter()
+            .all(|m| m["health"]["fe-sip"]["state"] == "up")
+    });
+    let all: std::collections::BTreeSet<String> = ["127.0.0.51", "127.0.0.52", "127.0.0.53"]
+        .map(String::from)
+        .into();
+    assert_eq!(pool_answer(dns), all);
+
+    // Draining: never in the pool answer, still under its own name.
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe02/drain", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    for _ in 0..20 {
+        assert!(
+            !pool_answer(dns).contains("127.0.0.52"),
+            "a draining member was offered"
+        );
+    }
+    assert_eq!(
+        dig(dns, &["fe02.contoso.test", "A"]).data("A"),
+        ["127.0.0.52".to_owned()].into()
+    );
+
+    // Killed while draining: the first answer after the restart still leaves it out.
+    poolgate.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(poolgate);
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let listening = poolgate.listening(&["admin", "dns-udp", "sip-udp"]);
+    let dns = listening["dns-udp"][0];
+    let first = pool_answer(dns);
+    assert!(
+        !first.contains("127.0.0.52") && first.len() == 2,
+        "first answer after restart: {first:?}"
+    );
+    let mut client = AdminClient::new(listening["admin"][0]);
+    client.login("admin", PASSWORD);
+    assert_eq!(members(&client)[1]["admin_state"], "draining");
+
+    // Disabled: gone from every answer, its own name included.
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe02/enable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .post("/api/v1/pools/pool01/members/fe03/disable", &json!({}))
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(dig(dns, &["fe03.contoso.test", "A"]).status, "NXDOMAIN");
+    wait_for("fe02 back", Duration::from_secs(5), || {
+        pool_answer(dns).contains("127.0.0.52")
+    });
+    assert!(!pool_answer(dns).contains("127.0.0.53"));
+
+    // A member whose listeners die leaves the answer within interval × fall
+    // + timeout (1 s × 2 + 0.5 s), and its users are sent to the next member.
+    let config_path = dir.path().join("var.toml");
+    let (user, next) = user_homed_on(config_path.to_str().expect("utf-8"), "fe01");
+    drop(_all);
+    let _without_fe01 = demo(&config, &dir.path().join("demo-some.toml"), &["fe01"]);
+    let gone = wait_for("fe01 out of DNS", Duration::from_secs(10), || {
+        !pool_answer(dns).contains("127.0.0.51")
+    });
+    assert!(
+        gone <= Duration::from_millis(2500 + 1500),
+        "fe01 left the answer after {gone:?}"
+    );
+    let next = if next == "fe03" {
+        "fe02".to_owned()
+    } else {
+        next
+    };
+    let port = config["pool"][0]["registrar_port"]
+        .as_integer()
+        .expect("port");
+    register_redirects_first_to(dir.path(), listening["sip-udp"][0], &user, &next, port);
+}
+
+#[test]
+fn a_drain_deadline_resets_stuck_connections_only_when_asked() {
+    for (base, drop_at_deadline) in [(61u8, true), (64, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config_at(base);
+        let pool = config["pool"].as_array_mut().expect("pools")[0]
+            .as_table_mut()
+            .expect("pool");
+        pool.insert("drain_timeout_s".into(), 2.into());
+        pool.insert("drop_at_deadline".into(), drop_at_deadline.into());
+        let _demo = demo(&config, &dir.path().join("demo.toml"), &[]);
+        let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
+        let listening = poolgate.listening(&["admin", "vip:web-internal"]);
+        let vip = listening["vip:web-internal"][0];
+        let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+        wait_for("every member up", Duration::from_secs(15), || {
+            members(&client)
+                .iter()
+                .all(|m| m["health"]["fe-web"]["state"] == "up")
+        });
+        let mut stuck = (0..10)
+            .find_map(|_| {
+                let mut stream = TcpStream::connect(vip).expect("connect");
+                (request(&mut stream) == "fe01").then_some(stream)
+            })
+            .expect("round-robin reaches fe01");
+        assert_eq!(
+            client
+                .post("/api/v1/pools/pool01/members/fe01/drain", &json!({}))
+                .status()
+                .as_u16(),
+            200
+        );
+        wait_for("overdue", Duration::from_secs(6), || {
+            members(&client)[0]["drain"]["overdue"] == true
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let alive = stuck
+            .write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            .is_ok()
+            && {
+                let mut buffer = [0u8; 256];
+                matches!(stuck.read(&mut buffer), Ok(n) if n > 0)
+            };
+        if drop_at_deadline {
+            assert!(!alive, "the stuck connection was not reset at the deadline");
+        } else {
+            assert!(alive, "without drop_at_deadline the connection continues");
+            assert_eq!(members(&client)[0]["drain"]["state"], "draining");
+        }
+    }
 }
