@@ -106,7 +106,10 @@ function renderStatus(status) {
 async function loadEvents() {
   const { status, data } = await api("GET", "/api/v1/events?limit=50");
   if (status !== 200) return;
-  $("events").replaceChildren(...data.events.map((e) => el("li", {}, el("time", {}, e.at), e.message)));
+  $("events").replaceChildren(...data.events.map((e) => {
+    const who = e.member && !e.message.includes(`${e.pool}/${e.member}`) ? `${e.pool}/${e.member} ` : "";
+    return el("li", { "data-kind": e.kind }, el("time", {}, e.at), who, e.message);
+  }));
 }
 
 async function loadLicence() {
@@ -114,6 +117,9 @@ async function loadLicence() {
   if (status !== 200) return;
   $("banner").hidden = data.state === "licensed";
   $("banner").textContent = data.message;
+  $("licence-status").textContent = `${data.state}: ${data.message}`;
+  $("licence-status").dataset.state = data.state;
+  $("appliance-id").textContent = data.appliance_id;
 }
 
 function startStream() {
@@ -166,6 +172,17 @@ $("login-form").addEventListener("submit", async (event) => {
   csrf = data.csrf_token;
   event.target.reset();
   enterDashboard(data.username);
+});
+
+$("licence-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const { status, data } = await api("POST", "/api/v1/license", { license: form.get("license") });
+  if (status !== 200) { $("licence-error").textContent = errorText(data); return; }
+  $("licence-error").textContent = "";
+  event.target.reset();
+  loadLicence();
+  loadEvents();
 });
 
 $("logout").addEventListener("click", async () => {

@@ -3,7 +3,7 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
-const [base, artifacts] = process.argv.slice(2);
+const [base, artifacts, licenceFile] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
 const password = "correct horse battery staple";
 
@@ -51,6 +51,19 @@ try {
   await page.locator("tr[data-member=fe02] button[data-action=enable]").click();
   await page.locator("tr[data-member=fe02][data-admin-state=enabled]").waitFor();
   await shot(page, "enabled");
+
+  // Licence: a damaged one is refused with a reason, a valid one installed.
+  await page.locator("#licence-status[data-state=evaluation]").waitFor();
+  await page.fill("#licence-form textarea", "PGLIC1.damaged");
+  await page.click("#licence-form button");
+  await page.locator("#licence-error", { hasText: "damaged" }).waitFor();
+  if (licenceFile) {
+    const { readFileSync } = await import("node:fs");
+    await page.fill("#licence-form textarea", readFileSync(licenceFile, "utf8"));
+    await page.click("#licence-form button");
+    await page.locator("#licence-status[data-state=licensed]").waitFor();
+    await shot(page, "licensed");
+  }
 
   await page.click("#logout");
   await page.locator("#login").waitFor({ state: "visible" });

@@ -45,10 +45,10 @@ fn config_at(base: u8) -> toml::Table {
         .iter_mut()
         .enumerate()
     {
-        member
-            .as_table_mut()
-            .expect("member")
-            .insert("address".into(), format!("127.0.0.{}", usize::from(base) + i).into());
+        member.as_table_mut().expect("member").insert(
+            "address".into(),
+            format!("127.0.0.{}", usize::from(base) + i).into(),
+        );
     }
     let service = config["virtual_service"].as_array_mut().expect("services")[0]
         .as_table_mut()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use poolgate::license::document::{self, Licence, Limits};
+use poolgate_e2e::dig::dig;
 use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -58,7 +59,11 @@ fn evaluation_activation_limits_and_expiry() {
         &[],
         &[("POOLGATE_TEST_LICENSE_KEYS", &keys_file)],
     );
-    let client = AdminClient::setup_and_login(poolgate.address("admin"), PASSWORD);
+    let listening = poolgate.listening(&["admin", "dns-udp"]);
+    let dns = listening["dns-udp"][0];
+    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+    let answer_before = dig(dns, &["pool01.contoso.test", "A"]).data("A");
+    assert!(!answer_before.is_empty());
 
     let status = client.json("/api/v1/license");
     assert_eq!(status["state"], "evaluation", "{status}");
@@ -170,4 +175,8 @@ fn evaluation_activation_limits_and_expiry() {
         "draining"
     );
     assert_eq!(client.json("/api/v1/health")["status"], "ok");
+    // DNS keeps answering (fe01 now draining leaves the answer; the rest stay).
+    let mut expected = answer_before;
+    expected.remove("127.0.0.11");
+    assert_eq!(dig(dns, &["pool01.contoso.test", "A"]).data("A"), expected);
 }
