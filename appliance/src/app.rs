@@ -209,7 +209,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let tls = web::tls::load_or_create(&options.data_dir, names)?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
-    let sip_stats = Arc::new(sip::SipStats::default());
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
+    let seen_task = tokio::spawn(sip::record_seen(
+        seen_rx,
+        store.clone(),
+        shutdown.child_token(),
+    ));
+    let sip_stats = Arc::new(sip::SipStats {
+        seen: Some(seen_tx),
+        ..sip::SipStats::default()
+    });
     start_sip(&config, &tls, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);
@@ -279,6 +288,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         }
     }
     let _ = drain_task.await;
+    let _ = seen_task.await;
     let _ = clock.await;
     let _ = health_task.await;
     let _ = proxy_task.await;

@@ -232,3 +232,62 @@ fn sip_over_tls_redirects_with_the_appliance_certificate() {
     );
     assert!(reply.contains(";q=0.7"), "{reply}");
 }
+
+#[test]
+fn what_if_counts_the_users_seen_in_registers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _members) = config_with_live_members();
+    let poolgate = Poolgate::start_with_config(&dir.path().join("data"), &config, &[]);
+    let listening = poolgate.listening(&["admin", "sip-udp"]);
+    let sip = listening["sip-udp"][0];
+    let config_file = dir.path().join("data.toml");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let local = socket.local_addr().expect("local");
+    let mut homed_on_fe02 = 0;
+    for i in 0..30 {
+        let user = format!("seen{i}");
+        let register = format!(
+            "REGISTER sip:contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKseen{i}\r\n\
+             From: <sip:{user}@contoso.test>;tag={i}\r\nTo: <sip:{user}@contoso.test>\r\n\
+             Call-ID: seen-{i}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket.send_to(register.as_bytes(), sip).expect("send");
+        let mut buffer = [0u8; 2048];
+        let (n, _) = socket.recv_from(&mut buffer).expect("301");
+        assert!(buffer[..n].starts_with(b"SIP/2.0 301"));
+        let home = poolgate_cli(
+            &[
+                "registrar",
+                "--config",
+                config_file.to_str().expect("utf-8"),
+                &format!("sip:{user}@contoso.test"),
+            ],
+            "",
+        );
+        if String::from_utf8_lossy(&home.stdout).lines().next() == Some("fe02") {
+            homed_on_fe02 += 1;
+        }
+    }
+    let client =
+        AdminClient::setup_and_login(listening["admin"][0], "correct horse battery staple");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = client.json("/api/v1/registrar/what-if?pool=pool01&member=fe02");
+        if body["seen_users"] == 30 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seen users never recorded: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let fraction = body["fraction_seen_users"].as_f64().expect("number");
+    assert!(
+        (fraction - f64::from(homed_on_fe02) / 30.0).abs() < 1e-9,
+        "{body} vs {homed_on_fe02}/30"
+    );
+}

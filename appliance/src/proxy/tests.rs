@@ -110,7 +110,8 @@ impl Proxy {
 
     async fn wait_listening(&self, address: SocketAddr) {
         // Probing with bind, not connect, so no connection is proxied.
-        for _ in 0..200 {
+        // Generous: a loaded CI machine can take seconds to schedule it.
+        for _ in 0..1000 {
             if std::net::TcpListener::bind(address).is_err() {
                 return;
             }

@@ -10,3 +10,64 @@ pub mod registrar;
 pub mod server;
 
 pub use server::{SipError, SipStats, serve_tcp, serve_udp};
+
+/// Remember the addresses-of-record of redirected REGISTERs in the store, in
+/// batches (at most one write a second), until `shutdown`; then write what
+/// is pending.
+pub async fn record_seen(
+    mut seen: tokio::sync::mpsc::Receiver<(String, String)>,
+    store: crate::store::Store,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use std::collections::BTreeSet;
+    const BATCH: usize = 1000;
+    let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let closing = tokio::select! {
+            () = shutdown.cancelled() => true,
+            next = seen.recv() => match next {
+                Some(entry) => { pending.insert(entry); false }
+                None => true,
+            },
+        };
+        if !closing {
+            let deadline = tokio::time::sleep(std::time::Duration::from_secs(1));
+            tokio::pin!(deadline);
+            while pending.len() < BATCH {
+                tokio::select! {
+                    () = &mut deadline => break,
+                    next = seen.recv() => match next {
+                        Some(entry) => { pending.insert(entry); }
+                        None => break,
+                    },
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let batch: Vec<(String, String)> = std::mem::take(&mut pending).into_iter().collect();
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.record_seen_aors(&batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "Cannot remember seen SIP users"),
+                Err(error) => tracing::warn!(%error, "Seen-user writer failed"),
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+/// What-if over the users poolgate has seen: the share of `aors` whose
+/// registrations would move if `member` of `pool` stopped taking them (those
+/// it serves first now).
+pub fn seen_drain_fraction(pool: &crate::state::PoolState, member: usize, aors: &[String]) -> f64 {
+    if aors.is_empty() {
+        return 0.0;
+    }
+    let moving = aors
+        .iter()
+        .filter(|aor| registrar::rank_pool(pool, aor).serving() == Some(member))
+        .count();
+    moving as f64 / aors.len() as f64
+}

@@ -87,6 +87,8 @@ pub struct Response {
     /// For a redirected REGISTER: (pool index, member index) of the member
     /// the user is sent to first, for its registration counter.
     pub registered_to: Option<(usize, usize)>,
+    /// For a redirected REGISTER: the canonical address-of-record.
+    pub aor: Option<String>,
 }
 
 /// Decide the answer to one parsed message.
@@ -189,6 +191,7 @@ fn redirect(view: &PoolView, request: &Request, echo: &Echo, target: &str) -> De
     match respond(echo, 301, "Redirect request to Home Server", &extra) {
         Decision::Respond(response) => Decision::Respond(Response {
             registered_to: (request.method == "REGISTER").then_some((pool_index, first)),
+            aor: (request.method == "REGISTER").then_some(aor),
             ..response
         }),
         drop => drop,
@@ -277,6 +280,7 @@ fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> De
         status,
         bytes: out.into_bytes(),
         registered_to: None,
+        aor: None,
     })
 }
 

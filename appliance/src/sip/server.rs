@@ -40,6 +40,11 @@ pub struct SipStats {
     /// Messages not answered: responses, ACKs, unaddressable garbage.
     pub dropped: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Where the addresses-of-record of redirected REGISTERs go (pool name,
+    /// AoR), to be remembered in the store; `None` in tests without one.
+    pub seen: Option<tokio::sync::mpsc::Sender<(String, String)>>,
+    /// Seen AoRs not remembered because the writer fell behind.
+    pub seen_dropped: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,13 @@ fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) 
                     }
                 }
                 _ => {}
+            }
+            if let (Some((pool, _)), Some(aor), Some(seen)) =
+                (response.registered_to, response.aor, &stats.seen)
+                && let Some(pool) = view.pools.get(pool)
+                && seen.try_send((pool.name.clone(), aor)).is_err()
+            {
+                stats.seen_dropped.fetch_add(1, Ordering::Relaxed);
             }
             if let Some((pool, member)) = response.registered_to
                 && let Some(member) = view.pools.get(pool).and_then(|p| p.members.get(member))

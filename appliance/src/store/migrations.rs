@@ -70,6 +70,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         installed_at  TEXT NOT NULL
     );
     "#,
+    // 5: the addresses-of-record seen in REGISTERs, per pool, for the
+    // registrar what-if over real users.
+    r#"
+    CREATE TABLE seen_aors (
+        pool       TEXT NOT NULL,
+        aor        TEXT NOT NULL,
+        last_seen  TEXT NOT NULL,
+        PRIMARY KEY (pool, aor)
+    );
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

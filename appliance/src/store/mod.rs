@@ -460,6 +460,33 @@ impl Store {
         Ok(())
     }
 
+    /// Remember addresses-of-record seen in REGISTERs: (pool, aor) pairs.
+    pub fn record_seen_aors(&self, seen: &[(String, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_rfc3339();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO seen_aors (pool, aor, last_seen) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (pool, aor) DO UPDATE SET last_seen = excluded.last_seen",
+            )?;
+            for (pool, aor) in seen {
+                insert.execute(params![pool, aor, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The addresses-of-record seen in a pool's REGISTERs.
+    pub fn seen_aors(&self, pool: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT aor FROM seen_aors WHERE pool = ?1 ORDER BY aor")?;
+        let rows = stmt.query_map(params![pool], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The text of the licence in force (the newest installed).
     pub fn current_licence(&self) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -577,25 +577,32 @@ pub struct WhatIfQuery {
     member: String,
 }
 
-/// What share of users would move off a member if it were drained.
+/// What share of users would move off a member if it were drained: over the
+/// hash space, and over the users seen in REGISTERs.
 pub async fn registrar_what_if(
     State(state): State<AppState>,
     Query(query): Query<WhatIfQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
-    let fraction = view
-        .pool(&query.pool)
-        .and_then(|pool| {
-            let index = pool.members.iter().position(|m| m.name == query.member)?;
-            Some(crate::sip::registrar::drain_fraction(pool, index))
-        })
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "pool {:?} has no member {:?}",
-                query.pool, query.member
-            ))
-        })?;
-    Ok(Json(
-        json!({"pool": query.pool, "member": query.member, "fraction_hash_space": fraction}),
-    ))
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "pool {:?} has no member {:?}",
+            query.pool, query.member
+        ))
+    };
+    let pool = view.pool(&query.pool).ok_or_else(not_found)?;
+    let index = pool
+        .members
+        .iter()
+        .position(|m| m.name == query.member)
+        .ok_or_else(not_found)?;
+    let name = query.pool.clone();
+    let seen = blocking(&state, move |store| store.seen_aors(&name)).await?;
+    Ok(Json(json!({
+        "pool": query.pool,
+        "member": query.member,
+        "fraction_hash_space": crate::sip::registrar::drain_fraction(pool, index),
+        "seen_users": seen.len(),
+        "fraction_seen_users": crate::sip::seen_drain_fraction(pool, index, &seen),
+    })))
 }
