@@ -226,12 +226,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         shutdown.child_token(),
     ));
-    let router = web::router(web::AppState::new(
-        publisher.clone(),
-        store.clone(),
-        licensing,
-        setup_code,
-    ));
+    let dns_stats = Arc::new(dns::DnsStats::default());
+    let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
+    app_state.dns_stats = Arc::clone(&dns_stats);
+    app_state.sip_stats = Arc::clone(&sip_stats);
+    let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
@@ -251,7 +250,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         dns_listeners,
         publisher.subscribe(),
         store.clone(),
-        Arc::new(dns::DnsStats::default()),
+        dns_stats,
         dns::TcpLimits::default(),
         shutdown.child_token(),
     );

@@ -334,6 +334,13 @@ fn every_route_does_its_job() {
 
     // Metrics in Prometheus text format.
     let metrics = client.get("/metrics").text().expect("text");
+    for family in [
+        "poolgate_dns_queries_total 0",
+        "poolgate_sip_requests_total 0",
+        "poolgate_dns_malformed_total",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
     assert!(
         metrics.contains("poolgate_member_eligible{pool=\"pool01\",member=\"fe01\"} 1"),
         "{metrics}"

@@ -502,6 +502,67 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .iter()
             .map(|(l, m)| (l.clone(), m.counters.registrations.load(Relaxed))),
     );
+    let dns = &state.dns_stats;
+    let sip = &state.sip_stats;
+    for (name, help, value) in [
+        (
+            "poolgate_dns_queries_total",
+            "DNS queries received.",
+            &dns.queries,
+        ),
+        (
+            "poolgate_dns_malformed_total",
+            "DNS queries answered FORMERR.",
+            &dns.malformed,
+        ),
+        (
+            "poolgate_dns_dropped_total",
+            "DNS packets dropped unanswered.",
+            &dns.dropped,
+        ),
+        (
+            "poolgate_dns_truncated_total",
+            "DNS answers truncated (TC) over UDP.",
+            &dns.truncated,
+        ),
+        (
+            "poolgate_dns_tcp_rejected_total",
+            "DNS TCP connections refused over the cap.",
+            &dns.tcp_rejected,
+        ),
+        (
+            "poolgate_sip_requests_total",
+            "SIP messages received.",
+            &sip.requests,
+        ),
+        (
+            "poolgate_sip_redirects_total",
+            "SIP requests answered 301.",
+            &sip.redirects,
+        ),
+        (
+            "poolgate_sip_bad_requests_total",
+            "SIP requests answered 400.",
+            &sip.bad_requests,
+        ),
+        (
+            "poolgate_sip_dropped_total",
+            "SIP messages dropped unanswered.",
+            &sip.dropped,
+        ),
+        (
+            "poolgate_sip_connections_refused_total",
+            "SIP TCP connections refused over the cap.",
+            &sip.connections_refused,
+        ),
+    ] {
+        family(
+            name,
+            "counter",
+            help,
+            &mut std::iter::once((String::new(), value.load(Relaxed))),
+        );
+    }
     family(
         "poolgate_view_generation",
         "gauge",

@@ -60,6 +60,9 @@ pub struct AppState {
     pub setup_code: Option<Arc<str>>,
     pub login_limiter: Arc<auth::LoginLimiter>,
     pub licensing: crate::license::Licensing,
+    /// Counters of the DNS and SIP services, for `/metrics`.
+    pub dns_stats: Arc<crate::dns::DnsStats>,
+    pub sip_stats: Arc<crate::sip::SipStats>,
 }
 
 impl AppState {
@@ -76,6 +79,8 @@ impl AppState {
             setup_code: setup_code.map(Arc::from),
             login_limiter: Arc::default(),
             licensing,
+            dns_stats: Arc::default(),
+            sip_stats: Arc::default(),
         }
     }
 }
