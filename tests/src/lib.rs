@@ -403,6 +403,9 @@ impl AdminClient {
     }
 }
 
+/// A peer process (sipp, simulated members) killed when the test ends.
+pub use sipp::Peer;
+
 /// Real sipp runs for the SIP tests.
 pub mod sipp {
     use std::net::SocketAddr;

@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolgate_e2e::dig::dig;
-use poolgate_e2e::sipp::{Peer, run_sipp, sipp_available};
-use poolgate_e2e::{AdminClient, Poolgate, binary, free_port, loopback_example, poolgate_cli};
+use poolgate_e2e::sipp::{run_sipp, sipp_available};
+use poolgate_e2e::{
+    AdminClient, Peer, Poolgate, binary, free_port, loopback_example, poolgate_cli,
+};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";

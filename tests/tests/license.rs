@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use poolgate::license::document::{self, Licence, Limits};
 use poolgate_e2e::dig::dig;
-use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
+use poolgate_e2e::{AdminClient, Peer, Poolgate, loopback_example};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -49,18 +49,50 @@ fn issue(
     )
 }
 
+/// One HTTP request through the VIP answered by a simulated member.
+fn vip_answers(vip: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(vip) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buffer = [0u8; 512];
+    matches!(stream.read(&mut buffer), Ok(n) if String::from_utf8_lossy(&buffer[..n]).contains("X-Member: fe"))
+}
+
 #[test]
 fn evaluation_activation_limits_and_expiry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, keys_file) = vendor_key(dir.path());
+    let config = loopback_example();
+    // Simulated Front Ends behind the VIP, so traffic can be checked too.
+    let demo_config = dir.path().join("demo.toml");
+    std::fs::write(&demo_config, toml::to_string(&config).expect("toml")).expect("write");
+    let _demo = Peer(
+        std::process::Command::new(poolgate_e2e::binary())
+            .args(["demo-members", "--config"])
+            .arg(&demo_config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    );
     let poolgate = Poolgate::start_with_config_env(
         &dir.path().join("var"),
-        &loopback_example(),
+        &config,
         &[],
         &[("POOLGATE_TEST_LICENSE_KEYS", &keys_file)],
     );
-    let listening = poolgate.listening(&["admin", "dns-udp"]);
+    let listening = poolgate.listening(&["admin", "dns-udp", "vip:web-internal"]);
     let dns = listening["dns-udp"][0];
+    let vip = listening["vip:web-internal"][0];
+    assert!(vip_answers(vip), "the VIP serves before activation");
     let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
     let answer_before = dig(dns, &["pool01.contoso.test", "A"]).data("A");
     assert!(!answer_before.is_empty());
@@ -179,4 +211,8 @@ fn evaluation_activation_limits_and_expiry() {
     let mut expected = answer_before;
     expected.remove("127.0.0.11");
     assert_eq!(dig(dns, &["pool01.contoso.test", "A"]).data("A"), expected);
+    assert!(
+        vip_answers(vip),
+        "the VIP keeps serving with an expired licence"
+    );
 }
