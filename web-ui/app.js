@@ -174,6 +174,20 @@ $("login-form").addEventListener("submit", async (event) => {
   enterDashboard(data.username);
 });
 
+$("registrar-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const uri = new FormData(event.target).get("uri");
+  const { status, data } = await api("GET", `/api/v1/registrar?uri=${encodeURIComponent(uri)}`);
+  const result = $("registrar-result");
+  if (status !== 200) { result.textContent = errorText(data); result.className = "error"; return; }
+  result.className = "";
+  result.replaceChildren(
+    el("span", { "data-home": data.home }, `Home server: ${data.home}. `),
+    `Registers with: ${data.physical.join(" → ")}`,
+    data.backup_mode ? el("strong", {}, " (backup mode: the home server is out of service)") : "",
+    el("br"), `Full failover order: ${data.logical.join(" → ")}`);
+});
+
 $("licence-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);

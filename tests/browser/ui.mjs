@@ -3,7 +3,7 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
-const [base, artifacts, licenceFile] = process.argv.slice(2);
+const [base, artifacts, licenceFile, controlDir] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
 const password = "correct horse battery staple";
 
@@ -41,6 +41,21 @@ try {
   await members.nth(2).waitFor();
   if (await members.count() !== 3) throw new Error(`expected 3 members, saw ${await members.count()}`);
   await shot(page, "dashboard");
+
+  // Three simulated Front Ends are up; one is stopped and turns red with a reason.
+  await page.locator("tr[data-member=fe03] [data-monitor=fe-sip][data-state=up]").waitFor();
+  await shot(page, "all-green");
+  if (controlDir) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(`${controlDir}/stop-fe03`, "");
+    await page.locator("tr[data-member=fe03] [data-monitor=fe-sip][data-state=down] .reason").waitFor({ timeout: 20_000 });
+    await shot(page, "fe03-down");
+  }
+
+  // Registrar lookup.
+  await page.fill("#registrar-form input[name=uri]", "sip:Alice@contoso.test");
+  await page.click("#registrar-form button");
+  await page.locator("#registrar-result [data-home]").waitFor();
 
   const fe02 = page.locator("tr[data-member=fe02]");
   await fe02.locator("button[data-action=drain]").click();

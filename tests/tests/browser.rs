@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use poolgate::license::document;
-use poolgate_e2e::{Poolgate, loopback_example};
+use poolgate_e2e::{Peer, Poolgate, loopback_example};
 
 #[test]
 fn setup_login_dashboard_drain_enable_logout() {
@@ -21,9 +21,50 @@ fn setup_login_dashboard_drain_enable_logout() {
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let keys_file = dir.path().join("keys.txt");
     std::fs::write(&keys_file, document::key_hex(&key.verifying_key())).expect("keys");
+    // Simulated Front Ends; the browser script asks (through a file in
+    // `control`) for fe03 to be stopped, and this test restarts them without it.
+    let config = loopback_example();
+    let demo_all = dir.path().join("demo-all.toml");
+    std::fs::write(&demo_all, toml::to_string(&config).expect("toml")).expect("write");
+    let mut without_fe03 = config.clone();
+    without_fe03["pool"].as_array_mut().expect("pools")[0]["member"]
+        .as_array_mut()
+        .expect("members")
+        .retain(|m| m["name"].as_str() != Some("fe03"));
+    let demo_some = dir.path().join("demo-some.toml");
+    std::fs::write(&demo_some, toml::to_string(&without_fe03).expect("toml")).expect("write");
+    let control = dir.path().join("control");
+    std::fs::create_dir(&control).expect("control dir");
+    let demo = |file: &std::path::Path| {
+        Peer(
+            Command::new(poolgate_e2e::binary())
+                .args(["demo-members", "--config"])
+                .arg(file)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("demo members"),
+        )
+    };
+    let all = demo(&demo_all);
+    let watcher = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let mut all = Some(all);
+            while std::time::Instant::now() < deadline && !control.join("done").exists() {
+                if all.is_some() && control.join("stop-fe03").exists() {
+                    drop(all.take());
+                    return Some(demo(&demo_some));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+    };
     let mut poolgate = Poolgate::start_with_config_env(
         &dir.path().join("var"),
-        &loopback_example(),
+        &config,
         &[],
         &[(
             "POOLGATE_TEST_LICENSE_KEYS",
@@ -52,13 +93,17 @@ fn setup_login_dashboard_drain_enable_logout() {
     let licence_file = dir.path().join("contoso.lic");
     std::fs::write(&licence_file, licence).expect("licence");
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    let _ = std::fs::remove_dir_all(&artifacts);
     let output = Command::new("node")
         .arg(browser_dir.join("ui.mjs"))
         .arg(format!("https://{admin}/"))
         .arg(&artifacts)
         .arg(&licence_file)
+        .arg(&control)
         .output()
         .expect("run node");
+    std::fs::write(control.join("done"), "").expect("done");
+    let _remaining = watcher.join().expect("watcher");
     assert!(
         output.status.success(),
         "{}\n{}",
