@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test lint unit e2e fuzz-smoke bench image image-test clean
+.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -37,11 +37,18 @@ e2e:
 # Fuzz targets need nightly and cargo-fuzz (.ci/run installs them). New
 # inputs go to a scratch corpus, so the committed seed corpus stays as is;
 # add a crash input to appliance/fuzz/corpus/<target>/ once it is fixed.
+# The smoke run in `make test` builds unoptimised (it compiles in a fraction
+# of the time and 20 s still runs the seed corpus and new inputs); `make fuzz`
+# is the long, optimised run.
 FUZZ_SECONDS ?= 20
+FUZZ_PROFILE ?= --dev
 fuzz-smoke:
 	@scratch=$$(mktemp -d) && cd appliance/fuzz && \
-	$(CARGO) +nightly fuzz run dns_request "$$scratch" corpus/dns_request -- -max_total_time=$(FUZZ_SECONDS); \
+	$(CARGO) +nightly fuzz run $(FUZZ_PROFILE) dns_request "$$scratch" corpus/dns_request -- -max_total_time=$(FUZZ_SECONDS); \
 	status=$$?; rm -rf "$$scratch"; exit $$status
+
+fuzz:
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=600 FUZZ_PROFILE=--release
 
 ## Benchmarks against named peers (long; not part of `make test`).
 bench:

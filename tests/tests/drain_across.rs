@@ -142,16 +142,7 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config();
     let config_file = dir.path().join("var.toml");
-    std::fs::write(&config_file, toml::to_string(&config).expect("toml")).expect("write");
-    let _demo = Peer(
-        Command::new(binary())
-            .args(["demo-members", "--config"])
-            .arg(&config_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("demo members"),
-    );
+    let _demo = demo(&config, &config_file, &[]);
     let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
     let listening = poolgate.listening(&["admin", "sip-udp", "vip:web-internal"]);
     let vip = listening["vip:web-internal"][0];
@@ -229,33 +220,8 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
 #[test]
 fn a_disabled_member_loses_its_connections_after_the_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = config();
-    // Different addresses from the other test, which runs in parallel.
-    let pool = config["pool"].as_array_mut().expect("pools")[0]
-        .as_table_mut()
-        .expect("pool");
-    for (i, member) in pool["member"]
-        .as_array_mut()
-        .expect("members")
-        .iter_mut()
-        .enumerate()
-    {
-        member
-            .as_table_mut()
-            .expect("member")
-            .insert("address".into(), format!("127.0.0.{}", 41 + i).into());
-    }
-    let config_file = dir.path().join("var.toml");
-    std::fs::write(&config_file, toml::to_string(&config).expect("toml")).expect("write");
-    let _demo = Peer(
-        Command::new(binary())
-            .args(["demo-members", "--config"])
-            .arg(&config_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("demo members"),
-    );
+    let config = config_at(41);
+    let _demo = demo(&config, &dir.path().join("demo.toml"), &[]);
     let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
     let listening = poolgate.listening(&["admin", "vip:web-internal"]);
     let vip = listening["vip:web-internal"][0];
