@@ -66,6 +66,17 @@ pub struct Event {
     pub detail: Option<serde_json::Value>,
 }
 
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Oldest first after this id; `None`: the newest first.
+    pub after: Option<i64>,
+    pub limit: usize,
+    pub kind: Option<String>,
+    pub pool: Option<String>,
+    pub member: Option<String>,
+}
+
 /// An event about to be recorded.
 #[derive(Debug, Clone, Default)]
 pub struct NewEvent {
@@ -351,27 +362,46 @@ impl Store {
 
     /// Events with id greater than `after`, oldest first, at most `limit`.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.query_events(
-            "SELECT id, at, kind, pool, member, message, detail FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-            after,
+        self.events(&EventFilter {
+            after: Some(after),
             limit,
-        )
+            ..EventFilter::default()
+        })
     }
 
     /// The newest `limit` events, newest first.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.query_events(
-            "SELECT id, at, kind, pool, member, message, detail FROM events WHERE id > ?1 ORDER BY id DESC LIMIT ?2",
-            0,
+        self.events(&EventFilter {
             limit,
-        )
+            ..EventFilter::default()
+        })
     }
 
-    fn query_events(&self, sql: &str, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    /// Events matching `filter`: oldest first after `filter.after`, else
+    /// the newest first. The filtering happens in SQL (the index on pool,
+    /// member and id serves the per-member queries).
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let order = if filter.after.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        let sql = format!(
+            "SELECT id, at, kind, pool, member, message, detail FROM events
+             WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR pool = ?3) AND (?4 IS NULL OR member = ?4)
+             ORDER BY id {order} LIMIT ?5"
+        );
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(sql)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![after, limit], |row| {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let params = params![
+            filter.after.unwrap_or(0),
+            filter.kind,
+            filter.pool,
+            filter.member,
+            limit
+        ];
+        let rows = stmt.query_map(params, |row| {
             let detail: Option<String> = row.get(6)?;
             Ok(Event {
                 id: row.get(0)?,

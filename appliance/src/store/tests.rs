@@ -271,3 +271,37 @@ fn records_a_batch_of_events_in_order() {
     let messages: Vec<&str> = stored.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages, ["event 0", "event 1", "event 2"]);
 }
+
+#[test]
+fn event_filters_apply_before_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.commit_config(&example(), "test").expect("commit");
+    store
+        .set_admin_state("pool01", "fe03", AdminState::Disabled, "test")
+        .expect("disable");
+    let noise: Vec<NewEvent> = (0..200)
+        .map(|i| NewEvent {
+            kind: "health",
+            pool: Some("pool01".into()),
+            member: Some("fe01".into()),
+            message: format!("noise {i}"),
+            detail: None,
+        })
+        .collect();
+    store.record_events(&noise).expect("noise");
+    let found = store
+        .events(&EventFilter {
+            limit: 5,
+            kind: Some("admin".into()),
+            member: Some("fe03".into()),
+            ..EventFilter::default()
+        })
+        .expect("events");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].member.as_deref(), Some("fe03"));
+    let newest = store.recent_events(3).expect("recent");
+    assert_eq!(newest[0].message, "noise 199");
+    let oldest = store.events_after(0, 2).expect("after");
+    assert_eq!(oldest[0].kind, "config");
+}

@@ -2,7 +2,6 @@
 //! they validate, commit to the store, then hand an `Update` to the
 //! publisher, which is the one writer of `PoolView`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -412,25 +411,14 @@ pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let after = query.after;
-    let mut events = blocking(&state, move |store| match after {
-        Some(after) => store.events_after(after, 10_000),
-        None => store.recent_events(10_000),
-    })
-    .await?;
-    events.retain(|event| {
-        query.kind.as_ref().is_none_or(|k| &event.kind == k)
-            && query
-                .pool
-                .as_ref()
-                .is_none_or(|p| event.pool.as_ref() == Some(p))
-            && query
-                .member
-                .as_ref()
-                .is_none_or(|m| event.member.as_ref() == Some(m))
-    });
-    events.truncate(limit);
+    let filter = crate::store::EventFilter {
+        after: query.after,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        kind: query.kind,
+        pool: query.pool,
+        member: query.member,
+    };
+    let events = blocking(&state, move |store| store.events(&filter)).await?;
     Ok(Json(json!({"events": events})))
 }
 
@@ -444,7 +432,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                let _ = if labels.is_empty() {
+                    writeln!(out, "{name} {value}")
+                } else {
+                    writeln!(out, "{name}{{{labels}}} {value}")
+                };
             }
         };
     let members: Vec<(String, &crate::state::MemberView)> = view
@@ -464,16 +456,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .iter()
             .map(|(l, m)| (l.clone(), u64::from(m.eligible))),
     );
-    let states: BTreeMap<&str, u64> = AdminState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     family(
         "poolgate_member_admin_state",
         "gauge",
         "1 for the member's current admin state.",
         &mut members.iter().flat_map(|(l, m)| {
-            states.keys().map(move |s| {
+            AdminState::ALL.iter().map(move |s| {
                 (
-                    format!("{l},state=\"{s}\""),
-                    u64::from(m.admin_state.as_str() == *s),
+                    format!("{l},state=\"{}\"", s.as_str()),
+                    u64::from(m.admin_state == *s),
                 )
             })
         }),
@@ -574,7 +565,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out.replace("{}", ""),
+        out,
     )
         .into_response()
 }
