@@ -393,6 +393,14 @@ impl AdminClient {
         self.csrf = body["csrf_token"].as_str().map(str::to_owned);
     }
 
+    /// The members of the first pool, as `GET /api/v1/status` shows them.
+    pub fn members(&self) -> Vec<serde_json::Value> {
+        self.json("/api/v1/status")["pools"][0]["members"]
+            .as_array()
+            .expect("members")
+            .clone()
+    }
+
     /// First-boot setup plus login: a client ready for protected routes.
     pub fn setup_and_login(address: SocketAddr, password: &str) -> Self {
         let mut client = Self::new(address);
@@ -401,6 +409,17 @@ impl AdminClient {
         client.login("admin", password);
         client
     }
+}
+
+/// Poll `check` until it holds; panics naming `what` after `timeout`.
+/// Returns how long it took.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
 }
 
 /// A peer process (sipp, simulated members) killed when the test ends.

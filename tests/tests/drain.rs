@@ -7,21 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use poolgate_e2e::{AdminClient, Poolgate, free_port, loopback_example};
+use poolgate_e2e::{AdminClient, Poolgate, free_port, loopback_example, wait_for};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
 fn member(client: &AdminClient, index: usize) -> Value {
-    client.json("/api/v1/status")["pools"][0]["members"][index].clone()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.members()[index].clone()
 }
 
 #[test]

@@ -2,17 +2,19 @@
 //! binary with simulated Front Ends (`poolgate demo-members`), a long-lived
 //! VIP connection, new VIP connections, sipp REGISTERs and `dig`.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolgate_e2e::dig::dig;
 use poolgate_e2e::sipp::{run_sipp, sipp_available};
 use poolgate_e2e::{
-    AdminClient, Peer, Poolgate, binary, free_port, loopback_example, poolgate_cli,
+    AdminClient, Peer, Poolgate, binary, free_port, loopback_example, poolgate_cli, wait_for,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -73,20 +75,52 @@ fn request(stream: &mut TcpStream) -> String {
         .to_owned()
 }
 
-fn members(client: &AdminClient) -> Vec<Value> {
-    client.json("/api/v1/status")["pools"][0]["members"]
-        .as_array()
-        .expect("members")
-        .clone()
+/// Simulated members, poolgate on `config`, and a logged-in admin client,
+/// ready once every member is up for `monitor`.
+struct Running {
+    demo: Peer,
+    poolgate: Poolgate,
+    listening: HashMap<String, Vec<SocketAddr>>,
+    client: AdminClient,
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+fn start(dir: &Path, config: &toml::Table, monitor: &str) -> Running {
+    let demo = demo(config, &dir.join("demo.toml"), &[]);
+    let poolgate = Poolgate::start_with_config(&dir.join("var"), config, &[]);
+    let listening = poolgate.listening(&["admin", "dns-udp", "sip-udp", "vip:web-internal"]);
+    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
+    wait_for("every member up", Duration::from_secs(15), || {
+        client
+            .members()
+            .iter()
+            .all(|m| m["health"][monitor]["state"] == "up")
+    });
+    Running {
+        demo,
+        poolgate,
+        listening,
+        client,
     }
-    started.elapsed()
+}
+
+/// Open VIP connections until one lands on `member` (round-robin) and keep it.
+fn connection_to(vip: SocketAddr, member: &str) -> TcpStream {
+    (0..10)
+        .find_map(|_| {
+            let mut stream = TcpStream::connect(vip).expect("connect");
+            (request(&mut stream) == member).then_some(stream)
+        })
+        .unwrap_or_else(|| panic!("round-robin never reached {member}"))
+}
+
+/// Drain, enable or disable `member` through the API.
+fn act(client: &AdminClient, member: &str, action: &str) {
+    let path = format!("/api/v1/pools/pool01/members/{member}/{action}");
+    assert_eq!(
+        client.post(&path, &json!({})).status().as_u16(),
+        200,
+        "{action} {member}"
+    );
 }
 
 /// A user whose home (head of the logical sequence) is `home`, and the
@@ -112,13 +146,7 @@ fn user_homed_on(config_file: &str, home: &str) -> (String, String) {
 }
 
 /// sipp REGISTER as `user`; the 301's first Contact (q=0.7) must be `first`.
-fn register_redirects_first_to(
-    dir: &std::path::Path,
-    target: SocketAddr,
-    user: &str,
-    first: &str,
-    port: i64,
-) {
+fn register_redirects_first_to(dir: &Path, target: SocketAddr, user: &str, first: &str, port: i64) {
     if !sipp_available() {
         return;
     }
@@ -141,29 +169,17 @@ fn register_redirects_first_to(
 fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_enable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config();
-    let config_file = dir.path().join("var.toml");
-    let _demo = demo(&config, &config_file, &[]);
-    let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
-    let listening = poolgate.listening(&["admin", "sip-udp", "vip:web-internal"]);
-    let vip = listening["vip:web-internal"][0];
-    let sip = listening["sip-udp"][0];
-    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
-    wait_for("every member up", Duration::from_secs(15), || {
-        members(&client).iter().all(|m| {
-            m["health"]["fe-web"]["state"] == "up" && m["health"]["fe-sip"]["state"] == "up"
-        })
-    });
+    let Running {
+        demo: _demo,
+        poolgate: _poolgate,
+        listening,
+        client,
+    } = start(dir.path(), &config, "fe-sip");
+    let (vip, sip) = (listening["vip:web-internal"][0], listening["sip-udp"][0]);
 
     // A long-lived connection that lands on fe02.
-    let mut long = (0..10)
-        .find_map(|_| {
-            let mut stream = TcpStream::connect(vip).expect("connect");
-            (request(&mut stream) == "fe02").then_some(stream)
-        })
-        .expect("round-robin reaches fe02");
-
-    let drain = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
-    assert_eq!(drain.status().as_u16(), 200);
+    let mut long = connection_to(vip, "fe02");
+    act(&client, "fe02", "drain");
     for _ in 0..3 {
         assert_eq!(
             request(&mut long),
@@ -179,13 +195,13 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
             "new connection {i} reached the draining member"
         );
     }
-    let fe02 = &members(&client)[1];
+    let fe02 = &client.members()[1];
     assert_eq!(fe02["drain"]["state"], "draining", "{fe02}");
     assert_eq!(fe02["active_connections"], 1);
 
     // SIP: a user homed on fe02 is sent to the next member while it drains.
-    let config_path = config_file.to_str().expect("utf-8");
-    let (user, next) = user_homed_on(config_path, "fe02");
+    let config_path = dir.path().join("var.toml");
+    let (user, next) = user_homed_on(config_path.to_str().expect("utf-8"), "fe02");
     let port = config["pool"][0]["registrar_port"]
         .as_integer()
         .expect("port");
@@ -194,7 +210,7 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
     // The last connection closes: drained within a second.
     drop(long);
     let took = wait_for("drained", Duration::from_secs(5), || {
-        members(&client)[1]["drain"]["state"] == "drained"
+        client.members()[1]["drain"]["state"] == "drained"
     });
     assert!(
         took <= Duration::from_secs(1),
@@ -202,13 +218,7 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
     );
 
     // Enable: users return home, and new connections reach fe02 again.
-    assert_eq!(
-        client
-            .post("/api/v1/pools/pool01/members/fe02/enable", &json!({}))
-            .status()
-            .as_u16(),
-        200
-    );
+    act(&client, "fe02", "enable");
     register_redirects_first_to(dir.path(), sip, &user, "fe02", port);
     let reached = (0..6).any(|_| {
         let mut stream = TcpStream::connect(vip).expect("connect");
@@ -220,30 +230,14 @@ fn a_drained_member_keeps_its_connections_gets_no_new_work_and_returns_home_on_e
 #[test]
 fn a_disabled_member_loses_its_connections_after_the_grace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_at(41);
-    let _demo = demo(&config, &dir.path().join("demo.toml"), &[]);
-    let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
-    let listening = poolgate.listening(&["admin", "vip:web-internal"]);
-    let vip = listening["vip:web-internal"][0];
-    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
-    wait_for("every member up", Duration::from_secs(15), || {
-        members(&client)
-            .iter()
-            .all(|m| m["health"]["fe-web"]["state"] == "up")
-    });
-    let mut long = (0..10)
-        .find_map(|_| {
-            let mut stream = TcpStream::connect(vip).expect("connect");
-            (request(&mut stream) == "fe03").then_some(stream)
-        })
-        .expect("round-robin reaches fe03");
-    assert_eq!(
-        client
-            .post("/api/v1/pools/pool01/members/fe03/disable", &json!({}))
-            .status()
-            .as_u16(),
-        200
-    );
+    let Running {
+        demo: _demo,
+        poolgate: _poolgate,
+        listening,
+        client,
+    } = start(dir.path(), &config_at(41), "fe-web");
+    let mut long = connection_to(listening["vip:web-internal"][0], "fe03");
+    act(&client, "fe03", "disable");
     long.set_read_timeout(Some(Duration::from_secs(15)))
         .expect("timeout");
     let started = Instant::now();
@@ -263,7 +257,7 @@ fn a_disabled_member_loses_its_connections_after_the_grace() {
 
 /// Simulated members for `config` (written to `file`), optionally without
 /// some of them.
-fn demo(config: &toml::Table, file: &std::path::Path, without: &[&str]) -> Peer {
+fn demo(config: &toml::Table, file: &Path, without: &[&str]) -> Peer {
     let mut config = config.clone();
     let pool = config["pool"].as_array_mut().expect("pools")[0]
         .as_table_mut()
@@ -293,29 +287,20 @@ fn dns_follows_drain_disable_restart_and_a_failed_member() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_at(51);
     let data = dir.path().join("var");
-    let _all = demo(&config, &dir.path().join("demo-all.toml"), &[]);
-    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
-    let listening = poolgate.listening(&["admin", "dns-udp", "sip-udp"]);
+    let Running {
+        demo: all_members,
+        poolgate,
+        listening,
+        client,
+    } = start(dir.path(), &config, "fe-sip");
     let dns = listening["dns-udp"][0];
-    let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
-    wait_for("every member up", Duration::from_secs(15), || {
-        members(&client)
-            .iter()
-            .all(|m| m["health"]["fe-sip"]["state"] == "up")
-    });
     let all: std::collections::BTreeSet<String> = ["127.0.0.51", "127.0.0.52", "127.0.0.53"]
         .map(String::from)
         .into();
     assert_eq!(pool_answer(dns), all);
 
     // Draining: never in the pool answer, still under its own name.
-    assert_eq!(
-        client
-            .post("/api/v1/pools/pool01/members/fe02/drain", &json!({}))
-            .status()
-            .as_u16(),
-        200
-    );
+    act(&client, "fe02", "drain");
     for _ in 0..20 {
         assert!(
             !pool_answer(dns).contains("127.0.0.52"),
@@ -340,23 +325,11 @@ fn dns_follows_drain_disable_restart_and_a_failed_member() {
     );
     let mut client = AdminClient::new(listening["admin"][0]);
     client.login("admin", PASSWORD);
-    assert_eq!(members(&client)[1]["admin_state"], "draining");
+    assert_eq!(client.members()[1]["admin_state"], "draining");
 
     // Disabled: gone from every answer, its own name included.
-    assert_eq!(
-        client
-            .post("/api/v1/pools/pool01/members/fe02/enable", &json!({}))
-            .status()
-            .as_u16(),
-        200
-    );
-    assert_eq!(
-        client
-            .post("/api/v1/pools/pool01/members/fe03/disable", &json!({}))
-            .status()
-            .as_u16(),
-        200
-    );
+    act(&client, "fe02", "enable");
+    act(&client, "fe03", "disable");
     assert_eq!(dig(dns, &["fe03.contoso.test", "A"]).status, "NXDOMAIN");
     wait_for("fe02 back", Duration::from_secs(5), || {
         pool_answer(dns).contains("127.0.0.52")
@@ -367,7 +340,7 @@ fn dns_follows_drain_disable_restart_and_a_failed_member() {
     // + timeout (1 s × 2 + 0.5 s), and its users are sent to the next member.
     let config_path = dir.path().join("var.toml");
     let (user, next) = user_homed_on(config_path.to_str().expect("utf-8"), "fe01");
-    drop(_all);
+    drop(all_members);
     let _without_fe01 = demo(&config, &dir.path().join("demo-some.toml"), &["fe01"]);
     let gone = wait_for("fe01 out of DNS", Duration::from_secs(10), || {
         !pool_answer(dns).contains("127.0.0.51")
@@ -397,31 +370,16 @@ fn a_drain_deadline_resets_stuck_connections_only_when_asked() {
             .expect("pool");
         pool.insert("drain_timeout_s".into(), 2.into());
         pool.insert("drop_at_deadline".into(), drop_at_deadline.into());
-        let _demo = demo(&config, &dir.path().join("demo.toml"), &[]);
-        let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
-        let listening = poolgate.listening(&["admin", "vip:web-internal"]);
-        let vip = listening["vip:web-internal"][0];
-        let client = AdminClient::setup_and_login(listening["admin"][0], PASSWORD);
-        wait_for("every member up", Duration::from_secs(15), || {
-            members(&client)
-                .iter()
-                .all(|m| m["health"]["fe-web"]["state"] == "up")
-        });
-        let mut stuck = (0..10)
-            .find_map(|_| {
-                let mut stream = TcpStream::connect(vip).expect("connect");
-                (request(&mut stream) == "fe01").then_some(stream)
-            })
-            .expect("round-robin reaches fe01");
-        assert_eq!(
-            client
-                .post("/api/v1/pools/pool01/members/fe01/drain", &json!({}))
-                .status()
-                .as_u16(),
-            200
-        );
+        let Running {
+            demo: _demo,
+            poolgate: _poolgate,
+            listening,
+            client,
+        } = start(dir.path(), &config, "fe-web");
+        let mut stuck = connection_to(listening["vip:web-internal"][0], "fe01");
+        act(&client, "fe01", "drain");
         wait_for("overdue", Duration::from_secs(6), || {
-            members(&client)[0]["drain"]["overdue"] == true
+            client.members()[0]["drain"]["overdue"] == true
         });
         std::thread::sleep(Duration::from_millis(500));
         stuck
@@ -438,7 +396,7 @@ fn a_drain_deadline_resets_stuck_connections_only_when_asked() {
             assert!(!alive, "the stuck connection was not reset at the deadline");
         } else {
             assert!(alive, "without drop_at_deadline the connection continues");
-            assert_eq!(members(&client)[0]["drain"]["state"], "draining");
+            assert_eq!(client.members()[0]["drain"]["state"], "draining");
         }
     }
 }
