@@ -189,9 +189,7 @@ impl Store {
     ) -> Result<(i64, ConfigDiff), StoreError> {
         let previous = self.desired_config()?;
         let changes = config::diff(previous.as_ref().map(|p| &p.config), config);
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let now = now_rfc3339();
+        self.transact(|tx, now| {
         tx.execute(
             "INSERT INTO config_versions (created_at, source, toml) VALUES (?1, ?2, ?3)",
             params![now, source, config::to_toml(config)],
@@ -210,11 +208,8 @@ impl Store {
                 params![pool, member, state.as_str(), now],
             )?;
         }
-        if !changes.is_empty() || previous.is_none() {
-            insert_event(
-                &tx,
-                &now,
-                &NewEvent {
+        let logged = !changes.is_empty() || previous.is_none();
+        let event = logged.then(|| NewEvent {
                     kind: "config",
                     message: format!("Config version {id} committed from {source}"),
                     detail: Some(serde_json::json!({
@@ -225,11 +220,10 @@ impl Store {
                         "admin_states_set": changes.admin_states.len(),
                     })),
                     ..NewEvent::default()
-                },
-            )?;
-        }
-        tx.commit()?;
-        Ok((id, changes))
+                });
+        Ok((id, event))
+        })
+        .map(|id| (id, changes))
     }
 
     /// The desired config as TOML that `poolgate run --config` accepts again,
@@ -301,8 +295,7 @@ impl Store {
         state: AdminState,
         actor: &str,
     ) -> Result<AdminState, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        self.transact(|tx, now| {
         let previous: Option<String> = tx
             .query_row(
                 "SELECT state FROM member_admin_state WHERE pool = ?1 AND member = ?2",
@@ -316,15 +309,11 @@ impl Store {
                 member: member.to_owned(),
             });
         };
-        let now = now_rfc3339();
         tx.execute(
             "UPDATE member_admin_state SET state = ?3, changed_at = ?4 WHERE pool = ?1 AND member = ?2",
             params![pool, member, state.as_str(), now],
         )?;
-        insert_event(
-            &tx,
-            &now,
-            &NewEvent {
+        let event = NewEvent {
                 kind: "admin",
                 pool: Some(pool.to_owned()),
                 member: Some(member.to_owned()),
@@ -336,10 +325,9 @@ impl Store {
                 detail: Some(
                     serde_json::json!({"from": previous.as_str(), "to": state.as_str(), "actor": actor}),
                 ),
-            },
-        )?;
-        tx.commit()?;
-        Ok(previous)
+            };
+        Ok((previous, Some(event)))
+        })
     }
 
     pub fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
@@ -426,29 +414,20 @@ impl Store {
 
     /// Set (or replace) a user's password, hashed with argon2id.
     pub fn set_password(&self, username: &str, password: &str) -> Result<(), StoreError> {
-        if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(StoreError::WeakPassword);
-        }
         let hash = hash_password(password)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let now = now_rfc3339();
+        self.transact(|tx, now| {
         tx.execute(
             "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
             params![username, hash, now],
         )?;
-        insert_event(
-            &tx,
-            &now,
-            &NewEvent {
+        let event = NewEvent {
                 kind: "admin",
                 message: format!("Password set for {username}"),
                 ..NewEvent::default()
-            },
-        )?;
-        tx.commit()?;
-        Ok(())
+            };
+        Ok(((), Some(event)))
+        })
     }
 
     /// Whether `password` is `username`'s. Unknown users verify as false.
@@ -536,24 +515,18 @@ impl Store {
         customer: &str,
         text: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let now = now_rfc3339();
-        tx.execute(
-            "INSERT INTO licences (licence_id, text, installed_at) VALUES (?1, ?2, ?3)",
-            params![licence_id, text, now],
-        )?;
-        insert_event(
-            &tx,
-            &now,
-            &NewEvent {
+        self.transact(|tx, now| {
+            tx.execute(
+                "INSERT INTO licences (licence_id, text, installed_at) VALUES (?1, ?2, ?3)",
+                params![licence_id, text, now],
+            )?;
+            let event = NewEvent {
                 kind: "license",
                 message: format!("Licence {licence_id} for {customer} installed"),
                 ..NewEvent::default()
-            },
-        )?;
-        tx.commit()?;
-        Ok(())
+            };
+            Ok(((), Some(event)))
+        })
     }
 
     /// Read a setting, or store `make()`'s value if there is none yet.
@@ -722,39 +695,52 @@ impl Store {
     /// Set the first admin's password, atomically refusing if any admin
     /// exists. Returns false (and writes nothing) when one does.
     pub fn set_first_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
-        if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(StoreError::WeakPassword);
-        }
         let hash = hash_password(password)?;
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.transact(|tx, now| {
         let exists: bool =
             tx.query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| {
                 row.get(0)
             })?;
         if exists {
-            return Ok(false);
+            return Ok((false, None));
         }
-        let now = now_rfc3339();
         tx.execute(
             "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
             params![username, hash, now],
         )?;
-        insert_event(
-            &tx,
-            &now,
-            &NewEvent {
+        let event = NewEvent {
                 kind: "admin",
                 message: format!("First-boot setup: password set for {username}"),
                 ..NewEvent::default()
-            },
-        )?;
+            };
+        Ok((true, Some(event)))
+        })
+    }
+
+    /// Run `write` in one immediate transaction with the current time; the
+    /// event it returns is logged in the same transaction, so a change and
+    /// its event are durable together or not at all.
+    fn transact<T>(
+        &self,
+        write: impl FnOnce(&Transaction<'_>, &str) -> Result<(T, Option<NewEvent>), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_rfc3339();
+        let (value, event) = write(&tx, &now)?;
+        if let Some(event) = event {
+            insert_event(&tx, &now, &event)?;
+        }
         tx.commit()?;
-        Ok(true)
+        Ok(value)
     }
 }
 
+/// Check the password's strength and hash it with argon2id.
 fn hash_password(password: &str) -> Result<String, StoreError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(StoreError::WeakPassword);
+    }
     let salt = SaltString::generate(&mut OsRng);
     Ok(Argon2::default()
         .hash_password(password.as_bytes(), &salt)
