@@ -102,7 +102,7 @@ kill -TERM "$poolgate_pid"
 wait "$poolgate_pid" || true
 poolgate_pid=""
 
-peer="not run (haproxy not installed)"
+peer=""  # "cpu rss" once HAProxy has run
 if command -v haproxy >/dev/null; then
     {
         printf 'global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 500ms\n    timeout client 5s\n    timeout server 5s\n'

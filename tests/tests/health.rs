@@ -427,8 +427,27 @@ async fn failures_are_explained_in_plain_words() {
     // HTTPS that is fine but lacks the expected body.
     let (good_ca, good_acceptor) = certificates("127.0.0.27", false);
     let wrong_body = Server::tls(address("127.0.0.27", 0), good_acceptor, "maintenance").await;
+    // A listener whose accept queue is full (backlog 0, one connection
+    // waiting, never accepted): the kernel drops further SYNs, as on a
+    // member too busy to accept, and connecting times out.
+    let backlog_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    backlog_socket
+        .bind(address("127.0.0.28", 0))
+        .expect("bind backlog listener");
+    let backlog = backlog_socket.local_addr().expect("addr");
+    let _backlog_listener = backlog_socket.listen(0).expect("listen");
+    let _queued = std::net::TcpStream::connect_timeout(&backlog, Duration::from_secs(1))
+        .expect("fill the accept queue");
 
     let config = config(&[
+        (
+            "backlog",
+            "127.0.0.28",
+            monitor(&format!(
+                "type = \"tcp\"\nport = {}\n{common}",
+                backlog.port()
+            )),
+        ),
         (
             "refused",
             "127.0.0.21",
@@ -492,6 +511,7 @@ async fn failures_are_explained_in_plain_words() {
     let wait = Duration::from_secs(10);
     for (pool, reason) in [
         ("refused", "connection refused"),
+        ("backlog", "timeout after 150 ms"),
         ("mute", "timeout after 150 ms"),
         ("expired", "TLS: certificate expired"),
         ("unavailable", "HTTP 503"),

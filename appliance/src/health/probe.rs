@@ -82,6 +82,20 @@ impl ProbeSpec {
     }
 
     async fn run_untimed(&self) -> Result<(), ProbeError> {
+        if self.monitor.kind == MonitorKind::Tcp {
+            // Close with a reset, as HAProxy's checks do: the member is
+            // spared a TIME_WAIT per probe and the prober half the closing
+            // handshake. The connection carried nothing.
+            let stream = connect(self.address).await?;
+            let _ = stream.set_zero_linger();
+            return Ok(());
+        }
+        // The state of a TLS, HTTP or SIP exchange is kilobytes: boxed, it
+        // takes memory while a probe runs, not in every idle target's task.
+        Box::pin(self.run_exchange()).await
+    }
+
+    async fn run_exchange(&self) -> Result<(), ProbeError> {
         let monitor = &*self.monitor;
         match monitor.kind {
             MonitorKind::Tcp => {

@@ -162,8 +162,8 @@ async fn transitions_arrive_on_the_probe_that_completes_a_run() {
     let task = tokio::spawn(run_target(
         key("a", "sip"),
         Hysteresis::new(2, 3, StartState::Up),
-        Duration::from_secs(1),
-        Duration::from_millis(300),
+        begin,
+        Cadence::new(Duration::from_millis(300), Duration::from_secs(1)),
         script,
         tx,
         stop.clone(),
@@ -206,8 +206,8 @@ async fn a_stopped_target_sends_nothing_more() {
     let task = tokio::spawn(run_target(
         key("a", "sip"),
         Hysteresis::new(1, 1, StartState::Up),
-        Duration::from_secs(1),
-        Duration::ZERO,
+        Instant::now(),
+        Cadence::new(Duration::ZERO, Duration::from_secs(1)),
         script,
         tx,
         stop.clone(),
@@ -330,6 +330,52 @@ fn spread_offsets_fill_the_interval_evenly() {
         let max = buckets.iter().max().copied().unwrap_or(0);
         assert!(max <= 12, "a 1 % bucket got {max} of 1000 offsets");
     }
+}
+
+#[test]
+fn cadence_deadlines_sit_on_the_grid_one_interval_apart() {
+    let ms = Duration::from_millis;
+    let mut cadence = Cadence::new(ms(303), ms(1000));
+    let deadlines: Vec<_> = (0..3)
+        .map(|_| cadence.next_at_or_after(Duration::ZERO))
+        .collect();
+    assert_eq!(deadlines, vec![ms(310), ms(1310), ms(2310)]);
+    // An interval off the grid keeps its average: deadlines are rounded up
+    // from the nominal times, never accumulated.
+    let mut cadence = Cadence::new(ms(0), ms(1234));
+    let deadlines: Vec<_> = (0..4)
+        .map(|_| cadence.next_at_or_after(Duration::ZERO))
+        .collect();
+    assert_eq!(deadlines, vec![ms(0), ms(1240), ms(2470), ms(3710)]);
+}
+
+#[test]
+fn cadence_skips_deadlines_missed_in_a_stall() {
+    let ms = Duration::from_millis;
+    let mut cadence = Cadence::new(ms(300), ms(1000));
+    assert_eq!(cadence.next_at_or_after(ms(0)), ms(300));
+    // The runtime stalled until 3.5 s: the probes due at 1.3, 2.3 and 3.3 s
+    // are skipped, not fired back to back, and the phase is kept.
+    assert_eq!(cadence.next_at_or_after(ms(3500)), ms(4300));
+    assert_eq!(cadence.next_at_or_after(ms(3600)), ms(5300));
+    // A deadline exactly now is not skipped.
+    assert_eq!(cadence.next_at_or_after(ms(6300)), ms(6300));
+}
+
+#[test]
+fn a_thousand_targets_fill_each_slot_evenly() {
+    let interval = Duration::from_secs(1);
+    let mut spread = Spread::new(0.42);
+    let mut slots = HashMap::<Duration, u32>::new();
+    for _ in 0..1000 {
+        let mut cadence = Cadence::new(interval.mul_f64(spread.next_offset()), interval);
+        *slots
+            .entry(cadence.next_at_or_after(Duration::ZERO))
+            .or_default() += 1;
+    }
+    // 100 slots in the interval, 10 targets each on average.
+    let max = slots.values().max().copied().unwrap_or(0);
+    assert!(max <= 12, "a 10 ms slot got {max} of 1000 targets");
 }
 
 proptest::proptest! {
