@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::auth::{self, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
-use crate::config::{self, AdminState, ConfigFile};
+use crate::config::{AdminState, ConfigFile};
 use crate::state::{PoolView, Update};
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -35,7 +35,7 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Parse a JSON body into `T`, naming the field that failed.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let field = error.path().to_string();
@@ -46,6 +46,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
             ApiError::Invalid(vec![FieldProblem {
                 field: if field == "." { String::new() } else { field },
                 message: inner.to_string(),
+                line: None,
+                column: None,
             }])
         }
     })
@@ -315,25 +317,16 @@ pub async fn get_config(State(state): State<AppState>) -> Result<Json<Value>, Ap
     }))
 }
 
-/// Replace the desired config: validate, commit, publish. Nothing is written
-/// unless the whole config is valid.
+/// Replace the desired config: validate, commit, publish. The body is JSON,
+/// or TOML with `Content-Type: application/toml` (an exported file). Nothing
+/// is written unless the whole config is valid.
 pub async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let file: ConfigFile = parse_json(&body)?;
-    let config = config::validate(&file).map_err(|errors| {
-        ApiError::Invalid(
-            errors
-                .into_iter()
-                .map(|error| FieldProblem {
-                    field: error.path.to_string(),
-                    message: error.message,
-                })
-                .collect(),
-        )
-    })?;
+    let config = super::configure::parse_config(&headers, &body)?;
     let licensing = state.licensing.clone();
     let licence = tokio::task::spawn_blocking(move || licensing.status()).await??;
     licence.allows(&config).map_err(ApiError::Licence)?;

@@ -14,6 +14,11 @@ use crate::store::StoreError;
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
+    /// Where in an uploaded TOML text the problem lies (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// Reading or writing the appliance certificate failed.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 impl ApiError {
@@ -48,6 +56,8 @@ impl ApiError {
         Self::Invalid(vec![FieldProblem {
             field: field.to_owned(),
             message: message.into(),
+            line: None,
+            column: None,
         }])
     }
 }
@@ -73,7 +83,8 @@ impl IntoResponse for ApiError {
                 | StoreError::StoredConfig { .. }
                 | StoreError::PasswordHash(_),
             )
-            | Self::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Join(_)
+            | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = match &self {
             Self::Invalid(problems) => json!({"error": "invalid input", "fields": problems}),

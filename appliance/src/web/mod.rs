@@ -15,8 +15,10 @@
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
-//! * `GET|PUT /api/v1/config` — desired config as JSON (PUT validates; 422
-//!   with field errors and nothing written)
+//! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
+//!   it validates: 422 with field errors and nothing written)
+//! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
+//!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
 //! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
 //! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
@@ -24,13 +26,17 @@
 //!   physical, home, backup_mode (400 for an unreadable URI)
 //! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the share of users
 //!   (over the hash space) who would move if the member were drained
+//! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version and
+//!   build; the appliance certificate and replacing it (`appliance`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
 //! them and the security tests enumerate them.
 
 pub mod api;
+mod appliance;
 pub mod auth;
+mod configure;
 mod error;
 mod openapi;
 pub mod tls;
@@ -63,6 +69,8 @@ pub struct AppState {
     /// Counters of the DNS and SIP services, for `/metrics`.
     pub dns_stats: Arc<crate::dns::DnsStats>,
     pub sip_stats: Arc<crate::sip::SipStats>,
+    /// The appliance certificate (admin listener and SIP over TLS).
+    pub certificates: Option<Arc<tls::Certificates>>,
 }
 
 impl AppState {
@@ -81,6 +89,7 @@ impl AppState {
             licensing,
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
+            certificates: None,
         }
     }
 }
@@ -205,6 +214,18 @@ pub fn protected_routes() -> Vec<Route> {
             api::put_config
         ),
         spec!(
+            GET,
+            "/api/v1/config/export",
+            "The desired config as TOML (what `poolgate export` prints)",
+            configure::export
+        ),
+        spec!(
+            POST,
+            "/api/v1/config/preview",
+            "What a config (JSON or TOML) would change; validates, writes nothing",
+            configure::preview
+        ),
+        spec!(
             POST,
             "/api/v1/pools/{pool}/members/{member}/{action}",
             "Drain, enable or disable a member",
@@ -234,6 +255,24 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/registrar/what-if",
             "The share of users who would move if a member were drained",
             api::registrar_what_if
+        ),
+        spec!(
+            GET,
+            "/api/v1/system",
+            "Version, build, appliance id and the certificate in use",
+            appliance::system
+        ),
+        spec!(
+            GET,
+            "/api/v1/certificate",
+            "The appliance certificate (admin listener and SIP over TLS)",
+            appliance::certificate
+        ),
+        spec!(
+            PUT,
+            "/api/v1/certificate",
+            "Replace the appliance certificate and key (PEM), checked first",
+            appliance::install_certificate
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
     ]
