@@ -378,7 +378,12 @@ function showFieldErrors(problems, list) {
 async function preview(body, contentType, errors) {
   clearErrors();
   const { status, data } = await request("POST", "/api/v1/config/preview", body, contentType);
-  if (status === 422 && data && data.fields) { showFieldErrors(data.fields, errors); return; }
+  if (status === 422 && data && data.fields) {
+    showFieldErrors(data.fields, errors);
+    const marked = document.querySelectorAll("#config-form .field-error").length;
+    if (marked) errors.prepend(el("li", {}, `${marked} field${marked === 1 ? " needs" : "s need"} fixing: see the marked field${marked === 1 ? "" : "s"} above.`));
+    return;
+  }
   if (status !== 200) { errors.append(el("li", {}, errorText(data))); return; }
   pending = data;
   $("preview").hidden = false;
@@ -386,8 +391,10 @@ async function preview(body, contentType, errors) {
   $("preview-headline").textContent = data.changed
     ? `Compared with the configuration in use (version ${data.based_on_version ?? "none"}):`
     : "This is the configuration in use already: nothing would change.";
-  $("preview-summary").replaceChildren(...data.summary.map((line) => el("li", {}, line)),
-    data.restart_required ? el("li", { class: "warn" }, "poolgate must be restarted for new listen addresses.") : null);
+  const summary = data.summary.map((line) => el("li", {}, line));
+  if (data.changed && !summary.length) summary.push(el("li", {}, "Settings change as the lines below show."));
+  if (data.restart_required) summary.push(el("li", { class: "warn" }, "poolgate must be restarted for new listen addresses."));
+  $("preview-summary").replaceChildren(...summary);
   $("preview-diff").replaceChildren(...data.diff.map(([op, text]) =>
     el("span", { class: { "+": "added", "-": "removed", "…": "skipped" }[op] || "same" }, `${op} ${text}`)));
   $("preview-diff").hidden = data.diff.length === 0;

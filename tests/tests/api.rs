@@ -746,3 +746,72 @@ fn certificate_is_checked_before_it_replaces_the_self_signed_one() {
     let admin = poolgate.address("admin");
     assert!(trusting(admin).is_ok_and(|r| r.status().is_success()));
 }
+
+/// Every route in the router's tables answers a logged-in client: GETs here,
+/// and each change route in the test named beside it, so a route added
+/// without a test fails this one.
+#[test]
+fn every_route_is_exercised() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let changes = [
+        (
+            "POST /api/v1/setup",
+            "setup_happens_once_and_sets_secure_cookies",
+        ),
+        (
+            "POST /api/v1/session",
+            "setup_happens_once_and_sets_secure_cookies",
+        ),
+        ("DELETE /api/v1/session", "every_route_does_its_job"),
+        ("POST /api/v1/tokens", "every_route_does_its_job"),
+        ("DELETE /api/v1/tokens/{id}", "every_route_does_its_job"),
+        (
+            "PUT /api/v1/config",
+            "config_export_preview_and_toml_import",
+        ),
+        (
+            "POST /api/v1/config/preview",
+            "config_export_preview_and_toml_import",
+        ),
+        (
+            "POST /api/v1/pools/{pool}/members/{member}/{action}",
+            "every_route_does_its_job",
+        ),
+        ("POST /api/v1/license", "tests/license.rs, tests/browser.rs"),
+        (
+            "PUT /api/v1/certificate",
+            "certificate_is_checked_before_it_replaces_the_self_signed_one",
+        ),
+    ];
+    let routes: Vec<_> = poolgate::web::open_routes()
+        .into_iter()
+        .chain(poolgate::web::protected_routes())
+        .collect();
+    let mut untested = Vec::new();
+    for route in &routes {
+        let name = format!("{} {}", route.method, route.path);
+        if route.method != Method::GET {
+            if !changes.iter().any(|(changed, _)| *changed == name) {
+                untested.push(name);
+            }
+            continue;
+        }
+        let path = match route.path {
+            "/api/v1/registrar" => "/api/v1/registrar?uri=sip:alice@contoso.test".to_owned(),
+            "/api/v1/registrar/what-if" => {
+                "/api/v1/registrar/what-if?pool=pool01&member=fe01".to_owned()
+            }
+            "/assets/{file}" => "/assets/style.css".to_owned(),
+            "/api/v1/status/stream" => continue, // status_stream_sends_status_events
+            other => concrete(other),
+        };
+        let response = client.get(&path);
+        assert_eq!(response.status().as_u16(), 200, "{name}");
+    }
+    assert!(untested.is_empty(), "routes without a test: {untested:?}");
+    assert_eq!(
+        changes.len(),
+        routes.iter().filter(|r| r.method != Method::GET).count()
+    );
+}

@@ -176,14 +176,15 @@ pub fn text_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<DiffLine
             if i < a.len() && j < b.len() && a[i] == b[j] {
                 full.push(DiffLine::Same(a[i]));
                 (i, j) = (i + 1, j + 1);
-            } else if j < b.len()
-                && (i == a.len() || lcs[i * width + j + 1] >= lcs[(i + 1) * width + j])
+            } else if i < a.len()
+                && (j == b.len() || lcs[(i + 1) * width + j] >= lcs[i * width + j + 1])
             {
-                full.push(DiffLine::Added(b[j]));
-                j += 1;
-            } else {
+                // Removed lines first, as a unified diff shows them.
                 full.push(DiffLine::Removed(a[i]));
                 i += 1;
+            } else {
+                full.push(DiffLine::Added(b[j]));
+                j += 1;
             }
         }
     }

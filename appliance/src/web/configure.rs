@@ -184,3 +184,45 @@ pub fn summary(diff: &ConfigDiff) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn toml_is_chosen_by_content_type() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_toml(&headers));
+        for (value, toml) in [
+            ("application/json", false),
+            ("application/toml; charset=utf-8", true),
+            ("text/plain", true),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_toml(&headers), toml, "{value}");
+        }
+    }
+
+    #[test]
+    fn summary_names_each_change() {
+        let mut diff = ConfigDiff::default();
+        let key = ("pool01".to_owned(), "fe04".to_owned());
+        diff.members_added.insert(key.clone());
+        diff.admin_states
+            .insert(key, crate::config::AdminState::Enabled);
+        diff.admin_states.insert(
+            ("pool01".to_owned(), "fe01".to_owned()),
+            crate::config::AdminState::Disabled,
+        );
+        diff.services_changed.insert("web-internal".to_owned());
+        assert_eq!(
+            summary(&diff),
+            [
+                "Member pool01/fe04 is added",
+                "Member pool01/fe01 becomes disabled",
+                "Virtual service web-internal is changed",
+            ]
+        );
+    }
+}

@@ -465,3 +465,77 @@ fn redirect_to_https(
         .body("Use HTTPS.\n".to_owned())
         .expect("a redirect with a sanitised location is a valid response")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(days: i64) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![
+            "pool.contoso.test".to_owned(),
+            "192.0.2.7".to_owned(),
+        ])
+        .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(2);
+        params.not_after = now + time::Duration::days(days);
+        let cert = params.self_signed(&key).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn provider() -> CryptoProvider {
+        rustls::crypto::ring::default_provider()
+    }
+
+    #[test]
+    fn a_matching_pair_is_described() {
+        let (cert, key) = pair(30);
+        let now = Some(time::OffsetDateTime::now_utc());
+        let checked = checked_pair(&cert, &key, &provider(), now).expect("valid pair");
+        let info = describe(&checked.cert).expect("info");
+        assert_eq!(info.dns_names, ["pool.contoso.test"]);
+        assert_eq!(info.ip_addresses, ["192.0.2.7"]);
+        assert!(info.self_signed);
+        assert_eq!(info.sha256_fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn a_wrong_key_an_expired_certificate_and_garbage_are_refused_by_field() {
+        let (cert, _) = pair(30);
+        let (_, other_key) = pair(30);
+        let (expired, expired_key) = pair(-1);
+        let now = Some(time::OffsetDateTime::now_utc());
+        let field = |result: Result<CertifiedKey, CertificateProblem>| {
+            result.err().map(|problem| problem.field())
+        };
+        assert!(matches!(
+            checked_pair(&cert, &other_key, &provider(), now),
+            Err(CertificateProblem::Mismatch)
+        ));
+        assert_eq!(
+            field(checked_pair(&expired, &expired_key, &provider(), now)),
+            Some("certificate")
+        );
+        assert!(checked_pair(&expired, &expired_key, &provider(), None).is_ok());
+        assert_eq!(
+            field(checked_pair("", &other_key, &provider(), now)),
+            Some("certificate")
+        );
+        assert_eq!(
+            field(checked_pair(&cert, "junk", &provider(), now)),
+            Some("key")
+        );
+    }
+
+    #[test]
+    fn the_written_key_keeps_its_format() {
+        let (_, key) = pair(30);
+        let (label, der) = key_der(&key);
+        let pem = pem_block(label, &der);
+        assert!(
+            PrivateKeyDer::from_pem_slice(pem.as_bytes()).is_ok(),
+            "{pem}"
+        );
+    }
+}
