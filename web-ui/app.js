@@ -17,8 +17,8 @@ function show(section) {
   $("tabs").hidden = section !== "dashboard";
 }
 
-async function request(method, path, body, contentType) {
-  const headers = { "Accept": "application/json" };
+async function request(method, path, body, contentType, extra) {
+  const headers = { "Accept": "application/json", ...(extra || {}) };
   if (body !== undefined) headers["Content-Type"] = contentType;
   if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
   const response = await fetch(path, { method, headers, credentials: "same-origin", body });
@@ -417,7 +417,9 @@ $("import-form").addEventListener("submit", async (event) => {
 
 $("preview-apply").addEventListener("click", async () => {
   if (!pending) return;
-  const { status, data } = await api("PUT", "/api/v1/config", pending.config);
+  // Applied only onto the version it was reviewed against (409 otherwise).
+  const { status, data } = await request("PUT", "/api/v1/config", JSON.stringify(pending.config), "application/json",
+    pending.based_on_version ? { "If-Match": `"${pending.based_on_version}"` } : {});
   if (status !== 200) {
     $("preview-result").className = "error";
     $("preview-result").textContent = errorText(data);

@@ -612,6 +612,32 @@ fn config_export_preview_and_toml_import() {
             .expect("text")
             .contains("ttl = 15")
     );
+
+    // A change reviewed against version 1 does not land on version 2.
+    let reviewed = |version: &str, ttl: u32| {
+        let mut config = client.json("/api/v1/config");
+        config["dns"]["ttl"] = json!(ttl);
+        client
+            .request(Method::PUT, "/api/v1/config")
+            .header("if-match", version)
+            .json(&config)
+            .send()
+            .expect("PUT")
+    };
+    let stale = reviewed("\"1\"", 16);
+    assert_eq!(stale.status().as_u16(), 409);
+    let body: Value = stale.json().expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("version 2")),
+        "{body}"
+    );
+    assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 15);
+    assert_eq!(reviewed("nonsense", 16).status().as_u16(), 400);
+    let fresh = reviewed("\"2\"", 16);
+    assert_eq!(fresh.status().as_u16(), 200);
+    assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 16);
 }
 
 /// A PEM certificate for 127.0.0.1 and its key, valid `from`..`until`.

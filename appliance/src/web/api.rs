@@ -317,9 +317,27 @@ pub async fn get_config(State(state): State<AppState>) -> Result<Json<Value>, Ap
     }))
 }
 
+/// `If-Match: "<config version>"`, when the client sends one: the change was
+/// reviewed against that version and must not land on another.
+fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest("If-Match must be a config version such as \"3\"".to_owned())
+        })
+}
+
 /// Replace the desired config: validate, commit, publish. The body is JSON,
 /// or TOML with `Content-Type: application/toml` (an exported file). Nothing
-/// is written unless the whole config is valid.
+/// is written unless the whole config is valid, nor when `If-Match` names a
+/// version other than the stored one (409: someone else changed it).
 pub async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -330,12 +348,18 @@ pub async fn put_config(
     let licensing = state.licensing.clone();
     let licence = tokio::task::spawn_blocking(move || licensing.status()).await??;
     licence.allows(&config).map_err(ApiError::Licence)?;
+    let expected = expected_version(&headers)?;
     let committed = config.clone();
     let source = format!("API ({})", principal.username);
     let (version, diff) = blocking(&state, move |store| {
-        store.commit_config(&committed, &source)
+        let current = store.desired_config()?.map(|stored| stored.id);
+        match expected {
+            Some(expected) if current != Some(expected) => Ok(Err(current.unwrap_or(0))),
+            _ => store.commit_config(&committed, &source).map(Ok),
+        }
     })
-    .await?;
+    .await?
+    .map_err(|current| ApiError::ConfigChanged { current })?;
     let restart_required = diff.listeners_changed;
     let changed = !diff.is_empty();
     state

@@ -31,6 +31,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(&'static str),
+    /// The config changed since the version the client reviewed.
+    #[error(
+        "the configuration changed since you reviewed it (now version {current}); review again"
+    )]
+    ConfigChanged { current: i64 },
     /// The licence does not allow this change (traffic is never affected).
     #[error("{0}")]
     Licence(String),
@@ -68,7 +73,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConfigChanged { .. } => StatusCode::CONFLICT,
             Self::Licence(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
