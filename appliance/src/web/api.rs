@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
@@ -53,9 +53,10 @@ pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// First-boot setup.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetupBody {
+pub(crate) struct SetupBody {
     password: String,
     #[serde(default)]
     username: Option<String>,
@@ -99,9 +100,10 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Credentials.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     username: String,
     password: String,
 }
@@ -172,9 +174,10 @@ pub async fn logout(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new API token's name (what the script using it is for).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub(crate) struct TokenBody {
     name: String,
 }
 
@@ -202,9 +205,15 @@ pub async fn create_token(
         .into_response())
 }
 
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/tokens`
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<crate::store::TokenInfo>,
+}
+
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens = blocking(&state, |store| store.tokens()).await?;
-    Ok(Json(json!({"tokens": tokens})))
+    Ok(Json(TokenList { tokens }))
 }
 
 pub async fn revoke_token(
@@ -423,11 +432,17 @@ pub struct EventQuery {
     member: Option<String>,
 }
 
+/// `GET /api/v1/events`
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<crate::store::Event>,
+}
+
 /// The event log: newest first, or oldest first after `after`.
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventList>, ApiError> {
     let filter = crate::store::EventFilter {
         after: query.after,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
@@ -436,7 +451,7 @@ pub async fn events(
         member: query.member,
     };
     let events = blocking(&state, move |store| store.events(&filter)).await?;
-    Ok(Json(json!({"events": events})))
+    Ok(Json(EventList { events }))
 }
 
 /// Prometheus text exposition of the current view and counters.
@@ -597,9 +612,10 @@ pub async fn license_status(State(state): State<AppState>) -> Result<Json<Value>
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+/// A licence as the vendor issued it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LicenceBody {
+pub(crate) struct LicenceBody {
     license: String,
 }
 

@@ -56,10 +56,13 @@ pub async fn certificate(State(state): State<AppState>) -> Result<Json<Value>, A
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// A certificate and its key, as PEM text.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CertificateBody {
+pub(crate) struct CertificateBody {
+    /// The server certificate first, then any intermediates.
     certificate: String,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
     key: String,
 }
 

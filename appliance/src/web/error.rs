@@ -5,12 +5,11 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::store::StoreError;
 
 /// One field-named problem, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
@@ -19,6 +18,15 @@ pub struct FieldProblem {
     pub line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// With 422: each problem by the field it is in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldProblem>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,18 +99,27 @@ impl IntoResponse for ApiError {
             | Self::Join(_)
             | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = match &self {
-            Self::Invalid(problems) => json!({"error": "invalid input", "fields": problems}),
-            Self::Store(StoreError::WeakPassword) => json!({
-                "error": "invalid input",
-                "fields": [{"field": "password", "message": self.to_string()}],
-            }),
+        let (error, fields) = match &self {
+            Self::Invalid(problems) => ("invalid input".to_owned(), problems.clone()),
+            Self::Store(StoreError::WeakPassword) => (
+                "invalid input".to_owned(),
+                vec![FieldProblem {
+                    field: "password".to_owned(),
+                    message: self.to_string(),
+                    line: None,
+                    column: None,
+                }],
+            ),
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %self, "API request failed");
-                json!({"error": "internal error; see the appliance log"})
+                (
+                    "internal error; see the appliance log".to_owned(),
+                    Vec::new(),
+                )
             }
-            _ => json!({"error": self.to_string()}),
+            _ => (self.to_string(), Vec::new()),
         };
+        let body = ErrorBody { error, fields };
         let mut response = (status, Json(body)).into_response();
         if let Self::RateLimited { retry_after_s } = self {
             response

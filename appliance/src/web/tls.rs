@@ -72,7 +72,7 @@ impl CertificateProblem {
 }
 
 /// What the UI shows about a certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CertificateInfo {
     pub subject: String,
     pub issuer: String,
