@@ -459,7 +459,7 @@ async function loadSystem() {
     : `${Math.floor(data.uptime_s / 60)} min ${data.uptime_s % 60} s`;
   facts($("system-info"), [
     ["Version", data.version, "version"], ["Build", data.build, "build"], ["Appliance id", data.appliance_id],
-    ["Up for", uptime], ["Configuration version", data.config_version],
+    ["Running slot", data.slot], ["Up for", uptime], ["Configuration version", data.config_version],
   ]);
   describeCertificate($("certificate-info"), data.certificate);
 }

@@ -95,6 +95,8 @@ pub struct Certificates {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// One install at a time: they share the staging files.
+    installing: std::sync::Mutex<()>,
 }
 
 impl ResolvesServerCert for Certificates {
@@ -108,6 +110,7 @@ impl Certificates {
     pub fn load_or_create(data_dir: &Path, names: Vec<String>) -> Result<Arc<Self>, TlsError> {
         let cert_path = data_dir.join(CERT_FILE);
         let key_path = data_dir.join(KEY_FILE);
+        finish_install(&cert_path, &key_path)?;
         if !cert_path.exists() || !key_path.exists() {
             let generated = rcgen::generate_simple_self_signed(names)?;
             let dir = cert_path.parent().expect("certificate path has a parent");
@@ -135,6 +138,7 @@ impl Certificates {
             key_path,
             provider,
             current: RwLock::new(Arc::new(key)),
+            installing: std::sync::Mutex::default(),
         }))
     }
 
@@ -183,9 +187,7 @@ impl Certificates {
             Ok(info) => info,
             Err(problem) => return Ok(Err(problem)),
         };
-        // Normalised PEM of exactly what was checked, key first: a crash in
-        // between leaves the old certificate with a key that does not match,
-        // which start-up reports by name rather than serving the wrong pair.
+        // Normalised PEM of exactly what was checked.
         let (label, der) = key_der(key_pem);
         let key_text = pem_block(label, &der);
         let cert_text: String = key
@@ -193,8 +195,14 @@ impl Certificates {
             .iter()
             .map(|der| pem_block("CERTIFICATE", der.as_ref()))
             .collect();
-        write_private(&self.key_path, key_text.as_bytes()).map_err(io_error(&self.key_path))?;
-        write_private(&self.cert_path, cert_text.as_bytes()).map_err(io_error(&self.cert_path))?;
+        // Both staged in full before either replaces the pair in use, so a
+        // crash at any point leaves a pair that `finish_install` completes
+        // or discards at the next start.
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let (key_new, cert_new) = (staged(&self.key_path), staged(&self.cert_path));
+        write_private(&key_new, key_text.as_bytes()).map_err(io_error(&key_new))?;
+        write_private(&cert_new, cert_text.as_bytes()).map_err(io_error(&cert_new))?;
+        finish_install(&self.cert_path, &self.key_path)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
         tracing::info!(subject = %info.subject, not_after = %info.not_after, "Installed a new appliance certificate");
         Ok(Ok(info))
@@ -328,6 +336,33 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// Where an install stages a file before it replaces `path`.
+fn staged(path: &Path) -> PathBuf {
+    path.with_extension("pem.new")
+}
+
+/// Complete an install that staged its certificate (the last file staged,
+/// so the key is staged or already in place), or discard one that did not
+/// get that far. The key is moved first: with the certificate still staged,
+/// a restart completes the move.
+fn finish_install(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let (key_new, cert_new) = (staged(key_path), staged(cert_path));
+    if cert_new.exists() {
+        if key_new.exists() {
+            std::fs::rename(&key_new, key_path).map_err(io_error(&key_new))?;
+        }
+        std::fs::rename(&cert_new, cert_path).map_err(io_error(&cert_new))?;
+        if let Some(dir) = cert_path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error(dir))?;
+        }
+    } else if key_new.exists() {
+        std::fs::remove_file(&key_new).map_err(io_error(&key_new))?;
+    }
+    Ok(())
 }
 
 /// Write a file only its owner can read, durably, replacing it atomically.
@@ -526,6 +561,31 @@ mod tests {
             field(checked_pair(&cert, "junk", &provider(), now)),
             Some("key")
         );
+    }
+
+    #[test]
+    fn an_interrupted_install_is_completed_or_discarded_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = vec!["localhost".to_owned()];
+        let first = Certificates::load_or_create(dir.path(), names.clone()).expect("generate");
+        let original = first.info().expect("info").sha256_fingerprint;
+        let (cert_path, key_path) = (dir.path().join(CERT_FILE), dir.path().join(KEY_FILE));
+        let (cert, key) = pair(30);
+
+        // Only the key was staged: the install is dropped.
+        std::fs::write(staged(&key_path), &key).expect("stage key");
+        let again = Certificates::load_or_create(dir.path(), names.clone()).expect("load");
+        assert_eq!(again.info().expect("info").sha256_fingerprint, original);
+        assert!(!staged(&key_path).exists());
+
+        // The key moved, the certificate still staged: the install completes.
+        std::fs::write(&key_path, &key).expect("key in place");
+        std::fs::write(staged(&cert_path), &cert).expect("stage certificate");
+        let completed = Certificates::load_or_create(dir.path(), names).expect("load");
+        let info = completed.info().expect("info");
+        assert_ne!(info.sha256_fingerprint, original);
+        assert_eq!(info.dns_names, ["pool.contoso.test"]);
+        assert!(!staged(&cert_path).exists());
     }
 
     #[test]
