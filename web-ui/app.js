@@ -1,28 +1,34 @@
 // poolgate admin UI: plain JavaScript, no build step. Talks only to the
-// REST API; live status arrives as server-sent events.
+// REST API; live status arrives as server-sent events. The configuration
+// editor edits the desired config as the API's JSON model and never more:
+// the appliance validates it (field errors come back by path and are shown
+// next to the field), shows what would change, and applies it on request.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let csrf = null;
 let stream = null;
 
+// ---------------------------------------------------------------- helpers
+
 function show(section) {
   for (const id of ["setup", "login", "dashboard"]) $(id).hidden = id !== section;
   $("logout").hidden = section !== "dashboard";
+  $("tabs").hidden = section !== "dashboard";
 }
 
-async function api(method, path, body) {
-  const headers = { "Accept": "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+async function request(method, path, body, contentType, extra) {
+  const headers = { "Accept": "application/json", ...(extra || {}) };
+  if (body !== undefined) headers["Content-Type"] = contentType;
   if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const response = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const response = await fetch(path, { method, headers, credentials: "same-origin", body });
   let data = null;
   try { data = await response.json(); } catch (_) { /* empty body */ }
   return { status: response.status, data };
 }
+
+const api = (method, path, body) =>
+  request(method, path, body === undefined ? undefined : JSON.stringify(body), "application/json");
 
 function errorText(data) {
   if (!data) return "Something went wrong.";
@@ -31,17 +37,72 @@ function errorText(data) {
 }
 
 function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
+  const svg = ["svg", "polyline", "line", "text"].includes(tag);
+  const node = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
-    if (key === "class") node.className = value;
+    if (key === "class") node.setAttribute("class", value);
+    else if (key === "style") Object.assign(node.style, value); // CSSOM: allowed by the CSP
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
+    else if (value === true) node.setAttribute(key, "");
+    else if (value !== false && value !== null && value !== undefined) node.setAttribute(key, value);
   }
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// ---------------------------------------------------------------- tabs
+
+function selectTab(name) {
+  for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === name);
+  for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
+  if (name === "config") loadConfig();
+  if (name === "events") loadEvents();
+  if (name === "system") { loadSystem(); loadLicence(); }
+}
+
+for (const button of document.querySelectorAll("#tabs button")) {
+  button.addEventListener("click", () => selectTab(button.dataset.tab));
+}
+
+// ---------------------------------------------------------------- status
+
+// Connections per member: one sample per status event, five minutes kept.
+const HISTORY_MS = 5 * 60 * 1000;
+const history = new Map(); // "pool/member" -> [[time, connections]]
+const drainPeak = new Map(); // "pool/member" -> most connections seen while draining
+
+function record(status) {
+  const now = Date.now();
+  for (const pool of status.pools) {
+    for (const m of pool.members) {
+      const key = `${pool.name}/${m.name}`;
+      const samples = history.get(key) || [];
+      samples.push([now, m.active_connections]);
+      while (samples.length && samples[0][0] < now - HISTORY_MS) samples.shift();
+      history.set(key, samples);
+      if (m.drain) drainPeak.set(key, Math.max(drainPeak.get(key) || 0, m.drain.active_connections));
+      else drainPeak.delete(key);
+    }
+  }
+}
+
+function chart(samples) {
+  const width = 160, height = 32, now = Date.now();
+  const peak = Math.max(1, ...samples.map(([, v]) => v));
+  const points = samples.map(([t, v]) => {
+    const x = width - ((now - t) / HISTORY_MS) * width;
+    const y = height - 2 - (v / peak) * (height - 6);
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  }).join(" ");
+  const last = samples.length ? samples[samples.length - 1][1] : 0;
+  return el("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": `connections over the last five minutes, now ${last}, peak ${peak}` },
+  el("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }),
+  el("polyline", { points, class: "series" }),
+  el("text", { x: 2, y: 10, class: "peak" }, `max ${peak}`));
 }
 
 function healthCell(health) {
@@ -55,13 +116,16 @@ function healthCell(health) {
   return cell;
 }
 
-function drainCell(member) {
+function drainCell(key, member) {
   if (!member.drain) return el("td");
   const done = member.drain.state === "drained";
+  const left = member.drain.active_connections;
+  const peak = drainPeak.get(key) || left;
+  const percent = done ? 100 : peak > 0 ? Math.round(100 * (peak - left) / peak) : 0;
   const label = done ? "ready to take offline"
-    : `draining, ${member.drain.active_connections} connections left${member.drain.overdue ? " (overdue)" : ""}`;
+    : `draining, ${left} connections left${member.drain.overdue ? " (overdue)" : ""}`;
   return el("td", { class: "drain", "data-drain": member.drain.state },
-    el("div", { class: `progress${done ? " done" : ""}` }, el("div", { style: `width:${done ? 100 : 40}%` })),
+    el("div", { class: `progress${done ? " done" : ""}` }, el("div", { style: { width: `${percent}%` } })),
     label);
 }
 
@@ -74,18 +138,22 @@ async function act(pool, member, action) {
 }
 
 function renderStatus(status) {
+  record(status);
   const pools = $("pools");
   pools.replaceChildren();
   for (const pool of status.pools) {
-    const rows = pool.members.map((m) => el("tr", { "data-member": m.name, "data-admin-state": m.admin_state },
-      el("td", {}, m.name), el("td", {}, m.address),
-      el("td", { class: `state-${m.admin_state}` }, m.admin_state),
-      healthCell(m.health), drainCell(m),
-      el("td", {}, m.active_connections),
-      el("td", {},
-        el("button", { onclick: () => act(pool.name, m.name, "drain"), "data-action": "drain" }, "Drain"), " ",
-        el("button", { onclick: () => act(pool.name, m.name, "enable"), "data-action": "enable" }, "Enable"), " ",
-        el("button", { class: "danger", onclick: () => act(pool.name, m.name, "disable"), "data-action": "disable" }, "Disable"))));
+    const rows = pool.members.map((m) => {
+      const key = `${pool.name}/${m.name}`;
+      return el("tr", { "data-member": m.name, "data-admin-state": m.admin_state },
+        el("td", {}, m.name), el("td", {}, m.address),
+        el("td", { class: `state-${m.admin_state}` }, m.admin_state),
+        healthCell(m.health), drainCell(key, m),
+        el("td", { class: "connections" }, el("span", { class: "count" }, m.active_connections), chart(history.get(key) || [])),
+        el("td", {},
+          el("button", { onclick: () => act(pool.name, m.name, "drain"), "data-action": "drain" }, "Drain"), " ",
+          el("button", { onclick: () => act(pool.name, m.name, "enable"), "data-action": "enable" }, "Enable"), " ",
+          el("button", { class: "danger", onclick: () => act(pool.name, m.name, "disable"), "data-action": "disable" }, "Disable")));
+    });
     pools.append(
       el("h3", {}, `${pool.name} — ${pool.fqdn}`, pool.failed_open ? " (no member eligible: answering with all enabled)" : ""),
       el("table", { "data-pool": pool.name },
@@ -103,14 +171,319 @@ function renderStatus(status) {
   }
 }
 
+function startStream() {
+  if (stream) stream.close();
+  stream = new EventSource("/api/v1/status/stream");
+  stream.addEventListener("status", (event) => {
+    renderStatus(JSON.parse(event.data));
+    if (!document.querySelector("[data-panel=events]").hidden) loadEvents();
+  });
+}
+
+// ---------------------------------------------------------------- events
+
 async function loadEvents() {
-  const { status, data } = await api("GET", "/api/v1/events?limit=50");
+  const query = new URLSearchParams({ limit: "100" });
+  for (const [key, value] of new FormData($("events-filter"))) if (value.trim()) query.set(key, value.trim());
+  const { status, data } = await api("GET", `/api/v1/events?${query}`);
   if (status !== 200) return;
   $("events").replaceChildren(...data.events.map((e) => {
     const who = e.member && !e.message.includes(`${e.pool}/${e.member}`) ? `${e.pool}/${e.member} ` : "";
-    return el("li", { "data-kind": e.kind }, el("time", {}, e.at), who, e.message);
+    return el("li", { "data-kind": e.kind }, el("time", {}, e.at), el("span", { class: "kind" }, e.kind), who, e.message);
   }));
 }
+
+$("events-filter").addEventListener("submit", (event) => { event.preventDefault(); loadEvents(); });
+$("events-filter").addEventListener("change", () => loadEvents());
+
+// ---------------------------------------------------------------- registrar
+
+$("registrar-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const uri = new FormData(event.target).get("uri");
+  const { status, data } = await api("GET", `/api/v1/registrar?uri=${encodeURIComponent(uri)}`);
+  const result = $("registrar-result");
+  if (status !== 200) { result.replaceChildren(el("p", { class: "error" }, errorText(data))); return; }
+  result.replaceChildren(
+    el("p", {}, el("span", { "data-home": data.home }, `Home server: ${data.home}. `),
+      data.backup_mode ? el("strong", { "data-backup-mode": "" }, "Backup mode: the home server is out of service.") : "In normal mode."),
+    el("p", {}, "Registers with, in order: "),
+    el("ol", { id: "registrar-sequence" }, ...data.physical.map((name) => el("li", {}, name))),
+    el("p", { class: "hint" }, `Full failover order: ${data.logical.join(" → ")}`));
+});
+
+// ---------------------------------------------------------------- config editor
+
+// Field kinds: text, text? (optional), int, int?, ints? (comma list), strs?
+// (comma list), bool, or an array of choices ("" = leave out).
+const MONITOR_FIELDS = [
+  ["name", "Name", "text"], ["type", "Type", ["tcp", "tls", "http", "https", "sip-options"]],
+  ["port", "Port", "int?"], ["interval_ms", "Interval (ms)", "int"], ["timeout_ms", "Timeout (ms)", "int"],
+  ["rise", "Rise", "int"], ["fall", "Fall", "int"], ["start", "Before the first probe", ["up", "down"]],
+  ["path", "HTTP path", "text?"], ["host", "HTTP Host", "text?"], ["expect_status", "Expected status codes", "ints?"],
+  ["body_contains", "Body contains", "text?"], ["transport", "SIP transport", ["", "udp", "tcp", "tls"]],
+  ["sni", "TLS server name", "text?"], ["tls_verify", "Verify TLS certificate", ["", "true", "false"]],
+];
+const POOL_FIELDS = [
+  ["name", "Name", "text"], ["fqdn", "Pool FQDN", "text"], ["aliases", "Aliases", "strs?"],
+  ["monitor", "Monitor", "monitor"], ["registrar_port", "Registrar port", "int"],
+  ["registrar_transport", "Registrar transport", ["tls", "tcp", "udp"]],
+  ["drain_timeout_s", "Drain timeout (s)", "int?"], ["drop_at_deadline", "Reset connections at the drain deadline", "bool"],
+];
+const MEMBER_FIELDS = [
+  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text"],
+  ["weight", "Weight", "int"], ["state", "Admin state", ["enabled", "draining", "disabled"]],
+];
+const SERVICE_FIELDS = [
+  ["name", "Name", "text"], ["address", "Address", "text"], ["port", "Port", "int"],
+  ["extra_ports", "Extra ports", "ints?"], ["pool", "Pool", "pool"], ["monitor", "Monitor (default: the pool's)", "monitor?"],
+  ["scheduler", "Scheduler", ["round-robin", "weighted-round-robin", "least-connections", "source-hash"]],
+  ["persistence", "Persistence", ["none", "source-ip"]], ["persistence_timeout_s", "Persistence timeout (s)", "int"],
+  ["idle_timeout_s", "Idle timeout (s)", "int"], ["connect_timeout_ms", "Connect timeout (ms)", "int"],
+  ["drop_on_down", "Close connections when the member goes down", "bool"],
+];
+const DNS_FIELDS = [["ttl", "Answer TTL (s)", "int"], ["fail_open", "Fail open (answer with all enabled members if none is eligible)", "bool"]];
+
+const TEMPLATES = {
+  monitor: () => ({ name: "", type: "tcp", interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3, start: "up" }),
+  pool: () => ({ name: "", fqdn: "", monitor: (model.monitor && model.monitor[0] && model.monitor[0].name) || "",
+    registrar_port: 5061, registrar_transport: "tls", member: [] }),
+  member: () => ({ name: "", address: "", weight: 1, state: "enabled" }),
+  virtual_service: () => ({ name: "", address: "", port: 443, pool: (model.pool && model.pool[0] && model.pool[0].name) || "",
+    scheduler: "round-robin", persistence: "none", persistence_timeout_s: 1200, idle_timeout_s: 1800, connect_timeout_ms: 3000 }),
+};
+
+let model = null; // the config being edited, in the API's JSON shape
+let loadedVersion = null;
+let pending = null; // a previewed config waiting for Apply
+
+function display(value, kind) {
+  if (value === undefined || value === null) return "";
+  if (Array.isArray(value)) return value.join(", ");
+  if (kind === "bool") return value;
+  return String(value);
+}
+
+function parse(text, kind) {
+  const value = text.trim();
+  const number = (v) => (/^\d+$/.test(v) ? Number(v) : v); // anything else: the appliance names the field
+  if (Array.isArray(kind)) return value === "" ? undefined : value === "true" ? true : value === "false" ? false : value;
+  if (kind.endsWith("?") && value === "") return undefined;
+  if (kind.startsWith("int")) return kind === "ints?" ? value.split(/[\s,]+/).filter(Boolean).map(number) : number(value);
+  if (kind === "strs?") return value.split(/[\s,]+/).filter(Boolean);
+  return value;
+}
+
+function input(object, key, kind, path) {
+  const set = (value) => { if (value === undefined) delete object[key]; else object[key] = value; };
+  if (kind === "bool") {
+    return el("input", { type: "checkbox", checked: Boolean(object[key]), "data-path": path,
+      onchange: (event) => set(event.target.checked) });
+  }
+  let choices = kind;
+  if (kind === "monitor" || kind === "monitor?") choices = [...(kind.endsWith("?") ? [""] : []), ...(model.monitor || []).map((m) => m.name)];
+  if (kind === "pool") choices = (model.pool || []).map((p) => p.name);
+  if (Array.isArray(choices)) {
+    const current = display(object[key]);
+    const options = choices.includes(current) ? choices : [...choices, current];
+    return el("select", { "data-path": path, onchange: (event) => set(parse(event.target.value, kind === "monitor" || kind === "pool" ? "text" : choices)) },
+      ...options.map((c) => el("option", { value: c, selected: c === current }, c === "" ? "(default)" : c)));
+  }
+  return el("input", { value: display(object[key], kind), "data-path": path, spellcheck: "false",
+    inputmode: kind.startsWith("int") ? "numeric" : null, oninput: (event) => set(parse(event.target.value, kind)) });
+}
+
+function fields(object, spec, path) {
+  return el("div", { class: "fields" }, ...spec.map(([key, label, kind]) =>
+    el("label", { class: kind === "bool" ? "check" : null }, label, input(object, key, kind, `${path}${key}`))));
+}
+
+function list(parent, key, path, title, spec, render) {
+  const items = parent[key] || (parent[key] = []);
+  const singular = title.replace(/s$/, "").toLowerCase();
+  return el("div", { class: "list", "data-list": `${path}${key}` },
+    ...items.map((item, i) => {
+      const itemPath = `${path}${key}[${i}]`;
+      return el("fieldset", { "data-path": itemPath },
+        el("legend", {}, `${title.replace(/s$/, "")} ${item.name || i + 1}`),
+        fields(item, spec, `${itemPath}.`),
+        render ? render(item, `${itemPath}.`) : null,
+        el("button", { type: "button", class: "danger", "data-remove": itemPath,
+          onclick: () => { items.splice(i, 1); renderEditor(); } }, `Remove ${singular}`));
+    }),
+    el("button", { type: "button", "data-add": `${path}${key}`,
+      onclick: () => { items.push(TEMPLATES[key](parent)); renderEditor(); } }, `Add ${singular}`));
+}
+
+function renderEditor() {
+  const form = $("config-form");
+  if (!model) { form.replaceChildren(); return; }
+  model.dns = model.dns || { ttl: 30, fail_open: true };
+  form.replaceChildren(
+    el("h3", {}, "Pools"),
+    list(model, "pool", "", "Pools", POOL_FIELDS, (pool, path) =>
+      el("div", { class: "members" }, el("h4", {}, "Members"), list(pool, "member", path, "Members", MEMBER_FIELDS))),
+    el("h3", {}, "Virtual services"),
+    list(model, "virtual_service", "", "Virtual services", SERVICE_FIELDS),
+    el("h3", {}, "Monitors"),
+    list(model, "monitor", "", "Monitors", MONITOR_FIELDS),
+    el("h3", {}, "DNS"),
+    el("fieldset", { "data-path": "dns" }, fields(model.dns, DNS_FIELDS, "dns.")));
+}
+
+async function loadConfig() {
+  const [config, health] = await Promise.all([api("GET", "/api/v1/config"), api("GET", "/api/v1/health")]);
+  if (config.status !== 200) return;
+  model = config.data;
+  loadedVersion = health.data ? health.data.config_version : null;
+  $("config-version").textContent = loadedVersion ? `(version ${loadedVersion})` : "";
+  clearErrors();
+  renderEditor();
+}
+
+function clearErrors() {
+  for (const node of document.querySelectorAll(".field-error")) node.remove();
+  for (const node of document.querySelectorAll(".invalid")) node.classList.remove("invalid");
+  $("config-errors").replaceChildren();
+  $("import-errors").replaceChildren();
+}
+
+// `pool[0].member[1].address` -> `pool[0].member[1]` -> `pool[0].member` ...
+function parentPath(path) {
+  const match = path.match(/^(.*?)(\.[^.[\]]+|\[\d+\])$/);
+  return match ? match[1] : "";
+}
+
+// Show each problem next to the field its path names (or the nearest
+// enclosing one) when it is in the editor; the rest in `list`.
+function showFieldErrors(problems, list) {
+  const inEditor = list === $("config-errors");
+  for (const problem of problems) {
+    let target = null;
+    for (let path = problem.field || ""; inEditor && path && !target; path = parentPath(path)) {
+      target = document.querySelector(`#config-form [data-path="${CSS.escape(path)}"]`);
+    }
+    if (target) {
+      target.classList.add("invalid");
+      const note = el("span", { class: "field-error", "data-error-for": problem.field }, problem.message);
+      if (target.tagName === "FIELDSET") target.prepend(note); else target.after(note);
+    } else {
+      const where = problem.line ? `line ${problem.line}, column ${problem.column}: ` : "";
+      list.append(el("li", { "data-error-for": problem.field || "" },
+        `${problem.field ? `${problem.field}: ` : ""}${where}${problem.message}`));
+    }
+  }
+}
+
+async function preview(body, contentType, errors) {
+  clearErrors();
+  const { status, data } = await request("POST", "/api/v1/config/preview", body, contentType);
+  if (status === 422 && data && data.fields) {
+    showFieldErrors(data.fields, errors);
+    const marked = document.querySelectorAll("#config-form .field-error").length;
+    if (marked) errors.prepend(el("li", {}, `${marked} field${marked === 1 ? " needs" : "s need"} fixing: see the marked field${marked === 1 ? "" : "s"} above.`));
+    return;
+  }
+  if (status !== 200) { errors.append(el("li", {}, errorText(data))); return; }
+  pending = data;
+  $("preview").hidden = false;
+  $("preview-result").textContent = "";
+  $("preview-headline").textContent = data.changed
+    ? `Compared with the configuration in use (version ${data.based_on_version ?? "none"}):`
+    : "This is the configuration in use already: nothing would change.";
+  const summary = data.summary.map((line) => el("li", {}, line));
+  if (data.changed && !summary.length) summary.push(el("li", {}, "Settings change as the lines below show."));
+  if (data.restart_required) summary.push(el("li", { class: "warn" }, "poolgate must be restarted for new listen addresses."));
+  $("preview-summary").replaceChildren(...summary);
+  $("preview-diff").replaceChildren(...data.diff.map(([op, text]) =>
+    el("span", { class: { "+": "added", "-": "removed", "…": "skipped" }[op] || "same" }, `${op} ${text}`)));
+  $("preview-diff").hidden = data.diff.length === 0;
+  $("preview-licence").textContent = data.licence_problem ? `The licence refuses this change: ${data.licence_problem}` : "";
+  $("preview-apply").disabled = !data.changed || Boolean(data.licence_problem);
+  $("preview").scrollIntoView({ block: "nearest" });
+}
+
+$("config-review").addEventListener("click", () => preview(JSON.stringify(model), "application/json", $("config-errors")));
+$("config-reset").addEventListener("click", () => { $("preview").hidden = true; loadConfig(); });
+
+$("import-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const file = form.get("file");
+  const text = file && file.size ? await file.text() : form.get("toml");
+  if (!text.trim()) { $("import-errors").replaceChildren(el("li", {}, "Choose a file or paste a configuration.")); return; }
+  preview(text, "application/toml", $("import-errors"));
+});
+
+$("preview-apply").addEventListener("click", async () => {
+  if (!pending) return;
+  // Applied only onto the version it was reviewed against (409 otherwise).
+  const { status, data } = await request("PUT", "/api/v1/config", JSON.stringify(pending.config), "application/json",
+    pending.based_on_version ? { "If-Match": `"${pending.based_on_version}"` } : {});
+  if (status !== 200) {
+    $("preview-result").className = "error";
+    $("preview-result").textContent = errorText(data);
+    return;
+  }
+  pending = null;
+  $("preview").hidden = true;
+  $("import-form").reset();
+  await loadConfig();
+  $("config-version").textContent = `(version ${data.version}: applied${data.restart_required ? "; restart poolgate for new listen addresses" : ""})`;
+  $("config-version").dataset.applied = data.version;
+});
+
+$("preview-cancel").addEventListener("click", () => { pending = null; $("preview").hidden = true; });
+
+// ---------------------------------------------------------------- system
+
+function facts(target, pairs) {
+  target.replaceChildren(...pairs.filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .flatMap(([k, v, id]) => [el("dt", {}, k), el("dd", { "data-fact": id || null }, v)]));
+}
+
+function describeCertificate(target, cert) {
+  if (!cert) { target.replaceChildren(); return; }
+  facts(target, [
+    ["Subject", cert.subject, "subject"], ["Issuer", cert.self_signed ? `${cert.issuer} (self-signed)` : cert.issuer, "issuer"],
+    ["Names", [...cert.dns_names, ...cert.ip_addresses].join(", ")], ["Valid from", cert.not_before],
+    ["Valid until", cert.not_after, "not_after"], ["Serial", cert.serial], ["SHA-256", cert.sha256_fingerprint, "fingerprint"],
+    ["Chain", `${cert.chain_length} certificate${cert.chain_length === 1 ? "" : "s"}`],
+  ]);
+}
+
+async function loadSystem() {
+  const { status, data } = await api("GET", "/api/v1/system");
+  if (status !== 200) return;
+  const uptime = data.uptime_s >= 3600 ? `${Math.floor(data.uptime_s / 3600)} h ${Math.floor(data.uptime_s % 3600 / 60)} min`
+    : `${Math.floor(data.uptime_s / 60)} min ${data.uptime_s % 60} s`;
+  facts($("system-info"), [
+    ["Version", data.version, "version"], ["Build", data.build, "build"], ["Appliance id", data.appliance_id],
+    ["Running slot", data.slot], ["Up for", uptime], ["Configuration version", data.config_version],
+  ]);
+  describeCertificate($("certificate-info"), data.certificate);
+}
+
+for (const name of ["certificate", "key"]) {
+  document.querySelector(`#certificate-form input[name=${name}_file]`).addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) document.querySelector(`#certificate-form textarea[name=${name}]`).value = await file.text();
+  });
+}
+
+$("certificate-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const { status, data } = await api("PUT", "/api/v1/certificate", { certificate: form.get("certificate"), key: form.get("key") });
+  if (status !== 200) {
+    $("certificate-error").textContent = data && data.fields
+      ? data.fields.map((f) => `${f.field}: ${f.message}`).join(" ") : errorText(data);
+    return;
+  }
+  $("certificate-error").textContent = "";
+  event.target.reset();
+  describeCertificate($("certificate-info"), data);
+});
 
 async function loadLicence() {
   const { status, data } = await api("GET", "/api/v1/license");
@@ -122,18 +495,24 @@ async function loadLicence() {
   $("appliance-id").textContent = data.appliance_id;
 }
 
-function startStream() {
-  if (stream) stream.close();
-  stream = new EventSource("/api/v1/status/stream");
-  stream.addEventListener("status", (event) => { renderStatus(JSON.parse(event.data)); loadEvents(); });
-}
+$("licence-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const { status, data } = await api("POST", "/api/v1/license", { license: form.get("license") });
+  if (status !== 200) { $("licence-error").textContent = errorText(data); return; }
+  $("licence-error").textContent = "";
+  event.target.reset();
+  loadLicence();
+});
+
+// ---------------------------------------------------------------- session
 
 async function enterDashboard(username) {
   $("who").textContent = username;
   show("dashboard");
+  selectTab("status");
   const { data } = await api("GET", "/api/v1/status");
   if (data) renderStatus(data);
-  loadEvents();
   loadLicence();
   startStream();
 }
@@ -171,38 +550,18 @@ $("login-form").addEventListener("submit", async (event) => {
   if (status !== 200) { $("login-error").textContent = status === 401 ? "Wrong user or password." : errorText(data); return; }
   csrf = data.csrf_token;
   event.target.reset();
+  $("login-error").textContent = "";
   enterDashboard(data.username);
-});
-
-$("registrar-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const uri = new FormData(event.target).get("uri");
-  const { status, data } = await api("GET", `/api/v1/registrar?uri=${encodeURIComponent(uri)}`);
-  const result = $("registrar-result");
-  if (status !== 200) { result.textContent = errorText(data); result.className = "error"; return; }
-  result.className = "";
-  result.replaceChildren(
-    el("span", { "data-home": data.home }, `Home server: ${data.home}. `),
-    `Registers with: ${data.physical.join(" → ")}`,
-    data.backup_mode ? el("strong", {}, " (backup mode: the home server is out of service)") : "",
-    el("br"), `Full failover order: ${data.logical.join(" → ")}`);
-});
-
-$("licence-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const { status, data } = await api("POST", "/api/v1/license", { license: form.get("license") });
-  if (status !== 200) { $("licence-error").textContent = errorText(data); return; }
-  $("licence-error").textContent = "";
-  event.target.reset();
-  loadLicence();
-  loadEvents();
 });
 
 $("logout").addEventListener("click", async () => {
   await api("DELETE", "/api/v1/session");
   csrf = null;
   if (stream) stream.close();
+  model = null;
+  pending = null;
+  renderEditor();
+  $("preview").hidden = true;
   show("login");
 });
 

@@ -106,7 +106,7 @@ pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpS
 /// `shutdown`. A listener that fails later is logged; the rest keep going.
 async fn start_sip(
     config: &Config,
-    tls: &Arc<rustls::ServerConfig>,
+    certificates: &Arc<web::tls::Certificates>,
     publisher: &state::PublisherHandle,
     stats: &Arc<sip::SipStats>,
     shutdown: &CancellationToken,
@@ -140,14 +140,13 @@ async fn start_sip(
         tokio::spawn(async move { report("sip-tcp")(task.await) });
     }
     if let Some(address) = config.listen.sip_tls {
-        // The appliance certificate (the admin listener's), without its
-        // HTTP protocol negotiation.
-        let mut sip_tls = rustls::ServerConfig::clone(tls);
-        sip_tls.alpn_protocols.clear();
+        // The appliance certificate (the admin listener's, replaced with
+        // it), without its HTTP protocol negotiation.
+        let sip_tls = certificates.server_config(&[])?;
         let listener = bind_tcp("sip-tls", address).await?;
         let task = sip::serve_tcp(
             listener,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(sip_tls))),
+            Some(tokio_rustls::TlsAcceptor::from(sip_tls)),
             publisher.clone(),
             Arc::clone(stats),
             shutdown.child_token(),
@@ -207,7 +206,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         store.clone(),
         shutdown.child_token(),
     ));
-    let tls = web::tls::load_or_create(&options.data_dir, names)?;
+    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, names)?;
+    let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
     let seen_task = tokio::spawn(sip::record_seen(
@@ -219,7 +219,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         seen: Some(seen_tx),
         ..sip::SipStats::default()
     });
-    start_sip(&config, &tls, &publisher, &sip_stats, &shutdown).await?;
+    start_sip(&config, &certificates, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);
     let clock = tokio::spawn(keep_licence_clock(
@@ -230,6 +230,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
+    app_state.certificates = Some(certificates);
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));

@@ -1,7 +1,11 @@
-// Drives the poolgate web UI in headless Chromium: first-boot setup, login,
-// dashboard, drain and enable, logout. Usage: node ui.mjs BASE_URL ARTIFACT_DIR
+// Drives the poolgate web UI in headless Chromium through the acceptance
+// flow: first-boot password, login, three green members, one stopped (red
+// with a reason), another drained to "ready to take offline" and enabled,
+// registrar lookup, config edits with field errors, export and import with
+// a diff preview, event filters, the system page and licence, logout.
+// Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const [base, artifacts, licenceFile, controlDir] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
@@ -12,16 +16,19 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
-const timeout = setTimeout(() => { console.error("browser test timed out"); process.exit(3); }, 90_000);
+const timeout = setTimeout(() => { console.error("browser test timed out"); process.exit(3); }, 180_000);
 let step = 0;
 const shot = (page, name) => page.screenshot({ path: `${artifacts}/${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
+const tab = (page, name) => page.click(`#tabs button[data-tab=${name}]`);
 
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true });
   const page = await context.newPage();
   page.on("dialog", (dialog) => dialog.accept());
+  page.on("pageerror", (error) => { console.error("page error:", error); process.exitCode = 1; });
   page.setDefaultTimeout(15_000);
 
+  // First boot: set the password, then log in (a wrong password first).
   await page.goto(base);
   await page.locator("#setup").waitFor({ state: "visible" });
   await shot(page, "setup");
@@ -36,54 +43,113 @@ try {
   await page.fill("#login-form input[name=password]", password);
   await page.click("#login-form button");
 
+  // The dashboard: three members, all green.
   await page.locator("#dashboard").waitFor({ state: "visible" });
   const members = page.locator("table[data-pool=pool01] tbody tr");
   await members.nth(2).waitFor();
   if (await members.count() !== 3) throw new Error(`expected 3 members, saw ${await members.count()}`);
-  await shot(page, "dashboard");
-
-  // Three simulated Front Ends are up; one is stopped and turns red with a reason.
-  await page.locator("tr[data-member=fe03] [data-monitor=fe-sip][data-state=up]").waitFor();
+  for (const member of ["fe01", "fe02", "fe03"]) {
+    await page.locator(`tr[data-member=${member}] [data-monitor=fe-sip][data-state=up]`).waitFor();
+  }
+  await page.locator("tr[data-member=fe01] svg.chart polyline").waitFor({ state: "attached" });
   await shot(page, "all-green");
+
+  // One simulated Front End is stopped: it turns red with a reason.
   if (controlDir) {
-    const { writeFileSync } = await import("node:fs");
     writeFileSync(`${controlDir}/stop-fe03`, "");
     await page.locator("tr[data-member=fe03] [data-monitor=fe-sip][data-state=down] .reason").waitFor({ timeout: 20_000 });
     await shot(page, "fe03-down");
   }
 
-  // Registrar lookup.
-  await page.fill("#registrar-form input[name=uri]", "sip:Alice@contoso.test");
-  await page.click("#registrar-form button");
-  await page.locator("#registrar-result [data-home]").waitFor();
-
-  const fe02 = page.locator("tr[data-member=fe02]");
-  await fe02.locator("button[data-action=drain]").click();
-  await page.locator("tr[data-member=fe02][data-admin-state=draining] td[data-drain=drained]").waitFor();
+  // Another is drained until it is ready to take offline, then enabled.
+  await page.locator("tr[data-member=fe02] button[data-action=drain]").click();
+  await page.locator("tr[data-member=fe02][data-admin-state=draining] td[data-drain=drained]", { hasText: "ready to take offline" }).waitFor();
   await shot(page, "drained");
+  await tab(page, "events");
   await page.locator("#events li", { hasText: "ready to take offline" }).waitFor();
-
+  await tab(page, "status");
   await page.locator("tr[data-member=fe02] button[data-action=enable]").click();
   await page.locator("tr[data-member=fe02][data-admin-state=enabled]").waitFor();
   await shot(page, "enabled");
 
-  // Licence: a damaged one is refused with a reason, a valid one installed.
+  // Registrar lookup: a home server and the order the user registers in.
+  await page.fill("#registrar-form input[name=uri]", "sip:Alice@contoso.test");
+  await page.click("#registrar-form button");
+  await page.locator("#registrar-result [data-home]").waitFor();
+  const sequence = await page.locator("#registrar-sequence li").allTextContents();
+  if (sequence.length !== 2 || sequence.includes("fe03")) throw new Error(`registrar sequence ${sequence} (fe03 is down)`);
+  await shot(page, "registrar");
+
+  // Config editor: a bad address is refused next to its field, nothing changes;
+  // a good edit shows its diff and applies.
+  await tab(page, "config");
+  const address = page.locator('#config-form [data-path="pool[0].member[0].address"]');
+  await address.waitFor();
+  await address.fill("300.1.1.1");
+  await page.click("#config-review");
+  await page.locator('#config-form .field-error[data-error-for="pool[0].member[0].address"]').waitFor();
+  await shot(page, "config-field-error");
+  await address.fill("127.0.0.11");
+  await page.locator('#config-form [data-path="dns.ttl"]').fill("20");
+  await page.click("#config-review");
+  await page.locator("#preview-diff .added", { hasText: "ttl = 20" }).waitFor();
+  await page.locator("#preview-diff .removed", { hasText: "ttl = 30" }).waitFor();
+  await shot(page, "config-preview");
+  await page.click("#preview-apply");
+  await page.locator("#config-version[data-applied='2']").waitFor();
+
+  // Export, change, import: the preview shows the change, apply commits it.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#config-export")]);
+  const exported = readFileSync(await download.path(), "utf8");
+  if (!exported.includes("ttl = 20") || !exported.includes("[[pool.member]]")) throw new Error(`export:\n${exported}`);
+  writeFileSync(`${artifacts}/exported.toml`, exported);
+  const imported = `${artifacts}/imported.toml`;
+  writeFileSync(imported, exported.replace("ttl = 20", "ttl = 25"));
+  await page.setInputFiles("#import-form input[type=file]", imported);
+  await page.click("#import-form button[type=submit]");
+  await page.locator("#preview-diff .added", { hasText: "ttl = 25" }).waitFor();
+  await shot(page, "import-preview");
+  await page.click("#preview-apply");
+  await page.locator("#config-version[data-applied='3']").waitFor();
+  if (await page.locator('#config-form [data-path="dns.ttl"]').inputValue() !== "25") throw new Error("import not applied");
+  // A broken import names the line.
+  await page.fill("#import-form textarea", exported.replace('address = "127.0.0.12"', 'address = "nowhere"'));
+  await page.click("#import-form button[type=submit]");
+  await page.locator("#import-errors li", { hasText: "pool[0].member[1].address" }).waitFor();
+  await page.locator("#import-errors li", { hasText: "line" }).waitFor();
+  await shot(page, "import-error");
+
+  // Event filters.
+  await tab(page, "events");
+  await page.selectOption("#events-filter select[name=kind]", "config");
+  await page.locator("#events li[data-kind=config]").first().waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("#events li")].every((li) => li.dataset.kind === "config"));
+  await shot(page, "events-config");
+  await page.selectOption("#events-filter select[name=kind]", "");
+
+  // System page: version, certificate; licence refused then installed.
+  await tab(page, "system");
+  await page.locator("#system-info [data-fact=version]").waitFor();
+  await page.locator("#certificate-info [data-fact=fingerprint]").waitFor();
+  await page.fill("#certificate-form textarea[name=certificate]", "not a certificate");
+  await page.fill("#certificate-form textarea[name=key]", "not a key");
+  await page.click("#certificate-form button[type=submit]");
+  await page.locator("#certificate-error", { hasText: "certificate" }).waitFor();
   await page.locator("#licence-status[data-state=evaluation]").waitFor();
   await page.fill("#licence-form textarea", "PGLIC1.damaged");
   await page.click("#licence-form button");
   await page.locator("#licence-error", { hasText: "damaged" }).waitFor();
   if (licenceFile) {
-    const { readFileSync } = await import("node:fs");
     await page.fill("#licence-form textarea", readFileSync(licenceFile, "utf8"));
     await page.click("#licence-form button");
     await page.locator("#licence-status[data-state=licensed]").waitFor();
-    await shot(page, "licensed");
   }
+  await shot(page, "system");
 
   await page.click("#logout");
   await page.locator("#login").waitFor({ state: "visible" });
   await shot(page, "logged-out");
-  console.log("browser test passed");
+  if (!process.exitCode) console.log("browser test passed");
 } catch (error) {
   console.error(error);
   process.exitCode = 1;

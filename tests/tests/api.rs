@@ -487,3 +487,357 @@ fn status_stream_sends_status_events() {
     assert!(text.starts_with("event: status\ndata: {"), "{text}");
     assert!(text.contains("\"pools\""), "{text}");
 }
+
+#[test]
+fn config_export_preview_and_toml_import() {
+    let (dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+
+    // The export is what `poolgate export` prints, and parses as the config.
+    let response = client.get("/api/v1/config/export");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/toml"))
+    );
+    let exported = response.text().expect("text");
+    let cli = poolgate_e2e::poolgate_cli(
+        &[
+            "export",
+            "--data-dir",
+            dir.path().join("var").to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(cli.status.success(), "{cli:?}");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), exported);
+    assert!(exported.contains("ttl = 30"), "{exported}");
+
+    // A preview of an edited export: the changes and a line diff, nothing written.
+    let edited = exported
+        .replace("ttl = 30", "ttl = 15")
+        .replace("name = \"fe03\"", "name = \"fe04\"");
+    let preview = |body: &str| {
+        client
+            .request(Method::POST, "/api/v1/config/preview")
+            .header("content-type", "application/toml")
+            .body(body.to_owned())
+            .send()
+            .expect("preview")
+    };
+    let response = preview(&edited);
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(body["changed"], true);
+    assert_eq!(body["based_on_version"], 1);
+    let summary = body["summary"].to_string();
+    assert!(summary.contains("pool01/fe04 is added"), "{summary}");
+    assert!(summary.contains("pool01/fe03 is removed"), "{summary}");
+    let diff: Vec<String> = body["diff"]
+        .as_array()
+        .expect("diff")
+        .iter()
+        .map(|line| {
+            format!(
+                "{}{}",
+                line[0].as_str().unwrap_or(""),
+                line[1].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(diff.contains(&"-ttl = 30".to_owned()), "{diff:?}");
+    assert!(diff.contains(&"+ttl = 15".to_owned()), "{diff:?}");
+    assert_eq!(body["config"]["dns"]["ttl"], 15);
+    assert_eq!(client.json("/api/v1/health")["config_version"], 1);
+    assert_eq!(
+        client.get("/api/v1/config/export").text().expect("text"),
+        exported
+    );
+
+    // The same config as JSON previews the same; the current one changes nothing.
+    let current = client.json("/api/v1/config");
+    let unchanged: Value = client
+        .post("/api/v1/config/preview", &current)
+        .json()
+        .expect("JSON");
+    assert_eq!(unchanged["changed"], false, "{unchanged}");
+    assert!(unchanged["diff"].as_array().expect("diff").is_empty());
+
+    // Field errors name the field (and for TOML its line); syntax errors are 400.
+    let response =
+        preview(&exported.replace("address = \"127.0.0.12\"", "address = \"not an address\""));
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(
+        body["fields"][0]["field"], "pool[0].member[1].address",
+        "{body}"
+    );
+    assert!(
+        body["fields"][0]["line"]
+            .as_u64()
+            .is_some_and(|line| line > 1),
+        "{body}"
+    );
+    assert_eq!(preview("[listen\nadmin = 1").status().as_u16(), 400);
+    let mut bad = current.clone();
+    bad["virtual_service"][0]["port"] = json!("https");
+    let response = client.post("/api/v1/config/preview", &bad);
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(
+        body["fields"][0]["field"], "virtual_service[0].port",
+        "{body}"
+    );
+    assert_eq!(client.json("/api/v1/health")["config_version"], 1);
+
+    // PUT takes the exported TOML back: an import.
+    let response = client
+        .request(Method::PUT, "/api/v1/config")
+        .header("content-type", "application/toml")
+        .body(edited.clone())
+        .send()
+        .expect("PUT");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(body["version"], 2);
+    let members: Vec<Value> = client.members();
+    assert_eq!(members[2]["name"], "fe04");
+    assert!(
+        client
+            .get("/api/v1/config/export")
+            .text()
+            .expect("text")
+            .contains("ttl = 15")
+    );
+
+    // A change reviewed against version 1 does not land on version 2.
+    let reviewed = |version: &str, ttl: u32| {
+        let mut config = client.json("/api/v1/config");
+        config["dns"]["ttl"] = json!(ttl);
+        client
+            .request(Method::PUT, "/api/v1/config")
+            .header("if-match", version)
+            .json(&config)
+            .send()
+            .expect("PUT")
+    };
+    let stale = reviewed("\"1\"", 16);
+    assert_eq!(stale.status().as_u16(), 409);
+    let body: Value = stale.json().expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("version 2")),
+        "{body}"
+    );
+    assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 15);
+    assert_eq!(reviewed("nonsense", 16).status().as_u16(), 400);
+    let fresh = reviewed("\"2\"", 16);
+    assert_eq!(fresh.status().as_u16(), 200);
+    assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 16);
+}
+
+/// A PEM certificate for 127.0.0.1 and its key, valid `from`..`until`.
+fn certificate(
+    from: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> (String, String, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![
+        "127.0.0.1".to_owned(),
+        "pool-admin.contoso.test".to_owned(),
+    ])
+    .expect("params");
+    params.not_before = from;
+    params.not_after = until;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pool-admin.contoso.test");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem(), cert)
+}
+
+#[test]
+fn certificate_is_checked_before_it_replaces_the_self_signed_one() {
+    let (dir, poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let system = client.json("/api/v1/system");
+    assert_eq!(system["version"], client.json("/api/v1/health")["version"]);
+    assert!(
+        system["build"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("poolgate ")),
+        "{system}"
+    );
+    let before = client.json("/api/v1/certificate");
+    assert_eq!(before["self_signed"], true, "{before}");
+    assert_eq!(system["certificate"], before);
+
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key, der) = certificate(
+        now - time::Duration::days(1),
+        now + time::Duration::days(90),
+    );
+    let (_, other_key, _) = certificate(
+        now - time::Duration::days(1),
+        now + time::Duration::days(90),
+    );
+    let (expired, expired_key, _) = certificate(
+        now - time::Duration::days(90),
+        now - time::Duration::days(1),
+    );
+    let refused = |body: Value, field: &str, says: &str| {
+        let response = client.put("/api/v1/certificate", &body);
+        assert_eq!(response.status().as_u16(), 422, "{body}");
+        let body: Value = response.json().expect("JSON");
+        assert_eq!(body["fields"][0]["field"], field, "{body}");
+        assert!(
+            body["fields"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{body}"
+        );
+    };
+    refused(
+        json!({"certificate": cert, "key": other_key}),
+        "key",
+        "does not belong",
+    );
+    refused(
+        json!({"certificate": "hello", "key": key}),
+        "certificate",
+        "CERTIFICATE",
+    );
+    refused(
+        json!({"certificate": cert, "key": "hello"}),
+        "key",
+        "PRIVATE KEY",
+    );
+    refused(
+        json!({"certificate": expired, "key": expired_key}),
+        "certificate",
+        "expired",
+    );
+    assert_eq!(
+        client.json("/api/v1/certificate"),
+        before,
+        "nothing changed"
+    );
+
+    let response = client.put(
+        "/api/v1/certificate",
+        &json!({"certificate": cert, "key": key}),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let installed: Value = response.json().expect("JSON");
+    assert_eq!(installed["self_signed"], true);
+    assert!(
+        installed["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("pool-admin.contoso.test"))
+    );
+    assert!(
+        installed["ip_addresses"].to_string().contains("127.0.0.1"),
+        "{installed}"
+    );
+    assert_ne!(
+        installed["sha256_fingerprint"],
+        before["sha256_fingerprint"]
+    );
+
+    // New connections present it: a client that trusts only it gets through.
+    let trusting = |address: std::net::SocketAddr| {
+        reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_der(der.der()).expect("certificate"))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+            .get(format!("https://{address}/api/v1/health"))
+            .send()
+    };
+    assert!(trusting(admin).is_ok_and(|r| r.status().is_success()));
+    let events = client.json("/api/v1/events?kind=system");
+    assert!(
+        events.to_string().contains("installed by admin"),
+        "{events}"
+    );
+
+    // And it is the appliance's certificate after a restart.
+    drop(poolgate);
+    let poolgate = Poolgate::start(&dir.path().join("var"), &[]);
+    let admin = poolgate.address("admin");
+    assert!(trusting(admin).is_ok_and(|r| r.status().is_success()));
+}
+
+/// Every route in the router's tables answers a logged-in client: GETs here,
+/// and each change route in the test named beside it, so a route added
+/// without a test fails this one.
+#[test]
+fn every_route_is_exercised() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let changes = [
+        (
+            "POST /api/v1/setup",
+            "setup_happens_once_and_sets_secure_cookies",
+        ),
+        (
+            "POST /api/v1/session",
+            "setup_happens_once_and_sets_secure_cookies",
+        ),
+        ("DELETE /api/v1/session", "every_route_does_its_job"),
+        ("POST /api/v1/tokens", "every_route_does_its_job"),
+        ("DELETE /api/v1/tokens/{id}", "every_route_does_its_job"),
+        (
+            "PUT /api/v1/config",
+            "config_export_preview_and_toml_import",
+        ),
+        (
+            "POST /api/v1/config/preview",
+            "config_export_preview_and_toml_import",
+        ),
+        (
+            "POST /api/v1/pools/{pool}/members/{member}/{action}",
+            "every_route_does_its_job",
+        ),
+        ("POST /api/v1/license", "tests/license.rs, tests/browser.rs"),
+        (
+            "PUT /api/v1/certificate",
+            "certificate_is_checked_before_it_replaces_the_self_signed_one",
+        ),
+    ];
+    let routes: Vec<_> = poolgate::web::open_routes()
+        .into_iter()
+        .chain(poolgate::web::protected_routes())
+        .collect();
+    let mut untested = Vec::new();
+    for route in &routes {
+        let name = format!("{} {}", route.method, route.path);
+        if route.method != Method::GET {
+            if !changes.iter().any(|(changed, _)| *changed == name) {
+                untested.push(name);
+            }
+            continue;
+        }
+        let path = match route.path {
+            "/api/v1/registrar" => "/api/v1/registrar?uri=sip:alice@contoso.test".to_owned(),
+            "/api/v1/registrar/what-if" => {
+                "/api/v1/registrar/what-if?pool=pool01&member=fe01".to_owned()
+            }
+            "/assets/{file}" => "/assets/style.css".to_owned(),
+            "/api/v1/status/stream" => continue, // status_stream_sends_status_events
+            other => concrete(other),
+        };
+        let response = client.get(&path);
+        assert_eq!(response.status().as_u16(), 200, "{name}");
+    }
+    assert!(untested.is_empty(), "routes without a test: {untested:?}");
+    assert_eq!(
+        changes.len(),
+        routes.iter().filter(|r| r.method != Method::GET).count()
+    );
+}

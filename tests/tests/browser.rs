@@ -1,5 +1,7 @@
 //! The web UI in a real browser: headless Chromium driven by Playwright
-//! (`tests/browser/ui.mjs`). Screenshots land in `target/browser-artifacts/`.
+//! (`tests/browser/ui.mjs`) through the acceptance flow, from first-boot
+//! password to logout. Screenshots, and the exported config, land in
+//! `target/browser-artifacts/`.
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use poolgate::license::document;
 use poolgate_e2e::{Peer, Poolgate, loopback_example};
 
 #[test]
-fn setup_login_dashboard_drain_enable_logout() {
+fn acceptance_flow_from_first_boot_to_logout() {
     let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").exists(),
@@ -50,7 +52,7 @@ fn setup_login_dashboard_drain_enable_logout() {
     let watcher = {
         let control = control.clone();
         std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
             let mut all = Some(all);
             while std::time::Instant::now() < deadline && !control.join("done").exists() {
                 if all.is_some() && control.join("stop-fe03").exists() {

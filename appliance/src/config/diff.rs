@@ -134,3 +134,130 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
         listeners_changed: old.is_none_or(|old| old.listen != new.listen),
     }
 }
+
+/// One line of a text diff between two exported configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffLine<'a> {
+    Same(&'a str),
+    Removed(&'a str),
+    Added(&'a str),
+    /// This many unchanged lines left out between hunks.
+    Skipped(usize),
+}
+
+/// Above this many lines on either side the text diff gives up on finding
+/// common lines and shows the whole text replaced (the table is quadratic).
+const TEXT_DIFF_MAX_LINES: usize = 4000;
+
+/// A line diff of `old` to `new` (longest common subsequence), keeping
+/// `context` unchanged lines around each change. Empty when they are equal.
+pub fn text_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<DiffLine<'a>> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut full = Vec::with_capacity(a.len() + b.len());
+    if a.len() > TEXT_DIFF_MAX_LINES || b.len() > TEXT_DIFF_MAX_LINES {
+        full.extend(a.iter().map(|l| DiffLine::Removed(l)));
+        full.extend(b.iter().map(|l| DiffLine::Added(l)));
+    } else {
+        // lcs[i][j]: length of the common subsequence of a[i..] and b[j..].
+        let width = b.len() + 1;
+        let mut lcs = vec![0u16; (a.len() + 1) * width];
+        for i in (0..a.len()).rev() {
+            for j in (0..b.len()).rev() {
+                lcs[i * width + j] = if a[i] == b[j] {
+                    lcs[(i + 1) * width + j + 1] + 1
+                } else {
+                    lcs[(i + 1) * width + j].max(lcs[i * width + j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                full.push(DiffLine::Same(a[i]));
+                (i, j) = (i + 1, j + 1);
+            } else if i < a.len()
+                && (j == b.len() || lcs[(i + 1) * width + j] >= lcs[i * width + j + 1])
+            {
+                // Removed lines first, as a unified diff shows them.
+                full.push(DiffLine::Removed(a[i]));
+                i += 1;
+            } else {
+                full.push(DiffLine::Added(b[j]));
+                j += 1;
+            }
+        }
+    }
+    let changed: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| !matches!(line, DiffLine::Same(_)))
+        .map(|(at, _)| at)
+        .collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let near = |at: usize| {
+        changed
+            .iter()
+            .any(|&c| at + context >= c && at <= c + context)
+    };
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for (at, line) in full.into_iter().enumerate() {
+        if near(at) {
+            if skipped > 0 {
+                out.push(DiffLine::Skipped(skipped));
+                skipped = 0;
+            }
+            out.push(line);
+        } else {
+            skipped += 1;
+        }
+    }
+    if skipped > 0 {
+        out.push(DiffLine::Skipped(skipped));
+    }
+    out
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::{DiffLine, text_diff};
+
+    #[test]
+    fn equal_texts_have_no_diff() {
+        assert!(text_diff("a\nb\n", "a\nb\n", 2).is_empty());
+    }
+
+    #[test]
+    fn shows_changes_with_context_and_skips_the_rest() {
+        let old = "1\n2\n3\n4\n5\n6\nttl = 30\n7\n";
+        let new = "1\n2\n3\n4\n5\n6\nttl = 15\n7\nextra\n";
+        assert_eq!(
+            text_diff(old, new, 1),
+            vec![
+                DiffLine::Skipped(5),
+                DiffLine::Same("6"),
+                DiffLine::Removed("ttl = 30"),
+                DiffLine::Added("ttl = 15"),
+                DiffLine::Same("7"),
+                DiffLine::Added("extra"),
+            ]
+        );
+    }
+
+    #[test]
+    fn applying_the_diff_gives_the_new_text() {
+        let old = "a\nb\nc\nd\ne\n";
+        let new = "b\nx\nc\ne\nf\n";
+        let rebuilt: Vec<&str> = text_diff(old, new, usize::MAX / 2)
+            .into_iter()
+            .filter_map(|line| match line {
+                DiffLine::Same(l) | DiffLine::Added(l) => Some(l),
+                DiffLine::Removed(_) | DiffLine::Skipped(_) => None,
+            })
+            .collect();
+        assert_eq!(rebuilt.join("\n") + "\n", new);
+    }
+}

@@ -7,9 +7,10 @@
 //! `poolgate export` relies on that.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub listen: ListenFile,
@@ -30,7 +31,7 @@ pub struct ConfigFile {
 }
 
 /// `[listen]`: where poolgate's own services listen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenFile {
     pub admin: String,
@@ -45,7 +46,7 @@ pub struct ListenFile {
 }
 
 /// `[dns]`: answers built from health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsFile {
     #[serde(default = "default_dns_ttl")]
@@ -64,7 +65,7 @@ impl Default for DnsFile {
 }
 
 /// `[[zone]]`: an authoritative zone; SOA and NS are synthesised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneFile {
     pub name: String,
@@ -77,7 +78,7 @@ pub struct ZoneFile {
 
 /// `[[zone.record]]`: a static record, its name relative to the zone unless it
 /// ends with a dot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordFile {
     pub name: String,
@@ -88,7 +89,7 @@ pub struct RecordFile {
     pub ttl: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RecordType {
     A,
@@ -99,7 +100,7 @@ pub enum RecordType {
 }
 
 /// `[[monitor]]`: a health probe definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorFile {
     pub name: String,
@@ -145,7 +146,7 @@ pub struct MonitorFile {
     pub tls_verify: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MonitorKind {
     Tcp,
@@ -167,7 +168,7 @@ impl MonitorKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartState {
     #[default]
@@ -175,7 +176,7 @@ pub enum StartState {
     Down,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
@@ -184,7 +185,7 @@ pub enum Transport {
 }
 
 /// `[[pool]]`: a pool of SIP servers (a Lync Enterprise pool).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolFile {
     pub name: String,
@@ -214,7 +215,7 @@ pub struct PoolFile {
 }
 
 /// `[[pool.member]]`: one server of the pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberFile {
     /// Stable name: the registrar hash key, never the address.
@@ -229,7 +230,7 @@ pub struct MemberFile {
 }
 
 /// Operator intent for a member.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     #[default]
@@ -255,7 +256,7 @@ impl AdminState {
 }
 
 /// `[[virtual_service]]`: a TCP pass-through VIP in front of a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServiceFile {
     pub name: String,
@@ -284,7 +285,7 @@ pub struct VirtualServiceFile {
     pub drop_on_down: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheduler {
     #[default]
@@ -294,7 +295,7 @@ pub enum Scheduler {
     SourceHash,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Persistence {
     #[default]

@@ -263,7 +263,7 @@ pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
 }
 
 /// A user's sequences by member name, as `GET /api/v1/registrar` reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Lookup {
     pub uri: String,
     pub aor: String,

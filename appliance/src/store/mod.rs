@@ -55,7 +55,7 @@ pub enum StoreError {
 }
 
 /// One entry of the event log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub at: String,
@@ -63,6 +63,7 @@ pub struct Event {
     pub pool: Option<String>,
     pub member: Option<String>,
     pub message: String,
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
@@ -579,7 +580,7 @@ pub struct Session {
 }
 
 /// An API token as listed (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub username: String,

@@ -11,13 +11,13 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{self, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
-use crate::config::{self, AdminState, ConfigFile};
+use crate::config::{AdminState, ConfigFile};
 use crate::state::{PoolView, Update};
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -35,7 +35,7 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Parse a JSON body into `T`, naming the field that failed.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let field = error.path().to_string();
@@ -46,14 +46,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
             ApiError::Invalid(vec![FieldProblem {
                 field: if field == "." { String::new() } else { field },
                 message: inner.to_string(),
+                line: None,
+                column: None,
             }])
         }
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// First-boot setup.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetupBody {
+pub(crate) struct SetupBody {
     password: String,
     #[serde(default)]
     username: Option<String>,
@@ -97,9 +100,10 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Credentials.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     username: String,
     password: String,
 }
@@ -170,9 +174,10 @@ pub async fn logout(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new API token's name (what the script using it is for).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub(crate) struct TokenBody {
     name: String,
 }
 
@@ -200,9 +205,15 @@ pub async fn create_token(
         .into_response())
 }
 
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/tokens`
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<crate::store::TokenInfo>,
+}
+
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens = blocking(&state, |store| store.tokens()).await?;
-    Ok(Json(json!({"tokens": tokens})))
+    Ok(Json(TokenList { tokens }))
 }
 
 pub async fn revoke_token(
@@ -315,34 +326,49 @@ pub async fn get_config(State(state): State<AppState>) -> Result<Json<Value>, Ap
     }))
 }
 
-/// Replace the desired config: validate, commit, publish. Nothing is written
-/// unless the whole config is valid.
+/// `If-Match: "<config version>"`, when the client sends one: the change was
+/// reviewed against that version and must not land on another.
+fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest("If-Match must be a config version such as \"3\"".to_owned())
+        })
+}
+
+/// Replace the desired config: validate, commit, publish. The body is JSON,
+/// or TOML with `Content-Type: application/toml` (an exported file). Nothing
+/// is written unless the whole config is valid, nor when `If-Match` names a
+/// version other than the stored one (409: someone else changed it).
 pub async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let file: ConfigFile = parse_json(&body)?;
-    let config = config::validate(&file).map_err(|errors| {
-        ApiError::Invalid(
-            errors
-                .into_iter()
-                .map(|error| FieldProblem {
-                    field: error.path.to_string(),
-                    message: error.message,
-                })
-                .collect(),
-        )
-    })?;
+    let config = super::configure::parse_config(&headers, &body)?;
     let licensing = state.licensing.clone();
     let licence = tokio::task::spawn_blocking(move || licensing.status()).await??;
     licence.allows(&config).map_err(ApiError::Licence)?;
+    let expected = expected_version(&headers)?;
     let committed = config.clone();
     let source = format!("API ({})", principal.username);
     let (version, diff) = blocking(&state, move |store| {
-        store.commit_config(&committed, &source)
+        let current = store.desired_config()?.map(|stored| stored.id);
+        match expected {
+            Some(expected) if current != Some(expected) => Ok(Err(current.unwrap_or(0))),
+            _ => store.commit_config(&committed, &source).map(Ok),
+        }
     })
-    .await?;
+    .await?
+    .map_err(|current| ApiError::ConfigChanged { current })?;
     let restart_required = diff.listeners_changed;
     let changed = !diff.is_empty();
     state
@@ -406,11 +432,17 @@ pub struct EventQuery {
     member: Option<String>,
 }
 
+/// `GET /api/v1/events`
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<crate::store::Event>,
+}
+
 /// The event log: newest first, or oldest first after `after`.
 pub async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventList>, ApiError> {
     let filter = crate::store::EventFilter {
         after: query.after,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
@@ -419,7 +451,7 @@ pub async fn events(
         member: query.member,
     };
     let events = blocking(&state, move |store| store.events(&filter)).await?;
-    Ok(Json(json!({"events": events})))
+    Ok(Json(EventList { events }))
 }
 
 /// Prometheus text exposition of the current view and counters.
@@ -580,9 +612,10 @@ pub async fn license_status(State(state): State<AppState>) -> Result<Json<Value>
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+/// A licence as the vendor issued it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LicenceBody {
+pub(crate) struct LicenceBody {
     license: String,
 }
 

@@ -5,15 +5,28 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::store::StoreError;
 
 /// One field-named problem, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
+    /// Where in an uploaded TOML text the problem lies (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// With 422: each problem by the field it is in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldProblem>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +39,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(&'static str),
+    /// The config changed since the version the client reviewed.
+    #[error(
+        "the configuration changed since you reviewed it (now version {current}); review again"
+    )]
+    ConfigChanged { current: i64 },
     /// The licence does not allow this change (traffic is never affected).
     #[error("{0}")]
     Licence(String),
@@ -41,6 +59,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// Reading or writing the appliance certificate failed.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 impl ApiError {
@@ -48,6 +69,8 @@ impl ApiError {
         Self::Invalid(vec![FieldProblem {
             field: field.to_owned(),
             message: message.into(),
+            line: None,
+            column: None,
         }])
     }
 }
@@ -58,7 +81,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConfigChanged { .. } => StatusCode::CONFLICT,
             Self::Licence(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -73,20 +96,30 @@ impl IntoResponse for ApiError {
                 | StoreError::StoredConfig { .. }
                 | StoreError::PasswordHash(_),
             )
-            | Self::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Join(_)
+            | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = match &self {
-            Self::Invalid(problems) => json!({"error": "invalid input", "fields": problems}),
-            Self::Store(StoreError::WeakPassword) => json!({
-                "error": "invalid input",
-                "fields": [{"field": "password", "message": self.to_string()}],
-            }),
+        let (error, fields) = match &self {
+            Self::Invalid(problems) => ("invalid input".to_owned(), problems.clone()),
+            Self::Store(StoreError::WeakPassword) => (
+                "invalid input".to_owned(),
+                vec![FieldProblem {
+                    field: "password".to_owned(),
+                    message: self.to_string(),
+                    line: None,
+                    column: None,
+                }],
+            ),
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %self, "API request failed");
-                json!({"error": "internal error; see the appliance log"})
+                (
+                    "internal error; see the appliance log".to_owned(),
+                    Vec::new(),
+                )
             }
-            _ => json!({"error": self.to_string()}),
+            _ => (self.to_string(), Vec::new()),
         };
+        let body = ErrorBody { error, fields };
         let mut response = (status, Json(body)).into_response();
         if let Self::RateLimited { retry_after_s } = self {
             response

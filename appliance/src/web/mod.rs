@@ -15,8 +15,10 @@
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
-//! * `GET|PUT /api/v1/config` — desired config as JSON (PUT validates; 422
-//!   with field errors and nothing written)
+//! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
+//!   it validates: 422 with field errors and nothing written)
+//! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
+//!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
 //! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
 //! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
@@ -24,13 +26,17 @@
 //!   physical, home, backup_mode (400 for an unreadable URI)
 //! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the share of users
 //!   (over the hash space) who would move if the member were drained
+//! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version and
+//!   build; the appliance certificate and replacing it (`appliance`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
 //! them and the security tests enumerate them.
 
 pub mod api;
+mod appliance;
 pub mod auth;
+mod configure;
 mod error;
 mod openapi;
 pub mod tls;
@@ -45,7 +51,7 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
-pub use error::{ApiError, FieldProblem};
+pub use error::{ApiError, ErrorBody, FieldProblem};
 
 use crate::state::PublisherHandle;
 use crate::store::{Store, StoreError};
@@ -63,6 +69,8 @@ pub struct AppState {
     /// Counters of the DNS and SIP services, for `/metrics`.
     pub dns_stats: Arc<crate::dns::DnsStats>,
     pub sip_stats: Arc<crate::sip::SipStats>,
+    /// The appliance certificate (admin listener and SIP over TLS).
+    pub certificates: Option<Arc<tls::Certificates>>,
 }
 
 impl AppState {
@@ -81,6 +89,7 @@ impl AppState {
             licensing,
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
+            certificates: None,
         }
     }
 }
@@ -94,22 +103,46 @@ pub(crate) async fn blocking<T: Send + 'static>(
     Ok(tokio::task::spawn_blocking(move || call(&store)).await??)
 }
 
-/// One route: method, path, a one-line summary (for the OpenAPI document),
-/// and its handler.
+/// One route: method, path, a one-line summary and the Rust types of its
+/// JSON request and response bodies (for the OpenAPI document), and its
+/// handler.
 #[derive(Debug)]
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub summary: &'static str,
+    pub request: Option<Body>,
+    pub response: Option<Body>,
     pub handler: MethodRouter<AppState>,
 }
 
+/// A body type's schema, generated from the Rust type (`utoipa::ToSchema`).
+#[derive(Debug, Clone, Copy)]
+pub struct Body {
+    pub name: fn() -> std::borrow::Cow<'static, str>,
+    /// Adds the type's schema and those it refers to.
+    pub collect: fn(&mut Vec<(String, openapi::Schema)>),
+}
+
+fn body<T: utoipa::ToSchema>() -> Body {
+    Body {
+        name: T::name,
+        collect: |schemas| {
+            schemas.push((T::name().into_owned(), T::schema()));
+            T::schemas(schemas);
+        },
+    }
+}
+
 macro_rules! spec {
-    ($method:ident, $path:literal, $summary:literal, $handler:expr) => {
+    ($method:ident, $path:literal, $summary:literal, $handler:expr
+        $(, request = $request:ty)? $(, response = $response:ty)?) => {
         Route {
             method: Method::$method,
             path: $path,
             summary: $summary,
+            request: None $(.or(Some(body::<$request>())))?,
+            response: None $(.or(Some(body::<$response>())))?,
             handler: on(MethodFilter::$method, $handler),
         }
     };
@@ -128,13 +161,15 @@ pub fn open_routes() -> Vec<Route> {
             POST,
             "/api/v1/setup",
             "Set the first admin password (409 once one exists)",
-            api::setup
+            api::setup,
+            request = api::SetupBody
         ),
         spec!(
             POST,
             "/api/v1/session",
             "Log in: session cookie and CSRF token",
-            api::login
+            api::login,
+            request = api::LoginBody
         ),
         spec!(
             GET,
@@ -166,13 +201,15 @@ pub fn protected_routes() -> Vec<Route> {
             GET,
             "/api/v1/tokens",
             "List API tokens (never their secrets)",
-            api::list_tokens
+            api::list_tokens,
+            response = api::TokenList
         ),
         spec!(
             POST,
             "/api/v1/tokens",
             "Create an API token; the secret is shown once",
-            api::create_token
+            api::create_token,
+            request = api::TokenBody
         ),
         spec!(
             DELETE,
@@ -196,13 +233,28 @@ pub fn protected_routes() -> Vec<Route> {
             GET,
             "/api/v1/config",
             "The desired config as JSON",
-            api::get_config
+            api::get_config,
+            response = crate::config::ConfigFile
         ),
         spec!(
             PUT,
             "/api/v1/config",
             "Replace the desired config (422 with field errors, nothing written)",
-            api::put_config
+            api::put_config,
+            request = crate::config::ConfigFile
+        ),
+        spec!(
+            GET,
+            "/api/v1/config/export",
+            "The desired config as TOML (what `poolgate export` prints)",
+            configure::export
+        ),
+        spec!(
+            POST,
+            "/api/v1/config/preview",
+            "What a config (JSON or TOML) would change; validates, writes nothing",
+            configure::preview,
+            request = crate::config::ConfigFile
         ),
         spec!(
             POST,
@@ -210,7 +262,13 @@ pub fn protected_routes() -> Vec<Route> {
             "Drain, enable or disable a member",
             api::member_action
         ),
-        spec!(GET, "/api/v1/events", "The event log", api::events),
+        spec!(
+            GET,
+            "/api/v1/events",
+            "The event log",
+            api::events,
+            response = api::EventList
+        ),
         spec!(
             GET,
             "/api/v1/license",
@@ -221,19 +279,42 @@ pub fn protected_routes() -> Vec<Route> {
             POST,
             "/api/v1/license",
             "Activate a licence",
-            api::install_license
+            api::install_license,
+            request = api::LicenceBody
         ),
         spec!(
             GET,
             "/api/v1/registrar",
             "A SIP user's home server and failover order",
-            api::registrar
+            api::registrar,
+            response = crate::sip::registrar::Lookup
         ),
         spec!(
             GET,
             "/api/v1/registrar/what-if",
             "The share of users who would move if a member were drained",
             api::registrar_what_if
+        ),
+        spec!(
+            GET,
+            "/api/v1/system",
+            "Version, build, appliance id and the certificate in use",
+            appliance::system
+        ),
+        spec!(
+            GET,
+            "/api/v1/certificate",
+            "The appliance certificate (admin listener and SIP over TLS)",
+            appliance::certificate,
+            response = tls::CertificateInfo
+        ),
+        spec!(
+            PUT,
+            "/api/v1/certificate",
+            "Replace the appliance certificate and key (PEM), checked first",
+            appliance::install_certificate,
+            request = appliance::CertificateBody,
+            response = tls::CertificateInfo
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
     ]

@@ -1,14 +1,24 @@
 //! `GET /api/v1/openapi.json`: an OpenAPI 3.1 document generated from the
 //! route tables the router itself is built from, so it can never list a
 //! route that does not exist or miss one that does. Protected routes carry
-//! both security schemes (session cookie, bearer token).
+//! both security schemes (session cookie, bearer token). Request and
+//! response bodies refer to schemas generated from the Rust types the
+//! handlers (de)serialise (`utoipa::ToSchema`), so a field added to a type
+//! is in the document too.
 
 use std::collections::BTreeMap;
 
 use axum::response::Json;
 use serde_json::{Value, json};
 
-use super::{Route, auth, open_routes, protected_routes};
+use super::{ErrorBody, Route, auth, body, open_routes, protected_routes};
+
+/// A generated schema, or a reference to one.
+pub type Schema = utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
 
 pub async fn document() -> Json<Value> {
     Json(build())
@@ -16,6 +26,10 @@ pub async fn document() -> Json<Value> {
 
 pub fn build() -> Value {
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut schemas: Vec<(String, Schema)> = Vec::new();
+    let error = body::<ErrorBody>();
+    (error.collect)(&mut schemas);
+    let error_content = json!({"application/json": {"schema": reference(&(error.name)())}});
     let mut add = |route: &Route, protected: bool| {
         let parameters: Vec<Value> = route
             .path
@@ -24,22 +38,37 @@ pub fn build() -> Value {
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         let mut responses = serde_json::Map::new();
-        responses.insert("200".into(), json!({"description": "Success"}));
+        let mut success = json!({"description": "Success"});
+        if let Some(response) = route.response {
+            (response.collect)(&mut schemas);
+            success["content"] =
+                json!({"application/json": {"schema": reference(&(response.name)())}});
+        }
+        responses.insert("200".into(), success);
+        let mut failure = |status: &str, description: &str| {
+            responses.insert(
+                status.into(),
+                json!({"description": description, "content": error_content}),
+            );
+        };
         if protected {
-            responses.insert(
-                "401".into(),
-                json!({"description": "No or invalid credentials"}),
-            );
-            responses.insert(
-                "403".into(),
-                json!({"description": "Missing CSRF token, or refused by the licence"}),
-            );
+            failure("401", "No or invalid credentials");
+            failure("403", "Missing CSRF token, or refused by the licence");
         }
         if matches!(route.method.as_str(), "POST" | "PUT") {
-            responses.insert("400".into(), json!({"description": "The body is not JSON"}));
-            responses.insert(
-                "422".into(),
-                json!({"description": "Field errors; nothing was changed"}),
+            failure("400", "The body is not JSON");
+            failure("422", "Field errors; nothing was changed");
+        }
+        let mut parameters = parameters;
+        if route.method == axum::http::Method::PUT && route.path == "/api/v1/config" {
+            failure(
+                "409",
+                "If-Match names a version other than the stored one; nothing was changed",
+            );
+            parameters.push(
+                json!({"name": "If-Match", "in": "header", "required": false,
+                "description": "The config version the change was reviewed against, e.g. \"3\"",
+                "schema": {"type": "string"}}),
             );
         }
         let mut operation = json!({
@@ -48,7 +77,15 @@ pub fn build() -> Value {
             "parameters": parameters,
             "responses": responses,
         });
-        if matches!(route.method.as_str(), "POST" | "PUT") {
+        if let Some(request) = route.request {
+            (request.collect)(&mut schemas);
+            let mut content = json!({"application/json": {"schema": reference(&(request.name)())}});
+            if route.path.starts_with("/api/v1/config") {
+                content["application/toml"] =
+                    json!({"schema": {"type": "string", "description": "The same config as TOML"}});
+            }
+            operation["requestBody"] = json!({"required": true, "content": content});
+        } else if matches!(route.method.as_str(), "POST" | "PUT") {
             operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
         operation["security"] = if protected {
@@ -67,11 +104,12 @@ pub fn build() -> Value {
     for route in protected_routes() {
         add(&route, true);
     }
+    let schemas: BTreeMap<String, Schema> = schemas.into_iter().collect();
     json!({
         "openapi": "3.1.0",
         "info": {"title": "poolgate admin API", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
-        "components": {"securitySchemes": {
+        "components": {"schemas": schemas, "securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": auth::SESSION_COOKIE},
             "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
             "token": {"type": "http", "scheme": "bearer"},
@@ -99,5 +137,70 @@ mod tests {
         assert_eq!(health["security"], json!([]));
         let action = &document["paths"]["/api/v1/pools/{pool}/members/{member}/{action}"]["post"];
         assert_eq!(action["parameters"].as_array().expect("params").len(), 3);
+    }
+
+    /// Every `$ref` in the document names a schema in its components.
+    fn references(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.push(target.clone());
+                }
+                map.values().for_each(|v| references(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn bodies_have_schemas_generated_from_the_rust_types() {
+        let document = build();
+        let schemas = &document["components"]["schemas"];
+        let config = &schemas["ConfigFile"];
+        assert_eq!(config["type"], "object", "{config}");
+        for field in ["listen", "pool", "virtual_service", "monitor"] {
+            assert!(
+                config["properties"].get(field).is_some(),
+                "ConfigFile.{field}"
+            );
+        }
+        let member = &schemas["MemberFile"]["properties"];
+        assert!(member.get("address").is_some(), "{member}");
+        let put = &document["paths"]["/api/v1/config"]["put"]["requestBody"]["content"];
+        assert_eq!(
+            put["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ConfigFile"
+        );
+        assert!(put.get("application/toml").is_some());
+        let invalid = &document["paths"]["/api/v1/config"]["put"]["responses"]["422"];
+        assert_eq!(
+            invalid["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+        let mut found = Vec::new();
+        references(&document, &mut found);
+        assert!(found.len() > 20);
+        for target in found {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .expect("a component reference");
+            assert!(
+                schemas.get(name).is_some(),
+                "{target} is not in the components"
+            );
+        }
+        // Every route that takes a JSON body says which.
+        for route in protected_routes().into_iter().chain(open_routes()) {
+            let has_body = matches!(route.method.as_str(), "POST" | "PUT");
+            let takes_nothing = route.path.ends_with("/{action}");
+            assert_eq!(
+                route.request.is_some(),
+                has_body && !takes_nothing,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
     }
 }

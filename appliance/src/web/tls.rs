@@ -1,14 +1,17 @@
 //! HTTPS for the admin listener. On first start a self-signed certificate is
-//! generated (rcgen) and kept in the data directory; an installed certificate
-//! in the same place replaces it. One port serves both: a connection whose
-//! first byte is a TLS handshake gets HTTPS, anything else gets a plain-HTTP
-//! redirect to the HTTPS URL and nothing more.
+//! generated (rcgen) and kept in the data directory. `Certificates` holds the
+//! appliance certificate the admin listener and SIP over TLS present; an
+//! uploaded certificate and key replace it while running, only after the
+//! pair is checked (both parse, the key matches, it has not expired). One
+//! port serves both HTTP and HTTPS: a connection whose first byte is a TLS
+//! handshake gets HTTPS, anything else gets a plain-HTTP redirect to the
+//! HTTPS URL and nothing more.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,8 +19,12 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -43,42 +50,319 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The admin certificate and key from `data_dir`, generated on first start.
-pub fn load_or_create(
-    data_dir: &Path,
-    names: Vec<String>,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let cert_path = data_dir.join(CERT_FILE);
-    let key_path = data_dir.join(KEY_FILE);
-    if !cert_path.exists() || !key_path.exists() {
-        let generated = rcgen::generate_simple_self_signed(names)?;
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| TlsError::Io { path, source }
-        };
-        let dir = cert_path.parent().expect("certificate path has a parent");
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
-            .map_err(io(&key_path))?;
-        write_private(&cert_path, generated.cert.pem().as_bytes()).map_err(io(&cert_path))?;
-        tracing::info!(certificate = %cert_path.display(), "Generated a self-signed admin certificate");
+/// A certificate and key pair that cannot be installed, by the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateProblem {
+    #[error("{0}")]
+    Certificate(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("the private key does not belong to the certificate")]
+    Mismatch,
+}
+
+impl CertificateProblem {
+    /// The request field the problem is in.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Certificate(_) => "certificate",
+            Self::Key(_) | Self::Mismatch => "key",
+        }
     }
-    let pem = |path: &Path, message: String| TlsError::Pem {
-        path: path.to_owned(),
-        message,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| pem(&cert_path, e.to_string()))?
+}
+
+/// What the UI shows about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub self_signed: bool,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<String>,
+    pub not_before: String,
+    pub not_after: String,
+    pub serial: String,
+    pub sha256_fingerprint: String,
+    /// Certificates in the chain, the appliance's own included.
+    pub chain_length: usize,
+}
+
+/// The appliance certificate, replaceable while running: every TLS handshake
+/// on the admin listener and on SIP over TLS asks it for the current one.
+#[derive(Debug)]
+pub struct Certificates {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// One install at a time: they share the staging files.
+    installing: std::sync::Mutex<()>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl Certificates {
+    /// The certificate and key from `data_dir`, generated on first start.
+    pub fn load_or_create(data_dir: &Path, names: Vec<String>) -> Result<Arc<Self>, TlsError> {
+        let cert_path = data_dir.join(CERT_FILE);
+        let key_path = data_dir.join(KEY_FILE);
+        finish_install(&cert_path, &key_path)?;
+        if !cert_path.exists() || !key_path.exists() {
+            let generated = rcgen::generate_simple_self_signed(names)?;
+            let dir = cert_path.parent().expect("certificate path has a parent");
+            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
+                .map_err(io_error(&key_path))?;
+            write_private(&cert_path, generated.cert.pem().as_bytes())
+                .map_err(io_error(&cert_path))?;
+            tracing::info!(certificate = %cert_path.display(), "Generated a self-signed admin certificate");
+        }
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = checked_pair(&read(&cert_path)?, &read(&key_path)?, &provider, None).map_err(
+            |problem| TlsError::Pem {
+                path: if problem.field() == "key" {
+                    key_path.clone()
+                } else {
+                    cert_path.clone()
+                },
+                message: problem.to_string(),
+            },
+        )?;
+        Ok(Arc::new(Self {
+            cert_path,
+            key_path,
+            provider,
+            current: RwLock::new(Arc::new(key)),
+            installing: std::sync::Mutex::default(),
+        }))
+    }
+
+    /// The certificate presented now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Details of the certificate presented now.
+    pub fn info(&self) -> Result<CertificateInfo, CertificateProblem> {
+        describe(&self.current().cert)
+    }
+
+    /// A server config that presents the current certificate, whatever it is
+    /// at handshake time.
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// Check a PEM certificate (chain) and key; only if they pass, write
+    /// them to the data directory and present them from the next handshake.
+    /// Blocking (file writes): call it off the async threads.
+    pub fn install(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Result<CertificateInfo, CertificateProblem>, TlsError> {
+        let key = match checked_pair(
+            cert_pem,
+            key_pem,
+            &self.provider,
+            Some(time::OffsetDateTime::now_utc()),
+        ) {
+            Ok(key) => key,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let info = match describe(&key.cert) {
+            Ok(info) => info,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        // Normalised PEM of exactly what was checked.
+        let (label, der) = key_der(key_pem);
+        let key_text = pem_block(label, &der);
+        let cert_text: String = key
+            .cert
+            .iter()
+            .map(|der| pem_block("CERTIFICATE", der.as_ref()))
+            .collect();
+        // Both staged in full before either replaces the pair in use, so a
+        // crash at any point leaves a pair that `finish_install` completes
+        // or discards at the next start.
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let (key_new, cert_new) = (staged(&self.key_path), staged(&self.cert_path));
+        write_private(&key_new, key_text.as_bytes()).map_err(io_error(&key_new))?;
+        write_private(&cert_new, cert_text.as_bytes()).map_err(io_error(&cert_new))?;
+        finish_install(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        tracing::info!(subject = %info.subject, not_after = %info.not_after, "Installed a new appliance certificate");
+        Ok(Ok(info))
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
+    let path = path.to_owned();
+    move |source| TlsError::Io { path, source }
+}
+
+/// Parse a PEM chain and key and check they belong together (and, with
+/// `now`, that the certificate is valid at that time).
+fn checked_pair(
+    cert_pem: &str,
+    key_pem: &str,
+    provider: &CryptoProvider,
+    now: Option<time::OffsetDateTime>,
+) -> Result<CertifiedKey, CertificateProblem> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| pem(&cert_path, e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| pem(&key_path, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+        .map_err(|e| CertificateProblem::Certificate(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(CertificateProblem::Certificate(
+            "no -----BEGIN CERTIFICATE----- block".into(),
+        ));
+    }
+    let info = describe(&certs)?;
+    if let Some(now) = now {
+        let (_, leaf) = x509_parser::parse_x509_certificate(certs[0].as_ref()).map_err(|e| {
+            CertificateProblem::Certificate(format!("not an X.509 certificate: {e}"))
+        })?;
+        let validity = leaf.validity();
+        if validity.not_after.timestamp() < now.unix_timestamp() {
+            return Err(CertificateProblem::Certificate(format!(
+                "expired on {}",
+                info.not_after
+            )));
+        }
+        if validity.not_before.timestamp() > now.unix_timestamp() {
+            return Err(CertificateProblem::Certificate(format!(
+                "not valid before {}",
+                info.not_before
+            )));
+        }
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+        CertificateProblem::Key(format!("no usable -----BEGIN PRIVATE KEY----- block: {e}"))
+    })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CertificateProblem::Key(format!("unsupported private key: {e}")))?;
+    let pair = CertifiedKey::new(certs, signing);
+    pair.keys_match()
+        .map_err(|_| CertificateProblem::Mismatch)?;
+    Ok(pair)
+}
+
+/// Details of the first certificate of a chain.
+fn describe(chain: &[CertificateDer<'_>]) -> Result<CertificateInfo, CertificateProblem> {
+    use sha2::Digest;
+    use x509_parser::extensions::GeneralName;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CertificateProblem::Certificate("empty chain".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| CertificateProblem::Certificate(format!("not an X.509 certificate: {e}")))?;
+    let (mut dns_names, mut ip_addresses) = (Vec::new(), Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(name) => dns_names.push((*name).to_owned()),
+                GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        ip_addresses.push(std::net::Ipv4Addr::from(v4).to_string());
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        ip_addresses.push(std::net::Ipv6Addr::from(v6).to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let when = |t: &x509_parser::time::ASN1Time| {
+        time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let fingerprint = sha2::Sha256::digest(leaf.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    Ok(CertificateInfo {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
+        dns_names,
+        ip_addresses,
+        not_before: when(&cert.validity().not_before),
+        not_after: when(&cert.validity().not_after),
+        serial: cert.raw_serial_as_string(),
+        sha256_fingerprint: fingerprint,
+        chain_length: chain.len(),
+    })
+}
+
+/// The first private key in `pem` (PKCS#8, PKCS#1 or SEC1): its PEM label
+/// and DER.
+fn key_der(pem: &str) -> (&'static str, Vec<u8>) {
+    match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs1(der)) => ("RSA PRIVATE KEY", der.secret_pkcs1_der().to_vec()),
+        Ok(PrivateKeyDer::Sec1(der)) => ("EC PRIVATE KEY", der.secret_sec1_der().to_vec()),
+        Ok(PrivateKeyDer::Pkcs8(der)) => ("PRIVATE KEY", der.secret_pkcs8_der().to_vec()),
+        Ok(_) | Err(_) => ("PRIVATE KEY", Vec::new()),
+    }
+}
+
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Where an install stages a file before it replaces `path`.
+fn staged(path: &Path) -> PathBuf {
+    path.with_extension("pem.new")
+}
+
+/// Complete an install that staged its certificate (the last file staged,
+/// so the key is staged or already in place), or discard one that did not
+/// get that far. The key is moved first: with the certificate still staged,
+/// a restart completes the move.
+fn finish_install(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let (key_new, cert_new) = (staged(key_path), staged(cert_path));
+    if cert_new.exists() {
+        if key_new.exists() {
+            std::fs::rename(&key_new, key_path).map_err(io_error(&key_new))?;
+        }
+        std::fs::rename(&cert_new, cert_path).map_err(io_error(&cert_new))?;
+        if let Some(dir) = cert_path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error(dir))?;
+        }
+    } else if key_new.exists() {
+        std::fs::remove_file(&key_new).map_err(io_error(&key_new))?;
+    }
+    Ok(())
 }
 
 /// Write a file only its owner can read, durably, replacing it atomically.
@@ -215,4 +499,103 @@ fn redirect_to_https(
         .header(hyper::header::CONNECTION, "close")
         .body("Use HTTPS.\n".to_owned())
         .expect("a redirect with a sanitised location is a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(days: i64) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![
+            "pool.contoso.test".to_owned(),
+            "192.0.2.7".to_owned(),
+        ])
+        .expect("params");
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(2);
+        params.not_after = now + time::Duration::days(days);
+        let cert = params.self_signed(&key).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn provider() -> CryptoProvider {
+        rustls::crypto::ring::default_provider()
+    }
+
+    #[test]
+    fn a_matching_pair_is_described() {
+        let (cert, key) = pair(30);
+        let now = Some(time::OffsetDateTime::now_utc());
+        let checked = checked_pair(&cert, &key, &provider(), now).expect("valid pair");
+        let info = describe(&checked.cert).expect("info");
+        assert_eq!(info.dns_names, ["pool.contoso.test"]);
+        assert_eq!(info.ip_addresses, ["192.0.2.7"]);
+        assert!(info.self_signed);
+        assert_eq!(info.sha256_fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn a_wrong_key_an_expired_certificate_and_garbage_are_refused_by_field() {
+        let (cert, _) = pair(30);
+        let (_, other_key) = pair(30);
+        let (expired, expired_key) = pair(-1);
+        let now = Some(time::OffsetDateTime::now_utc());
+        let field = |result: Result<CertifiedKey, CertificateProblem>| {
+            result.err().map(|problem| problem.field())
+        };
+        assert!(matches!(
+            checked_pair(&cert, &other_key, &provider(), now),
+            Err(CertificateProblem::Mismatch)
+        ));
+        assert_eq!(
+            field(checked_pair(&expired, &expired_key, &provider(), now)),
+            Some("certificate")
+        );
+        assert!(checked_pair(&expired, &expired_key, &provider(), None).is_ok());
+        assert_eq!(
+            field(checked_pair("", &other_key, &provider(), now)),
+            Some("certificate")
+        );
+        assert_eq!(
+            field(checked_pair(&cert, "junk", &provider(), now)),
+            Some("key")
+        );
+    }
+
+    #[test]
+    fn an_interrupted_install_is_completed_or_discarded_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = vec!["localhost".to_owned()];
+        let first = Certificates::load_or_create(dir.path(), names.clone()).expect("generate");
+        let original = first.info().expect("info").sha256_fingerprint;
+        let (cert_path, key_path) = (dir.path().join(CERT_FILE), dir.path().join(KEY_FILE));
+        let (cert, key) = pair(30);
+
+        // Only the key was staged: the install is dropped.
+        std::fs::write(staged(&key_path), &key).expect("stage key");
+        let again = Certificates::load_or_create(dir.path(), names.clone()).expect("load");
+        assert_eq!(again.info().expect("info").sha256_fingerprint, original);
+        assert!(!staged(&key_path).exists());
+
+        // The key moved, the certificate still staged: the install completes.
+        std::fs::write(&key_path, &key).expect("key in place");
+        std::fs::write(staged(&cert_path), &cert).expect("stage certificate");
+        let completed = Certificates::load_or_create(dir.path(), names).expect("load");
+        let info = completed.info().expect("info");
+        assert_ne!(info.sha256_fingerprint, original);
+        assert_eq!(info.dns_names, ["pool.contoso.test"]);
+        assert!(!staged(&cert_path).exists());
+    }
+
+    #[test]
+    fn the_written_key_keeps_its_format() {
+        let (_, key) = pair(30);
+        let (label, der) = key_der(&key);
+        let pem = pem_block(label, &der);
+        assert!(
+            PrivateKeyDer::from_pem_slice(pem.as_bytes()).is_ok(),
+            "{pem}"
+        );
+    }
 }

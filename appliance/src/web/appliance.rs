@@ -1,0 +1,106 @@
+//! The appliance itself, for the UI's system page:
+//!
+//! * `GET /api/v1/system` — version, build, appliance id, uptime, config
+//!   version, and the certificate in use
+//! * `GET /api/v1/certificate` — details of the certificate the admin
+//!   listener and SIP over TLS present
+//! * `PUT /api/v1/certificate` — `{"certificate": PEM chain, "key": PEM}`
+//!   replaces it for both, from the next handshake on. The pair is checked
+//!   first (both parse, the key belongs to the certificate, it is valid
+//!   now); a refused pair is a 422 naming the field and writes nothing.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Json;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Principal;
+use super::tls::Certificates;
+use super::{ApiError, AppState, blocking};
+use crate::store::NewEvent;
+
+fn certificates(state: &AppState) -> Result<&std::sync::Arc<Certificates>, ApiError> {
+    state
+        .certificates
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("this listener has no certificate".to_owned()))
+}
+
+/// `GET /api/v1/system`
+pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let appliance_id = blocking(&state, |store| store.setting("appliance_id")).await?;
+    let certificate = state.certificates.as_ref().and_then(|c| c.info().ok());
+    let view = state.publisher.current();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "build": crate::build_info(),
+        "commit": env!("POOLGATE_GIT_COMMIT"),
+        "profile": env!("POOLGATE_PROFILE"),
+        "target": env!("POOLGATE_TARGET"),
+        "appliance_id": appliance_id,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "config_version": view.config_version,
+        "certificate": certificate,
+    })))
+}
+
+/// `GET /api/v1/certificate`
+pub async fn certificate(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let info = certificates(&state)?
+        .info()
+        .map_err(|problem| ApiError::invalid("certificate", problem.to_string()))?;
+    Ok(Json(
+        serde_json::to_value(info).expect("certificate info serialises"),
+    ))
+}
+
+/// A certificate and its key, as PEM text.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateBody {
+    /// The server certificate first, then any intermediates.
+    certificate: String,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    key: String,
+}
+
+/// Upper bound on an uploaded PEM: a long chain of RSA-4096 certificates is
+/// well under this.
+const MAX_PEM_BYTES: usize = 256 * 1024;
+
+/// `PUT /api/v1/certificate`
+pub async fn install_certificate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: CertificateBody = super::api::parse_json(&body)?;
+    for (field, text) in [("certificate", &body.certificate), ("key", &body.key)] {
+        if text.len() > MAX_PEM_BYTES {
+            return Err(ApiError::invalid(
+                field,
+                "larger than 256 KiB; is this a PEM file?",
+            ));
+        }
+    }
+    let certs = std::sync::Arc::clone(certificates(&state)?);
+    let installed =
+        tokio::task::spawn_blocking(move || certs.install(&body.certificate, &body.key)).await??;
+    let info =
+        installed.map_err(|problem| ApiError::invalid(problem.field(), problem.to_string()))?;
+    let event = NewEvent {
+        kind: "system",
+        message: format!(
+            "Certificate for {} installed by {} (valid until {})",
+            info.subject, principal.username, info.not_after
+        ),
+        detail: Some(json!({"sha256_fingerprint": info.sha256_fingerprint})),
+        ..NewEvent::default()
+    };
+    blocking(&state, move |store| store.record_event(&event)).await?;
+    Ok(Json(
+        serde_json::to_value(info).expect("certificate info serialises"),
+    ))
+}
