@@ -82,6 +82,8 @@ pub enum UpgradeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the upload was interrupted: {0}")]
+    Upload(String),
     #[error("cannot reboot: {0}")]
     Reboot(String),
     #[error(transparent)]
@@ -707,6 +709,170 @@ fn restore_backup(
     std::fs::rename(&part, &db).map_err(io("cannot rename", &part))?;
     sync_dir(data_dir)?;
     sync_dir(&dir)
+}
+
+/// An upload being received into `<data>/upgrade/incoming.pgup`. Its header
+/// is checked as soon as it has arrived, so a bundle for another product,
+/// unsigned, signed by another key, or not an upgrade for this appliance is
+/// refused after a few kilobytes rather than after the whole image. The
+/// file is removed when this is dropped.
+#[derive(Debug)]
+pub struct Receiving {
+    file: File,
+    path: PathBuf,
+    header: Vec<u8>,
+    expected: Option<u64>,
+    received: u64,
+}
+
+impl Receiving {
+    /// Append the next piece of the upload.
+    pub fn push(&mut self, upgrader: &Upgrader, mut bytes: &[u8]) -> Result<(), UpgradeError> {
+        if self.expected.is_none() {
+            let total = match bundle::header_len(&self.header)? {
+                Some(total) => total,
+                None => {
+                    bundle::header_len(&[&self.header[..], bytes].concat())?.unwrap_or(usize::MAX)
+                }
+            };
+            let take = total.saturating_sub(self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            self.write(&bytes[..take])?;
+            bytes = &bytes[take..];
+            if self.header.len() == total {
+                let manifest = bundle::parse_header(&self.header, &upgrader.keys)?;
+                upgrader.plan(&manifest)?;
+                let payload: u64 = manifest.components.iter().map(|c| c.size).sum();
+                self.expected = Some(total as u64 + payload);
+            }
+        }
+        if let Some(expected) = self.expected
+            && self.received + bytes.len() as u64 > expected
+        {
+            return Err(BundleError::TrailingData.into());
+        }
+        self.write(bytes)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), UpgradeError> {
+        self.file
+            .write_all(bytes)
+            .map_err(io("cannot write", &self.path))?;
+        self.received += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The whole upload is here: the file to check and install from.
+    pub fn finish(&mut self) -> Result<&Path, UpgradeError> {
+        if self.expected != Some(self.received) {
+            return Err(BundleError::Truncated("the upload ended early").into());
+        }
+        self.file.flush().map_err(io("cannot write", &self.path))?;
+        Ok(&self.path)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Upgrader {
+    /// Start receiving an upload (hold the lock first).
+    pub fn receive(&self, _lock: &UpgradeLock) -> Result<Receiving, UpgradeError> {
+        let path = self.incoming_path();
+        let file = File::create(&path).map_err(io("cannot create", &path))?;
+        Ok(Receiving {
+            file,
+            path,
+            header: Vec::new(),
+            expected: None,
+            received: 0,
+        })
+    }
+
+    /// Record a refused bundle in the event log (nothing else was written).
+    pub fn record_refusal(
+        &self,
+        store: &Store,
+        actor: &str,
+        error: &UpgradeError,
+    ) -> Result<(), StoreError> {
+        store.record_event(&event(
+            format!("{actor} offered an upgrade bundle; refused: {error}"),
+            serde_json::json!({"step": "refused", "reason": error.to_string(), "actor": actor}),
+        ))?;
+        Ok(())
+    }
+
+    /// Record the reboot into the new slot, then reboot.
+    pub fn reboot(
+        &self,
+        mode: RebootMode,
+        store: &Store,
+        pending: &Pending,
+    ) -> Result<(), UpgradeError> {
+        let message = match mode {
+            RebootMode::Systemd => format!("Rebooting into {}", pending.to_version),
+            RebootMode::Disabled => format!(
+                "Reboot into {} skipped: rebooting is disabled on this appliance",
+                pending.to_version
+            ),
+        };
+        store.record_event(&event(
+            message,
+            serde_json::json!({"step": "reboot", "to": pending.to_version, "mode": mode}),
+        ))?;
+        mode.reboot()
+    }
+}
+
+/// What an upload came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// `verify_only`: every check passed; nothing was written.
+    Verified(Plan),
+    Installed(Pending),
+}
+
+impl Upgrader {
+    /// Receive a bundle piece by piece, check it, and (unless `verify_only`)
+    /// install it. A refusal is recorded in the event log, except for a
+    /// check-only upload, which writes nothing at all.
+    pub fn upload<B: AsRef<[u8]>>(
+        &self,
+        store: &Store,
+        actor: &str,
+        chunks: impl Iterator<Item = Result<B, String>>,
+        verify_only: bool,
+    ) -> Result<Uploaded, UpgradeError> {
+        let lock = self.lock()?;
+        let mut receiving = self.receive(&lock)?;
+        let checked = (|| {
+            // Bounded: `push` refuses anything past the declared size.
+            for chunk in chunks {
+                receiving.push(self, chunk.map_err(UpgradeError::Upload)?.as_ref())?;
+            }
+            let path = receiving.finish()?;
+            self.verify_file(path).map(|plan| (path.to_owned(), plan))
+        })();
+        let (path, plan) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                if !verify_only {
+                    self.record_refusal(store, actor, &error)?;
+                }
+                return Err(error);
+            }
+        };
+        if verify_only {
+            return Ok(Uploaded::Verified(plan));
+        }
+        let pending = self.install_file(&path, &plan, store, actor)?;
+        drop(receiving);
+        Ok(Uploaded::Installed(pending))
+    }
 }
 
 /// What `GET /api/v1/system` shows.

@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::store::StoreError;
+use crate::system::bundle::BundleError;
+use crate::system::upgrade::UpgradeError;
 
 /// One field-named problem, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +43,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 impl ApiError {
@@ -74,6 +78,37 @@ impl IntoResponse for ApiError {
                 | StoreError::PasswordHash(_),
             )
             | Self::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // A bundle that is not what it claims, or not for this appliance.
+            Self::Upgrade(
+                UpgradeError::Bundle(
+                    BundleError::NotABundle
+                    | BundleError::Truncated(_)
+                    | BundleError::ManifestSize(_)
+                    | BundleError::Unsigned
+                    | BundleError::NoKeys
+                    | BundleError::BadSignature
+                    | BundleError::Manifest(_)
+                    | BundleError::WrongProduct { .. }
+                    | BundleError::HashMismatch { .. }
+                    | BundleError::TrailingData,
+                )
+                | UpgradeError::TooBig { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            // A good bundle that does not apply to what runs now.
+            Self::Upgrade(
+                UpgradeError::Bundle(BundleError::NotNewer { .. } | BundleError::TooOld { .. })
+                | UpgradeError::UnknownSlot { .. }
+                | UpgradeError::Busy,
+            ) => StatusCode::CONFLICT,
+            Self::Upgrade(UpgradeError::Upload(_)) => StatusCode::BAD_REQUEST,
+            Self::Upgrade(
+                UpgradeError::Bundle(BundleError::Io(_))
+                | UpgradeError::ReadBack { .. }
+                | UpgradeError::NoBackup { .. }
+                | UpgradeError::Io { .. }
+                | UpgradeError::Reboot(_)
+                | UpgradeError::Store(_),
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = match &self {
             Self::Invalid(problems) => json!({"error": "invalid input", "fields": problems}),

@@ -25,6 +25,8 @@
 //! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the share of users
 //!   (over the hash space) who would move if the member were drained
 //! * `GET /metrics` — Prometheus text format
+//! * `GET /api/v1/system`, `POST /api/v1/system/upgrade` — version, slot and
+//!   upgrades (`system`)
 //!
 //! The route tables below are the single source: the router is built from
 //! them and the security tests enumerate them.
@@ -33,6 +35,7 @@ pub mod api;
 pub mod auth;
 mod error;
 mod openapi;
+mod system;
 pub mod tls;
 mod ui;
 
@@ -63,6 +66,9 @@ pub struct AppState {
     /// Counters of the DNS and SIP services, for `/metrics`.
     pub dns_stats: Arc<crate::dns::DnsStats>,
     pub sip_stats: Arc<crate::sip::SipStats>,
+    /// Upgrades and the reboot into them (`run` sets the real layout and
+    /// reboot mode; the default never reboots).
+    pub upgrades: Arc<crate::system::reboot::Upgrades>,
 }
 
 impl AppState {
@@ -72,6 +78,7 @@ impl AppState {
         licensing: crate::license::Licensing,
         setup_code: Option<String>,
     ) -> Self {
+        let data_dir = store.path().parent().map(Into::into).unwrap_or_default();
         Self {
             publisher,
             store,
@@ -81,6 +88,13 @@ impl AppState {
             licensing,
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
+            upgrades: Arc::new(crate::system::reboot::Upgrades::new(
+                crate::system::upgrade::Upgrader::new(
+                    crate::system::layout::Layout::default(),
+                    data_dir,
+                ),
+                crate::system::upgrade::RebootMode::Disabled,
+            )),
         }
     }
 }
@@ -236,6 +250,18 @@ pub fn protected_routes() -> Vec<Route> {
             api::registrar_what_if
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
+        spec!(
+            GET,
+            "/api/v1/system",
+            "Running version, root slot, previous version, last and pending upgrade",
+            system::info
+        ),
+        spec!(
+            POST,
+            "/api/v1/system/upgrade",
+            "Upload an upgrade bundle (raw body): verify, install, reboot",
+            system::upgrade
+        ),
     ]
 }
 

@@ -1,0 +1,127 @@
+//! The appliance itself, as the API shows it:
+//! * `GET  /api/v1/system` — running version and build, root slot, the
+//!   version before this one, the last upgrade's outcome (with the reason of
+//!   a rollback), an upgrade waiting for its reboot, a scheduled reboot
+//! * `POST /api/v1/system/upgrade` — upload a `.pgup` bundle as the raw
+//!   request body (streamed to the data partition, never held in memory).
+//!   Query: `verify_only=true` runs every check and writes nothing;
+//!   `reboot=now` (default), `reboot=later` (the admin reboots), or an
+//!   RFC 3339 time; `drain_timeout_s=N` waits for the proxy's connections to
+//!   end (at most N seconds) before rebooting. A refused bundle answers 422
+//!   (or 409 for a version that does not apply) with the reason; nothing is
+//!   written.
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::auth::Principal;
+use super::{ApiError, AppState};
+use crate::system::reboot::{MAX_DRAIN, RebootPlan};
+use crate::system::upgrade::Uploaded;
+
+pub async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let upgrades = state.upgrades.clone();
+    let info = tokio::task::spawn_blocking(move || upgrades.upgrader.info()).await??;
+    let mut body = serde_json::to_value(info).expect("system info serialises");
+    body["reboot_scheduled"] = json!(state.upgrades.scheduled());
+    body["reboot_mode"] = json!(state.upgrades.mode);
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeQuery {
+    #[serde(default)]
+    verify_only: bool,
+    reboot: Option<String>,
+    drain_timeout_s: Option<u64>,
+}
+
+/// The reboot the query asks for; `None`: the admin reboots later.
+fn reboot_plan(query: &UpgradeQuery) -> Result<Option<RebootPlan>, ApiError> {
+    let at = match query.reboot.as_deref() {
+        None | Some("now") => None,
+        Some("later") => return Ok(None),
+        Some(text) => Some(
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::invalid("reboot", "use now, later, or an RFC 3339 time"))?,
+        ),
+    };
+    if query
+        .drain_timeout_s
+        .is_some_and(|s| s > MAX_DRAIN.as_secs())
+    {
+        return Err(ApiError::invalid(
+            "drain_timeout_s",
+            format!("at most {} seconds", MAX_DRAIN.as_secs()),
+        ));
+    }
+    Ok(Some(RebootPlan {
+        at,
+        drain_timeout_s: query.drain_timeout_s,
+    }))
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(query): Query<UpgradeQuery>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let reboot = reboot_plan(&query)?;
+    let verify_only = query.verify_only;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
+    let upgrades = state.upgrades.clone();
+    let store = state.store.clone();
+    let actor = principal.username.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let chunks = std::iter::from_fn(|| rx.blocking_recv());
+        upgrades
+            .upgrader
+            .upload(&store, &actor, chunks, verify_only)
+    });
+    let mut stream = body.into_data_stream();
+    // Ends with the body, or as soon as the upload is refused (the receiver
+    // is gone), which also bounds a body longer than its bundle.
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| error.to_string());
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    match task.await?? {
+        Uploaded::Verified(plan) => Ok(Json(json!({
+            "verified": true,
+            "version": plan.manifest.version,
+            "min_from_version": plan.manifest.min_from_version,
+            "from_version": plan.from_version,
+            "slot": plan.target_slot,
+            "components": plan.manifest.components,
+        }))),
+        Uploaded::Installed(pending) => {
+            tracing::info!(to = %pending.to_version, slot = ?pending.to_slot, user = %principal.username, "Upgrade installed");
+            let body = json!({
+                "installed": pending.to_version,
+                "slot": pending.to_slot,
+                "reboot": reboot,
+            });
+            if let Some(plan) = reboot {
+                state.upgrades.schedule(
+                    plan,
+                    pending,
+                    state.store.clone(),
+                    state.publisher.clone(),
+                );
+            }
+            Ok(Json(body))
+        }
+    }
+}
