@@ -1,7 +1,8 @@
 //! Rebooting into an installed upgrade: now, at a time the admin picks, and
 //! optionally once the proxy has no connection open (up to a deadline). The
-//! database backup is taken again just before the reboot, so a later
-//! rollback restores the data as it was when the old version stopped.
+//! database backup is taken again just before the reboot (`Upgrader::reboot`),
+//! so a later rollback restores the data as it was when the old version
+//! stopped.
 //!
 //! One reboot is scheduled at a time; a new upgrade replaces it.
 
@@ -112,11 +113,8 @@ impl Upgrades {
         }
         let upgrader = self.upgrader.clone();
         let mode = self.mode;
-        let result = tokio::task::spawn_blocking(move || {
-            upgrader.backup(&store)?;
-            upgrader.reboot(mode, &store, &pending)
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || upgrader.reboot(mode, &store, &pending)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "Cannot reboot into the upgrade"),

@@ -323,7 +323,19 @@ impl Upgrader {
             serde_json::json!({"step": "started", "from": plan.from_version, "to": to,
                 "slot": target.partlabel(), "actor": actor}),
         ))?;
-        match self.write_slot_and_uki(path, plan).and_then(|()| {
+        // The "installed" event goes in before the backup, so a database
+        // restored after a rollback still tells the whole story.
+        let installed = self.write_slot_and_uki(path, plan).and_then(|()| {
+            store.record_event(&event(
+                format!(
+                    "Version {to} installed in slot {}; it starts at the next reboot (with {} boot attempts before falling back to {})",
+                    target.partlabel(),
+                    layout::BOOT_TRIES,
+                    plan.from_version
+                ),
+                serde_json::json!({"step": "installed", "from": plan.from_version, "to": to,
+                    "slot": target.partlabel()}),
+            ))?;
             let backup_schema = self.backup(store)?;
             let pending = Pending {
                 from_version: plan.from_version.clone(),
@@ -337,33 +349,19 @@ impl Upgrader {
             state.pending = Some(pending.clone());
             state.save(&self.data_dir)?;
             Ok(pending)
-        }) {
-            Ok(pending) => {
-                store.record_event(&event(
-                    format!(
-                        "Version {to} installed in slot {}; the database is backed up. It starts at the next reboot (with {} boot attempts before falling back to {})",
-                        target.partlabel(),
-                        layout::BOOT_TRIES,
-                        plan.from_version
-                    ),
-                    serde_json::json!({"step": "installed", "from": plan.from_version, "to": to,
-                        "slot": target.partlabel()}),
-                ))?;
-                Ok(pending)
-            }
-            Err(error) => {
-                store.record_event(&event(
-                    format!(
-                        "Upgrade to {to} failed: {error}. {} keeps running from slot {}",
-                        plan.from_version,
-                        plan.from_slot.partlabel()
-                    ),
-                    serde_json::json!({"step": "failed", "from": plan.from_version, "to": to,
-                        "reason": error.to_string()}),
-                ))?;
-                Err(error)
-            }
+        });
+        if let Err(error) = &installed {
+            store.record_event(&event(
+                format!(
+                    "Upgrade to {to} failed: {error}. {} keeps running from slot {}",
+                    plan.from_version,
+                    plan.from_slot.partlabel()
+                ),
+                serde_json::json!({"step": "failed", "from": plan.from_version, "to": to,
+                    "reason": error.to_string()}),
+            ))?;
         }
+        installed
     }
 
     fn write_slot_and_uki(&self, path: &Path, plan: &Plan) -> Result<(), UpgradeError> {
@@ -806,7 +804,8 @@ impl Upgrader {
         Ok(())
     }
 
-    /// Record the reboot into the new slot, then reboot.
+    /// Record the reboot into the new slot, refresh the backup (so a
+    /// rollback loses nothing done since the install), then reboot.
     pub fn reboot(
         &self,
         mode: RebootMode,
@@ -824,6 +823,7 @@ impl Upgrader {
             message,
             serde_json::json!({"step": "reboot", "to": pending.to_version, "mode": mode}),
         ))?;
+        self.backup(store)?;
         mode.reboot()
     }
 }

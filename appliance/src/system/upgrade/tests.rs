@@ -343,6 +343,12 @@ fn a_rollback_restores_the_backup_when_the_new_version_migrated() {
     let kept = fake.data_dir.join("upgrade").join("poolgate.db.from-1.1.0");
     assert!(kept.is_file(), "the newer database is kept");
     let events = upgrade_events(&store);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("1.1.0 installed in slot root-b")),
+        "the restored log still has the install: {events:?}"
+    );
     let rollback = events.last().expect("event");
     assert!(
         rollback.starts_with("Rolled back to 1.0.0 from 1.1.0"),
