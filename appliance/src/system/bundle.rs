@@ -78,14 +78,14 @@ pub enum BundleError {
     #[error(
         "the bundle is version {version}, not newer than the running {running}; downgrades and reinstalls are refused"
     )]
-    NotNewer { version: Version, running: Version },
+    NotNewer { version: String, running: String },
     #[error(
         "version {version} upgrades only from {min_from} or later; this appliance runs {running}: install {min_from} first"
     )]
     TooOld {
-        version: Version,
-        min_from: Version,
-        running: Version,
+        version: String,
+        min_from: String,
+        running: String,
     },
     #[error("cannot read the bundle: {0}")]
     Io(#[source] std::io::Error),
@@ -172,17 +172,17 @@ impl Manifest {
         let version = self.version();
         if version <= *running {
             return Err(BundleError::NotNewer {
-                version,
-                running: running.clone(),
+                version: version.to_string(),
+                running: running.to_string(),
             });
         }
         let min_from = Version::parse(&self.min_from_version)
             .map_err(|error| BundleError::Manifest(format!("min_from_version: {error}")))?;
         if *running < min_from {
             return Err(BundleError::TooOld {
-                version,
-                min_from,
-                running: running.clone(),
+                version: version.to_string(),
+                min_from: min_from.to_string(),
+                running: running.to_string(),
             });
         }
         Ok(())

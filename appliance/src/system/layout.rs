@@ -122,7 +122,7 @@ pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
     let root = cmdline
         .split_ascii_whitespace()
         .filter_map(|word| word.strip_prefix("root="))
-        .last()?;
+        .next_back()?;
     match root.strip_prefix("PARTLABEL=")? {
         PARTLABEL_ROOT_A => Some(Slot::A),
         PARTLABEL_ROOT_B => Some(Slot::B),

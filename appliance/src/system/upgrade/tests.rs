@@ -8,6 +8,9 @@ use crate::system::bundle::{PRODUCT, describe, write_bundle};
 
 const SLOT_SIZE: usize = 64 * 1024;
 
+/// Slot a, slot b, and the ESP's files (name, content).
+type Snapshot = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
 struct Fake {
     dir: tempfile::TempDir,
     layout: Layout,
@@ -73,7 +76,7 @@ impl Fake {
     }
 
     /// Every byte of both slots and every file on the ESP.
-    fn snapshot(&self) -> (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>) {
+    fn snapshot(&self) -> Snapshot {
         let mut esp: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.layout.uki_dir())
             .expect("esp")
             .map(|e| {
