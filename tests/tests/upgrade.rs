@@ -20,7 +20,8 @@ use poolgate_e2e::{AdminClient, Poolgate, binary};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
-const SLOT_SIZE: usize = 256 * 1024;
+/// Larger than the body limit of JSON routes, so the upload is streamed.
+const SLOT_SIZE: usize = 4 << 20;
 /// Newer than the binary under test (the workspace version).
 const NEXT: &str = "99.0.0";
 
@@ -190,7 +191,7 @@ impl Fake {
 }
 
 fn root_image() -> Vec<u8> {
-    (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect()
+    (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect()
 }
 
 fn text(bytes: &[u8]) -> String {

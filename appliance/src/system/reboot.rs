@@ -4,7 +4,9 @@
 //! so a later rollback restores the data as it was when the old version
 //! stopped.
 //!
-//! One reboot is scheduled at a time; a new upgrade replaces it.
+//! One reboot is scheduled at a time; a new upgrade replaces it. A due
+//! reboot waits for an upgrade being written and then reboots into what is
+//! pending at that moment, so it never cuts an install short.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::upgrade::{Pending, RebootMode, Upgrader};
+use super::upgrade::{RebootMode, Upgrader};
 use crate::state::PublisherHandle;
 use crate::store::Store;
 
@@ -20,6 +22,8 @@ use crate::store::Store;
 pub const MAX_DRAIN: Duration = Duration::from_secs(24 * 3600);
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// How long a due reboot waits for an upgrade being written to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
 /// When to reboot into a new slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,19 +61,12 @@ impl Upgrades {
             .map(|(plan, _)| plan.clone())
     }
 
-    /// Reboot into `pending` as `plan` says, in the background.
-    pub fn schedule(
-        self: &Arc<Self>,
-        plan: RebootPlan,
-        pending: Pending,
-        store: Store,
-        publisher: PublisherHandle,
-    ) {
+    /// Reboot into the pending upgrade as `plan` says, in the background.
+    pub fn schedule(self: &Arc<Self>, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
         let this = Arc::clone(self);
         let task_plan = plan.clone();
         let task = tokio::spawn(async move {
-            this.reboot_when_due(task_plan, pending, store, publisher)
-                .await;
+            this.reboot_when_due(task_plan, store, publisher).await;
         });
         let previous = self
             .scheduled
@@ -81,13 +78,7 @@ impl Upgrades {
         }
     }
 
-    async fn reboot_when_due(
-        &self,
-        plan: RebootPlan,
-        pending: Pending,
-        store: Store,
-        publisher: PublisherHandle,
-    ) {
+    async fn reboot_when_due(&self, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
         if let Some(at) = plan.at {
             let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
             tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
@@ -113,10 +104,12 @@ impl Upgrades {
         }
         let upgrader = self.upgrader.clone();
         let mode = self.mode;
-        let result =
-            tokio::task::spawn_blocking(move || upgrader.reboot(mode, &store, &pending)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            upgrader.reboot_into_pending(mode, &store, LOCK_WAIT)
+        })
+        .await;
         match result {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "Cannot reboot into the upgrade"),
             Err(error) => tracing::error!(%error, "Reboot task failed"),
         }

@@ -323,6 +323,12 @@ impl Upgrader {
             serde_json::json!({"step": "started", "from": plan.from_version, "to": to,
                 "slot": target.partlabel(), "actor": actor}),
         ))?;
+        // An upgrade installed before into the same slot is about to be
+        // overwritten: it is no longer pending, whatever happens next.
+        let mut state = UpgradeState::load(&self.data_dir)?;
+        if state.pending.take().is_some() {
+            state.save(&self.data_dir)?;
+        }
         // The "installed" event goes in before the backup, so a database
         // restored after a rollback still tells the whole story.
         let installed = self.write_slot_and_uki(path, plan).and_then(|()| {
@@ -802,6 +808,34 @@ impl Upgrader {
             serde_json::json!({"step": "refused", "reason": error.to_string(), "actor": actor}),
         ))?;
         Ok(())
+    }
+
+    /// Reboot into whatever is pending when the lock is free (an upgrade
+    /// being written is waited for, up to `wait`); nothing pending, no
+    /// reboot.
+    pub fn reboot_into_pending(
+        &self,
+        mode: RebootMode,
+        store: &Store,
+        wait: std::time::Duration,
+    ) -> Result<Option<Pending>, UpgradeError> {
+        let started = std::time::Instant::now();
+        // Bounded by `wait`.
+        let _lock = loop {
+            match self.lock() {
+                Ok(lock) => break lock,
+                Err(UpgradeError::Busy) if started.elapsed() < wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(pending) = UpgradeState::load(&self.data_dir)?.pending else {
+            tracing::warn!("No upgrade is pending any more; not rebooting");
+            return Ok(None);
+        };
+        self.reboot(mode, store, &pending)?;
+        Ok(Some(pending))
     }
 
     /// Record the reboot into the new slot, refresh the backup (so a

@@ -114,12 +114,9 @@ pub async fn upgrade(
                 "reboot": reboot,
             });
             if let Some(plan) = reboot {
-                state.upgrades.schedule(
-                    plan,
-                    pending,
-                    state.store.clone(),
-                    state.publisher.clone(),
-                );
+                state
+                    .upgrades
+                    .schedule(plan, state.store.clone(), state.publisher.clone());
             }
             Ok(Json(body))
         }

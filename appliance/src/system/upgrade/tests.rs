@@ -424,3 +424,57 @@ fn without_a_backup_a_newer_schema_stops_start_up_with_the_reason() {
             .is_some()
     );
 }
+
+#[test]
+fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let wait = std::time::Duration::from_millis(10);
+    let none = upgrader
+        .reboot_into_pending(RebootMode::Disabled, &store, wait)
+        .expect("nothing pending");
+    assert!(none.is_none());
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    let plan = upgrader.verify_file(&path).expect("verified");
+    upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect("installed");
+    {
+        let _busy = upgrader.lock().expect("lock");
+        assert!(matches!(
+            upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait),
+            Err(UpgradeError::Busy)
+        ));
+    }
+    let pending = upgrader
+        .reboot_into_pending(RebootMode::Disabled, &store, wait)
+        .expect("reboot")
+        .expect("pending");
+    assert_eq!(pending.to_version, "1.1.0");
+    let events = upgrade_events(&store);
+    assert!(
+        events
+            .last()
+            .expect("event")
+            .contains("Reboot into 1.1.0 skipped"),
+        "{events:?}"
+    );
+    // Installing again into the same slot: the earlier install is no longer
+    // pending from the moment its slot is overwritten.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes.len() - 300;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).expect("swap");
+    assert!(
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .is_err()
+    );
+    assert!(
+        UpgradeState::load(&fake.data_dir)
+            .expect("state")
+            .pending
+            .is_none()
+    );
+}
