@@ -381,5 +381,7 @@ fn the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot() {
     );
     let (status, body) = post(&good, "?reboot=tomorrow");
     assert_eq!(status, 422, "{body}");
+    let (status, body) = post(&good, "?reboot_at=now");
+    assert_eq!(status, 400, "{body}");
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }

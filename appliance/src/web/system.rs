@@ -13,6 +13,7 @@
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Json;
 use futures_util::StreamExt;
@@ -24,6 +25,10 @@ use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::system::reboot::{MAX_DRAIN, RebootPlan};
 use crate::system::upgrade::Uploaded;
+
+/// After a refusal, at most this much of the rest of an upload is read and
+/// dropped before answering; past it the connection is closed.
+const DISCARD_LIMIT: usize = 1 << 30;
 
 pub async fn info(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let upgrades = state.upgrades.clone();
@@ -71,11 +76,20 @@ fn reboot_plan(query: &UpgradeQuery) -> Result<Option<RebootPlan>, ApiError> {
 pub async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(query): Query<UpgradeQuery>,
+    query: Result<Query<UpgradeQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let reboot = reboot_plan(&query)?;
-    let verify_only = query.verify_only;
+    let mut stream = body.into_data_stream();
+    let checked = query
+        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+        .and_then(|Query(query)| Ok((reboot_plan(&query)?, query.verify_only)));
+    let (reboot, verify_only) = match checked {
+        Ok(checked) => checked,
+        Err(error) => {
+            discard(&mut stream).await;
+            return Err(error);
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(8);
     let upgrades = state.upgrades.clone();
     let store = state.store.clone();
@@ -86,17 +100,24 @@ pub async fn upgrade(
             .upgrader
             .upload(&store, &actor, chunks, verify_only)
     });
-    let mut stream = body.into_data_stream();
     // Ends with the body, or as soon as the upload is refused (the receiver
     // is gone), which also bounds a body longer than its bundle.
+    let mut refused = false;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| error.to_string());
         let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
+        if tx.send(chunk).await.is_err() {
+            refused = true;
+            break;
+        }
+        if failed {
             break;
         }
     }
     drop(tx);
+    if refused {
+        discard(&mut stream).await;
+    }
     match task.await?? {
         Uploaded::Verified(plan) => Ok(Json(json!({
             "verified": true,
@@ -120,5 +141,16 @@ pub async fn upgrade(
             }
             Ok(Json(body))
         }
+    }
+}
+
+/// Read and drop the rest of a refused upload, up to a bound, so that the
+/// client sees the refusal rather than a connection closed under its upload.
+async fn discard(stream: &mut axum::body::BodyDataStream) {
+    let mut discarded = 0usize;
+    while discarded < DISCARD_LIMIT
+        && let Some(Ok(chunk)) = stream.next().await
+    {
+        discarded += chunk.len();
     }
 }
