@@ -29,9 +29,10 @@ unit:
 	$(CARGO) test --locked -p poolgate
 
 # End-to-end tests drive the real binary, so build it first (with test
-# licence keys, so tests can mint licences; release builds never have them).
+# licence and upgrade keys, so tests can mint licences and sign bundles;
+# release builds never have them).
 e2e:
-	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys
+	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys,test-upgrade-keys
 	$(CARGO) test --locked -p poolgate-e2e -p poolgate-license
 
 # Fuzz targets need nightly and cargo-fuzz (.ci/run installs them). New

@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub grace: Duration,
     /// First-boot setup must present a one-time code shown on the console.
     pub require_setup_code: bool,
+    /// Root slots and ESP, for upgrades (the image's by default).
+    pub system_layout: system::layout::Layout,
+    /// How to reboot into an installed upgrade.
+    pub reboot: system::upgrade::RebootMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Tls(#[from] web::tls::TlsError),
+    #[error(transparent)]
+    Upgrade(#[from] system::upgrade::UpgradeError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -161,7 +167,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let started = Instant::now();
     // Validate before opening the store: an invalid file writes nothing.
     let file_config = options.config.as_deref().map(config::load).transpose()?;
-    let store = Store::open(&options.data_dir)?;
+    // Settles an upgrade that was waiting for this start (its success, or a
+    // rollback and the database it needs) before anything reads the store.
+    let (store, _) = system::upgrade::open_store(
+        &options.data_dir,
+        &options.system_layout,
+        &system::upgrade::running_version(),
+    )?;
     let appliance_id = store.setting_or_insert("appliance_id", new_appliance_id)?;
     let licensing = Licensing::new(store.clone(), license::vendor_keys(), appliance_id.clone())?;
     if let (Some(config), Some(path)) = (file_config, &options.config) {
@@ -231,6 +243,10 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
+    app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
+        system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
+        options.reboot,
+    ));
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));

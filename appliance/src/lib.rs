@@ -4,7 +4,7 @@
 //! `config` (schema and the one validator), `dns` (the DNS responder), `store` (SQLite: desired config,
 //! admin state, users, events), `state` (the `PoolView` snapshot and its one
 //! publisher), `drain` (drain progress and deadlines), `proxy` (the L4 VIP proxy), `web` (the admin listener), `system` (signals, systemd
-//! notification, logging), and `app` (wiring them into a running appliance).
+//! notification, logging, upgrades by image swap), and `app` (wiring them into a running appliance).
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,6 @@
 //! The `poolgate` command: parses arguments and hands over to the library.
-//! Exit codes: 0 success, 64 invalid config (or usage), 1 any other failure.
+//! Exit codes: 0 success, 64 invalid config (or usage), 65 upgrade bundle
+//! refused, 1 any other failure.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -12,9 +13,12 @@ use clap::{Parser, Subcommand};
 use poolgate::app::{self, RunError, RunOptions};
 use poolgate::config;
 use poolgate::store::{self, Store};
+use poolgate::system::layout::Layout;
+use poolgate::system::upgrade::{Plan, RebootMode, UpgradeError, Upgrader};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_CONFIG: u8 = 64;
+const EXIT_REFUSED: u8 = 65;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +50,30 @@ enum Command {
         /// First-boot setup must present a one-time code printed on the console.
         #[arg(long)]
         require_setup_code: bool,
+        /// Root slots and ESP for upgrades (TOML: root_a, root_b, esp,
+        /// cmdline); the appliance image's layout if omitted.
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+        /// Never reboot into an installed upgrade (development and tests).
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Check an upgrade bundle and install it into the inactive root slot,
+    /// then reboot into it.
+    Upgrade {
+        /// The `.pgup` bundle.
+        file: PathBuf,
+        /// Run every check and write nothing.
+        #[arg(long)]
+        verify_only: bool,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// Root slots and ESP (as for `run`).
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+        /// Install, but leave the reboot to the admin.
+        #[arg(long)]
+        no_reboot: bool,
     },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
@@ -119,13 +147,33 @@ fn main() -> ExitCode {
             admin_listen,
             grace_period_s,
             require_setup_code,
-        } => run(RunOptions {
+            system_layout,
+            no_reboot,
+        } => match layout(system_layout.as_deref()) {
+            Ok(system_layout) => run(RunOptions {
+                data_dir,
+                config,
+                admin_listen,
+                grace: Duration::from_secs(grace_period_s),
+                require_setup_code,
+                system_layout,
+                reboot: reboot_mode(no_reboot),
+            }),
+            Err(error) => Err(error),
+        },
+        Command::Upgrade {
+            file,
+            verify_only,
             data_dir,
-            config,
-            admin_listen,
-            grace: Duration::from_secs(grace_period_s),
-            require_setup_code,
-        }),
+            system_layout,
+            no_reboot,
+        } => upgrade(
+            &file,
+            verify_only,
+            &data_dir,
+            system_layout.as_deref(),
+            reboot_mode(no_reboot),
+        ),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
@@ -326,4 +374,88 @@ fn demo_members(file: &std::path::Path) -> anyhow::Result<ExitCode> {
         poolgate::demo::run(&config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn layout(path: Option<&std::path::Path>) -> anyhow::Result<Layout> {
+    match path {
+        Some(path) => Layout::load(path).map_err(anyhow::Error::msg),
+        None => Ok(Layout::default()),
+    }
+}
+
+fn reboot_mode(no_reboot: bool) -> RebootMode {
+    if no_reboot {
+        RebootMode::Disabled
+    } else {
+        RebootMode::Systemd
+    }
+}
+
+fn upgrade(
+    file: &std::path::Path,
+    verify_only: bool,
+    data_dir: &std::path::Path,
+    system_layout: Option<&std::path::Path>,
+    reboot: RebootMode,
+) -> anyhow::Result<ExitCode> {
+    let upgrader = Upgrader::new(layout(system_layout)?, data_dir.to_owned());
+    let refused = |error: &UpgradeError| {
+        eprintln!("poolgate: {}: refused: {error}", file.display());
+        ExitCode::from(EXIT_REFUSED)
+    };
+    if verify_only {
+        return Ok(match upgrader.verify_file(file) {
+            Ok(plan) => {
+                describe_plan(file, &plan);
+                println!("Every check passed; nothing was written.");
+                ExitCode::SUCCESS
+            }
+            Err(error) => refused(&error),
+        });
+    }
+    let _lock = upgrader.lock()?;
+    let store = Store::open(data_dir)?;
+    let plan = match upgrader.verify_file(file) {
+        Ok(plan) => plan,
+        Err(error) => {
+            upgrader.record_refusal(&store, "console", &error)?;
+            return Ok(refused(&error));
+        }
+    };
+    describe_plan(file, &plan);
+    let pending = upgrader.install_file(file, &plan, &store, "console")?;
+    println!(
+        "Installed {} in slot {}; the database is backed up.",
+        pending.to_version,
+        pending.to_slot.partlabel()
+    );
+    upgrader.reboot(reboot, &store, &pending)?;
+    match reboot {
+        RebootMode::Systemd => println!("Rebooting into {}.", pending.to_version),
+        RebootMode::Disabled => println!("Reboot to start {}.", pending.to_version),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_plan(file: &std::path::Path, plan: &Plan) {
+    let manifest = &plan.manifest;
+    println!(
+        "{}: {} {} (upgrades from {} or later), signed by a trusted key",
+        file.display(),
+        manifest.product,
+        manifest.version,
+        manifest.min_from_version
+    );
+    for component in &manifest.components {
+        println!(
+            "  {} {} bytes, sha256 {}",
+            component.name, component.size, component.sha256
+        );
+    }
+    println!(
+        "Running {} from slot {}; installs into slot {}.",
+        plan.from_version,
+        plan.from_slot.partlabel(),
+        plan.target_slot.partlabel()
+    );
 }

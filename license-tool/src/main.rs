@@ -3,15 +3,15 @@
 //! key stays with the vendor; the public key is compiled into release builds
 //! through `POOLGATE_LICENSE_KEYS`. See README.md beside this file.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ed25519_dalek::SigningKey;
 use poolgate::license::document::{self, Licence, Limits};
 use time::OffsetDateTime;
+
+mod keys;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,40 +102,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn keygen(out: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
-    let secret = out.join("license-signing.key");
-    if secret.exists() {
-        bail!(
-            "{} exists; refusing to overwrite a signing key",
-            secret.display()
-        );
-    }
-    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&secret)?;
-    writeln!(file, "{hex}")?;
-    let public = document::key_hex(&key.verifying_key());
-    std::fs::write(out.join("license-signing.pub"), format!("{public}\n"))?;
-    println!("{public}");
+    println!("{}", keys::keygen(out, "license-signing")?);
     Ok(())
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let hex = text.trim();
-    let mut bytes = [0u8; 32];
-    if hex.len() != 64 {
-        bail!("{} is not a signing key written by keygen", path.display());
-    }
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).with_context(|| {
-            format!("{} is not a signing key written by keygen", path.display())
-        })?;
-    }
-    Ok(SigningKey::from_bytes(&bytes))
+    keys::read_key(path)
 }

@@ -148,6 +148,13 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// An online copy of the whole database to `dest` (SQLite's backup API:
+    /// consistent while other connections keep writing).
+    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        self.conn().backup(rusqlite::MAIN_DB, dest, None)?;
+        Ok(())
+    }
+
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         Ok(self
             .conn()

@@ -1,5 +1,13 @@
-//! Process concerns: logging setup, termination signals and systemd
-//! notification. Nothing here knows about pools.
+//! Process and appliance concerns: logging setup, termination signals,
+//! systemd notification, and upgrades by image swap (`bundle`: the signed
+//! bundle format; `layout`: slots and the ESP; `upgrade`: install and what
+//! a rebooted appliance records; `reboot`: when to reboot into an upgrade).
+//! Nothing here knows about pools.
+
+pub mod bundle;
+pub mod layout;
+pub mod reboot;
+pub mod upgrade;
 
 use tokio_util::sync::CancellationToken;
 

@@ -1,7 +1,8 @@
 //! The appliance itself, for the UI's system page:
 //!
 //! * `GET /api/v1/system` — version, build, appliance id, uptime, config
-//!   version, and the certificate in use
+//!   version, the certificate in use, the running root slot, the version
+//!   before this one, the last upgrade's outcome and a scheduled reboot
 //! * `GET /api/v1/certificate` — details of the certificate the admin
 //!   listener and SIP over TLS present
 //! * `PUT /api/v1/certificate` — `{"certificate": PEM chain, "key": PEM}`
@@ -32,8 +33,10 @@ fn certificates(state: &AppState) -> Result<&std::sync::Arc<Certificates>, ApiEr
 pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let appliance_id = blocking(&state, |store| store.setting("appliance_id")).await?;
     let certificate = state.certificates.as_ref().and_then(|c| c.info().ok());
+    let upgrades = std::sync::Arc::clone(&state.upgrades);
+    let slots = tokio::task::spawn_blocking(move || upgrades.upgrader.info()).await??;
     let view = state.publisher.current();
-    Ok(Json(json!({
+    let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "build": crate::build_info(),
         "commit": env!("POOLGATE_GIT_COMMIT"),
@@ -43,7 +46,19 @@ pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "uptime_s": state.started.elapsed().as_secs(),
         "config_version": view.config_version,
         "certificate": certificate,
-    })))
+    });
+    // The running slot, the version before this one, and upgrades.
+    if let (Some(body), Value::Object(slots)) = (
+        body.as_object_mut(),
+        serde_json::to_value(slots).expect("system info serialises"),
+    ) {
+        for (key, value) in slots {
+            body.entry(key).or_insert(value);
+        }
+    }
+    body["reboot_scheduled"] = json!(state.upgrades.scheduled());
+    body["reboot_mode"] = json!(state.upgrades.mode);
+    Ok(Json(body))
 }
 
 /// `GET /api/v1/certificate`

@@ -26,8 +26,10 @@
 //!   physical, home, backup_mode (400 for an unreadable URI)
 //! * `GET /api/v1/registrar/what-if?pool=…&member=…` — the share of users
 //!   (over the hash space) who would move if the member were drained
-//! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version and
-//!   build; the appliance certificate and replacing it (`appliance`)
+//! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version, build,
+//!   root slot and upgrades; the appliance certificate and replacing it
+//!   (`appliance`)
+//! * `POST /api/v1/system/upgrade` — upload an upgrade bundle (`system`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
@@ -39,6 +41,7 @@ pub mod auth;
 mod configure;
 mod error;
 mod openapi;
+mod system;
 pub mod tls;
 mod ui;
 
@@ -71,6 +74,9 @@ pub struct AppState {
     pub sip_stats: Arc<crate::sip::SipStats>,
     /// The appliance certificate (admin listener and SIP over TLS).
     pub certificates: Option<Arc<tls::Certificates>>,
+    /// Upgrades and the reboot into them (`run` sets the real layout and
+    /// reboot mode; the default never reboots).
+    pub upgrades: Arc<crate::system::reboot::Upgrades>,
 }
 
 impl AppState {
@@ -80,6 +86,7 @@ impl AppState {
         licensing: crate::license::Licensing,
         setup_code: Option<String>,
     ) -> Self {
+        let data_dir = store.path().parent().map(Into::into).unwrap_or_default();
         Self {
             publisher,
             store,
@@ -90,6 +97,13 @@ impl AppState {
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
             certificates: None,
+            upgrades: Arc::new(crate::system::reboot::Upgrades::new(
+                crate::system::upgrade::Upgrader::new(
+                    crate::system::layout::Layout::default(),
+                    data_dir,
+                ),
+                crate::system::upgrade::RebootMode::Disabled,
+            )),
         }
     }
 }
@@ -298,7 +312,7 @@ pub fn protected_routes() -> Vec<Route> {
         spec!(
             GET,
             "/api/v1/system",
-            "Version, build, appliance id and the certificate in use",
+            "Version, build, appliance id, certificate, root slot and upgrades",
             appliance::system
         ),
         spec!(
@@ -317,6 +331,12 @@ pub fn protected_routes() -> Vec<Route> {
             response = tls::CertificateInfo
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
+        spec!(
+            POST,
+            "/api/v1/system/upgrade",
+            "Upload an upgrade bundle (raw body): verify, install, reboot",
+            system::upgrade
+        ),
     ]
 }
 

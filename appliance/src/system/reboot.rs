@@ -1,0 +1,127 @@
+//! Rebooting into an installed upgrade: now, at a time the admin picks, and
+//! optionally once the proxy has no connection open (up to a deadline). The
+//! database backup is taken again just before the reboot (`Upgrader::reboot`),
+//! so a later rollback restores the data as it was when the old version
+//! stopped.
+//!
+//! One reboot is scheduled at a time; a new upgrade replaces it. A due
+//! reboot waits for an upgrade being written and then reboots into what is
+//! pending at that moment, so it never cuts an install short.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::upgrade::{RebootMode, Upgrader};
+use crate::state::PublisherHandle;
+use crate::store::Store;
+
+/// The longest an admin may ask the reboot to wait for connections to end.
+pub const MAX_DRAIN: Duration = Duration::from_secs(24 * 3600);
+/// How often the drain is checked.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// How long a due reboot waits for an upgrade being written to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
+
+/// When to reboot into a new slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebootPlan {
+    /// `None`: now.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
+    /// Wait for the proxy's connections to end first, up to this long.
+    pub drain_timeout_s: Option<u64>,
+}
+
+/// The appliance's upgrader, how it reboots, and the reboot waiting to happen.
+#[derive(Debug)]
+pub struct Upgrades {
+    pub upgrader: Upgrader,
+    pub mode: RebootMode,
+    scheduled: Mutex<Option<(RebootPlan, tokio::task::AbortHandle)>>,
+}
+
+impl Upgrades {
+    pub fn new(upgrader: Upgrader, mode: RebootMode) -> Self {
+        Self {
+            upgrader,
+            mode,
+            scheduled: Mutex::new(None),
+        }
+    }
+
+    pub fn scheduled(&self) -> Option<RebootPlan> {
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(_, task)| !task.is_finished())
+            .map(|(plan, _)| plan.clone())
+    }
+
+    /// Reboot into the pending upgrade as `plan` says, in the background.
+    pub fn schedule(self: &Arc<Self>, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
+        let this = Arc::clone(self);
+        let task_plan = plan.clone();
+        let task = tokio::spawn(async move {
+            this.reboot_when_due(task_plan, store, publisher).await;
+        });
+        let previous = self
+            .scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((plan, task.abort_handle()));
+        if let Some((_, previous)) = previous {
+            previous.abort();
+        }
+    }
+
+    async fn reboot_when_due(&self, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
+        if let Some(at) = plan.at {
+            let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
+        }
+        if let Some(timeout) = plan.drain_timeout_s {
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs(timeout).min(MAX_DRAIN);
+            // Bounded by the deadline.
+            loop {
+                let open = active_connections(&publisher);
+                if open == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        open,
+                        "Drain deadline reached; rebooting with connections open"
+                    );
+                    break;
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+        }
+        let upgrader = self.upgrader.clone();
+        let mode = self.mode;
+        let result = tokio::task::spawn_blocking(move || {
+            upgrader.reboot_into_pending(mode, &store, LOCK_WAIT)
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "Cannot reboot into the upgrade"),
+            Err(error) => tracing::error!(%error, "Reboot task failed"),
+        }
+    }
+}
+
+/// Connections open through the VIP proxy, over every member.
+fn active_connections(publisher: &PublisherHandle) -> u64 {
+    let view = publisher.current();
+    view.pools
+        .iter()
+        .flat_map(|pool| pool.members.iter())
+        .map(|member| member.counters.active())
+        .sum()
+}

@@ -1,0 +1,480 @@
+//! Upgrades into a fake layout: plain files stand in for the root slots and
+//! a directory for the ESP.
+
+use ed25519_dalek::SigningKey;
+
+use super::*;
+use crate::system::bundle::{PRODUCT, describe, write_bundle};
+
+const SLOT_SIZE: usize = 64 * 1024;
+
+/// Slot a, slot b, and the ESP's files (name, content).
+type Snapshot = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+struct Fake {
+    dir: tempfile::TempDir,
+    layout: Layout,
+    data_dir: PathBuf,
+}
+
+impl Fake {
+    fn new(running: Slot) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            root_a: dir.path().join("root-a.img"),
+            root_b: dir.path().join("root-b.img"),
+            esp: dir.path().join("esp"),
+            cmdline: dir.path().join("cmdline"),
+        };
+        std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
+        std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
+        std::fs::create_dir_all(layout.uki_dir()).expect("esp");
+        std::fs::write(layout.uki_dir().join("poolgate-a.efi"), "kernel a").expect("uki");
+        std::fs::write(layout.uki_dir().join("poolgate-b.efi"), "kernel b").expect("uki");
+        std::fs::write(
+            &layout.cmdline,
+            format!("quiet root=PARTLABEL={} ro\n", running.partlabel()),
+        )
+        .expect("cmdline");
+        let data_dir = dir.path().join("data");
+        Self {
+            dir,
+            layout,
+            data_dir,
+        }
+    }
+
+    fn upgrader(&self, running: &str) -> Upgrader {
+        Upgrader {
+            layout: self.layout.clone(),
+            data_dir: self.data_dir.clone(),
+            keys: vec![key().verifying_key()],
+            running: Version::parse(running).expect("version"),
+        }
+    }
+
+    fn bundle(&self, version: &str, root: &[u8], uki: &[u8]) -> PathBuf {
+        let manifest = Manifest {
+            product: PRODUCT.into(),
+            version: version.into(),
+            min_from_version: "1.0.0".into(),
+            components: vec![
+                describe(bundle::ROOT, root).expect("hash"),
+                describe(bundle::UKI, uki).expect("hash"),
+            ],
+        };
+        let path = self.dir.path().join(format!("poolgate-{version}.pgup"));
+        let file = File::create(&path).expect("create");
+        write_bundle(
+            file,
+            &manifest,
+            &key(),
+            &mut [&mut &root[..], &mut &uki[..]],
+        )
+        .expect("write");
+        path
+    }
+
+    /// Every byte of both slots and every file on the ESP.
+    fn snapshot(&self) -> Snapshot {
+        let mut esp: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.layout.uki_dir())
+            .expect("esp")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        esp.sort();
+        (
+            std::fs::read(&self.layout.root_a).expect("a"),
+            std::fs::read(&self.layout.root_b).expect("b"),
+            esp,
+        )
+    }
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[5; 32])
+}
+
+fn root_image() -> Vec<u8> {
+    (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect()
+}
+
+fn upgrade_events(store: &Store) -> Vec<String> {
+    store
+        .events(&crate::store::EventFilter {
+            after: Some(0),
+            limit: 100,
+            kind: Some("upgrade".into()),
+            ..Default::default()
+        })
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+#[test]
+fn installs_into_the_inactive_slot_with_a_counted_uki_and_a_backup() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let root = root_image();
+    let path = fake.bundle("1.1.0", &root, b"new kernel");
+    let store = Store::open(&fake.data_dir).expect("store");
+    store.set_setting("marker", "before").expect("setting");
+
+    let plan = upgrader.verify_file(&path).expect("verified");
+    assert_eq!((plan.from_slot, plan.target_slot), (Slot::A, Slot::B));
+    let _lock = upgrader.lock().expect("lock");
+    assert!(matches!(upgrader.lock(), Err(UpgradeError::Busy)));
+    let pending = upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect("installed");
+    assert_eq!(pending.to_version, "1.1.0");
+
+    let (a, b, esp) = fake.snapshot();
+    assert_eq!(a, vec![b'A'; SLOT_SIZE], "the running slot is untouched");
+    assert_eq!(&b[..root.len()], &root[..]);
+    assert!(b[root.len()..].iter().all(|&x| x == b'B'));
+    let names: Vec<&str> = esp.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["poolgate-a.efi", "poolgate-b+3.efi"]);
+    assert_eq!(esp[1].1, b"new kernel");
+
+    let backup = Store::open(&fake.data_dir.join("backup-check")).expect("dir");
+    drop(backup);
+    let copy = fake.data_dir.join("upgrade").join(BACKUP_FILE);
+    let conn = rusqlite::Connection::open(&copy).expect("backup opens");
+    let marker: String = conn
+        .query_row("SELECT value FROM settings WHERE key = 'marker'", [], |r| {
+            r.get(0)
+        })
+        .expect("backup has the data");
+    assert_eq!(marker, "before");
+
+    let state = UpgradeState::load(&fake.data_dir).expect("state");
+    assert_eq!(state.pending, Some(pending));
+    let events = upgrade_events(&store);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].contains("admin started an upgrade from 1.0.0 to 1.1.0"));
+    assert!(events[1].contains("1.1.0 installed in slot root-b"));
+}
+
+#[test]
+fn refused_bundles_write_nothing() {
+    let fake = Fake::new(Slot::B);
+    let upgrader = fake.upgrader("1.0.0");
+    let root = root_image();
+    let good = fake.bundle("1.1.0", &root, b"kernel");
+    let bytes = std::fs::read(&good).expect("read");
+    let before = fake.snapshot();
+    let write = |name: &str, content: &[u8]| {
+        let path = fake.dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path
+    };
+    let mut tampered = bytes.clone();
+    let at = bytes.len() - 100;
+    tampered[at] ^= 0xff;
+    let cases = [
+        (write("tampered.pgup", &tampered), "does not match"),
+        (
+            write("truncated.pgup", &bytes[..bytes.len() - 1]),
+            "truncated",
+        ),
+        (write("empty.pgup", b""), "truncated"),
+        (fake.bundle("0.9.0", &root, b"k"), "downgrades"),
+        (fake.bundle("1.0.0", &root, b"k"), "downgrades"),
+        (
+            fake.bundle("1.2.0", &vec![1u8; SLOT_SIZE + 1], b"k"),
+            "does not fit",
+        ),
+    ];
+    for (path, reason) in &cases {
+        let error = upgrader.verify_file(path).expect_err("refused");
+        assert!(error.to_string().contains(reason), "{error}");
+    }
+    let mut other = upgrader.clone();
+    other.keys = vec![SigningKey::from_bytes(&[6; 32]).verifying_key()];
+    let error = other.verify_file(&good).expect_err("untrusted");
+    assert!(matches!(
+        error,
+        UpgradeError::Bundle(BundleError::BadSignature)
+    ));
+    let mut outside = upgrader.clone();
+    outside.layout.cmdline = fake.dir.path().join("no-such-cmdline");
+    assert!(matches!(
+        outside.verify_file(&good),
+        Err(UpgradeError::UnknownSlot { .. })
+    ));
+    assert_eq!(fake.snapshot(), before, "nothing was written");
+    assert!(!fake.data_dir.exists(), "not even the data dir");
+    assert!(upgrader.verify_file(&good).is_ok());
+}
+
+#[test]
+fn a_bundle_that_changes_during_install_leaves_the_target_unbootable() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let plan = upgrader.verify_file(&path).expect("verified");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes.len() - 200;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).expect("swap");
+    let error = upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect_err("refused");
+    assert!(error.to_string().contains("does not match"), "{error}");
+    let (a, _, esp) = fake.snapshot();
+    assert_eq!(a, vec![b'A'; SLOT_SIZE]);
+    let names: Vec<&str> = esp.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["poolgate-a.efi"],
+        "no UKI boots the half-written slot"
+    );
+    assert!(
+        UpgradeState::load(&fake.data_dir)
+            .expect("state")
+            .pending
+            .is_none()
+    );
+    let events = upgrade_events(&store);
+    assert!(
+        events
+            .last()
+            .expect("event")
+            .contains("Upgrade to 1.1.0 failed")
+    );
+}
+
+#[test]
+fn the_new_version_records_success_and_its_predecessor() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    {
+        let store = Store::open(&fake.data_dir).expect("store");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+    }
+    // The reboot: slot b, version 1.1.0.
+    std::fs::write(&fake.layout.cmdline, "root=PARTLABEL=root-b").expect("cmdline");
+    let new = fake.upgrader("1.1.0");
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &new.running).expect("open");
+    assert_eq!(last.map(|l| l.outcome), Some(Outcome::Succeeded));
+    let info = new.info().expect("info");
+    assert_eq!(info.slot, Some(Slot::B));
+    assert_eq!(info.previous_version.as_deref(), Some("1.0.0"));
+    assert!(info.pending_upgrade.is_none());
+    let events = upgrade_events(&store);
+    assert!(
+        events
+            .last()
+            .expect("event")
+            .contains("Upgrade from 1.0.0 to 1.1.0 succeeded: running from slot root-b"),
+        "{events:?}"
+    );
+    drop(store);
+    // Settled once: the next start records nothing more.
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &new.running).expect("open");
+    assert!(last.is_none());
+    assert_eq!(upgrade_events(&store).len(), events.len());
+}
+
+/// The old version comes back on data the new one migrated: the database
+/// refuses to open (its schema is newer), so the pre-upgrade backup is put
+/// back and the newer database is kept aside.
+#[test]
+fn a_rollback_restores_the_backup_when_the_new_version_migrated() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    {
+        let store = Store::open(&fake.data_dir).expect("store");
+        store.set_setting("marker", "before").expect("setting");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+    }
+    // 1.1.0 boots once, migrates to a schema 1.0.0 does not know, and fails
+    // to finish booting three times; systemd-boot renamed its UKI.
+    {
+        let conn =
+            rusqlite::Connection::open(fake.data_dir.join(crate::store::DB_FILE)).expect("db");
+        conn.execute_batch(&format!(
+            "CREATE TABLE newer_feature (x); UPDATE settings SET value = 'after' WHERE key = 'marker';
+             PRAGMA user_version = {};",
+            crate::store::SCHEMA_VERSION + 1
+        ))
+        .expect("migrate");
+    }
+    assert!(matches!(
+        Store::open(&fake.data_dir),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+    let uki = fake.layout.uki_dir();
+    std::fs::rename(uki.join("poolgate-b+3.efi"), uki.join("poolgate-b+0-3.efi")).expect("count");
+
+    let (store, last) =
+        open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("rolled back");
+    let last = last.expect("settled");
+    assert_eq!(last.outcome, Outcome::RolledBack);
+    assert!(last.restored_backup);
+    assert!(
+        last.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("did not finish booting in 3 attempts")),
+        "{last:?}"
+    );
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("before")
+    );
+    assert_eq!(
+        store.schema_version().expect("schema"),
+        crate::store::SCHEMA_VERSION
+    );
+    let kept = fake.data_dir.join("upgrade").join("poolgate.db.from-1.1.0");
+    assert!(kept.is_file(), "the newer database is kept");
+    let events = upgrade_events(&store);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("1.1.0 installed in slot root-b")),
+        "the restored log still has the install: {events:?}"
+    );
+    let rollback = events.last().expect("event");
+    assert!(
+        rollback.starts_with("Rolled back to 1.0.0 from 1.1.0"),
+        "{rollback}"
+    );
+    assert!(rollback.contains("restored from the backup"), "{rollback}");
+    let info = upgrader.info().expect("info");
+    assert_eq!(info.previous_version, None);
+    assert_eq!(
+        info.last_upgrade.map(|l| l.outcome),
+        Some(Outcome::RolledBack)
+    );
+}
+
+#[test]
+fn a_rollback_keeps_the_data_when_the_schema_did_not_change() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let plan = upgrader.verify_file(&path).expect("verified");
+    upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect("installed");
+    store.set_setting("marker", "after").expect("setting");
+    drop(store);
+    // Chosen in the boot menu before 1.1.0 ever booted: b keeps its tries.
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("open");
+    let last = last.expect("settled");
+    assert_eq!(last.outcome, Outcome::RolledBack);
+    assert!(!last.restored_backup);
+    assert!(
+        last.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("3 boot attempts left")),
+        "{last:?}"
+    );
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("after")
+    );
+}
+
+#[test]
+fn without_a_backup_a_newer_schema_stops_start_up_with_the_reason() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    {
+        let store = Store::open(&fake.data_dir).expect("store");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+    }
+    std::fs::remove_file(fake.data_dir.join("upgrade").join(BACKUP_FILE)).expect("remove");
+    let conn = rusqlite::Connection::open(fake.data_dir.join(crate::store::DB_FILE)).expect("db");
+    conn.pragma_update(None, "user_version", crate::store::SCHEMA_VERSION + 1)
+        .expect("bump");
+    drop(conn);
+    let error = open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect_err("refused");
+    assert!(matches!(error, UpgradeError::NoBackup { .. }), "{error}");
+    assert!(error.to_string().contains("start 1.1.0 again"), "{error}");
+    // Nothing was moved: the newer database is where it was.
+    assert!(fake.data_dir.join(crate::store::DB_FILE).is_file());
+    assert!(
+        UpgradeState::load(&fake.data_dir)
+            .expect("state")
+            .pending
+            .is_some()
+    );
+}
+
+#[test]
+fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let wait = std::time::Duration::from_millis(10);
+    let none = upgrader
+        .reboot_into_pending(RebootMode::Disabled, &store, wait)
+        .expect("nothing pending");
+    assert!(none.is_none());
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    let plan = upgrader.verify_file(&path).expect("verified");
+    upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect("installed");
+    {
+        let _busy = upgrader.lock().expect("lock");
+        assert!(matches!(
+            upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait),
+            Err(UpgradeError::Busy)
+        ));
+    }
+    let pending = upgrader
+        .reboot_into_pending(RebootMode::Disabled, &store, wait)
+        .expect("reboot")
+        .expect("pending");
+    assert_eq!(pending.to_version, "1.1.0");
+    let events = upgrade_events(&store);
+    assert!(
+        events
+            .last()
+            .expect("event")
+            .contains("Reboot into 1.1.0 skipped"),
+        "{events:?}"
+    );
+    // Installing again into the same slot: the earlier install is no longer
+    // pending from the moment its slot is overwritten.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes.len() - 300;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).expect("swap");
+    assert!(
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .is_err()
+    );
+    assert!(
+        UpgradeState::load(&fake.data_dir)
+            .expect("state")
+            .pending
+            .is_none()
+    );
+}
