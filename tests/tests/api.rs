@@ -809,6 +809,10 @@ fn every_route_is_exercised() {
             "PUT /api/v1/certificate",
             "certificate_is_checked_before_it_replaces_the_self_signed_one",
         ),
+        (
+            "POST /api/v1/system/upgrade",
+            "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
+        ),
     ];
     let routes: Vec<_> = poolgate::web::open_routes()
         .into_iter()
