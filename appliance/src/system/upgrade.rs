@@ -197,7 +197,7 @@ impl UpgradeState {
         }
     }
 
-    fn save(&self, data_dir: &Path) -> Result<(), UpgradeError> {
+    pub(crate) fn save(&self, data_dir: &Path) -> Result<(), UpgradeError> {
         let dir = data_dir.join(UPGRADE_DIR);
         let bytes = serde_json::to_vec_pretty(self).expect("upgrade state serialises");
         write_atomically(&dir, STATE_FILE, &bytes)
