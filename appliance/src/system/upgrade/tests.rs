@@ -478,3 +478,79 @@ fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
             .is_none()
     );
 }
+
+#[test]
+fn uploads_in_any_chunking_are_checked_early_and_leave_no_file() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let good = std::fs::read(fake.bundle("1.1.0", &root_image(), b"kernel")).expect("read");
+    let chunks = |bytes: &[u8], size: usize| -> Vec<Result<Vec<u8>, String>> {
+        bytes.chunks(size).map(|c| Ok(c.to_vec())).collect()
+    };
+    let before = fake.snapshot();
+
+    // Signed by someone else: refused once the header is in, long before
+    // the image has arrived.
+    let mut stranger = upgrader.clone();
+    stranger.keys = vec![SigningKey::from_bytes(&[6; 32]).verifying_key()];
+    let mut pulled = 0;
+    let pieces = chunks(&good, 7);
+    let counted = pieces.iter().cloned().inspect(|_| pulled += 1);
+    let error = stranger
+        .upload(&store, "admin", counted, false)
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        UpgradeError::Bundle(BundleError::BadSignature)
+    ));
+    let header = bundle::header_len(&good).expect("ok").expect("length");
+    assert!(
+        pulled <= header / 7 + 1,
+        "read {pulled} of {} pieces",
+        pieces.len()
+    );
+
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"extra");
+    let error = upgrader
+        .upload(&store, "admin", chunks(&longer, 4096).into_iter(), false)
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        UpgradeError::Bundle(BundleError::TrailingData)
+    ));
+    let cut = chunks(&good, 4096)
+        .into_iter()
+        .take(3)
+        .chain([Err("connection reset".to_owned())]);
+    let error = upgrader
+        .upload(&store, "admin", cut, false)
+        .expect_err("refused");
+    assert!(error.to_string().contains("connection reset"), "{error}");
+    let short = chunks(&good[..good.len() - 1], 4096);
+    let error = upgrader
+        .upload(&store, "admin", short.into_iter(), true)
+        .expect_err("refused");
+    assert!(error.to_string().contains("ended early"), "{error}");
+    assert_eq!(fake.snapshot(), before);
+    assert!(!upgrader.incoming_path().exists());
+    let refusals = upgrade_events(&store);
+    assert_eq!(
+        refusals.len(),
+        3,
+        "check-only uploads record nothing: {refusals:?}"
+    );
+
+    let checked = upgrader
+        .upload(&store, "admin", chunks(&good, 1).into_iter(), true)
+        .expect("verified");
+    assert!(matches!(checked, Uploaded::Verified(_)));
+    assert_eq!(fake.snapshot(), before);
+    let installed = upgrader
+        .upload(&store, "admin", chunks(&good, 1000).into_iter(), false)
+        .expect("installed");
+    assert!(matches!(installed, Uploaded::Installed(p) if p.to_slot == Slot::B));
+    assert!(!upgrader.incoming_path().exists());
+    assert_ne!(fake.snapshot(), before);
+}
