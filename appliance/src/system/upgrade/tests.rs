@@ -554,3 +554,58 @@ fn uploads_in_any_chunking_are_checked_early_and_leave_no_file() {
     assert!(!upgrader.incoming_path().exists());
     assert_ne!(fake.snapshot(), before);
 }
+
+/// The new version starts (and records its success) but never finishes
+/// booting; boot counting goes back to the old slot, which still rolls back.
+#[test]
+fn a_new_version_that_started_but_never_booted_fully_is_still_rolled_back() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    {
+        let store = Store::open(&fake.data_dir).expect("store");
+        store.set_setting("marker", "before").expect("setting");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+    }
+    std::fs::write(&fake.layout.cmdline, "root=PARTLABEL=root-b").expect("cmdline");
+    let new = fake.upgrader("1.1.0");
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &new.running).expect("open");
+    assert_eq!(last.map(|l| l.outcome), Some(Outcome::Succeeded));
+    store.set_setting("marker", "after").expect("setting");
+    store
+        .record_event(&NewEvent {
+            kind: "admin",
+            message: "written by 1.1.0".into(),
+            ..NewEvent::default()
+        })
+        .expect("event");
+    drop(store);
+    let conn = rusqlite::Connection::open(fake.data_dir.join(crate::store::DB_FILE)).expect("db");
+    conn.pragma_update(None, "user_version", crate::store::SCHEMA_VERSION + 1)
+        .expect("migrate");
+    drop(conn);
+    let uki = fake.layout.uki_dir();
+    std::fs::rename(uki.join("poolgate-b+3.efi"), uki.join("poolgate-b+0-3.efi")).expect("count");
+    std::fs::write(&fake.layout.cmdline, "root=PARTLABEL=root-a").expect("cmdline");
+
+    let (store, last) =
+        open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("rolled back");
+    let last = last.expect("settled");
+    assert_eq!(last.outcome, Outcome::RolledBack);
+    assert!(last.restored_backup);
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("before")
+    );
+    drop(store);
+    // Settled: the next start of the old version changes nothing.
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("open");
+    assert!(last.is_none());
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("before")
+    );
+}
