@@ -52,6 +52,15 @@ impl Upgrades {
         }
     }
 
+    /// The image's layout, never rebooting: what a caller gets until it says
+    /// otherwise.
+    pub fn never_rebooting(data_dir: std::path::PathBuf) -> Self {
+        Self::new(
+            Upgrader::new(super::layout::Layout::default(), data_dir),
+            RebootMode::Disabled,
+        )
+    }
+
     pub fn scheduled(&self) -> Option<RebootPlan> {
         self.scheduled
             .lock()
