@@ -253,9 +253,11 @@ impl Upgrader {
             .write(true)
             .open(&path)
             .map_err(io("cannot open", &path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(UpgradeLock)
-            .map_err(|_| UpgradeError::Busy)
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(UpgradeLock(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(UpgradeError::Busy),
+            Err((_, errno)) => Err(io("cannot lock", &path)(errno.into())),
+        }
     }
 
     /// What this appliance says about a verified manifest: versions, the
