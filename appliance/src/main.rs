@@ -399,9 +399,17 @@ fn upgrade(
     reboot: RebootMode,
 ) -> anyhow::Result<ExitCode> {
     let upgrader = Upgrader::new(layout(system_layout)?, data_dir.to_owned());
-    let refused = |error: &UpgradeError| {
-        eprintln!("poolgate: {}: refused: {error}", file.display());
-        ExitCode::from(EXIT_REFUSED)
+    let refused = |error: &UpgradeError| match error {
+        // Could not read or check: not a verdict on the bundle.
+        UpgradeError::Io { .. }
+        | UpgradeError::Bundle(poolgate::system::bundle::BundleError::Io(_)) => {
+            eprintln!("poolgate: {error}");
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("poolgate: {}: refused: {error}", file.display());
+            ExitCode::from(EXIT_REFUSED)
+        }
     };
     if verify_only {
         return Ok(match upgrader.verify_file(file) {

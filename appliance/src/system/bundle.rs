@@ -619,6 +619,41 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a trusted key signs, reading it never panics, and
+        /// anything accepted is a valid manifest whose payloads matched.
+        #[test]
+        fn signed_garbage_is_refused_or_valid_never_a_panic(
+            manifest in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..300),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            json in proptest::prelude::any::<bool>(),
+        ) {
+            let manifest = if json {
+                // Near-valid JSON reaches the validation, not only the parser.
+                let sizes: Vec<u64> = manifest.iter().take(2).map(|b| u64::from(*b)).collect();
+                serde_json::to_vec(&serde_json::json!({
+                    "product": PRODUCT, "version": "1.0.0", "min_from_version": "0.1.0",
+                    "components": [
+                        {"name": ROOT, "sha256": "0".repeat(64), "size": sizes.first().copied().unwrap_or(0)},
+                        {"name": UKI, "sha256": "0".repeat(64), "size": sizes.get(1).copied().unwrap_or(0)},
+                    ],
+                })).expect("json")
+            } else {
+                manifest
+            };
+            let key = key(1);
+            let signature = key.sign(&[SIGNING_CONTEXT, &manifest].concat());
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&u32::try_from(manifest.len()).expect("small").to_be_bytes());
+            bytes.extend_from_slice(&manifest);
+            bytes.extend_from_slice(&signature.to_bytes());
+            bytes.extend_from_slice(&payload);
+            if let Ok(accepted) = verify(&bytes, &[key.verifying_key()]) {
+                proptest::prop_assert!(accepted.validate().is_ok());
+            }
+        }
+    }
+
     #[test]
     fn the_header_can_be_checked_as_soon_as_it_arrives() {
         let (bundle, _, _) = sample();

@@ -52,6 +52,15 @@ impl Upgrades {
         }
     }
 
+    /// The image's layout, never rebooting: what a caller gets until it says
+    /// otherwise.
+    pub fn never_rebooting(data_dir: std::path::PathBuf) -> Self {
+        Self::new(
+            Upgrader::new(super::layout::Layout::default(), data_dir),
+            RebootMode::Disabled,
+        )
+    }
+
     pub fn scheduled(&self) -> Option<RebootPlan> {
         self.scheduled
             .lock()
@@ -124,4 +133,93 @@ fn active_connections(publisher: &PublisherHandle) -> u64 {
         .flat_map(|pool| pool.members.iter())
         .map(|member| member.counters.active())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::state::{self, Inputs};
+    use crate::system::layout::{Layout, Slot};
+    use crate::system::upgrade::{Pending, UpgradeState};
+
+    fn reboot_events(store: &Store) -> usize {
+        store
+            .events(&crate::store::EventFilter {
+                after: Some(0),
+                limit: 100,
+                kind: Some("upgrade".into()),
+                ..Default::default()
+            })
+            .expect("events")
+            .iter()
+            .filter(|e| e.message.contains("Reboot into 9.0.0 skipped"))
+            .count()
+    }
+
+    /// Let the blocking reboot task run (it works in real time).
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reboot_waits_for_its_time_and_for_connections_to_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        UpgradeState {
+            pending: Some(Pending {
+                from_version: "1.0.0".into(),
+                to_version: "9.0.0".into(),
+                from_slot: Slot::A,
+                to_slot: Slot::B,
+                installed_at: crate::store::now_rfc3339(),
+                backup_schema: None,
+            }),
+            last: None,
+        }
+        .save(dir.path())
+        .expect("state");
+        let path =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");
+        let config = crate::config::load(&path).expect("example");
+        let shutdown = CancellationToken::new();
+        let (publisher, _task) = state::spawn(
+            Inputs::new(Arc::new(config), 1, BTreeMap::new()),
+            shutdown.clone(),
+        );
+        let counters = Arc::clone(&publisher.current().pools[0].members[0].counters);
+        counters.active_connections.store(2, Ordering::Relaxed);
+        let upgrades = Arc::new(Upgrades::new(
+            Upgrader::new(Layout::default(), dir.path().to_owned()),
+            RebootMode::Disabled,
+        ));
+        let at = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let plan = RebootPlan {
+            at: Some(at),
+            drain_timeout_s: Some(600),
+        };
+        upgrades.schedule(plan.clone(), store.clone(), publisher.clone());
+        assert_eq!(upgrades.scheduled(), Some(plan));
+
+        tokio::time::sleep(Duration::from_secs(3590)).await;
+        settle().await;
+        assert_eq!(reboot_events(&store), 0, "not before its time");
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        settle().await;
+        assert_eq!(reboot_events(&store), 0, "not while connections are open");
+        counters.active_connections.store(0, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(reboot_events(&store), 1, "once they ended");
+        assert!(upgrades.scheduled().is_none());
+        assert!(dir.path().join("upgrade/pre-upgrade.db").is_file());
+        shutdown.cancel();
+    }
 }

@@ -174,6 +174,11 @@ pub struct LastUpgrade {
     /// After a rollback: whether the pre-upgrade database was restored.
     #[serde(default)]
     pub restored_backup: bool,
+    /// The upgrade this settled. After a success it is kept: the new version
+    /// may still fail before its boot is blessed, and the old version that
+    /// the boot loader then starts needs it to roll back.
+    #[serde(default)]
+    pub upgrade: Option<Pending>,
 }
 
 /// `<data>/upgrade/state.json`. Unknown fields are ignored, so any version
@@ -197,7 +202,7 @@ impl UpgradeState {
         }
     }
 
-    fn save(&self, data_dir: &Path) -> Result<(), UpgradeError> {
+    pub(crate) fn save(&self, data_dir: &Path) -> Result<(), UpgradeError> {
         let dir = data_dir.join(UPGRADE_DIR);
         let bytes = serde_json::to_vec_pretty(self).expect("upgrade state serialises");
         write_atomically(&dir, STATE_FILE, &bytes)
@@ -248,9 +253,11 @@ impl Upgrader {
             .write(true)
             .open(&path)
             .map_err(io("cannot open", &path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map(UpgradeLock)
-            .map_err(|_| UpgradeError::Busy)
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(UpgradeLock(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(UpgradeError::Busy),
+            Err((_, errno)) => Err(io("cannot lock", &path)(errno.into())),
+        }
     }
 
     /// What this appliance says about a verified manifest: versions, the
@@ -584,7 +591,16 @@ pub fn open_store(
     running: &Version,
 ) -> Result<(Store, Option<LastUpgrade>), UpgradeError> {
     let mut state = UpgradeState::load(data_dir)?;
-    let Some(pending) = state.pending.clone() else {
+    // Pending, or recorded as a success by a new version that then never
+    // finished booting (boot counting went back to the old slot after it).
+    let late = state
+        .last
+        .as_ref()
+        .filter(|last| {
+            last.outcome == Outcome::Succeeded && last.from_version == running.to_string()
+        })
+        .and_then(|last| last.upgrade.clone());
+    let Some(pending) = state.pending.clone().or(late) else {
         return Ok((Store::open(data_dir)?, None));
     };
     let to = Version::parse(&pending.to_version).ok();
@@ -605,6 +621,7 @@ pub fn open_store(
             reason: None,
             at: now,
             restored_backup: false,
+            upgrade: Some(pending.clone()),
         };
         (store, last, message)
     } else if from.as_ref() == Some(running) {
@@ -638,6 +655,7 @@ pub fn open_store(
             reason: Some(reason),
             at: now,
             restored_backup: restored,
+            upgrade: Some(pending.clone()),
         };
         (store, last, message)
     } else {
@@ -653,6 +671,7 @@ pub fn open_store(
             reason: Some(format!("started as {running}")),
             at: now,
             restored_backup: false,
+            upgrade: Some(pending.clone()),
         };
         (store, last, message)
     };

@@ -97,13 +97,7 @@ impl AppState {
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
             certificates: None,
-            upgrades: Arc::new(crate::system::reboot::Upgrades::new(
-                crate::system::upgrade::Upgrader::new(
-                    crate::system::layout::Layout::default(),
-                    data_dir,
-                ),
-                crate::system::upgrade::RebootMode::Disabled,
-            )),
+            upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
         }
     }
 }

@@ -478,3 +478,134 @@ fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
             .is_none()
     );
 }
+
+#[test]
+fn uploads_in_any_chunking_are_checked_early_and_leave_no_file() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let good = std::fs::read(fake.bundle("1.1.0", &root_image(), b"kernel")).expect("read");
+    let chunks = |bytes: &[u8], size: usize| -> Vec<Result<Vec<u8>, String>> {
+        bytes.chunks(size).map(|c| Ok(c.to_vec())).collect()
+    };
+    let before = fake.snapshot();
+
+    // Signed by someone else: refused once the header is in, long before
+    // the image has arrived.
+    let mut stranger = upgrader.clone();
+    stranger.keys = vec![SigningKey::from_bytes(&[6; 32]).verifying_key()];
+    let mut pulled = 0;
+    let pieces = chunks(&good, 7);
+    let counted = pieces.iter().cloned().inspect(|_| pulled += 1);
+    let error = stranger
+        .upload(&store, "admin", counted, false)
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        UpgradeError::Bundle(BundleError::BadSignature)
+    ));
+    let header = bundle::header_len(&good).expect("ok").expect("length");
+    assert!(
+        pulled <= header / 7 + 1,
+        "read {pulled} of {} pieces",
+        pieces.len()
+    );
+
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"extra");
+    let error = upgrader
+        .upload(&store, "admin", chunks(&longer, 4096).into_iter(), false)
+        .expect_err("refused");
+    assert!(matches!(
+        error,
+        UpgradeError::Bundle(BundleError::TrailingData)
+    ));
+    let cut = chunks(&good, 4096)
+        .into_iter()
+        .take(3)
+        .chain([Err("connection reset".to_owned())]);
+    let error = upgrader
+        .upload(&store, "admin", cut, false)
+        .expect_err("refused");
+    assert!(error.to_string().contains("connection reset"), "{error}");
+    let short = chunks(&good[..good.len() - 1], 4096);
+    let error = upgrader
+        .upload(&store, "admin", short.into_iter(), true)
+        .expect_err("refused");
+    assert!(error.to_string().contains("ended early"), "{error}");
+    assert_eq!(fake.snapshot(), before);
+    assert!(!upgrader.incoming_path().exists());
+    let refusals = upgrade_events(&store);
+    assert_eq!(
+        refusals.len(),
+        3,
+        "check-only uploads record nothing: {refusals:?}"
+    );
+
+    let checked = upgrader
+        .upload(&store, "admin", chunks(&good, 1).into_iter(), true)
+        .expect("verified");
+    assert!(matches!(checked, Uploaded::Verified(_)));
+    assert_eq!(fake.snapshot(), before);
+    let installed = upgrader
+        .upload(&store, "admin", chunks(&good, 1000).into_iter(), false)
+        .expect("installed");
+    assert!(matches!(installed, Uploaded::Installed(p) if p.to_slot == Slot::B));
+    assert!(!upgrader.incoming_path().exists());
+    assert_ne!(fake.snapshot(), before);
+}
+
+/// The new version starts (and records its success) but never finishes
+/// booting; boot counting goes back to the old slot, which still rolls back.
+#[test]
+fn a_new_version_that_started_but_never_booted_fully_is_still_rolled_back() {
+    let fake = Fake::new(Slot::A);
+    let upgrader = fake.upgrader("1.0.0");
+    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+    {
+        let store = Store::open(&fake.data_dir).expect("store");
+        store.set_setting("marker", "before").expect("setting");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+    }
+    std::fs::write(&fake.layout.cmdline, "root=PARTLABEL=root-b").expect("cmdline");
+    let new = fake.upgrader("1.1.0");
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &new.running).expect("open");
+    assert_eq!(last.map(|l| l.outcome), Some(Outcome::Succeeded));
+    store.set_setting("marker", "after").expect("setting");
+    store
+        .record_event(&NewEvent {
+            kind: "admin",
+            message: "written by 1.1.0".into(),
+            ..NewEvent::default()
+        })
+        .expect("event");
+    drop(store);
+    let conn = rusqlite::Connection::open(fake.data_dir.join(crate::store::DB_FILE)).expect("db");
+    conn.pragma_update(None, "user_version", crate::store::SCHEMA_VERSION + 1)
+        .expect("migrate");
+    drop(conn);
+    let uki = fake.layout.uki_dir();
+    std::fs::rename(uki.join("poolgate-b+3.efi"), uki.join("poolgate-b+0-3.efi")).expect("count");
+    std::fs::write(&fake.layout.cmdline, "root=PARTLABEL=root-a").expect("cmdline");
+
+    let (store, last) =
+        open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("rolled back");
+    let last = last.expect("settled");
+    assert_eq!(last.outcome, Outcome::RolledBack);
+    assert!(last.restored_backup);
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("before")
+    );
+    drop(store);
+    // Settled: the next start of the old version changes nothing.
+    let (store, last) = open_store(&fake.data_dir, &fake.layout, &upgrader.running).expect("open");
+    assert!(last.is_none());
+    assert_eq!(
+        store.setting("marker").expect("read").as_deref(),
+        Some("before")
+    );
+}
