@@ -58,7 +58,7 @@ function el(tag, attrs, ...children) {
 function selectTab(name) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === name);
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
-  if (name === "config") loadConfig();
+  if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
   if (name === "system") { loadSystem(); loadLicence(); }
 }
@@ -254,6 +254,7 @@ const TEMPLATES = {
 };
 
 let model = null; // the config being edited, in the API's JSON shape
+let edited = false; // model differs from the config as loaded
 let loadedVersion = null;
 let pending = null; // a previewed config waiting for Apply
 
@@ -275,7 +276,10 @@ function parse(text, kind) {
 }
 
 function input(object, key, kind, path) {
-  const set = (value) => { if (value === undefined) delete object[key]; else object[key] = value; };
+  const set = (value) => {
+    if (value === undefined) delete object[key]; else object[key] = value;
+    edited = true;
+  };
   if (kind === "bool") {
     return el("input", { type: "checkbox", checked: Boolean(object[key]), "data-path": path,
       onchange: (event) => set(event.target.checked) });
@@ -309,10 +313,10 @@ function list(parent, key, path, title, spec, render) {
         fields(item, spec, `${itemPath}.`),
         render ? render(item, `${itemPath}.`) : null,
         el("button", { type: "button", class: "danger", "data-remove": itemPath,
-          onclick: () => { items.splice(i, 1); renderEditor(); } }, `Remove ${singular}`));
+          onclick: () => { items.splice(i, 1); edited = true; renderEditor(); } }, `Remove ${singular}`));
     }),
     el("button", { type: "button", "data-add": `${path}${key}`,
-      onclick: () => { items.push(TEMPLATES[key](parent)); renderEditor(); } }, `Add ${singular}`));
+      onclick: () => { items.push(TEMPLATES[key](parent)); edited = true; renderEditor(); } }, `Add ${singular}`));
 }
 
 function renderEditor() {
@@ -335,6 +339,7 @@ async function loadConfig() {
   const [config, health] = await Promise.all([api("GET", "/api/v1/config"), api("GET", "/api/v1/health")]);
   if (config.status !== 200) return;
   model = config.data;
+  edited = false;
   loadedVersion = health.data ? health.data.config_version : null;
   $("config-version").textContent = loadedVersion ? `(version ${loadedVersion})` : "";
   clearErrors();
@@ -559,6 +564,7 @@ $("logout").addEventListener("click", async () => {
   csrf = null;
   if (stream) stream.close();
   model = null;
+  edited = false;
   pending = null;
   renderEditor();
   $("preview").hidden = true;

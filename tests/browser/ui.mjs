@@ -91,6 +91,9 @@ try {
   await shot(page, "config-field-error");
   await address.fill("127.0.0.11");
   await page.locator('#config-form [data-path="dns.ttl"]').fill("20");
+  await tab(page, "status");
+  await tab(page, "config");
+  if (await page.locator('#config-form [data-path="dns.ttl"]').inputValue() !== "20") throw new Error("edits lost on a tab switch");
   await page.click("#config-review");
   await page.locator("#preview-diff .added", { hasText: "ttl = 20" }).waitFor();
   await page.locator("#preview-diff .removed", { hasText: "ttl = 30" }).waitFor();

@@ -209,11 +209,10 @@ mod tests {
         let mut diff = ConfigDiff::default();
         let key = ("pool01".to_owned(), "fe04".to_owned());
         diff.members_added.insert(key.clone());
-        diff.admin_states
-            .insert(key, crate::config::AdminState::Enabled);
+        diff.admin_states.insert(key, config::AdminState::Enabled);
         diff.admin_states.insert(
             ("pool01".to_owned(), "fe01".to_owned()),
-            crate::config::AdminState::Disabled,
+            config::AdminState::Disabled,
         );
         diff.services_changed.insert("web-internal".to_owned());
         assert_eq!(
