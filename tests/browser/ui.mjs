@@ -156,6 +156,11 @@ try {
 } catch (error) {
   console.error(error);
   process.exitCode = 1;
+  for (const page of browser.contexts().flatMap((context) => context.pages())) {
+    const errors = await page.locator(".error").allTextContents().catch(() => []);
+    console.error("errors on the page:", errors.filter((text) => text.trim()));
+    await shot(page, "failure").catch(() => {});
+  }
 } finally {
   clearTimeout(timeout);
   await browser.close();
