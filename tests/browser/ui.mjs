@@ -125,7 +125,7 @@ try {
   // Event filters.
   await tab(page, "events");
   await page.selectOption("#events-filter select[name=kind]", "config");
-  await page.locator("#events li[data-kind=config]").first().waitFor();
+  await page.locator("#events li[data-kind=config]", { hasText: "Config version 3 committed" }).waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll("#events li")].every((li) => li.dataset.kind === "config"));
   await shot(page, "events-config");
   await page.selectOption("#events-filter select[name=kind]", "");

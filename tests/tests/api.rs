@@ -328,7 +328,13 @@ fn every_route_does_its_job() {
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().expect("JSON");
     assert_eq!(body["version"], 2);
+    assert_eq!(body["changed"], true, "a DNS setting is a change");
     assert_eq!(body["restart_required"], false);
+    let events = client.json("/api/v1/events?kind=config");
+    assert!(
+        events.to_string().contains("Config version 2 committed"),
+        "{events}"
+    );
     assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 15);
     assert_eq!(client.json("/api/v1/health")["config_version"], 2);
 

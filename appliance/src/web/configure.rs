@@ -179,6 +179,9 @@ pub fn summary(diff: &ConfigDiff) -> Vec<String> {
     named("Virtual service", &diff.services_added, "added");
     named("Virtual service", &diff.services_removed, "removed");
     named("Virtual service", &diff.services_changed, "changed");
+    if diff.settings_changed {
+        out.push("DNS, zone or pool settings change".to_owned());
+    }
     if diff.listeners_changed {
         out.push("Listen addresses change (takes effect after a restart)".to_owned());
     }
