@@ -69,8 +69,9 @@ for (const button of document.querySelectorAll("#tabs button")) {
 
 // ---------------------------------------------------------------- status
 
-// Connections per member: one sample per status event, five minutes kept.
-const HISTORY_MS = 5 * 60 * 1000;
+// Connections per member: the appliance's last ten minutes on entry, then
+// one sample per status event.
+const HISTORY_MS = 10 * 60 * 1000;
 const history = new Map(); // "pool/member" -> [[time, connections]]
 const drainPeak = new Map(); // "pool/member" -> most connections seen while draining
 
@@ -89,6 +90,19 @@ function record(status) {
   }
 }
 
+async function loadHistory() {
+  const { status, data } = await api("GET", "/api/v1/status/history");
+  if (status !== 200) return;
+  history.clear();
+  for (const sample of data.samples) {
+    const at = Date.parse(sample.at);
+    for (const [key, connections] of Object.entries(sample.members)) {
+      if (!history.has(key)) history.set(key, []);
+      history.get(key).push([at, connections]);
+    }
+  }
+}
+
 function chart(samples) {
   const width = 160, height = 32, now = Date.now();
   const peak = Math.max(1, ...samples.map(([, v]) => v));
@@ -99,7 +113,7 @@ function chart(samples) {
   }).join(" ");
   const last = samples.length ? samples[samples.length - 1][1] : 0;
   return el("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `connections over the last five minutes, now ${last}, peak ${peak}` },
+    "aria-label": `connections over the last ten minutes, now ${last}, peak ${peak}` },
   el("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }),
   el("polyline", { points, class: "series" }),
   el("text", { x: 2, y: 10, class: "peak" }, `max ${peak}`));
@@ -516,6 +530,7 @@ async function enterDashboard(username) {
   $("who").textContent = username;
   show("dashboard");
   selectTab("status");
+  await loadHistory();
   const { data } = await api("GET", "/api/v1/status");
   if (data) renderStatus(data);
   loadLicence();

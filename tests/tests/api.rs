@@ -283,6 +283,14 @@ fn every_route_does_its_job() {
     assert_eq!(vs["ports"].as_array().expect("ports").len(), 2);
     assert_eq!(vs["members"][0]["total_connections"], 0);
 
+    // Connections per member over the last minutes: sampled from the start.
+    let history = client.json("/api/v1/status/history");
+    assert_eq!(history["interval_s"], 5);
+    assert_eq!(
+        history["samples"][0]["members"]["pool01/fe01"], 0,
+        "{history}"
+    );
+
     // Drain, enable, disable.
     let drained = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
     assert_eq!(drained.status().as_u16(), 200);

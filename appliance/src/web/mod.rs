@@ -15,6 +15,7 @@
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
+//! * `GET /api/v1/status/history` — connections per member, last ten minutes
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
 //!   it validates: 422 with field errors and nothing written)
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
@@ -38,6 +39,7 @@ mod appliance;
 pub mod auth;
 mod configure;
 mod error;
+pub mod history;
 mod openapi;
 pub mod tls;
 mod ui;
@@ -71,6 +73,8 @@ pub struct AppState {
     pub sip_stats: Arc<crate::sip::SipStats>,
     /// The appliance certificate (admin listener and SIP over TLS).
     pub certificates: Option<Arc<tls::Certificates>>,
+    /// Connections per member over the last minutes (`history::run` fills it).
+    pub history: Arc<history::History>,
 }
 
 impl AppState {
@@ -90,6 +94,7 @@ impl AppState {
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
             certificates: None,
+            history: Arc::default(),
         }
     }
 }
@@ -228,6 +233,13 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/status/stream",
             "The status document as server-sent events",
             ui::status_stream
+        ),
+        spec!(
+            GET,
+            "/api/v1/status/history",
+            "Active connections per member over the last ten minutes",
+            history::history,
+            response = history::HistoryBody
         ),
         spec!(
             GET,
