@@ -151,8 +151,17 @@ async function act(pool, member, action) {
   if (status !== 200) alert(errorText(data));
 }
 
+function suggest(id, names) {
+  const list = $(id);
+  if (list.dataset.names === names.join("\n")) return;
+  list.dataset.names = names.join("\n");
+  list.replaceChildren(...names.map((name) => el("option", { value: name })));
+}
+
 function renderStatus(status) {
   record(status);
+  suggest("pool-names", status.pools.map((p) => p.name));
+  suggest("member-names", [...new Set(status.pools.flatMap((p) => p.members.map((m) => m.name)))]);
   const pools = $("pools");
   pools.replaceChildren();
   for (const pool of status.pools) {

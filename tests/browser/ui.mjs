@@ -129,6 +129,14 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll("#events li")].every((li) => li.dataset.kind === "config"));
   await shot(page, "events-config");
   await page.selectOption("#events-filter select[name=kind]", "");
+  await page.fill("#events-filter input[name=member]", "fe02");
+  await page.click("#events-filter button[type=submit]");
+  await page.locator("#events li[data-kind=drain]", { hasText: "ready to take offline" }).waitFor();
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll("#events li")];
+    return items.length > 0 && items.every((li) => li.textContent.includes("fe02"));
+  });
+  await page.fill("#events-filter input[name=member]", "");
 
   // System page: version, certificate; licence refused then installed.
   await tab(page, "system");
