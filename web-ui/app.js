@@ -58,7 +58,7 @@ function el(tag, attrs, ...children) {
 function selectTab(name) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === name);
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
-  if (name === "config") loadConfig();
+  if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
   if (name === "system") { loadSystem(); loadLicence(); }
 }
@@ -69,8 +69,9 @@ for (const button of document.querySelectorAll("#tabs button")) {
 
 // ---------------------------------------------------------------- status
 
-// Connections per member: one sample per status event, five minutes kept.
-const HISTORY_MS = 5 * 60 * 1000;
+// Connections per member: the appliance's last ten minutes on entry, then
+// one sample per status event.
+const HISTORY_MS = 10 * 60 * 1000;
 const history = new Map(); // "pool/member" -> [[time, connections]]
 const drainPeak = new Map(); // "pool/member" -> most connections seen while draining
 
@@ -89,6 +90,19 @@ function record(status) {
   }
 }
 
+async function loadHistory() {
+  const { status, data } = await api("GET", "/api/v1/status/history");
+  if (status !== 200) return;
+  history.clear();
+  for (const sample of data.samples) {
+    const at = Date.parse(sample.at);
+    for (const [key, connections] of Object.entries(sample.members)) {
+      if (!history.has(key)) history.set(key, []);
+      history.get(key).push([at, connections]);
+    }
+  }
+}
+
 function chart(samples) {
   const width = 160, height = 32, now = Date.now();
   const peak = Math.max(1, ...samples.map(([, v]) => v));
@@ -99,7 +113,7 @@ function chart(samples) {
   }).join(" ");
   const last = samples.length ? samples[samples.length - 1][1] : 0;
   return el("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `connections over the last five minutes, now ${last}, peak ${peak}` },
+    "aria-label": `connections over the last ten minutes, now ${last}, peak ${peak}` },
   el("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }),
   el("polyline", { points, class: "series" }),
   el("text", { x: 2, y: 10, class: "peak" }, `max ${peak}`));
@@ -137,8 +151,17 @@ async function act(pool, member, action) {
   if (status !== 200) alert(errorText(data));
 }
 
+function suggest(id, names) {
+  const list = $(id);
+  if (list.dataset.names === names.join("\n")) return;
+  list.dataset.names = names.join("\n");
+  list.replaceChildren(...names.map((name) => el("option", { value: name })));
+}
+
 function renderStatus(status) {
   record(status);
+  suggest("pool-names", status.pools.map((p) => p.name));
+  suggest("member-names", [...new Set(status.pools.flatMap((p) => p.members.map((m) => m.name)))]);
   const pools = $("pools");
   pools.replaceChildren();
   for (const pool of status.pools) {
@@ -254,6 +277,7 @@ const TEMPLATES = {
 };
 
 let model = null; // the config being edited, in the API's JSON shape
+let edited = false; // model differs from the config as loaded
 let loadedVersion = null;
 let pending = null; // a previewed config waiting for Apply
 
@@ -275,7 +299,10 @@ function parse(text, kind) {
 }
 
 function input(object, key, kind, path) {
-  const set = (value) => { if (value === undefined) delete object[key]; else object[key] = value; };
+  const set = (value) => {
+    if (value === undefined) delete object[key]; else object[key] = value;
+    edited = true;
+  };
   if (kind === "bool") {
     return el("input", { type: "checkbox", checked: Boolean(object[key]), "data-path": path,
       onchange: (event) => set(event.target.checked) });
@@ -309,10 +336,10 @@ function list(parent, key, path, title, spec, render) {
         fields(item, spec, `${itemPath}.`),
         render ? render(item, `${itemPath}.`) : null,
         el("button", { type: "button", class: "danger", "data-remove": itemPath,
-          onclick: () => { items.splice(i, 1); renderEditor(); } }, `Remove ${singular}`));
+          onclick: () => { items.splice(i, 1); edited = true; renderEditor(); } }, `Remove ${singular}`));
     }),
     el("button", { type: "button", "data-add": `${path}${key}`,
-      onclick: () => { items.push(TEMPLATES[key](parent)); renderEditor(); } }, `Add ${singular}`));
+      onclick: () => { items.push(TEMPLATES[key](parent)); edited = true; renderEditor(); } }, `Add ${singular}`));
 }
 
 function renderEditor() {
@@ -335,6 +362,7 @@ async function loadConfig() {
   const [config, health] = await Promise.all([api("GET", "/api/v1/config"), api("GET", "/api/v1/health")]);
   if (config.status !== 200) return;
   model = config.data;
+  edited = false;
   loadedVersion = health.data ? health.data.config_version : null;
   $("config-version").textContent = loadedVersion ? `(version ${loadedVersion})` : "";
   clearErrors();
@@ -511,6 +539,7 @@ async function enterDashboard(username) {
   $("who").textContent = username;
   show("dashboard");
   selectTab("status");
+  await loadHistory();
   const { data } = await api("GET", "/api/v1/status");
   if (data) renderStatus(data);
   loadLicence();
@@ -559,6 +588,7 @@ $("logout").addEventListener("click", async () => {
   csrf = null;
   if (stream) stream.close();
   model = null;
+  edited = false;
   pending = null;
   renderEditor();
   $("preview").hidden = true;

@@ -247,6 +247,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
     ));
+    let history_task = tokio::spawn(web::history::run(
+        publisher.clone(),
+        Arc::clone(&app_state.history),
+        shutdown.child_token(),
+    ));
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
@@ -306,6 +311,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = drain_task.await;
     let _ = seen_task.await;
     let _ = clock.await;
+    let _ = history_task.await;
     let _ = health_task.await;
     let _ = proxy_task.await;
     while dns_tasks.join_next().await.is_some() {}

@@ -91,6 +91,9 @@ try {
   await shot(page, "config-field-error");
   await address.fill("127.0.0.11");
   await page.locator('#config-form [data-path="dns.ttl"]').fill("20");
+  await tab(page, "status");
+  await tab(page, "config");
+  if (await page.locator('#config-form [data-path="dns.ttl"]').inputValue() !== "20") throw new Error("edits lost on a tab switch");
   await page.click("#config-review");
   await page.locator("#preview-diff .added", { hasText: "ttl = 20" }).waitFor();
   await page.locator("#preview-diff .removed", { hasText: "ttl = 30" }).waitFor();
@@ -122,10 +125,18 @@ try {
   // Event filters.
   await tab(page, "events");
   await page.selectOption("#events-filter select[name=kind]", "config");
-  await page.locator("#events li[data-kind=config]").first().waitFor();
+  await page.locator("#events li[data-kind=config]", { hasText: "Config version 3 committed" }).waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll("#events li")].every((li) => li.dataset.kind === "config"));
   await shot(page, "events-config");
   await page.selectOption("#events-filter select[name=kind]", "");
+  await page.fill("#events-filter input[name=member]", "fe02");
+  await page.click("#events-filter button[type=submit]");
+  await page.locator("#events li[data-kind=drain]", { hasText: "ready to take offline" }).waitFor();
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll("#events li")];
+    return items.length > 0 && items.every((li) => li.textContent.includes("fe02"));
+  });
+  await page.fill("#events-filter input[name=member]", "");
 
   // System page: version, certificate; licence refused then installed.
   await tab(page, "system");
@@ -153,6 +164,11 @@ try {
 } catch (error) {
   console.error(error);
   process.exitCode = 1;
+  for (const page of browser.contexts().flatMap((context) => context.pages())) {
+    const errors = await page.locator(".error").allTextContents().catch(() => []);
+    console.error("errors on the page:", errors.filter((text) => text.trim()));
+    await shot(page, "failure").catch(() => {});
+  }
 } finally {
   clearTimeout(timeout);
   await browser.close();

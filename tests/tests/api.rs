@@ -283,6 +283,14 @@ fn every_route_does_its_job() {
     assert_eq!(vs["ports"].as_array().expect("ports").len(), 2);
     assert_eq!(vs["members"][0]["total_connections"], 0);
 
+    // Connections per member over the last minutes: sampled from the start.
+    let history = client.json("/api/v1/status/history");
+    assert_eq!(history["interval_s"], 5);
+    assert_eq!(
+        history["samples"][0]["members"]["pool01/fe01"], 0,
+        "{history}"
+    );
+
     // Drain, enable, disable.
     let drained = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
     assert_eq!(drained.status().as_u16(), 200);
@@ -328,7 +336,13 @@ fn every_route_does_its_job() {
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().expect("JSON");
     assert_eq!(body["version"], 2);
+    assert_eq!(body["changed"], true, "a DNS setting is a change");
     assert_eq!(body["restart_required"], false);
+    let events = client.json("/api/v1/events?kind=config");
+    assert!(
+        events.to_string().contains("Config version 2 committed"),
+        "{events}"
+    );
     assert_eq!(client.json("/api/v1/config")["dns"]["ttl"], 15);
     assert_eq!(client.json("/api/v1/health")["config_version"], 2);
 

@@ -169,26 +169,16 @@ fn registrar_api_matches_the_cli() {
     poolgate.terminate(Duration::from_secs(10));
 }
 
-#[test]
-fn sip_over_tls_redirects_with_the_appliance_certificate() {
+/// A REGISTER over TLS to `target`, trusting only the certificates in
+/// `trusted` (PEM) for the name `localhost`: the reply, or why the
+/// handshake failed.
+fn register_over_tls(target: SocketAddr, trusted: &[u8]) -> Result<String, String> {
     use std::sync::Arc;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut config, _members) = config_with_live_members();
-    config["listen"]
-        .as_table_mut()
-        .expect("listen")
-        .insert("sip_tls".into(), "127.0.0.1:0".into());
-    let data = dir.path().join("data");
-    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
-    let target = poolgate.address("sip-tls");
-
-    // Trust exactly the certificate the appliance generated on first start.
-    let pem = std::fs::read(data.join(poolgate::web::tls::CERT_FILE)).expect("certificate");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(trusted) {
         roots.add(cert.expect("PEM certificate")).expect("add root");
     }
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -202,7 +192,7 @@ fn sip_over_tls_redirects_with_the_appliance_certificate() {
         .enable_all()
         .build()
         .expect("runtime");
-    let reply = runtime.block_on(async {
+    runtime.block_on(async {
         let tcp = tokio::net::TcpStream::connect(target)
             .await
             .expect("connect");
@@ -210,7 +200,7 @@ fn sip_over_tls_redirects_with_the_appliance_certificate() {
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
             .connect(name, tcp)
             .await
-            .expect("TLS handshake verifies the appliance certificate");
+            .map_err(|error| error.to_string())?;
         let register = "REGISTER sip:contoso.test SIP/2.0\r\n\
             Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtls1\r\n\
             From: <sip:alice@contoso.test>;tag=1\r\n\
@@ -224,13 +214,53 @@ fn sip_over_tls_redirects_with_the_appliance_certificate() {
             .await
             .expect("reply in time")
             .expect("read");
-        String::from_utf8_lossy(&buffer[..n]).into_owned()
-    });
+        Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+    })
+}
+
+#[test]
+fn sip_over_tls_redirects_with_the_appliance_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, _members) = config_with_live_members();
+    config["listen"]
+        .as_table_mut()
+        .expect("listen")
+        .insert("sip_tls".into(), "127.0.0.1:0".into());
+    let data = dir.path().join("data");
+    let poolgate = Poolgate::start_with_config(&data, &config, &[]);
+    let target = poolgate.address("sip-tls");
+
+    // Trust exactly the certificate the appliance generated on first start.
+    let generated = std::fs::read(data.join(poolgate::web::tls::CERT_FILE)).expect("certificate");
+    let reply = register_over_tls(target, &generated)
+        .expect("TLS handshake verifies the appliance certificate");
     assert!(
         reply.starts_with("SIP/2.0 301 Redirect request to Home Server\r\n"),
         "{reply}"
     );
     assert!(reply.contains(";q=0.7"), "{reply}");
+
+    // A certificate installed through the API is what SIP over TLS presents next.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let installed = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate")
+        .pem();
+    let admin =
+        AdminClient::setup_and_login(poolgate.address("admin"), "correct horse battery staple");
+    let response = admin.put(
+        "/api/v1/certificate",
+        &serde_json::json!({"certificate": installed, "key": key.serialize_pem()}),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let reply = register_over_tls(target, installed.as_bytes())
+        .expect("TLS handshake verifies the installed certificate");
+    assert!(reply.starts_with("SIP/2.0 301 "), "{reply}");
+    assert!(
+        register_over_tls(target, &generated).is_err(),
+        "the generated certificate is no longer presented"
+    );
 }
 
 #[test]

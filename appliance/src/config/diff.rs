@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::schema::AdminState;
-use super::validate::{Config, Member, Monitor, VirtualService};
+use super::validate::{Config, Member, Monitor, Pool, VirtualService};
 
 /// A member is identified by its pool and its stable name.
 pub type MemberKey = (String, String);
@@ -27,6 +27,10 @@ pub struct ConfigDiff {
     pub services_removed: BTreeSet<String>,
     pub services_changed: BTreeSet<String>,
     pub listeners_changed: bool,
+    /// DNS settings, zones, or a pool's own settings (FQDN, aliases,
+    /// monitor, registrar, drain) changed: nothing with identity, but a
+    /// change all the same.
+    pub settings_changed: bool,
 }
 
 impl ConfigDiff {
@@ -120,6 +124,21 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
         ),
         &by_name(&new.virtual_services, service_name),
     );
+    // Pools by name without their members (those are compared above).
+    let pool_settings = |config: &Config| -> BTreeMap<String, Pool> {
+        config
+            .pools
+            .iter()
+            .map(|pool| {
+                let mut settings = pool.clone();
+                settings.members.clear();
+                (pool.name.clone(), settings)
+            })
+            .collect()
+    };
+    let settings_changed = old.is_none_or(|old| {
+        old.dns != new.dns || old.zones != new.zones || pool_settings(old) != pool_settings(new)
+    });
     ConfigDiff {
         members_added,
         members_removed,
@@ -132,6 +151,7 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
         services_removed,
         services_changed,
         listeners_changed: old.is_none_or(|old| old.listen != new.listen),
+        settings_changed,
     }
 }
 

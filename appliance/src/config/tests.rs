@@ -238,6 +238,26 @@ fn diff_sets_admin_state_only_when_config_changes_it() {
         Some(&AdminState::Draining)
     );
     assert!(changes.members_changed.is_empty());
+    assert!(!changes.settings_changed);
+}
+
+#[test]
+fn diff_sees_dns_and_pool_settings() {
+    let old = from_toml(&example_text(), "f").expect("valid");
+    assert!(diff(None, &old).settings_changed);
+    for (from, to) in [
+        ("ttl = 30", "ttl = 15"),
+        ("aliases = [\"sip.contoso.test\"]", "aliases = []"),
+        ("registrar_port = 15061", "registrar_port = 5061"),
+        ("type = \"A\"", "type = \"TXT\""),
+    ] {
+        let new = from_toml(&example_text().replacen(from, to, 1), "f")
+            .unwrap_or_else(|e| panic!("{to}: {e}"));
+        let changes = diff(Some(&old), &new);
+        assert!(changes.settings_changed, "{to}");
+        assert!(!changes.is_empty(), "{to}");
+        assert!(changes.members_changed.is_empty(), "{to}");
+    }
 }
 
 #[test]

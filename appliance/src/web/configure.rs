@@ -179,6 +179,9 @@ pub fn summary(diff: &ConfigDiff) -> Vec<String> {
     named("Virtual service", &diff.services_added, "added");
     named("Virtual service", &diff.services_removed, "removed");
     named("Virtual service", &diff.services_changed, "changed");
+    if diff.settings_changed {
+        out.push("DNS, zone or pool settings change".to_owned());
+    }
     if diff.listeners_changed {
         out.push("Listen addresses change (takes effect after a restart)".to_owned());
     }
@@ -209,11 +212,10 @@ mod tests {
         let mut diff = ConfigDiff::default();
         let key = ("pool01".to_owned(), "fe04".to_owned());
         diff.members_added.insert(key.clone());
-        diff.admin_states
-            .insert(key, crate::config::AdminState::Enabled);
+        diff.admin_states.insert(key, config::AdminState::Enabled);
         diff.admin_states.insert(
             ("pool01".to_owned(), "fe01".to_owned()),
-            crate::config::AdminState::Disabled,
+            config::AdminState::Disabled,
         );
         diff.services_changed.insert("web-internal".to_owned());
         assert_eq!(

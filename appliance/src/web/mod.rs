@@ -15,6 +15,7 @@
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
+//! * `GET /api/v1/status/history` — connections per member, last ten minutes
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
 //!   it validates: 422 with field errors and nothing written)
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
@@ -40,6 +41,7 @@ mod appliance;
 pub mod auth;
 mod configure;
 mod error;
+pub mod history;
 mod openapi;
 mod system;
 pub mod tls;
@@ -77,6 +79,8 @@ pub struct AppState {
     /// Upgrades and the reboot into them (`run` sets the real layout and
     /// reboot mode; the default never reboots).
     pub upgrades: Arc<crate::system::reboot::Upgrades>,
+    /// Connections per member over the last minutes (`history::run` fills it).
+    pub history: Arc<history::History>,
 }
 
 impl AppState {
@@ -98,6 +102,7 @@ impl AppState {
             sip_stats: Arc::default(),
             certificates: None,
             upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
+            history: Arc::default(),
         }
     }
 }
@@ -236,6 +241,13 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/status/stream",
             "The status document as server-sent events",
             ui::status_stream
+        ),
+        spec!(
+            GET,
+            "/api/v1/status/history",
+            "Active connections per member over the last ten minutes",
+            history::history,
+            response = history::HistoryBody
         ),
         spec!(
             GET,
