@@ -487,9 +487,196 @@ async function loadSystem() {
     : `${Math.floor(data.uptime_s / 60)} min ${data.uptime_s % 60} s`;
   facts($("system-info"), [
     ["Version", data.version, "version"], ["Build", data.build, "build"], ["Appliance id", data.appliance_id],
-    ["Running slot", data.slot], ["Up for", uptime], ["Configuration version", data.config_version],
+    ["Running slot", data.slot ? `root-${data.slot}` : null, "slot"],
+    ["Previous version", data.previous_version, "previous_version"],
+    ["Last upgrade", lastUpgradeText(data.last_upgrade), "last_upgrade"],
+    ["Pending upgrade", pendingText(data.pending_upgrade), "pending_upgrade"],
+    ["Restart", rebootText(data.reboot_scheduled, data.reboot_mode), "reboot_scheduled"],
+    ["Up for", uptime], ["Configuration version", data.config_version],
   ]);
+  const outcome = document.querySelector("#system-info [data-fact=last_upgrade]");
+  if (outcome) outcome.dataset.outcome = data.last_upgrade.outcome;
+  const pendingNote = $("upgrade-pending");
+  pendingNote.hidden = !data.pending_upgrade;
+  pendingNote.textContent = data.pending_upgrade
+    ? `${pendingText(data.pending_upgrade)}.${data.reboot_scheduled ? ` ${rebootText(data.reboot_scheduled, data.reboot_mode)}.` : ""}`
+    : "";
   describeCertificate($("certificate-info"), data.certificate);
+}
+
+// ---------------------------------------------------------------- firmware upgrade
+
+function lastUpgradeText(last) {
+  if (!last) return null;
+  const what = `${last.from_version} → ${last.to_version}`;
+  if (last.outcome === "succeeded") return `${what}: succeeded (${last.at})`;
+  if (last.outcome === "rolled_back") {
+    return `${what}: rolled back to ${last.from_version} (${last.at})${last.reason ? `: ${last.reason}` : ""}`
+      + `${last.restored_backup ? "; the database from before the upgrade was restored" : ""}`;
+  }
+  return `${what}: the appliance came up on another version (${last.at})${last.reason ? `: ${last.reason}` : ""}`;
+}
+
+function pendingText(pending) {
+  if (!pending) return null;
+  return `${pending.to_version} is installed in slot root-${pending.to_slot} (${pending.installed_at}) and starts at the next restart`;
+}
+
+function rebootText(plan, mode) {
+  if (!plan) return null;
+  const when = plan.at ? `at ${plan.at}` : "now";
+  const drain = plan.drain_timeout_s ? `, once connections have ended (at most ${plan.drain_timeout_s} s)` : "";
+  const disabled = mode === "disabled" ? " (restarting is turned off on this appliance: it is only recorded)" : "";
+  return `Restarting ${when}${drain}${disabled}`;
+}
+
+function size(bytes) {
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MB`;
+  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KB`;
+  return `${bytes} bytes`;
+}
+
+// The query for the reboot the form asks for, or an error message.
+function rebootQuery(form) {
+  const query = new URLSearchParams();
+  const reboot = form.get("reboot");
+  if (reboot === "later") { query.set("reboot", "later"); return query; }
+  if (reboot === "at") {
+    const at = new Date(form.get("at") || "");
+    if (Number.isNaN(at.getTime())) return "Choose the time to restart at.";
+    if (at.getTime() < Date.now()) return "The time to restart at has passed.";
+    query.set("reboot", at.toISOString().replace(/\.\d{3}Z$/, "Z"));
+  } else {
+    query.set("reboot", "now");
+  }
+  if (form.get("drain")) {
+    const seconds = String(form.get("drain_timeout_s") || "").trim();
+    if (!/^\d+$/.test(seconds) || Number(seconds) < 1) return "Give the longest wait for connections in whole seconds.";
+    query.set("drain_timeout_s", seconds);
+  }
+  return query;
+}
+
+let upload = null; // the XMLHttpRequest of an upload under way
+
+// XMLHttpRequest rather than fetch: only it reports the bytes sent.
+function send(file, query, progress) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    upload = xhr;
+    xhr.open("POST", `/api/v1/system/upgrade?${query}`);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (csrf) xhr.setRequestHeader("X-CSRF-Token", csrf);
+    xhr.upload.addEventListener("progress", (event) => progress(event.loaded, event.lengthComputable ? event.total : file.size));
+    xhr.upload.addEventListener("load", () => progress(file.size, file.size, true));
+    const done = (status) => {
+      upload = null;
+      let data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (_) { /* no JSON body */ }
+      resolve({ status, data });
+    };
+    xhr.addEventListener("load", () => done(xhr.status));
+    xhr.addEventListener("error", () => done(0));
+    xhr.addEventListener("abort", () => done(-1));
+    xhr.send(file);
+  });
+}
+
+function showSteps(outcome, steps) {
+  $("upgrade-result").hidden = false;
+  $("upgrade-result").dataset.outcome = outcome;
+  $("upgrade-steps").replaceChildren(...steps.map(([state, text]) => el("li", { class: `step ${state}`, "data-step": state }, text)));
+}
+
+function refuse(message, steps) {
+  $("upgrade-refusal").hidden = false;
+  $("upgrade-refusal").textContent = message;
+  showSteps("refused", steps);
+}
+
+function components(list) {
+  return (list || []).map((c) => `${c.name} (${size(c.size)}, SHA-256 ${c.sha256.slice(0, 12)}…)`).join(", ");
+}
+
+function plannedReboot(plan, version) {
+  if (!plan) return `Restart the appliance when it suits you to start ${version}.`;
+  const when = plan.at ? `at ${plan.at}` : "now";
+  const drain = plan.drain_timeout_s ? `, once connections through the virtual services have ended (at most ${plan.drain_timeout_s} s)` : "";
+  return `The appliance restarts into ${version} ${when}${drain}.`;
+}
+
+$("upgrade-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (upload) return;
+  const install = event.submitter && event.submitter.value === "install";
+  const form = new FormData(event.target);
+  const file = form.get("bundle");
+  $("upgrade-refusal").hidden = true;
+  $("upgrade-result").hidden = true;
+  if (!file || !file.size) { refuse("Choose an upgrade bundle (.pgup) first.", []); return; }
+  let query = new URLSearchParams();
+  if (install) {
+    query = rebootQuery(form);
+    if (typeof query === "string") { refuse(query, []); return; }
+    const when = form.get("reboot") === "later" ? "It restarts only when you restart it."
+      : "The appliance restarts into it as chosen.";
+    if (!confirm(`Install ${file.name} into the other root slot? ${when}`)) return;
+  } else {
+    query.set("verify_only", "true");
+  }
+  const bar = $("upgrade-bar");
+  const progress = $("upgrade-progress");
+  progress.hidden = false;
+  progress.dataset.state = "uploading";
+  bar.value = 0;
+  $("upgrade-sent").textContent = `Uploading ${file.name}…`;
+  for (const button of event.target.querySelectorAll("button[type=submit]")) button.disabled = true;
+  $("upgrade-cancel").hidden = false;
+  const { status, data } = await send(file, query, (sent, total, finished) => {
+    bar.value = total ? Math.round(100 * sent / total) : 0;
+    $("upgrade-sent").textContent = finished
+      ? `Uploaded ${size(total)}; ${install ? "checking and installing" : "checking"}…`
+      : `Uploading ${file.name}: ${size(sent)} of ${size(total)} (${bar.value} %)`;
+    if (finished) progress.dataset.state = "checking";
+  });
+  for (const button of event.target.querySelectorAll("button[type=submit]")) button.disabled = false;
+  $("upgrade-cancel").hidden = true;
+  progress.dataset.state = status === 200 ? "done" : "failed";
+  const uploaded = ["done", `Uploaded ${file.name} (${size(file.size)}).`];
+  if (status === 200 && data && data.verified) {
+    $("upgrade-sent").textContent = "Checked.";
+    showSteps("verified", [uploaded,
+      ["done", `Signed with a trusted key; every hash matches: poolgate ${data.version}.`],
+      ["done", `Applies to this appliance: it runs ${data.from_version}, and the bundle upgrades from ${data.min_from_version} on.`],
+      ["done", `Would install into slot root-${data.slot}: ${components(data.components)}.`],
+      ["skipped", "Nothing was written: use Install to install it."]]);
+  } else if (status === 200 && data && data.installed) {
+    $("upgrade-sent").textContent = "Installed.";
+    showSteps("installed", [uploaded,
+      ["done", `Signature and every hash checked: poolgate ${data.installed}.`],
+      ["done", `Written to slot root-${data.slot}, read back and verified; the current version is kept for a rollback.`],
+      ["next", plannedReboot(data.reboot, data.installed)]]);
+    event.target.reset();
+  } else {
+    $("upgrade-sent").textContent = status === -1 ? "Upload cancelled." : "Not installed.";
+    const reason = status === -1 ? "The upload was cancelled; nothing was written."
+      : status === 0 ? "The connection to the appliance was lost; nothing was installed."
+      : status === 401 ? "Your session has ended: log in again."
+      : `Refused: ${errorText(data)}`;
+    refuse(reason, [...(status > 0 ? [uploaded] : []), ["failed", status === 409 ? "The bundle does not apply to this version; nothing was written."
+      : "Nothing was written; the appliance runs as before."]]);
+  }
+  loadSystem();
+});
+
+$("upgrade-cancel").addEventListener("click", () => { if (upload) upload.abort(); });
+
+for (const input of document.querySelectorAll("#upgrade-form [name=reboot]")) {
+  input.addEventListener("change", () => {
+    const later = document.querySelector("#upgrade-form [name=reboot]:checked").value === "later";
+    for (const name of ["drain", "drain_timeout_s"]) document.querySelector(`#upgrade-form [name=${name}]`).disabled = later;
+  });
 }
 
 for (const name of ["certificate", "key"]) {
