@@ -2,8 +2,11 @@
 // flow: first-boot password, login, three green members, one stopped (red
 // with a reason), another drained to "ready to take offline" and enabled,
 // registrar lookup, config edits with field errors, export and import with
-// a diff preview, event filters, the system page and licence, logout.
+// a diff preview, event filters, the system page and licence, a firmware
+// upgrade (refused, checked, installed), logout.
 // Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
+// with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
+// bundle the appliance's test upgrade key signed.
 import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
@@ -156,6 +159,44 @@ try {
     await page.locator("#licence-status[data-state=licensed]").waitFor();
   }
   await shot(page, "system");
+
+  // Firmware upgrade on the fake disk: a tampered bundle is refused with its
+  // reason, the good one passes "Check only", then installs to start at a
+  // restart the admin chooses; the page then shows it waiting.
+  const [goodBundle, tamperedBundle] = [process.env.UPGRADE_BUNDLE, process.env.UPGRADE_TAMPERED];
+  if (goodBundle && tamperedBundle) {
+    await page.locator("#system-info [data-fact=slot]", { hasText: "root-a" }).waitFor();
+    await page.setInputFiles("#upgrade-form input[name=bundle]", tamperedBundle);
+    await page.check("#upgrade-form input[name=reboot][value=later]");
+    await page.click("#upgrade-install");
+    await page.locator("#upgrade-result[data-outcome=refused] #upgrade-refusal", { hasText: "does not match" }).waitFor();
+    await page.locator("#upgrade-progress[data-state=failed]").waitFor();
+    if (await page.locator("#upgrade-bar").evaluate((bar) => bar.value) !== 100) throw new Error("upload progress did not reach 100 %");
+    if (await page.locator("#system-info [data-fact=pending_upgrade]").count()) throw new Error("a refused bundle left an upgrade pending");
+    await shot(page, "upgrade-refused");
+
+    await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
+    await page.click("#upgrade-check");
+    await page.locator("#upgrade-result[data-outcome=verified] #upgrade-steps", { hasText: "poolgate 99.0.0" }).waitFor();
+    await page.locator("#upgrade-steps", { hasText: "slot root-b" }).waitFor();
+    await page.locator("#upgrade-sent", { hasText: "Checked" }).waitFor();
+    if (await page.locator("#upgrade-refusal").isVisible()) throw new Error("the earlier refusal is still shown");
+    await shot(page, "upgrade-verified");
+
+    await page.check("#upgrade-form input[name=reboot][value=later]");
+    await page.click("#upgrade-install");
+    await page.locator("#upgrade-result[data-outcome=installed] #upgrade-steps", { hasText: "Restart the appliance when it suits you" }).waitFor();
+    await page.locator("#system-info [data-fact=pending_upgrade]", { hasText: "99.0.0 is installed in slot root-b" }).waitFor();
+    await page.locator("#upgrade-pending", { hasText: "starts at the next restart" }).waitFor({ state: "visible" });
+    await shot(page, "upgrade-installed");
+
+    await tab(page, "events");
+    await page.selectOption("#events-filter select[name=kind]", "upgrade");
+    await page.locator("#events li[data-kind=upgrade]", { hasText: "refused" }).waitFor();
+    await page.locator("#events li[data-kind=upgrade]", { hasText: "installed in slot root-b" }).waitFor();
+    await shot(page, "events-upgrade");
+    await page.selectOption("#events-filter select[name=kind]", "");
+  }
 
   await page.click("#logout");
   await page.locator("#login").waitFor({ state: "visible" });

@@ -600,3 +600,82 @@ mod tests {
         assert_eq!(parse_listening("INFO Ready"), None);
     }
 }
+
+/// Upgrades on a fake appliance disk: plain files stand in for the root
+/// slots, a directory for the ESP, and a file for the kernel command line.
+/// The binary under test (built with `test-upgrade-keys`) trusts the key
+/// written by [`upgrade::write_keys`] through `POOLGATE_TEST_UPGRADE_KEYS`.
+pub mod upgrade {
+    use std::path::{Path, PathBuf};
+
+    use ed25519_dalek::SigningKey;
+    use poolgate::license::document;
+    use poolgate::system::bundle::{self, Manifest, PRODUCT, describe, write_bundle};
+
+    /// Larger than the body limit of JSON routes, so an upload is streamed.
+    pub const SLOT_SIZE: usize = 4 << 20;
+    /// Newer than the binary under test (the workspace version).
+    pub const NEXT: &str = "99.0.0";
+    /// The kernel image every test bundle carries.
+    pub const UKI: &[u8] = b"MZ new kernel";
+
+    /// Slots `root-a.img` (running, filled with `A`) and `root-b.img`, an
+    /// ESP with a UKI for each, and a command line booted from slot a, all
+    /// in `dir`. Returns the file `--system-layout` takes.
+    pub fn fake_layout(dir: &Path) -> PathBuf {
+        let path = |name: &str| dir.join(name);
+        std::fs::write(path("root-a.img"), vec![b'A'; SLOT_SIZE]).expect("slot a");
+        std::fs::write(path("root-b.img"), vec![b'B'; SLOT_SIZE]).expect("slot b");
+        std::fs::create_dir_all(path("esp/EFI/Linux")).expect("esp");
+        std::fs::write(path("esp/EFI/Linux/poolgate-a.efi"), "kernel a").expect("uki a");
+        std::fs::write(path("esp/EFI/Linux/poolgate-b.efi"), "kernel b").expect("uki b");
+        std::fs::write(path("cmdline"), "quiet root=PARTLABEL=root-a ro\n").expect("cmdline");
+        let layout = format!(
+            "root_a = {:?}\nroot_b = {:?}\nesp = {:?}\ncmdline = {:?}\n",
+            path("root-a.img"),
+            path("root-b.img"),
+            path("esp"),
+            path("cmdline")
+        );
+        std::fs::write(path("layout.toml"), layout).expect("layout");
+        path("layout.toml")
+    }
+
+    /// The file `POOLGATE_TEST_UPGRADE_KEYS` names, trusting `key`.
+    pub fn write_keys(path: &Path, key: &SigningKey) {
+        std::fs::write(path, document::key_hex(&key.verifying_key())).expect("keys");
+    }
+
+    /// The root image every test bundle carries: fits a slot, and is not
+    /// one repeated byte, so a misplaced block shows.
+    pub fn root_image() -> Vec<u8> {
+        (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect()
+    }
+
+    /// A bundle of [`NEXT`] signed with `key`, as `make image` would make
+    /// it, after `edit` changed its manifest.
+    pub fn write_test_bundle(path: &Path, key: &SigningKey, edit: impl FnOnce(&mut Manifest)) {
+        let root = root_image();
+        let mut manifest = Manifest {
+            product: PRODUCT.into(),
+            version: NEXT.into(),
+            min_from_version: "0.1.0".into(),
+            components: vec![
+                describe(bundle::ROOT, &root[..]).expect("hash"),
+                describe(bundle::UKI, UKI).expect("hash"),
+            ],
+        };
+        edit(&mut manifest);
+        let file = std::fs::File::create(path).expect("create");
+        write_bundle(file, &manifest, key, &mut [&mut &root[..], &mut &UKI[..]]).expect("write");
+    }
+
+    /// A copy of the bundle at `good` with one byte of its root image
+    /// flipped: signed and well-formed, but its hash does not match.
+    pub fn write_tampered(good: &Path, path: &Path) {
+        let mut bytes = std::fs::read(good).expect("read bundle");
+        let at = bytes.len() - 1000;
+        bytes[at] ^= 0x20;
+        std::fs::write(path, bytes).expect("write");
+    }
+}

@@ -1,7 +1,9 @@
 //! The web UI in a real browser: headless Chromium driven by Playwright
 //! (`tests/browser/ui.mjs`) through the acceptance flow, from first-boot
-//! password to logout. Screenshots, and the exported config, land in
-//! `target/browser-artifacts/`.
+//! password to logout, including a firmware upgrade on a fake disk (the
+//! binary under test is built with `test-license-keys,test-upgrade-keys`
+//! and runs with `--no-reboot`). Screenshots, and the exported config,
+//! land in `target/browser-artifacts/`.
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use poolgate::license::document;
-use poolgate_e2e::{Peer, Poolgate, loopback_example};
+use poolgate_e2e::{Peer, Poolgate, loopback_example, upgrade};
 
 #[test]
 fn acceptance_flow_from_first_boot_to_logout() {
@@ -64,14 +66,36 @@ fn acceptance_flow_from_first_boot_to_logout() {
             None
         })
     };
+    // A fake disk to upgrade (never rebooting), an upgrade key of the
+    // test's own, and two bundles signed with it: one good, one tampered.
+    let system = dir.path().join("system");
+    std::fs::create_dir(&system).expect("system dir");
+    let layout = upgrade::fake_layout(&system);
+    let upgrade_key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let upgrade_keys = dir.path().join("upgrade-keys.txt");
+    upgrade::write_keys(&upgrade_keys, &upgrade_key);
+    let good = dir.path().join(format!("poolgate-{}.pgup", upgrade::NEXT));
+    upgrade::write_test_bundle(&good, &upgrade_key, |_| {});
+    let tampered = dir.path().join("tampered.pgup");
+    upgrade::write_tampered(&good, &tampered);
     let mut poolgate = Poolgate::start_with_config_env(
         &dir.path().join("var"),
         &config,
-        &[],
-        &[(
-            "POOLGATE_TEST_LICENSE_KEYS",
-            keys_file.to_str().expect("utf-8"),
-        )],
+        &[
+            "--no-reboot",
+            "--system-layout",
+            layout.to_str().expect("utf-8"),
+        ],
+        &[
+            (
+                "POOLGATE_TEST_LICENSE_KEYS",
+                keys_file.to_str().expect("utf-8"),
+            ),
+            (
+                "POOLGATE_TEST_UPGRADE_KEYS",
+                upgrade_keys.to_str().expect("utf-8"),
+            ),
+        ],
     );
     let admin = poolgate.address("admin");
     let store = poolgate::store::Store::open(&dir.path().join("var")).expect("store");
@@ -102,6 +126,8 @@ fn acceptance_flow_from_first_boot_to_logout() {
         .arg(&artifacts)
         .arg(&licence_file)
         .arg(&control)
+        .env("UPGRADE_BUNDLE", &good)
+        .env("UPGRADE_TAMPERED", &tampered)
         .output()
         .expect("run node");
     std::fs::write(control.join("done"), "").expect("done");
@@ -112,5 +138,13 @@ fn acceptance_flow_from_first_boot_to_logout() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // What the browser installed is on the disk: the new root in slot b,
+    // its kernel with three boot tries, slot a as it was.
+    let root = upgrade::root_image();
+    let slot_b = std::fs::read(system.join("root-b.img")).expect("slot b");
+    assert_eq!(&slot_b[..root.len()], &root[..], "the new root is in slot b");
+    assert!(system.join("esp/EFI/Linux/poolgate-b+3.efi").is_file());
+    let slot_a = std::fs::read(system.join("root-a.img")).expect("slot a");
+    assert!(slot_a.iter().all(|&byte| byte == b'A'), "slot a untouched");
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }

@@ -14,16 +14,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use poolgate::license::document;
-use poolgate::system::bundle::{self, Manifest, PRODUCT, describe, write_bundle};
+use poolgate::system::bundle::{self, Manifest};
+use poolgate_e2e::upgrade::{NEXT, fake_layout, root_image, write_keys, write_test_bundle};
 use poolgate_e2e::{AdminClient, Poolgate, binary};
 use serde_json::Value;
 
 const PASSWORD: &str = "correct horse battery staple";
-/// Larger than the body limit of JSON routes, so the upload is streamed.
-const SLOT_SIZE: usize = 4 << 20;
-/// Newer than the binary under test (the workspace version).
-const NEXT: &str = "99.0.0";
 
 type Snapshot = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
@@ -36,22 +32,8 @@ impl Fake {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-        let path = |name: &str| dir.path().join(name);
-        std::fs::write(path("keys.txt"), document::key_hex(&key.verifying_key())).expect("keys");
-        std::fs::write(path("root-a.img"), vec![b'A'; SLOT_SIZE]).expect("slot a");
-        std::fs::write(path("root-b.img"), vec![b'B'; SLOT_SIZE]).expect("slot b");
-        std::fs::create_dir_all(path("esp/EFI/Linux")).expect("esp");
-        std::fs::write(path("esp/EFI/Linux/poolgate-a.efi"), "kernel a").expect("uki a");
-        std::fs::write(path("esp/EFI/Linux/poolgate-b.efi"), "kernel b").expect("uki b");
-        std::fs::write(path("cmdline"), "quiet root=PARTLABEL=root-a ro\n").expect("cmdline");
-        let layout = format!(
-            "root_a = {:?}\nroot_b = {:?}\nesp = {:?}\ncmdline = {:?}\n",
-            path("root-a.img"),
-            path("root-b.img"),
-            path("esp"),
-            path("cmdline")
-        );
-        std::fs::write(path("layout.toml"), layout).expect("layout");
+        write_keys(&dir.path().join("keys.txt"), &key);
+        fake_layout(dir.path());
         Self { dir, key }
     }
 
@@ -74,20 +56,8 @@ impl Fake {
         key: &SigningKey,
         edit: impl FnOnce(&mut Manifest),
     ) -> PathBuf {
-        let (root, uki) = (root_image(), b"MZ new kernel".to_vec());
-        let mut manifest = Manifest {
-            product: PRODUCT.into(),
-            version: NEXT.into(),
-            min_from_version: "0.1.0".into(),
-            components: vec![
-                describe(bundle::ROOT, &root[..]).expect("hash"),
-                describe(bundle::UKI, &uki[..]).expect("hash"),
-            ],
-        };
-        edit(&mut manifest);
         let path = self.path(name);
-        let file = std::fs::File::create(&path).expect("create");
-        write_bundle(file, &manifest, key, &mut [&mut &root[..], &mut &uki[..]]).expect("write");
+        write_test_bundle(&path, key, edit);
         path
     }
 
@@ -188,10 +158,6 @@ impl Fake {
         let client = AdminClient::setup_and_login(poolgate.address("admin"), PASSWORD);
         (poolgate, client)
     }
-}
-
-fn root_image() -> Vec<u8> {
-    (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect()
 }
 
 fn text(bytes: &[u8]) -> String {
