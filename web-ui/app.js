@@ -495,7 +495,10 @@ async function loadSystem() {
     ["Up for", uptime], ["Configuration version", data.config_version],
   ]);
   const outcome = document.querySelector("#system-info [data-fact=last_upgrade]");
-  if (outcome) outcome.dataset.outcome = data.last_upgrade.outcome;
+  if (outcome) {
+    outcome.dataset.outcome = data.last_upgrade.outcome;
+    outcome.classList.toggle("warn", data.last_upgrade.outcome !== "succeeded");
+  }
   const pendingNote = $("upgrade-pending");
   pendingNote.hidden = !data.pending_upgrade;
   pendingNote.textContent = data.pending_upgrade
@@ -658,6 +661,7 @@ $("upgrade-form").addEventListener("submit", async (event) => {
       ["done", `Written to slot root-${data.slot}, read back and verified; the current version is kept for a rollback.`],
       ["next", plannedReboot(data.reboot, data.installed)]]);
     event.target.reset();
+    drainChoice();
   } else {
     $("upgrade-sent").textContent = status === -1 ? "Upload cancelled." : "Not installed.";
     const reason = status === -1 ? "The upload was cancelled; nothing was written."
@@ -672,12 +676,13 @@ $("upgrade-form").addEventListener("submit", async (event) => {
 
 $("upgrade-cancel").addEventListener("click", () => { if (upload) upload.abort(); });
 
-for (const input of document.querySelectorAll("#upgrade-form [name=reboot]")) {
-  input.addEventListener("change", () => {
-    const later = document.querySelector("#upgrade-form [name=reboot]:checked").value === "later";
-    for (const name of ["drain", "drain_timeout_s"]) document.querySelector(`#upgrade-form [name=${name}]`).disabled = later;
-  });
+// Waiting for connections applies only to a restart the appliance makes.
+function drainChoice() {
+  const later = document.querySelector("#upgrade-form [name=reboot]:checked").value === "later";
+  for (const name of ["drain", "drain_timeout_s"]) document.querySelector(`#upgrade-form [name=${name}]`).disabled = later;
 }
+
+for (const input of document.querySelectorAll("#upgrade-form [name=reboot]")) input.addEventListener("change", drainChoice);
 
 for (const name of ["certificate", "key"]) {
   document.querySelector(`#certificate-form input[name=${name}_file]`).addEventListener("change", async (event) => {

@@ -1,25 +1,50 @@
 //! The web UI in a real browser: headless Chromium driven by Playwright
 //! (`tests/browser/ui.mjs`) through the acceptance flow, from first-boot
-//! password to logout, including a firmware upgrade on a fake disk (the
-//! binary under test is built with `test-license-keys,test-upgrade-keys`
-//! and runs with `--no-reboot`). Screenshots, and the exported config,
-//! land in `target/browser-artifacts/`.
+//! password to logout, including a firmware upgrade on a fake disk; and
+//! (`tests/browser/rollback.mjs`) the System page after an upgrade that
+//! rolled back. The binary under test is built with
+//! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
+//! Screenshots, and the exported config, land in `target/browser-artifacts/`
+//! (the rollback's in its `rollback/` folder).
 //! `.ci/run` installs Chromium and the npm package.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use poolgate::license::document;
 use poolgate_e2e::{Peer, Poolgate, loopback_example, upgrade};
 
-#[test]
-fn acceptance_flow_from_first_boot_to_logout() {
-    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+/// One browser at a time: each runs a poolgate and a Chromium.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn browser_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
+        dir.join("node_modules/playwright-core").exists(),
         "run `npm ci` in tests/browser first (.ci/run does)"
     );
+    dir
+}
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts")
+}
+
+fn assert_passed(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn acceptance_flow_from_first_boot_to_logout() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     // A vendor key of the test's own, trusted by the binary under test.
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
@@ -39,7 +64,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
     std::fs::write(&demo_some, toml::to_string(&without_fe03).expect("toml")).expect("write");
     let control = dir.path().join("control");
     std::fs::create_dir(&control).expect("control dir");
-    let demo = |file: &std::path::Path| {
+    let demo = |file: &Path| {
         Peer(
             Command::new(poolgate_e2e::binary())
                 .args(["demo-members", "--config"])
@@ -118,8 +143,13 @@ fn acceptance_flow_from_first_boot_to_logout() {
     );
     let licence_file = dir.path().join("contoso.lic");
     std::fs::write(&licence_file, licence).expect("licence");
-    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
-    let _ = std::fs::remove_dir_all(&artifacts);
+    // This flow's files only: the rollback's folder is its own.
+    let artifacts = artifacts();
+    for entry in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let output = Command::new("node")
         .arg(browser_dir.join("ui.mjs"))
         .arg(format!("https://{admin}/"))
@@ -132,12 +162,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
         .expect("run node");
     std::fs::write(control.join("done"), "").expect("done");
     let _remaining = watcher.join().expect("watcher");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_passed(&output);
     // What the browser installed is on the disk: the new root in slot b,
     // its kernel with three boot tries, slot a as it was.
     let root = upgrade::root_image();
@@ -147,4 +172,66 @@ fn acceptance_flow_from_first_boot_to_logout() {
     let slot_a = std::fs::read(system.join("root-a.img")).expect("slot a");
     assert!(slot_a.iter().all(|&byte| byte == b'A'), "slot a untouched");
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_system_page_shows_a_rollback_and_its_reason() {
+    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = upgrade::fake_layout(dir.path());
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let keys = dir.path().join("upgrade-keys.txt");
+    upgrade::write_keys(&keys, &key);
+    let bundle = dir.path().join("next.pgup");
+    upgrade::write_test_bundle(&bundle, &key, |_| {});
+    let data_dir = dir.path().join("var");
+    // Installed from the console; the new version then migrated the
+    // database and never finished booting, so after three tries
+    // systemd-boot has marked its kernel and starts slot a again.
+    let output = Command::new(poolgate_e2e::binary())
+        .env("POOLGATE_TEST_UPGRADE_KEYS", &keys)
+        .arg("upgrade")
+        .arg(&bundle)
+        .arg("--system-layout")
+        .arg(&layout)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--no-reboot")
+        .output()
+        .expect("run poolgate upgrade");
+    assert!(output.status.success(), "{output:?}");
+    let db = rusqlite::Connection::open(data_dir.join("poolgate.db")).expect("db");
+    db.pragma_update(None, "user_version", poolgate::store::SCHEMA_VERSION + 1)
+        .expect("migrate");
+    drop(db);
+    let ukis = dir.path().join("esp/EFI/Linux");
+    std::fs::rename(ukis.join("poolgate-b+3.efi"), ukis.join("poolgate-b+0-3.efi"))
+        .expect("boot counter");
+
+    let mut poolgate = Poolgate::start_with_env(
+        &data_dir,
+        &[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--no-reboot",
+            "--system-layout",
+            path_str(&layout),
+        ],
+        &[("POOLGATE_TEST_UPGRADE_KEYS", path_str(&keys))],
+    );
+    let artifacts = artifacts().join("rollback");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("rollback.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
 }

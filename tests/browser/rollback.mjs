@@ -1,0 +1,62 @@
+// The System page after an upgrade that did not boot: poolgate runs the old
+// version from slot a again and says why, and the event log has the
+// rollback with its reason.
+// Usage: node rollback.mjs BASE_URL ARTIFACT_DIR
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [base, artifacts] = process.argv.slice(2);
+mkdirSync(artifacts, { recursive: true });
+const password = "correct horse battery staple";
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const timeout = setTimeout(() => { console.error("browser test timed out"); process.exit(3); }, 90_000);
+let step = 0;
+const shot = (page, name) => page.screenshot({ path: `${artifacts}/${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
+
+try {
+  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+  page.on("pageerror", (error) => { console.error("page error:", error); process.exitCode = 1; });
+  page.setDefaultTimeout(15_000);
+  await page.goto(base);
+  await page.locator("#setup").waitFor({ state: "visible" });
+  await page.fill("#setup-form input[name=password]", password);
+  await page.fill("#setup-form input[name=repeat]", password);
+  await page.click("#setup-form button");
+  await page.locator("#login").waitFor({ state: "visible" });
+  await page.fill("#login-form input[name=password]", password);
+  await page.click("#login-form button");
+  await page.locator("#dashboard").waitFor({ state: "visible" });
+
+  await page.click("#tabs button[data-tab=system]");
+  await page.locator("#system-info [data-fact=slot]", { hasText: "root-a" }).waitFor();
+  const outcome = page.locator("#system-info [data-fact=last_upgrade][data-outcome=rolled_back]");
+  await outcome.waitFor();
+  for (const words of ["rolled back to 0.1.0", "did not finish booting in 3 attempts", "database from before the upgrade was restored"]) {
+    if (!(await outcome.textContent()).includes(words)) throw new Error(`last upgrade: ${await outcome.textContent()}`);
+  }
+  for (const fact of ["pending_upgrade", "previous_version"]) {
+    if (await page.locator(`#system-info [data-fact=${fact}]`).count()) throw new Error(`${fact} shown after a rollback`);
+  }
+  if (await page.locator("#upgrade-pending").isVisible()) throw new Error("an upgrade shown as pending after a rollback");
+  await shot(page, "system-rolled-back");
+
+  await page.click("#tabs button[data-tab=events]");
+  await page.selectOption("#events-filter select[name=kind]", "upgrade");
+  await page.locator("#events li[data-kind=upgrade]", { hasText: "Rolled back to 0.1.0" }).waitFor();
+  await shot(page, "events-rollback");
+  if (!process.exitCode) console.log("browser test passed");
+} catch (error) {
+  console.error(error);
+  process.exitCode = 1;
+  for (const page of browser.contexts().flatMap((context) => context.pages())) {
+    await shot(page, "failure").catch(() => {});
+  }
+} finally {
+  clearTimeout(timeout);
+  await browser.close();
+}
