@@ -43,7 +43,9 @@ fn assert_passed(output: &std::process::Output) {
 
 #[test]
 fn acceptance_flow_from_first_boot_to_logout() {
-    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let browser_dir = browser_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     // A vendor key of the test's own, trusted by the binary under test.
@@ -145,7 +147,11 @@ fn acceptance_flow_from_first_boot_to_logout() {
     std::fs::write(&licence_file, licence).expect("licence");
     // This flow's files only: the rollback's folder is its own.
     let artifacts = artifacts();
-    for entry in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(&artifacts)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if entry.file_type().is_ok_and(|kind| kind.is_file()) {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -167,7 +173,11 @@ fn acceptance_flow_from_first_boot_to_logout() {
     // its kernel with three boot tries, slot a as it was.
     let root = upgrade::root_image();
     let slot_b = std::fs::read(system.join("root-b.img")).expect("slot b");
-    assert_eq!(&slot_b[..root.len()], &root[..], "the new root is in slot b");
+    assert_eq!(
+        &slot_b[..root.len()],
+        &root[..],
+        "the new root is in slot b"
+    );
     assert!(system.join("esp/EFI/Linux/poolgate-b+3.efi").is_file());
     let slot_a = std::fs::read(system.join("root-a.img")).expect("slot a");
     assert!(slot_a.iter().all(|&byte| byte == b'A'), "slot a untouched");
@@ -176,7 +186,9 @@ fn acceptance_flow_from_first_boot_to_logout() {
 
 #[test]
 fn the_system_page_shows_a_rollback_and_its_reason() {
-    let _one = BROWSER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let browser_dir = browser_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = upgrade::fake_layout(dir.path());
@@ -206,8 +218,11 @@ fn the_system_page_shows_a_rollback_and_its_reason() {
         .expect("migrate");
     drop(db);
     let ukis = dir.path().join("esp/EFI/Linux");
-    std::fs::rename(ukis.join("poolgate-b+3.efi"), ukis.join("poolgate-b+0-3.efi"))
-        .expect("boot counter");
+    std::fs::rename(
+        ukis.join("poolgate-b+3.efi"),
+        ukis.join("poolgate-b+0-3.efi"),
+    )
+    .expect("boot counter");
 
     let mut poolgate = Poolgate::start_with_env(
         &data_dir,
