@@ -3,7 +3,7 @@
 // with a reason), another drained to "ready to take offline" and enabled,
 // registrar lookup, config edits with field errors, export and import with
 // a diff preview, event filters, the system page and licence, a firmware
-// upgrade (refused, checked, installed), logout.
+// upgrade (refused, checked, installed, then scheduled), logout.
 // Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
 // with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
 // bundle the appliance's test upgrade key signed.
@@ -190,10 +190,27 @@ try {
     await page.locator("#upgrade-pending", { hasText: "starts at the next restart" }).waitFor({ state: "visible" });
     await shot(page, "upgrade-installed");
 
+    // Installing it again to restart at a time, once connections end: a
+    // time that has passed is refused on the page, a coming one scheduled.
+    const local = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
+    await page.check("#upgrade-form input[name=reboot][value=at]");
+    await page.fill("#upgrade-form input[name=at]", local(new Date(Date.now() - 3_600_000)));
+    await page.check("#upgrade-form input[name=drain]");
+    await page.fill("#upgrade-form input[name=drain_timeout_s]", "300");
+    await page.click("#upgrade-install");
+    await page.locator("#upgrade-refusal", { hasText: "has passed" }).waitFor();
+    await page.fill("#upgrade-form input[name=at]", local(new Date(Date.now() + 3_600_000)));
+    await page.click("#upgrade-install");
+    await page.locator("#upgrade-result[data-outcome=installed] #upgrade-steps", { hasText: "once connections through the virtual services have ended (at most 300 s)" }).waitFor();
+    await page.locator("#system-info [data-fact=reboot_scheduled]", { hasText: "at most 300 s" }).waitFor();
+    await page.locator("#upgrade-pending", { hasText: "Restarting at" }).waitFor();
+    await shot(page, "upgrade-scheduled");
+
     await tab(page, "events");
     await page.selectOption("#events-filter select[name=kind]", "upgrade");
     await page.locator("#events li[data-kind=upgrade]", { hasText: "refused" }).waitFor();
-    await page.locator("#events li[data-kind=upgrade]", { hasText: "installed in slot root-b" }).waitFor();
+    await page.locator("#events li[data-kind=upgrade]", { hasText: "installed in slot root-b" }).first().waitFor();
     await shot(page, "events-upgrade");
     await page.selectOption("#events-filter select[name=kind]", "");
   }
