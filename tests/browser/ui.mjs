@@ -175,13 +175,23 @@ try {
     if (await page.locator("#system-info [data-fact=pending_upgrade]").count()) throw new Error("a refused bundle left an upgrade pending");
     await shot(page, "upgrade-refused");
 
+    // On a slow link (1 MB/s up) the bar shows the bytes sent as they go.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions",
+      { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1 << 20 });
     await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
     await page.click("#upgrade-check");
+    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: "MB of 2.9 MB" }).waitFor();
+    const partway = await page.locator("#upgrade-bar").evaluate((bar) => bar.value);
+    if (!(partway > 0 && partway < 100)) throw new Error(`progress bar at ${partway} % while uploading`);
+    await shot(page, "upgrade-uploading");
     await page.locator("#upgrade-result[data-outcome=verified] #upgrade-steps", { hasText: "poolgate 99.0.0" }).waitFor();
     await page.locator("#upgrade-steps", { hasText: "slot root-b" }).waitFor();
     await page.locator("#upgrade-sent", { hasText: "Checked" }).waitFor();
     if (await page.locator("#upgrade-refusal").isVisible()) throw new Error("the earlier refusal is still shown");
     await shot(page, "upgrade-verified");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
 
     await page.check("#upgrade-form input[name=reboot][value=later]");
     await page.click("#upgrade-install");
