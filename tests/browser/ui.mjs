@@ -35,6 +35,9 @@ try {
   await page.goto(base);
   await page.locator("#setup").waitFor({ state: "visible" });
   await shot(page, "setup");
+  for (const hidden of ["#tabs", "#dashboard", "#setup-code-label"]) {
+    if (await page.locator(hidden).isVisible()) throw new Error(`${hidden} shown on the first-boot page`);
+  }
   await page.fill("#setup-form input[name=password]", password);
   await page.fill("#setup-form input[name=repeat]", password);
   await page.click("#setup-form button");
@@ -180,6 +183,14 @@ try {
     await cdp.send("Network.enable");
     await cdp.send("Network.emulateNetworkConditions",
       { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1 << 20 });
+    // An install cancelled halfway writes nothing.
+    await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
+    await page.click("#upgrade-install");
+    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: "MB of 2.9 MB" }).waitFor();
+    await page.click("#upgrade-cancel");
+    await page.locator("#upgrade-result[data-outcome=refused] #upgrade-refusal", { hasText: "cancelled; nothing was written" }).waitFor();
+    await page.locator("#upgrade-install:enabled").waitFor();
+    if (await page.locator("#system-info [data-fact=pending_upgrade]").count()) throw new Error("a cancelled upload left an upgrade pending");
     await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
     await page.click("#upgrade-check");
     await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: "MB of 2.9 MB" }).waitFor();
@@ -219,7 +230,7 @@ try {
 
     await tab(page, "events");
     await page.selectOption("#events-filter select[name=kind]", "upgrade");
-    await page.locator("#events li[data-kind=upgrade]", { hasText: "refused" }).waitFor();
+    await page.locator("#events li[data-kind=upgrade]", { hasText: "refused: component root: its SHA-256 does not match" }).waitFor();
     await page.locator("#events li[data-kind=upgrade]", { hasText: "installed in slot root-b" }).first().waitFor();
     await shot(page, "events-upgrade");
     await page.selectOption("#events-filter select[name=kind]", "");
