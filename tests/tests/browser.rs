@@ -181,6 +181,10 @@ fn acceptance_flow_from_first_boot_to_logout() {
     assert!(system.join("esp/EFI/Linux/poolgate-b+3.efi").is_file());
     let slot_a = std::fs::read(system.join("root-a.img")).expect("slot a");
     assert!(slot_a.iter().all(|&byte| byte == b'A'), "slot a untouched");
+    assert!(
+        !dir.path().join("var/upgrade/incoming.pgup").exists(),
+        "no upload, cancelled or refused, is left behind"
+    );
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
 
