@@ -6,7 +6,8 @@
 // upgrade (refused, checked, installed, then scheduled), logout.
 // Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
 // with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
-// bundle the appliance's test upgrade key signed.
+// bundle the appliance's test upgrade key signed, and UPGRADE_VERSION the
+// good one's version.
 import { chromium } from "playwright-core";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
@@ -166,8 +167,8 @@ try {
   // Firmware upgrade on the fake disk: a tampered bundle is refused with its
   // reason, the good one passes "Check only", then installs to start at a
   // restart the admin chooses; the page then shows it waiting.
-  const [goodBundle, tamperedBundle] = [process.env.UPGRADE_BUNDLE, process.env.UPGRADE_TAMPERED];
-  if (goodBundle && tamperedBundle) {
+  const [goodBundle, tamperedBundle, next] = [process.env.UPGRADE_BUNDLE, process.env.UPGRADE_TAMPERED, process.env.UPGRADE_VERSION];
+  if (goodBundle && tamperedBundle && next) {
     await page.locator("#system-info [data-fact=slot]", { hasText: "root-a" }).waitFor();
     await page.setInputFiles("#upgrade-form input[name=bundle]", tamperedBundle);
     await page.check("#upgrade-form input[name=reboot][value=later]");
@@ -186,18 +187,18 @@ try {
     // An install cancelled halfway writes nothing.
     await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
     await page.click("#upgrade-install");
-    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: "MB of 2.9 MB" }).waitFor();
+    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: /MB of [\d.]+ MB/ }).waitFor();
     await page.click("#upgrade-cancel");
     await page.locator("#upgrade-result[data-outcome=refused] #upgrade-refusal", { hasText: "cancelled; nothing was written" }).waitFor();
     await page.locator("#upgrade-install:enabled").waitFor();
     if (await page.locator("#system-info [data-fact=pending_upgrade]").count()) throw new Error("a cancelled upload left an upgrade pending");
     await page.setInputFiles("#upgrade-form input[name=bundle]", goodBundle);
     await page.click("#upgrade-check");
-    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: "MB of 2.9 MB" }).waitFor();
+    await page.locator("#upgrade-progress[data-state=uploading] #upgrade-sent", { hasText: /MB of [\d.]+ MB/ }).waitFor();
     const partway = await page.locator("#upgrade-bar").evaluate((bar) => bar.value);
     if (!(partway > 0 && partway < 100)) throw new Error(`progress bar at ${partway} % while uploading`);
     await shot(page, "upgrade-uploading");
-    await page.locator("#upgrade-result[data-outcome=verified] #upgrade-steps", { hasText: "poolgate 99.0.0" }).waitFor();
+    await page.locator("#upgrade-result[data-outcome=verified] #upgrade-steps", { hasText: `poolgate ${next}` }).waitFor();
     await page.locator("#upgrade-steps", { hasText: "slot root-b" }).waitFor();
     await page.locator("#upgrade-sent", { hasText: "Checked" }).waitFor();
     if (await page.locator("#upgrade-refusal").isVisible()) throw new Error("the earlier refusal is still shown");
@@ -207,7 +208,7 @@ try {
     await page.check("#upgrade-form input[name=reboot][value=later]");
     await page.click("#upgrade-install");
     await page.locator("#upgrade-result[data-outcome=installed] #upgrade-steps", { hasText: "Restart the appliance when it suits you" }).waitFor();
-    await page.locator("#system-info [data-fact=pending_upgrade]", { hasText: "99.0.0 is installed in slot root-b" }).waitFor();
+    await page.locator("#system-info [data-fact=pending_upgrade]", { hasText: `${next} is installed in slot root-b` }).waitFor();
     await page.locator("#upgrade-pending", { hasText: "starts at the next restart" }).waitFor({ state: "visible" });
     await shot(page, "upgrade-installed");
 

@@ -164,6 +164,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
         .arg(&control)
         .env("UPGRADE_BUNDLE", &good)
         .env("UPGRADE_TAMPERED", &tampered)
+        .env("UPGRADE_VERSION", upgrade::NEXT)
         .output()
         .expect("run node");
     std::fs::write(control.join("done"), "").expect("done");
