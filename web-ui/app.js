@@ -665,11 +665,13 @@ $("upgrade-form").addEventListener("submit", async (event) => {
   } else {
     $("upgrade-sent").textContent = status === -1 ? "Upload cancelled." : "Not installed.";
     const reason = status === -1 ? "The upload was cancelled; nothing was written."
-      : status === 0 ? "The connection to the appliance was lost; nothing was installed."
+      : status === 0 ? "The connection to the appliance was lost before it answered: the Appliance facts above and the event log show what it did."
       : status === 401 ? "Your session has ended: log in again."
       : `Refused: ${errorText(data)}`;
-    refuse(reason, [...(status > 0 ? [uploaded] : []), ["failed", status === 409 ? "The bundle does not apply to this version; nothing was written."
-      : "Nothing was written; the appliance runs as before."]]);
+    const outcome = status === 0 ? "The running version is untouched either way."
+      : status === 409 ? "The bundle does not apply to this version; nothing was written."
+        : "Nothing was written; the appliance runs as before.";
+    refuse(reason, [...(status > 0 ? [uploaded] : []), ["failed", outcome]]);
   }
   loadSystem();
 });
