@@ -15,7 +15,8 @@ log in, and PUT a pool config that adds DNS and SIP listeners (poolgate
 answers restart_required). Power off with ACPI. Second boot, as an admin
 would restart after such a change: setup is refused (the password survived
 on the data partition), login works, the pool name is answered over DNS and
-a SIP OPTIONS gets 200. Power off with ACPI again.
+a SIP OPTIONS gets 200. Power off with ACPI again. Finally the ESP shows
+slot A's kernel image marked good by boot counting.
 
 Every wait is bounded; QEMU is killed on any failure.
 """
@@ -332,6 +333,20 @@ def second_boot(vm, args):
     return ready_s
 
 
+def blessed_entries(disk):
+    """The slot kernel images on the disk's ESP, by file name. systemd-boot
+    counts tries in the name (poolgate-a+2-1.efi); systemd-bless-boot drops
+    the counter once boot-complete.target is reached (poolgate-a.efi)."""
+    table = json.loads(subprocess.run(["sfdisk", "-J", disk], check=True,
+                                      capture_output=True, text=True).stdout)
+    esp = next(p for p in table["partitiontable"]["partitions"] if p.get("name") == "esp")
+    offset = esp["start"] * table["partitiontable"].get("sectorsize", 512)
+    listing = subprocess.run(["mdir", "-b", "-i", f"{disk}@@{offset}", "::/EFI/Linux"],
+                             check=True, capture_output=True, text=True,
+                             env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
+    return sorted(os.path.basename(line.strip()) for line in listing.splitlines() if line.strip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("disk")
@@ -361,8 +376,13 @@ def main():
             return 1
         finally:
             vm.stop()
+    entries = blessed_entries(disk)
+    if entries != ["poolgate-a.efi"]:
+        log(f"FAILED: slot A was not marked good by boot counting: ESP has {entries}")
+        return 1
+    log(f"boot counting: ESP has {entries} (slot A blessed)")
     log(f"boot to ready ({accel}): first {timings['first']:.1f} s, second {timings['second']:.1f} s")
-    print("image-test: 2 passed, 0 failed")
+    print("image-test: 3 passed, 0 failed")
     return 0
 
 
