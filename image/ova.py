@@ -40,34 +40,25 @@ def descriptor(name, version, vmdk_name, vmdk_size, capacity):
     """The OVF 1.0 descriptor: 2 vCPU, 2 GiB, one SATA disk, one vmxnet3
     NIC, EFI firmware with Secure Boot off (v1 ships an unsigned boot loader)."""
 
-    def item(instance, resource_type, caption, extra=""):
-        return f"""      <Item>
-        <rasd:Caption>{caption}</rasd:Caption>
-        <rasd:ElementName>{caption}</rasd:ElementName>
-        <rasd:InstanceID>{instance}</rasd:InstanceID>
-        <rasd:ResourceType>{resource_type}</rasd:ResourceType>{extra}
-      </Item>
-"""
+    def item(**fields):
+        # The CIM schema defines the rasd elements as a sequence in
+        # alphabetical order, and VMware rejects them in any other.
+        fields["ElementName"] = fields["Caption"]
+        lines = "".join(f"        <rasd:{key}>{value}</rasd:{key}>\n"
+                        for key, value in sorted(fields.items()))
+        return f"      <Item>\n{lines}      </Item>\n"
 
     items = (
-        item(1, 3, f"{CPUS} virtual CPUs",
-             f"\n        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>"
-             f"\n        <rasd:VirtualQuantity>{CPUS}</rasd:VirtualQuantity>")
-        + item(2, 4, f"{MEMORY_MIB} MB of memory",
-               "\n        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>"
-               f"\n        <rasd:VirtualQuantity>{MEMORY_MIB}</rasd:VirtualQuantity>")
-        + item(3, 20, "SATA controller",
-               "\n        <rasd:Address>0</rasd:Address>"
-               "\n        <rasd:ResourceSubType>vmware.sata.ahci</rasd:ResourceSubType>")
-        + item(4, 17, "Hard disk 1",
-               "\n        <rasd:AddressOnParent>0</rasd:AddressOnParent>"
-               "\n        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>"
-               "\n        <rasd:Parent>3</rasd:Parent>")
-        + item(5, 10, "Network adapter 1",
-               "\n        <rasd:AddressOnParent>7</rasd:AddressOnParent>"
-               "\n        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>"
-               "\n        <rasd:Connection>VM Network</rasd:Connection>"
-               "\n        <rasd:ResourceSubType>VMXNET3</rasd:ResourceSubType>")
+        item(InstanceID=1, ResourceType=3, Caption=f"{CPUS} virtual CPUs",
+             AllocationUnits="hertz * 10^6", VirtualQuantity=CPUS)
+        + item(InstanceID=2, ResourceType=4, Caption=f"{MEMORY_MIB} MB of memory",
+               AllocationUnits="byte * 2^20", VirtualQuantity=MEMORY_MIB)
+        + item(InstanceID=3, ResourceType=20, Caption="SATA controller",
+               Address=0, ResourceSubType="vmware.sata.ahci")
+        + item(InstanceID=4, ResourceType=17, Caption="Hard disk 1", AddressOnParent=0,
+               HostResource="ovf:/disk/vmdisk1", Parent=3)
+        + item(InstanceID=5, ResourceType=10, Caption="Network adapter 1", AddressOnParent=7,
+               AutomaticAllocation="true", Connection="VM Network", ResourceSubType="VMXNET3")
     )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="{NS['ovf']}" xmlns:ovf="{NS['ovf']}" xmlns:rasd="{NS['rasd']}" xmlns:vssd="{NS['vssd']}" xmlns:vmw="{NS['vmw']}" xmlns:xsi="{NS['xsi']}">
@@ -192,6 +183,9 @@ def check(args):
         if hardware is not None:
             found = {}
             for item in hardware.findall("ovf:Item", NS):
+                tags = [child.tag.split("}")[1] for child in item]
+                if tags != sorted(tags):
+                    problems.append(f"Item elements not in schema (alphabetical) order: {tags}")
                 kind = item.findtext("rasd:ResourceType", namespaces=NS)
                 found[kind] = item
             cpus = found.get("3")
