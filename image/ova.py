@@ -156,7 +156,11 @@ def check(args):
         tar.extractall(tmp, filter="data")
         sizes = {m.name: m.size for m in members}
 
-        ovf_name = names[0]
+        descriptors = [n for n in names if n.endswith(".ovf")]
+        if len(descriptors) != 1:
+            print(f"ova check: {len(descriptors)} .ovf descriptors in the archive")
+            return 1
+        ovf_name = descriptors[0]
         try:
             root = ET.parse(os.path.join(tmp, ovf_name)).getroot()
         except ET.ParseError as error:
