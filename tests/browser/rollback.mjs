@@ -2,26 +2,12 @@
 // version from slot a again and says why, and the event log has the
 // rollback with its reason.
 // Usage: node rollback.mjs BASE_URL ARTIFACT_DIR
-import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { newPage, password, run } from "./harness.mjs";
 
 const [base, artifacts] = process.argv.slice(2);
-mkdirSync(artifacts, { recursive: true });
-const password = "correct horse battery staple";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const timeout = setTimeout(() => { console.error("browser test timed out"); process.exit(3); }, 90_000);
-let step = 0;
-const shot = (page, name) => page.screenshot({ path: `${artifacts}/${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
-
-try {
-  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  page.on("pageerror", (error) => { console.error("page error:", error); process.exitCode = 1; });
-  page.setDefaultTimeout(15_000);
+await run(artifacts, 90_000, async (browser, shot) => {
+  const page = await newPage(browser);
   await page.goto(base);
   await page.locator("#setup").waitFor({ state: "visible" });
   await page.fill("#setup-form input[name=password]", password);
@@ -50,14 +36,4 @@ try {
   await page.selectOption("#events-filter select[name=kind]", "upgrade");
   await page.locator("#events li[data-kind=upgrade]", { hasText: `Rolled back to ${running}` }).waitFor();
   await shot(page, "events-rollback");
-  if (!process.exitCode) console.log("browser test passed");
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-  for (const page of browser.contexts().flatMap((context) => context.pages())) {
-    await shot(page, "failure").catch(() => {});
-  }
-} finally {
-  clearTimeout(timeout);
-  await browser.close();
-}
+});

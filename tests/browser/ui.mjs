@@ -8,29 +8,15 @@
 // with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
 // bundle the appliance's test upgrade key signed, and UPGRADE_VERSION the
 // good one's version.
-import { chromium } from "playwright-core";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { newPage, password, run } from "./harness.mjs";
 
 const [base, artifacts, licenceFile, controlDir] = process.argv.slice(2);
-mkdirSync(artifacts, { recursive: true });
-const password = "correct horse battery staple";
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const timeout = setTimeout(() => { console.error("browser test timed out"); process.exit(3); }, 180_000);
-let step = 0;
-const shot = (page, name) => page.screenshot({ path: `${artifacts}/${String(++step).padStart(2, "0")}-${name}.png`, fullPage: true });
 const tab = (page, name) => page.click(`#tabs button[data-tab=${name}]`);
 
-try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true });
-  const page = await context.newPage();
+await run(artifacts, 180_000, async (browser, shot) => {
+  const page = await newPage(browser, { acceptDownloads: true });
   page.on("dialog", (dialog) => dialog.accept());
-  page.on("pageerror", (error) => { console.error("page error:", error); process.exitCode = 1; });
-  page.setDefaultTimeout(15_000);
 
   // First boot: set the password, then log in (a wrong password first).
   await page.goto(base);
@@ -180,7 +166,7 @@ try {
     await shot(page, "upgrade-refused");
 
     // On a slow link (1 MB/s up) the bar shows the bytes sent as they go.
-    const cdp = await context.newCDPSession(page);
+    const cdp = await page.context().newCDPSession(page);
     await cdp.send("Network.enable");
     await cdp.send("Network.emulateNetworkConditions",
       { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1 << 20 });
@@ -240,16 +226,4 @@ try {
   await page.click("#logout");
   await page.locator("#login").waitFor({ state: "visible" });
   await shot(page, "logged-out");
-  if (!process.exitCode) console.log("browser test passed");
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-  for (const page of browser.contexts().flatMap((context) => context.pages())) {
-    const errors = await page.locator(".error").allTextContents().catch(() => []);
-    console.error("errors on the page:", errors.filter((text) => text.trim()));
-    await shot(page, "failure").catch(() => {});
-  }
-} finally {
-  clearTimeout(timeout);
-  await browser.close();
-}
+});
