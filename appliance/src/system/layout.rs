@@ -75,6 +75,10 @@ pub struct Layout {
     pub esp: PathBuf,
     /// Where the running slot is read from (`root=PARTLABEL=root-a`).
     pub cmdline: PathBuf,
+    /// Reboot by creating this file, for a root service of the system to
+    /// act on (the image's `poolgate-reboot.path`), rather than by running
+    /// `systemctl reboot`, which an unprivileged service may not do.
+    pub reboot_request: Option<PathBuf>,
 }
 
 impl Default for Layout {
@@ -85,6 +89,7 @@ impl Default for Layout {
             root_b: by_label(PARTLABEL_ROOT_B),
             esp: PathBuf::from(ESP_MOUNT),
             cmdline: PathBuf::from("/proc/cmdline"),
+            reboot_request: None,
         }
     }
 }
