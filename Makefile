@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test clean
+.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test image-upgrade-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -72,6 +72,12 @@ image-test:
 	python3 image/ova.py check target/image/poolgate-$$(cat target/image/version).ova \
 		--raw target/image/poolgate-$$(cat target/image/version).raw
 	python3 image/boot_test.py target/image/poolgate-$$(cat target/image/version).raw
+
+## Upgrade the built image under QEMU (after `make image` or `make image-test`):
+## refused bundles, an upgrade through the API to a newer version, and a
+## broken version that rolls back by itself. See image/upgrade_test.py.
+image-upgrade-test:
+	python3 image/upgrade_test.py target/image/poolgate-$$(cat target/image/version).raw
 
 clean:
 	$(CARGO) clean
