@@ -208,7 +208,9 @@ mod tests {
         RebootMode::Systemd.reboot(&layout).expect("requested");
         assert_eq!(std::fs::read(&request).expect("request file"), b"");
         // Asked again before the system acted: the request stands.
-        RebootMode::Systemd.reboot(&layout).expect("requested again");
+        RebootMode::Systemd
+            .reboot(&layout)
+            .expect("requested again");
         assert!(request.is_file());
         // Disabled: nothing is requested.
         std::fs::remove_file(&request).expect("remove");
@@ -229,7 +231,9 @@ mod tests {
         assert_eq!(layout.cmdline, std::path::Path::new("/run/poolgate-slot"));
         assert_eq!(
             layout.reboot_request.as_deref(),
-            Some(std::path::Path::new("/var/lib/poolgate/upgrade/reboot-request"))
+            Some(std::path::Path::new(
+                "/var/lib/poolgate/upgrade/reboot-request"
+            ))
         );
         assert_eq!(layout.root_a, Layout::default().root_a);
     }
