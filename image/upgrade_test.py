@@ -78,8 +78,8 @@ def make_bundles(workdir, version_a):
         env={**env, "POOLGATE_BUILD_VERSION": version_b})
     binary_b = os.path.join(workdir, "poolgate-b")
     shutil.copyfile(os.path.join(ROOT, "target", "release", "poolgate"), binary_b)
-    # Back to the image's own version, so target/release holds what was built.
-    run(["cargo", "build", "--locked", "--release", "-p", "poolgate", "--bin", "poolgate"], env=env)
+    # target/release/poolgate now reports version B; the next cargo build
+    # without POOLGATE_BUILD_VERSION builds the crate's own version again.
     log(f"poolgate {version_b} built in {time.monotonic() - started:.0f} s")
     broken = os.path.join(workdir, "poolgate-broken")
     with open(broken, "w") as f:
