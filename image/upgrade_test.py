@@ -195,6 +195,7 @@ def main():
     timings = {}
     try:
         # 1. Version A, configured.
+        vms_started = time.monotonic()
         vm = Vm(disk, workdir, accel, "a")
         boot_test.first_boot(vm, args)
         api = Api(vm.ports["https"])
@@ -274,6 +275,7 @@ def main():
             f"{tries - 1} failed boots; event: {rollback[0]}")
         passed += 1
         vm.power_off()
+        timings["vms"] = time.monotonic() - vms_started
     except (Failed, OSError, http.client.HTTPException) as error:
         log(f"FAILED: {error}")
         if vm:
@@ -285,7 +287,8 @@ def main():
     finally:
         if vm:
             vm.stop()
-    log(f"under {accel}: upgrade {timings['upgrade']:.0f} s, rollback {timings['rollback']:.0f} s")
+    log(f"under {accel}: upgrade {timings['upgrade']:.0f} s, rollback {timings['rollback']:.0f} s, "
+        f"{timings['vms']:.0f} s of VM time in all")
     print(f"image-upgrade-test: {passed} passed, 0 failed")
     return 0
 
