@@ -6,8 +6,10 @@
 //! The names below are the contract with the image build: GPT partition
 //! labels `esp`, `root-a`, `root-b`, `data`; UKIs at
 //! `EFI/Linux/poolgate-a*.efi` and `EFI/Linux/poolgate-b*.efi` on the ESP;
-//! the running root named on the kernel command line as
-//! `root=PARTLABEL=root-a` (or `root-b`).
+//! the running root named as `root=PARTLABEL=root-a` (or `root-b`) on the
+//! kernel command line, or in the file the layout's `cmdline` names (the
+//! image's initramfs writes `/run/poolgate-slot`, as one UKI boots either
+//! slot).
 //!
 //! Boot selection is systemd-boot's own: a freshly installed UKI is named
 //! `poolgate-<slot>+3.efi` (three tries); systemd-boot counts a try down on
