@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test clean
+.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test image-upgrade-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -65,13 +65,20 @@ image:
 
 ## Build the image (lz4: faster), check the OVA, boot the raw disk under QEMU
 ## and use it over the network: health, first-boot setup, login, config, DNS,
-## SIP, clean power-off, second boot.
+## SIP, clean power-off, second boot; then upgrade it (image-upgrade-test).
 image-test:
 	image/install-deps --test
 	$(MAKE) image IMAGE_COMPRESSION=lz4
 	python3 image/ova.py check target/image/poolgate-$$(cat target/image/version).ova \
 		--raw target/image/poolgate-$$(cat target/image/version).raw
 	python3 image/boot_test.py target/image/poolgate-$$(cat target/image/version).raw
+	$(MAKE) image-upgrade-test
+
+## Upgrade the built image under QEMU (after `make image` or `make image-test`):
+## refused bundles, an upgrade through the API to a newer version, and a
+## broken version that rolls back by itself. See image/upgrade_test.py.
+image-upgrade-test:
+	python3 image/upgrade_test.py target/image/poolgate-$$(cat target/image/version).raw
 
 clean:
 	$(CARGO) clean

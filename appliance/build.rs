@@ -1,4 +1,6 @@
-//! Build information for `poolgate version`.
+//! Build information for `poolgate version`, and the version itself:
+//! `POOLGATE_BUILD_VERSION` (semver) overrides the crate's, so the image
+//! test can build a newer release of the same source to upgrade to.
 
 use std::process::Command;
 
@@ -23,6 +25,17 @@ fn main() {
         "cargo:rustc-env=POOLGATE_TARGET={}",
         std::env::var("TARGET").unwrap_or_default()
     );
+    let version = std::env::var("POOLGATE_BUILD_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| std::env::var("CARGO_PKG_VERSION").expect("cargo sets it"));
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    assert!(
+        core.split('.').count() == 3 && core.split('.').all(|n| n.parse::<u64>().is_ok()),
+        "POOLGATE_BUILD_VERSION must be a semver version, not {version:?}"
+    );
+    println!("cargo:rustc-env=POOLGATE_VERSION={version}");
+    println!("cargo:rerun-if-env-changed=POOLGATE_BUILD_VERSION");
     println!("cargo:rerun-if-env-changed=POOLGATE_GIT_COMMIT");
     println!("cargo:rerun-if-changed=../.git/HEAD");
     println!("cargo:rerun-if-changed=../.git/refs/heads");

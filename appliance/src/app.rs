@@ -194,7 +194,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         pools = config.pools.len(),
         virtual_services = config.virtual_services.len(),
         "Starting poolgate {}",
-        env!("CARGO_PKG_VERSION")
+        env!("POOLGATE_VERSION")
     );
     let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());

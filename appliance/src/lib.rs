@@ -26,7 +26,7 @@ pub mod web;
 pub fn build_info() -> String {
     format!(
         "poolgate {} (commit {}, {} build for {})",
-        env!("CARGO_PKG_VERSION"),
+        env!("POOLGATE_VERSION"),
         env!("POOLGATE_GIT_COMMIT"),
         env!("POOLGATE_PROFILE"),
         env!("POOLGATE_TARGET"),

@@ -6,8 +6,10 @@
 //! The names below are the contract with the image build: GPT partition
 //! labels `esp`, `root-a`, `root-b`, `data`; UKIs at
 //! `EFI/Linux/poolgate-a*.efi` and `EFI/Linux/poolgate-b*.efi` on the ESP;
-//! the running root named on the kernel command line as
-//! `root=PARTLABEL=root-a` (or `root-b`).
+//! the running root named as `root=PARTLABEL=root-a` (or `root-b`) on the
+//! kernel command line, or in the file the layout's `cmdline` names (the
+//! image's initramfs writes `/run/poolgate-slot`, as one UKI boots either
+//! slot).
 //!
 //! Boot selection is systemd-boot's own: a freshly installed UKI is named
 //! `poolgate-<slot>+3.efi` (three tries); systemd-boot counts a try down on
@@ -75,6 +77,10 @@ pub struct Layout {
     pub esp: PathBuf,
     /// Where the running slot is read from (`root=PARTLABEL=root-a`).
     pub cmdline: PathBuf,
+    /// Reboot by creating this file, for a root service of the system to
+    /// act on (the image's `poolgate-reboot.path`), rather than by running
+    /// `systemctl reboot`, which an unprivileged service may not do.
+    pub reboot_request: Option<PathBuf>,
 }
 
 impl Default for Layout {
@@ -85,6 +91,7 @@ impl Default for Layout {
             root_b: by_label(PARTLABEL_ROOT_B),
             esp: PathBuf::from(ESP_MOUNT),
             cmdline: PathBuf::from("/proc/cmdline"),
+            reboot_request: None,
         }
     }
 }

@@ -125,6 +125,34 @@ impl Upgrades {
     }
 }
 
+/// Ask the system to reboot by creating `path` (a `poolgate-reboot.path`
+/// unit watches it and runs `systemctl reboot` as root, after removing it).
+/// The file says nothing but its own existence, so no request data reaches
+/// the root side; an existing request stands.
+pub fn request(path: &std::path::Path) -> Result<(), super::upgrade::UpgradeError> {
+    let io = |what| {
+        move |source| super::upgrade::UpgradeError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("cannot create the directory of"))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => file.sync_all().map_err(io("cannot sync")),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(io("cannot request a reboot through")(error)),
+    }?;
+    tracing::info!(request = %path.display(), "Reboot requested");
+    Ok(())
+}
+
 /// Connections open through the VIP proxy, over every member.
 fn active_connections(publisher: &PublisherHandle) -> u64 {
     let view = publisher.current();
@@ -167,6 +195,47 @@ mod tests {
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_layout_with_a_request_file_reboots_by_creating_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let request = dir.path().join("upgrade/reboot-request");
+        let layout = Layout {
+            reboot_request: Some(request.clone()),
+            ..Layout::default()
+        };
+        RebootMode::Systemd.reboot(&layout).expect("requested");
+        assert_eq!(std::fs::read(&request).expect("request file"), b"");
+        // Asked again before the system acted: the request stands.
+        RebootMode::Systemd
+            .reboot(&layout)
+            .expect("requested again");
+        assert!(request.is_file());
+        // Disabled: nothing is requested.
+        std::fs::remove_file(&request).expect("remove");
+        RebootMode::Disabled.reboot(&layout).expect("disabled");
+        assert!(!request.exists());
+    }
+
+    #[test]
+    fn the_layout_file_names_the_request_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("layout.toml");
+        std::fs::write(
+            &path,
+            "cmdline = \"/run/poolgate-slot\"\nreboot_request = \"/var/lib/poolgate/upgrade/reboot-request\"\n",
+        )
+        .expect("layout");
+        let layout = Layout::load(&path).expect("loads");
+        assert_eq!(layout.cmdline, std::path::Path::new("/run/poolgate-slot"));
+        assert_eq!(
+            layout.reboot_request.as_deref(),
+            Some(std::path::Path::new(
+                "/var/lib/poolgate/upgrade/reboot-request"
+            ))
+        );
+        assert_eq!(layout.root_a, Layout::default().root_a);
     }
 
     #[tokio::test(start_paused = true)]

@@ -97,7 +97,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Upgrade
 
 /// This build's version.
 pub fn running_version() -> Version {
-    Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is semver")
+    Version::parse(env!("POOLGATE_VERSION")).expect("the crate version is semver")
 }
 
 /// How the appliance reboots into a new slot.
@@ -112,8 +112,14 @@ pub enum RebootMode {
 }
 
 impl RebootMode {
-    pub fn reboot(self) -> Result<(), UpgradeError> {
+    /// Reboot now: through the layout's request file if it has one,
+    /// otherwise with `systemctl reboot`.
+    pub fn reboot(self, layout: &Layout) -> Result<(), UpgradeError> {
         match self {
+            Self::Systemd if layout.reboot_request.is_some() => {
+                let path = layout.reboot_request.as_deref().expect("checked above");
+                super::reboot::request(path)
+            }
             Self::Systemd => {
                 let status = std::process::Command::new("systemctl")
                     .arg("reboot")
@@ -877,7 +883,7 @@ impl Upgrader {
             serde_json::json!({"step": "reboot", "to": pending.to_version, "mode": mode}),
         ))?;
         self.backup(store)?;
-        mode.reboot()
+        mode.reboot(&self.layout)
     }
 }
 

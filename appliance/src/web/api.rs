@@ -25,7 +25,7 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let setup_required = !blocking(&state, |store| store.has_admin()).await?;
     Ok(Json(json!({
         "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": env!("POOLGATE_VERSION"),
         "generation": view.generation,
         "config_version": view.config_version,
         "uptime_s": state.started.elapsed().as_secs(),

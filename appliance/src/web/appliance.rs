@@ -37,7 +37,7 @@ pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let slots = tokio::task::spawn_blocking(move || upgrades.upgrader.info()).await??;
     let view = state.publisher.current();
     let mut body = json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": env!("POOLGATE_VERSION"),
         "build": crate::build_info(),
         "commit": env!("POOLGATE_GIT_COMMIT"),
         "profile": env!("POOLGATE_PROFILE"),

@@ -110,7 +110,7 @@ pub fn build() -> Value {
     let schemas: BTreeMap<String, Schema> = schemas.into_iter().collect();
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "poolgate admin API", "version": env!("CARGO_PKG_VERSION")},
+        "info": {"title": "poolgate admin API", "version": env!("POOLGATE_VERSION")},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": auth::SESSION_COOKIE},

@@ -25,6 +25,7 @@ impl Fake {
             root_b: dir.path().join("root-b.img"),
             esp: dir.path().join("esp"),
             cmdline: dir.path().join("cmdline"),
+            reboot_request: None,
         };
         std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
         std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
