@@ -212,7 +212,7 @@ def main():
         entries = boot_test.blessed_entries(disk)
         if any(e.startswith("poolgate-b") for e in entries):
             raise Failed(f"a refused bundle wrote a kernel image for slot B: ESP has {entries}")
-        refusals = [m for m in events(api) if "refused" in m]
+        refusals = [m for m in events(api) if "upgrade bundle; refused" in m]
         if len(refusals) != len(refused):
             raise Failed(f"expected {len(refused)} refusals in the event log: {refusals}")
         passed += 1
