@@ -12,7 +12,8 @@ of the disk:
 
 1. Boot version A, set the admin password and a pool.
 2. Refusals: a bundle with one flipped byte, an unsigned one and one signed
-   by another key each answer 422 with their reason; slot B stays blank.
+   by another key each answer 422 with their reason and are in the event
+   log; slot B stays blank and the ESP gets no kernel image for it.
 3. Upload B through the API: the appliance reboots into B on slot B, with
    the same password and pool, and says it was upgraded from A.
 4. Upload C: C never gets its boot blessed, its boot check reboots it until
@@ -208,8 +209,15 @@ def main():
             log(f"{name} bundle refused: {answer.get('error', answer)}")
         if not blank(disk, "root-b"):
             raise Failed("a refused bundle wrote to slot B")
+        entries = boot_test.blessed_entries(disk)
+        if any(e.startswith("poolgate-b") for e in entries):
+            raise Failed(f"a refused bundle wrote a kernel image for slot B: ESP has {entries}")
+        refusals = [m for m in events(api) if "upgrade bundle; refused" in m]
+        if len(refusals) != len(refused):
+            raise Failed(f"expected {len(refused)} refusals in the event log: {refusals}")
         passed += 1
-        log("refusals: three bundles refused, slot B untouched")
+        log(f"refusals: three bundles refused, slot B and the ESP untouched ({entries}), "
+            "each in the event log")
 
         # 3. Upgrade to B.
         status, answer, seconds = upload(api, bundles["b"][1])

@@ -1,12 +1,14 @@
 //! Upgrades end to end, on a fake disk layout: plain files stand in for the
 //! root slots, a directory for the ESP, and a file for the kernel command
 //! line. The binary under test is built with `test-upgrade-keys`, so it
-//! trusts the key this test writes to a file; it runs with `--no-reboot`.
+//! trusts the key this test writes to a file; it runs with `--no-reboot`,
+//! or reboots through a request file.
 //!
 //! Covered: `poolgate upgrade --verify-only` on good and bad bundles, a
 //! console upgrade (slot content, UKI with its boot counter, database
-//! backup, events), a rollback after the new version failed to boot on a
-//! database it had migrated, and the upload API. Every refusal leaves both
+//! backup, events), a reboot asked for through the layout's request file,
+//! a rollback after the new version failed to boot on a database it had
+//! migrated, and the upload API. Every refusal leaves both
 //! slots and the ESP byte-for-byte as they were.
 
 use std::path::{Path, PathBuf};
@@ -193,6 +195,26 @@ fn verify_only_checks_everything_and_writes_nothing() {
     }
     assert_eq!(fake.snapshot(), before, "nothing was written");
     assert!(!fake.data_dir().exists(), "not even the data dir");
+}
+
+/// The appliance image's way: poolgate may not run `systemctl reboot`, so
+/// its layout names a file for a root unit to act on.
+#[test]
+fn a_layout_with_a_reboot_request_file_reboots_by_creating_it() {
+    let fake = Fake::new();
+    let request = fake.path("upgrade-reboot-request");
+    let layout = fake.path("layout.toml");
+    let mut toml = std::fs::read_to_string(&layout).expect("layout");
+    toml.push_str(&format!(
+        "reboot_request = {:?}\n",
+        request.to_str().expect("utf-8")
+    ));
+    std::fs::write(&layout, toml).expect("layout");
+
+    let output = fake.upgrade(&fake.bundle("good.pgup"), &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(text(&output.stdout).contains(&format!("Rebooting into {NEXT}")));
+    assert_eq!(std::fs::read(&request).expect("the request file"), b"");
 }
 
 #[test]
