@@ -4,7 +4,9 @@
 //! config version changes it reconciles the listeners: one per
 //! `address:port` of every virtual service (`port` and each extra port), so
 //! a service added by a reload starts listening and a removed one stops
-//! accepting while its connections finish. A connection accepted on port P
+//! accepting while its connections finish; an address that cannot be bound
+//! (another process holds the port) is logged once and tried again every
+//! second until it can. A connection accepted on port P
 //! goes to the chosen member's address on the same port P.
 //!
 //! Invariants:
@@ -22,7 +24,7 @@
 mod relay;
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,15 +75,28 @@ pub async fn serve(
     });
     let mut views = publisher.subscribe();
     let mut listeners: BTreeMap<SocketAddr, CancellationToken> = BTreeMap::new();
+    let mut failing = BTreeSet::new();
     let mut version = None;
+    let mut retry_due = false;
     loop {
         let view = Arc::clone(&views.borrow_and_update());
-        if version != Some(view.config_version) {
+        if version != Some(view.config_version) || retry_due {
             version = Some(view.config_version);
-            reconcile(&view, &mut listeners, &shared, store.as_ref()).await;
+            reconcile(&view, &mut listeners, &mut failing, &shared, store.as_ref()).await;
         }
+        drop(view);
+        // A port another process holds now may be free later: try the
+        // listeners that failed again, without waiting for a config change.
+        let retry = async {
+            if failing.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(BIND_RETRY).await;
+        };
+        retry_due = false;
         tokio::select! {
             () = shutdown.cancelled() => break,
+            () = retry => retry_due = true,
             changed = views.changed() => if changed.is_err() {
                 // The publisher stopped: it only does so on shutdown.
                 shutdown.cancelled().await;
@@ -226,10 +241,16 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Bring the listeners in line with `view`'s virtual services.
+/// How soon a virtual service address that could not be bound is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+
+/// Bring the listeners in line with `view`'s virtual services. `failing`
+/// holds the addresses that could not be bound: each failure is logged and
+/// recorded once, not at every retry.
 async fn reconcile(
     view: &PoolView,
     listeners: &mut BTreeMap<SocketAddr, CancellationToken>,
+    failing: &mut BTreeSet<SocketAddr>,
     shared: &Arc<Shared>,
     store: Option<&Store>,
 ) {
@@ -247,12 +268,14 @@ async fn reconcile(
         }
         keep
     });
+    failing.retain(|address| wanted.contains_key(address));
     for (address, service) in wanted {
         if listeners.contains_key(&address) {
             continue;
         }
         match TcpListener::bind(address).await {
             Ok(listener) => {
+                failing.remove(&address);
                 let bound = listener.local_addr().unwrap_or(address);
                 let label = format!("vip:{}", service.name);
                 tracing::info!(service = %label, address = %bound, "listening");
@@ -265,7 +288,9 @@ async fn reconcile(
                 ));
                 listeners.insert(address, token);
             }
+            Err(_) if failing.contains(&address) => {}
             Err(source) => {
+                failing.insert(address);
                 let error = ProxyError::Bind {
                     service: service.name.clone(),
                     address,

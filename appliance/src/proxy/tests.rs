@@ -620,7 +620,7 @@ async fn persistence_holds_expires_and_moves_only_when_ineligible() {
     // Expires: after the timeout round-robin decides again (three clients'
     // worth of picks happen in between, so at least one lands elsewhere).
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for _ in 0..3 {
         let c = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 9)));
         seen.insert(member_of(&open(proxy.vip, c).await.1).to_owned());
@@ -853,4 +853,35 @@ async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period()
         .expect("cut in time");
     assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
     assert_eq!(counters.active(), 0);
+}
+
+#[tokio::test]
+async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("address").port();
+    let config = parse(&config_text(&[port], &[1], ""));
+    let shutdown = CancellationToken::new();
+    let inputs = Inputs::new(Arc::new(config), 1, BTreeMap::new());
+    let (publisher, _) = state::spawn(inputs, shutdown.child_token());
+    let task = tokio::spawn(serve(
+        publisher,
+        None,
+        MODES[0],
+        shutdown.child_token(),
+        Duration::from_secs(1),
+    ));
+    // The first bind fails while the port is held; once it is free the
+    // proxy listens without waiting for a config change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never listened on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("proxy task");
 }
