@@ -3,7 +3,7 @@
 
     upgrade_test.py DISK.raw [--workdir DIR] [--ready-timeout 180]
 
-Needs the image build's work directory (target/image/work) and its signing
+Needs the image build's staging directory (target/image/staging) and its signing
 key (target/image/keys, or POOLGATE_UPGRADE_SIGNING_KEY with
 POOLGATE_UPGRADE_KEYS). Makes, from the built root, bundles of two newer
 versions (image/bundle --poolgate): B, poolgate rebuilt with
@@ -41,7 +41,7 @@ from boot_test import Api, Failed, Vm, log  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "image")
-WORK = os.path.join(OUT, "work")
+WORK = os.path.join(OUT, "staging")
 READY = r"POOLGATE_READY version=(\S+) slot=(\S+)"
 BROKEN_POOLGATE = """#!/bin/sh
 echo "poolgate: a deliberately broken build for the upgrade test" >&2
