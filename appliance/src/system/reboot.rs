@@ -176,16 +176,9 @@ mod tests {
     use crate::system::upgrade::{Pending, UpgradeState};
 
     fn reboot_events(store: &Store) -> usize {
-        store
-            .events(&crate::store::EventFilter {
-                after: Some(0),
-                limit: 100,
-                kind: Some("upgrade".into()),
-                ..Default::default()
-            })
-            .expect("events")
+        crate::system::upgrade::tests::upgrade_events(store)
             .iter()
-            .filter(|e| e.message.contains("Reboot into 9.0.0 skipped"))
+            .filter(|message| message.contains("Reboot into 9.0.0 skipped"))
             .count()
     }
 

@@ -620,15 +620,7 @@ pub fn open_store(
             pending.to_version,
             layout.running_slot().unwrap_or(pending.to_slot).partlabel()
         );
-        let last = LastUpgrade {
-            from_version: pending.from_version.clone(),
-            to_version: pending.to_version.clone(),
-            outcome: Outcome::Succeeded,
-            reason: None,
-            at: now,
-            restored_backup: false,
-            upgrade: Some(pending.clone()),
-        };
+        let last = LastUpgrade::settled(&pending, Outcome::Succeeded, None, now, false);
         (store, last, message)
     } else if from.as_ref() == Some(running) {
         let reason = rollback_reason(layout, &pending);
@@ -654,15 +646,7 @@ pub fn open_store(
             "Rolled back to {} from {}: {reason}{restored_note}",
             pending.from_version, pending.to_version
         );
-        let last = LastUpgrade {
-            from_version: pending.from_version.clone(),
-            to_version: pending.to_version.clone(),
-            outcome: Outcome::RolledBack,
-            reason: Some(reason),
-            at: now,
-            restored_backup: restored,
-            upgrade: Some(pending.clone()),
-        };
+        let last = LastUpgrade::settled(&pending, Outcome::RolledBack, Some(reason), now, restored);
         (store, last, message)
     } else {
         let store = Store::open(data_dir)?;
@@ -670,15 +654,8 @@ pub fn open_store(
             "Started as {running}, neither the version upgraded from ({}) nor to ({}); the pending upgrade is cleared",
             pending.from_version, pending.to_version
         );
-        let last = LastUpgrade {
-            from_version: pending.from_version.clone(),
-            to_version: pending.to_version.clone(),
-            outcome: Outcome::Unexpected,
-            reason: Some(format!("started as {running}")),
-            at: now,
-            restored_backup: false,
-            upgrade: Some(pending.clone()),
-        };
+        let reason = Some(format!("started as {running}"));
+        let last = LastUpgrade::settled(&pending, Outcome::Unexpected, reason, now, false);
         (store, last, message)
     };
     store.record_event(&event(
@@ -693,6 +670,27 @@ pub fn open_store(
     state.last = Some(last.clone());
     state.save(data_dir)?;
     Ok((store, Some(last)))
+}
+
+impl LastUpgrade {
+    /// How `pending` ended, as the next start found it.
+    fn settled(
+        pending: &Pending,
+        outcome: Outcome,
+        reason: Option<String>,
+        at: String,
+        restored_backup: bool,
+    ) -> Self {
+        Self {
+            from_version: pending.from_version.clone(),
+            to_version: pending.to_version.clone(),
+            outcome,
+            reason,
+            at,
+            restored_backup,
+            upgrade: Some(pending.clone()),
+        }
+    }
 }
 
 fn moved_db_name(pending: &Pending) -> String {
@@ -970,4 +968,4 @@ impl Upgrader {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -105,7 +105,8 @@ fn root_image() -> Vec<u8> {
     (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect()
 }
 
-fn upgrade_events(store: &Store) -> Vec<String> {
+/// The upgrade event log's messages, oldest first.
+pub(crate) fn upgrade_events(store: &Store) -> Vec<String> {
     store
         .events(&crate::store::EventFilter {
             after: Some(0),
