@@ -1,0 +1,1 @@
+//! Attacks on this surface; see `main.rs`.
