@@ -7,6 +7,9 @@
 //! are checked against the RFC 3261 grammar; others are kept verbatim.
 //!
 //! Invariants: parsing never panics and never reads past the input; a
+//! header line holding a control character (CR, LF, NUL and the rest of C0
+//! but HTAB) other than as a quoted-pair is malformed, and nothing in `Echo`
+//! holds one at all, since responses copy it verbatim; a
 //! message that fails a check is reported with the reason in words (it goes
 //! into the `400` reason phrase) and, separately, with whether a response can
 //! still be matched by the client (`Rejection::addressable`).
@@ -203,23 +206,44 @@ pub struct Echo {
 }
 
 impl Echo {
+    /// What to echo of `headers`, with no control character in it. The
+    /// grammar lets a quoted string carry one as a quoted-pair (RFC 4475
+    /// `intmeth` has `\NUL` in a To display name); echoed, it could cut a
+    /// response header short. A From or To then loses its display name (the
+    /// URI and tag, which identify the dialog, stay); any other such value
+    /// is not echoed, and a Via that is not echoed whole is not echoed at
+    /// all, which leaves the request unaddressable.
     fn of(headers: &[Header]) -> Self {
+        let clean = |value: &str| !value.bytes().any(is_control);
         let first = |name: &str| {
             headers
                 .iter()
                 .find(|h| h.name == name)
-                .map(|h| h.value.clone())
+                .map(|h| h.value.as_str())
         };
+        let address = |name: &str| {
+            let value = first(name)?;
+            if clean(value) {
+                return Some(value.to_owned());
+            }
+            let bare = &value[find_unquoted(value, b'<')?..];
+            clean(bare).then(|| bare.to_owned())
+        };
+        let vias: Vec<String> = headers
+            .iter()
+            .filter(|h| h.name == "via")
+            .map(|h| h.value.clone())
+            .collect();
         Self {
-            vias: headers
-                .iter()
-                .filter(|h| h.name == "via")
-                .map(|h| h.value.clone())
-                .collect(),
-            from: first("from"),
-            to: first("to"),
-            call_id: first("call-id"),
-            cseq: first("cseq"),
+            vias: if vias.iter().all(|v| clean(v)) {
+                vias
+            } else {
+                Vec::new()
+            },
+            from: address("from"),
+            to: address("to"),
+            call_id: first("call-id").filter(|v| clean(v)).map(str::to_owned),
+            cseq: first("cseq").filter(|v| clean(v)).map(str::to_owned),
         }
     }
 
@@ -284,7 +308,20 @@ pub fn parse(message: &[u8]) -> Parsed {
 
     let mut headers = Vec::with_capacity(lines.len());
     let mut bad_line = None;
+    let mut via_tainted = false;
     for line in &lines[1..] {
+        // A control character left in a line (a bare CR, a NUL; line ends
+        // are gone by now) breaks the grammar and, echoed, could split or
+        // cut a response header: the line is malformed and never echoed.
+        if !controls_escaped(line) {
+            bad_line = bad_line.or(Some(line.clone()));
+            // Without that Via the rest would misstate the path back:
+            // echo none, so the request is not addressable.
+            via_tainted |= line
+                .split_once(':')
+                .is_some_and(|(name, _)| canonical_name(name.trim_end()) == "via");
+            continue;
+        }
         match line.split_once(':') {
             Some((name, value)) if is_token(name.trim_end()) => headers.push(Header {
                 name: canonical_name(name.trim_end()),
@@ -293,7 +330,10 @@ pub fn parse(message: &[u8]) -> Parsed {
             _ => bad_line = bad_line.or(Some(line.clone())),
         }
     }
-    let echo = Echo::of(&headers);
+    let mut echo = Echo::of(&headers);
+    if via_tainted {
+        echo.vias.clear();
+    }
     let fail = |reason: String| Parsed {
         result: Err(MessageError::Invalid {
             addressable: echo.addressable(),
@@ -313,7 +353,13 @@ pub fn parse(message: &[u8]) -> Parsed {
         Err(RequestLineError::Invalid(reason)) => return fail(reason.to_owned()),
     };
     if let Some(line) = bad_line {
-        let shown: String = line.chars().take(40).collect();
+        // The reason phrase is sent back: show the line's text, not its
+        // control characters.
+        let shown: String = line
+            .chars()
+            .take(40)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         return fail(format!("Malformed header line \"{shown}\""));
     }
     let request = Request {
@@ -352,10 +398,15 @@ fn request_line(line: &str) -> Result<(String, String), RequestLineError> {
         return Err(RequestLineError::Invalid("Method is not a token"));
     }
     if !version.eq_ignore_ascii_case("SIP/2.0") {
-        let well_formed = version.len() > 4
-            && version[..4].eq_ignore_ascii_case("SIP/")
-            && version[4..]
-                .split_once('.')
+        // Byte-wise: a version may hold a replacement character (invalid
+        // UTF-8 read lossily) that a slice at byte 4 would cut through.
+        let well_formed = version
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"SIP/"))
+            && version
+                .get(4..)
+                .and_then(|numbers| numbers.split_once('.'))
                 .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
         return Err(if well_formed {
             RequestLineError::Version(version.to_string())
@@ -675,6 +726,35 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
         let (key, val) = p.split_once('=').unwrap_or((p, ""));
         key.trim().eq_ignore_ascii_case(name).then(|| val.trim())
     })
+}
+
+/// Whether every control character of a header line is the second byte of
+/// a quoted-pair inside a quoted string, and none is CR or LF (RFC 3261
+/// §25.1: `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`).
+fn controls_escaped(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let (mut i, mut quoted) = (0, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => {
+                if matches!(bytes.get(i + 1), Some(b'\r' | b'\n')) {
+                    return false;
+                }
+                i += 1;
+            }
+            b'"' => quoted = !quoted,
+            b if is_control(b) => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Bytes no header line may hold once line ends are removed: C0 controls
+/// but HTAB, and DEL (RFC 3261 §25.1: TEXT-UTF8char, LWS).
+pub fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 fn is_digits(text: &str) -> bool {

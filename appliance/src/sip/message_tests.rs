@@ -275,3 +275,73 @@ fn garbage_never_panics() {
         )
         .expect("no panic");
 }
+
+/// A request whose headers are `headers` (CRLF-separated lines).
+fn with_headers(line: &str, headers: &str) -> Vec<u8> {
+    format!("{line}\r\n{headers}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+}
+
+const CLEAN_HEADERS: &str = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKctl\r\n\
+     From: <sip:alice@contoso.com>;tag=1\r\nTo: <sip:alice@contoso.com>\r\n\
+     Call-ID: ctl-1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70";
+
+#[test]
+fn a_version_with_invalid_utf8_is_rejected_not_a_panic() {
+    // Lossily read, `\xff` becomes a three-byte replacement character that
+    // straddles byte 4 of the version.
+    for version in [&b"SI\xff/2.0"[..], b"S\xff/2.0", b"\xff", b"SIP\xff2.0", b"SIP/\xff.0"] {
+        let mut bytes = b"REGISTER sip:contoso.com ".to_vec();
+        bytes.extend_from_slice(version);
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(CLEAN_HEADERS.as_bytes());
+        bytes.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let parsed = parse(&bytes);
+        assert!(
+            matches!(parsed.result, Err(MessageError::Invalid { .. })),
+            "{version:?}: {:?}",
+            parsed.result
+        );
+        assert!(parsed.echo.addressable());
+    }
+}
+
+#[test]
+fn control_characters_in_header_lines_are_malformed_and_never_echoed() {
+    for (bad, via_survives) in [
+        ("User-Agent: a\rInjected: b", true),
+        ("User-Agent: a\0b", true),
+        ("Subject: \x1b[31m", true),
+        ("Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKx\rX: y", false),
+        ("Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK\0x", false),
+    ] {
+        let via_first = bad.starts_with("Via");
+        let headers = if via_first {
+            format!("{bad}\r\n{}", CLEAN_HEADERS.split_once("\r\n").expect("lines").1)
+        } else {
+            format!("{CLEAN_HEADERS}\r\n{bad}")
+        };
+        let parsed = parse(&with_headers("REGISTER sip:contoso.com SIP/2.0", &headers));
+        let Err(MessageError::Invalid { reason, .. }) = &parsed.result else {
+            panic!("{bad:?}: {:?}", parsed.result);
+        };
+        assert!(!reason.bytes().any(is_control), "{reason:?}");
+        assert_eq!(parsed.echo.addressable(), via_survives, "{bad:?}");
+        let echo = &parsed.echo;
+        for value in echo
+            .vias
+            .iter()
+            .chain(&echo.from)
+            .chain(&echo.to)
+            .chain(&echo.call_id)
+            .chain(&echo.cseq)
+        {
+            assert!(!value.bytes().any(is_control), "{bad:?} echoes {value:?}");
+        }
+    }
+    // A tab is whitespace, not a control character to reject.
+    let parsed = parse(&with_headers(
+        "REGISTER sip:contoso.com SIP/2.0",
+        &format!("{CLEAN_HEADERS}\r\nSubject:\tfine"),
+    ));
+    assert!(parsed.result.is_ok(), "{:?}", parsed.result);
+}

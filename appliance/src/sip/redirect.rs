@@ -244,35 +244,37 @@ fn address_uri(value: &str) -> &str {
 }
 
 /// Build a response echoing Via, From, To (with a tag), Call-ID and CSeq
-/// (RFC 3261 §8.2.6.2).
+/// (RFC 3261 §8.2.6.2). The parser never lets a control character into
+/// what it echoes; a value that holds one anyway is left out rather than
+/// sent (it could end the header early or start a new one).
 fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> Decision {
     let mut out = String::with_capacity(512);
-    // A reason phrase may hold any text but line ends.
+    // A reason phrase may hold any text but control characters.
     let reason: String = reason
         .chars()
-        .filter(|c| !matches!(c, '\r' | '\n'))
+        .filter(|c| !c.is_control() || *c == '\t')
         .collect();
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
-    for via in &echo.vias {
+    for via in echo.vias.iter().filter(|v| safe(v)) {
         let _ = write!(out, "Via: {via}\r\n");
     }
-    if let Some(from) = &echo.from {
+    if let Some(from) = echo.from.as_deref().filter(|v| safe(v)) {
         let _ = write!(out, "From: {from}\r\n");
     }
-    if let Some(to) = &echo.to {
+    if let Some(to) = echo.to.as_deref().filter(|v| safe(v)) {
         if message::param(to, "tag").is_some() {
             let _ = write!(out, "To: {to}\r\n");
         } else {
             let _ = write!(out, "To: {to};tag={}\r\n", to_tag(echo));
         }
     }
-    if let Some(call_id) = &echo.call_id {
+    if let Some(call_id) = echo.call_id.as_deref().filter(|v| safe(v)) {
         let _ = write!(out, "Call-ID: {call_id}\r\n");
     }
-    if let Some(cseq) = &echo.cseq {
+    if let Some(cseq) = echo.cseq.as_deref().filter(|v| safe(v)) {
         let _ = write!(out, "CSeq: {cseq}\r\n");
     }
-    for (name, value) in extra {
+    for (name, value) in extra.iter().filter(|(_, v)| safe(v)) {
         let _ = write!(out, "{name}: {value}\r\n");
     }
     out.push_str("Server: poolgate\r\nContent-Length: 0\r\n\r\n");
@@ -282,6 +284,12 @@ fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> De
         registered_to: None,
         aor: None,
     })
+}
+
+/// Whether a header value can be sent as is: no CR, LF, NUL or other
+/// control character but HTAB.
+fn safe(value: &str) -> bool {
+    !value.bytes().any(message::is_control)
 }
 
 /// A stateless server must give a retransmitted request the same To tag

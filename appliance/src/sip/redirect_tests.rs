@@ -377,3 +377,47 @@ fn torture_messages_get_the_answers_the_rfc_expects() {
         ["nothingSupportsThis, nothingSupportsThisEither"]
     );
 }
+
+#[test]
+fn responses_never_carry_control_characters() {
+    let view = view();
+    let base = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKctl\r\n\
+         From: <sip:alice@contoso.com>;tag=1\r\nTo: <sip:alice@contoso.com>\r\n\
+         Call-ID: ctl-1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n";
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for bad in [
+        "User-Agent: a\rSet-Cookie: b\r\n",
+        "User-Agent: a\0b\r\n",
+        "Call-ID: x\ry\r\n",
+        "From: <sip:eve@contoso.com>;tag=\0\r\n",
+    ] {
+        cases.push(format!("REGISTER sip:contoso.com SIP/2.0\r\n{base}{bad}\r\n").into_bytes());
+    }
+    cases.push(
+        "REGISTER sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\rX: y\r\n\
+         From: <sip:alice@contoso.com>;tag=1\r\nTo: <sip:alice@contoso.com>\r\n\
+         Call-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n"
+            .as_bytes()
+            .to_vec(),
+    );
+    let mut bad_version = b"REGISTER sip:contoso.com SI\xff/2.0\r\n".to_vec();
+    bad_version.extend_from_slice(base.as_bytes());
+    bad_version.extend_from_slice(b"\r\n");
+    cases.push(bad_version);
+    for bytes in cases {
+        let Some((status, text, _)) = answer(&view, &bytes) else {
+            continue;
+        };
+        assert_eq!(status, 400, "{text}");
+        for line in text.split("\r\n") {
+            assert!(
+                !line.bytes().any(crate::sip::message::is_control),
+                "{line:?} in {text:?}"
+            );
+        }
+        assert!(
+            !text.split("\r\n").any(|l| l.starts_with("Set-Cookie")),
+            "{text}"
+        );
+    }
+}
