@@ -72,6 +72,7 @@ pub fn bootstrap_config(admin_listen: SocketAddr) -> Config {
             sip_tls: None,
         },
         dns: config::DnsFile::default(),
+        sip: config::SipFile::default(),
         zones: Vec::new(),
         monitors: Vec::new(),
         pools: Vec::new(),
@@ -222,15 +223,17 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
-    let seen_task = tokio::spawn(sip::record_seen(
-        seen_rx,
-        store.clone(),
-        shutdown.child_token(),
-    ));
     let sip_stats = Arc::new(sip::SipStats {
         seen: Some(seen_tx),
         ..sip::SipStats::default()
     });
+    let seen_task = tokio::spawn(sip::record_seen(
+        seen_rx,
+        store.clone(),
+        publisher.clone(),
+        Arc::clone(&sip_stats),
+        shutdown.child_token(),
+    ));
     start_sip(&config, &certificates, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);

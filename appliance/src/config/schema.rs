@@ -16,6 +16,8 @@ pub struct ConfigFile {
     pub listen: ListenFile,
     #[serde(default)]
     pub dns: DnsFile,
+    #[serde(default, skip_serializing_if = "SipFile::is_default")]
+    pub sip: SipFile,
     #[serde(default, rename = "zone", skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<ZoneFile>,
     #[serde(default, rename = "monitor", skip_serializing_if = "Vec::is_empty")]
@@ -53,6 +55,20 @@ pub struct DnsFile {
     pub ttl: u32,
     #[serde(default = "default_true")]
     pub fail_open: bool,
+    /// Response-rate limit over UDP: answers per second per source /24
+    /// (IPv4) or /56 (IPv6), with a burst of as many; 0 turns it off.
+    #[serde(
+        default = "default_dns_rrl_rate",
+        skip_serializing_if = "is_default_dns_rrl_rate"
+    )]
+    pub rrl_rate: u32,
+    /// Over the rate, every `rrl_slip`-th answer is sent empty with TC set
+    /// (the client retries over TCP) and the others dropped; 0 drops all.
+    #[serde(
+        default = "default_dns_rrl_slip",
+        skip_serializing_if = "is_default_dns_rrl_slip"
+    )]
+    pub rrl_slip: u32,
 }
 
 impl Default for DnsFile {
@@ -60,7 +76,43 @@ impl Default for DnsFile {
         Self {
             ttl: default_dns_ttl(),
             fail_open: true,
+            rrl_rate: default_dns_rrl_rate(),
+            rrl_slip: default_dns_rrl_slip(),
         }
+    }
+}
+
+/// `[sip]`: the redirect service's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SipFile {
+    /// SIP requests over UDP answered per second per source /24 (IPv4) or
+    /// /56 (IPv6), with a burst of as many; beyond it they are dropped.
+    /// 0 turns the limit off.
+    #[serde(default = "default_sip_udp_rate")]
+    pub udp_rate: u32,
+    /// Users (addresses-of-record of REGISTERs) remembered for the
+    /// registrar what-if; past it the least recently seen are forgotten.
+    #[serde(default = "default_seen_users_max")]
+    pub seen_users_max: u32,
+    /// A user not seen for this many days is forgotten.
+    #[serde(default = "default_seen_users_max_age_days")]
+    pub seen_users_max_age_days: u32,
+}
+
+impl Default for SipFile {
+    fn default() -> Self {
+        Self {
+            udp_rate: default_sip_udp_rate(),
+            seen_users_max: default_seen_users_max(),
+            seen_users_max_age_days: default_seen_users_max_age_days(),
+        }
+    }
+}
+
+impl SipFile {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -307,6 +359,28 @@ fn default_true() -> bool {
     true
 }
 fn default_dns_ttl() -> u32 {
+    30
+}
+// NSD's rrl-ratelimit and rrl-slip defaults (docs/decisions/0702).
+fn default_dns_rrl_rate() -> u32 {
+    200
+}
+fn is_default_dns_rrl_rate(rate: &u32) -> bool {
+    *rate == default_dns_rrl_rate()
+}
+fn default_dns_rrl_slip() -> u32 {
+    2
+}
+fn is_default_dns_rrl_slip(slip: &u32) -> bool {
+    *slip == default_dns_rrl_slip()
+}
+fn default_sip_udp_rate() -> u32 {
+    200
+}
+fn default_seen_users_max() -> u32 {
+    100_000
+}
+fn default_seen_users_max_age_days() -> u32 {
     30
 }
 // HAProxy's defaults: frequent enough to notice a failure within seconds,

@@ -29,6 +29,7 @@ pub struct FieldError {
 pub struct Config {
     pub listen: Listen,
     pub dns: DnsSettings,
+    pub sip: SipSettings,
     pub zones: Vec<Zone>,
     pub monitors: Vec<Monitor>,
     pub pools: Vec<Pool>,
@@ -64,7 +65,24 @@ pub struct Listen {
 pub struct DnsSettings {
     pub ttl: u32,
     pub fail_open: bool,
+    /// UDP answers per second per source prefix; 0: no limit.
+    pub rrl_rate: u32,
+    pub rrl_slip: u32,
 }
+
+/// The redirect service's limits (`[sip]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// UDP requests answered per second per source prefix; 0: no limit.
+    pub udp_rate: u32,
+    pub seen_users_max: u32,
+    pub seen_users_max_age: Duration,
+}
+
+/// BIND accepts a slip of 0 to 10.
+pub const MAX_RRL_SLIP: u32 = 10;
+/// Ten years: a user unseen for longer is gone.
+pub const MAX_SEEN_USERS_AGE_DAYS: u32 = 3650;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
@@ -173,7 +191,28 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
     let dns = DnsSettings {
         ttl: file.dns.ttl,
         fail_open: file.dns.fail_open,
+        rrl_rate: file.dns.rrl_rate,
+        rrl_slip: file.dns.rrl_slip,
     };
+    if file.dns.rrl_slip > MAX_RRL_SLIP {
+        v.error(
+            root.key("dns").key("rrl_slip"),
+            format!("must be at most {MAX_RRL_SLIP}"),
+        );
+    }
+    let sip = SipSettings {
+        udp_rate: file.sip.udp_rate,
+        seen_users_max: file.sip.seen_users_max,
+        seen_users_max_age: Duration::from_secs(
+            u64::from(file.sip.seen_users_max_age_days) * 86_400,
+        ),
+    };
+    if !(1..=MAX_SEEN_USERS_AGE_DAYS).contains(&file.sip.seen_users_max_age_days) {
+        v.error(
+            root.key("sip").key("seen_users_max_age_days"),
+            format!("must be 1 to {MAX_SEEN_USERS_AGE_DAYS} days"),
+        );
+    }
     if file.dns.ttl > 86_400 {
         v.error(
             root.key("dns").key("ttl"),
@@ -242,6 +281,7 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         (true, Some(listen)) => Ok(Config {
             listen,
             dns,
+            sip,
             zones,
             monitors,
             pools,

@@ -5,7 +5,8 @@
 //! sections and response code), `wire` (pure: request bytes → response bytes,
 //! EDNS, truncation, error codes; the fuzz target's entry point), `fast` (pure:
 //! the hot names' answers encoded once per generation, equal to what `wire`
-//! would say), `server`
+//! would say), `rrl` (pure: response-rate limiting per source prefix, for
+//! the UDP listeners of DNS and SIP), `server`
 //! (the UDP and TCP listeners, bounded in memory), and `fail_open` (one event
 //! in the store per fail-open episode of a pool).
 //!
@@ -16,6 +17,7 @@
 pub mod answer;
 pub mod fail_open;
 pub mod fast;
+pub mod rrl;
 pub mod server;
 pub mod wire;
 
@@ -59,6 +61,10 @@ pub struct DnsStats {
     pub tcp_rejected: AtomicU64,
     /// Answers the network did not take.
     pub send_errors: AtomicU64,
+    /// UDP answers over the response-rate limit, not sent.
+    pub rrl_dropped: AtomicU64,
+    /// UDP answers over the response-rate limit, sent empty with TC set.
+    pub rrl_slipped: AtomicU64,
 }
 
 /// Bound sockets, ready to serve.

@@ -6,7 +6,9 @@
 //! Bounded by construction: a UDP socket is served by one task that answers
 //! each batch of datagrams (a fixed set of buffers) before reading the next,
 //! so a flood costs only the kernel's socket buffer (excess datagrams are
-//! dropped there); TCP connections are
+//! dropped there); its answers pass that task's response-rate limiter
+//! (`rrl`, `[dns] rrl_rate`/`rrl_slip`), so poolgate cannot be used to
+//! reflect traffic at a spoofed source; TCP connections are
 //! capped by a semaphore (over the cap a connection is closed at once) and
 //! each connection has an idle timeout and a per-message read/write deadline,
 //! so a slow or silent client cannot pin a slot forever.
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DnsStats;
 use super::fast::{self, FastCache};
+use super::rrl::{self, Limiter, Verdict};
 use super::wire::{self, Outcome, Transport};
 use crate::state::PoolView;
 
@@ -77,6 +80,8 @@ pub async fn serve_udp(
     let mut buffers = vec![[0u8; UDP_BUFFER]; UDP_BATCH];
     let mut rng = SmallRng::from_os_rng();
     let mut batches_left = 0;
+    // Owned by this task alone (one per socket), so it needs no lock.
+    let mut limiter = Limiter::new(rrl_limits(&views.borrow().config.dns));
     loop {
         // Under load, drain several batches before waiting on readiness
         // (and shutdown) again; the bound keeps shutdown prompt and lets
@@ -130,6 +135,8 @@ pub async fn serve_udp(
             Vec::with_capacity(received.len());
         let view = Arc::clone(&views.borrow());
         let answers = cache.for_view(&view);
+        limiter.set_limits(rrl_limits(&view.config.dns));
+        let now = std::time::Instant::now();
         for (buffer, (length, address)) in buffers.iter().zip(received) {
             let Some((storage, peer)) = address.and_then(|a| socket_addr(&a).map(|p| (a, p)))
             else {
@@ -145,8 +152,20 @@ pub async fn serve_udp(
                 },
                 None => wire::respond(packet, &view, Transport::Udp, &mut rng),
             };
-            if let Some(bytes) = stats.count(outcome, peer) {
-                replies.push((bytes, storage, peer));
+            let Some(bytes) = stats.count(outcome, peer) else {
+                continue;
+            };
+            match limiter.check(peer.ip(), now) {
+                Verdict::Allow => replies.push((bytes, storage, peer)),
+                Verdict::Slip => {
+                    stats.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(cut) = rrl::slipped(&bytes) {
+                        replies.push((cut, storage, peer));
+                    }
+                }
+                Verdict::Drop => {
+                    stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         drop(answers);
@@ -189,6 +208,11 @@ pub async fn serve_udp(
             }
         }
     }
+}
+
+/// The response-rate limit `[dns]` asks for.
+fn rrl_limits(settings: &crate::config::validate::DnsSettings) -> rrl::Limits {
+    rrl::Limits::per_second(settings.rrl_rate, settings.rrl_slip)
 }
 
 fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {

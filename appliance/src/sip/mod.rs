@@ -13,13 +13,17 @@ pub use server::{SipError, SipStats, serve_tcp, serve_udp};
 
 /// Remember the addresses-of-record of redirected REGISTERs in the store, in
 /// batches (at most one write a second), until `shutdown`; then write what
-/// is pending.
+/// is pending. Each batch applies the current `[sip]` caps (count and age)
+/// and leaves the table's size and evictions in `stats`.
 pub async fn record_seen(
     mut seen: tokio::sync::mpsc::Receiver<(String, String)>,
     store: crate::store::Store,
+    publisher: crate::state::PublisherHandle,
+    stats: std::sync::Arc<SipStats>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     use std::collections::BTreeSet;
+    use std::sync::atomic::Ordering::Relaxed;
     const BATCH: usize = 1000;
     let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
@@ -46,8 +50,13 @@ pub async fn record_seen(
         if !pending.is_empty() {
             let batch: Vec<(String, String)> = std::mem::take(&mut pending).into_iter().collect();
             let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.record_seen_aors(&batch)).await {
-                Ok(Ok(())) => {}
+            let limits = seen_limits(&publisher.current().config.sip);
+            match tokio::task::spawn_blocking(move || store.record_seen_aors(&batch, limits)).await
+            {
+                Ok(Ok(recorded)) => {
+                    stats.seen_users.store(recorded.users, Relaxed);
+                    stats.seen_evicted.fetch_add(recorded.evicted, Relaxed);
+                }
                 Ok(Err(error)) => tracing::warn!(%error, "Cannot remember seen SIP users"),
                 Err(error) => tracing::warn!(%error, "Seen-user writer failed"),
             }
@@ -55,6 +64,13 @@ pub async fn record_seen(
         if closing {
             return;
         }
+    }
+}
+
+fn seen_limits(settings: &crate::config::validate::SipSettings) -> crate::store::SeenLimits {
+    crate::store::SeenLimits {
+        max: settings.seen_users_max.into(),
+        max_age: settings.seen_users_max_age,
     }
 }
 

@@ -262,6 +262,29 @@ pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
         .position(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
 }
 
+/// Whether `host` (lower case, as in a canonical AoR) is a SIP domain of
+/// `pool`: its FQDN, an alias, or a domain either lies in that has at least
+/// two labels (`contoso.com` for `pool01.contoso.com` and `sip.contoso.com`:
+/// Lync users are `user@<domain>`, and the pool lives in that domain).
+pub fn serves_domain(pool: &PoolState, host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || !host.contains('.') {
+        return false;
+    }
+    std::iter::once(&pool.fqdn)
+        .chain(&pool.aliases)
+        .map(|name| name.trim_end_matches('.'))
+        .any(|name| {
+            name.eq_ignore_ascii_case(host)
+                || name
+                    .len()
+                    .checked_sub(host.len() + 1)
+                    .is_some_and(|dot| {
+                        name.as_bytes()[dot] == b'.' && name[dot + 1..].eq_ignore_ascii_case(host)
+                    })
+        })
+}
+
 /// A user's sequences by member name, as `GET /api/v1/registrar` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Lookup {

@@ -343,3 +343,37 @@ fn drain_fraction_matches_the_users_who_would_move() {
     }
     assert_eq!(drain_fraction(pool, 99), 0.0);
 }
+
+#[test]
+fn a_pools_sip_domains_are_its_names_and_the_domains_they_lie_in() {
+    let config = crate::config::from_toml(
+        crate::sip::redirect::tests::POOL_CONFIG,
+        "test.toml",
+    )
+    .expect("valid config");
+    let inputs = crate::state::Inputs::new(std::sync::Arc::new(config), 1, BTreeMap::new());
+    let view = crate::state::PoolView::build(&inputs, 1);
+    let pool = &view.pools[0];
+    for host in [
+        "contoso.com",
+        "pool01.contoso.com",
+        "sip.contoso.com",
+        "CONTOSO.com",
+        "contoso.com.",
+    ] {
+        assert!(serves_domain(pool, host), "{host}");
+    }
+    for host in [
+        "com",
+        "",
+        "fabrikam.com",
+        "evil-contoso.com",
+        "xcontoso.com",
+        "other.contoso.com",
+        "127.0.0.1",
+        "pool01.contoso.com.evil.test",
+    ] {
+        assert!(!serves_domain(pool, host), "{host}");
+    }
+    assert!(serves_domain(&view.pools[1], "fabrikam.com"));
+}

@@ -5,15 +5,18 @@
 //! cannot stop the listener or delay other clients.
 //!
 //! UDP answers go to the datagram's source address (what `rport`, RFC 3581,
-//! would ask for, and what reaches a client behind NAT). TCP connections are
+//! would ask for, and what reaches a client behind NAT), so datagrams pass
+//! a per-source-prefix rate limit first (`[sip] udp_rate`, `dns::rrl`):
+//! beyond it they are dropped unread and counted, and poolgate cannot be
+//! used to reflect traffic at a spoofed source. TCP connections are
 //! framed by Content-Length, carry any number of messages, are closed after
 //! `IDLE_TIMEOUT` of silence or when a message cannot be framed (after a
 //! `400` if one can be addressed), and their buffers never exceed
 //! `message::MAX_MESSAGE` plus one read.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Frame, MessageError, Parsed};
 use super::redirect::{self, Decision};
+use crate::dns::rrl::{self, Limiter, Verdict};
 use crate::state::{PoolView, PublisherHandle};
 
 /// A TCP connection silent this long is closed.
@@ -45,6 +49,14 @@ pub struct SipStats {
     pub seen: Option<tokio::sync::mpsc::Sender<(String, String)>>,
     /// Seen AoRs not remembered because the writer fell behind.
     pub seen_dropped: AtomicU64,
+    /// REGISTERs for a domain that is no pool's, so not remembered.
+    pub seen_foreign: AtomicU64,
+    /// Users remembered now (after the newest batch and its eviction).
+    pub seen_users: AtomicU64,
+    /// Users forgotten because of the cap or their age.
+    pub seen_evicted: AtomicU64,
+    /// UDP datagrams over the per-prefix rate, dropped unread.
+    pub udp_rate_limited: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +77,7 @@ fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) 
                 400 => {
                     stats.bad_requests.fetch_add(1, Ordering::Relaxed);
                     if let Err(MessageError::Invalid { reason, .. }) = &parsed.result {
-                        tracing::debug!(%peer, %reason, "Malformed SIP request answered 400");
+                        tracing::debug!(%peer, ?reason, "Malformed SIP request answered 400");
                     }
                 }
                 _ => {}
@@ -73,9 +85,15 @@ fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) 
             if let (Some((pool, _)), Some(aor), Some(seen)) =
                 (response.registered_to, response.aor, &stats.seen)
                 && let Some(pool) = view.pools.get(pool)
-                && seen.try_send((pool.name.clone(), aor)).is_err()
             {
-                stats.seen_dropped.fetch_add(1, Ordering::Relaxed);
+                // Only a pool's own users are remembered: anyone can send
+                // REGISTERs for made-up domains to fill the table.
+                let host = aor.rsplit('@').next().unwrap_or_default();
+                if !super::registrar::serves_domain(pool, host) {
+                    stats.seen_foreign.fetch_add(1, Ordering::Relaxed);
+                } else if seen.try_send((pool.name.clone(), aor)).is_err() {
+                    stats.seen_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
             if let Some((pool, member)) = response.registered_to
                 && let Some(member) = view.pools.get(pool).and_then(|p| p.members.get(member))
@@ -105,12 +123,16 @@ pub async fn serve_udp(
 ) -> Result<(), SipError> {
     let socket = Arc::new(socket);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    // One limiter for the socket, so a source's rate does not multiply by
+    // the number of workers; each holds it for one check.
+    let limiter = Arc::new(Mutex::new(Limiter::new(udp_limits(&publisher.current()))));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
         tasks.spawn(udp_worker(
             Arc::clone(&socket),
             publisher.clone(),
             Arc::clone(&stats),
+            Arc::clone(&limiter),
             shutdown.clone(),
         ));
     }
@@ -123,10 +145,17 @@ pub async fn serve_udp(
     Ok(())
 }
 
+/// The rate limit `[sip] udp_rate` asks for: dropped beyond it, no slip
+/// (SIP has no cheap "retry over TCP" answer).
+fn udp_limits(view: &PoolView) -> rrl::Limits {
+    rrl::Limits::per_second(view.config.sip.udp_rate, 0)
+}
+
 async fn udp_worker(
     socket: Arc<UdpSocket>,
     publisher: PublisherHandle,
     stats: Arc<SipStats>,
+    limiter: Arc<Mutex<Limiter>>,
     shutdown: CancellationToken,
 ) -> Result<(), SipError> {
     let mut buf = vec![0u8; 65_536];
@@ -143,8 +172,17 @@ async fn udp_worker(
                 }
             },
         };
-        let parsed = message::parse(&buf[..len]);
         let view = publisher.current();
+        let verdict = {
+            let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+            limiter.set_limits(udp_limits(&view));
+            limiter.check(peer.ip(), std::time::Instant::now())
+        };
+        if verdict != Verdict::Allow {
+            stats.udp_rate_limited.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let parsed = message::parse(&buf[..len]);
         let Some(reply) = handle(&view, &parsed, peer, &stats) else {
             continue;
         };

@@ -49,7 +49,12 @@ fn config_for(pools: &[Vec<MemberSpec>], fail_open: bool, start: StartState) -> 
             sip_tcp: None,
             sip_tls: None,
         },
-        dns: DnsFile { ttl: 30, fail_open },
+        dns: DnsFile {
+            ttl: 30,
+            fail_open,
+            ..DnsFile::default()
+        },
+        sip: config::SipFile::default(),
         zones: vec![ZoneFile {
             name: "test".into(),
             ttl: None,

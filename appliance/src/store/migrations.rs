@@ -80,6 +80,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pool, aor)
     );
     "#,
+    // 6: the seen users are capped by count and age, least recently seen
+    // forgotten first; `last_seen` is written to the second from now on,
+    // so its text sorts in time order.
+    r#"
+    CREATE INDEX seen_aors_last_seen ON seen_aors (last_seen);
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -305,3 +305,89 @@ fn event_filters_apply_before_the_limit() {
     let oldest = store.events_after(0, 2).expect("after");
     assert_eq!(oldest[0].kind, "config");
 }
+
+fn seen_batch(range: std::ops::Range<usize>) -> Vec<(String, String)> {
+    range
+        .map(|i| ("pool01".to_owned(), format!("user{i:06}@contoso.test")))
+        .collect()
+}
+
+#[test]
+fn seen_users_are_capped_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let limits = SeenLimits {
+        max: 100,
+        max_age: std::time::Duration::from_secs(30 * 86_400),
+    };
+    let start = time::OffsetDateTime::now_utc();
+    let second = time::Duration::seconds(1);
+    let first = store
+        .record_seen_aors_at(&seen_batch(0..80), limits, start)
+        .expect("record");
+    assert_eq!(first, SeenRecorded { users: 80, evicted: 0 });
+    // Users 0..10 come back: they are now the most recently seen.
+    store
+        .record_seen_aors_at(&seen_batch(0..10), limits, start + second)
+        .expect("record");
+    let over = store
+        .record_seen_aors_at(&seen_batch(80..130), limits, start + second * 2)
+        .expect("record");
+    assert_eq!(over, SeenRecorded { users: 100, evicted: 30 });
+    let kept = store.seen_aors("pool01").expect("seen");
+    assert_eq!(kept.len(), 100);
+    // The 30 forgotten are the least recently seen: users 10..40.
+    for i in (0..10).chain(40..130) {
+        assert!(kept.contains(&format!("user{i:06}@contoso.test")), "{i}");
+    }
+    // A batch larger than the cap still leaves the table at the cap.
+    let flood = store
+        .record_seen_aors_at(&seen_batch(1000..1500), limits, start + second * 3)
+        .expect("record");
+    assert_eq!(flood.users, 100);
+    assert_eq!(store.seen_aors("pool01").expect("seen").len(), 100);
+}
+
+#[test]
+fn seen_users_are_forgotten_by_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let limits = SeenLimits {
+        max: 1000,
+        max_age: std::time::Duration::from_secs(30 * 86_400),
+    };
+    let start = time::OffsetDateTime::now_utc();
+    store
+        .record_seen_aors_at(&seen_batch(0..5), limits, start)
+        .expect("record");
+    store
+        .record_seen_aors_at(&seen_batch(5..8), limits, start + time::Duration::days(20))
+        .expect("record");
+    let later = store
+        .record_seen_aors_at(&seen_batch(8..9), limits, start + time::Duration::days(31))
+        .expect("record");
+    assert_eq!(later, SeenRecorded { users: 4, evicted: 5 });
+}
+
+#[test]
+fn seen_users_are_read_page_by_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let limits = SeenLimits {
+        max: 100_000,
+        max_age: std::time::Duration::from_secs(86_400),
+    };
+    let mut batch = seen_batch(0..25_000);
+    batch.push(("pool02".to_owned(), "other@fabrikam.test".to_owned()));
+    store.record_seen_aors(&batch, limits).expect("record");
+    let page = store.seen_aors_page("pool01", None, 7).expect("page");
+    assert_eq!(page.len(), 7);
+    let next = store
+        .seen_aors_page("pool01", page.last().map(String::as_str), 7)
+        .expect("page");
+    assert_eq!(next[0], "user000007@contoso.test");
+    let all = store.seen_aors("pool01").expect("seen");
+    assert_eq!(all.len(), 25_000);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.seen_aors("pool02").expect("seen").len(), 1);
+}

@@ -578,6 +578,36 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "SIP TCP connections refused over the cap.",
             &sip.connections_refused,
         ),
+        (
+            "poolgate_dns_rrl_dropped_total",
+            "DNS UDP answers over the response-rate limit, not sent.",
+            &dns.rrl_dropped,
+        ),
+        (
+            "poolgate_dns_rrl_slipped_total",
+            "DNS UDP answers over the response-rate limit, sent empty with TC.",
+            &dns.rrl_slipped,
+        ),
+        (
+            "poolgate_sip_udp_rate_limited_total",
+            "SIP UDP datagrams over the per-source rate, dropped.",
+            &sip.udp_rate_limited,
+        ),
+        (
+            "poolgate_sip_seen_dropped_total",
+            "Seen SIP users not remembered because the writer fell behind.",
+            &sip.seen_dropped,
+        ),
+        (
+            "poolgate_sip_seen_foreign_total",
+            "REGISTERs for a domain of no pool, whose users are not remembered.",
+            &sip.seen_foreign,
+        ),
+        (
+            "poolgate_sip_seen_evicted_total",
+            "Seen SIP users forgotten over the cap or by age.",
+            &sip.seen_evicted,
+        ),
     ] {
         family(
             name,
@@ -591,6 +621,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         "Generation of the published pool view.",
         &mut std::iter::once((String::new(), view.generation)),
+    );
+    family(
+        "poolgate_sip_seen_users",
+        "gauge",
+        "Seen SIP users remembered for the registrar what-if.",
+        &mut std::iter::once((String::new(), sip.seen_users.load(Relaxed))),
     );
     (
         [(
@@ -675,19 +711,36 @@ pub async fn registrar_what_if(
             query.pool, query.member
         ))
     };
-    let pool = view.pool(&query.pool).ok_or_else(not_found)?;
-    let index = pool
+    let pool_index = view
+        .pools
+        .iter()
+        .position(|p| p.name == query.pool)
+        .ok_or_else(not_found)?;
+    let index = view.pools[pool_index]
         .members
         .iter()
         .position(|m| m.name == query.member)
         .ok_or_else(not_found)?;
     let name = query.pool.clone();
-    let seen = blocking(&state, move |store| store.seen_aors(&name)).await?;
+    // Off the async threads: the seen users are copied out page by page (the
+    // store is held for one page at a time, never while ranking), then ranked
+    // with no lock held.
+    let (fraction_hash_space, seen_users, fraction_seen_users) =
+        blocking(&state, move |store| {
+            let seen = store.seen_aors(&name)?;
+            let pool = &view.pools[pool_index];
+            Ok((
+                crate::sip::registrar::drain_fraction(pool, index),
+                seen.len(),
+                crate::sip::seen_drain_fraction(pool, index, &seen),
+            ))
+        })
+        .await?;
     Ok(Json(json!({
         "pool": query.pool,
         "member": query.member,
-        "fraction_hash_space": crate::sip::registrar::drain_fraction(pool, index),
-        "seen_users": seen.len(),
-        "fraction_seen_users": crate::sip::seen_drain_fraction(pool, index, &seen),
+        "fraction_hash_space": fraction_hash_space,
+        "seen_users": seen_users,
+        "fraction_seen_users": fraction_seen_users,
     })))
 }
