@@ -38,18 +38,28 @@ e2e:
 # Fuzz targets need nightly and cargo-fuzz (.ci/run installs them). New
 # inputs go to a scratch corpus, so the committed seed corpus stays as is;
 # add a crash input to appliance/fuzz/corpus/<target>/ once it is fixed.
+# The SIP targets also read the RFC 4475 torture messages in place, as a
+# read-only second corpus, when shared/testdata/rfc4475 is beside the
+# repository (or RFC4475_DIR names it); they are never copied in.
 # The smoke run in `make test` builds unoptimised (it compiles in a fraction
 # of the time and 20 s still runs the seed corpus and new inputs); `make fuzz`
-# is the long, optimised run.
+# is the long, optimised run: at least a million inputs per target.
+FUZZ_TARGETS ?= dns_request sip_message sip_redirect
 FUZZ_SECONDS ?= 20
 FUZZ_PROFILE ?= --dev
+FUZZ_LIMIT ?= -max_total_time=$(FUZZ_SECONDS)
+RFC4475_DIR ?= $(abspath $(CURDIR)/../shared/testdata/rfc4475)
 fuzz-smoke:
-	@scratch=$$(mktemp -d) && cd appliance/fuzz && \
-	$(CARGO) +nightly fuzz run $(FUZZ_PROFILE) dns_request "$$scratch" corpus/dns_request -- -max_total_time=$(FUZZ_SECONDS); \
-	status=$$?; rm -rf "$$scratch"; exit $$status
+	@cd appliance/fuzz && for target in $(FUZZ_TARGETS); do \
+		scratch=$$(mktemp -d); extra=; \
+		case $$target in sip_*) [ -d "$(RFC4475_DIR)" ] && extra="$(RFC4475_DIR)";; esac; \
+		echo "fuzz $$target"; \
+		$(CARGO) +nightly fuzz run $(FUZZ_PROFILE) $$target "$$scratch" corpus/$$target $$extra -- $(FUZZ_LIMIT); \
+		status=$$?; rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
+	done
 
 fuzz:
-	$(MAKE) fuzz-smoke FUZZ_SECONDS=600 FUZZ_PROFILE=--release
+	$(MAKE) fuzz-smoke FUZZ_PROFILE=--release FUZZ_LIMIT=-runs=1000000
 
 ## Benchmarks against named peers (long; not part of `make test`).
 bench:
