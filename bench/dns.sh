@@ -39,6 +39,9 @@ admin = "127.0.0.1:0"
 dns = ["127.0.0.1:$PG_PORT"]
 [dns]
 ttl = 30
+# dnsperf is one source sending as fast as it can: measure throughput, not
+# the response-rate limit (NSD's side runs without one as well).
+rrl_rate = 0
 [[zone]]
 name = "contoso.test"
 [[monitor]]

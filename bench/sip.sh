@@ -40,6 +40,11 @@ cat >"$work/poolgate.toml" <<TOML
 admin = "127.0.0.1:$admin_port"
 sip_udp = "127.0.0.1:$pg_port"
 
+# sipp is one source at full speed: measure throughput, not the per-source
+# rate limit.
+[sip]
+udp_rate = 0
+
 [[zone]]
 name = "contoso.test"
 
