@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
             // result is a shorter message with TC set that still parses.
             let cut = rrl::slipped(&bytes).expect("a reply of ours can be slipped");
             assert!(cut.len() <= bytes.len());
-            let parsed = hickory_proto::op::Message::from_vec(&cut).expect("a slipped reply parses");
+            let parsed =
+                hickory_proto::op::Message::from_vec(&cut).expect("a slipped reply parses");
             assert!(parsed.metadata.truncation);
         }
     }

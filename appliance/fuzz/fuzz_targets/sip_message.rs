@@ -11,7 +11,11 @@ use poolgate::sip::message::{self, Frame, is_control};
 fuzz_target!(|data: &[u8]| {
     match message::frame(data) {
         Ok(Frame::Keepalive(n) | Frame::Message(n)) => {
-            assert!(n > 0 && n <= data.len(), "frame of {n} from {} bytes", data.len());
+            assert!(
+                n > 0 && n <= data.len(),
+                "frame of {n} from {} bytes",
+                data.len()
+            );
         }
         Ok(Frame::Incomplete) | Err(_) => {}
     }

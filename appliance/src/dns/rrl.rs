@@ -129,7 +129,7 @@ impl Bucket {
             return Verdict::Allow;
         }
         self.limited = self.limited.wrapping_add(1);
-        if limits.slip > 0 && self.limited % limits.slip == 0 {
+        if limits.slip > 0 && self.limited.is_multiple_of(limits.slip) {
             Verdict::Slip
         } else {
             Verdict::Drop
@@ -139,8 +139,7 @@ impl Bucket {
     /// Whether the bucket has refilled: forgetting it changes nothing.
     fn idle(&self, limits: &Limits, now: Instant) -> bool {
         let needed = f64::from(limits.burst.max(1)) - self.tokens;
-        now.saturating_duration_since(self.updated).as_secs_f64() * f64::from(limits.rate)
-            >= needed
+        now.saturating_duration_since(self.updated).as_secs_f64() * f64::from(limits.rate) >= needed
     }
 }
 

@@ -289,7 +289,13 @@ const CLEAN_HEADERS: &str = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKctl\r
 fn a_version_with_invalid_utf8_is_rejected_not_a_panic() {
     // Lossily read, `\xff` becomes a three-byte replacement character that
     // straddles byte 4 of the version.
-    for version in [&b"SI\xff/2.0"[..], b"S\xff/2.0", b"\xff", b"SIP\xff2.0", b"SIP/\xff.0"] {
+    for version in [
+        &b"SI\xff/2.0"[..],
+        b"S\xff/2.0",
+        b"\xff",
+        b"SIP\xff2.0",
+        b"SIP/\xff.0",
+    ] {
         let mut bytes = b"REGISTER sip:contoso.com ".to_vec();
         bytes.extend_from_slice(version);
         bytes.extend_from_slice(b"\r\n");
@@ -316,7 +322,10 @@ fn control_characters_in_header_lines_are_malformed_and_never_echoed() {
     ] {
         let via_first = bad.starts_with("Via");
         let headers = if via_first {
-            format!("{bad}\r\n{}", CLEAN_HEADERS.split_once("\r\n").expect("lines").1)
+            format!(
+                "{bad}\r\n{}",
+                CLEAN_HEADERS.split_once("\r\n").expect("lines").1
+            )
         } else {
             format!("{CLEAN_HEADERS}\r\n{bad}")
         };

@@ -411,7 +411,7 @@ fn responses_never_carry_control_characters() {
         assert_eq!(status, 400, "{text}");
         for line in text.split("\r\n") {
             assert!(
-                !line.bytes().any(crate::sip::message::is_control),
+                !line.bytes().any(message::is_control),
                 "{line:?} in {text:?}"
             );
         }

@@ -276,12 +276,9 @@ pub fn serves_domain(pool: &PoolState, host: &str) -> bool {
         .map(|name| name.trim_end_matches('.'))
         .any(|name| {
             name.eq_ignore_ascii_case(host)
-                || name
-                    .len()
-                    .checked_sub(host.len() + 1)
-                    .is_some_and(|dot| {
-                        name.as_bytes()[dot] == b'.' && name[dot + 1..].eq_ignore_ascii_case(host)
-                    })
+                || name.len().checked_sub(host.len() + 1).is_some_and(|dot| {
+                    name.as_bytes()[dot] == b'.' && name[dot + 1..].eq_ignore_ascii_case(host)
+                })
         })
 }
 

@@ -346,13 +346,10 @@ fn drain_fraction_matches_the_users_who_would_move() {
 
 #[test]
 fn a_pools_sip_domains_are_its_names_and_the_domains_they_lie_in() {
-    let config = crate::config::from_toml(
-        crate::sip::redirect::tests::POOL_CONFIG,
-        "test.toml",
-    )
-    .expect("valid config");
+    let config = crate::config::from_toml(crate::sip::redirect::tests::POOL_CONFIG, "test.toml")
+        .expect("valid config");
     let inputs = crate::state::Inputs::new(std::sync::Arc::new(config), 1, BTreeMap::new());
-    let view = crate::state::PoolView::build(&inputs, 1);
+    let view = PoolView::build(&inputs, 1);
     let pool = &view.pools[0];
     for host in [
         "contoso.com",

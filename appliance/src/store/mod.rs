@@ -593,7 +593,11 @@ impl Store {
             "SELECT aor FROM seen_aors WHERE pool = ?1 AND aor > ?2 ORDER BY aor LIMIT ?3",
         )?;
         let rows = stmt.query_map(
-            params![pool, after.unwrap_or(""), i64::try_from(limit).unwrap_or(i64::MAX)],
+            params![
+                pool,
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
             |row| row.get(0),
         )?;
         Ok(rows.collect::<Result<_, _>>()?)

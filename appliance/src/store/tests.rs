@@ -325,7 +325,13 @@ fn seen_users_are_capped_oldest_first() {
     let first = store
         .record_seen_aors_at(&seen_batch(0..80), limits, start)
         .expect("record");
-    assert_eq!(first, SeenRecorded { users: 80, evicted: 0 });
+    assert_eq!(
+        first,
+        SeenRecorded {
+            users: 80,
+            evicted: 0
+        }
+    );
     // Users 0..10 come back: they are now the most recently seen.
     store
         .record_seen_aors_at(&seen_batch(0..10), limits, start + second)
@@ -333,7 +339,13 @@ fn seen_users_are_capped_oldest_first() {
     let over = store
         .record_seen_aors_at(&seen_batch(80..130), limits, start + second * 2)
         .expect("record");
-    assert_eq!(over, SeenRecorded { users: 100, evicted: 30 });
+    assert_eq!(
+        over,
+        SeenRecorded {
+            users: 100,
+            evicted: 30
+        }
+    );
     let kept = store.seen_aors("pool01").expect("seen");
     assert_eq!(kept.len(), 100);
     // The 30 forgotten are the least recently seen: users 10..40.
@@ -366,7 +378,13 @@ fn seen_users_are_forgotten_by_age() {
     let later = store
         .record_seen_aors_at(&seen_batch(8..9), limits, start + time::Duration::days(31))
         .expect("record");
-    assert_eq!(later, SeenRecorded { users: 4, evicted: 5 });
+    assert_eq!(
+        later,
+        SeenRecorded {
+            users: 4,
+            evicted: 5
+        }
+    );
 }
 
 #[test]

@@ -725,17 +725,16 @@ pub async fn registrar_what_if(
     // Off the async threads: the seen users are copied out page by page (the
     // store is held for one page at a time, never while ranking), then ranked
     // with no lock held.
-    let (fraction_hash_space, seen_users, fraction_seen_users) =
-        blocking(&state, move |store| {
-            let seen = store.seen_aors(&name)?;
-            let pool = &view.pools[pool_index];
-            Ok((
-                crate::sip::registrar::drain_fraction(pool, index),
-                seen.len(),
-                crate::sip::seen_drain_fraction(pool, index, &seen),
-            ))
-        })
-        .await?;
+    let (fraction_hash_space, seen_users, fraction_seen_users) = blocking(&state, move |store| {
+        let seen = store.seen_aors(&name)?;
+        let pool = &view.pools[pool_index];
+        Ok((
+            crate::sip::registrar::drain_fraction(pool, index),
+            seen.len(),
+            crate::sip::seen_drain_fraction(pool, index, &seen),
+        ))
+    })
+    .await?;
     Ok(Json(json!({
         "pool": query.pool,
         "member": query.member,

@@ -42,7 +42,9 @@ fn config_with(extra: &str) -> (toml::Table, Vec<TcpListener>) {
 /// A UDP socket on `local` that waits at most `timeout` for a datagram.
 fn udp_socket(local: &str, timeout: Duration) -> UdpSocket {
     let socket = UdpSocket::bind(local).expect("bind a loopback UDP socket");
-    socket.set_read_timeout(Some(timeout)).expect("read timeout");
+    socket
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
     socket
 }
 
@@ -72,7 +74,12 @@ fn options(local: SocketAddr, n: usize) -> String {
 /// Send `messages` in windows of `window`, reading the answers of each
 /// window before the next (so the server's socket buffer never overflows);
 /// the answers received.
-fn exchange(socket: &UdpSocket, to: SocketAddr, messages: &[Vec<u8>], window: usize) -> Vec<Vec<u8>> {
+fn exchange(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    messages: &[Vec<u8>],
+    window: usize,
+) -> Vec<Vec<u8>> {
     let mut answers = Vec::new();
     let mut buffer = vec![0u8; 65_536];
     for chunk in messages.chunks(window) {
@@ -108,8 +115,8 @@ fn metric(client: &AdminClient, name: &str) -> u64 {
 }
 
 fn rss_kib(poolgate: &Poolgate) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", poolgate.pid()))
-        .expect("/proc status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", poolgate.pid())).expect("/proc status");
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -142,9 +149,7 @@ fn a_register_flood_with_unique_users_leaves_the_seen_table_at_its_cap() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     // One flooding source: the per-source rate limit is its own test.
-    let (config, _members) = config_with(&format!(
-        "[sip]\nudp_rate = 0\nseen_users_max = {cap}\n"
-    ));
+    let (config, _members) = config_with(&format!("[sip]\nudp_rate = 0\nseen_users_max = {cap}\n"));
     let poolgate = Poolgate::start_with_config(&dir.path().join("data"), &config, &[]);
     let listening = poolgate.listening(&["admin", "sip-udp"]);
     let sip = listening["sip-udp"][0];
@@ -178,7 +183,10 @@ fn a_register_flood_with_unique_users_leaves_the_seen_table_at_its_cap() {
         if stored == cap as u64 && metric(&client, "poolgate_sip_seen_evicted_total") > 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "seen users at {stored}, cap {cap}");
+        assert!(
+            Instant::now() < deadline,
+            "seen users at {stored}, cap {cap}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(seen_rows(&poolgate, "@contoso.test"), cap as u64);
@@ -215,19 +223,24 @@ fn registers_for_a_foreign_domain_are_redirected_but_not_remembered() {
         .map(|i| register(local, &format!("x{i}"), "evil.example", i).into_bytes())
         .collect();
     // Made-up subdomains of the pool's domain and IP hosts are foreign too.
-    messages.extend((100..150).map(|i| {
-        register(local, &format!("y{i}"), &format!("n{i}.contoso.test"), i).into_bytes()
-    }));
+    messages.extend(
+        (100..150).map(|i| {
+            register(local, &format!("y{i}"), &format!("n{i}.contoso.test"), i).into_bytes()
+        }),
+    );
     messages.extend((150..160).map(|i| register(local, "z", "127.0.0.9", i).into_bytes()));
     // And a few real users, to know the writer has run.
-    messages.extend((160..170).map(|i| {
-        register(local, &format!("real{i}"), "contoso.test", i).into_bytes()
-    }));
+    messages.extend(
+        (160..170).map(|i| register(local, &format!("real{i}"), "contoso.test", i).into_bytes()),
+    );
     let answers = exchange(&socket, sip, &messages, 20);
     assert_eq!(answers.len(), messages.len(), "every REGISTER is answered");
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&client, "poolgate_sip_seen_users") < 10 {
-        assert!(Instant::now() < deadline, "the real users were never stored");
+        assert!(
+            Instant::now() < deadline,
+            "the real users were never stored"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(seen_rows(&poolgate, ""), 10);
@@ -408,8 +421,7 @@ fn a_version_that_is_not_utf8_gets_a_400_and_the_listeners_keep_answering() {
         .expect("write");
     let mut reply = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while reply.windows(8).filter(|w| *w == b"SIP/2.0 ").count() < 2 && Instant::now() < deadline
-    {
+    while reply.windows(8).filter(|w| *w == b"SIP/2.0 ").count() < 2 && Instant::now() < deadline {
         match stream.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => reply.extend_from_slice(&buffer[..n]),
@@ -417,7 +429,10 @@ fn a_version_that_is_not_utf8_gets_a_400_and_the_listeners_keep_answering() {
     }
     let text = String::from_utf8_lossy(&reply);
     assert!(text.starts_with("SIP/2.0 400 "), "{text}");
-    assert!(text.contains("SIP/2.0 200 OK"), "the connection lives on: {text}");
+    assert!(
+        text.contains("SIP/2.0 200 OK"),
+        "the connection lives on: {text}"
+    );
     // The UDP listener and the process still answer everyone.
     socket
         .send_to(options(local, 3).as_bytes(), udp)
@@ -472,10 +487,15 @@ fn a_dns_burst_from_one_prefix_slips_and_drops_while_another_prefix_is_answered(
     let elapsed = started.elapsed();
     let (full, truncated) = tally(&answers);
     let silent = queries - answers.len();
-    eprintln!("{queries} queries in {elapsed:?}: {full} answered, {truncated} TC, {silent} dropped");
+    eprintln!(
+        "{queries} queries in {elapsed:?}: {full} answered, {truncated} TC, {silent} dropped"
+    );
     // The burst, plus what the rate refills while the flood lasts.
     let allowed = 200 + (200.0 * elapsed.as_secs_f64()).ceil() as usize;
-    assert!(full <= allowed, "{full} full answers, at most {allowed} allowed");
+    assert!(
+        full <= allowed,
+        "{full} full answers, at most {allowed} allowed"
+    );
     let limited = queries - full;
     assert!(
         truncated >= limited / 3 && silent >= limited / 3,
@@ -487,7 +507,11 @@ fn a_dns_burst_from_one_prefix_slips_and_drops_while_another_prefix_is_answered(
         .map(|i| dns_query(50_000 + i, "pool01.contoso.test"))
         .collect();
     let answers = exchange(&bystander, dns, &checks, 1);
-    assert_eq!(tally(&answers), (20, 0), "the other prefix is answered in full");
+    assert_eq!(
+        tally(&answers),
+        (20, 0),
+        "the other prefix is answered in full"
+    );
     assert!(metric(&client, "poolgate_dns_rrl_slipped_total") >= truncated as u64);
     assert!(metric(&client, "poolgate_dns_rrl_dropped_total") >= silent as u64);
 }
@@ -511,14 +535,21 @@ fn a_sip_udp_flood_from_one_prefix_is_dropped_beyond_the_rate() {
     let started = Instant::now();
     let answers = exchange(&attacker, sip, &flood, 100);
     let elapsed = started.elapsed();
-    eprintln!("{messages} OPTIONS in {elapsed:?}: {} answered", answers.len());
+    eprintln!(
+        "{messages} OPTIONS in {elapsed:?}: {} answered",
+        answers.len()
+    );
     let allowed = 200 + (200.0 * elapsed.as_secs_f64()).ceil() as usize;
     assert!(
         answers.len() <= allowed,
         "{} answers, at most {allowed} allowed",
         answers.len()
     );
-    assert!(answers.len() >= 150, "the burst is answered: {}", answers.len());
+    assert!(
+        answers.len() >= 150,
+        "the burst is answered: {}",
+        answers.len()
+    );
     let limited = metric(&client, "poolgate_sip_udp_rate_limited_total");
     assert!(
         limited >= (messages - allowed) as u64,
