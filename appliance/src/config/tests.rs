@@ -319,3 +319,49 @@ fn proxy_connect_timeout_and_drop_on_down() {
         "{error}"
     );
 }
+
+#[test]
+fn udp_limits_and_seen_users_are_read_checked_and_round_trip() {
+    let defaults = from_toml(&example_text(), "f").expect("valid");
+    assert_eq!((defaults.dns.rrl_rate, defaults.dns.rrl_slip), (200, 2));
+    assert_eq!(defaults.sip.udp_rate, 200);
+    assert_eq!(defaults.sip.seen_users_max, 100_000);
+    assert_eq!(defaults.sip.seen_users_max_age.as_secs(), 30 * 86_400);
+    // Defaults are not written out, so existing exports stay as they were.
+    let exported = to_toml(&defaults);
+    assert!(
+        !exported.contains("rrl_") && !exported.contains("[sip]"),
+        "{exported}"
+    );
+
+    let with = |dns: &str, sip: &str| {
+        example_text().replacen(
+            "fail_open = true",
+            &format!("fail_open = true\n{dns}\n[sip]\n{sip}\n"),
+            1,
+        )
+    };
+    let set = from_toml(
+        &with(
+            "rrl_rate = 0\nrrl_slip = 1",
+            "udp_rate = 50\nseen_users_max = 10\nseen_users_max_age_days = 1",
+        ),
+        "f",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((set.dns.rrl_rate, set.dns.rrl_slip), (0, 1));
+    assert_eq!(set.sip.udp_rate, 50);
+    assert_eq!(set.sip.seen_users_max, 10);
+    let again = from_toml(&to_toml(&set), "exported").expect("round trip");
+    assert_eq!(again, set);
+
+    let error = from_toml(&with("rrl_slip = 11", ""), "f").expect_err("slip");
+    assert!(error.to_string().contains("dns.rrl_slip"), "{error}");
+    let error = from_toml(&with("", "seen_users_max_age_days = 0"), "f").expect_err("age");
+    assert!(
+        error.to_string().contains("sip.seen_users_max_age_days"),
+        "{error}"
+    );
+    let error = from_toml(&with("", "seen_users = 1"), "f").expect_err("unknown key");
+    assert!(error.to_string().contains("seen_users"), "{error}");
+}

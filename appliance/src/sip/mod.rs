@@ -25,6 +25,11 @@ pub async fn record_seen(
     use std::collections::BTreeSet;
     use std::sync::atomic::Ordering::Relaxed;
     const BATCH: usize = 1000;
+    // The gauge starts from what an earlier run left.
+    let counting = store.clone();
+    if let Ok(Ok(users)) = tokio::task::spawn_blocking(move || counting.seen_aors_count()).await {
+        stats.seen_users.store(users, Relaxed);
+    }
     let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
         let closing = tokio::select! {

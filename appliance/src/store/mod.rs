@@ -566,6 +566,13 @@ impl Store {
         })
     }
 
+    /// How many users are remembered, over all pools.
+    pub fn seen_aors_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM seen_aors", [], |row| row.get(0))?)
+    }
+
     /// The addresses-of-record seen in a pool's REGISTERs.
     pub fn seen_aors(&self, pool: &str) -> Result<Vec<String>, StoreError> {
         let mut all = Vec::new();

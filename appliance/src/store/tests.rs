@@ -409,3 +409,18 @@ fn seen_users_are_read_page_by_page() {
     assert!(all.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(store.seen_aors("pool02").expect("seen").len(), 1);
 }
+
+#[test]
+fn seen_users_are_counted_over_all_pools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    assert_eq!(store.seen_aors_count().expect("count"), 0);
+    let limits = SeenLimits {
+        max: 100,
+        max_age: std::time::Duration::from_secs(86_400),
+    };
+    let mut batch = seen_batch(0..3);
+    batch.push(("pool02".to_owned(), "a@fabrikam.test".to_owned()));
+    store.record_seen_aors(&batch, limits).expect("record");
+    assert_eq!(store.seen_aors_count().expect("count"), 4);
+}
