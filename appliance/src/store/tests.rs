@@ -220,7 +220,7 @@ fn sessions_and_tokens_store_only_hashes() {
     store.delete_session(&secret).expect("logout");
     assert_eq!(store.session(&secret).expect("lookup"), None);
 
-    let (id, token) = store.create_token("admin", "backup script").expect("token");
+    let (id, token) = store.create_token("admin", "backup script", None).expect("token");
     assert_eq!(
         store.token_user(&token).expect("lookup").as_deref(),
         Some("admin")

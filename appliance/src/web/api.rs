@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::auth::setup_code::SetupCodeError;
 use super::auth::{self, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
@@ -64,16 +65,22 @@ pub(crate) struct SetupBody {
     setup_code: Option<String>,
 }
 
-/// First-boot setup: sets the first admin password, once.
+/// First-boot setup: sets the first admin password, once. Whether setup is
+/// still open, and the setup code, are decided before anything is hashed:
+/// a request after setup costs a lookup, not an argon2 computation.
 pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body: SetupBody = parse_json(&body)?;
-    if let Some(expected) = &state.setup_code {
-        let given = body.setup_code.as_deref().unwrap_or_default();
-        if given.trim() != &**expected {
-            return Err(ApiError::Forbidden(
-                "setup_code is missing or wrong; it is printed on the appliance console",
-            ));
-        }
+    if blocking(&state, |store| store.has_admin()).await? {
+        return Err(setup_done());
+    }
+    if let Some(code) = &state.setup_code {
+        code.attempt(body.setup_code.as_deref(), Instant::now())
+            .map_err(|error| match error {
+                SetupCodeError::Wait { retry_after_s } => ApiError::RateLimited { retry_after_s },
+                SetupCodeError::Wrong | SetupCodeError::File { .. } => ApiError::Forbidden(
+                    "setup_code is missing or wrong; it is shown on the appliance console",
+                ),
+            })?;
     }
     let username = body.username.unwrap_or_else(|| "admin".to_owned());
     if username.is_empty()
@@ -89,15 +96,22 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     }
     let password = body.password;
     let name = username.clone();
-    if !blocking(&state, move |store| {
-        store.set_first_password(&name, &password)
-    })
-    .await?
-    {
-        return Err(ApiError::Conflict("setup is already done; log in instead"));
+    let created = state
+        .hashing
+        .run(&state, move |store| store.set_first_password(&name, &password))
+        .await?;
+    if !created {
+        return Err(setup_done());
     }
-    tracing::info!(%username, "First-boot setup completed");
+    if let Some(code) = &state.setup_code {
+        code.remove_file();
+    }
+    tracing::info!(?username, "First-boot setup completed");
     Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
+}
+
+fn setup_done() -> ApiError {
+    ApiError::Conflict("setup is already done; log in instead")
 }
 
 /// Credentials.
@@ -109,35 +123,46 @@ pub(crate) struct LoginBody {
 }
 
 /// Log in: a session cookie plus the CSRF token for state-changing requests.
+/// The attempt is counted before the password is verified (and given back
+/// if it was right), so parallel guesses cannot outrun the limit.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let source = peer.ip();
-    state
-        .login_limiter
-        .check(source, Instant::now())
-        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
     let body: LoginBody = parse_json(&body)?;
+    let reservation = state
+        .login_limiter
+        .reserve(source, &body.username, Instant::now())
+        .map_err(|retry_after_s| {
+            tracing::debug!(%source, username = ?body.username, "Login refused: too many attempts");
+            ApiError::RateLimited { retry_after_s }
+        })?;
     let (username, password) = (body.username.clone(), body.password);
-    let ok = blocking(&state, move |store| {
-        store.verify_password(&username, &password)
-    })
-    .await?;
+    let ok = match state
+        .hashing
+        .run(&state, move |store| store.verify_password(&username, &password))
+        .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            state.login_limiter.refund(&reservation);
+            return Err(busy.into());
+        }
+    };
     if !ok {
-        state.login_limiter.failed(source, Instant::now());
-        tracing::info!(%source, username = %body.username, "Login failed");
+        tracing::info!(%source, username = ?body.username, "Login failed");
         return Err(ApiError::Unauthorized);
     }
-    state.login_limiter.succeeded(source);
+    state.login_limiter.succeeded(&reservation);
     let username = body.username;
     let name = username.clone();
     let (secret, session) = blocking(&state, move |store| {
         store.create_session(&name, auth::SESSION_LIFETIME)
     })
     .await?;
-    tracing::info!(%source, %username, "Logged in");
+    tracing::info!(%source, ?username, "Logged in");
     let mut response = Json(json!({
         "username": username,
         "csrf_token": session.csrf,
@@ -151,6 +176,72 @@ pub async fn login(
             .expect("cookie is a valid header value"),
     );
     Ok(response)
+}
+
+/// A password change by the logged-in user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordBody {
+    current_password: String,
+    new_password: String,
+    /// Keep the user's API tokens working (default: revoke them all).
+    #[serde(default)]
+    keep_tokens: bool,
+}
+
+/// `PUT /api/v1/session/password`: change the logged-in user's password.
+/// Every other session of the user ends; the API tokens are revoked unless
+/// `keep_tokens` is set. A wrong current password counts as a failed login.
+pub async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: PasswordBody = parse_json(&body)?;
+    let reservation = state
+        .login_limiter
+        .reserve(peer.ip(), &principal.username, Instant::now())
+        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
+    let username = principal.username.clone();
+    let keep = crate::store::Keep {
+        session: principal.session.clone(),
+        tokens: body.keep_tokens,
+    };
+    let changed = state
+        .hashing
+        .run(&state, move |store| {
+            if !store.verify_password(&username, &body.current_password)? {
+                return Ok(None);
+            }
+            store
+                .change_password(&username, &body.new_password, &keep)
+                .map(Some)
+        })
+        .await;
+    let changed = match changed {
+        Ok(Some(changed)) => changed,
+        Ok(None) => {
+            tracing::info!(source = %peer.ip(), username = ?principal.username, "Password change refused: wrong current password");
+            return Err(ApiError::Forbidden("current_password is wrong"));
+        }
+        Err(busy) => {
+            state.login_limiter.refund(&reservation);
+            return Err(busy.into());
+        }
+    };
+    state.login_limiter.succeeded(&reservation);
+    tracing::info!(
+        username = ?principal.username,
+        sessions_ended = changed.sessions_ended,
+        tokens_revoked = changed.tokens_revoked,
+        "Password changed"
+    );
+    Ok(Json(json!({
+        "username": principal.username,
+        "sessions_ended": changed.sessions_ended,
+        "tokens_revoked": changed.tokens_revoked,
+    })))
 }
 
 pub async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
@@ -174,11 +265,60 @@ pub async fn logout(
     Ok(response)
 }
 
-/// A new API token's name (what the script using it is for).
+/// A new API token: its name (what the script using it is for) and,
+/// optionally, when it expires (`expires_in_days` or `expires_at`, not both).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenBody {
     name: String,
+    /// Days from now, 1-3650.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    /// An RFC 3339 time in the future.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// The most a token may be given: ten years.
+const MAX_TOKEN_DAYS: u32 = 3650;
+
+fn token_expiry(body: &TokenBody) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    let now = time::OffsetDateTime::now_utc();
+    match (body.expires_in_days, &body.expires_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "expires_at",
+            "give expires_in_days or expires_at, not both",
+        )),
+        (Some(days), None) => {
+            if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+                return Err(ApiError::invalid(
+                    "expires_in_days",
+                    format!("use 1-{MAX_TOKEN_DAYS} days"),
+                ));
+            }
+            Ok(Some(now + time::Duration::days(i64::from(days))))
+        }
+        (None, Some(text)) => {
+            let at = time::OffsetDateTime::parse(
+                text,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|_| {
+                ApiError::invalid("expires_at", "use an RFC 3339 time such as 2027-01-31T00:00:00Z")
+            })?;
+            if at <= now {
+                return Err(ApiError::invalid("expires_at", "the time is not in the future"));
+            }
+            if at > now + time::Duration::days(i64::from(MAX_TOKEN_DAYS)) {
+                return Err(ApiError::invalid(
+                    "expires_at",
+                    format!("at most {MAX_TOKEN_DAYS} days from now"),
+                ));
+            }
+            Ok(Some(at))
+        }
+    }
 }
 
 pub async fn create_token(
@@ -193,14 +333,23 @@ pub async fn create_token(
             "give the token a name of 1-100 characters",
         ));
     }
+    let expires = token_expiry(&body)?;
     let name = body.name.clone();
     let (id, token) = blocking(&state, move |store| {
-        store.create_token(&principal.username, &name)
+        store.create_token(
+            &principal.username,
+            &name,
+            expires.map(time::OffsetDateTime::unix_timestamp),
+        )
     })
     .await?;
+    let expires_at = expires.and_then(|at| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "token": token})),
+        Json(json!({"id": id, "name": body.name, "token": token, "expires_at": expires_at})),
     )
         .into_response())
 }
