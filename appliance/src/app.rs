@@ -206,7 +206,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.
     web::auth::setup_code::write_private(
-        &options.data_dir.join(web::auth::setup_code::APPLIANCE_ID_FILE),
+        &options
+            .data_dir
+            .join(web::auth::setup_code::APPLIANCE_ID_FILE),
         &format!("{appliance_id}\n"),
     )?;
     let setup_code = if options.require_setup_code && !store.has_admin()? {

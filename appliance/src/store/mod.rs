@@ -423,7 +423,11 @@ impl Store {
     /// Set (or replace) a user's password, hashed with argon2id, and end
     /// every session and revoke every token of that user: whoever changes a
     /// password because it leaked must not leave the leaker logged in.
-    pub fn set_password(&self, username: &str, password: &str) -> Result<PasswordChange, StoreError> {
+    pub fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<PasswordChange, StoreError> {
         self.change_password(username, password, &Keep::default())
     }
 

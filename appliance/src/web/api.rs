@@ -98,7 +98,9 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     let name = username.clone();
     let created = state
         .hashing
-        .run(&state, move |store| store.set_first_password(&name, &password))
+        .run(&state, move |store| {
+            store.set_first_password(&name, &password)
+        })
         .await?;
     if !created {
         return Err(setup_done());
@@ -142,7 +144,9 @@ pub async fn login(
     let (username, password) = (body.username.clone(), body.password);
     let ok = match state
         .hashing
-        .run(&state, move |store| store.verify_password(&username, &password))
+        .run(&state, move |store| {
+            store.verify_password(&username, &password)
+        })
         .await
     {
         Ok(ok) => ok,
@@ -300,15 +304,19 @@ fn token_expiry(body: &TokenBody) -> Result<Option<time::OffsetDateTime>, ApiErr
             Ok(Some(now + time::Duration::days(i64::from(days))))
         }
         (None, Some(text)) => {
-            let at = time::OffsetDateTime::parse(
-                text,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_err(|_| {
-                ApiError::invalid("expires_at", "use an RFC 3339 time such as 2027-01-31T00:00:00Z")
-            })?;
+            let at =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                    ApiError::invalid(
+                        "expires_at",
+                        "use an RFC 3339 time such as 2027-01-31T00:00:00Z",
+                    )
+                })?;
             if at <= now {
-                return Err(ApiError::invalid("expires_at", "the time is not in the future"));
+                return Err(ApiError::invalid(
+                    "expires_at",
+                    "the time is not in the future",
+                ));
             }
             if at > now + time::Duration::days(i64::from(MAX_TOKEN_DAYS)) {
                 return Err(ApiError::invalid(

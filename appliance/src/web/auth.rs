@@ -195,9 +195,7 @@ impl HashGate {
     pub async fn run<T: Send + 'static>(
         &self,
         state: &AppState,
-        call: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError>
-        + Send
-        + 'static,
+        call: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
     ) -> Result<T, Busy> {
         let permit = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned())
             .await

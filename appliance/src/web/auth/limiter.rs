@@ -285,7 +285,11 @@ mod tests {
                 .reserve(ip(&format!("2001:db8:1:2::{host:x}")), "admin", now)
                 .expect("room");
         }
-        assert!(limits.reserve(ip("2001:db8:1:2:ffff::1"), "x", now).is_err());
+        assert!(
+            limits
+                .reserve(ip("2001:db8:1:2:ffff::1"), "x", now)
+                .is_err()
+        );
         assert!(limits.reserve(ip("2001:db8:1:3::1"), "x", now).is_ok());
         assert_eq!(
             source_key(ip("::ffff:192.0.2.7")),

@@ -201,9 +201,7 @@ mod tests {
         let groups: Vec<&str> = shown.split('-').collect();
         assert_eq!(groups.len(), 3);
         assert!(
-            shown
-                .bytes()
-                .all(|b| b == b'-' || ALPHABET.contains(&b)),
+            shown.bytes().all(|b| b == b'-' || ALPHABET.contains(&b)),
             "{shown}"
         );
         assert_ne!(SetupCode::generate().code, code.code, "random");
@@ -220,7 +218,10 @@ mod tests {
             code.attempt(Some("ABCD-2345-WXY"), now),
             Err(SetupCodeError::Wrong)
         ));
-        assert!(matches!(code.attempt(None, now), Err(SetupCodeError::Wrong)));
+        assert!(matches!(
+            code.attempt(None, now),
+            Err(SetupCodeError::Wrong)
+        ));
     }
 
     #[test]
