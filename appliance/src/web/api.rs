@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::setup_code::SetupCodeError;
-use super::auth::{self, Principal};
+use super::auth::{self, AuthStats, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
 use crate::config::{AdminState, ConfigFile};
@@ -74,12 +74,19 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
         return Err(setup_done());
     }
     if let Some(code) = &state.setup_code {
+        let stats = &state.login_limiter.stats;
         code.attempt(body.setup_code.as_deref(), Instant::now())
             .map_err(|error| match error {
-                SetupCodeError::Wait { retry_after_s } => ApiError::RateLimited { retry_after_s },
-                SetupCodeError::Wrong | SetupCodeError::File { .. } => ApiError::Forbidden(
-                    "setup_code is missing or wrong; it is shown on the appliance console",
-                ),
+                SetupCodeError::Wait { retry_after_s } => {
+                    AuthStats::count(&stats.setup_code_limited);
+                    ApiError::RateLimited { retry_after_s }
+                }
+                SetupCodeError::Wrong | SetupCodeError::File { .. } => {
+                    AuthStats::count(&stats.setup_code_failures);
+                    ApiError::Forbidden(
+                        "setup_code is missing or wrong; it is shown on the appliance console",
+                    )
+                }
             })?;
     }
     let username = body.username.unwrap_or_else(|| "admin".to_owned());
@@ -101,7 +108,8 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
         .run(&state, move |store| {
             store.set_first_password(&name, &password)
         })
-        .await?;
+        .await
+        .map_err(|busy| gate_refused(&state, busy))?;
     if !created {
         return Err(setup_done());
     }
@@ -110,6 +118,14 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     }
     tracing::info!(?username, "First-boot setup completed");
     Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
+}
+
+/// The answer when the hashing gate gave none, counting a busy refusal.
+fn gate_refused(state: &AppState, busy: auth::Busy) -> ApiError {
+    if matches!(busy, auth::Busy::NoPermit) {
+        AuthStats::count(&state.login_limiter.stats.hash_busy);
+    }
+    busy.into()
 }
 
 fn setup_done() -> ApiError {
@@ -138,6 +154,7 @@ pub async fn login(
         .login_limiter
         .reserve(source, &body.username, Instant::now())
         .map_err(|retry_after_s| {
+            AuthStats::count(&state.login_limiter.stats.login_limited);
             tracing::debug!(%source, username = ?body.username, "Login refused: too many attempts");
             ApiError::RateLimited { retry_after_s }
         })?;
@@ -152,10 +169,11 @@ pub async fn login(
         Ok(ok) => ok,
         Err(busy) => {
             state.login_limiter.refund(&reservation);
-            return Err(busy.into());
+            return Err(gate_refused(&state, busy));
         }
     };
     if !ok {
+        AuthStats::count(&state.login_limiter.stats.login_failures);
         tracing::info!(%source, username = ?body.username, "Login failed");
         return Err(ApiError::Unauthorized);
     }
@@ -206,7 +224,10 @@ pub async fn change_password(
     let reservation = state
         .login_limiter
         .reserve(peer.ip(), &principal.username, Instant::now())
-        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
+        .map_err(|retry_after_s| {
+            AuthStats::count(&state.login_limiter.stats.login_limited);
+            ApiError::RateLimited { retry_after_s }
+        })?;
     let username = principal.username.clone();
     let keep = crate::store::Keep {
         session: principal.session.clone(),
@@ -226,12 +247,13 @@ pub async fn change_password(
     let changed = match changed {
         Ok(Some(changed)) => changed,
         Ok(None) => {
+            AuthStats::count(&state.login_limiter.stats.login_failures);
             tracing::info!(source = %peer.ip(), username = ?principal.username, "Password change refused: wrong current password");
             return Err(ApiError::Forbidden("current_password is wrong"));
         }
         Err(busy) => {
             state.login_limiter.refund(&reservation);
-            return Err(busy.into());
+            return Err(gate_refused(&state, busy));
         }
     };
     state.login_limiter.succeeded(&reservation);
@@ -749,6 +771,41 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Generation of the published pool view.",
         &mut std::iter::once((String::new(), view.generation)),
     );
+    let auth = &state.login_limiter.stats;
+    for (name, help, value) in [
+        (
+            "poolgate_login_failures_total",
+            "Logins and password changes with a wrong password.",
+            &auth.login_failures,
+        ),
+        (
+            "poolgate_login_limited_total",
+            "Logins refused by a rate limit before verification.",
+            &auth.login_limited,
+        ),
+        (
+            "poolgate_password_hash_busy_total",
+            "Requests refused because every password-hashing permit stayed busy.",
+            &auth.hash_busy,
+        ),
+        (
+            "poolgate_setup_code_failures_total",
+            "Wrong first-boot setup codes.",
+            &auth.setup_code_failures,
+        ),
+        (
+            "poolgate_setup_code_limited_total",
+            "First-boot setups refused while the setup-code back-off runs.",
+            &auth.setup_code_limited,
+        ),
+    ] {
+        family(
+            name,
+            "counter",
+            help,
+            &mut std::iter::once((String::new(), value.load(Relaxed))),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -21,6 +21,7 @@ pub mod limiter;
 pub mod setup_code;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,29 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
     limits: Mutex<limiter::Limits>,
+    /// What the credential guards refused, for `/metrics`.
+    pub stats: AuthStats,
+}
+
+/// Counters of refused credentials, rendered in `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// Logins (and password changes) with a wrong password.
+    pub login_failures: AtomicU64,
+    /// Logins refused by a limit before anything was verified.
+    pub login_limited: AtomicU64,
+    /// Requests refused because every hashing permit stayed busy.
+    pub hash_busy: AtomicU64,
+    /// Wrong first-boot setup codes.
+    pub setup_code_failures: AtomicU64,
+    /// Setup attempts refused while the setup-code back-off runs.
+    pub setup_code_limited: AtomicU64,
+}
+
+impl AuthStats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl LoginLimiter {
