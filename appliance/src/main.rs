@@ -316,6 +316,9 @@ fn set_password(
     username: &str,
     keep_tokens: bool,
 ) -> anyhow::Result<ExitCode> {
+    if !store::valid_username(username) {
+        bail!("the user name must be 1-64 letters, digits, '.', '_' or '-'; nothing changed");
+    }
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {username}: "))?;
         let second = rpassword::prompt_password("Repeat it: ")?;

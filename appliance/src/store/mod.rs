@@ -30,6 +30,16 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 pub const DB_FILE: &str = "poolgate.db";
 pub const MIN_PASSWORD_LEN: usize = 10;
 
+/// A user name poolgate accepts: 1-64 letters, digits, '.', '_' or '-' (so
+/// it is safe in logs, events and file names as it is).
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]

@@ -90,12 +90,7 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
             })?;
     }
     let username = body.username.unwrap_or_else(|| "admin".to_owned());
-    if username.is_empty()
-        || username.len() > 64
-        || !username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if !crate::store::valid_username(&username) {
         return Err(ApiError::invalid(
             "username",
             "use 1-64 letters, digits, '.', '_' or '-'",
@@ -105,7 +100,7 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     let name = username.clone();
     let created = state
         .hashing
-        .run(&state, move |store| {
+        .run(&state.store, move |store| {
             store.set_first_password(&name, &password)
         })
         .await
@@ -121,8 +116,8 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
 }
 
 /// The answer when the hashing gate gave none, counting a busy refusal.
-fn gate_refused(state: &AppState, busy: auth::Busy) -> ApiError {
-    if matches!(busy, auth::Busy::NoPermit) {
+fn gate_refused(state: &AppState, busy: auth::GateError) -> ApiError {
+    if matches!(busy, auth::GateError::NoPermit) {
         AuthStats::count(&state.login_limiter.stats.hash_busy);
     }
     busy.into()
@@ -155,13 +150,13 @@ pub async fn login(
         .reserve(source, &body.username, Instant::now())
         .map_err(|retry_after_s| {
             AuthStats::count(&state.login_limiter.stats.login_limited);
-            tracing::debug!(%source, username = ?body.username, "Login refused: too many attempts");
+            tracing::debug!(%source, username = ?auth::for_log(&body.username), "Login refused: too many attempts");
             ApiError::RateLimited { retry_after_s }
         })?;
     let (username, password) = (body.username.clone(), body.password);
     let ok = match state
         .hashing
-        .run(&state, move |store| {
+        .run(&state.store, move |store| {
             store.verify_password(&username, &password)
         })
         .await
@@ -174,7 +169,7 @@ pub async fn login(
     };
     if !ok {
         AuthStats::count(&state.login_limiter.stats.login_failures);
-        tracing::info!(%source, username = ?body.username, "Login failed");
+        tracing::info!(%source, username = ?auth::for_log(&body.username), "Login failed");
         return Err(ApiError::Unauthorized);
     }
     state.login_limiter.succeeded(&reservation);
@@ -235,7 +230,7 @@ pub async fn change_password(
     };
     let changed = state
         .hashing
-        .run(&state, move |store| {
+        .run(&state.store, move |store| {
             if !store.verify_password(&username, &body.current_password)? {
                 return Ok(None);
             }
@@ -843,7 +838,7 @@ pub async fn install_license(
     let installed = tokio::task::spawn_blocking(move || licensing.install(&body.license)).await??;
     match installed {
         Ok(licence) => {
-            tracing::info!(license_id = %licence.id, customer = %licence.customer, "Licence installed");
+            tracing::info!(license_id = ?licence.id, customer = ?licence.customer, "Licence installed");
             license_status(State(state)).await
         }
         Err(error) => Err(ApiError::invalid("license", error.to_string())),

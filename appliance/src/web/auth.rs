@@ -218,14 +218,14 @@ impl HashGate {
     /// client that hangs up mid-hash does not free it before the hash ends.
     pub async fn run<T: Send + 'static>(
         &self,
-        state: &AppState,
+        store: &crate::store::Store,
         call: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, Busy> {
+    ) -> Result<T, GateError> {
         let permit = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned())
             .await
-            .map_err(|_| Busy::NoPermit)?
-            .map_err(|_| Busy::NoPermit)?;
-        let store = state.store.clone();
+            .map_err(|_| GateError::NoPermit)?
+            .map_err(|_| GateError::NoPermit)?;
+        let store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             call(&store)
@@ -233,15 +233,15 @@ impl HashGate {
         .await;
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(Busy::Failed(ApiError::Store(error))),
-            Err(error) => Err(Busy::Failed(ApiError::Join(error))),
+            Ok(Err(error)) => Err(GateError::Failed(ApiError::Store(error))),
+            Err(error) => Err(GateError::Failed(ApiError::Join(error))),
         }
     }
 }
 
 /// Why a gated hash did not produce an answer.
 #[derive(Debug)]
-pub enum Busy {
+pub enum GateError {
     /// No permit within the wait: the caller refunds the attempt and answers
     /// 429.
     NoPermit,
@@ -249,14 +249,27 @@ pub enum Busy {
     Failed(ApiError),
 }
 
-impl From<Busy> for ApiError {
-    fn from(busy: Busy) -> Self {
-        match busy {
-            Busy::NoPermit => ApiError::RateLimited { retry_after_s: 1 },
-            Busy::Failed(error) => error,
+impl From<GateError> for ApiError {
+    fn from(error: GateError) -> Self {
+        match error {
+            GateError::NoPermit => ApiError::RateLimited { retry_after_s: 1 },
+            GateError::Failed(error) => error,
         }
     }
 }
+
+/// A client-supplied name as logged: at most [`LOGGED_NAME_LEN`] bytes, so a
+/// megabyte of user name is not a megabyte of log. Log it with `?` (Debug)
+/// so control characters are escaped.
+pub fn for_log(name: &str) -> &str {
+    let mut end = name.len().min(LOGGED_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+pub const LOGGED_NAME_LEN: usize = 100;
 
 /// Whether the credentials behind `principal` still hold: a stream that
 /// outlives a logout, a password change or an expiry ends at the next check.
@@ -275,6 +288,33 @@ pub async fn still_valid(state: &AppState, principal: &Principal) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn hashing_beyond_the_permits_waits_briefly_then_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let gate = HashGate::default();
+        let held: Vec<_> = (0..HASH_PERMITS)
+            .map(|_| {
+                Arc::clone(&gate.permits)
+                    .try_acquire_owned()
+                    .expect("permit")
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        let refused = gate.run(&store, |_| Ok(())).await;
+        assert!(matches!(refused, Err(GateError::NoPermit)));
+        assert_eq!(started.elapsed(), HASH_WAIT);
+        drop(held);
+        assert!(gate.run(&store, |store| store.has_admin()).await.is_ok());
+    }
+
+    #[test]
+    fn names_are_logged_shortened() {
+        assert_eq!(for_log("admin"), "admin");
+        let long = "é".repeat(200);
+        assert!(for_log(&long).len() <= LOGGED_NAME_LEN);
+    }
 
     #[test]
     fn finds_the_session_cookie_among_others() {
