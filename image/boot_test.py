@@ -300,7 +300,7 @@ def first_boot(vm, args):
     log(f"first boot: {found.group(0)} after {ready_s:.1f} s")
     api = Api(vm.ports["https"])
     log(f"GET /api/v1/health: {wait_health(api)}")
-    code = vm.wait_for(r"One-time setup code: (\d+)", 60).group(1)
+    code = vm.wait_for(r"One-time setup code: ([A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})", 60).group(1)
     log("setup code read from the serial console")
     api.expect("POST", "/api/v1/setup", 403, {"password": PASSWORD, "setup_code": "00000000x"})
     api.expect("POST", "/api/v1/setup", 201, {"password": PASSWORD, "setup_code": code})

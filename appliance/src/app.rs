@@ -57,6 +57,9 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Tls(#[from] web::tls::TlsError),
+    /// The console's appliance id or setup code file cannot be written.
+    #[error(transparent)]
+    SetupCode(#[from] web::auth::setup_code::SetupCodeError),
     #[error(transparent)]
     Upgrade(#[from] system::upgrade::UpgradeError),
 }
@@ -200,13 +203,23 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
     let health_task = health::spawn(store.clone(), publisher.clone(), shutdown.child_token());
 
+    // The console shows the appliance id and the setup code from files in
+    // the data directory, never from the log, which carries client input.
+    web::auth::setup_code::write_private(
+        &options
+            .data_dir
+            .join(web::auth::setup_code::APPLIANCE_ID_FILE),
+        &format!("{appliance_id}\n"),
+    )?;
     let setup_code = if options.require_setup_code && !store.has_admin()? {
-        let code = format!("{:08}", rand::random::<u32>() % 100_000_000);
-        // On the console (systemd passes stderr to it) and in the journal.
-        eprintln!("poolgate first-boot setup code: {code}");
-        tracing::info!(setup_code = %code, "First-boot setup requires this code");
+        let code = web::auth::setup_code::SetupCode::create(&options.data_dir)?;
+        tracing::info!(
+            file = %options.data_dir.join(web::auth::setup_code::FILE).display(),
+            "First-boot setup requires the one-time code shown on the console"
+        );
         Some(code)
     } else {
+        web::auth::setup_code::remove_stale_file(&options.data_dir);
         None
     };
     let mut names = vec!["poolgate".to_owned(), "localhost".to_owned()];

@@ -135,6 +135,10 @@ enum AdminCommand {
         data_dir: PathBuf,
         #[arg(long, default_value = "admin")]
         username: String,
+        /// Keep the user's API tokens working (by default a new password
+        /// revokes them, and always ends every session).
+        #[arg(long)]
+        keep_tokens: bool,
     },
 }
 
@@ -177,8 +181,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
-            command: AdminCommand::SetPassword { data_dir, username },
-        } => set_password(&data_dir, &username),
+            command:
+                AdminCommand::SetPassword {
+                    data_dir,
+                    username,
+                    keep_tokens,
+                },
+        } => set_password(&data_dir, &username, keep_tokens),
         Command::License { command } => license(command),
         Command::DemoMembers { config } => demo_members(&config),
         Command::Registrar { config, uri, pool } => {
@@ -299,7 +308,17 @@ fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<ExitCode> {
+/// Works on the data directory of a running poolgate too: sessions and
+/// tokens are checked against the database on every request, so the ones
+/// this ends stop working at once.
+fn set_password(
+    data_dir: &std::path::Path,
+    username: &str,
+    keep_tokens: bool,
+) -> anyhow::Result<ExitCode> {
+    if !store::valid_username(username) {
+        bail!("the user name must be 1-64 letters, digits, '.', '_' or '-'; nothing changed");
+    }
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {username}: "))?;
         let second = rpassword::prompt_password("Repeat it: ")?;
@@ -313,8 +332,15 @@ fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<Ex
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
     let store = Store::open(data_dir)?;
-    store.set_password(username, &password)?;
-    eprintln!("Password set for {username}.");
+    let keep = store::Keep {
+        session: None,
+        tokens: keep_tokens,
+    };
+    let changed = store.change_password(username, &password, &keep)?;
+    eprintln!(
+        "Password set for {username}; {} session(s) ended, {} API token(s) revoked.",
+        changed.sessions_ended, changed.tokens_revoked
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,6 +80,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pool, aor)
     );
     "#,
+    // 6: API tokens may expire, and show when they were last used (both
+    // unix seconds; NULL: never expires, never used).
+    r#"
+    ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX sessions_user ON sessions (username);
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

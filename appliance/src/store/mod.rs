@@ -30,6 +30,16 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 pub const DB_FILE: &str = "poolgate.db";
 pub const MIN_PASSWORD_LEN: usize = 10;
 
+/// A user name poolgate accepts: 1-64 letters, digits, '.', '_' or '-' (so
+/// it is safe in logs, events and file names as it is).
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
@@ -420,25 +430,68 @@ impl Store {
             })?)
     }
 
-    /// Set (or replace) a user's password, hashed with argon2id.
-    pub fn set_password(&self, username: &str, password: &str) -> Result<(), StoreError> {
+    /// Set (or replace) a user's password, hashed with argon2id, and end
+    /// every session and revoke every token of that user: whoever changes a
+    /// password because it leaked must not leave the leaker logged in.
+    pub fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<PasswordChange, StoreError> {
+        self.change_password(username, password, &Keep::default())
+    }
+
+    /// [`Store::set_password`], keeping what `keep` names: the session that
+    /// asked for the change, and (if the admin says so) the API tokens.
+    pub fn change_password(
+        &self,
+        username: &str,
+        password: &str,
+        keep: &Keep,
+    ) -> Result<PasswordChange, StoreError> {
         let hash = hash_password(password)?;
+        let kept = keep.session.as_deref().map(secret_hash);
         self.transact(|tx, now| {
-        tx.execute(
-            "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
-            params![username, hash, now],
-        )?;
-        let event = NewEvent {
+            tx.execute(
+                "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+                params![username, hash, now],
+            )?;
+            let sessions_ended = tx.execute(
+                "DELETE FROM sessions WHERE username = ?1 AND (?2 IS NULL OR id_hash != ?2)",
+                params![username, kept],
+            )?;
+            let tokens_revoked = if keep.tokens {
+                0
+            } else {
+                tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE username = ?1 AND revoked_at IS NULL",
+                    params![username, now],
+                )?
+            };
+            let change = PasswordChange {
+                sessions_ended,
+                tokens_revoked,
+            };
+            let event = NewEvent {
                 kind: "admin",
-                message: format!("Password set for {username}"),
+                message: format!(
+                    "Password set for {username}; {sessions_ended} other session(s) ended, {tokens_revoked} API token(s) revoked"
+                ),
+                detail: Some(serde_json::json!({
+                    "username": username,
+                    "sessions_ended": sessions_ended,
+                    "tokens_revoked": tokens_revoked,
+                })),
                 ..NewEvent::default()
             };
-        Ok(((), Some(event)))
+            Ok((change, Some(event)))
         })
     }
 
-    /// Whether `password` is `username`'s. Unknown users verify as false.
+    /// Whether `password` is `username`'s. Unknown users verify as false,
+    /// after verifying against a dummy hash with the same parameters, so the
+    /// time taken does not tell which user names exist.
     pub fn verify_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
         let hash: Option<String> = self
             .conn()
@@ -449,6 +502,9 @@ impl Store {
             )
             .optional()?;
         let Some(hash) = hash else {
+            let dummy = PasswordHash::new(dummy_hash()?)
+                .map_err(|error| StoreError::PasswordHash(error.to_string()))?;
+            let _ = Argon2::default().verify_password(password.as_bytes(), &dummy);
             return Ok(false);
         };
         let parsed = PasswordHash::new(&hash)
@@ -594,6 +650,47 @@ pub struct TokenInfo {
     pub name: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// When it stops working (RFC 3339); `None`: it never expires.
+    pub expires_at: Option<String>,
+    pub expired: bool,
+    /// When it was last used, to the minute.
+    pub last_used_at: Option<String>,
+}
+
+/// A token that authenticated a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    pub id: i64,
+    pub username: String,
+}
+
+/// What a password change leaves in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The cookie secret of the session that changes the password.
+    pub session: Option<String>,
+    /// Keep the user's API tokens (otherwise all are revoked).
+    pub tokens: bool,
+}
+
+/// What a password change ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PasswordChange {
+    pub sessions_ended: usize,
+    pub tokens_revoked: usize,
+}
+
+/// `last_used_at` is written at most this often per token.
+const LAST_USED_RESOLUTION_S: i64 = 60;
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -652,40 +749,84 @@ impl Store {
     }
 
     /// Create an API token; the secret is returned once and stored hashed.
-    pub fn create_token(&self, username: &str, name: &str) -> Result<(i64, String), StoreError> {
+    /// `expires_at` (unix seconds), if given, ends it.
+    pub fn create_token(
+        &self,
+        username: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(i64, String), StoreError> {
         let (secret, hash) = new_secret();
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO api_tokens (username, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![username, name, hash, now_rfc3339()],
+            "INSERT INTO api_tokens (username, name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![username, name, hash, now_rfc3339(), expires_at],
         )?;
         Ok((conn.last_insert_rowid(), secret))
     }
 
-    /// The user an unrevoked token belongs to.
+    /// The user an unrevoked, unexpired token belongs to.
     pub fn token_user(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()
+        Ok(self.use_token(secret)?.map(|token| token.username))
+    }
+
+    /// The unrevoked, unexpired token whose secret is `secret`, noting that
+    /// it was used. The note is written at most once a minute per token, so
+    /// a script polling every second does not cost an fsync a request.
+    pub fn use_token(&self, secret: &str) -> Result<Option<TokenAuth>, StoreError> {
+        let now = unix_now();
+        let conn = self.conn();
+        let token = conn
             .query_row(
-                "SELECT username FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
-                params![secret_hash(secret)],
-                |row| row.get(0),
+                "SELECT id, username FROM api_tokens
+                 WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                params![secret_hash(secret), now],
+                |row| {
+                    Ok(TokenAuth {
+                        id: row.get(0)?,
+                        username: row.get(1)?,
+                    })
+                },
             )
-            .optional()?)
+            .optional()?;
+        if let Some(token) = &token {
+            conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
+                params![token.id, now, LAST_USED_RESOLUTION_S],
+            )?;
+        }
+        Ok(token)
+    }
+
+    /// Whether token `id` is still unrevoked and unexpired.
+    pub fn token_active(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM api_tokens
+             WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))",
+            params![id, unix_now()],
+            |row| row.get(0),
+        )?)
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, username, name, created_at, revoked_at FROM api_tokens ORDER BY id",
+            "SELECT id, username, name, created_at, revoked_at, expires_at, last_used_at FROM api_tokens ORDER BY id",
         )?;
+        let now = unix_now();
         let rows = stmt.query_map([], |row| {
+            let expires_at: Option<i64> = row.get(5)?;
+            let last_used_at: Option<i64> = row.get(6)?;
             Ok(TokenInfo {
                 id: row.get(0)?,
                 username: row.get(1)?,
                 name: row.get(2)?,
                 created_at: row.get(3)?,
                 revoked_at: row.get(4)?,
+                expires_at: expires_at.map(rfc3339),
+                expired: expires_at.is_some_and(|at| at <= now),
+                last_used_at: last_used_at.map(rfc3339),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -702,7 +843,11 @@ impl Store {
 
     /// Set the first admin's password, atomically refusing if any admin
     /// exists. Returns false (and writes nothing) when one does.
+    /// The cheap check comes first: once an admin exists nothing is hashed.
     pub fn set_first_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        if self.has_admin()? {
+            return Ok(false);
+        }
         let hash = hash_password(password)?;
         self.transact(|tx, now| {
         let exists: bool =
@@ -754,6 +899,18 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
         .hash_password(password.as_bytes(), &salt)
         .map_err(|error| StoreError::PasswordHash(error.to_string()))?
         .to_string())
+}
+
+/// A hash of a random password with the parameters real hashes use, for
+/// verifying unknown users in the same time as known ones. Computed once.
+fn dummy_hash() -> Result<&'static str, StoreError> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let (password, _) = new_secret();
+    let hash = hash_password(&password)?;
+    Ok(DUMMY.get_or_init(|| hash))
 }
 
 fn insert_event(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64, StoreError> {
