@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{dns, health, proxy, sip, system, web};
+use crate::{dns, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -239,10 +239,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     ));
     let dns_stats = Arc::new(dns::DnsStats::default());
+    // The accept layer's gates, one per listener label, for `/metrics`.
+    let gates = Arc::new(net::Registry::default());
     let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
+    app_state.listeners = Arc::clone(&gates);
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -254,6 +257,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
+    let admin = net::Listener::new(admin, gates.gate("admin", net::Limits::admin()));
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.

@@ -446,9 +446,9 @@ impl Activity {
         }
     }
 
-    /// Resolves if no request has started within `deadline` of now.
-    pub async fn no_request_within(&self, deadline: Duration) {
-        tokio::time::sleep(deadline).await;
+    /// Resolves at `deadline` if no request has started by then.
+    pub async fn no_request_by(&self, deadline: Instant) {
+        tokio::time::sleep_until(deadline).await;
         if self.requests.load(Ordering::Relaxed) > 0 {
             std::future::pending::<()>().await;
         }

@@ -592,6 +592,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Generation of the published pool view.",
         &mut std::iter::once((String::new(), view.generation)),
     );
+    state.listeners.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,
