@@ -338,11 +338,20 @@ pub struct Conn {
 }
 
 /// A TCP listener behind a gate.
-#[derive(Debug)]
 pub struct Listener {
     listener: TcpListener,
     gate: Arc<Gate>,
     backoff: Backoff,
+    on_refused: Option<Box<dyn Fn(Refusal) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("listener", &self.listener)
+            .field("gate", &self.gate.label())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Listener {
@@ -351,7 +360,14 @@ impl Listener {
             listener,
             gate,
             backoff: Backoff::default(),
+            on_refused: None,
         }
+    }
+
+    /// Also tell `count` about each refusal (a service's own counter).
+    pub fn on_refused(mut self, count: impl Fn(Refusal) + Send + Sync + 'static) -> Self {
+        self.on_refused = Some(Box::new(count));
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -377,6 +393,9 @@ impl Listener {
                             // TIME_WAIT is left behind on this side.
                             let _ = stream.set_zero_linger();
                             drop(stream);
+                            if let Some(count) = &self.on_refused {
+                                count(why);
+                            }
                             tracing::debug!(listener = self.gate.label(), %peer, reason = why.as_str(), "Connection refused at the cap");
                         }
                     }
