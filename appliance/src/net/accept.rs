@@ -305,7 +305,10 @@ impl Slot {
 
     /// Count a missed deadline.
     pub fn timed_out(&self, kind: Timeout) {
-        self.gate.stats.timeouts(kind).fetch_add(1, Ordering::Relaxed);
+        self.gate
+            .stats
+            .timeouts(kind)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count and log what the client sent as TLS server name, if illegal.
@@ -633,7 +636,12 @@ mod tests {
         let registry = Registry::default();
         registry.gate("a\"b", Limits::admin());
         registry.render(&mut out);
-        assert!(out.contains("poolgate_listener_refused_total{listener=\"a\\\"b\",reason=\"source\"} 0"), "{out}");
+        assert!(
+            out.contains(
+                "poolgate_listener_refused_total{listener=\"a\\\"b\",reason=\"source\"} 0"
+            ),
+            "{out}"
+        );
         server.abort();
     }
 
@@ -665,13 +673,13 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let activity = Arc::new(Activity::default());
         let mut tracked = Tracked::new(server, Arc::clone(&activity), true);
-        let hello = crate::net::sni::tests::client_hello(Some(b"10.0.0.1"));
+        let hello = sni::tests::client_hello(Some(b"10.0.0.1"));
         client.write_all(&hello).await.expect("write");
         client.write_all(b"after").await.expect("write");
         let mut buffer = vec![0u8; hello.len() + 5];
         tracked.read_exact(&mut buffer).await.expect("read");
         assert_eq!(tracked.take_first_record(), hello);
-        assert!(crate::net::sni::classify(&hello).is_illegal());
+        assert!(sni::classify(&hello).is_illegal());
     }
 
     #[tokio::test(start_paused = true)]
@@ -679,11 +687,18 @@ mod tests {
         let activity = Activity::default();
         activity.touch();
         activity.in_flight.store(1, Ordering::Relaxed);
-        let idle = tokio::time::timeout(Duration::from_secs(5), activity.idle_for(Duration::from_secs(1))).await;
+        let idle = tokio::time::timeout(
+            Duration::from_secs(5),
+            activity.idle_for(Duration::from_secs(1)),
+        )
+        .await;
         assert!(idle.is_err(), "a request in flight is not idle");
         activity.in_flight.store(0, Ordering::Relaxed);
-        tokio::time::timeout(Duration::from_secs(2), activity.idle_for(Duration::from_secs(1)))
-            .await
-            .expect("idle once nothing is in flight");
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            activity.idle_for(Duration::from_secs(1)),
+        )
+        .await
+        .expect("idle once nothing is in flight");
     }
 }

@@ -114,7 +114,10 @@ impl Refusal {
 pub enum Admission<T> {
     /// Admitted under this id; `evicted` is the payload of an idle
     /// connection removed to make room (tell it to close).
-    Admitted { id: u64, evicted: Option<T> },
+    Admitted {
+        id: u64,
+        evicted: Option<T>,
+    },
     Refused(Refusal),
 }
 
@@ -255,9 +258,7 @@ impl Backoff {
 
     /// A failure: how long to wait before accepting again.
     pub fn failed(&mut self) -> Duration {
-        let next = self
-            .current
-            .map_or(Self::MIN, |d| (d * 2).min(Self::MAX));
+        let next = self.current.map_or(Self::MIN, |d| (d * 2).min(Self::MAX));
         self.current = Some(next);
         next
     }
@@ -396,7 +397,8 @@ mod tests {
             table.admit(ip("192.0.2.1"), (), soon),
             Admission::Refused(Refusal::PerSource)
         );
-        let (_, evicted) = admitted(table.admit(ip("192.0.2.1"), (), start + Duration::from_secs(1)));
+        let (_, evicted) =
+            admitted(table.admit(ip("192.0.2.1"), (), start + Duration::from_secs(1)));
         assert_eq!(evicted, Some(()));
     }
 

@@ -87,7 +87,8 @@ fn parse(record: &[u8]) -> Option<Sni> {
         return None;
     }
     let length = body.take(3)?;
-    let length = usize::from(length[0]) << 16 | usize::from(length[1]) << 8 | usize::from(length[2]);
+    let length =
+        usize::from(length[0]) << 16 | usize::from(length[1]) << 8 | usize::from(length[2]);
     let mut hello = Reader(body.take(length)?);
     hello.take(2 + 32)?; // legacy_version, random
     hello.vec8()?; // legacy_session_id
@@ -122,7 +123,10 @@ fn name_kind(name: &[u8]) -> Sni {
         return Sni::Invalid(text);
     };
     if as_str.parse::<std::net::IpAddr>().is_ok()
-        || as_str.trim_end_matches('.').parse::<std::net::Ipv4Addr>().is_ok()
+        || as_str
+            .trim_end_matches('.')
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok()
     {
         return Sni::IpAddress(text);
     }

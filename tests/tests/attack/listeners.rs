@@ -157,9 +157,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -210,8 +208,12 @@ async fn slow_sender(
             let name = rustls::pki_types::ServerName::try_from("poolgate").expect("name");
             match tokio::time::timeout(give_up, connector.connect(name, stream)).await {
                 Ok(Ok(stream)) => {
-                    trickle(stream, b"GET /api/v1/health HTTP/1.1\r\nHost: poolgate\r\n", give_up)
-                        .await
+                    trickle(
+                        stream,
+                        b"GET /api/v1/health HTTP/1.1\r\nHost: poolgate\r\n",
+                        give_up,
+                    )
+                    .await
                 }
                 Ok(Err(_)) => return Fate::Refused,
                 Err(_) => return Fate::NeverClosed,
@@ -268,9 +270,9 @@ fn slow_header_senders_are_closed_after_the_header_deadline_while_health_answers
             for source in sources {
                 for _ in 0..per_source {
                     let config = tls.then(|| Arc::clone(&config));
-                    tasks.spawn(async move {
-                        (tls, slow_sender(source, admin, config, give_up).await)
-                    });
+                    tasks.spawn(
+                        async move { (tls, slow_sender(source, admin, config, give_up).await) },
+                    );
                 }
             }
         }
@@ -302,7 +304,10 @@ fn slow_header_senders_are_closed_after_the_header_deadline_while_health_answers
         &client,
         "poolgate_listener_timeouts_total{listener=\"admin\",kind=\"header\"}",
     );
-    assert!(timeouts >= expected as u64, "{timeouts} header timeouts counted");
+    assert!(
+        timeouts >= expected as u64,
+        "{timeouts} header timeouts counted"
+    );
     drop(poolgate);
 }
 
@@ -328,7 +333,10 @@ fn the_admin_listener_refuses_a_source_over_its_cap_at_once() {
         }
         held
     });
-    assert!(health_ok(&client_from(ip(3, 0, 2)), admin), "other sources are served");
+    assert!(
+        health_ok(&client_from(ip(3, 0, 2)), admin),
+        "other sources are served"
+    );
     let client = AdminClient::setup_and_login(admin, PASSWORD);
     assert!(
         metric(
@@ -348,7 +356,10 @@ async fn tcp_query(stream: &mut TcpStream, id: u16) -> std::io::Result<usize> {
         hickory_proto::rr::RecordType::A,
     ));
     let bytes = message.to_vec().map_err(std::io::Error::other)?;
-    let mut framed = u16::try_from(bytes.len()).expect("small").to_be_bytes().to_vec();
+    let mut framed = u16::try_from(bytes.len())
+        .expect("small")
+        .to_be_bytes()
+        .to_vec();
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).await?;
     let length = tokio::time::timeout(Duration::from_secs(3), stream.read_u16())
@@ -403,17 +414,29 @@ fn tcp_dns_holders_cannot_lock_out_a_new_client() {
         dns,
         &["-b", "127.4.9.9", "+tcp", "pool01.contoso.test", "A"],
     );
-    assert_eq!(fresh.status, "NOERROR", "dig from a new source:\n{}", fresh.raw);
+    assert_eq!(
+        fresh.status, "NOERROR",
+        "dig from a new source:\n{}",
+        fresh.raw
+    );
     assert!(!fresh.data("A").is_empty(), "{}", fresh.raw);
     // A fresh client from the source at its cap: its longest idle gives way.
     rt.block_on(async {
         let mut stream = connect_from(ip(4, 0, 1), dns).await.expect("connect");
         let answered = tcp_query(&mut stream, 9999).await;
-        assert!(answered.is_ok_and(|n| n > 12), "same-source newcomer answered");
+        assert!(
+            answered.is_ok_and(|n| n > 12),
+            "same-source newcomer answered"
+        );
     });
     rt.block_on(holders).expect("holders");
     let client = AdminClient::setup_and_login(poolgate.address("admin"), PASSWORD);
-    assert!(metric(&client, "poolgate_listener_evicted_total{listener=\"dns-tcp\"}") >= 2);
+    assert!(
+        metric(
+            &client,
+            "poolgate_listener_evicted_total{listener=\"dns-tcp\"}"
+        ) >= 2
+    );
 }
 
 #[test]
@@ -431,8 +454,23 @@ fn http2_requests_refused_before_their_body_is_read_still_get_the_answer() {
     let mut answered = 0;
     for round in 0..rounds {
         let output = std::process::Command::new("curl")
-            .args(["--http2", "-k", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
-            .args(["--max-time", "20", "-X", "POST", "-H", "Content-Type: application/json"])
+            .args([
+                "--http2",
+                "-k",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .args([
+                "--max-time",
+                "20",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+            ])
             .arg("--data-binary")
             .arg(format!("@{}", big.display()))
             .arg(format!("https://{admin}/api/v1/config/preview"))
@@ -486,17 +524,26 @@ fn ip_addresses_as_sni_are_counted_not_warned() {
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut first)).await;
         }
     });
+    // The log reader is a thread of its own: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let warned: Vec<String> = poolgate
+        .log()
+        .into_iter()
+        .filter(|line| {
+            line.contains("WARN") && (line.contains("SNI") || line.contains("server name"))
+        })
+        .collect();
+    assert!(
+        warned.is_empty(),
+        "{} WARN lines, the first:\n{}",
+        warned.len(),
+        warned[0]
+    );
     let client = AdminClient::setup_and_login(admin, PASSWORD);
     let sample = "poolgate_listener_illegal_sni_total{listener=\"admin\"}";
     wait_for("illegal SNI counted", Duration::from_secs(5), || {
         metric(&client, sample) >= rounds
     });
-    let warned: Vec<String> = poolgate
-        .log()
-        .into_iter()
-        .filter(|line| line.contains("WARN") && (line.contains("SNI") || line.contains("server name")))
-        .collect();
-    assert!(warned.is_empty(), "WARN lines:\n{}", warned.join("\n"));
 }
 
 /// Members that accept and hold every connection (as a busy web service
