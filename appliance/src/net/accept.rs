@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::NetError;
 use super::limits::{Admission, Backoff, Limits, Refusal, Table, is_resource_exhaustion};
 use super::sni::{self, Sni};
 
@@ -571,7 +572,7 @@ pub async fn tls_handshake<S>(
     peer: SocketAddr,
     slot: &Slot,
     activity: &Arc<Activity>,
-) -> Result<tokio_rustls::server::TlsStream<Tracked<S>>, &'static str>
+) -> Result<tokio_rustls::server::TlsStream<Tracked<S>>, NetError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -580,11 +581,11 @@ where
     match tokio::time::timeout(slot.limits().handshake_timeout, handshake).await {
         Err(_) => {
             slot.timed_out(Timeout::Handshake);
-            Err("TLS handshake timed out")
+            Err(NetError::HandshakeTimeout)
         }
-        Ok(Err((_, mut tracked))) => {
+        Ok(Err((error, mut tracked))) => {
             slot.note_sni(peer, &tracked.take_first_record());
-            Err("TLS handshake failed")
+            Err(NetError::Handshake(error))
         }
         Ok(Ok(mut tls)) => {
             let first = tls.get_mut().0.take_first_record();

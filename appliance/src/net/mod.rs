@@ -18,11 +18,11 @@ pub mod sni;
 pub use accept::{Activity, Conn, Gate, Listener, Registry, Slot, Stats, Timeout, Tracked};
 pub use limits::{Limits, Refusal};
 
-/// How a connection ended early, for logs.
+/// Why a connection the layer set up did not become usable.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("{0} deadline missed")]
-    Timeout(&'static str),
-    #[error("closed to make room for a new connection")]
-    Evicted,
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
 }

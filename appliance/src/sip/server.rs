@@ -195,8 +195,8 @@ pub async fn serve_tcp(
                             serve_connection(stream, peer, &slot, &publisher, &stats, &shutdown)
                                 .await
                         }
-                        Err(reason) => {
-                            tracing::debug!(%peer, reason, "SIP TLS handshake not completed");
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "SIP TLS handshake not completed");
                             Ok(())
                         }
                     }

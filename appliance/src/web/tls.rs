@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::net::{Activity, Conn, Listener, Timeout, Tracked};
+use crate::net::{Activity, Conn, Listener, NetError, Timeout, Tracked};
 
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
 pub const KEY_FILE: &str = "tls/admin-key.pem";
@@ -502,7 +502,12 @@ async fn connection(
             shutdown
         );
     }
-    let tls = crate::net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity).await?;
+    let tls = crate::net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity)
+        .await
+        .map_err(|error| match error {
+            NetError::HandshakeTimeout => "TLS handshake timed out",
+            NetError::Handshake(_) => "TLS handshake failed",
+        })?;
     let first_request_by = tokio::time::Instant::now() + limits.header_timeout;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let counted = Arc::clone(&activity);
