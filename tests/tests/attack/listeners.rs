@@ -13,7 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poolgate_e2e::{AdminClient, Poolgate, loopback_example, parse_listening, wait_for};
+use poolgate_e2e::{
+    AdminClient, Poolgate, loopback_example, parse_listening, raise_open_files, wait_for,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -248,6 +250,11 @@ async fn trickle(
 
 #[test]
 fn slow_header_senders_are_closed_after_the_header_deadline_while_health_answers() {
+    let need = if crate::long() { 2_500 } else { 1_000 };
+    assert!(
+        raise_open_files(need) >= need,
+        "this test needs {need} open files (ulimit -n)"
+    );
     let (_dir, poolgate, admin) = start_admin();
     // Default: 240 held connections (under the listener's cap of 256) from
     // eight sources, so health from a ninth always finds room. Long: 2,000
@@ -372,6 +379,10 @@ async fn tcp_query(stream: &mut TcpStream, id: u16) -> std::io::Result<usize> {
 
 #[test]
 fn tcp_dns_holders_cannot_lock_out_a_new_client() {
+    assert!(
+        raise_open_files(1_000) >= 1_000,
+        "this test needs 1,000 open files (ulimit -n)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &loopback_example(), &[]);
     let dns = poolgate.address("dns-tcp");
@@ -566,6 +577,12 @@ async fn holding_members(port: u16) -> tokio::task::JoinSet<()> {
 
 #[test]
 fn the_vip_proxy_refuses_a_source_over_its_cap_at_once() {
+    // 1,000 client sockets and the members' 1,000 in this process, twice
+    // that in poolgate, which inherits the limit.
+    assert!(
+        raise_open_files(5_000) >= 5_000,
+        "this test needs 5,000 open files (ulimit -n)"
+    );
     let mut config = loopback_example();
     let port = {
         let services = config
