@@ -462,10 +462,16 @@ impl Activity {
     pub async fn idle_for(&self, idle: Duration) {
         loop {
             let due = self.last() + idle;
-            if Instant::now() >= due && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if now < due {
+                tokio::time::sleep_until(due).await;
+            } else if self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
+            } else {
+                // Silent while the server works on a request: look again
+                // later rather than at every tick.
+                tokio::time::sleep(idle.min(Duration::from_secs(1))).await;
             }
-            tokio::time::sleep_until(due.max(Instant::now() + Duration::from_millis(100))).await;
         }
     }
 

@@ -518,10 +518,19 @@ async fn connection(
             let _in_flight = in_flight;
             let (mut parts, body) = request.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
+            // A client that asked to wait for `100 Continue` has sent no
+            // body yet; reading it would ask for the body the answer makes
+            // needless.
+            let waits_for_continue = parts
+                .headers
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
             let body = KeptBody::new(body);
             let request = hyper::Request::from_parts(parts, axum::body::Body::new(body.clone()));
             let response = tower::ServiceExt::oneshot(router, request).await;
-            body.drain(DRAIN_LIMIT, DRAIN_TIME).await;
+            if !waits_for_continue || body.was_read() {
+                body.drain(DRAIN_LIMIT, DRAIN_TIME).await;
+            }
             response
         }
     });
@@ -575,15 +584,28 @@ impl Drop for InFlight {
 /// hold of it: whatever the handler left unread can be drained after it
 /// answered (see `DRAIN_LIMIT`).
 #[derive(Clone)]
-struct KeptBody(Arc<std::sync::Mutex<Incoming>>);
+struct KeptBody(Arc<Kept>);
+
+struct Kept {
+    body: std::sync::Mutex<Incoming>,
+    /// Whether the handler asked for any of the body.
+    read: std::sync::atomic::AtomicBool,
+}
 
 impl KeptBody {
     fn new(body: Incoming) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(body)))
+        Self(Arc::new(Kept {
+            body: std::sync::Mutex::new(body),
+            read: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Incoming> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn was_read(&self) -> bool {
+        self.0.read.load(Ordering::Relaxed)
     }
 
     /// Read and discard up to `limit` bytes within `time`.
@@ -617,6 +639,7 @@ impl hyper::body::Body for KeptBody {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0.read.store(true, Ordering::Relaxed);
         Pin::new(&mut *self.lock()).poll_frame(cx)
     }
 
