@@ -690,6 +690,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_sending_is_never_idle() {
+        // An SSE stream: a few bytes every 15 s, no request in flight.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let activity = Arc::new(Activity::default());
+        let mut tracked = Tracked::new(server, Arc::clone(&activity), false);
+        let sender = tokio::spawn(async move {
+            for _ in 0..8 {
+                tracked.write_all(b": keep-alive\n\n").await.expect("write");
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
+        });
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = client.read_to_end(&mut sink).await;
+        });
+        let idle = tokio::time::timeout(
+            Duration::from_secs(110),
+            activity.idle_for(Duration::from_secs(60)),
+        )
+        .await;
+        assert!(idle.is_err(), "cut while sending");
+        sender.await.expect("sender");
+        tokio::time::timeout(
+            Duration::from_secs(61),
+            activity.idle_for(Duration::from_secs(60)),
+        )
+        .await
+        .expect("idle once it stops sending");
+        reader.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_waits_for_silence_and_no_request_in_flight() {
         let activity = Activity::default();
         activity.touch();
