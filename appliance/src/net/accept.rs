@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::NetError;
-use super::limits::{Admission, Backoff, Limits, Refusal, Table, is_resource_exhaustion};
+use super::limits::{Admission, Backoff, Limits, LogLimit, Refusal, Table, is_resource_exhaustion};
 use super::sni::{self, Sni};
 
 /// A deadline a connection missed.
@@ -346,8 +346,14 @@ pub struct Listener {
     listener: TcpListener,
     gate: Arc<Gate>,
     backoff: Backoff,
+    /// One WARN a minute while accepts fail for lack of resources.
+    warn: LogLimit,
     on_refused: Option<Box<dyn Fn(Refusal) + Send + Sync>>,
 }
+
+/// How often running out of descriptors is logged at WARN (it is counted
+/// every time).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -364,6 +370,7 @@ impl Listener {
             listener,
             gate,
             backoff: Backoff::default(),
+            warn: LogLimit::new(WARN_EVERY),
             on_refused: None,
         }
     }
@@ -410,10 +417,10 @@ impl Listener {
                         .accept_errors
                         .fetch_add(1, Ordering::Relaxed);
                     if is_resource_exhaustion(&error) {
-                        if self.backoff.is_first() {
-                            tracing::warn!(listener = self.gate.label(), %error, "Accept failed for lack of resources; pausing accepts");
-                        }
                         let pause = self.backoff.failed();
+                        if self.warn.allow(Instant::now().into_std()) {
+                            tracing::warn!(listener = self.gate.label(), %error, pause_ms = pause.as_millis() as u64, "Accept failed for lack of resources; pausing accepts (logged once a minute)");
+                        }
                         tokio::time::sleep(pause).await;
                     } else {
                         tracing::debug!(listener = self.gate.label(), %error, "Accept failed");

@@ -263,13 +263,33 @@ impl Backoff {
         next
     }
 
-    /// Whether this failure starts an episode (worth one log line).
-    pub fn is_first(&self) -> bool {
-        self.current.is_none()
-    }
-
     pub fn succeeded(&mut self) {
         self.current = None;
+    }
+}
+
+/// At most one log line per `every`: for conditions that can last (out of
+/// descriptors) and would otherwise log at every retry.
+#[derive(Debug)]
+pub struct LogLimit {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl LogLimit {
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// Whether to log now; if so, the next line waits `every`.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let allowed = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        if allowed {
+            self.last = Some(now);
+        }
+        allowed
     }
 }
 
@@ -405,9 +425,7 @@ mod tests {
     #[test]
     fn back_off_doubles_to_a_ceiling_and_resets() {
         let mut backoff = Backoff::default();
-        assert!(backoff.is_first());
         assert_eq!(backoff.failed(), Backoff::MIN);
-        assert!(!backoff.is_first());
         assert_eq!(backoff.failed(), Backoff::MIN * 2);
         for _ in 0..20 {
             backoff.failed();
@@ -415,6 +433,17 @@ mod tests {
         assert_eq!(backoff.failed(), Backoff::MAX);
         backoff.succeeded();
         assert_eq!(backoff.failed(), Backoff::MIN);
+    }
+
+    #[test]
+    fn log_lines_are_limited_per_interval() {
+        let start = Instant::now();
+        let mut limit = LogLimit::new(Duration::from_secs(60));
+        assert!(limit.allow(start));
+        assert!(!limit.allow(start + Duration::from_secs(1)));
+        assert!(!limit.allow(start + Duration::from_secs(59)));
+        assert!(limit.allow(start + Duration::from_secs(60)));
+        assert!(!limit.allow(start + Duration::from_secs(61)));
     }
 
     #[test]

@@ -645,3 +645,101 @@ fn the_vip_proxy_refuses_a_source_over_its_cap_at_once() {
     drop(held);
     drop(members);
 }
+
+/// Open descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// User plus system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn set_soft_open_files(pid: u32, soft: &str) {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:"))
+        .status()
+        .expect("prlimit runs (util-linux)");
+    assert!(status.success(), "prlimit");
+}
+
+#[test]
+fn out_of_descriptors_the_listener_pauses_warns_once_and_recovers() {
+    let (_dir, poolgate, admin) = start_admin();
+    let pid = u32::try_from(poolgate.pid().as_raw()).expect("pid");
+    assert!(health_ok(&client_from(ip(7, 0, 2)), admin));
+    let before = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let original = before
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("soft limit")
+        .to_owned();
+    // Room for a few connections more than poolgate has open now.
+    set_soft_open_files(pid, &(open_files(pid) + 4).to_string());
+    let hold = if crate::long() {
+        Duration::from_secs(8)
+    } else {
+        Duration::from_secs(3)
+    };
+    let rt = runtime();
+    let started_cpu = cpu_time(pid);
+    let held = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..30 {
+            // Connections beyond the descriptors wait in the backlog.
+            held.push(connect_from(ip(7, 0, 1), admin).await.expect("connect"));
+        }
+        tokio::time::sleep(hold).await;
+        held
+    });
+    let spent = cpu_time(pid).saturating_sub(started_cpu);
+    let warned: Vec<String> = poolgate
+        .log()
+        .into_iter()
+        .filter(|line| line.contains("WARN") && line.contains("ccept failed"))
+        .collect();
+    drop(held);
+    set_soft_open_files(pid, &original);
+    assert!(
+        warned.len() <= 1,
+        "{} WARN lines while out of descriptors, the first two:\n{}",
+        warned.len(),
+        warned
+            .iter()
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        spent < hold / 2,
+        "poolgate spent {spent:?} of CPU in {hold:?} out of descriptors"
+    );
+    let client = client_from(ip(7, 0, 2));
+    wait_for(
+        "health after the descriptors are back",
+        Duration::from_secs(10),
+        || health_ok(&client, admin),
+    );
+    let admin_client = AdminClient::setup_and_login(admin, PASSWORD);
+    assert!(
+        metric(
+            &admin_client,
+            "poolgate_listener_accept_errors_total{listener=\"admin\"}"
+        ) >= 1
+    );
+}
