@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{dns, health, proxy, sip, system, web};
+use crate::{dns, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -234,6 +234,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let certificates = web::tls::Certificates::load_or_create(&options.data_dir, names)?;
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
+    // The accept layer's gates, one per listener label, for `/metrics`.
+    let gates = Arc::new(net::Registry::default());
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
     let seen_task = tokio::spawn(sip::record_seen(
         seen_rx,
@@ -242,6 +244,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let sip_stats = Arc::new(sip::SipStats {
         seen: Some(seen_tx),
+        gates: Arc::clone(&gates),
         ..sip::SipStats::default()
     });
     start_sip(&config, &certificates, &publisher, &sip_stats, &shutdown).await?;
@@ -251,11 +254,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         shutdown.child_token(),
     ));
-    let dns_stats = Arc::new(dns::DnsStats::default());
+    let dns_stats = Arc::new(dns::DnsStats {
+        gates: Arc::clone(&gates),
+        ..dns::DnsStats::default()
+    });
     let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
+    app_state.listeners = Arc::clone(&gates);
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -267,15 +274,17 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
+    let admin = net::Listener::new(admin, gates.gate("admin", net::Limits::admin()));
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.
-    let proxy_task = tokio::spawn(proxy::serve(
+    let proxy_task = tokio::spawn(proxy::serve_gated(
         publisher.clone(),
         Some(store.clone()),
         proxy::RelayMode::from_env(),
         shutdown.child_token(),
         options.grace,
+        Arc::clone(&gates),
     ));
 
     // DNS answers in-flight are single packets: its tasks stop at once on

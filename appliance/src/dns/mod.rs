@@ -59,6 +59,8 @@ pub struct DnsStats {
     pub tcp_rejected: AtomicU64,
     /// Answers the network did not take.
     pub send_errors: AtomicU64,
+    /// The accept layer's gates, where the `dns-tcp` listeners' gate lives.
+    pub gates: Arc<crate::net::Registry>,
 }
 
 /// Bound sockets, ready to serve.

@@ -14,8 +14,16 @@ use tokio_util::sync::CancellationToken;
 /// Structured logs to stderr (journald under systemd). `RUST_LOG` overrides
 /// the default `info` level.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns once per handshake whose server name is an IP address or
+    // malformed: anyone could flood the log with it. The accept layer counts
+    // and logs those at debug instead; an explicit `RUST_LOG` for rustls
+    // still gets everything.
+    let rustls_named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"));
+    if !rustls_named && let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

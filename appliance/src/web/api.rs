@@ -801,6 +801,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             &mut std::iter::once((String::new(), value.load(Relaxed))),
         );
     }
+    state.listeners.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -85,6 +85,8 @@ pub struct AppState {
     pub upgrades: Arc<crate::system::reboot::Upgrades>,
     /// Connections per member over the last minutes (`history::run` fills it).
     pub history: Arc<history::History>,
+    /// The accept layer's counters of every TCP listener, for `/metrics`.
+    pub listeners: Arc<crate::net::Registry>,
 }
 
 impl AppState {
@@ -108,6 +110,7 @@ impl AppState {
             certificates: None,
             upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
             history: Arc::default(),
+            listeners: Arc::default(),
         }
     }
 }

@@ -11,26 +11,27 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::net::{Activity, Conn, Listener, NetError, Timeout, Tracked};
+
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
 pub const KEY_FILE: &str = "tls/admin-key.pem";
 
@@ -381,8 +382,13 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Serve `router` over HTTPS on `listener` until `shutdown`; then stop
 /// accepting, ask open connections to finish, and return once they have.
+/// The listener's gate caps connections; each connection must finish its
+/// TLS handshake, then send its first request's headers, within the
+/// gate's deadlines, and is closed once idle (nothing moving, no request
+/// being handled) for the idle timeout, so an open SSE stream, which sends
+/// at least every few seconds, is never cut.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: Listener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
@@ -391,21 +397,14 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     let tracker = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let conn = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "Admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            conn = listener.accept() => conn,
         };
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(reason) = connection(stream, peer, local, acceptor, router, shutdown).await {
+            let peer = conn.peer;
+            if let Err(reason) = connection(conn, local, acceptor, router, shutdown).await {
                 tracing::debug!(%peer, reason, "Admin connection ended");
             }
         });
@@ -414,61 +413,243 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Drive a hyper connection; on shutdown let the request in flight finish.
-/// (A macro because the auto builder's two connection types share no trait.)
-macro_rules! finish {
-    ($conn:expr, $shutdown:expr) => {{
+/// Most of a request body read and discarded after its response is ready
+/// but before it is sent (a request refused before its body was read): a
+/// client still sending would otherwise see its stream reset (HTTP/2) or
+/// its connection reset (HTTP/1.1) and could lose the response. Past
+/// this, the response goes out and the rest is refused with a reset
+/// (`NO_ERROR` on HTTP/2, as RFC 9113 §8.1 allows).
+const DRAIN_LIMIT: usize = 16 << 20;
+/// How long that draining may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Drive a hyper connection under the gate's deadlines; on shutdown let the
+/// request in flight finish. (A macro because the HTTP/1 and HTTP/2
+/// connection types share no trait for `graceful_shutdown`.)
+macro_rules! drive {
+    ($conn:expr, $slot:expr, $activity:expr, $first_request_by:expr, $shutdown:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
+        let limits = $slot.limits();
+        let timed_out = |result: Result<(), hyper::Error>| match result {
+            Err(error) if error.is_timeout() => {
+                $slot.timed_out(Timeout::Header);
+                Err("request headers timed out")
+            }
+            Err(_) => Err("connection error"),
+            Ok(()) => Ok(()),
+        };
         tokio::select! {
-            result = conn.as_mut() => result.map_err(|_| "connection error"),
+            result = conn.as_mut() => timed_out(result),
+            () = $activity.idle_for(limits.idle_timeout) => {
+                $slot.timed_out(Timeout::Idle);
+                Err("idle")
+            }
+            () = $activity.no_request_by($first_request_by) => {
+                $slot.timed_out(Timeout::Header);
+                Err("no request in time")
+            }
             () = $shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                conn.await.map_err(|_| "connection error")
+                timed_out(conn.await)
             }
         }
     }};
 }
 
 async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    conn: Conn,
     local: Option<SocketAddr>,
     acceptor: TlsAcceptor,
     router: Router,
     shutdown: CancellationToken,
 ) -> Result<(), &'static str> {
+    let Conn { stream, peer, slot } = conn;
+    let limits = slot.limits();
+    let accepted = tokio::time::Instant::now();
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
-        _ => return Err("no request"),
+        Err(_) => {
+            slot.timed_out(Timeout::Header);
+            return Err("no request");
+        }
+        Ok(_) => return Err("no request"),
     }
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let activity = Arc::new(Activity::default());
+    let timer = TokioTimer::new();
     if first[0] != 0x16 {
-        let service =
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(redirect_to_https(&request, local))
-            });
-        return finish!(
-            builder.serve_connection(TokioIo::new(stream), service),
+        // Plain HTTP gets one redirect and nothing else: HTTP/1 only, one
+        // request, headers within the same deadline as over TLS.
+        let counted = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let _request = InFlight::start(&counted);
+            std::future::ready(Ok::<_, std::convert::Infallible>(redirect_to_https(
+                &request, local,
+            )))
+        });
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity), false));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(timer)
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(false);
+        return drive!(
+            builder.serve_connection(io, service),
+            slot,
+            activity,
+            accepted + limits.header_timeout,
             shutdown
         );
     }
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+    let tls = crate::net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity)
         .await
-        .map_err(|_| "TLS handshake timed out")?
-        .map_err(|_| "TLS handshake failed")?;
-    let service = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
-        router,
-        move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        },
-    ));
-    finish!(
-        builder.serve_connection_with_upgrades(TokioIo::new(tls), service),
-        shutdown
-    )
+        .map_err(|error| match error {
+            NetError::HandshakeTimeout => "TLS handshake timed out",
+            NetError::Handshake(_) => "TLS handshake failed",
+        })?;
+    let first_request_by = tokio::time::Instant::now() + limits.header_timeout;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let counted = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let router = router.clone();
+        let in_flight = InFlight::start(&counted);
+        async move {
+            let _in_flight = in_flight;
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            // A client that asked to wait for `100 Continue` has sent no
+            // body yet; reading it would ask for the body the answer makes
+            // needless.
+            let waits_for_continue = parts
+                .headers
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let body = KeptBody::new(body);
+            let request = hyper::Request::from_parts(parts, axum::body::Body::new(body.clone()));
+            let response = tower::ServiceExt::oneshot(router, request).await;
+            if !waits_for_continue || body.was_read() {
+                body.drain(DRAIN_LIMIT, DRAIN_TIME).await;
+            }
+            response
+        }
+    });
+    let io = TokioIo::new(tls);
+    // The protocol is the one TLS negotiated (ALPN), so each has its own
+    // deadlines from the first byte: HTTP/1 its header-read timeout, HTTP/2
+    // the first-request and idle deadlines.
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.timer(timer);
+        drive!(
+            builder.serve_connection(io, service),
+            slot,
+            activity,
+            first_request_by,
+            shutdown
+        )
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(timer)
+            .header_read_timeout(limits.header_timeout);
+        drive!(
+            builder.serve_connection(io, service).with_upgrades(),
+            slot,
+            activity,
+            first_request_by,
+            shutdown
+        )
+    }
+}
+
+/// Counts one request as in flight on its connection while it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request body the handler reads through, while the connection keeps
+/// hold of it: whatever the handler left unread can be drained after it
+/// answered (see `DRAIN_LIMIT`).
+#[derive(Clone)]
+struct KeptBody(Arc<Kept>);
+
+struct Kept {
+    body: std::sync::Mutex<Incoming>,
+    /// Whether the handler asked for any of the body.
+    read: std::sync::atomic::AtomicBool,
+}
+
+impl KeptBody {
+    fn new(body: Incoming) -> Self {
+        Self(Arc::new(Kept {
+            body: std::sync::Mutex::new(body),
+            read: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Incoming> {
+        self.0.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn was_read(&self) -> bool {
+        self.0.read.load(Ordering::Relaxed)
+    }
+
+    /// Read and discard up to `limit` bytes within `time`.
+    async fn drain(&self, limit: usize, time: Duration) {
+        use hyper::body::Body as _;
+        let drained = tokio::time::timeout(time, async {
+            let mut read = 0;
+            while !self.lock().is_end_stream() && read <= limit {
+                let frame = std::future::poll_fn(|cx| Pin::new(&mut *self.lock()).poll_frame(cx));
+                match frame.await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Bytes::len),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            read
+        })
+        .await;
+        if let Ok(read) = drained
+            && read > 0
+        {
+            tracing::debug!(bytes = read, "Unread request body drained");
+        }
+    }
+}
+
+impl hyper::body::Body for KeptBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0.read.store(true, Ordering::Relaxed);
+        Pin::new(&mut *self.lock()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lock().is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.lock().size_hint()
+    }
 }
 
 fn redirect_to_https(
