@@ -299,6 +299,15 @@ impl Slot {
         self.gate.table().set_idle(self.id, None);
     }
 
+    /// A handle that marks this connection idle or busy from elsewhere
+    /// (a request handler, when its last request ends or one begins).
+    pub fn marker(&self) -> IdleMarker {
+        IdleMarker {
+            gate: Arc::clone(&self.gate),
+            id: self.id,
+        }
+    }
+
     /// Resolves when the gate closed this connection to make room.
     pub async fn evicted(&self) {
         self.evicted.cancelled().await;
@@ -330,6 +339,26 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.gate.table().release(self.id);
         self.gate.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Marks an admitted connection idle (evictable under pressure) or busy;
+/// a no-op once the connection is gone.
+#[derive(Debug, Clone)]
+pub struct IdleMarker {
+    gate: Arc<Gate>,
+    id: u64,
+}
+
+impl IdleMarker {
+    pub fn idle(&self) {
+        self.gate
+            .table()
+            .set_idle(self.id, Some(Instant::now().into_std()));
+    }
+
+    pub fn busy(&self) {
+        self.gate.table().set_idle(self.id, None);
     }
 }
 

@@ -43,7 +43,9 @@ impl Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            evict_idle_after: None,
+            // A kept-alive connection between requests gives way to a new
+            // client at the cap, so idle holders cannot lock the admin out.
+            evict_idle_after: Some(Duration::from_secs(1)),
         }
     }
 

@@ -15,7 +15,9 @@ pub mod accept;
 pub mod limits;
 pub mod sni;
 
-pub use accept::{Activity, Conn, Gate, Listener, Registry, Slot, Stats, Timeout, Tracked};
+pub use accept::{
+    Activity, Conn, Gate, IdleMarker, Listener, Registry, Slot, Stats, Timeout, Tracked,
+};
 pub use limits::{Limits, Refusal};
 
 /// Why a connection the layer set up did not become usable.

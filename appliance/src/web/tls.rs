@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::net::{Activity, Conn, Listener, NetError, Timeout, Tracked};
+use crate::net::{Activity, Conn, IdleMarker, Listener, NetError, Timeout, Tracked};
 
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
 pub const KEY_FILE: &str = "tls/admin-key.pem";
@@ -453,6 +453,12 @@ macro_rules! drive {
                 conn.as_mut().graceful_shutdown();
                 timed_out(conn.await)
             }
+            // Closed to make room while idle between requests; a request
+            // that began meanwhile still finishes.
+            () = $slot.evicted() => {
+                conn.as_mut().graceful_shutdown();
+                timed_out(conn.await)
+            }
         }
     }};
 }
@@ -483,7 +489,7 @@ async fn connection(
         // request, headers within the same deadline as over TLS.
         let counted = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let _request = InFlight::start(&counted);
+            let _request = InFlight::start(&counted, None);
             std::future::ready(Ok::<_, std::convert::Infallible>(redirect_to_https(
                 &request, local,
             )))
@@ -511,9 +517,10 @@ async fn connection(
     let first_request_by = tokio::time::Instant::now() + limits.header_timeout;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let counted = Arc::clone(&activity);
+    let marker = slot.marker();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let router = router.clone();
-        let in_flight = InFlight::start(&counted);
+        let in_flight = InFlight::start(&counted, Some(&marker));
         async move {
             let _in_flight = in_flight;
             let (mut parts, body) = request.into_parts();
@@ -564,19 +571,28 @@ async fn connection(
 }
 
 /// Counts one request as in flight on its connection while it lives.
-struct InFlight(Arc<Activity>);
+/// With a marker, the connection is marked busy while a request is handled
+/// and idle (evictable at the cap) once its last request ended.
+struct InFlight(Arc<Activity>, Option<IdleMarker>);
 
 impl InFlight {
-    fn start(activity: &Arc<Activity>) -> Self {
+    fn start(activity: &Arc<Activity>, marker: Option<&IdleMarker>) -> Self {
         activity.requests.fetch_add(1, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(activity))
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Some(marker) = marker {
+            marker.busy();
+        }
+        Self(Arc::clone(activity), marker.cloned())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Some(marker) = &self.1
+        {
+            marker.idle();
+        }
     }
 }
 

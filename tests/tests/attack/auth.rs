@@ -145,8 +145,14 @@ fn a_flood_of_setups_after_setup_hashes_nothing() {
     // Spread over a few source addresses, as a botnet would, so a cap on
     // connections per source is not what answers.
     let clients: Vec<reqwest::Client> = (10..40).map(|i| async_client(loopback(i))).collect();
+    // The admin listener holds at most 256 connections (docs/listeners.md):
+    // past that, connections are reset at once, which is an answer too.
     let warm = runtime.block_on(flood(&clients, admin, "/api/v1/health", floods));
-    assert!(warm.iter().all(|s| *s == Ok(200)), "{warm:?}");
+    let admitted = warm.iter().filter(|s| **s == Ok(200)).count();
+    assert!(
+        admitted >= floods.min(200) && warm.iter().all(|s| matches!(s, Ok(200) | Err(_))),
+        "{warm:?}"
+    );
 
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -189,15 +195,28 @@ fn a_flood_of_setups_after_setup_hashes_nothing() {
     );
     let unexpected: Vec<_> = statuses
         .iter()
-        .filter(|s| !matches!(s, Ok(409 | 429)))
+        .filter(|s| !matches!(s, Ok(409 | 429) | Err(_)))
         .collect();
-    assert!(unexpected.is_empty(), "not 409/429: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "not 409/429 or refused: {unexpected:?}"
+    );
+    let answered = statuses
+        .iter()
+        .filter(|s| matches!(s, Ok(409 | 429)))
+        .count();
+    assert!(
+        answered >= floods.min(200),
+        "only {answered} setups answered"
+    );
     assert!(peak < 200 * 1024, "RSS peaked at {peak} KiB");
     assert!(after < 200 * 1024, "RSS stayed at {after} KiB");
     assert_eq!(lost, 0, "DNS queries unanswered during the flood");
     assert!(p90 < Duration::from_millis(50), "DNS p90 {p90:?}");
     assert!(max < Duration::from_millis(250), "DNS max {max:?}");
-    // The admin still gets in.
+    // The admin still gets in: the flood's kept-alive connections fill the
+    // listener, and once idle for a second they give way to a new client.
+    std::thread::sleep(Duration::from_millis(1100));
     let mut client = AdminClient::new(admin);
     client.login("admin", PASSWORD);
 }
@@ -305,9 +324,16 @@ fn parallel_wrong_logins_are_counted_before_verification() {
     });
     let verified = statuses.iter().filter(|s| matches!(s, Ok(401))).count();
     let limited = statuses.iter().filter(|s| matches!(s, Ok(429))).count();
-    eprintln!("{verified} x 401, {limited} x 429 of {parallel}");
+    // One source holds at most 32 admin connections (docs/listeners.md); the
+    // rest are reset at once and never reach the password check either.
+    let refused = statuses.iter().filter(|s| s.is_err()).count();
+    eprintln!("{verified} x 401, {limited} x 429, {refused} refused of {parallel}");
     assert!(verified <= 5, "{statuses:?}");
-    assert_eq!(verified + limited, parallel, "{statuses:?}");
+    assert_eq!(verified + limited + refused, parallel, "{statuses:?}");
+    assert!(
+        verified + limited >= 30,
+        "the limiter answered: {statuses:?}"
+    );
     assert_eq!(admin_status, Ok(200), "the admin from another address");
     let mut client = client_from(admin, loopback(2));
     client.login("admin", PASSWORD);
