@@ -140,6 +140,7 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    poolgate::system::restrict_umask();
     let result = match cli.command {
         Command::Run {
             data_dir,

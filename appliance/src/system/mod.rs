@@ -11,6 +11,14 @@ pub mod upgrade;
 
 use tokio_util::sync::CancellationToken;
 
+/// Files and directories this process creates are its owner's alone
+/// (umask 0077), whatever the caller's umask: the data directory holds
+/// password hashes, keys and database backups. Files meant for others get
+/// their mode set explicitly.
+pub fn restrict_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
 /// Structured logs to stderr (journald under systemd). `RUST_LOG` overrides
 /// the default `info` level.
 pub fn init_logging() {
