@@ -1,10 +1,12 @@
-//! Process and appliance concerns: logging setup, termination signals,
-//! systemd notification, and upgrades by image swap (`bundle`: the signed
-//! bundle format; `layout`: slots and the ESP; `upgrade`: install and what
-//! a rebooted appliance records; `reboot`: when to reboot into an upgrade).
+//! Process and appliance concerns: logging setup, the umask, termination
+//! signals, systemd notification, and upgrades by image swap (`bundle`: the
+//! signed bundle format; `layout`: slots and the ESP; `upgrade`: install and
+//! what a rebooted appliance records; `install`: the root-owned step that
+//! writes slot and ESP; `reboot`: when to reboot into an upgrade).
 //! Nothing here knows about pools.
 
 pub mod bundle;
+pub mod install;
 pub mod layout;
 pub mod reboot;
 pub mod upgrade;
