@@ -18,6 +18,9 @@
 //!   read it even when it cannot open a database a newer one migrated.
 //! * Rebooting runs a fixed argv (`systemctl reboot`); nothing from a request
 //!   reaches a command line.
+//! * Where the layout names an `install_request`, this process writes no
+//!   slot and no ESP: the root step of `system::install` does, after its own
+//!   verification; everything else (events, backup, state) stays here.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
