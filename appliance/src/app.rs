@@ -170,6 +170,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let started = Instant::now();
     // Validate before opening the store: an invalid file writes nothing.
     let file_config = options.config.as_deref().map(config::load).transpose()?;
+    // Owner-only (0700) before anything is written into it, an existing
+    // wider directory included.
+    crate::store::prepare_data_dir(&options.data_dir)?;
     // Settles an upgrade that was waiting for this start (its success, or a
     // rollback and the database it needs) before anything reads the store.
     let (store, _) = system::upgrade::open_store(
@@ -222,16 +225,23 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         web::auth::setup_code::remove_stale_file(&options.data_dir);
         None
     };
-    let mut names = vec!["poolgate".to_owned(), "localhost".to_owned()];
-    if !config.listen.admin.ip().is_unspecified() {
-        names.push(config.listen.admin.ip().to_string());
-    }
+    // What the generated certificate names: the admin and SIP-TLS
+    // addresses if specific, otherwise the host's.
+    let listen_ips: Vec<_> = std::iter::once(config.listen.admin.ip())
+        .chain(config.listen.sip_tls.map(|address| address.ip()))
+        .collect();
+    let identity = web::tls::Identity::of_host(&appliance_id, &listen_ips);
     let drain_task = tokio::spawn(crate::drain::run(
         publisher.clone(),
         store.clone(),
         shutdown.child_token(),
     ));
-    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, names)?;
+    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, &identity)?;
+    let renewal_task = tokio::spawn(web::tls::keep_renewed(
+        Arc::clone(&certificates),
+        identity,
+        shutdown.child_token(),
+    ));
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
     // The accept layer's gates, one per listener label, for `/metrics`.
@@ -333,6 +343,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = drain_task.await;
     let _ = seen_task.await;
     let _ = clock.await;
+    let _ = renewal_task.await;
     let _ = history_task.await;
     let _ = health_task.await;
     let _ = proxy_task.await;

@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         no_reboot: bool,
     },
+    /// Steps the image runs as root.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
     /// Print the stored desired config as TOML that `run --config` accepts.
@@ -128,6 +133,21 @@ enum LicenseCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Install the bundle poolgate staged beside the layout's install_request
+    /// file, after checking it again (run as root by poolgate-install.service).
+    /// Exit 0 when a result was written (or nothing was requested).
+    InstallStaged {
+        /// Root slots, ESP and the request file (as for `run`).
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+        /// A directory only root can write, for the checked copy.
+        #[arg(long)]
+        work_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Set an admin password, read from standard input.
     SetPassword {
@@ -144,6 +164,7 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    poolgate::system::restrict_umask();
     let result = match cli.command {
         Command::Run {
             data_dir,
@@ -178,6 +199,13 @@ fn main() -> ExitCode {
             system_layout.as_deref(),
             reboot_mode(no_reboot),
         ),
+        Command::System {
+            command:
+                SystemCommand::InstallStaged {
+                    system_layout,
+                    work_dir,
+                },
+        } => install_staged(system_layout.as_deref(), &work_dir),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
@@ -467,6 +495,31 @@ fn upgrade(
     match reboot {
         RebootMode::Systemd => println!("Rebooting into {}.", pending.to_version),
         RebootMode::Disabled => println!("Reboot to start {}.", pending.to_version),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_staged(
+    system_layout: Option<&std::path::Path>,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let mut layout = layout(system_layout)?;
+    // This is the step that writes: it must not ask itself.
+    let request = layout
+        .install_request
+        .take()
+        .context("the system layout names no install_request file")?;
+    let data_dir = request
+        .parent()
+        .context("the install_request file has no directory")?
+        .to_owned();
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    let upgrader = Upgrader::new(layout, data_dir);
+    match poolgate::system::install::install_staged(&upgrader, &request, work_dir)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to install."),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,10 @@
 //! * Foreign keys are on; migrations are versioned (`PRAGMA user_version`).
 //! * A config is committed together with its admin-state changes and its
 //!   event in one transaction, so the three never disagree.
+//! * Only the owner can reach the data: the data directory is 0700 and the
+//!   database with its WAL and shared-memory files 0600 (they hold password
+//!   and token hashes). Both are created that way and tightened at every
+//!   open if an older version or an admin left them wider.
 //!
 //! The API is synchronous; async callers use `spawn_blocking`.
 
@@ -42,7 +46,7 @@ pub fn valid_username(name: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create or restrict {path} in the data directory: {source}")]
     DataDir {
         path: PathBuf,
         #[source]
@@ -113,6 +117,52 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Create `data_dir` (and missing parents) owner-only, or tighten an
+/// existing one to 0700.
+pub fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let error = |source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(error)?;
+    tighten(data_dir, 0o700).map_err(error)
+}
+
+/// Take every permission outside `allowed` off `path`, if it exists.
+pub fn tighten(path: &Path, allowed: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if mode & !allowed != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed))?;
+        tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{:o}", mode & allowed), "Tightened file mode");
+    }
+    Ok(())
+}
+
+/// Create an empty owner-only file unless `path` exists.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -129,14 +179,21 @@ impl Store {
     /// an older poolgate left it.
     #[doc(hidden)]
     pub fn open_at_version(data_dir: &Path, version: u32) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
+        prepare_data_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        // Created owner-only before SQLite sees it: SQLite gives the WAL and
+        // shared-memory files the database file's mode.
+        create_private(&path).map_err(|source| StoreError::DataDir {
+            path: path.clone(),
             source,
         })?;
-        let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            tighten(&file, 0o600).map_err(|source| StoreError::DataDir { path: file, source })?;
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate(&mut conn, version)?;
