@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test lint unit e2e fuzz-smoke fuzz bench image image-test image-upgrade-test clean
+.PHONY: run build test test-deps lint unit e2e fuzz-smoke fuzz bench image image-test image-upgrade-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -18,8 +18,13 @@ build:
 	$(CARGO) build --locked --release -p poolgate --bin poolgate
 
 ## Everything CI checks: formatting, lints, unit, property and end-to-end tests,
-## and a short run of each fuzz target.
-test: lint unit e2e fuzz-smoke
+## and a short run of each fuzz target. Installs what it needs first (as root
+## on Debian; otherwise it names the command that does).
+test: test-deps
+	$(MAKE) lint unit e2e fuzz-smoke
+
+test-deps:
+	tests/install-deps
 
 lint:
 	$(CARGO) fmt --all --check

@@ -16,7 +16,9 @@ answers restart_required). Power off with ACPI. Second boot, as an admin
 would restart after such a change: setup is refused (the password survived
 on the data partition), login works, the pool name is answered over DNS and
 a SIP OPTIONS gets 200. Power off with ACPI again. Finally the ESP shows
-slot A's kernel image marked good by boot counting.
+slot A's kernel image marked good by boot counting, and the data partition
+(read with debugfs) has poolgate's directory 0700 and its database and key
+0600.
 
 Every wait is bounded; QEMU is killed on any failure.
 """
@@ -300,7 +302,7 @@ def first_boot(vm, args):
     log(f"first boot: {found.group(0)} after {ready_s:.1f} s")
     api = Api(vm.ports["https"])
     log(f"GET /api/v1/health: {wait_health(api)}")
-    code = vm.wait_for(r"One-time setup code: (\d+)", 60).group(1)
+    code = vm.wait_for(r"One-time setup code: ([A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})", 60).group(1)
     log("setup code read from the serial console")
     api.expect("POST", "/api/v1/setup", 403, {"password": PASSWORD, "setup_code": "00000000x"})
     api.expect("POST", "/api/v1/setup", 201, {"password": PASSWORD, "setup_code": code})
@@ -347,6 +349,49 @@ def blessed_entries(disk):
     return sorted(os.path.basename(line.strip()) for line in listing.splitlines() if line.strip())
 
 
+def data_files(disk, workdir, paths):
+    """Mode and owner uid of `paths` (below /var) on the disk's data
+    partition, read with debugfs from a sparse copy of the partition; a
+    path that is not there maps to None."""
+    table = json.loads(subprocess.run(["sfdisk", "-J", disk], check=True,
+                                      capture_output=True, text=True).stdout)
+    data = next(p for p in table["partitiontable"]["partitions"] if p.get("name") == "data")
+    sector = table["partitiontable"].get("sectorsize", 512)
+    image = os.path.join(workdir, "data-partition.img")
+    subprocess.run(["dd", f"if={disk}", f"of={image}", "bs=4M", "conv=sparse", "status=none",
+                    "iflag=skip_bytes,count_bytes", f"skip={data['start'] * sector}",
+                    f"count={data['size'] * sector}"], check=True)
+    found = {}
+    try:
+        for path in paths:
+            out = subprocess.run(["debugfs", "-R", f"stat {path}", image],
+                                 capture_output=True, text=True).stdout
+            mode = re.search(r"Mode:\s+(\d+)", out)
+            user = re.search(r"User:\s+(\d+)", out)
+            found[path] = (int(mode.group(1), 8), int(user.group(1))) if mode and user else None
+    finally:
+        os.unlink(image)
+    return found
+
+
+# What only poolgate may read on the data partition (row 11 of issue 18).
+OWNER_ONLY = {
+    "/lib/poolgate": 0o700,
+    "/lib/poolgate/poolgate.db": 0o600,
+    "/lib/poolgate/tls": 0o700,
+    "/lib/poolgate/tls/admin-key.pem": 0o600,
+}
+
+
+def check_owner_only(disk, workdir):
+    found = data_files(disk, workdir, list(OWNER_ONLY))
+    wrong = {path: found[path] for path, mode in OWNER_ONLY.items()
+             if found[path] is None or found[path][0] != mode}
+    if wrong:
+        raise Failed(f"data partition modes: {wrong} (want {OWNER_ONLY})")
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("disk")
@@ -381,8 +426,14 @@ def main():
         log(f"FAILED: slot A was not marked good by boot counting: ESP has {entries}")
         return 1
     log(f"boot counting: ESP has {entries} (slot A blessed)")
+    try:
+        modes = check_owner_only(disk, workdir)
+    except (Failed, subprocess.CalledProcessError) as error:
+        log(f"FAILED: {error}")
+        return 1
+    log("data partition: " + ", ".join(f"{p} {m:o}" for p, (m, _) in modes.items()))
     log(f"boot to ready ({accel}): first {timings['first']:.1f} s, second {timings['second']:.1f} s")
-    print("image-test: 3 passed, 0 failed")
+    print("image-test: 4 passed, 0 failed")
     return 0
 
 

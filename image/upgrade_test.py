@@ -19,6 +19,9 @@ of the disk:
 4. Upload C: C never gets its boot blessed, its boot check reboots it until
    systemd-boot's tries are spent, and B comes back by itself with the
    config intact and the rollback in the event log and GET /api/v1/system.
+5. On the disk: the installs ran through the root step (its work directory
+   exists, root's, 0700) and left nothing staged; poolgate's data directory
+   is 0700 and its database and key 0600.
 
 QEMU runs with -no-reboot, so each guest reboot ends QEMU and the test
 starts it again on the same disk. Every wait is bounded; QEMU is killed on
@@ -284,6 +287,24 @@ def main():
         passed += 1
         vm.power_off()
         timings["vms"] = time.monotonic() - vms_started
+
+        # 5. Least privilege: poolgate wrote neither slot nor ESP; the
+        # root step did, from its own root-only copy, and left nothing
+        # behind in poolgate's directory. poolgate's files stay its own.
+        vm.stop()
+        vm = None
+        found = boot_test.data_files(disk, workdir, [
+            "/lib/poolgate-install", "/lib/poolgate/upgrade/staged.pgup",
+            "/lib/poolgate/upgrade/install-request", "/lib/poolgate-install/bundle.pgup"])
+        if found["/lib/poolgate-install"] != (0o700, 0):
+            raise Failed(f"the root step's directory: {found['/lib/poolgate-install']}")
+        leftovers = [p for p, f in found.items() if f is not None and p != "/lib/poolgate-install"]
+        if leftovers:
+            raise Failed(f"left behind after the installs: {leftovers}")
+        boot_test.check_owner_only(disk, workdir)
+        passed += 1
+        log("least privilege: slots and ESP written by the root step (its directory root's, "
+            "0700), nothing staged left, poolgate's data 0700/0600")
     except (Failed, OSError, http.client.HTTPException) as error:
         log(f"FAILED: {error}")
         if vm:

@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{dns, health, proxy, sip, system, web};
+use crate::{dns, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -57,6 +57,9 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Tls(#[from] web::tls::TlsError),
+    /// The console's appliance id or setup code file cannot be written.
+    #[error(transparent)]
+    SetupCode(#[from] web::auth::setup_code::SetupCodeError),
     #[error(transparent)]
     Upgrade(#[from] system::upgrade::UpgradeError),
 }
@@ -168,6 +171,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let started = Instant::now();
     // Validate before opening the store: an invalid file writes nothing.
     let file_config = options.config.as_deref().map(config::load).transpose()?;
+    // Owner-only (0700) before anything is written into it, an existing
+    // wider directory included.
+    crate::store::prepare_data_dir(&options.data_dir)?;
     // Settles an upgrade that was waiting for this start (its success, or a
     // rollback and the database it needs) before anything reads the store.
     let (store, _) = system::upgrade::open_store(
@@ -201,30 +207,50 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
     let health_task = health::spawn(store.clone(), publisher.clone(), shutdown.child_token());
 
+    // The console shows the appliance id and the setup code from files in
+    // the data directory, never from the log, which carries client input.
+    web::auth::setup_code::write_private(
+        &options
+            .data_dir
+            .join(web::auth::setup_code::APPLIANCE_ID_FILE),
+        &format!("{appliance_id}\n"),
+    )?;
     let setup_code = if options.require_setup_code && !store.has_admin()? {
-        let code = format!("{:08}", rand::random::<u32>() % 100_000_000);
-        // On the console (systemd passes stderr to it) and in the journal.
-        eprintln!("poolgate first-boot setup code: {code}");
-        tracing::info!(setup_code = %code, "First-boot setup requires this code");
+        let code = web::auth::setup_code::SetupCode::create(&options.data_dir)?;
+        tracing::info!(
+            file = %options.data_dir.join(web::auth::setup_code::FILE).display(),
+            "First-boot setup requires the one-time code shown on the console"
+        );
         Some(code)
     } else {
+        web::auth::setup_code::remove_stale_file(&options.data_dir);
         None
     };
-    let mut names = vec!["poolgate".to_owned(), "localhost".to_owned()];
-    if !config.listen.admin.ip().is_unspecified() {
-        names.push(config.listen.admin.ip().to_string());
-    }
+    // What the generated certificate names: the admin and SIP-TLS
+    // addresses if specific, otherwise the host's.
+    let listen_ips: Vec<_> = std::iter::once(config.listen.admin.ip())
+        .chain(config.listen.sip_tls.map(|address| address.ip()))
+        .collect();
+    let identity = web::tls::Identity::of_host(&appliance_id, &listen_ips);
     let drain_task = tokio::spawn(crate::drain::run(
         publisher.clone(),
         store.clone(),
         shutdown.child_token(),
     ));
-    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, names)?;
+    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, &identity)?;
+    let renewal_task = tokio::spawn(web::tls::keep_renewed(
+        Arc::clone(&certificates),
+        identity,
+        shutdown.child_token(),
+    ));
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
     let admin = bind_tcp("admin", config.listen.admin).await?;
+    // The accept layer's gates, one per listener label, for `/metrics`.
+    let gates = Arc::new(net::Registry::default());
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
     let sip_stats = Arc::new(sip::SipStats {
         seen: Some(seen_tx),
+        gates: Arc::clone(&gates),
         ..sip::SipStats::default()
     });
     let seen_task = tokio::spawn(sip::record_seen(
@@ -241,11 +267,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         shutdown.child_token(),
     ));
-    let dns_stats = Arc::new(dns::DnsStats::default());
+    let dns_stats = Arc::new(dns::DnsStats {
+        gates: Arc::clone(&gates),
+        ..dns::DnsStats::default()
+    });
     let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
+    app_state.listeners = Arc::clone(&gates);
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -257,15 +287,17 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let router = web::router(app_state);
     let server_shutdown = shutdown.child_token();
+    let admin = net::Listener::new(admin, gates.gate("admin", net::Limits::admin()));
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.
-    let proxy_task = tokio::spawn(proxy::serve(
+    let proxy_task = tokio::spawn(proxy::serve_gated(
         publisher.clone(),
         Some(store.clone()),
         proxy::RelayMode::from_env(),
         shutdown.child_token(),
         options.grace,
+        Arc::clone(&gates),
     ));
 
     // DNS answers in-flight are single packets: its tasks stop at once on
@@ -314,6 +346,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = drain_task.await;
     let _ = seen_task.await;
     let _ = clock.await;
+    let _ = renewal_task.await;
     let _ = history_task.await;
     let _ = health_task.await;
     let _ = proxy_task.await;

@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         no_reboot: bool,
     },
+    /// Steps the image runs as root.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
     /// Print the stored desired config as TOML that `run --config` accepts.
@@ -128,6 +133,21 @@ enum LicenseCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Install the bundle poolgate staged beside the layout's install_request
+    /// file, after checking it again (run as root by poolgate-install.service).
+    /// Exit 0 when a result was written (or nothing was requested).
+    InstallStaged {
+        /// Root slots, ESP and the request file (as for `run`).
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+        /// A directory only root can write, for the checked copy.
+        #[arg(long)]
+        work_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Set an admin password, read from standard input.
     SetPassword {
@@ -135,11 +155,16 @@ enum AdminCommand {
         data_dir: PathBuf,
         #[arg(long, default_value = "admin")]
         username: String,
+        /// Keep the user's API tokens working (by default a new password
+        /// revokes them, and always ends every session).
+        #[arg(long)]
+        keep_tokens: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    poolgate::system::restrict_umask();
     let result = match cli.command {
         Command::Run {
             data_dir,
@@ -174,11 +199,23 @@ fn main() -> ExitCode {
             system_layout.as_deref(),
             reboot_mode(no_reboot),
         ),
+        Command::System {
+            command:
+                SystemCommand::InstallStaged {
+                    system_layout,
+                    work_dir,
+                },
+        } => install_staged(system_layout.as_deref(), &work_dir),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
-            command: AdminCommand::SetPassword { data_dir, username },
-        } => set_password(&data_dir, &username),
+            command:
+                AdminCommand::SetPassword {
+                    data_dir,
+                    username,
+                    keep_tokens,
+                },
+        } => set_password(&data_dir, &username, keep_tokens),
         Command::License { command } => license(command),
         Command::DemoMembers { config } => demo_members(&config),
         Command::Registrar { config, uri, pool } => {
@@ -299,7 +336,17 @@ fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<ExitCode> {
+/// Works on the data directory of a running poolgate too: sessions and
+/// tokens are checked against the database on every request, so the ones
+/// this ends stop working at once.
+fn set_password(
+    data_dir: &std::path::Path,
+    username: &str,
+    keep_tokens: bool,
+) -> anyhow::Result<ExitCode> {
+    if !store::valid_username(username) {
+        bail!("the user name must be 1-64 letters, digits, '.', '_' or '-'; nothing changed");
+    }
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("New password for {username}: "))?;
         let second = rpassword::prompt_password("Repeat it: ")?;
@@ -313,8 +360,15 @@ fn set_password(data_dir: &std::path::Path, username: &str) -> anyhow::Result<Ex
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
     let store = Store::open(data_dir)?;
-    store.set_password(username, &password)?;
-    eprintln!("Password set for {username}.");
+    let keep = store::Keep {
+        session: None,
+        tokens: keep_tokens,
+    };
+    let changed = store.change_password(username, &password, &keep)?;
+    eprintln!(
+        "Password set for {username}; {} session(s) ended, {} API token(s) revoked.",
+        changed.sessions_ended, changed.tokens_revoked
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -441,6 +495,31 @@ fn upgrade(
     match reboot {
         RebootMode::Systemd => println!("Rebooting into {}.", pending.to_version),
         RebootMode::Disabled => println!("Reboot to start {}.", pending.to_version),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install_staged(
+    system_layout: Option<&std::path::Path>,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let mut layout = layout(system_layout)?;
+    // This is the step that writes: it must not ask itself.
+    let request = layout
+        .install_request
+        .take()
+        .context("the system layout names no install_request file")?;
+    let data_dir = request
+        .parent()
+        .context("the install_request file has no directory")?
+        .to_owned();
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    let upgrader = Upgrader::new(layout, data_dir);
+    match poolgate::system::install::install_staged(&upgrader, &request, work_dir)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to install."),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -679,3 +679,21 @@ pub mod upgrade {
         std::fs::write(path, bytes).expect("write");
     }
 }
+
+/// Raise this process's soft limit on open files towards `want` (never past
+/// the hard limit); poolgate started afterwards inherits it. Returns the
+/// soft limit now in force, so a test can size its connection counts.
+pub fn raise_open_files(want: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let target = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => target,
+        Err(_) => soft,
+    }
+}

@@ -8,8 +8,10 @@
 //! console upgrade (slot content, UKI with its boot counter, database
 //! backup, events), a reboot asked for through the layout's request file,
 //! a rollback after the new version failed to boot on a database it had
-//! migrated, and the upload API. Every refusal leaves both
-//! slots and the ESP byte-for-byte as they were.
+//! migrated, the upload API, and an install through the root step
+//! (`poolgate system install-staged`, which the image runs as root) that
+//! also refuses a bundle staged behind the upgrader's back. Every refusal
+//! leaves both slots and the ESP byte-for-byte as they were.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -371,5 +373,99 @@ fn the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot() {
     assert_eq!(status, 422, "{body}");
     let (status, body) = post(&good, "?reboot_at=now");
     assert_eq!(status, 400, "{body}");
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// The image's split: poolgate (unprivileged) stages a bundle it verified
+/// and asks; a root step, here run by the test in place of
+/// `poolgate-install.path`, verifies it again and writes slot and ESP.
+#[test]
+fn with_an_install_request_a_root_step_writes_slot_and_esp_after_its_own_check() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fake = Fake::new();
+    let request = fake.data_dir().join("upgrade/install-request");
+    let layout = fake.path("layout.toml");
+    let mut toml = std::fs::read_to_string(&layout).expect("layout");
+    toml.push_str(&format!("install_request = {request:?}\n"));
+    std::fs::write(&layout, toml).expect("layout");
+    let work_dir = fake.path("install-work");
+    let installer = |request: &Path| {
+        let output = Command::new(binary())
+            .envs(fake.env())
+            .args(["system", "install-staged", "--system-layout"])
+            .arg(&layout)
+            .arg("--work-dir")
+            .arg(&work_dir)
+            .output()
+            .expect("run the install step");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(!request.exists(), "the step takes the request");
+        text(&output.stdout)
+    };
+    let (mut poolgate, client) = fake.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut results = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            // Bounded by the deadline.
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                if request.exists() {
+                    results.push(installer(&request));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            results
+        });
+        let response = client
+            .request(reqwest::Method::POST, "/api/v1/system/upgrade?reboot=later")
+            .header("Content-Type", "application/octet-stream")
+            .body(std::fs::read(fake.bundle("good.pgup")).expect("bundle"))
+            .send()
+            .expect("POST");
+        let status = response.status().as_u16();
+        let body: Value = response.json().expect("JSON");
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["installed"], NEXT);
+        watcher.join().expect("watcher")
+    });
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0].contains("\"installed\""), "{}", results[0]);
+    let installed = fake.snapshot();
+    assert_eq!(&installed.1[..root_image().len()], &root_image()[..]);
+    assert!(
+        installed
+            .2
+            .iter()
+            .any(|(name, _)| name == "poolgate-b+3.efi")
+    );
+    let upgrade_dir = fake.data_dir().join("upgrade");
+    for left in ["staged.pgup", "install-request", "install-result.json"] {
+        assert!(!upgrade_dir.join(left).exists(), "{left} left behind");
+    }
+    let events = upgrade_events(&client).join("\n");
+    assert!(
+        events.contains(&format!("Version {NEXT} installed in slot root-b")),
+        "{events}"
+    );
+
+    // Staged behind the upgrader's back (what code running as poolgate
+    // could do): the step checks for itself and writes nothing.
+    for (bundle, reason) in fake.bad_bundles().into_iter().take(4) {
+        std::fs::copy(&bundle, upgrade_dir.join("staged.pgup")).expect("stage");
+        std::fs::write(&request, r#"{"id":"5eed"}"#).expect("request");
+        let result = installer(&request);
+        assert!(
+            result.contains("\"refused\"") && result.contains(reason),
+            "{bundle:?}: {result}"
+        );
+    }
+    assert_eq!(
+        fake.snapshot(),
+        installed,
+        "refused by the step: nothing written"
+    );
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }

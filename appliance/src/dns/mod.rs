@@ -65,6 +65,8 @@ pub struct DnsStats {
     pub rrl_dropped: AtomicU64,
     /// UDP answers over the response-rate limit, sent empty with TC set.
     pub rrl_slipped: AtomicU64,
+    /// The accept layer's gates, where the `dns-tcp` listeners' gate lives.
+    pub gates: Arc<crate::net::Registry>,
 }
 
 /// Bound sockets, ready to serve.

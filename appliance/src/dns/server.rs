@@ -8,10 +8,14 @@
 //! so a flood costs only the kernel's socket buffer (excess datagrams are
 //! dropped there); its answers pass that task's response-rate limiter
 //! (`rrl`, `[dns] rrl_rate`/`rrl_slip`), so poolgate cannot be used to
-//! reflect traffic at a spoofed source; TCP connections are
-//! capped by a semaphore (over the cap a connection is closed at once) and
-//! each connection has an idle timeout and a per-message read/write deadline,
-//! so a slow or silent client cannot pin a slot forever.
+//! reflect traffic at a spoofed source; TCP connections go through the
+//! accept layer (`net`):
+//! capped in total and per source, and at a cap the connection idle longest
+//! is closed for the new one (RFC 7766 §6.2.3) or, if none has been idle
+//! long enough, the new one is closed at once; each connection has an idle
+//! timeout and a per-message read/write deadline, so a slow or silent
+//! client cannot pin a slot forever, and many holders cannot lock out a
+//! newcomer.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -27,13 +31,14 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsStats;
 use super::fast::{self, FastCache};
 use super::rrl::{self, Limiter, Verdict};
 use super::wire::{self, Outcome, Transport};
+use crate::net;
 use crate::state::PoolView;
 
 /// Largest datagram we read; larger ones are truncated by the kernel and then
@@ -44,24 +49,46 @@ const UDP_BATCH: usize = 64;
 /// Batches taken back to back before waiting on readiness again.
 const UDP_DRAIN_BATCHES: usize = 8;
 
-/// Limits of the TCP listener.
+/// Limits of the TCP listener (RFC 7766 §6.2).
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// Connections served at once across one listener.
+    /// Connections served at once across the `dns-tcp` listeners.
     pub max_connections: usize,
+    /// Connections served at once from one source address.
+    pub max_per_source: usize,
     /// How long a connection may sit between messages.
     pub idle_timeout: Duration,
     /// How long reading the rest of a message or writing an answer may take.
     pub io_timeout: Duration,
+    /// At a cap, a connection idle at least this long is closed to make
+    /// room for the new one (RFC 7766 §6.2.3: under pressure, close idle
+    /// connections); one idle for less may be about to send its next query.
+    pub evict_idle_after: Option<Duration>,
 }
 
 impl Default for TcpLimits {
     fn default() -> Self {
+        let gate = net::Limits::dns();
         Self {
-            max_connections: 256,
+            max_connections: gate.max_connections,
+            max_per_source: gate.max_per_source,
             // RFC 7766 suggests seconds, not minutes, for an idle DNS/TCP connection.
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: gate.idle_timeout,
             io_timeout: Duration::from_secs(5),
+            evict_idle_after: gate.evict_idle_after,
+        }
+    }
+}
+
+impl TcpLimits {
+    fn gate(self) -> net::Limits {
+        net::Limits {
+            max_connections: self.max_connections,
+            max_per_source: self.max_per_source,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.io_timeout,
+            evict_idle_after: self.evict_idle_after,
+            ..net::Limits::dns()
         }
     }
 }
@@ -225,7 +252,10 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Serve DNS over one TCP listener until `shutdown`. Connections still open
-/// at shutdown are closed.
+/// at shutdown are closed. Every `dns-tcp` listener of `stats` shares one
+/// gate: a cap in total and per source; at a cap the connection idle
+/// longest gives way if it has been idle long enough, else the new one is
+/// closed at once.
 pub async fn serve_tcp(
     listener: TcpListener,
     views: watch::Receiver<Arc<PoolView>>,
@@ -234,36 +264,29 @@ pub async fn serve_tcp(
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refused = Arc::clone(&stats);
+    let mut listener = net::Listener::new(listener, stats.gates.gate("dns-tcp", limits.gate()))
+        .on_refused(move |_| {
+            refused.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+        });
     loop {
-        let (stream, peer) = tokio::select! {
+        let conn = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off briefly
-                    // instead of spinning.
-                    tracing::warn!(%error, "DNS TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            stats.tcp_rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, max = limits.max_connections, "DNS TCP connection over the cap; closed");
-            continue;
+            conn = listener.accept() => conn,
         };
         let views = views.clone();
         let cache = Arc::clone(&cache);
         let stats = Arc::clone(&stats);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let net::Conn { stream, peer, slot } = conn;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = serve_connection(stream, peer, views, &cache, &stats, limits) => {}
+                () = slot.evicted() => {
+                    tracing::debug!(%peer, "Idle DNS TCP connection closed to make room");
+                }
+                () = serve_connection(stream, peer, &slot, views, &cache, &stats, limits) => {}
             }
-            drop(permit);
         });
     }
 }
@@ -271,6 +294,7 @@ pub async fn serve_tcp(
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
+    slot: &net::Slot,
     views: watch::Receiver<Arc<PoolView>>,
     cache: &FastCache,
     stats: &DnsStats,
@@ -280,16 +304,25 @@ async fn serve_connection(
     let mut message = Vec::new();
     loop {
         let mut prefix = [0u8; 2];
+        // Between messages the connection is idle: under pressure it may
+        // be closed for a new one.
+        slot.idle();
         match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut prefix)).await {
             Ok(Ok(_)) => {}
-            // Clean close, reset, or idle too long: the connection is done.
-            Ok(Err(_)) | Err(_) => return,
+            // Clean close or reset: the connection is done.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                slot.timed_out(net::Timeout::Idle);
+                return;
+            }
         }
+        slot.busy();
         let length = usize::from(u16::from_be_bytes(prefix));
         message.resize(length, 0);
         match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut message)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => {
+                slot.timed_out(net::Timeout::Header);
                 tracing::debug!(%peer, length, "DNS TCP message cut short");
                 return;
             }

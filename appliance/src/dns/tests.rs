@@ -677,6 +677,7 @@ async fn tcp_connections_over_the_cap_are_closed_and_idle_ones_time_out() {
         max_connections: 2,
         idle_timeout: Duration::from_millis(300),
         io_timeout: Duration::from_millis(300),
+        ..TcpLimits::default()
     };
     let (address, stats, shutdown, mut tasks) = start_server(view(1), limits).await;
     let mut held = Vec::new();

@@ -20,6 +20,9 @@
 //! * Every relayed connection holds an `ActiveGuard`, so the member's
 //!   `active_connections` (least-connections, drain completion) is exact.
 //! * A failure on one connection is logged and counted, never propagated.
+//! * Every accepted connection passed its service's gate (`net`): at most
+//!   `Limits::proxy` connections per service and per source; over a cap a
+//!   connection is reset at accept, before a member is chosen.
 
 mod relay;
 pub mod schedule;
@@ -40,6 +43,7 @@ use schedule::{Balancer, Candidate, PersistTable};
 
 use crate::config::Persistence;
 use crate::config::validate::VirtualService;
+use crate::net;
 use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
 use crate::store::{NewEvent, Store};
 
@@ -66,7 +70,22 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    serve_gated(publisher, store, mode, shutdown, grace, Arc::default()).await;
+}
+
+/// `serve`, with each virtual service's connections admitted by the gate
+/// `vip:<service>` of `gates` (shared by the service's ports): capped in
+/// total and per source, over a cap closed at once.
+pub async fn serve_gated(
+    publisher: PublisherHandle,
+    store: Option<Store>,
+    mode: RelayMode,
+    shutdown: CancellationToken,
+    grace: Duration,
+    gates: Arc<net::Registry>,
+) {
     let shared = Arc::new(Shared {
+        gates,
         views: publisher.subscribe(),
         mode,
         services: Mutex::new(HashMap::new()),
@@ -132,6 +151,8 @@ pub async fn serve(
 /// What every listener and connection of this proxy shares.
 #[derive(Debug)]
 struct Shared {
+    /// The accept layer's gates, one per service.
+    gates: Arc<net::Registry>,
     views: watch::Receiver<Arc<PoolView>>,
     mode: RelayMode,
     /// Scheduler and persistence state per service name, kept across reloads.
@@ -280,8 +301,11 @@ async fn reconcile(
                 let label = format!("vip:{}", service.name);
                 tracing::info!(service = %label, address = %bound, "listening");
                 let token = CancellationToken::new();
+                let gate = shared
+                    .gates
+                    .gate(&label, net::Limits::proxy(service.idle_timeout));
                 tokio::spawn(accept_loop(
-                    listener,
+                    net::Listener::new(listener, gate),
                     address,
                     Arc::clone(shared),
                     token.clone(),
@@ -328,30 +352,22 @@ async fn reconcile(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: net::Listener,
     address: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
     loop {
-        let (client, peer) = tokio::select! {
+        let conn = tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors or a connection aborted in the
-                    // backlog: log, back off briefly, keep serving.
-                    tracing::warn!(%address, %error, "Accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            conn = listener.accept() => conn,
         };
         let guard = LiveGuard::new(&shared);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _guard = guard;
-            connection(client, peer, address, &shared).await;
+            let net::Conn { stream, peer, slot } = conn;
+            connection(stream, peer, address, &slot, &shared).await;
         });
     }
 }
@@ -365,7 +381,13 @@ struct Chosen {
 }
 
 /// Serve one accepted connection: choose, connect (with retries), relay.
-async fn connection(client: TcpStream, peer: SocketAddr, local: SocketAddr, shared: &Arc<Shared>) {
+async fn connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    slot: &net::Slot,
+    shared: &Arc<Shared>,
+) {
     let view = Arc::clone(&shared.views.borrow());
     let Some(service) = view
         .config
@@ -439,6 +461,9 @@ async fn connection(client: TcpStream, peer: SocketAddr, local: SocketAddr, shar
             return;
         }
     };
+    if outcome == Outcome::IdleTimeout {
+        slot.timed_out(net::Timeout::Idle);
+    }
     tracing::debug!(service = %service.name, member = %chosen.member, client = %peer, ?outcome, "Connection ended");
 }
 

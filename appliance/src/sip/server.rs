@@ -21,19 +21,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Frame, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
+use crate::net;
 use crate::state::{PoolView, PublisherHandle};
 
 /// A TCP connection silent this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Connections served at once; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Counters of the redirect service (exported by the metrics endpoint).
 #[derive(Debug, Default)]
@@ -57,6 +54,9 @@ pub struct SipStats {
     pub seen_evicted: AtomicU64,
     /// UDP datagrams over the per-prefix rate, dropped unread.
     pub udp_rate_limited: AtomicU64,
+    /// The accept layer's gates, where the `sip-tcp` and `sip-tls`
+    /// listeners' gates live.
+    pub gates: Arc<net::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +194,9 @@ async fn udp_worker(
 }
 
 /// Serve the TCP listener until `shutdown`; connections end with it. With
-/// `tls`, every connection is a TLS one (`listen.sip_tls`).
+/// `tls`, every connection is a TLS one (`listen.sip_tls`). Connections go
+/// through the accept layer's `sip-tcp` / `sip-tls` gate: capped in total
+/// and per source, a TLS handshake within its deadline.
 pub async fn serve_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -202,41 +204,37 @@ pub async fn serve_tcp(
     stats: Arc<SipStats>,
     shutdown: CancellationToken,
 ) -> Result<(), SipError> {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let label = if tls.is_some() { "sip-tls" } else { "sip-tcp" };
+    let refused = Arc::clone(&stats);
+    let mut listener = net::Listener::new(listener, stats.gates.gate(label, net::Limits::sip()))
+        .on_refused(move |_| {
+            refused.connections_refused.fetch_add(1, Ordering::Relaxed);
+        });
     loop {
-        let (stream, peer) = tokio::select! {
+        let conn = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "SIP TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "SIP TCP connection refused: too many open");
-            continue;
+            conn = listener.accept() => conn,
         };
         let publisher = publisher.clone();
         let stats = Arc::clone(&stats);
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let net::Conn { stream, peer, slot } = conn;
             let _ = stream.set_nodelay(true);
             let result = match tls {
-                None => serve_connection(stream, peer, &publisher, &stats, &shutdown).await,
+                None => serve_connection(stream, peer, &slot, &publisher, &stats, &shutdown).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, &publisher, &stats, &shutdown).await
+                    let activity = Arc::new(net::Activity::default());
+                    match net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity)
+                        .await
+                    {
+                        Ok(stream) => {
+                            serve_connection(stream, peer, &slot, &publisher, &stats, &shutdown)
+                                .await
                         }
-                        Ok(Err(error)) => Err(error.into()),
-                        Err(_) => {
-                            tracing::debug!(%peer, "SIP TLS handshake timed out");
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "SIP TLS handshake not completed");
                             Ok(())
                         }
                     }
@@ -245,18 +243,14 @@ pub async fn serve_tcp(
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "SIP TCP connection ended with an error");
             }
-            drop(slot);
         });
     }
 }
 
-/// A client that opens a TLS connection and never finishes the handshake
-/// must not hold a connection slot for long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
+    slot: &net::Slot,
     publisher: &PublisherHandle,
     stats: &SipStats,
     shutdown: &CancellationToken,
@@ -318,6 +312,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         };
         match read {
             Err(_) => {
+                slot.timed_out(net::Timeout::Idle);
                 tracing::debug!(%peer, idle_s = IDLE_TIMEOUT.as_secs(), "SIP TCP connection idle; closing");
                 return Ok(());
             }

@@ -80,7 +80,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pool, aor)
     );
     "#,
-    // 6: the seen users are capped by count and age, least recently seen
+    // 6: API tokens may expire, and show when they were last used (both
+    // unix seconds; NULL: never expires, never used).
+    r#"
+    ALTER TABLE api_tokens ADD COLUMN expires_at INTEGER;
+    ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER;
+    CREATE INDEX sessions_user ON sessions (username);
+    "#,
+    // 7: the seen users are capped by count and age, least recently seen
     // forgotten first; `last_seen` is written to the second from now on,
     // so its text sorts in time order.
     r#"

@@ -8,6 +8,10 @@
 //! * Foreign keys are on; migrations are versioned (`PRAGMA user_version`).
 //! * A config is committed together with its admin-state changes and its
 //!   event in one transaction, so the three never disagree.
+//! * Only the owner can reach the data: the data directory is 0700 and the
+//!   database with its WAL and shared-memory files 0600 (they hold password
+//!   and token hashes). Both are created that way and tightened at every
+//!   open if an older version or an admin left them wider.
 //!
 //! The API is synchronous; async callers use `spawn_blocking`.
 
@@ -30,9 +34,19 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 pub const DB_FILE: &str = "poolgate.db";
 pub const MIN_PASSWORD_LEN: usize = 10;
 
+/// A user name poolgate accepts: 1-64 letters, digits, '.', '_' or '-' (so
+/// it is safe in logs, events and file names as it is).
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create or restrict {path} in the data directory: {source}")]
     DataDir {
         path: PathBuf,
         #[source]
@@ -131,6 +145,52 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Create `data_dir` (and missing parents) owner-only, or tighten an
+/// existing one to 0700.
+pub fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let error = |source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(error)?;
+    tighten(data_dir, 0o700).map_err(error)
+}
+
+/// Take every permission outside `allowed` off `path`, if it exists.
+pub fn tighten(path: &Path, allowed: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    if mode & !allowed != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & allowed))?;
+        tracing::info!(path = %path.display(), from = format!("{mode:o}"), to = format!("{:o}", mode & allowed), "Tightened file mode");
+    }
+    Ok(())
+}
+
+/// Create an empty owner-only file unless `path` exists.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -147,14 +207,21 @@ impl Store {
     /// an older poolgate left it.
     #[doc(hidden)]
     pub fn open_at_version(data_dir: &Path, version: u32) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
+        prepare_data_dir(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        // Created owner-only before SQLite sees it: SQLite gives the WAL and
+        // shared-memory files the database file's mode.
+        create_private(&path).map_err(|source| StoreError::DataDir {
+            path: path.clone(),
             source,
         })?;
-        let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            tighten(&file, 0o600).map_err(|source| StoreError::DataDir { path: file, source })?;
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate(&mut conn, version)?;
@@ -448,25 +515,68 @@ impl Store {
             })?)
     }
 
-    /// Set (or replace) a user's password, hashed with argon2id.
-    pub fn set_password(&self, username: &str, password: &str) -> Result<(), StoreError> {
+    /// Set (or replace) a user's password, hashed with argon2id, and end
+    /// every session and revoke every token of that user: whoever changes a
+    /// password because it leaked must not leave the leaker logged in.
+    pub fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<PasswordChange, StoreError> {
+        self.change_password(username, password, &Keep::default())
+    }
+
+    /// [`Store::set_password`], keeping what `keep` names: the session that
+    /// asked for the change, and (if the admin says so) the API tokens.
+    pub fn change_password(
+        &self,
+        username: &str,
+        password: &str,
+        keep: &Keep,
+    ) -> Result<PasswordChange, StoreError> {
         let hash = hash_password(password)?;
+        let kept = keep.session.as_deref().map(secret_hash);
         self.transact(|tx, now| {
-        tx.execute(
-            "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
-            params![username, hash, now],
-        )?;
-        let event = NewEvent {
+            tx.execute(
+                "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+                params![username, hash, now],
+            )?;
+            let sessions_ended = tx.execute(
+                "DELETE FROM sessions WHERE username = ?1 AND (?2 IS NULL OR id_hash != ?2)",
+                params![username, kept],
+            )?;
+            let tokens_revoked = if keep.tokens {
+                0
+            } else {
+                tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ?2 WHERE username = ?1 AND revoked_at IS NULL",
+                    params![username, now],
+                )?
+            };
+            let change = PasswordChange {
+                sessions_ended,
+                tokens_revoked,
+            };
+            let event = NewEvent {
                 kind: "admin",
-                message: format!("Password set for {username}"),
+                message: format!(
+                    "Password set for {username}; {sessions_ended} other session(s) ended, {tokens_revoked} API token(s) revoked"
+                ),
+                detail: Some(serde_json::json!({
+                    "username": username,
+                    "sessions_ended": sessions_ended,
+                    "tokens_revoked": tokens_revoked,
+                })),
                 ..NewEvent::default()
             };
-        Ok(((), Some(event)))
+            Ok((change, Some(event)))
         })
     }
 
-    /// Whether `password` is `username`'s. Unknown users verify as false.
+    /// Whether `password` is `username`'s. Unknown users verify as false,
+    /// after verifying against a dummy hash with the same parameters, so the
+    /// time taken does not tell which user names exist.
     pub fn verify_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
         let hash: Option<String> = self
             .conn()
@@ -477,6 +587,9 @@ impl Store {
             )
             .optional()?;
         let Some(hash) = hash else {
+            let dummy = PasswordHash::new(dummy_hash()?)
+                .map_err(|error| StoreError::PasswordHash(error.to_string()))?;
+            let _ = Argon2::default().verify_password(password.as_bytes(), &dummy);
             return Ok(false);
         };
         let parsed = PasswordHash::new(&hash)
@@ -700,6 +813,47 @@ pub struct TokenInfo {
     pub name: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// When it stops working (RFC 3339); `None`: it never expires.
+    pub expires_at: Option<String>,
+    pub expired: bool,
+    /// When it was last used, to the minute.
+    pub last_used_at: Option<String>,
+}
+
+/// A token that authenticated a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAuth {
+    pub id: i64,
+    pub username: String,
+}
+
+/// What a password change leaves in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The cookie secret of the session that changes the password.
+    pub session: Option<String>,
+    /// Keep the user's API tokens (otherwise all are revoked).
+    pub tokens: bool,
+}
+
+/// What a password change ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PasswordChange {
+    pub sessions_ended: usize,
+    pub tokens_revoked: usize,
+}
+
+/// `last_used_at` is written at most this often per token.
+const LAST_USED_RESOLUTION_S: i64 = 60;
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -758,40 +912,84 @@ impl Store {
     }
 
     /// Create an API token; the secret is returned once and stored hashed.
-    pub fn create_token(&self, username: &str, name: &str) -> Result<(i64, String), StoreError> {
+    /// `expires_at` (unix seconds), if given, ends it.
+    pub fn create_token(
+        &self,
+        username: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(i64, String), StoreError> {
         let (secret, hash) = new_secret();
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO api_tokens (username, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![username, name, hash, now_rfc3339()],
+            "INSERT INTO api_tokens (username, name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![username, name, hash, now_rfc3339(), expires_at],
         )?;
         Ok((conn.last_insert_rowid(), secret))
     }
 
-    /// The user an unrevoked token belongs to.
+    /// The user an unrevoked, unexpired token belongs to.
     pub fn token_user(&self, secret: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()
+        Ok(self.use_token(secret)?.map(|token| token.username))
+    }
+
+    /// The unrevoked, unexpired token whose secret is `secret`, noting that
+    /// it was used. The note is written at most once a minute per token, so
+    /// a script polling every second does not cost an fsync a request.
+    pub fn use_token(&self, secret: &str) -> Result<Option<TokenAuth>, StoreError> {
+        let now = unix_now();
+        let conn = self.conn();
+        let token = conn
             .query_row(
-                "SELECT username FROM api_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
-                params![secret_hash(secret)],
-                |row| row.get(0),
+                "SELECT id, username FROM api_tokens
+                 WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                params![secret_hash(secret), now],
+                |row| {
+                    Ok(TokenAuth {
+                        id: row.get(0)?,
+                        username: row.get(1)?,
+                    })
+                },
             )
-            .optional()?)
+            .optional()?;
+        if let Some(token) = &token {
+            conn.execute(
+                "UPDATE api_tokens SET last_used_at = ?2
+                 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - ?3)",
+                params![token.id, now, LAST_USED_RESOLUTION_S],
+            )?;
+        }
+        Ok(token)
+    }
+
+    /// Whether token `id` is still unrevoked and unexpired.
+    pub fn token_active(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM api_tokens
+             WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))",
+            params![id, unix_now()],
+            |row| row.get(0),
+        )?)
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, username, name, created_at, revoked_at FROM api_tokens ORDER BY id",
+            "SELECT id, username, name, created_at, revoked_at, expires_at, last_used_at FROM api_tokens ORDER BY id",
         )?;
+        let now = unix_now();
         let rows = stmt.query_map([], |row| {
+            let expires_at: Option<i64> = row.get(5)?;
+            let last_used_at: Option<i64> = row.get(6)?;
             Ok(TokenInfo {
                 id: row.get(0)?,
                 username: row.get(1)?,
                 name: row.get(2)?,
                 created_at: row.get(3)?,
                 revoked_at: row.get(4)?,
+                expires_at: expires_at.map(rfc3339),
+                expired: expires_at.is_some_and(|at| at <= now),
+                last_used_at: last_used_at.map(rfc3339),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -808,7 +1006,11 @@ impl Store {
 
     /// Set the first admin's password, atomically refusing if any admin
     /// exists. Returns false (and writes nothing) when one does.
+    /// The cheap check comes first: once an admin exists nothing is hashed.
     pub fn set_first_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+        if self.has_admin()? {
+            return Ok(false);
+        }
         let hash = hash_password(password)?;
         self.transact(|tx, now| {
         let exists: bool =
@@ -860,6 +1062,18 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
         .hash_password(password.as_bytes(), &salt)
         .map_err(|error| StoreError::PasswordHash(error.to_string()))?
         .to_string())
+}
+
+/// A hash of a random password with the parameters real hashes use, for
+/// verifying unknown users in the same time as known ones. Computed once.
+fn dummy_hash() -> Result<&'static str, StoreError> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let (password, _) = new_secret();
+    let hash = hash_password(&password)?;
+    Ok(DUMMY.get_or_init(|| hash))
 }
 
 fn insert_event(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64, StoreError> {

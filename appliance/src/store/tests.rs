@@ -220,7 +220,9 @@ fn sessions_and_tokens_store_only_hashes() {
     store.delete_session(&secret).expect("logout");
     assert_eq!(store.session(&secret).expect("lookup"), None);
 
-    let (id, token) = store.create_token("admin", "backup script").expect("token");
+    let (id, token) = store
+        .create_token("admin", "backup script", None)
+        .expect("token");
     assert_eq!(
         store.token_user(&token).expect("lookup").as_deref(),
         Some("admin")
@@ -304,6 +306,86 @@ fn event_filters_apply_before_the_limit() {
     assert_eq!(newest[0].message, "noise 199");
     let oldest = store.events_after(0, 2).expect("after");
     assert_eq!(oldest[0].kind, "config");
+}
+
+#[test]
+fn a_new_password_ends_sessions_and_revokes_tokens_unless_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .set_password("admin", "a long enough secret")
+        .expect("set");
+    let hour = std::time::Duration::from_secs(3600);
+    let (mine, _) = store.create_session("admin", hour).expect("session");
+    let (other, _) = store.create_session("admin", hour).expect("session");
+    let (_, token) = store.create_token("admin", "script", None).expect("token");
+
+    let keep = Keep {
+        session: Some(mine.clone()),
+        tokens: true,
+    };
+    let changed = store
+        .change_password("admin", "another long secret", &keep)
+        .expect("change");
+    assert_eq!(
+        changed,
+        PasswordChange {
+            sessions_ended: 1,
+            tokens_revoked: 0
+        }
+    );
+    assert!(store.session(&mine).expect("lookup").is_some());
+    assert!(store.session(&other).expect("lookup").is_none());
+    assert!(store.token_user(&token).expect("lookup").is_some());
+
+    let changed = store
+        .set_password("admin", "a third long secret")
+        .expect("set");
+    assert_eq!(
+        changed,
+        PasswordChange {
+            sessions_ended: 1,
+            tokens_revoked: 1
+        }
+    );
+    assert!(store.session(&mine).expect("lookup").is_none());
+    assert!(store.token_user(&token).expect("lookup").is_none());
+    assert!(
+        store
+            .verify_password("admin", "a third long secret")
+            .expect("verify")
+    );
+    assert!(
+        !store
+            .verify_password("nobody", "a third long secret")
+            .expect("verify unknown")
+    );
+}
+
+#[test]
+fn tokens_expire_and_note_their_last_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store
+        .set_password("admin", "a long enough secret")
+        .expect("set");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (old_id, old) = store
+        .create_token("admin", "expired", Some(now - 1))
+        .expect("token");
+    let (id, live) = store
+        .create_token("admin", "live", Some(now + 3600))
+        .expect("token");
+    assert_eq!(store.use_token(&old).expect("lookup"), None);
+    assert!(!store.token_active(old_id).expect("active"));
+    let used = store.use_token(&live).expect("lookup").expect("live token");
+    assert_eq!(used.id, id);
+    assert!(store.token_active(id).expect("active"));
+    let listed = store.tokens().expect("list");
+    assert!(listed[0].expired && listed[0].last_used_at.is_none());
+    assert!(!listed[1].expired);
+    assert!(listed[1].expires_at.is_some());
+    assert!(listed[1].last_used_at.is_some());
 }
 
 fn seen_batch(range: std::ops::Range<usize>) -> Vec<(String, String)> {

@@ -81,6 +81,11 @@ pub struct Layout {
     /// act on (the image's `poolgate-reboot.path`), rather than by running
     /// `systemctl reboot`, which an unprivileged service may not do.
     pub reboot_request: Option<PathBuf>,
+    /// Write slots and ESP through a root-owned step (`system::install`):
+    /// poolgate stages the bundle beside this file and creates it; the
+    /// image's `poolgate-install.path` runs the step. `None`: poolgate
+    /// writes them itself (development, tests).
+    pub install_request: Option<PathBuf>,
 }
 
 impl Default for Layout {
@@ -92,6 +97,7 @@ impl Default for Layout {
             esp: PathBuf::from(ESP_MOUNT),
             cmdline: PathBuf::from("/proc/cmdline"),
             reboot_request: None,
+            install_request: None,
         }
     }
 }

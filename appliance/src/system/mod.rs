@@ -1,21 +1,39 @@
-//! Process and appliance concerns: logging setup, termination signals,
-//! systemd notification, and upgrades by image swap (`bundle`: the signed
-//! bundle format; `layout`: slots and the ESP; `upgrade`: install and what
-//! a rebooted appliance records; `reboot`: when to reboot into an upgrade).
+//! Process and appliance concerns: logging setup, the umask, termination
+//! signals, systemd notification, and upgrades by image swap (`bundle`: the
+//! signed bundle format; `layout`: slots and the ESP; `upgrade`: install and
+//! what a rebooted appliance records; `install`: the root-owned step that
+//! writes slot and ESP; `reboot`: when to reboot into an upgrade).
 //! Nothing here knows about pools.
 
 pub mod bundle;
+pub mod install;
 pub mod layout;
 pub mod reboot;
 pub mod upgrade;
 
 use tokio_util::sync::CancellationToken;
 
+/// Files and directories this process creates are its owner's alone
+/// (umask 0077), whatever the caller's umask: the data directory holds
+/// password hashes, keys and database backups. Files meant for others get
+/// their mode set explicitly.
+pub fn restrict_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
 /// Structured logs to stderr (journald under systemd). `RUST_LOG` overrides
 /// the default `info` level.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rustls warns once per handshake whose server name is an IP address or
+    // malformed: anyone could flood the log with it. The accept layer counts
+    // and logs those at debug instead; an explicit `RUST_LOG` for rustls
+    // still gets everything.
+    let rustls_named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rustls"));
+    if !rustls_named && let Ok(quiet) = "rustls::msgs::handshake=error".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

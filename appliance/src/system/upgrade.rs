@@ -18,6 +18,9 @@
 //!   read it even when it cannot open a database a newer one migrated.
 //! * Rebooting runs a fixed argv (`systemctl reboot`); nothing from a request
 //!   reaches a command line.
+//! * Where the layout names an `install_request`, this process writes no
+//!   slot and no ESP: the root step of `system::install` does, after its own
+//!   verification; everything else (events, backup, state) stays here.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -86,6 +89,10 @@ pub enum UpgradeError {
     Upload(String),
     #[error("cannot reboot: {0}")]
     Reboot(String),
+    /// The root step that writes slot and ESP refused the bundle (it checks
+    /// it again) or could not install it.
+    #[error("{reason}")]
+    Installer { refused: bool, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -278,11 +285,17 @@ impl Upgrader {
             })?;
         let target_slot = from_slot.other();
         let device = self.layout.device(target_slot);
-        let capacity = File::open(device)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .map_err(io("cannot open the target slot", device))?;
+        let capacity = match File::open(device).and_then(|mut f| f.seek(SeekFrom::End(0))) {
+            Ok(capacity) => Some(capacity),
+            // Unprivileged, with a root step that writes the slot: poolgate
+            // may not even see the device; the root step checks the room.
+            Err(_) if self.layout.install_request.is_some() => None,
+            Err(error) => return Err(io("cannot open the target slot", device)(error)),
+        };
         let size = manifest.component(bundle::ROOT).map_or(0, |c| c.size);
-        if size > capacity {
+        if let Some(capacity) = capacity
+            && size > capacity
+        {
             return Err(UpgradeError::TooBig {
                 slot: target_slot.partlabel(),
                 device: device.to_owned(),
@@ -344,7 +357,7 @@ impl Upgrader {
         }
         // The "installed" event goes in before the backup, so a database
         // restored after a rollback still tells the whole story.
-        let installed = self.write_slot_and_uki(path, plan).and_then(|()| {
+        let installed = self.install_slot(path, plan).and_then(|()| {
             store.record_event(&event(
                 format!(
                     "Version {to} installed in slot {}; it starts at the next reboot (with {} boot attempts before falling back to {})",
@@ -383,7 +396,9 @@ impl Upgrader {
         installed
     }
 
-    fn write_slot_and_uki(&self, path: &Path, plan: &Plan) -> Result<(), UpgradeError> {
+    /// Write slot and UKI in this process (the root step's work, or all of
+    /// an install where the layout names no root step).
+    pub(super) fn write_slot_and_uki(&self, path: &Path, plan: &Plan) -> Result<(), UpgradeError> {
         let target = plan.target_slot;
         let uki_dir = self.layout.uki_dir();
         // First make the target unbootable, then overwrite it.

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::auth::{self, Principal};
+use super::auth::setup_code::SetupCodeError;
+use super::auth::{self, AuthStats, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
 use crate::config::{AdminState, ConfigFile};
@@ -64,24 +65,32 @@ pub(crate) struct SetupBody {
     setup_code: Option<String>,
 }
 
-/// First-boot setup: sets the first admin password, once.
+/// First-boot setup: sets the first admin password, once. Whether setup is
+/// still open, and the setup code, are decided before anything is hashed:
+/// a request after setup costs a lookup, not an argon2 computation.
 pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let body: SetupBody = parse_json(&body)?;
-    if let Some(expected) = &state.setup_code {
-        let given = body.setup_code.as_deref().unwrap_or_default();
-        if given.trim() != &**expected {
-            return Err(ApiError::Forbidden(
-                "setup_code is missing or wrong; it is printed on the appliance console",
-            ));
-        }
+    if blocking(&state, |store| store.has_admin()).await? {
+        return Err(setup_done());
+    }
+    if let Some(code) = &state.setup_code {
+        let stats = &state.login_limiter.stats;
+        code.attempt(body.setup_code.as_deref(), Instant::now())
+            .map_err(|error| match error {
+                SetupCodeError::Wait { retry_after_s } => {
+                    AuthStats::count(&stats.setup_code_limited);
+                    ApiError::RateLimited { retry_after_s }
+                }
+                SetupCodeError::Wrong | SetupCodeError::File { .. } => {
+                    AuthStats::count(&stats.setup_code_failures);
+                    ApiError::Forbidden(
+                        "setup_code is missing or wrong; it is shown on the appliance console",
+                    )
+                }
+            })?;
     }
     let username = body.username.unwrap_or_else(|| "admin".to_owned());
-    if username.is_empty()
-        || username.len() > 64
-        || !username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
+    if !crate::store::valid_username(&username) {
         return Err(ApiError::invalid(
             "username",
             "use 1-64 letters, digits, '.', '_' or '-'",
@@ -89,15 +98,33 @@ pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Respons
     }
     let password = body.password;
     let name = username.clone();
-    if !blocking(&state, move |store| {
-        store.set_first_password(&name, &password)
-    })
-    .await?
-    {
-        return Err(ApiError::Conflict("setup is already done; log in instead"));
+    let created = state
+        .hashing
+        .run(&state.store, move |store| {
+            store.set_first_password(&name, &password)
+        })
+        .await
+        .map_err(|busy| gate_refused(&state, busy))?;
+    if !created {
+        return Err(setup_done());
     }
-    tracing::info!(%username, "First-boot setup completed");
+    if let Some(code) = &state.setup_code {
+        code.remove_file();
+    }
+    tracing::info!(?username, "First-boot setup completed");
     Ok((StatusCode::CREATED, Json(json!({"username": username}))).into_response())
+}
+
+/// The answer when the hashing gate gave none, counting a busy refusal.
+fn gate_refused(state: &AppState, busy: auth::GateError) -> ApiError {
+    if matches!(busy, auth::GateError::NoPermit) {
+        AuthStats::count(&state.login_limiter.stats.hash_busy);
+    }
+    busy.into()
+}
+
+fn setup_done() -> ApiError {
+    ApiError::Conflict("setup is already done; log in instead")
 }
 
 /// Credentials.
@@ -109,35 +136,50 @@ pub(crate) struct LoginBody {
 }
 
 /// Log in: a session cookie plus the CSRF token for state-changing requests.
+/// The attempt is counted before the password is verified (and given back
+/// if it was right), so parallel guesses cannot outrun the limit.
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let source = peer.ip();
-    state
-        .login_limiter
-        .check(source, Instant::now())
-        .map_err(|retry_after_s| ApiError::RateLimited { retry_after_s })?;
     let body: LoginBody = parse_json(&body)?;
+    let reservation = state
+        .login_limiter
+        .reserve(source, &body.username, Instant::now())
+        .map_err(|retry_after_s| {
+            AuthStats::count(&state.login_limiter.stats.login_limited);
+            tracing::debug!(%source, username = ?auth::for_log(&body.username), "Login refused: too many attempts");
+            ApiError::RateLimited { retry_after_s }
+        })?;
     let (username, password) = (body.username.clone(), body.password);
-    let ok = blocking(&state, move |store| {
-        store.verify_password(&username, &password)
-    })
-    .await?;
+    let ok = match state
+        .hashing
+        .run(&state.store, move |store| {
+            store.verify_password(&username, &password)
+        })
+        .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            state.login_limiter.refund(&reservation);
+            return Err(gate_refused(&state, busy));
+        }
+    };
     if !ok {
-        state.login_limiter.failed(source, Instant::now());
-        tracing::info!(%source, username = %body.username, "Login failed");
+        AuthStats::count(&state.login_limiter.stats.login_failures);
+        tracing::info!(%source, username = ?auth::for_log(&body.username), "Login failed");
         return Err(ApiError::Unauthorized);
     }
-    state.login_limiter.succeeded(source);
+    state.login_limiter.succeeded(&reservation);
     let username = body.username;
     let name = username.clone();
     let (secret, session) = blocking(&state, move |store| {
         store.create_session(&name, auth::SESSION_LIFETIME)
     })
     .await?;
-    tracing::info!(%source, %username, "Logged in");
+    tracing::info!(%source, ?username, "Logged in");
     let mut response = Json(json!({
         "username": username,
         "csrf_token": session.csrf,
@@ -151,6 +193,76 @@ pub async fn login(
             .expect("cookie is a valid header value"),
     );
     Ok(response)
+}
+
+/// A password change by the logged-in user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordBody {
+    current_password: String,
+    new_password: String,
+    /// Keep the user's API tokens working (default: revoke them all).
+    #[serde(default)]
+    keep_tokens: bool,
+}
+
+/// `PUT /api/v1/session/password`: change the logged-in user's password.
+/// Every other session of the user ends; the API tokens are revoked unless
+/// `keep_tokens` is set. A wrong current password counts as a failed login.
+pub async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: PasswordBody = parse_json(&body)?;
+    let reservation = state
+        .login_limiter
+        .reserve(peer.ip(), &principal.username, Instant::now())
+        .map_err(|retry_after_s| {
+            AuthStats::count(&state.login_limiter.stats.login_limited);
+            ApiError::RateLimited { retry_after_s }
+        })?;
+    let username = principal.username.clone();
+    let keep = crate::store::Keep {
+        session: principal.session.clone(),
+        tokens: body.keep_tokens,
+    };
+    let changed = state
+        .hashing
+        .run(&state.store, move |store| {
+            if !store.verify_password(&username, &body.current_password)? {
+                return Ok(None);
+            }
+            store
+                .change_password(&username, &body.new_password, &keep)
+                .map(Some)
+        })
+        .await;
+    let changed = match changed {
+        Ok(Some(changed)) => changed,
+        Ok(None) => {
+            AuthStats::count(&state.login_limiter.stats.login_failures);
+            tracing::info!(source = %peer.ip(), username = ?principal.username, "Password change refused: wrong current password");
+            return Err(ApiError::Forbidden("current_password is wrong"));
+        }
+        Err(busy) => {
+            state.login_limiter.refund(&reservation);
+            return Err(gate_refused(&state, busy));
+        }
+    };
+    state.login_limiter.succeeded(&reservation);
+    tracing::info!(
+        username = ?principal.username,
+        sessions_ended = changed.sessions_ended,
+        tokens_revoked = changed.tokens_revoked,
+        "Password changed"
+    );
+    Ok(Json(json!({
+        "username": principal.username,
+        "sessions_ended": changed.sessions_ended,
+        "tokens_revoked": changed.tokens_revoked,
+    })))
 }
 
 pub async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
@@ -174,11 +286,64 @@ pub async fn logout(
     Ok(response)
 }
 
-/// A new API token's name (what the script using it is for).
+/// A new API token: its name (what the script using it is for) and,
+/// optionally, when it expires (`expires_in_days` or `expires_at`, not both).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenBody {
     name: String,
+    /// Days from now, 1-3650.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    /// An RFC 3339 time in the future.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// The most a token may be given: ten years.
+const MAX_TOKEN_DAYS: u32 = 3650;
+
+fn token_expiry(body: &TokenBody) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    let now = time::OffsetDateTime::now_utc();
+    match (body.expires_in_days, &body.expires_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "expires_at",
+            "give expires_in_days or expires_at, not both",
+        )),
+        (Some(days), None) => {
+            if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+                return Err(ApiError::invalid(
+                    "expires_in_days",
+                    format!("use 1-{MAX_TOKEN_DAYS} days"),
+                ));
+            }
+            Ok(Some(now + time::Duration::days(i64::from(days))))
+        }
+        (None, Some(text)) => {
+            let at =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| {
+                    ApiError::invalid(
+                        "expires_at",
+                        "use an RFC 3339 time such as 2027-01-31T00:00:00Z",
+                    )
+                })?;
+            if at <= now {
+                return Err(ApiError::invalid(
+                    "expires_at",
+                    "the time is not in the future",
+                ));
+            }
+            if at > now + time::Duration::days(i64::from(MAX_TOKEN_DAYS)) {
+                return Err(ApiError::invalid(
+                    "expires_at",
+                    format!("at most {MAX_TOKEN_DAYS} days from now"),
+                ));
+            }
+            Ok(Some(at))
+        }
+    }
 }
 
 pub async fn create_token(
@@ -193,14 +358,23 @@ pub async fn create_token(
             "give the token a name of 1-100 characters",
         ));
     }
+    let expires = token_expiry(&body)?;
     let name = body.name.clone();
     let (id, token) = blocking(&state, move |store| {
-        store.create_token(&principal.username, &name)
+        store.create_token(
+            &principal.username,
+            &name,
+            expires.map(time::OffsetDateTime::unix_timestamp),
+        )
     })
     .await?;
+    let expires_at = expires.and_then(|at| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "token": token})),
+        Json(json!({"id": id, "name": body.name, "token": token, "expires_at": expires_at})),
     )
         .into_response())
 }
@@ -628,6 +802,42 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Seen SIP users remembered for the registrar what-if.",
         &mut std::iter::once((String::new(), sip.seen_users.load(Relaxed))),
     );
+    let auth = &state.login_limiter.stats;
+    for (name, help, value) in [
+        (
+            "poolgate_login_failures_total",
+            "Logins and password changes with a wrong password.",
+            &auth.login_failures,
+        ),
+        (
+            "poolgate_login_limited_total",
+            "Logins refused by a rate limit before verification.",
+            &auth.login_limited,
+        ),
+        (
+            "poolgate_password_hash_busy_total",
+            "Requests refused because every password-hashing permit stayed busy.",
+            &auth.hash_busy,
+        ),
+        (
+            "poolgate_setup_code_failures_total",
+            "Wrong first-boot setup codes.",
+            &auth.setup_code_failures,
+        ),
+        (
+            "poolgate_setup_code_limited_total",
+            "First-boot setups refused while the setup-code back-off runs.",
+            &auth.setup_code_limited,
+        ),
+    ] {
+        family(
+            name,
+            "counter",
+            help,
+            &mut std::iter::once((String::new(), value.load(Relaxed))),
+        );
+    }
+    state.listeners.render(&mut out);
     (
         [(
             header::CONTENT_TYPE,
@@ -665,7 +875,7 @@ pub async fn install_license(
     let installed = tokio::task::spawn_blocking(move || licensing.install(&body.license)).await??;
     match installed {
         Ok(licence) => {
-            tracing::info!(license_id = %licence.id, customer = %licence.customer, "Licence installed");
+            tracing::info!(license_id = ?licence.id, customer = ?licence.customer, "Licence installed");
             license_status(State(state)).await
         }
         Err(error) => Err(ApiError::invalid("license", error.to_string())),

@@ -5,18 +5,31 @@
 //! Credentials: an API token (`Authorization: Bearer …`) or the session
 //! cookie. A cookie is ambient (the browser sends it on its own), so a
 //! state-changing request authenticated by cookie must also carry the
-//! session's CSRF token in `X-CSRF-Token`. Login attempts are rate-limited
-//! per source address.
+//! session's CSRF token in `X-CSRF-Token`.
+//!
+//! Guarding the credentials themselves:
+//! * login attempts are counted before they are verified ([`limiter`]: per
+//!   source, per user name, globally);
+//! * password hashes are computed a few at a time ([`HashGate`]), so the
+//!   memory they take is bounded: [`HASH_PERMITS`] × [`ARGON2_MEMORY_KIB`];
+//! * the first-boot setup code and its back-off ([`setup_code`]).
+//!
+//! A session or token checked once is not trusted forever: long-lived
+//! responses (the status stream) call [`still_valid`] as they go.
 
-use std::collections::HashMap;
+pub mod limiter;
+pub mod setup_code;
+
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use tokio::sync::Semaphore;
 
 use super::{ApiError, AppState, blocking};
 
@@ -31,6 +44,8 @@ pub struct Principal {
     /// The session's cookie secret, when authenticated by cookie.
     pub session: Option<String>,
     pub csrf: Option<String>,
+    /// The API token's id, when authenticated by token.
+    pub token_id: Option<i64>,
 }
 
 pub async fn require_auth(
@@ -56,13 +71,14 @@ async fn authenticate(
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?
             .to_owned();
-        let username = blocking(state, move |store| store.token_user(&token))
+        let token = blocking(state, move |store| store.use_token(&token))
             .await?
             .ok_or(ApiError::Unauthorized)?;
         return Ok(Principal {
-            username,
+            username: token.username,
             session: None,
             csrf: None,
+            token_id: Some(token.id),
         });
     }
     let secret = session_cookie(headers).ok_or(ApiError::Unauthorized)?;
@@ -81,6 +97,7 @@ async fn authenticate(
         username: session.username,
         session: Some(secret),
         csrf: Some(session.csrf),
+        token_id: None,
     })
 }
 
@@ -107,76 +124,196 @@ pub fn session_set_cookie(secret: Option<&str>) -> String {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Failed logins per source address in a sliding window. Bounded: at most
-/// `MAX_SOURCES` addresses are tracked; expired entries are dropped first.
+/// Login attempts, limited by the rules of [`limiter`]: an attempt is
+/// reserved before its password is verified.
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    limits: Mutex<limiter::Limits>,
+    /// What the credential guards refused, for `/metrics`.
+    pub stats: AuthStats,
+}
+
+/// Counters of refused credentials, rendered in `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// Logins (and password changes) with a wrong password.
+    pub login_failures: AtomicU64,
+    /// Logins refused by a limit before anything was verified.
+    pub login_limited: AtomicU64,
+    /// Requests refused because every hashing permit stayed busy.
+    pub hash_busy: AtomicU64,
+    /// Wrong first-boot setup codes.
+    pub setup_code_failures: AtomicU64,
+    /// Setup attempts refused while the setup-code back-off runs.
+    pub setup_code_limited: AtomicU64,
+}
+
+impl AuthStats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl LoginLimiter {
-    pub const MAX_FAILURES: u32 = 5;
-    pub const WINDOW: Duration = Duration::from_secs(300);
-    const MAX_SOURCES: usize = 10_000;
-
-    /// `Err(seconds to wait)` while `source` is locked out.
-    pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), u64> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match failures.get(&source) {
-            Some((count, since))
-                if *count >= Self::MAX_FAILURES && now.duration_since(*since) < Self::WINDOW =>
-            {
-                Err((Self::WINDOW - now.duration_since(*since)).as_secs().max(1))
-            }
-            _ => Ok(()),
-        }
+    /// Count an attempt before verifying it, or `Err(seconds to wait)`.
+    pub fn reserve(
+        &self,
+        source: IpAddr,
+        username: &str,
+        now: Instant,
+    ) -> Result<limiter::Reservation, u64> {
+        self.lock().reserve(source, username, now)
     }
 
-    pub fn failed(&self, source: IpAddr, now: Instant) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= Self::MAX_SOURCES {
-            failures.retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
-        }
-        if failures.len() >= Self::MAX_SOURCES && !failures.contains_key(&source) {
-            // Under a distributed guessing attack keep counting the ones we have.
-            return;
-        }
-        let entry = failures.entry(source).or_insert((0, now));
-        if now.duration_since(entry.1) >= Self::WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
+    /// The verification did not run (too busy, an internal error).
+    pub fn refund(&self, reservation: &limiter::Reservation) {
+        self.lock().refund(reservation);
     }
 
-    pub fn succeeded(&self, source: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&source);
+    pub fn succeeded(&self, reservation: &limiter::Reservation) {
+        self.lock().succeeded(reservation);
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, limiter::Limits> {
+        // Every update leaves the tables consistent, so a poisoned lock is usable.
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The few password hashes (argon2id) computed at once. Each takes
+/// [`ARGON2_MEMORY_KIB`] of memory and tens of milliseconds of a core, so
+/// without this gate a burst of logins or setups takes the whole machine's
+/// memory and CPU (and with them DNS and SIP). Beyond a short wait for a
+/// permit the request is refused with 429 and `Retry-After` at once.
+#[derive(Debug)]
+pub struct HashGate {
+    permits: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// Concurrent argon2 computations.
+pub const HASH_PERMITS: usize = 2;
+/// How long a request waits for one before it is refused.
+pub const HASH_WAIT: Duration = Duration::from_secs(3);
+/// The memory one argon2id computation takes with the default parameters
+/// (m = 19 MiB, t = 2, p = 1; OWASP's recommendation).
+pub const ARGON2_MEMORY_KIB: u32 = argon2::Params::DEFAULT_M_COST;
+
+impl Default for HashGate {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(HASH_PERMITS)),
+            wait: HASH_WAIT,
+        }
+    }
+}
+
+impl HashGate {
+    /// Run `call` (which hashes or verifies a password) on a blocking thread
+    /// once a permit is free. The permit moves into the blocking task, so a
+    /// client that hangs up mid-hash does not free it before the hash ends.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        store: &crate::store::Store,
+        call: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, GateError> {
+        let permit = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| GateError::NoPermit)?
+            .map_err(|_| GateError::NoPermit)?;
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            call(&store)
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(GateError::Failed(ApiError::Store(error))),
+            Err(error) => Err(GateError::Failed(ApiError::Join(error))),
+        }
+    }
+}
+
+/// Why a gated hash did not produce an answer.
+#[derive(Debug)]
+pub enum GateError {
+    /// No permit within the wait: the caller refunds the attempt and answers
+    /// 429.
+    NoPermit,
+    /// The call ran and failed.
+    Failed(ApiError),
+}
+
+impl From<GateError> for ApiError {
+    fn from(error: GateError) -> Self {
+        match error {
+            GateError::NoPermit => ApiError::RateLimited { retry_after_s: 1 },
+            GateError::Failed(error) => error,
+        }
+    }
+}
+
+/// A client-supplied name as logged: at most [`LOGGED_NAME_LEN`] bytes, so a
+/// megabyte of user name is not a megabyte of log. Log it with `?` (Debug)
+/// so control characters are escaped.
+pub fn for_log(name: &str) -> &str {
+    let mut end = name.len().min(LOGGED_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+pub const LOGGED_NAME_LEN: usize = 100;
+
+/// Whether the credentials behind `principal` still hold: a stream that
+/// outlives a logout, a password change or an expiry ends at the next check.
+pub async fn still_valid(state: &AppState, principal: &Principal) -> bool {
+    let session = principal.session.clone();
+    let token = principal.token_id;
+    blocking(state, move |store| match (session, token) {
+        (Some(secret), _) => Ok(store.session(&secret)?.is_some()),
+        (None, Some(id)) => store.token_active(id),
+        (None, None) => Ok(false),
+    })
+    .await
+    .unwrap_or(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn hashing_beyond_the_permits_waits_briefly_then_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("store");
+        let gate = HashGate::default();
+        let held: Vec<_> = (0..HASH_PERMITS)
+            .map(|_| {
+                Arc::clone(&gate.permits)
+                    .try_acquire_owned()
+                    .expect("permit")
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        let refused = gate.run(&store, |_| Ok(())).await;
+        assert!(matches!(refused, Err(GateError::NoPermit)));
+        assert_eq!(started.elapsed(), HASH_WAIT);
+        drop(held);
+        assert!(gate.run(&store, |store| store.has_admin()).await.is_ok());
+    }
+
     #[test]
-    fn locks_out_after_max_failures_then_recovers() {
-        let limiter = LoginLimiter::default();
-        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
-        let other: IpAddr = "192.0.2.2".parse().expect("ip");
-        let start = Instant::now();
-        for _ in 0..LoginLimiter::MAX_FAILURES {
-            assert!(limiter.check(ip, start).is_ok());
-            limiter.failed(ip, start);
-        }
-        assert!(limiter.check(ip, start).is_err());
-        assert!(limiter.check(other, start).is_ok(), "per source");
-        assert!(limiter.check(ip, start + LoginLimiter::WINDOW).is_ok());
+    fn names_are_logged_shortened() {
+        assert_eq!(for_log("admin"), "admin");
+        let long = "é".repeat(200);
+        assert!(for_log(&long).len() <= LOGGED_NAME_LEN);
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl IntoResponse for ApiError {
                     | BundleError::HashMismatch { .. }
                     | BundleError::TrailingData,
                 )
-                | UpgradeError::TooBig { .. },
+                | UpgradeError::TooBig { .. }
+                | UpgradeError::Installer { refused: true, .. },
             ) => StatusCode::UNPROCESSABLE_ENTITY,
             // A good bundle that does not apply to what runs now.
             Self::Upgrade(
@@ -131,6 +132,7 @@ impl IntoResponse for ApiError {
                 | UpgradeError::NoBackup { .. }
                 | UpgradeError::Io { .. }
                 | UpgradeError::Reboot(_)
+                | UpgradeError::Installer { refused: false, .. }
                 | UpgradeError::Store(_),
             ) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -12,6 +12,8 @@
 //! Protected routes (session cookie + CSRF header for changes, or a Bearer
 //! API token):
 //! * `GET /api/v1/session`, `DELETE /api/v1/session` — who am I, log out
+//! * `PUT /api/v1/session/password` — change the password (`auth`: other
+//!   sessions end, tokens are revoked unless `keep_tokens`)
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
@@ -68,8 +70,10 @@ pub struct AppState {
     pub store: Store,
     pub started: Instant,
     /// With `--require-setup-code`: the one-time code first-boot setup needs.
-    pub setup_code: Option<Arc<str>>,
+    pub setup_code: Option<Arc<auth::setup_code::SetupCode>>,
     pub login_limiter: Arc<auth::LoginLimiter>,
+    /// The few password hashes computed at once.
+    pub hashing: Arc<auth::HashGate>,
     pub licensing: crate::license::Licensing,
     /// Counters of the DNS and SIP services, for `/metrics`.
     pub dns_stats: Arc<crate::dns::DnsStats>,
@@ -81,6 +85,8 @@ pub struct AppState {
     pub upgrades: Arc<crate::system::reboot::Upgrades>,
     /// Connections per member over the last minutes (`history::run` fills it).
     pub history: Arc<history::History>,
+    /// The accept layer's counters of every TCP listener, for `/metrics`.
+    pub listeners: Arc<crate::net::Registry>,
 }
 
 impl AppState {
@@ -88,7 +94,7 @@ impl AppState {
         publisher: PublisherHandle,
         store: Store,
         licensing: crate::license::Licensing,
-        setup_code: Option<String>,
+        setup_code: Option<auth::setup_code::SetupCode>,
     ) -> Self {
         let data_dir = store.path().parent().map(Into::into).unwrap_or_default();
         Self {
@@ -97,12 +103,14 @@ impl AppState {
             started: Instant::now(),
             setup_code: setup_code.map(Arc::from),
             login_limiter: Arc::default(),
+            hashing: Arc::default(),
             licensing,
             dns_stats: Arc::default(),
             sip_stats: Arc::default(),
             certificates: None,
             upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
             history: Arc::default(),
+            listeners: Arc::default(),
         }
     }
 }
@@ -210,6 +218,13 @@ pub fn protected_routes() -> Vec<Route> {
             api::session_info
         ),
         spec!(DELETE, "/api/v1/session", "Log out", api::logout),
+        spec!(
+            PUT,
+            "/api/v1/session/password",
+            "Change the password: other sessions end, API tokens are revoked unless kept",
+            api::change_password,
+            request = api::PasswordBody
+        ),
         spec!(
             GET,
             "/api/v1/tokens",

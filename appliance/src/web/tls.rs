@@ -6,33 +6,61 @@
 //! port serves both HTTP and HTTPS: a connection whose first byte is a TLS
 //! handshake gets HTTPS, anything else gets a plain-HTTP redirect to the
 //! HTTPS URL and nothing more.
+//!
+//! The generated certificate names the appliance (`Identity`: CN the
+//! hostname or `poolgate <appliance id>`, O `poolgate`, OU the appliance id;
+//! SANs the hostname, `localhost` and the appliance's addresses), is valid
+//! for [`GENERATED_VALIDITY_DAYS`] from an hour ago, and is renewed by
+//! poolgate itself once fewer than [`RENEW_BEFORE_DAYS`] are left (checked at
+//! start and daily, `keep_renewed`). poolgate knows it generated the
+//! certificate in use because `tls/admin-cert.generated` holds a copy of it;
+//! a certificate an admin installed is never in that file, so it is never
+//! replaced, only warned about as it nears its end.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::net::{Activity, Conn, IdleMarker, Listener, NetError, Timeout, Tracked};
+
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
 pub const KEY_FILE: &str = "tls/admin-key.pem";
+/// Copies (PEM) of the certificates poolgate generated: the one in use is
+/// poolgate's to renew only if it is among them.
+pub const GENERATED_FILE: &str = "tls/admin-cert.generated";
+/// Validity of a generated certificate: what browsers accept for a
+/// publicly trusted one, well under the 825 days they take at most.
+pub const GENERATED_VALIDITY_DAYS: i64 = 397;
+/// A generated certificate with less than this left is replaced.
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+/// How often `keep_renewed` looks.
+const RENEW_CHECK: Duration = Duration::from_secs(24 * 3600);
+/// The subject rcgen's `generate_simple_self_signed` gives: what earlier
+/// versions generated, replaced at the next start.
+const LEGACY_GENERATED_CN: &str = "rcgen self signed cert";
+/// rcgen's default end of validity, 4096-01-01 (Unix seconds).
+const LEGACY_GENERATED_NOT_AFTER: i64 = 67_090_118_400;
+/// At most this many interface addresses go into a generated certificate.
+const MAX_ADDRESSES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -93,6 +121,7 @@ pub struct CertificateInfo {
 pub struct Certificates {
     cert_path: PathBuf,
     key_path: PathBuf,
+    generated_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// One install at a time: they share the staging files.
@@ -106,20 +135,25 @@ impl ResolvesServerCert for Certificates {
 }
 
 impl Certificates {
-    /// The certificate and key from `data_dir`, generated on first start.
-    pub fn load_or_create(data_dir: &Path, names: Vec<String>) -> Result<Arc<Self>, TlsError> {
+    /// The certificate and key from `data_dir`, generated on first start for
+    /// `identity`, and renewed now if it is poolgate's and due.
+    pub fn load_or_create(data_dir: &Path, identity: &Identity) -> Result<Arc<Self>, TlsError> {
         let cert_path = data_dir.join(CERT_FILE);
         let key_path = data_dir.join(KEY_FILE);
+        let generated_path = data_dir.join(GENERATED_FILE);
         finish_install(&cert_path, &key_path)?;
         if !cert_path.exists() || !key_path.exists() {
-            let generated = rcgen::generate_simple_self_signed(names)?;
             let dir = cert_path.parent().expect("certificate path has a parent");
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-            write_private(&key_path, generated.signing_key.serialize_pem().as_bytes())
-                .map_err(io_error(&key_path))?;
-            write_private(&cert_path, generated.cert.pem().as_bytes())
-                .map_err(io_error(&cert_path))?;
+            create_private_dir(dir).map_err(io_error(dir))?;
+            let (cert, key) = generate(identity, time::OffsetDateTime::now_utc())?;
+            write_private(&generated_path, cert.as_bytes()).map_err(io_error(&generated_path))?;
+            write_private(&key_path, key.as_bytes()).map_err(io_error(&key_path))?;
+            write_private(&cert_path, cert.as_bytes()).map_err(io_error(&cert_path))?;
             tracing::info!(certificate = %cert_path.display(), "Generated a self-signed admin certificate");
+        }
+        // Written owner-only by this version; an older one's may be wider.
+        for path in [&key_path, &cert_path, &generated_path] {
+            crate::store::tighten(path, 0o600).map_err(io_error(path))?;
         }
         let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -133,13 +167,99 @@ impl Certificates {
                 message: problem.to_string(),
             },
         )?;
-        Ok(Arc::new(Self {
+        let certificates = Arc::new(Self {
             cert_path,
             key_path,
+            generated_path,
             provider,
             current: RwLock::new(Arc::new(key)),
             installing: std::sync::Mutex::default(),
-        }))
+        });
+        certificates.renew_if_due(identity, time::OffsetDateTime::now_utc())?;
+        Ok(certificates)
+    }
+
+    /// Replace the certificate in use with a new generated one for
+    /// `identity` if poolgate generated it and it is due (or is of the kind
+    /// earlier versions generated); warn if an installed one is due. Blocking
+    /// (file writes): call it off the async threads.
+    pub fn renew_if_due(
+        &self,
+        identity: &Identity,
+        now: time::OffsetDateTime,
+    ) -> Result<Renewal, TlsError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current();
+        let leaf = current.cert.first().expect("a checked chain has a leaf");
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+            return Ok(Renewal::NotDue);
+        };
+        let not_after = parsed.validity().not_after.timestamp();
+        // rcgen's defaults exactly: its subject, valid until 4096.
+        let legacy = parsed.subject().as_raw() == parsed.issuer().as_raw()
+            && not_after >= LEGACY_GENERATED_NOT_AFTER
+            && parsed
+                .subject()
+                .iter_common_name()
+                .any(|cn| cn.as_str() == Ok(LEGACY_GENERATED_CN));
+        let generated = legacy || self.generated_certificates().contains(leaf);
+        let due = renewal_due(not_after, now.unix_timestamp());
+        if !generated {
+            if due {
+                let left_days = (not_after - now.unix_timestamp()) / 86_400;
+                tracing::warn!(
+                    certificate = %self.cert_path.display(),
+                    left_days,
+                    "The installed appliance certificate expires soon; install a new one"
+                );
+                return Ok(Renewal::InstalledExpiring);
+            }
+            return Ok(Renewal::NotDue);
+        }
+        if !due && !legacy {
+            return Ok(Renewal::NotDue);
+        }
+        let (cert_pem, key_pem) = generate(identity, now)?;
+        let fresh =
+            checked_pair(&cert_pem, &key_pem, &self.provider, Some(now)).map_err(|problem| {
+                TlsError::Pem {
+                    path: self.cert_path.clone(),
+                    message: format!("the generated certificate: {problem}"),
+                }
+            })?;
+        // The copy lists old and new until the new pair is in place, so
+        // whichever a crash leaves in use is still known as poolgate's.
+        let old_pem = pem_block("CERTIFICATE", leaf.as_ref());
+        write_private(
+            &self.generated_path,
+            format!("{old_pem}{cert_pem}").as_bytes(),
+        )
+        .map_err(io_error(&self.generated_path))?;
+        let (key_new, cert_new) = (staged(&self.key_path), staged(&self.cert_path));
+        write_private(&key_new, key_pem.as_bytes()).map_err(io_error(&key_new))?;
+        write_private(&cert_new, cert_pem.as_bytes()).map_err(io_error(&cert_new))?;
+        finish_install(&self.cert_path, &self.key_path)?;
+        write_private(&self.generated_path, cert_pem.as_bytes())
+            .map_err(io_error(&self.generated_path))?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        let info = self.info().ok();
+        tracing::info!(
+            not_after = info.as_ref().map(|i| i.not_after.as_str()),
+            replaced_legacy = legacy,
+            "Renewed the generated appliance certificate"
+        );
+        Ok(Renewal::Renewed)
+    }
+
+    /// The certificates poolgate generated (DER), from `GENERATED_FILE`.
+    fn generated_certificates(&self) -> Vec<CertificateDer<'static>> {
+        std::fs::read(&self.generated_path)
+            .map(|pem| {
+                CertificateDer::pem_slice_iter(&pem)
+                    .filter_map(Result::ok)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The certificate presented now.
@@ -207,6 +327,185 @@ impl Certificates {
         tracing::info!(subject = %info.subject, not_after = %info.not_after, "Installed a new appliance certificate");
         Ok(Ok(info))
     }
+}
+
+/// What `renew_if_due` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    NotDue,
+    /// A generated certificate was replaced and is presented from now on.
+    Renewed,
+    /// An installed certificate is due; it stays (an admin must replace it).
+    InstalledExpiring,
+}
+
+/// Who a generated certificate names: the appliance, as known at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub appliance_id: String,
+    /// `None` when unknown or not a usable DNS name.
+    pub hostname: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Identity {
+    /// This host: its hostname, and `listen` addresses that are specific,
+    /// or the host's own non-loopback addresses if none is.
+    pub fn of_host(appliance_id: &str, listen: &[IpAddr]) -> Self {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| dns_name_ok(name));
+        let mut addresses: Vec<IpAddr> = listen
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if addresses.is_empty() {
+            addresses = host_addresses();
+        }
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(MAX_ADDRESSES);
+        Self {
+            appliance_id: appliance_id.to_owned(),
+            hostname,
+            addresses,
+        }
+    }
+
+    /// The hostname, unless it is one every appliance shares (the image's
+    /// `poolgate`, `localhost`): then the appliance id tells them apart.
+    pub fn common_name(&self) -> String {
+        match self.hostname.as_deref() {
+            Some(name) if !matches!(name, "poolgate" | "localhost" | "localhost.localdomain") => {
+                name.to_owned()
+            }
+            _ => format!("poolgate {}", self.appliance_id),
+        }
+    }
+
+    pub fn dns_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.hostname.iter().cloned().collect();
+        if !names.iter().any(|n| n == "localhost") {
+            names.push("localhost".to_owned());
+        }
+        names
+    }
+}
+
+/// The host's addresses other than loopback and IPv6 link-local (which
+/// need a zone no certificate can name), best effort.
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|interface| {
+            let address = interface.address?;
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(address.as_sockaddr_in6()?.ip())
+            };
+            let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+            (!ip.is_loopback() && !ip.is_unspecified() && !link_local).then_some(ip)
+        })
+        .collect()
+}
+
+/// A DNS name a certificate may carry: dot-separated labels of letters,
+/// digits and inner hyphens.
+fn dns_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Whether a certificate valid until `not_after` (Unix seconds) is due for
+/// renewal at `now`.
+fn renewal_due(not_after: i64, now: i64) -> bool {
+    not_after - now < RENEW_BEFORE_DAYS * 86_400
+}
+
+/// A new self-signed certificate (PEM) and its key (PKCS#8 PEM) for
+/// `identity`, valid from an hour before `now` (clocks of clients differ)
+/// for `GENERATED_VALIDITY_DAYS`.
+fn generate(identity: &Identity, now: time::OffsetDateTime) -> Result<(String, String), TlsError> {
+    use rcgen::{DnType, SanType};
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, identity.common_name());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "poolgate");
+    params.distinguished_name.push(
+        DnType::OrganizationalUnitName,
+        identity.appliance_id.clone(),
+    );
+    for name in identity.dns_names() {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.try_into()?));
+    }
+    for ip in &identity.addresses {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(GENERATED_VALIDITY_DAYS);
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Check the certificate once a day and renew it when due (see
+/// `Certificates::renew_if_due`), until `shutdown`.
+pub async fn keep_renewed(
+    certificates: Arc<Certificates>,
+    identity: Identity,
+    shutdown: CancellationToken,
+) {
+    // `load_or_create` has just checked.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CHECK, RENEW_CHECK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (certificates, identity) = (Arc::clone(&certificates), identity.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            certificates.renew_if_due(&identity, time::OffsetDateTime::now_utc())
+        })
+        .await;
+        match checked {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "Cannot renew the appliance certificate"),
+            Err(error) => tracing::error!(%error, "Certificate renewal task failed"),
+        }
+    }
+}
+
+/// Create `dir` (and parents) owner-only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
@@ -381,8 +680,13 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Serve `router` over HTTPS on `listener` until `shutdown`; then stop
 /// accepting, ask open connections to finish, and return once they have.
+/// The listener's gate caps connections; each connection must finish its
+/// TLS handshake, then send its first request's headers, within the
+/// gate's deadlines, and is closed once idle (nothing moving, no request
+/// being handled) for the idle timeout, so an open SSE stream, which sends
+/// at least every few seconds, is never cut.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: Listener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
@@ -391,21 +695,14 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     let tracker = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let conn = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "Admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            conn = listener.accept() => conn,
         };
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(reason) = connection(stream, peer, local, acceptor, router, shutdown).await {
+            let peer = conn.peer;
+            if let Err(reason) = connection(conn, local, acceptor, router, shutdown).await {
                 tracing::debug!(%peer, reason, "Admin connection ended");
             }
         });
@@ -414,61 +711,259 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Drive a hyper connection; on shutdown let the request in flight finish.
-/// (A macro because the auto builder's two connection types share no trait.)
-macro_rules! finish {
-    ($conn:expr, $shutdown:expr) => {{
+/// Most of a request body read and discarded after its response is ready
+/// but before it is sent (a request refused before its body was read): a
+/// client still sending would otherwise see its stream reset (HTTP/2) or
+/// its connection reset (HTTP/1.1) and could lose the response. Past
+/// this, the response goes out and the rest is refused with a reset
+/// (`NO_ERROR` on HTTP/2, as RFC 9113 §8.1 allows).
+const DRAIN_LIMIT: usize = 16 << 20;
+/// How long that draining may take.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Drive a hyper connection under the gate's deadlines; on shutdown let the
+/// request in flight finish. (A macro because the HTTP/1 and HTTP/2
+/// connection types share no trait for `graceful_shutdown`.)
+macro_rules! drive {
+    ($conn:expr, $slot:expr, $activity:expr, $first_request_by:expr, $shutdown:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
+        let limits = $slot.limits();
+        let timed_out = |result: Result<(), hyper::Error>| match result {
+            Err(error) if error.is_timeout() => {
+                $slot.timed_out(Timeout::Header);
+                Err("request headers timed out")
+            }
+            Err(_) => Err("connection error"),
+            Ok(()) => Ok(()),
+        };
         tokio::select! {
-            result = conn.as_mut() => result.map_err(|_| "connection error"),
+            result = conn.as_mut() => timed_out(result),
+            () = $activity.idle_for(limits.idle_timeout) => {
+                $slot.timed_out(Timeout::Idle);
+                Err("idle")
+            }
+            () = $activity.no_request_by($first_request_by) => {
+                $slot.timed_out(Timeout::Header);
+                Err("no request in time")
+            }
             () = $shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                conn.await.map_err(|_| "connection error")
+                timed_out(conn.await)
+            }
+            // Closed to make room while idle between requests; a request
+            // that began meanwhile still finishes.
+            () = $slot.evicted() => {
+                conn.as_mut().graceful_shutdown();
+                timed_out(conn.await)
             }
         }
     }};
 }
 
 async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    conn: Conn,
     local: Option<SocketAddr>,
     acceptor: TlsAcceptor,
     router: Router,
     shutdown: CancellationToken,
 ) -> Result<(), &'static str> {
+    let Conn { stream, peer, slot } = conn;
+    let limits = slot.limits();
+    let accepted = tokio::time::Instant::now();
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
-        _ => return Err("no request"),
+        Err(_) => {
+            slot.timed_out(Timeout::Header);
+            return Err("no request");
+        }
+        Ok(_) => return Err("no request"),
     }
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let activity = Arc::new(Activity::default());
+    let timer = TokioTimer::new();
     if first[0] != 0x16 {
-        let service =
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(redirect_to_https(&request, local))
-            });
-        return finish!(
-            builder.serve_connection(TokioIo::new(stream), service),
+        // Plain HTTP gets one redirect and nothing else: HTTP/1 only, one
+        // request, headers within the same deadline as over TLS.
+        let counted = Arc::clone(&activity);
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let _request = InFlight::start(&counted, None);
+            std::future::ready(Ok::<_, std::convert::Infallible>(redirect_to_https(
+                &request, local,
+            )))
+        });
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity), false));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(timer)
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(false);
+        return drive!(
+            builder.serve_connection(io, service),
+            slot,
+            activity,
+            accepted + limits.header_timeout,
             shutdown
         );
     }
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+    let tls = crate::net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity)
         .await
-        .map_err(|_| "TLS handshake timed out")?
-        .map_err(|_| "TLS handshake failed")?;
-    let service = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
-        router,
-        move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        },
-    ));
-    finish!(
-        builder.serve_connection_with_upgrades(TokioIo::new(tls), service),
-        shutdown
-    )
+        .map_err(|error| match error {
+            NetError::HandshakeTimeout => "TLS handshake timed out",
+            NetError::Handshake(_) => "TLS handshake failed",
+        })?;
+    let first_request_by = tokio::time::Instant::now() + limits.header_timeout;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let counted = Arc::clone(&activity);
+    let marker = slot.marker();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let router = router.clone();
+        let in_flight = InFlight::start(&counted, Some(&marker));
+        async move {
+            let _in_flight = in_flight;
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            // A client that asked to wait for `100 Continue` has sent no
+            // body yet; reading it would ask for the body the answer makes
+            // needless.
+            let waits_for_continue = parts
+                .headers
+                .get(hyper::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let body = KeptBody::new(body);
+            let request = hyper::Request::from_parts(parts, axum::body::Body::new(body.clone()));
+            let response = tower::ServiceExt::oneshot(router, request).await;
+            if !waits_for_continue || body.was_read() {
+                body.drain(DRAIN_LIMIT, DRAIN_TIME).await;
+            }
+            response
+        }
+    });
+    let io = TokioIo::new(tls);
+    // The protocol is the one TLS negotiated (ALPN), so each has its own
+    // deadlines from the first byte: HTTP/1 its header-read timeout, HTTP/2
+    // the first-request and idle deadlines.
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.timer(timer);
+        drive!(
+            builder.serve_connection(io, service),
+            slot,
+            activity,
+            first_request_by,
+            shutdown
+        )
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(timer)
+            .header_read_timeout(limits.header_timeout);
+        drive!(
+            builder.serve_connection(io, service).with_upgrades(),
+            slot,
+            activity,
+            first_request_by,
+            shutdown
+        )
+    }
+}
+
+/// Counts one request as in flight on its connection while it lives.
+/// With a marker, the connection is marked busy while a request is handled
+/// and idle (evictable at the cap) once its last request ended.
+struct InFlight(Arc<Activity>, Option<IdleMarker>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>, marker: Option<&IdleMarker>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        if let Some(marker) = marker {
+            marker.busy();
+        }
+        Self(Arc::clone(activity), marker.cloned())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Some(marker) = &self.1
+        {
+            marker.idle();
+        }
+    }
+}
+
+/// A request body the handler reads through, while the connection keeps
+/// hold of it: whatever the handler left unread can be drained after it
+/// answered (see `DRAIN_LIMIT`).
+#[derive(Clone)]
+struct KeptBody(Arc<Kept>);
+
+struct Kept {
+    body: std::sync::Mutex<Incoming>,
+    /// Whether the handler asked for any of the body.
+    read: std::sync::atomic::AtomicBool,
+}
+
+impl KeptBody {
+    fn new(body: Incoming) -> Self {
+        Self(Arc::new(Kept {
+            body: std::sync::Mutex::new(body),
+            read: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Incoming> {
+        self.0.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn was_read(&self) -> bool {
+        self.0.read.load(Ordering::Relaxed)
+    }
+
+    /// Read and discard up to `limit` bytes within `time`.
+    async fn drain(&self, limit: usize, time: Duration) {
+        use hyper::body::Body as _;
+        let drained = tokio::time::timeout(time, async {
+            let mut read = 0;
+            while !self.lock().is_end_stream() && read <= limit {
+                let frame = std::future::poll_fn(|cx| Pin::new(&mut *self.lock()).poll_frame(cx));
+                match frame.await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, bytes::Bytes::len),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            read
+        })
+        .await;
+        if let Ok(read) = drained
+            && read > 0
+        {
+            tracing::debug!(bytes = read, "Unread request body drained");
+        }
+    }
+}
+
+impl hyper::body::Body for KeptBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0.read.store(true, Ordering::Relaxed);
+        Pin::new(&mut *self.lock()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lock().is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.lock().size_hint()
+    }
 }
 
 fn redirect_to_https(
@@ -523,6 +1018,126 @@ mod tests {
         rustls::crypto::ring::default_provider()
     }
 
+    fn identity() -> Identity {
+        Identity {
+            appliance_id: "0123456789abcdef0123456789abcdef".into(),
+            hostname: Some("lb1.contoso.test".into()),
+            addresses: vec!["192.0.2.10".parse().expect("ip")],
+        }
+    }
+
+    fn days_left(certificates: &Certificates) -> i64 {
+        let current = certificates.current();
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(current.cert[0].as_ref()).expect("x509");
+        (cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp())
+            / 86_400
+    }
+
+    /// A certificate with `days` left written in place of the one in use,
+    /// listed as generated or not.
+    fn replace_in_place(dir: &Path, pem: &(String, String), generated: bool) {
+        std::fs::write(dir.join(CERT_FILE), &pem.0).expect("cert");
+        std::fs::write(dir.join(KEY_FILE), &pem.1).expect("key");
+        if generated {
+            std::fs::write(dir.join(GENERATED_FILE), &pem.0).expect("marker");
+        }
+    }
+
+    #[test]
+    fn the_generated_certificate_names_the_appliance_for_at_most_825_days() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certificates = Certificates::load_or_create(dir.path(), &identity()).expect("generate");
+        let info = certificates.info().expect("info");
+        assert_eq!(
+            info.subject,
+            "CN=lb1.contoso.test, O=poolgate, OU=0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(info.dns_names, ["lb1.contoso.test", "localhost"]);
+        assert_eq!(info.ip_addresses, ["192.0.2.10"]);
+        let left = days_left(&certificates);
+        assert!((GENERATED_VALIDITY_DAYS - 1..=GENERATED_VALIDITY_DAYS).contains(&left));
+        let shared = Identity {
+            hostname: Some("poolgate".into()),
+            ..identity()
+        };
+        assert_eq!(
+            shared.common_name(),
+            "poolgate 0123456789abcdef0123456789abcdef"
+        );
+        assert!(!dns_name_ok("bad_name.example"));
+        assert!(!dns_name_ok("-x.example"));
+        assert!(dns_name_ok("fe01.contoso.test"));
+    }
+
+    #[test]
+    fn renewal_is_due_thirty_days_before_the_end() {
+        let day = 86_400;
+        assert!(!renewal_due(31 * day, 0));
+        assert!(renewal_due(29 * day, 0));
+        assert!(renewal_due(-day, 0));
+    }
+
+    #[test]
+    fn an_expiring_generated_certificate_is_renewed_and_an_installed_one_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Certificates::load_or_create(dir.path(), &identity()).expect("generate");
+        let expiring = pair(10);
+        replace_in_place(dir.path(), &expiring, true);
+        let renewed = Certificates::load_or_create(dir.path(), &identity()).expect("renew");
+        assert!(days_left(&renewed) > 300);
+        assert_eq!(
+            renewed.info().expect("info").dns_names,
+            ["lb1.contoso.test", "localhost"]
+        );
+        // What is on disk is what is presented, and known as generated.
+        let again = Certificates::load_or_create(dir.path(), &identity()).expect("load");
+        assert_eq!(again.info().expect("info"), renewed.info().expect("info"));
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(
+            again.renew_if_due(&identity(), now).expect("check"),
+            Renewal::NotDue
+        );
+        assert_eq!(
+            again
+                .renew_if_due(&identity(), now + time::Duration::days(380))
+                .expect("renew later"),
+            Renewal::Renewed
+        );
+
+        // Installed by an admin: kept, however close to its end.
+        let installed = pair(10);
+        replace_in_place(dir.path(), &installed, false);
+        let kept = Certificates::load_or_create(dir.path(), &identity()).expect("load");
+        assert_eq!(kept.info().expect("info").dns_names, ["pool.contoso.test"]);
+        assert_eq!(
+            kept.renew_if_due(&identity(), now).expect("check"),
+            Renewal::InstalledExpiring
+        );
+        assert_eq!(kept.info().expect("info").dns_names, ["pool.contoso.test"]);
+    }
+
+    #[test]
+    fn a_certificate_of_the_kind_earlier_versions_generated_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let legacy = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("legacy certificate");
+        std::fs::create_dir_all(dir.path().join("tls")).expect("tls dir");
+        replace_in_place(
+            dir.path(),
+            &(legacy.cert.pem(), legacy.signing_key.serialize_pem()),
+            false,
+        );
+        let replaced = Certificates::load_or_create(dir.path(), &identity()).expect("load");
+        let info = replaced.info().expect("info");
+        assert!(
+            info.subject.starts_with("CN=lb1.contoso.test"),
+            "{}",
+            info.subject
+        );
+        assert!(days_left(&replaced) <= GENERATED_VALIDITY_DAYS);
+    }
+
     #[test]
     fn a_matching_pair_is_described() {
         let (cert, key) = pair(30);
@@ -566,22 +1181,22 @@ mod tests {
     #[test]
     fn an_interrupted_install_is_completed_or_discarded_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let names = vec!["localhost".to_owned()];
-        let first = Certificates::load_or_create(dir.path(), names.clone()).expect("generate");
+        let names = identity();
+        let first = Certificates::load_or_create(dir.path(), &names).expect("generate");
         let original = first.info().expect("info").sha256_fingerprint;
         let (cert_path, key_path) = (dir.path().join(CERT_FILE), dir.path().join(KEY_FILE));
         let (cert, key) = pair(30);
 
         // Only the key was staged: the install is dropped.
         std::fs::write(staged(&key_path), &key).expect("stage key");
-        let again = Certificates::load_or_create(dir.path(), names.clone()).expect("load");
+        let again = Certificates::load_or_create(dir.path(), &names).expect("load");
         assert_eq!(again.info().expect("info").sha256_fingerprint, original);
         assert!(!staged(&key_path).exists());
 
         // The key moved, the certificate still staged: the install completes.
         std::fs::write(&key_path, &key).expect("key in place");
         std::fs::write(staged(&cert_path), &cert).expect("stage certificate");
-        let completed = Certificates::load_or_create(dir.path(), names).expect("load");
+        let completed = Certificates::load_or_create(dir.path(), &names).expect("load");
         let info = completed.info().expect("info");
         assert_ne!(info.sha256_fingerprint, original);
         assert_eq!(info.dns_names, ["pool.contoso.test"]);

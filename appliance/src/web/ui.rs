@@ -1,17 +1,20 @@
 //! The web UI's files, embedded from `web-ui/` at build time: one page, one
 //! script, one stylesheet. Assets are served from a fixed table, so no
 //! request path ever reaches the filesystem. Live status for the page comes
-//! from `status_stream` as server-sent events.
+//! from `status_stream` as server-sent events, which end when the session
+//! or token that opened them does.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
+use super::auth::Principal;
 use super::{ApiError, AppState};
 
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -52,20 +55,29 @@ const REFRESH: Duration = Duration::from_secs(2);
 
 /// `GET /api/v1/status/stream`: the status document as an SSE `status` event
 /// at once, on every new pool view, and every two seconds for the counters.
+/// Before each later event the credentials are checked again, so the stream
+/// ends within [`REFRESH`] of a logout, a password change, a revoked token
+/// or an expiry.
 pub async fn status_stream(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let views = state.publisher.subscribe();
-    let stream = stream::unfold((views, true), |(mut views, first)| async move {
+    let start = (views, true, state, principal);
+    let stream = stream::unfold(start, |(mut views, first, state, principal)| async move {
         if !first {
             // A closed channel (shutdown) or a timeout both just send again.
             let _ = tokio::time::timeout(REFRESH, views.changed()).await;
+            if !super::auth::still_valid(&state, &principal).await {
+                tracing::debug!(username = ?principal.username, "Status stream ended: credentials no longer valid");
+                return None;
+            }
         }
         let view = std::sync::Arc::clone(&views.borrow_and_update());
         let data = super::api::status_json(&view).to_string();
         Some((
             Ok(Event::default().event("status").data(data)),
-            (views, false),
+            (views, false, state, principal),
         ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())

@@ -26,6 +26,7 @@ impl Fake {
             esp: dir.path().join("esp"),
             cmdline: dir.path().join("cmdline"),
             reboot_request: None,
+            install_request: None,
         };
         std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
         std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
@@ -610,4 +611,155 @@ fn a_new_version_that_started_but_never_booted_fully_is_still_rolled_back() {
         store.setting("marker").expect("read").as_deref(),
         Some("before")
     );
+}
+
+/// A stand-in for `poolgate-install.path`: runs the root step whenever the
+/// request appears, until `stop`; bounded by a deadline.
+fn installer_thread(
+    installer: Upgrader,
+    request: PathBuf,
+    work_dir: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<crate::system::install::InstallResult>> {
+    std::thread::spawn(move || {
+        let mut results = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed)
+            && std::time::Instant::now() < deadline
+        {
+            if request.exists()
+                && let Some(result) =
+                    crate::system::install::install_staged(&installer, &request, &work_dir)
+                        .expect("the root step runs")
+            {
+                results.push(result);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        results
+    })
+}
+
+#[test]
+fn with_an_install_request_the_root_step_writes_slot_and_esp() {
+    use crate::system::install::InstallOutcome;
+    let fake = Fake::new(Slot::A);
+    let request = fake.data_dir.join("upgrade/install-request");
+    let installer = fake.upgrader("1.0.0");
+    let mut upgrader = fake.upgrader("1.0.0");
+    upgrader.layout.install_request = Some(request.clone());
+    let work_dir = fake.dir.path().join("work");
+    std::fs::create_dir_all(&work_dir).expect("work dir");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = installer_thread(installer, request.clone(), work_dir, stop.clone());
+
+    let root = root_image();
+    let path = fake.bundle("1.1.0", &root, b"new kernel");
+    let store = Store::open(&fake.data_dir).expect("store");
+    let plan = upgrader.verify_file(&path).expect("verified");
+    let pending = upgrader
+        .install_file(&path, &plan, &store, "admin")
+        .expect("installed through the root step");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = thread.join().expect("installer");
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].outcome,
+        InstallOutcome::Installed {
+            version: "1.1.0".into(),
+            slot: Slot::B
+        }
+    );
+    assert_eq!(pending.to_slot, Slot::B);
+    let (a, b, esp) = fake.snapshot();
+    assert_eq!(a, vec![b'A'; SLOT_SIZE]);
+    assert_eq!(&b[..root.len()], &root[..]);
+    let names: Vec<&str> = esp.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["poolgate-a.efi", "poolgate-b+3.efi"]);
+    let upgrade_dir = fake.data_dir.join("upgrade");
+    for left in ["install-request", "staged.pgup", "install-result.json"] {
+        assert!(!upgrade_dir.join(left).exists(), "{left} left behind");
+    }
+    let events = upgrade_events(&store);
+    assert!(
+        events[1].contains("1.1.0 installed in slot root-b"),
+        "{events:?}"
+    );
+}
+
+/// What a compromised poolgate could stage without the upgrader: the root
+/// step checks the bundle itself and writes nothing it did not verify.
+#[test]
+fn the_root_step_refuses_a_staged_bundle_it_cannot_verify() {
+    use crate::system::install::{InstallOutcome, RESULT_FILE, STAGED_FILE};
+    let fake = Fake::new(Slot::A);
+    let upgrade_dir = fake.data_dir.join("upgrade");
+    std::fs::create_dir_all(&upgrade_dir).expect("dir");
+    let request = upgrade_dir.join("install-request");
+    let installer = fake.upgrader("1.0.0");
+    let work_dir = fake.dir.path().join("work");
+    std::fs::create_dir_all(&work_dir).expect("work dir");
+    let before = fake.snapshot();
+    let run = |staged: &[u8]| {
+        std::fs::write(upgrade_dir.join(STAGED_FILE), staged).expect("stage");
+        std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
+        let result = crate::system::install::install_staged(&installer, &request, &work_dir)
+            .expect("runs")
+            .expect("a result");
+        assert!(!request.exists(), "the request is taken");
+        let written: crate::system::install::InstallResult = serde_json::from_slice(
+            &std::fs::read(upgrade_dir.join(RESULT_FILE)).expect("result file"),
+        )
+        .expect("typed result");
+        assert_eq!(written, result);
+        result.outcome
+    };
+    let mut unsigned = std::fs::read(fake.bundle("1.1.0", &root_image(), b"k")).expect("read");
+    let other = SigningKey::from_bytes(&[6; 32]);
+    let foreign = {
+        let mut fake_other = fake.upgrader("1.0.0");
+        fake_other.keys = vec![other.verifying_key()];
+        let manifest = Manifest {
+            product: PRODUCT.into(),
+            version: "1.1.0".into(),
+            min_from_version: "1.0.0".into(),
+            components: vec![
+                describe(bundle::ROOT, &root_image()[..]).expect("hash"),
+                describe(bundle::UKI, &b"evil"[..]).expect("hash"),
+            ],
+        };
+        let mut out = Vec::new();
+        write_bundle(
+            &mut out,
+            &manifest,
+            &other,
+            &mut [&mut &root_image()[..], &mut &b"evil"[..]],
+        )
+        .expect("write");
+        out
+    };
+    let at = unsigned.len() - 100;
+    unsigned[at] ^= 0xff;
+    for staged in [&foreign[..], &unsigned[..], b"not a bundle"] {
+        assert!(
+            matches!(run(staged), InstallOutcome::Refused { .. }),
+            "refused"
+        );
+    }
+    // A link planted in place of the staged bundle is not followed.
+    std::fs::remove_file(upgrade_dir.join(STAGED_FILE)).expect("rm");
+    std::os::unix::fs::symlink(&fake.layout.root_a, upgrade_dir.join(STAGED_FILE))
+        .expect("symlink");
+    std::fs::write(&request, br#"{"id":"01"}"#).expect("request");
+    let result = crate::system::install::install_staged(&installer, &request, &work_dir)
+        .expect("runs")
+        .expect("a result");
+    assert!(
+        matches!(&result.outcome, InstallOutcome::Failed { reason } if reason.contains("cannot open")),
+        "{result:?}"
+    );
+    // Request text that is not a request: nothing is done.
+    std::fs::write(&request, b"{\"id\":\"../../etc\"}").expect("request");
+    assert!(crate::system::install::install_staged(&installer, &request, &work_dir).is_err());
+    assert_eq!(fake.snapshot(), before, "nothing was written");
 }

@@ -1,0 +1,30 @@
+//! The accept layer every TCP listener goes through (admin, DNS over TCP,
+//! SIP over TCP and TLS, virtual services): a cap on connections per
+//! listener and per source, closing at once what is over it; handshake,
+//! header and idle deadlines; a back-off when accepting fails for lack of
+//! descriptors; and counters per listener label for `/metrics`.
+//!
+//! `limits` is the pure part (the table of open connections, which idle
+//! one gives way under pressure, the back-off), `sni` reads the server
+//! name a TLS client sent, and `accept` puts them behind a tokio listener.
+//! Each protocol keeps its own framing and applies the deadlines where it
+//! knows what a header or an idle moment is; the layer gives it the slot,
+//! the limits and the counters to do so.
+
+pub mod accept;
+pub mod limits;
+pub mod sni;
+
+pub use accept::{
+    Activity, Conn, Gate, IdleMarker, Listener, Registry, Slot, Stats, Timeout, Tracked,
+};
+pub use limits::{Limits, Refusal};
+
+/// Why a connection the layer set up did not become usable.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
+}

@@ -1,0 +1,428 @@
+//! The privileged half of an upgrade: writing the inactive root slot and the
+//! ESP. poolgate runs unprivileged and cannot write either; on the image it
+//! stages a bundle it verified and asks a root-owned step to install it
+//! (docs/decisions/0703-least-privilege.md):
+//!
+//! 1. poolgate (`request`) copies the bundle to `staged.pgup` beside the
+//!    layout's `install_request` file, then creates that file with a typed
+//!    request (`{"id": …}`, nothing else) and waits for the result.
+//! 2. `poolgate-install.path` sees the request and starts
+//!    `poolgate-install.service` as root: `poolgate system install-staged`
+//!    with a fixed argv (`install_staged`). It removes the request, copies
+//!    the staged bundle into its own root-only work directory (so nothing
+//!    poolgate still holds open can change what is checked and written),
+//!    verifies it again with the keys compiled into the binary on the
+//!    running root, works out the target slot itself, writes slot and UKI
+//!    exactly as an in-process install does (`Upgrader::write_slot_and_uki`),
+//!    and writes `install-result.json` (typed, 0644) beside the request.
+//! 3. poolgate reads the result and goes on as before: events, database
+//!    backup, pending state, reboot.
+//!
+//! Invariants:
+//! * Nothing from the request reaches the slot, the ESP or an argv: the
+//!   request only says "install what is staged", and the root step believes
+//!   nothing about the staged file that it has not checked itself.
+//! * The root step opens everything in poolgate's directory without
+//!   following symbolic links (each path component opened `O_NOFOLLOW`
+//!   from `/`), so poolgate cannot point it at another file to read or
+//!   overwrite.
+//! * A layout without `install_request` installs in process (development,
+//!   tests, a root-run console): the same checks and writes, one process.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use serde::{Deserialize, Serialize};
+
+use super::layout::Slot;
+use super::upgrade::{UpgradeError, Upgrader};
+
+/// Beside the layout's `install_request`: the bundle to install.
+pub const STAGED_FILE: &str = "staged.pgup";
+/// Beside the layout's `install_request`: what the root step did.
+pub const RESULT_FILE: &str = "install-result.json";
+/// How long poolgate waits for the root step (a root image is written and
+/// read back in well under this on any disk the appliance supports).
+pub const RESULT_WAIT: Duration = Duration::from_secs(20 * 60);
+const POLL: Duration = Duration::from_millis(200);
+/// A request is a few dozen bytes; anything longer is not one.
+const MAX_REQUEST: u64 = 4096;
+const BUNDLE_COPY: &str = "bundle.pgup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("the system layout names no install_request file")]
+    NotConfigured,
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not an install request: {0}")]
+    Request(String),
+    #[error(
+        "the installer gave no result within {} s (is poolgate-install.path enabled?)",
+        .0.as_secs()
+    )]
+    NoAnswer(Duration),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + use<> {
+    let path = path.to_owned();
+    move |source| InstallError::Io { what, path, source }
+}
+
+/// What poolgate asks for: only an id, to tell this request's result from
+/// an earlier one's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    pub id: String,
+}
+
+impl InstallRequest {
+    fn new() -> Self {
+        let bytes: [u8; 16] = rand::random();
+        Self {
+            id: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, InstallError> {
+        let request: Self =
+            serde_json::from_slice(bytes).map_err(|e| InstallError::Request(e.to_string()))?;
+        let valid = (1..=64).contains(&request.id.len())
+            && request.id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(InstallError::Request("the id is not hex".into()));
+        }
+        Ok(request)
+    }
+}
+
+/// What the root step did with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallResult {
+    pub id: String,
+    pub outcome: InstallOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum InstallOutcome {
+    /// Written and read back: `version` boots from `slot` at the next reboot.
+    Installed { version: String, slot: Slot },
+    /// The bundle failed a check; nothing was written.
+    Refused { reason: String },
+    /// Checked, but writing failed; the running slot stays.
+    Failed { reason: String },
+}
+
+fn beside(request: &Path, name: &str) -> PathBuf {
+    request.with_file_name(name)
+}
+
+/// The unprivileged side: stage `bundle`, ask for it to be installed, and
+/// wait (up to `wait`) for the answer. The staged copy and the result are
+/// removed afterwards.
+pub fn request(
+    request: &Path,
+    bundle: &Path,
+    wait: Duration,
+) -> Result<InstallOutcome, InstallError> {
+    let dir = request.parent().ok_or(InstallError::NotConfigured)?;
+    let (staged, result) = (beside(request, STAGED_FILE), beside(request, RESULT_FILE));
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    remove_if_there(&result)?;
+    std::fs::copy(bundle, &staged).map_err(io("cannot stage the bundle as", &staged))?;
+    File::open(&staged)
+        .and_then(|f| f.sync_all())
+        .map_err(io("cannot sync", &staged))?;
+    let asked = InstallRequest::new();
+    let part = beside(request, "install-request.part");
+    std::fs::write(
+        &part,
+        serde_json::to_vec(&asked).expect("a request serialises"),
+    )
+    .map_err(io("cannot write", &part))?;
+    // The rename is what the path unit sees: the request is whole by then.
+    std::fs::rename(&part, request).map_err(io("cannot create", request))?;
+    tracing::info!(request = %request.display(), id = %asked.id, "Asked the installer to write the staged bundle");
+    let started = Instant::now();
+    // Bounded by `wait`.
+    let answer = loop {
+        if let Ok(bytes) = std::fs::read(&result)
+            && let Ok(answer) = serde_json::from_slice::<InstallResult>(&bytes)
+            && answer.id == asked.id
+        {
+            break Ok(answer.outcome);
+        }
+        if started.elapsed() >= wait {
+            break Err(InstallError::NoAnswer(wait));
+        }
+        std::thread::sleep(POLL);
+    };
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_file(&result);
+    if answer.is_err() {
+        // Withdrawn, so a late start of the installer finds nothing to do.
+        let _ = std::fs::remove_file(request);
+    }
+    answer
+}
+
+fn remove_if_there(path: &Path) -> Result<(), InstallError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(io("cannot remove", path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The root side (`poolgate system install-staged`): take the request at
+/// `request_path` (the layout's `install_request`), install the staged
+/// bundle beside it through `work_dir` (a root-only directory) with
+/// `upgrader` (whose layout installs in process), and write the result.
+/// `Ok(None)`: no request.
+pub fn install_staged(
+    upgrader: &Upgrader,
+    request_path: &Path,
+    work_dir: &Path,
+) -> Result<Option<InstallResult>, InstallError> {
+    if upgrader.layout.install_request.is_some() {
+        // It would ask itself.
+        return Err(InstallError::Request(
+            "the installer's layout must install in process".into(),
+        ));
+    }
+    let (dir_path, request_name) = split(request_path)?;
+    let dir = open_dir_nofollow(dir_path)?;
+    // Removed first: the path unit starts this again while it exists.
+    let bytes = match open_in(
+        &dir,
+        dir_path,
+        &request_name,
+        OFlag::O_RDONLY,
+        Mode::empty(),
+    ) {
+        Ok(file) => read_limited(file, MAX_REQUEST, request_path)?,
+        Err(InstallError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
+        .map_err(|e| io("cannot remove", request_path)(e.into()))?;
+    let request = InstallRequest::parse(&bytes)?;
+    let outcome = install_copy(upgrader, &dir, dir_path, work_dir);
+    match &outcome {
+        InstallOutcome::Installed { version, slot } => {
+            tracing::info!(id = %request.id, %version, slot = slot.partlabel(), "Installed the staged bundle");
+        }
+        InstallOutcome::Refused { reason } | InstallOutcome::Failed { reason } => {
+            tracing::warn!(id = %request.id, %reason, "Did not install the staged bundle");
+        }
+    }
+    let result = InstallResult {
+        id: request.id,
+        outcome,
+    };
+    write_result(&dir, dir_path, &result)?;
+    Ok(Some(result))
+}
+
+/// Copy the staged bundle into `work_dir`, check the copy, write it.
+fn install_copy(
+    upgrader: &Upgrader,
+    dir: &OwnedFd,
+    dir_path: &Path,
+    work_dir: &Path,
+) -> InstallOutcome {
+    let copy = work_dir.join(BUNDLE_COPY);
+    let copied = (|| {
+        let mut staged = open_in(dir, dir_path, STAGED_FILE, OFlag::O_RDONLY, Mode::empty())?;
+        if !staged
+            .metadata()
+            .map_err(io("cannot stat", &dir_path.join(STAGED_FILE)))?
+            .is_file()
+        {
+            return Err(InstallError::Request(
+                "the staged bundle is not a file".into(),
+            ));
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&copy)
+            .map_err(io("cannot create", &copy))?;
+        std::io::copy(&mut staged, &mut out).map_err(io("cannot copy to", &copy))?;
+        out.sync_all().map_err(io("cannot sync", &copy))
+    })();
+    let outcome = match copied {
+        Err(error) => InstallOutcome::Failed {
+            reason: error.to_string(),
+        },
+        Ok(()) => match upgrader.verify_file(&copy) {
+            Err(error) => InstallOutcome::Refused {
+                reason: error.to_string(),
+            },
+            Ok(plan) => match upgrader.write_slot_and_uki(&copy, &plan) {
+                Ok(()) => InstallOutcome::Installed {
+                    version: plan.manifest.version.clone(),
+                    slot: plan.target_slot,
+                },
+                Err(error) => InstallOutcome::Failed {
+                    reason: error.to_string(),
+                },
+            },
+        },
+    };
+    let _ = std::fs::remove_file(&copy);
+    outcome
+}
+
+/// Write the result readable by poolgate (0644: it says nothing secret),
+/// whole, by a rename within the directory opened without following links.
+fn write_result(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    result: &InstallResult,
+) -> Result<(), InstallError> {
+    let part = "install-result.json.part";
+    let _ = unlinkat(dir, part, UnlinkatFlags::NoRemoveDir);
+    let mut file = open_in(
+        dir,
+        dir_path,
+        part,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    let path = dir_path.join(part);
+    // Explicitly: the process umask (0077) would leave it root's alone.
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io("cannot set the mode of", &path))?;
+    file.write_all(&serde_json::to_vec(result).expect("a result serialises"))
+        .and_then(|()| file.sync_all())
+        .map_err(io("cannot write", &path))?;
+    renameat(dir, part, dir, RESULT_FILE).map_err(|e| io("cannot rename", &path)(e.into()))
+}
+
+fn split(path: &Path) -> Result<(&Path, String), InstallError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| InstallError::Request(format!("{} names no file", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| InstallError::Request(format!("{} has no directory", path.display())))?;
+    Ok((dir, name.to_owned()))
+}
+
+/// Open the directory `path` (absolute, or relative to the current one)
+/// one component at a time, refusing symbolic links anywhere on the way.
+fn open_dir_nofollow(path: &Path) -> Result<OwnedFd, InstallError> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let error = |e: nix::errno::Errno| io("cannot open (without following links)", path)(e.into());
+    let start = if path.is_absolute() { "/" } else { "." };
+    let mut dir = nix::fcntl::open(start, flags, Mode::empty()).map_err(error)?;
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => {
+                dir = openat(&dir, name, flags, Mode::empty()).map_err(error)?;
+            }
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(InstallError::Request(format!(
+                    "{} must not contain ..",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Open `name` in `dir` without following a link.
+fn open_in(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &str,
+    flags: OFlag,
+    mode: Mode,
+) -> Result<File, InstallError> {
+    let fd = openat(
+        dir,
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        mode,
+    )
+    .map_err(|e| io("cannot open", &dir_path.join(name))(e.into()))?;
+    Ok(File::from(fd))
+}
+
+fn read_limited(file: File, limit: u64, path: &Path) -> Result<Vec<u8>, InstallError> {
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io("cannot read", path))?;
+    if bytes.len() as u64 > limit {
+        return Err(InstallError::Request(format!("longer than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+impl Upgrader {
+    /// Write the verified bundle at `path` to the slot and ESP `plan` names:
+    /// in this process, or through the root step if the layout says so.
+    pub(super) fn install_slot(
+        &self,
+        path: &Path,
+        plan: &super::upgrade::Plan,
+    ) -> Result<(), UpgradeError> {
+        let Some(request_path) = self.layout.install_request.as_deref() else {
+            return self.write_slot_and_uki(path, plan);
+        };
+        let outcome =
+            request(request_path, path, RESULT_WAIT).map_err(|error| UpgradeError::Installer {
+                refused: false,
+                reason: error.to_string(),
+            })?;
+        match outcome {
+            InstallOutcome::Installed { version, slot }
+                if version == plan.manifest.version && slot == plan.target_slot =>
+            {
+                Ok(())
+            }
+            InstallOutcome::Installed { version, slot } => Err(UpgradeError::Installer {
+                refused: false,
+                reason: format!(
+                    "the installer wrote {version} to slot {} instead of {} to slot {}",
+                    slot.partlabel(),
+                    plan.manifest.version,
+                    plan.target_slot.partlabel()
+                ),
+            }),
+            InstallOutcome::Refused { reason } => Err(UpgradeError::Installer {
+                refused: true,
+                reason,
+            }),
+            InstallOutcome::Failed { reason } => Err(UpgradeError::Installer {
+                refused: false,
+                reason,
+            }),
+        }
+    }
+}
