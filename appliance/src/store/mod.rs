@@ -121,7 +121,7 @@ pub struct SeenRecorded {
 /// Rows read per page of seen users.
 const SEEN_PAGE: usize = 10_000;
 
-/// `last_seen` as written since schema 6: RFC 3339 to the second in UTC,
+/// `last_seen` as written since schema 7: RFC 3339 to the second in UTC,
 /// fixed width, so the text sorts in time order.
 fn seen_stamp(at: time::OffsetDateTime) -> String {
     at.replace_nanosecond(0)
