@@ -693,6 +693,22 @@ for (const name of ["certificate", "key"]) {
   });
 }
 
+$("password-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  $("password-done").hidden = true;
+  if (form.get("new_password") !== form.get("repeat")) { $("password-error").textContent = "The two new passwords differ."; return; }
+  const { status, data } = await api("PUT", "/api/v1/session/password", {
+    current_password: form.get("current_password"),
+    new_password: form.get("new_password"),
+    keep_tokens: form.get("keep_tokens") === "on",
+  });
+  if (status >= 300) { $("password-error").textContent = status === 403 ? "The current password is wrong." : errorText(data); return; }
+  event.target.reset();
+  $("password-error").textContent = "";
+  $("password-done").hidden = false;
+});
+
 $("certificate-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);

@@ -3,7 +3,7 @@
 // with a reason), another drained to "ready to take offline" and enabled,
 // registrar lookup, config edits with field errors, export and import with
 // a diff preview, event filters, the system page and licence, a firmware
-// upgrade (refused, checked, installed, then scheduled), logout.
+// upgrade (refused, checked, installed, then scheduled), a password change, logout.
 // Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
 // with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
 // bundle the appliance's test upgrade key signed, and UPGRADE_VERSION the
@@ -149,6 +149,22 @@ await run(artifacts, 180_000, async (browser, shot) => {
     await page.locator("#licence-status[data-state=licensed]").waitFor();
   }
   await shot(page, "system");
+
+  // Password: a wrong current password is refused; a change (and back) keeps
+  // this session logged in.
+  const changePassword = async (from, to) => {
+    await page.fill("#password-form input[name=current_password]", from);
+    await page.fill("#password-form input[name=new_password]", to);
+    await page.fill("#password-form input[name=repeat]", to);
+    await page.click("#password-form button");
+  };
+  await changePassword("not the password", "another password 1");
+  await page.locator("#password-error", { hasText: "current password is wrong" }).waitFor();
+  await changePassword(password, "another password 1");
+  await page.locator("#password-done").waitFor({ state: "visible" });
+  await changePassword("another password 1", password);
+  await page.locator("#password-done").waitFor({ state: "visible" });
+  if (await page.locator("#password-error").textContent()) throw new Error("a password change left an error shown");
 
   // Firmware upgrade on the fake disk: a tampered bundle is refused with its
   // reason, the good one passes "Check only", then installs to start at a

@@ -268,9 +268,16 @@ pub fn client_config(monitor: &Monitor) -> Result<Arc<ClientConfig>, ProbeError>
 }
 
 /// `tls_verify = false`: the handshake must still complete (signatures are
-/// checked), but any certificate is accepted.
+/// checked), but any certificate is accepted. (Public for the end-to-end
+/// tests, which talk to the appliance's self-signed certificate.)
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl NoVerification {
+    pub fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self(provider)
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for NoVerification {
     fn verify_server_cert(

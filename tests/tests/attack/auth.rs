@@ -48,14 +48,6 @@ fn client_from(admin: SocketAddr, source: IpAddr) -> AdminClient {
     client
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
@@ -141,7 +133,7 @@ fn a_flood_of_setups_after_setup_hashes_nothing() {
     let floods = if crate::long() { 1000 } else { 300 };
     let before = rss_kib(poolgate.pid()).expect("running");
     let pid = poolgate.pid();
-    let runtime = runtime();
+    let runtime = crate::runtime();
     // Spread over a few source addresses, as a botnet would, so a cap on
     // connections per source is not what answers.
     let clients: Vec<reqwest::Client> = (10..40).map(|i| async_client(loopback(i))).collect();
@@ -291,7 +283,7 @@ fn parallel_wrong_logins_are_counted_before_verification() {
     let (_dir, _poolgate, admin) = start(&[]);
     setup(admin);
     let parallel = if crate::long() { 300 } else { 60 };
-    let (statuses, admin_status) = runtime().block_on(async {
+    let (statuses, admin_status) = crate::runtime().block_on(async {
         let attacker = async_client(loopback(1));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..parallel {

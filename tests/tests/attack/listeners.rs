@@ -23,14 +23,6 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The admin listener's default header deadline.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, a, b, c))
 }
@@ -114,62 +106,15 @@ fn while_health_answers<T: Send + 'static>(
     rt.block_on(task).expect("attack task")
 }
 
-/// Accepts any certificate: the appliance's is self-signed.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
+/// The appliance's certificate is self-signed: accept any.
 fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    use poolgate::health::probe::NoVerification;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(NoVerification::new(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
@@ -269,7 +214,7 @@ fn slow_header_senders_are_closed_after_the_header_deadline_while_health_answers
         )
     };
     let give_up = HEADER_TIMEOUT + Duration::from_secs(8);
-    let rt = runtime();
+    let rt = crate::runtime();
     let config = tls_client_config();
     let attack = async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -321,7 +266,7 @@ fn slow_header_senders_are_closed_after_the_header_deadline_while_health_answers
 #[test]
 fn the_admin_listener_refuses_a_source_over_its_cap_at_once() {
     let (_dir, _poolgate, admin) = start_admin();
-    let rt = runtime();
+    let rt = crate::runtime();
     let cap = 32;
     let held = rt.block_on(async {
         let mut held = Vec::new();
@@ -386,7 +331,7 @@ fn tcp_dns_holders_cannot_lock_out_a_new_client() {
     let dir = tempfile::tempdir().expect("tempdir");
     let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &loopback_example(), &[]);
     let dns = poolgate.address("dns-tcp");
-    let rt = runtime();
+    let rt = crate::runtime();
     // 300 holders, each sending a query every 5 s: 32 from 127.4.0.1 (its
     // per-source cap), the rest spread over nine more sources, so both the
     // source's and the listener's cap (256) are reached.
@@ -524,7 +469,7 @@ fn ip_addresses_as_sni_are_counted_not_warned() {
     let (_dir, poolgate, admin) = start_admin();
     let rounds = if crate::long() { 2000 } else { 50 };
     let hello = client_hello_with_ip_sni();
-    let rt = runtime();
+    let rt = crate::runtime();
     rt.block_on(async {
         for _ in 0..rounds {
             let mut stream = connect_from(ip(5, 0, 1), admin).await.expect("connect");
@@ -603,7 +548,7 @@ fn the_vip_proxy_refuses_a_source_over_its_cap_at_once() {
             monitor.insert("port".into(), i64::from(port).into());
         }
     }
-    let rt = runtime();
+    let rt = crate::runtime();
     let members = rt.block_on(holding_members(port));
     let dir = tempfile::tempdir().expect("tempdir");
     let poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
@@ -695,7 +640,7 @@ fn out_of_descriptors_the_listener_pauses_warns_once_and_recovers() {
     } else {
         Duration::from_secs(3)
     };
-    let rt = runtime();
+    let rt = crate::runtime();
     let started_cpu = cpu_time(pid);
     let held = rt.block_on(async {
         let mut held = Vec::new();

@@ -18,3 +18,12 @@ mod udp;
 pub fn long() -> bool {
     std::env::var_os("POOLGATE_ATTACK_LONG").is_some_and(|v| v == "1")
 }
+
+/// A two-thread runtime for tests that drive many connections at once.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
