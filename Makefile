@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test test-deps lint unit e2e fuzz-smoke fuzz bench image image-test image-upgrade-test clean
+.PHONY: run build test test-deps lint unit e2e attack-long fuzz-smoke fuzz bench image image-test image-upgrade-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -39,6 +39,12 @@ unit:
 e2e:
 	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys,test-upgrade-keys
 	$(CARGO) test --locked -p poolgate-e2e -p poolgate-license
+
+## The attack suite's long variants (more connections, packets and holds
+## than `make test` runs; a few minutes).
+attack-long:
+	$(CARGO) build --locked -p poolgate --bin poolgate --features test-license-keys,test-upgrade-keys
+	POOLGATE_ATTACK_LONG=1 $(CARGO) test --locked -p poolgate-e2e --test attack -- --test-threads=1
 
 # Fuzz targets need nightly and cargo-fuzz (.ci/run installs them). New
 # inputs go to a scratch corpus, so the committed seed corpus stays as is;

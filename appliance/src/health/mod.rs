@@ -473,7 +473,7 @@ fn transition_records(report: Report) -> (Update, NewEvent) {
     let to = health_word(transition.to);
     match &reason {
         Some(reason) => {
-            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, %reason, "Health changed")
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, reason = ?reason, "Health changed")
         }
         None => {
             tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, "Health changed")

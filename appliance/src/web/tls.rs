@@ -324,7 +324,7 @@ impl Certificates {
         write_private(&cert_new, cert_text.as_bytes()).map_err(io_error(&cert_new))?;
         finish_install(&self.cert_path, &self.key_path)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
-        tracing::info!(subject = %info.subject, not_after = %info.not_after, "Installed a new appliance certificate");
+        tracing::info!(subject = ?info.subject, not_after = %info.not_after, "Installed a new appliance certificate");
         Ok(Ok(info))
     }
 }
