@@ -5,11 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::model::{Config, Member, MemberKey, Monitor, Pool, VirtualService};
 use super::schema::AdminState;
-use super::validate::{Config, Member, Monitor, Pool, VirtualService};
-
-/// A member is identified by its pool and its stable name.
-pub type MemberKey = (String, String);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {

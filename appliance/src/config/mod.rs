@@ -1,5 +1,6 @@
-//! Desired configuration: the TOML schema users write (`schema`), the one
-//! validator that turns it into typed config (`validate`), where in a file a
+//! Desired configuration: the TOML schema users write (`schema`), the typed
+//! model every subsystem reads (`model`), the one validator that turns the
+//! first into the second (`validate`), where in a file a
 //! problem lies (`locate`), and what changed between two configs (`diff`).
 //!
 //! Invariant: a `Config` value has passed `validate`; nothing else builds one.
@@ -7,6 +8,7 @@
 
 pub mod diff;
 mod locate;
+pub mod model;
 pub mod path;
 pub mod schema;
 pub mod validate;
@@ -15,9 +17,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use diff::{ConfigDiff, diff};
+pub use model::*;
 pub use path::FieldPath;
 pub use schema::*;
-pub use validate::{Config, FieldError, validate};
+pub use validate::validate;
 
 /// A config that could not be read, parsed or validated.
 #[derive(Debug, thiserror::Error)]

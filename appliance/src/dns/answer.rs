@@ -22,7 +22,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::config::validate::{RecordData, Zone};
+use crate::config::{RecordData, Zone};
 use crate::state::PoolView;
 
 /// How many CNAME hops inside our own zones we follow in one answer.

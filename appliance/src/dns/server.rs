@@ -238,7 +238,7 @@ pub async fn serve_udp(
 }
 
 /// The response-rate limit `[dns]` asks for.
-fn rrl_limits(settings: &crate::config::validate::DnsSettings) -> rrl::Limits {
+fn rrl_limits(settings: &crate::config::DnsSettings) -> rrl::Limits {
     rrl::Limits::per_second(settings.rrl_rate, settings.rrl_slip)
 }
 

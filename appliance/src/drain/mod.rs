@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminState;
-use crate::config::diff::MemberKey;
+use crate::config::MemberKey;
 use crate::state::{DrainProgress, DrainState, PublisherHandle, Update};
 use crate::store::{NewEvent, Store};
 use progress::{Decision, Observation};

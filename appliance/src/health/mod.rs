@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub use hysteresis::{Hysteresis, Transition};
 pub use probe::{ProbeError, ProbeSpec};
 
-use crate::config::validate::{Monitor, Pool};
 use crate::config::{Config, MonitorKind};
+use crate::config::{Monitor, Pool};
 use crate::state::{Health, HealthStatus, PublisherHandle, Update};
 use crate::store::{NewEvent, Store, now_rfc3339};
 

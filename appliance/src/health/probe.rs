@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::sip;
-use crate::config::validate::Monitor;
+use crate::config::Monitor;
 use crate::config::{MonitorKind, Transport};
 
 /// Most body a probe reads looking for `body_contains`.

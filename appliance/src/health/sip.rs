@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
 use super::probe::{ProbeError, io_error};
+use crate::config::Monitor;
 use crate::config::Transport;
-use crate::config::validate::Monitor;
 
 /// Largest response (headers and body) a probe reads.
 pub const MAX_MESSAGE: usize = 64 * 1024;

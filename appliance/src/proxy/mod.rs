@@ -42,7 +42,7 @@ pub use relay::{Outcome, RelayMode};
 use schedule::{Balancer, Candidate, PersistTable};
 
 use crate::config::Persistence;
-use crate::config::validate::VirtualService;
+use crate::config::VirtualService;
 use crate::net;
 use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
 use crate::store::{NewEvent, Store};

@@ -72,7 +72,7 @@ pub async fn record_seen(
     }
 }
 
-fn seen_limits(settings: &crate::config::validate::SipSettings) -> crate::store::SeenLimits {
+fn seen_limits(settings: &crate::config::SipSettings) -> crate::store::SeenLimits {
     crate::store::SeenLimits {
         max: settings.seen_users_max.into(),
         max_age: settings.seen_users_max_age,

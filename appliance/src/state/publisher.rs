@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::view::{CounterTable, DrainProgress, HealthStatus, Inputs, PoolView};
-use crate::config::diff::MemberKey;
+use crate::config::MemberKey;
 use crate::config::{AdminState, Config, ConfigDiff};
 
 /// A change to what the view is built from.

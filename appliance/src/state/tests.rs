@@ -4,7 +4,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::diff::MemberKey;
+use crate::config::MemberKey;
 use crate::config::{
     self, AdminState, ConfigFile, DnsFile, ListenFile, MemberFile, MonitorFile, PoolFile,
     StartState, VirtualServiceFile, ZoneFile,

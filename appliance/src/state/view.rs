@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::config::diff::MemberKey;
+use crate::config::MemberKey;
 use crate::config::{AdminState, Config, StartState};
 
 /// What a monitor last concluded about one member.

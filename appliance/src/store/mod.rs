@@ -27,7 +27,7 @@ use password_hash::rand_core::OsRng;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use crate::config::{self, AdminState, Config, ConfigDiff, diff::MemberKey};
+use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
 
 pub use migrations::LATEST as SCHEMA_VERSION;
 
