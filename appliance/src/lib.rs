@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod dns;
 pub mod drain;
+pub mod events;
 pub mod health;
 pub mod license;
 pub mod net;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{EventKind, NewEvent};
 use crate::state::PoolView;
-use crate::store::{NewEvent, Store};
+use crate::store::Store;
 
 /// A pool entering (`true`) or leaving (`false`) fail-open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,7 @@ async fn record(store: &Store, change: Transition) {
         "Eligible members again; DNS fail open ended"
     };
     let event = NewEvent {
-        kind: "dns",
+        kind: EventKind::Dns,
         pool: Some(change.pool.clone()),
         member: None,
         message: message.to_owned(),

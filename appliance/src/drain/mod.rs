@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminState;
 use crate::config::MemberKey;
+use crate::events::{EventKind, NewEvent};
 use crate::state::{DrainProgress, DrainState, PublisherHandle, Update};
-use crate::store::{NewEvent, Store};
+use crate::store::Store;
 use progress::{Decision, Observation};
 
 /// How often drain progress is re-evaluated: "drained" follows the last
@@ -196,7 +197,7 @@ async fn milestone(
     };
     tracing::info!(%pool, %member, active, "{message}");
     let event = NewEvent {
-        kind: "drain",
+        kind: EventKind::Drain,
         pool: Some(pool.clone()),
         member: Some(member.clone()),
         message,

@@ -37,8 +37,9 @@ pub use probe::{ProbeError, ProbeSpec};
 
 use crate::config::{Config, MonitorKind};
 use crate::config::{Monitor, Pool};
+use crate::events::{EventKind, NewEvent};
 use crate::state::{Health, HealthStatus, PublisherHandle, Update};
-use crate::store::{NewEvent, Store, now_rfc3339};
+use crate::store::{Store, now_rfc3339};
 
 /// Set to any value to count probe starts per 10 ms window and log the
 /// largest burst at shutdown (used by the health benchmark).
@@ -484,7 +485,7 @@ fn transition_records(report: Report) -> (Update, NewEvent) {
         None => format!("{}: {from} -> {to}", key.monitor),
     };
     let event = NewEvent {
-        kind: "health",
+        kind: EventKind::Health,
         pool: Some(key.pool.clone()),
         member: Some(key.member.clone()),
         message,

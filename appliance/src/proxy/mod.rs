@@ -43,9 +43,10 @@ use schedule::{Balancer, Candidate, PersistTable};
 
 use crate::config::Persistence;
 use crate::config::VirtualService;
+use crate::events::{EventKind, NewEvent};
 use crate::net;
 use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
-use crate::store::{NewEvent, Store};
+use crate::store::Store;
 
 /// Most client addresses one service remembers for source-IP persistence.
 const PERSIST_CAPACITY: usize = 100_000;
@@ -324,7 +325,7 @@ async fn reconcile(
                 if let Some(store) = store {
                     let store = store.clone();
                     let event = NewEvent {
-                        kind: "proxy",
+                        kind: EventKind::Proxy,
                         pool: Some(service.pool.clone()),
                         member: None,
                         message: error.to_string(),

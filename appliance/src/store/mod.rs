@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
+use crate::events::{EventKind, EventSink, NewEvent};
 
 pub use migrations::LATEST as SCHEMA_VERSION;
 
@@ -90,16 +91,6 @@ pub struct EventFilter {
     pub kind: Option<String>,
     pub pool: Option<String>,
     pub member: Option<String>,
-}
-
-/// An event about to be recorded.
-#[derive(Debug, Clone, Default)]
-pub struct NewEvent {
-    pub kind: &'static str,
-    pub pool: Option<String>,
-    pub member: Option<String>,
-    pub message: String,
-    pub detail: Option<serde_json::Value>,
 }
 
 /// How many seen users to keep, and for how long.
@@ -313,7 +304,7 @@ impl Store {
         }
         let logged = !changes.is_empty() || previous.is_none();
         let event = logged.then(|| NewEvent {
-                    kind: "config",
+                    kind: EventKind::Config,
                     message: format!("Config version {id} committed from {source}"),
                     detail: Some(serde_json::json!({
                         "version": id,
@@ -322,7 +313,8 @@ impl Store {
                         "members_changed": changes.members_changed.len(),
                         "admin_states_set": changes.admin_states.len(),
                     })),
-                    ..NewEvent::default()
+                    pool: None,
+                    member: None,
                 });
         Ok((id, event))
         })
@@ -417,7 +409,7 @@ impl Store {
             params![pool, member, state.as_str(), now],
         )?;
         let event = NewEvent {
-                kind: "admin",
+                kind: EventKind::Admin,
                 pool: Some(pool.to_owned()),
                 member: Some(member.to_owned()),
                 message: format!(
@@ -559,7 +551,7 @@ impl Store {
                 tokens_revoked,
             };
             let event = NewEvent {
-                kind: "admin",
+                kind: EventKind::Admin,
                 message: format!(
                     "Password set for {username}; {sessions_ended} other session(s) ended, {tokens_revoked} API token(s) revoked"
                 ),
@@ -568,7 +560,8 @@ impl Store {
                     "sessions_ended": sessions_ended,
                     "tokens_revoked": tokens_revoked,
                 })),
-                ..NewEvent::default()
+                pool: None,
+                member: None,
             };
             Ok((change, Some(event)))
         })
@@ -748,9 +741,11 @@ impl Store {
                 params![licence_id, text, now],
             )?;
             let event = NewEvent {
-                kind: "license",
+                kind: EventKind::License,
                 message: format!("Licence {licence_id} for {customer} installed"),
-                ..NewEvent::default()
+                pool: None,
+                member: None,
+                detail: None,
             };
             Ok(((), Some(event)))
         })
@@ -1025,9 +1020,11 @@ impl Store {
             params![username, hash, now],
         )?;
         let event = NewEvent {
-                kind: "admin",
+                kind: EventKind::Admin,
                 message: format!("First-boot setup: password set for {username}"),
-                ..NewEvent::default()
+                pool: None,
+                member: None,
+                detail: None,
             };
         Ok((true, Some(event)))
         })
@@ -1081,7 +1078,7 @@ fn insert_event(conn: &Connection, at: &str, event: &NewEvent) -> Result<i64, St
         "INSERT INTO events (at, kind, pool, member, message, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             at,
-            event.kind,
+            event.kind.as_str(),
             event.pool,
             event.member,
             event.message,
@@ -1114,3 +1111,10 @@ fn migrate(conn: &mut Connection, target: u32) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests;
+
+impl EventSink for Store {
+    fn store_events(&self, events: &[NewEvent]) -> Result<(), String> {
+        self.record_events(events)
+            .map_err(|error| error.to_string())
+    }
+}

@@ -260,7 +260,7 @@ fn records_a_batch_of_events_in_order() {
     let store = Store::open(dir.path()).expect("open");
     let events: Vec<NewEvent> = (0..3)
         .map(|i| NewEvent {
-            kind: "health",
+            kind: EventKind::Health,
             pool: Some("pool01".into()),
             member: Some(format!("fe0{i}")),
             message: format!("event {i}"),
@@ -284,7 +284,7 @@ fn event_filters_apply_before_the_limit() {
         .expect("disable");
     let noise: Vec<NewEvent> = (0..200)
         .map(|i| NewEvent {
-            kind: "health",
+            kind: EventKind::Health,
             pool: Some("pool01".into()),
             member: Some("fe01".into()),
             message: format!("noise {i}"),

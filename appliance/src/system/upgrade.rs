@@ -33,7 +33,8 @@ use sha2::{Digest, Sha256};
 
 use super::bundle::{self, BundleError, Manifest, Reader};
 use super::layout::{self, Layout, Slot};
-use crate::store::{NewEvent, Store, StoreError};
+use crate::events::{EventKind, NewEvent};
+use crate::store::{Store, StoreError};
 
 /// Below the data dir: state, backup, lock, and an upload being received.
 pub const UPGRADE_DIR: &str = "upgrade";
@@ -41,7 +42,6 @@ pub const STATE_FILE: &str = "state.json";
 pub const BACKUP_FILE: &str = "pre-upgrade.db";
 pub const INCOMING_FILE: &str = "incoming.pgup";
 const LOCK_FILE: &str = "lock";
-const EVENT_KIND: &str = "upgrade";
 const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -490,10 +490,11 @@ impl Upgrader {
 
 fn event(message: String, detail: serde_json::Value) -> NewEvent {
     NewEvent {
-        kind: EVENT_KIND,
+        kind: EventKind::Upgrade,
         message,
         detail: Some(detail),
-        ..NewEvent::default()
+        pool: None,
+        member: None,
     }
 }
 

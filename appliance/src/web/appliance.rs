@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::auth::Principal;
 use super::tls::Certificates;
 use super::{ApiError, AppState, blocking};
-use crate::store::NewEvent;
+use crate::events::{EventKind, NewEvent};
 
 fn certificates(state: &AppState) -> Result<&std::sync::Arc<Certificates>, ApiError> {
     state
@@ -106,13 +106,14 @@ pub async fn install_certificate(
     let info =
         installed.map_err(|problem| ApiError::invalid(problem.field(), problem.to_string()))?;
     let event = NewEvent {
-        kind: "system",
+        kind: EventKind::System,
         message: format!(
             "Certificate for {} installed by {} (valid until {})",
             info.subject, principal.username, info.not_after
         ),
         detail: Some(json!({"sha256_fingerprint": info.sha256_fingerprint})),
-        ..NewEvent::default()
+        pool: None,
+        member: None,
     };
     blocking(&state, move |store| store.record_event(&event)).await?;
     Ok(Json(

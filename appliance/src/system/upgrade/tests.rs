@@ -580,9 +580,11 @@ fn a_new_version_that_started_but_never_booted_fully_is_still_rolled_back() {
     store.set_setting("marker", "after").expect("setting");
     store
         .record_event(&NewEvent {
-            kind: "admin",
+            kind: EventKind::Admin,
             message: "written by 1.1.0".into(),
-            ..NewEvent::default()
+            pool: None,
+            member: None,
+            detail: None,
         })
         .expect("event");
     drop(store);
