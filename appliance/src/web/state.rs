@@ -1,0 +1,70 @@
+//! What every handler can reach (`AppState`), and the one way a handler
+//! calls the store (`blocking`, off the async threads).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ApiError, auth, history, tls};
+use crate::state::PublisherHandle;
+use crate::store::{Store, StoreError};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub publisher: PublisherHandle,
+    pub store: Store,
+    pub started: Instant,
+    /// With `--require-setup-code`: the one-time code first-boot setup needs.
+    pub setup_code: Option<Arc<auth::setup_code::SetupCode>>,
+    pub login_limiter: Arc<auth::LoginLimiter>,
+    /// The few password hashes computed at once.
+    pub hashing: Arc<auth::HashGate>,
+    pub licensing: crate::license::Licensing,
+    /// Counters of the DNS and SIP services, for `/metrics`.
+    pub dns_stats: Arc<crate::dns::DnsStats>,
+    pub sip_stats: Arc<crate::sip::SipStats>,
+    /// The appliance certificate (admin listener and SIP over TLS).
+    pub certificates: Option<Arc<tls::Certificates>>,
+    /// Upgrades and the reboot into them (`run` sets the real layout and
+    /// reboot mode; the default never reboots).
+    pub upgrades: Arc<crate::system::reboot::Upgrades>,
+    /// Connections per member over the last minutes (`history::run` fills it).
+    pub history: Arc<history::History>,
+    /// The accept layer's counters of every TCP listener, for `/metrics`.
+    pub listeners: Arc<crate::net::Registry>,
+}
+
+impl AppState {
+    pub fn new(
+        publisher: PublisherHandle,
+        store: Store,
+        licensing: crate::license::Licensing,
+        setup_code: Option<auth::setup_code::SetupCode>,
+    ) -> Self {
+        let data_dir = store.path().parent().map(Into::into).unwrap_or_default();
+        Self {
+            publisher,
+            store,
+            started: Instant::now(),
+            setup_code: setup_code.map(Arc::from),
+            login_limiter: Arc::default(),
+            hashing: Arc::default(),
+            licensing,
+            dns_stats: Arc::default(),
+            sip_stats: Arc::default(),
+            certificates: None,
+            upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
+            history: Arc::default(),
+            listeners: Arc::default(),
+        }
+    }
+}
+
+/// Run a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    Ok(tokio::task::spawn_blocking(move || call(&store)).await??)
+}
