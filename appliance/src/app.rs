@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{dns, health, net, proxy, sip, system, web};
+use crate::{certs, dns, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub enum RunError {
     #[error("a task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
-    Tls(#[from] web::tls::TlsError),
+    Tls(#[from] certs::TlsError),
     /// The console's appliance id or setup code file cannot be written.
     #[error(transparent)]
     SetupCode(#[from] web::auth::setup_code::SetupCodeError),
@@ -116,7 +116,7 @@ pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpS
 /// `shutdown`. A listener that fails later is logged; the rest keep going.
 async fn start_sip(
     config: &Config,
-    certificates: &Arc<web::tls::Certificates>,
+    certificates: &Arc<certs::Certificates>,
     publisher: &state::PublisherHandle,
     stats: &Arc<sip::SipStats>,
     shutdown: &CancellationToken,
@@ -231,14 +231,14 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let listen_ips: Vec<_> = std::iter::once(config.listen.admin.ip())
         .chain(config.listen.sip_tls.map(|address| address.ip()))
         .collect();
-    let identity = web::tls::Identity::of_host(&appliance_id, &listen_ips);
+    let identity = certs::Identity::of_host(&appliance_id, &listen_ips);
     let drain_task = tokio::spawn(crate::drain::run(
         publisher.clone(),
         store.clone(),
         shutdown.child_token(),
     ));
-    let certificates = web::tls::Certificates::load_or_create(&options.data_dir, &identity)?;
-    let renewal_task = tokio::spawn(web::tls::keep_renewed(
+    let certificates = certs::Certificates::load_or_create(&options.data_dir, &identity)?;
+    let renewal_task = tokio::spawn(certs::keep_renewed(
         Arc::clone(&certificates),
         identity,
         shutdown.child_token(),

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod dns;

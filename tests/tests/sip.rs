@@ -231,7 +231,7 @@ fn sip_over_tls_redirects_with_the_appliance_certificate() {
     let target = poolgate.address("sip-tls");
 
     // Trust exactly the certificate the appliance generated on first start.
-    let generated = std::fs::read(data.join(poolgate::web::tls::CERT_FILE)).expect("certificate");
+    let generated = std::fs::read(data.join(poolgate::certs::CERT_FILE)).expect("certificate");
     let reply = register_over_tls(target, &generated)
         .expect("TLS handshake verifies the appliance certificate");
     assert!(

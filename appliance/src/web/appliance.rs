@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Principal;
-use super::tls::Certificates;
 use super::{ApiError, AppState, blocking};
+use crate::certs::Certificates;
 use crate::events::{EventKind, NewEvent};
 
 fn certificates(state: &AppState) -> Result<&std::sync::Arc<Certificates>, ApiError> {

@@ -63,7 +63,7 @@ pub enum ApiError {
     Join(#[from] tokio::task::JoinError),
     /// Reading or writing the appliance certificate failed.
     #[error(transparent)]
-    Tls(#[from] super::tls::TlsError),
+    Tls(#[from] crate::certs::TlsError),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
 }

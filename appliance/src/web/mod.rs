@@ -277,7 +277,7 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/certificate",
             "The appliance certificate (admin listener and SIP over TLS)",
             appliance::certificate,
-            response = tls::CertificateInfo
+            response = crate::certs::CertificateInfo
         ),
         spec!(
             PUT,
@@ -285,7 +285,7 @@ pub fn protected_routes() -> Vec<Route> {
             "Replace the appliance certificate and key (PEM), checked first",
             appliance::install_certificate,
             request = appliance::CertificateBody,
-            response = tls::CertificateInfo
+            response = crate::certs::CertificateInfo
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
         spec!(

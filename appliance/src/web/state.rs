@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ApiError, auth, history, tls};
+use super::{ApiError, auth, history};
 use crate::state::PublisherHandle;
 use crate::store::{Store, StoreError};
 
@@ -24,7 +24,7 @@ pub struct AppState {
     pub dns_stats: Arc<crate::dns::DnsStats>,
     pub sip_stats: Arc<crate::sip::SipStats>,
     /// The appliance certificate (admin listener and SIP over TLS).
-    pub certificates: Option<Arc<tls::Certificates>>,
+    pub certificates: Option<Arc<crate::certs::Certificates>>,
     /// Upgrades and the reboot into them (`run` sets the real layout and
     /// reboot mode; the default never reboots).
     pub upgrades: Arc<crate::system::reboot::Upgrades>,
