@@ -19,7 +19,7 @@ use super::auth::{self, AuthStats, Principal};
 use super::error::FieldProblem;
 use super::{ApiError, AppState, blocking};
 use crate::config::{AdminState, ConfigFile};
-use crate::state::{PoolView, Update};
+use crate::state::Update;
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
@@ -402,90 +402,6 @@ pub async fn revoke_token(
     } else {
         Err(ApiError::NotFound(format!("no active token {id}")))
     }
-}
-
-/// Live status of every pool, member and virtual service.
-pub async fn status(State(state): State<AppState>) -> Json<Value> {
-    Json(status_json(&state.publisher.current()))
-}
-
-pub fn status_json(view: &PoolView) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let pools: Vec<Value> = view
-        .pools
-        .iter()
-        .map(|pool| {
-            let members: Vec<Value> = pool
-                .members
-                .iter()
-                .map(|m| {
-                    let drain = m.drain.as_ref().map(|d| {
-                        json!({"state": d.state, "active_connections": m.counters.active(), "since": d.since, "overdue": d.overdue})
-                    });
-                    json!({
-                        "name": m.name,
-                        "fqdn": m.fqdn,
-                        "address": m.address.to_string(),
-                        "weight": m.weight,
-                        "admin_state": m.admin_state.as_str(),
-                        "eligible": m.eligible,
-                        "drain": drain,
-                        "health": m.health,
-                        "active_connections": m.counters.active(),
-                        "registrations": m.counters.registrations.load(Relaxed),
-                    })
-                })
-                .collect();
-            json!({
-                "name": pool.name,
-                "fqdn": pool.fqdn,
-                "aliases": pool.aliases,
-                "monitor": pool.monitor,
-                "failed_open": pool.failed_open,
-                "members": members,
-            })
-        })
-        .collect();
-    let services: Vec<Value> = view
-        .services
-        .iter()
-        .map(|service| {
-            let pool = &view.pools[service.pool];
-            let members: Vec<Value> = pool
-                .members
-                .iter()
-                .map(|m| {
-                    let health = m
-                        .health
-                        .get(&service.monitor)
-                        .map_or(crate::state::Health::Unknown, |h| h.state);
-                    json!({
-                        "name": m.name,
-                        "health": health,
-                        "admin_state": m.admin_state.as_str(),
-                        "active_connections": m.counters.active(),
-                        "total_connections": m.counters.total_connections.load(Relaxed),
-                        "bytes_in": m.counters.bytes_in.load(Relaxed),
-                        "bytes_out": m.counters.bytes_out.load(Relaxed),
-                    })
-                })
-                .collect();
-            json!({
-                "name": service.name,
-                "address": service.address.to_string(),
-                "ports": service.ports,
-                "pool": pool.name,
-                "monitor": service.monitor,
-                "members": members,
-            })
-        })
-        .collect();
-    json!({
-        "generation": view.generation,
-        "config_version": view.config_version,
-        "pools": pools,
-        "virtual_services": services,
-    })
 }
 
 /// The desired config as JSON, with each member's current admin state.

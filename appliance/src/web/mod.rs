@@ -46,6 +46,7 @@ mod error;
 pub mod history;
 mod openapi;
 mod state;
+pub mod status;
 mod system;
 pub mod tls;
 mod ui;
@@ -185,7 +186,8 @@ pub fn protected_routes() -> Vec<Route> {
             GET,
             "/api/v1/status",
             "Pools, members, health, drain progress, virtual services",
-            api::status
+            status::status,
+            response = status::StatusBody
         ),
         spec!(
             GET,

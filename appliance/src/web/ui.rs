@@ -74,7 +74,8 @@ pub async fn status_stream(
             }
         }
         let view = std::sync::Arc::clone(&views.borrow_and_update());
-        let data = super::api::status_json(&view).to_string();
+        let data = serde_json::to_string(&super::status::StatusBody::of(&view))
+            .expect("the status body serialises to JSON");
         Some((
             Ok(Event::default().event("status").data(data)),
             (views, false, state, principal),
