@@ -33,7 +33,7 @@ pub struct RunOptions {
     /// Root slots and ESP, for upgrades (the image's by default).
     pub system_layout: system::layout::Layout,
     /// How to reboot into an installed upgrade.
-    pub reboot: system::upgrade::RebootMode,
+    pub reboot: system::reboot::RebootMode,
 }
 
 #[derive(Debug, thiserror::Error)]

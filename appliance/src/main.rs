@@ -2,10 +2,12 @@
 //! Exit codes: 0 success, 64 invalid config (or usage), 65 upgrade bundle
 //! refused, 1 any other failure.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,7 +16,8 @@ use poolgate::app::{self, RunError, RunOptions};
 use poolgate::config;
 use poolgate::store::{self, Store};
 use poolgate::system::layout::Layout;
-use poolgate::system::upgrade::{Plan, RebootMode, UpgradeError, Upgrader};
+use poolgate::system::reboot::RebootMode;
+use poolgate::system::upgrade::{Plan, UpgradeError, Upgrader, Verdict};
 use tokio_util::sync::CancellationToken;
 
 const EXIT_CONFIG: u8 = 64;
@@ -276,46 +279,38 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The lookup `GET /api/v1/registrar` makes, on a view built from the file
+/// (every member up, as configured).
 fn registrar(file: &std::path::Path, uri: &str, pool: Option<&str>) -> ExitCode {
-    let config = match config::load(file) {
+    let mut config = match config::load(file) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let aor = match poolgate::sip::registrar::canonical_aor(uri) {
-        Ok(aor) => aor,
+    // `--pool`: rank in that pool alone, which the lookup then falls back to.
+    if let Some(name) = pool {
+        config.pools.retain(|p| p.name == name);
+    }
+    let inputs = poolgate::state::Inputs::new(Arc::new(config), 0, BTreeMap::new());
+    let view = poolgate::state::PoolView::build(&inputs, 0);
+    match poolgate::sip::registrar::lookup(&view, uri) {
+        Ok(Some(lookup)) => {
+            for name in &lookup.logical {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("poolgate: {}: no such pool", pool.unwrap_or("(any)"));
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("poolgate: {uri}: {error}");
-            return ExitCode::from(EXIT_CONFIG);
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
-    let host = aor.rsplit('@').next().unwrap_or_default();
-    let chosen = match pool {
-        Some(name) => config.pools.iter().find(|p| p.name == name),
-        None => config
-            .pools
-            .iter()
-            .find(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
-            .or(config.pools.first()),
-    };
-    let Some(chosen) = chosen else {
-        eprintln!("poolgate: {}: no such pool", pool.unwrap_or("(any)"));
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let candidates: Vec<_> = chosen
-        .members
-        .iter()
-        .map(|m| poolgate::sip::registrar::Candidate {
-            name: &m.name,
-            weight: m.weight,
-        })
-        .collect();
-    for index in poolgate::sip::registrar::logical_sequence(&candidates, &aor) {
-        println!("{}", candidates[index].name);
     }
-    ExitCode::SUCCESS
 }
 
 fn existing_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
@@ -453,16 +448,16 @@ fn upgrade(
     reboot: RebootMode,
 ) -> anyhow::Result<ExitCode> {
     let upgrader = Upgrader::new(layout(system_layout)?, data_dir.to_owned());
-    let refused = |error: &UpgradeError| match error {
-        // Could not read or check: not a verdict on the bundle.
-        UpgradeError::Io { .. }
-        | UpgradeError::Bundle(poolgate::system::bundle::BundleError::Io(_)) => {
-            eprintln!("poolgate: {error}");
-            ExitCode::FAILURE
-        }
-        _ => {
+    // Only the checks' verdict is a verdict on the bundle; whatever fails
+    // after them is a failure of this appliance (exit 1).
+    let refused = |error: &UpgradeError| match error.verdict() {
+        Verdict::Refused | Verdict::DoesNotApply => {
             eprintln!("poolgate: {}: refused: {error}", file.display());
             ExitCode::from(EXIT_REFUSED)
+        }
+        Verdict::Interrupted | Verdict::Failed => {
+            eprintln!("poolgate: {error}");
+            ExitCode::FAILURE
         }
     };
     if verify_only {
@@ -475,14 +470,11 @@ fn upgrade(
             Err(error) => refused(&error),
         });
     }
-    let _lock = upgrader.lock()?;
+    let lock = upgrader.lock()?;
     let store = Store::open(data_dir)?;
-    let plan = match upgrader.verify_file(file) {
+    let plan = match upgrader.check_file(&lock, file, &store, "console") {
         Ok(plan) => plan,
-        Err(error) => {
-            upgrader.record_refusal(&store, "console", &error)?;
-            return Ok(refused(&error));
-        }
+        Err(error) => return Ok(refused(&error)),
     };
     describe_plan(file, &plan);
     let pending = upgrader.install_file(file, &plan, &store, "console")?;
@@ -517,7 +509,7 @@ fn install_staged(
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
     let upgrader = Upgrader::new(layout, data_dir);
-    match poolgate::system::install::install_staged(&upgrader, &request, work_dir)? {
+    match upgrader.install_staged(&request, work_dir)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to install."),
     }

@@ -8,13 +8,14 @@
 //!    request (`{"id": …}`, nothing else) and waits for the result.
 //! 2. `poolgate-install.path` sees the request and starts
 //!    `poolgate-install.service` as root: `poolgate system install-staged`
-//!    with a fixed argv (`install_staged`). It removes the request, copies
+//!    with a fixed argv (`Upgrader::install_staged`, through `serve_staged`
+//!    here). It removes the request, copies
 //!    the staged bundle into its own root-only work directory (so nothing
 //!    poolgate still holds open can change what is checked and written),
 //!    verifies it again with the keys compiled into the binary on the
 //!    running root, works out the target slot itself, writes slot and UKI
-//!    exactly as an in-process install does (`Upgrader::write_slot_and_uki`),
-//!    and writes `install-result.json` (typed, 0644) beside the request.
+//!    exactly as an in-process install does, and writes
+//!    `install-result.json` (typed, 0644) beside the request.
 //! 3. poolgate reads the result and goes on as before: events, database
 //!    backup, pending state, reboot.
 //!
@@ -28,6 +29,9 @@
 //!   overwrite.
 //! * A layout without `install_request` installs in process (development,
 //!   tests, a root-run console): the same checks and writes, one process.
+//! * This module is the protocol and the careful file handling only; what
+//!   a bundle is and how it is written are `system::upgrade`'s, which calls
+//!   in here and is never called from here.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -42,7 +46,6 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 
 use super::layout::Slot;
-use super::upgrade::{UpgradeError, Upgrader};
 
 /// Beside the layout's `install_request`: the bundle to install.
 pub const STAGED_FILE: &str = "staged.pgup";
@@ -190,22 +193,16 @@ fn remove_if_there(path: &Path) -> Result<(), InstallError> {
     }
 }
 
-/// The root side (`poolgate system install-staged`): take the request at
-/// `request_path` (the layout's `install_request`), install the staged
-/// bundle beside it through `work_dir` (a root-only directory) with
-/// `upgrader` (whose layout installs in process), and write the result.
-/// `Ok(None)`: no request.
-pub fn install_staged(
-    upgrader: &Upgrader,
+/// The root side's protocol (`poolgate system install-staged`, through
+/// `Upgrader::install_staged`): take the request at `request_path` (the
+/// layout's `install_request`), copy the bundle staged beside it into
+/// `work_dir` (a root-only directory), let `install` check and write the
+/// copy, and write the result. `Ok(None)`: no request.
+pub fn serve_staged(
     request_path: &Path,
     work_dir: &Path,
+    install: impl FnOnce(&Path) -> InstallOutcome,
 ) -> Result<Option<InstallResult>, InstallError> {
-    if upgrader.layout.install_request.is_some() {
-        // It would ask itself.
-        return Err(InstallError::Request(
-            "the installer's layout must install in process".into(),
-        ));
-    }
     let (dir_path, request_name) = split(request_path)?;
     let dir = open_dir_nofollow(dir_path)?;
     // Removed first: the path unit starts this again while it exists.
@@ -225,7 +222,7 @@ pub fn install_staged(
     unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
         .map_err(|e| io("cannot remove", request_path)(e.into()))?;
     let request = InstallRequest::parse(&bytes)?;
-    let outcome = install_copy(upgrader, &dir, dir_path, work_dir);
+    let outcome = install_copy(&dir, dir_path, work_dir, install);
     match &outcome {
         InstallOutcome::Installed { version, slot } => {
             tracing::info!(id = %request.id, %version, slot = slot.partlabel(), "Installed the staged bundle");
@@ -242,12 +239,13 @@ pub fn install_staged(
     Ok(Some(result))
 }
 
-/// Copy the staged bundle into `work_dir`, check the copy, write it.
+/// Copy the staged bundle into `work_dir`, and have `install` check and
+/// write the copy.
 fn install_copy(
-    upgrader: &Upgrader,
     dir: &OwnedFd,
     dir_path: &Path,
     work_dir: &Path,
+    install: impl FnOnce(&Path) -> InstallOutcome,
 ) -> InstallOutcome {
     let copy = work_dir.join(BUNDLE_COPY);
     let copied = (|| {
@@ -275,20 +273,7 @@ fn install_copy(
         Err(error) => InstallOutcome::Failed {
             reason: error.to_string(),
         },
-        Ok(()) => match upgrader.verify_file(&copy) {
-            Err(error) => InstallOutcome::Refused {
-                reason: error.to_string(),
-            },
-            Ok(plan) => match upgrader.write_slot_and_uki(&copy, &plan) {
-                Ok(()) => InstallOutcome::Installed {
-                    version: plan.manifest.version.clone(),
-                    slot: plan.target_slot,
-                },
-                Err(error) => InstallOutcome::Failed {
-                    reason: error.to_string(),
-                },
-            },
-        },
+        Ok(()) => install(&copy),
     };
     let _ = std::fs::remove_file(&copy);
     outcome
@@ -382,47 +367,4 @@ fn read_limited(file: File, limit: u64, path: &Path) -> Result<Vec<u8>, InstallE
         return Err(InstallError::Request(format!("longer than {limit} bytes")));
     }
     Ok(bytes)
-}
-
-impl Upgrader {
-    /// Write the verified bundle at `path` to the slot and ESP `plan` names:
-    /// in this process, or through the root step if the layout says so.
-    pub(super) fn install_slot(
-        &self,
-        path: &Path,
-        plan: &super::upgrade::Plan,
-    ) -> Result<(), UpgradeError> {
-        let Some(request_path) = self.layout.install_request.as_deref() else {
-            return self.write_slot_and_uki(path, plan);
-        };
-        let outcome =
-            request(request_path, path, RESULT_WAIT).map_err(|error| UpgradeError::Installer {
-                refused: false,
-                reason: error.to_string(),
-            })?;
-        match outcome {
-            InstallOutcome::Installed { version, slot }
-                if version == plan.manifest.version && slot == plan.target_slot =>
-            {
-                Ok(())
-            }
-            InstallOutcome::Installed { version, slot } => Err(UpgradeError::Installer {
-                refused: false,
-                reason: format!(
-                    "the installer wrote {version} to slot {} instead of {} to slot {}",
-                    slot.partlabel(),
-                    plan.manifest.version,
-                    plan.target_slot.partlabel()
-                ),
-            }),
-            InstallOutcome::Refused { reason } => Err(UpgradeError::Installer {
-                refused: true,
-                reason,
-            }),
-            InstallOutcome::Failed { reason } => Err(UpgradeError::Installer {
-                refused: false,
-                reason,
-            }),
-        }
-    }
 }

@@ -1,9 +1,12 @@
 //! Process and appliance concerns: logging setup, the umask, termination
-//! signals, systemd notification, and upgrades by image swap (`bundle`: the
-//! signed bundle format; `layout`: slots and the ESP; `upgrade`: install and
-//! what a rebooted appliance records; `install`: the root-owned step that
-//! writes slot and ESP; `reboot`: when to reboot into an upgrade).
-//! Nothing here knows about pools.
+//! signals, systemd notification, and upgrades by image swap. The upgrade
+//! modules depend one way, each only on those listed before it: `bundle`
+//! (the signed bundle format), `layout` (slots and the ESP), `install` (the
+//! protocol of the root-owned step that writes slot and ESP), `upgrade`
+//! (check, install, receive an upload, settle after a reboot; `Upgrader` is
+//! its facade), `reboot` (how and when to reboot into an upgrade).
+//! Nothing here knows about pools: what a reboot waits for is counted by a
+//! callback its caller provides.
 
 pub mod bundle;
 pub mod install;

@@ -1,12 +1,20 @@
-//! Rebooting into an installed upgrade: now, at a time the admin picks, and
-//! optionally once the proxy has no connection open (up to a deadline). The
-//! database backup is taken again just before the reboot (`Upgrader::reboot`),
-//! so a later rollback restores the data as it was when the old version
-//! stopped.
+//! Rebooting into an installed upgrade: how the appliance reboots
+//! (`RebootMode`), the reboot step itself (`Upgrader::reboot`: record it,
+//! refresh the backup, reboot), and the reboot waiting to happen: now, at a
+//! time the admin picks, and optionally once no connection is open any more
+//! (up to a deadline). The database backup is taken again just before the
+//! reboot, so a later rollback restores the data as it was when the old
+//! version stopped.
 //!
-//! One reboot is scheduled at a time; a new upgrade replaces it. A due
-//! reboot waits for an upgrade being written and then reboots into what is
-//! pending at that moment, so it never cuts an install short.
+//! Invariants:
+//! * One reboot is scheduled at a time; a new upgrade replaces it. A due
+//!   reboot waits for an upgrade being written and then reboots into what is
+//!   pending at that moment, so it never cuts an install short.
+//! * Rebooting runs a fixed argv (`systemctl reboot`) or creates an empty
+//!   request file; nothing from a request reaches a command line.
+//! * This module builds on `system::upgrade` and knows nothing about pools:
+//!   the connections still open come from an `OpenConnections` callback that
+//!   whoever schedules the reboot provides (the web API counts the proxy's).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +22,8 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::upgrade::{RebootMode, Upgrader};
-use crate::state::PublisherHandle;
+use super::layout::Layout;
+use super::upgrade::{Pending, UpgradeError, UpgradeState, Upgrader, event};
 use crate::store::Store;
 
 /// The longest an admin may ask the reboot to wait for connections to end.
@@ -25,13 +33,109 @@ const DRAIN_POLL: Duration = Duration::from_secs(1);
 /// How long a due reboot waits for an upgrade being written to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
+/// How many connections are still open, for a reboot that waits for them to
+/// end.
+pub type OpenConnections = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How the appliance reboots into a new slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootMode {
+    /// `systemctl reboot`: an orderly shutdown (poolgate gets SIGTERM and
+    /// its grace period).
+    Systemd,
+    /// Never reboot (development and tests): log and record it instead.
+    Disabled,
+}
+
+impl RebootMode {
+    /// Reboot now: through the layout's request file if it has one,
+    /// otherwise with `systemctl reboot`.
+    pub fn reboot(self, layout: &Layout) -> Result<(), UpgradeError> {
+        match self {
+            Self::Systemd if layout.reboot_request.is_some() => {
+                let path = layout.reboot_request.as_deref().expect("checked above");
+                request(path)
+            }
+            Self::Systemd => {
+                let status = std::process::Command::new("systemctl")
+                    .arg("reboot")
+                    .status()
+                    .map_err(|error| UpgradeError::Reboot(error.to_string()))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(UpgradeError::Reboot(format!("systemctl reboot: {status}")))
+                }
+            }
+            Self::Disabled => {
+                tracing::warn!("Reboot disabled; start the new slot by rebooting");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Upgrader {
+    /// Reboot into whatever is pending when the lock is free (an upgrade
+    /// being written is waited for, up to `wait`); nothing pending, no
+    /// reboot.
+    pub fn reboot_into_pending(
+        &self,
+        mode: RebootMode,
+        store: &Store,
+        wait: Duration,
+    ) -> Result<Option<Pending>, UpgradeError> {
+        let started = std::time::Instant::now();
+        // Bounded by `wait`.
+        let _lock = loop {
+            match self.lock() {
+                Ok(lock) => break lock,
+                Err(UpgradeError::Busy) if started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(pending) = UpgradeState::load(&self.data_dir)?.pending else {
+            tracing::warn!("No upgrade is pending any more; not rebooting");
+            return Ok(None);
+        };
+        self.reboot(mode, store, &pending)?;
+        Ok(Some(pending))
+    }
+
+    /// Record the reboot into the new slot, refresh the backup (so a
+    /// rollback loses nothing done since the install), then reboot.
+    pub fn reboot(
+        &self,
+        mode: RebootMode,
+        store: &Store,
+        pending: &Pending,
+    ) -> Result<(), UpgradeError> {
+        let message = match mode {
+            RebootMode::Systemd => format!("Rebooting into {}", pending.to_version),
+            RebootMode::Disabled => format!(
+                "Reboot into {} skipped: rebooting is disabled on this appliance",
+                pending.to_version
+            ),
+        };
+        store.record_event(&event(
+            message,
+            serde_json::json!({"step": "reboot", "to": pending.to_version, "mode": mode}),
+        ))?;
+        self.backup(store)?;
+        mode.reboot(&self.layout)
+    }
+}
+
 /// When to reboot into a new slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RebootPlan {
     /// `None`: now.
     #[serde(with = "time::serde::rfc3339::option")]
     pub at: Option<OffsetDateTime>,
-    /// Wait for the proxy's connections to end first, up to this long.
+    /// Wait for open connections to end first, up to this long.
     pub drain_timeout_s: Option<u64>,
 }
 
@@ -56,7 +160,7 @@ impl Upgrades {
     /// otherwise.
     pub fn never_rebooting(data_dir: std::path::PathBuf) -> Self {
         Self::new(
-            Upgrader::new(super::layout::Layout::default(), data_dir),
+            Upgrader::new(Layout::default(), data_dir),
             RebootMode::Disabled,
         )
     }
@@ -70,12 +174,13 @@ impl Upgrades {
             .map(|(plan, _)| plan.clone())
     }
 
-    /// Reboot into the pending upgrade as `plan` says, in the background.
-    pub fn schedule(self: &Arc<Self>, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
+    /// Reboot into the pending upgrade as `plan` says, in the background;
+    /// `open` counts the connections a drain waits for.
+    pub fn schedule(self: &Arc<Self>, plan: RebootPlan, store: Store, open: OpenConnections) {
         let this = Arc::clone(self);
         let task_plan = plan.clone();
         let task = tokio::spawn(async move {
-            this.reboot_when_due(task_plan, store, publisher).await;
+            this.reboot_when_due(task_plan, store, open).await;
         });
         let previous = self
             .scheduled
@@ -87,7 +192,12 @@ impl Upgrades {
         }
     }
 
-    async fn reboot_when_due(&self, plan: RebootPlan, store: Store, publisher: PublisherHandle) {
+    async fn reboot_when_due(
+        &self,
+        plan: RebootPlan,
+        store: Store,
+        open_connections: OpenConnections,
+    ) {
         if let Some(at) = plan.at {
             let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
             tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
@@ -97,7 +207,7 @@ impl Upgrades {
                 tokio::time::Instant::now() + Duration::from_secs(timeout).min(MAX_DRAIN);
             // Bounded by the deadline.
             loop {
-                let open = active_connections(&publisher);
+                let open = open_connections();
                 if open == 0 {
                     break;
                 }
@@ -129,9 +239,9 @@ impl Upgrades {
 /// unit watches it and runs `systemctl reboot` as root, after removing it).
 /// The file says nothing but its own existence, so no request data reaches
 /// the root side; an existing request stands.
-pub fn request(path: &std::path::Path) -> Result<(), super::upgrade::UpgradeError> {
+pub fn request(path: &std::path::Path) -> Result<(), UpgradeError> {
     let io = |what| {
-        move |source| super::upgrade::UpgradeError::Io {
+        move |source| UpgradeError::Io {
             what,
             path: path.to_owned(),
             source,
@@ -153,30 +263,16 @@ pub fn request(path: &std::path::Path) -> Result<(), super::upgrade::UpgradeErro
     Ok(())
 }
 
-/// Connections open through the VIP proxy, over every member.
-fn active_connections(publisher: &PublisherHandle) -> u64 {
-    let view = publisher.current();
-    view.pools
-        .iter()
-        .flat_map(|pool| pool.members.iter())
-        .map(|member| member.counters.active())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::Ordering;
-
-    use tokio_util::sync::CancellationToken;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::state::{self, Inputs};
-    use crate::system::layout::{Layout, Slot};
-    use crate::system::upgrade::{Pending, UpgradeState};
+    use crate::system::layout::Slot;
+    use crate::system::upgrade::tests::{Fake, root_image, upgrade_events};
 
     fn reboot_events(store: &Store) -> usize {
-        crate::system::upgrade::tests::upgrade_events(store)
+        upgrade_events(store)
             .iter()
             .filter(|message| message.contains("Reboot into 9.0.0 skipped"))
             .count()
@@ -248,16 +344,11 @@ mod tests {
         }
         .save(dir.path())
         .expect("state");
-        let path =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");
-        let config = crate::config::load(&path).expect("example");
-        let shutdown = CancellationToken::new();
-        let (publisher, _task) = state::spawn(
-            Inputs::new(Arc::new(config), 1, BTreeMap::new()),
-            shutdown.clone(),
-        );
-        let counters = Arc::clone(&publisher.current().pools[0].members[0].counters);
-        counters.active_connections.store(2, Ordering::Relaxed);
+        let counted = Arc::new(AtomicU64::new(2));
+        let open: OpenConnections = {
+            let counted = Arc::clone(&counted);
+            Arc::new(move || counted.load(Ordering::Relaxed))
+        };
         let upgrades = Arc::new(Upgrades::new(
             Upgrader::new(Layout::default(), dir.path().to_owned()),
             RebootMode::Disabled,
@@ -267,7 +358,7 @@ mod tests {
             at: Some(at),
             drain_timeout_s: Some(600),
         };
-        upgrades.schedule(plan.clone(), store.clone(), publisher.clone());
+        upgrades.schedule(plan.clone(), store.clone(), open);
         assert_eq!(upgrades.scheduled(), Some(plan));
 
         tokio::time::sleep(Duration::from_secs(3590)).await;
@@ -276,12 +367,65 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(300)).await;
         settle().await;
         assert_eq!(reboot_events(&store), 0, "not while connections are open");
-        counters.active_connections.store(0, Ordering::Relaxed);
+        counted.store(0, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(2)).await;
         settle().await;
         assert_eq!(reboot_events(&store), 1, "once they ended");
         assert!(upgrades.scheduled().is_none());
         assert!(dir.path().join("upgrade/pre-upgrade.db").is_file());
-        shutdown.cancel();
+    }
+
+    #[test]
+    fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
+        let fake = Fake::new(Slot::A);
+        let upgrader = fake.upgrader("1.0.0");
+        let store = Store::open(&fake.data_dir).expect("store");
+        let wait = Duration::from_millis(10);
+        let none = upgrader
+            .reboot_into_pending(RebootMode::Disabled, &store, wait)
+            .expect("nothing pending");
+        assert!(none.is_none());
+        let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+        {
+            let _busy = upgrader.lock().expect("lock");
+            assert!(matches!(
+                upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait),
+                Err(UpgradeError::Busy)
+            ));
+        }
+        let pending = upgrader
+            .reboot_into_pending(RebootMode::Disabled, &store, wait)
+            .expect("reboot")
+            .expect("pending");
+        assert_eq!(pending.to_version, "1.1.0");
+        let events = upgrade_events(&store);
+        assert!(
+            events
+                .last()
+                .expect("event")
+                .contains("Reboot into 1.1.0 skipped"),
+            "{events:?}"
+        );
+        // Installing again into the same slot: the earlier install is no longer
+        // pending from the moment its slot is overwritten.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let at = bytes.len() - 300;
+        bytes[at] ^= 1;
+        std::fs::write(&path, bytes).expect("swap");
+        assert!(
+            upgrader
+                .install_file(&path, &plan, &store, "admin")
+                .is_err()
+        );
+        assert!(
+            UpgradeState::load(&fake.data_dir)
+                .expect("state")
+                .pending
+                .is_none()
+        );
     }
 }

@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Serialize;
 
 use crate::store::StoreError;
-use crate::system::bundle::BundleError;
-use crate::system::upgrade::UpgradeError;
+use crate::system::upgrade::{UpgradeError, Verdict};
 
 /// One field-named problem, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -102,39 +101,13 @@ impl IntoResponse for ApiError {
             )
             | Self::Join(_)
             | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            // A bundle that is not what it claims, or not for this appliance.
-            Self::Upgrade(
-                UpgradeError::Bundle(
-                    BundleError::NotABundle
-                    | BundleError::Truncated(_)
-                    | BundleError::ManifestSize(_)
-                    | BundleError::Unsigned
-                    | BundleError::NoKeys
-                    | BundleError::BadSignature
-                    | BundleError::Manifest(_)
-                    | BundleError::WrongProduct { .. }
-                    | BundleError::HashMismatch { .. }
-                    | BundleError::TrailingData,
-                )
-                | UpgradeError::TooBig { .. }
-                | UpgradeError::Installer { refused: true, .. },
-            ) => StatusCode::UNPROCESSABLE_ENTITY,
-            // A good bundle that does not apply to what runs now.
-            Self::Upgrade(
-                UpgradeError::Bundle(BundleError::NotNewer { .. } | BundleError::TooOld { .. })
-                | UpgradeError::UnknownSlot { .. }
-                | UpgradeError::Busy,
-            ) => StatusCode::CONFLICT,
-            Self::Upgrade(UpgradeError::Upload(_)) => StatusCode::BAD_REQUEST,
-            Self::Upgrade(
-                UpgradeError::Bundle(BundleError::Io(_))
-                | UpgradeError::ReadBack { .. }
-                | UpgradeError::NoBackup { .. }
-                | UpgradeError::Io { .. }
-                | UpgradeError::Reboot(_)
-                | UpgradeError::Installer { refused: false, .. }
-                | UpgradeError::Store(_),
-            ) => StatusCode::INTERNAL_SERVER_ERROR,
+            // `UpgradeError::verdict` decides, for the console's exit code too.
+            Self::Upgrade(error) => match error.verdict() {
+                Verdict::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+                Verdict::DoesNotApply => StatusCode::CONFLICT,
+                Verdict::Interrupted => StatusCode::BAD_REQUEST,
+                Verdict::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         };
         let (error, fields) = match &self {
             Self::Invalid(problems) => ("invalid input".to_owned(), problems.clone()),

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 
 use super::auth::Principal;
 use super::{ApiError, AppState};
-use crate::system::reboot::{MAX_DRAIN, RebootPlan};
+use crate::state::PublisherHandle;
+use crate::system::reboot::{MAX_DRAIN, OpenConnections, RebootPlan};
 use crate::system::upgrade::Uploaded;
 
 /// After a refusal, at most this much of the rest of an upload is read and
@@ -123,13 +124,29 @@ pub async fn upgrade(
                 "reboot": reboot,
             });
             if let Some(plan) = reboot {
-                state
-                    .upgrades
-                    .schedule(plan, state.store.clone(), state.publisher.clone());
+                state.upgrades.schedule(
+                    plan,
+                    state.store.clone(),
+                    proxy_connections(state.publisher.clone()),
+                );
             }
             Ok(Json(body))
         }
     }
+}
+
+/// What a reboot that drains waits for: connections open through the VIP
+/// proxy, over every member of every pool, in the latest snapshot.
+fn proxy_connections(publisher: PublisherHandle) -> OpenConnections {
+    std::sync::Arc::new(move || {
+        publisher
+            .current()
+            .pools
+            .iter()
+            .flat_map(|pool| pool.members.iter())
+            .map(|member| member.counters.active())
+            .sum()
+    })
 }
 
 /// Read and drop the rest of a refused upload, up to a bound, so that the

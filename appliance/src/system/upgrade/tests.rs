@@ -4,21 +4,22 @@
 use ed25519_dalek::SigningKey;
 
 use super::*;
-use crate::system::bundle::{PRODUCT, describe, write_bundle};
+use crate::system::bundle::{Manifest, PRODUCT, describe, write_bundle};
+use crate::system::layout::Slot;
 
 const SLOT_SIZE: usize = 64 * 1024;
 
 /// Slot a, slot b, and the ESP's files (name, content).
 type Snapshot = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
-struct Fake {
-    dir: tempfile::TempDir,
-    layout: Layout,
-    data_dir: PathBuf,
+pub(crate) struct Fake {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) layout: Layout,
+    pub(crate) data_dir: PathBuf,
 }
 
 impl Fake {
-    fn new(running: Slot) -> Self {
+    pub(crate) fn new(running: Slot) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout {
             root_a: dir.path().join("root-a.img"),
@@ -46,7 +47,7 @@ impl Fake {
         }
     }
 
-    fn upgrader(&self, running: &str) -> Upgrader {
+    pub(crate) fn upgrader(&self, running: &str) -> Upgrader {
         Upgrader {
             layout: self.layout.clone(),
             data_dir: self.data_dir.clone(),
@@ -55,7 +56,7 @@ impl Fake {
         }
     }
 
-    fn bundle(&self, version: &str, root: &[u8], uki: &[u8]) -> PathBuf {
+    pub(crate) fn bundle(&self, version: &str, root: &[u8], uki: &[u8]) -> PathBuf {
         let manifest = Manifest {
             product: PRODUCT.into(),
             version: version.into(),
@@ -102,7 +103,7 @@ fn key() -> SigningKey {
     SigningKey::from_bytes(&[5; 32])
 }
 
-fn root_image() -> Vec<u8> {
+pub(crate) fn root_image() -> Vec<u8> {
     (0..40_000u32).map(|i| (i * 13 % 251) as u8).collect()
 }
 
@@ -429,60 +430,6 @@ fn without_a_backup_a_newer_schema_stops_start_up_with_the_reason() {
 }
 
 #[test]
-fn a_due_reboot_goes_into_what_is_pending_then_and_records_it() {
-    let fake = Fake::new(Slot::A);
-    let upgrader = fake.upgrader("1.0.0");
-    let store = Store::open(&fake.data_dir).expect("store");
-    let wait = std::time::Duration::from_millis(10);
-    let none = upgrader
-        .reboot_into_pending(RebootMode::Disabled, &store, wait)
-        .expect("nothing pending");
-    assert!(none.is_none());
-    let path = fake.bundle("1.1.0", &root_image(), b"kernel");
-    let plan = upgrader.verify_file(&path).expect("verified");
-    upgrader
-        .install_file(&path, &plan, &store, "admin")
-        .expect("installed");
-    {
-        let _busy = upgrader.lock().expect("lock");
-        assert!(matches!(
-            upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait),
-            Err(UpgradeError::Busy)
-        ));
-    }
-    let pending = upgrader
-        .reboot_into_pending(RebootMode::Disabled, &store, wait)
-        .expect("reboot")
-        .expect("pending");
-    assert_eq!(pending.to_version, "1.1.0");
-    let events = upgrade_events(&store);
-    assert!(
-        events
-            .last()
-            .expect("event")
-            .contains("Reboot into 1.1.0 skipped"),
-        "{events:?}"
-    );
-    // Installing again into the same slot: the earlier install is no longer
-    // pending from the moment its slot is overwritten.
-    let mut bytes = std::fs::read(&path).expect("read");
-    let at = bytes.len() - 300;
-    bytes[at] ^= 1;
-    std::fs::write(&path, bytes).expect("swap");
-    assert!(
-        upgrader
-            .install_file(&path, &plan, &store, "admin")
-            .is_err()
-    );
-    assert!(
-        UpgradeState::load(&fake.data_dir)
-            .expect("state")
-            .pending
-            .is_none()
-    );
-}
-
-#[test]
 fn uploads_in_any_chunking_are_checked_early_and_leave_no_file() {
     let fake = Fake::new(Slot::A);
     let upgrader = fake.upgrader("1.0.0");
@@ -630,9 +577,9 @@ fn installer_thread(
             && std::time::Instant::now() < deadline
         {
             if request.exists()
-                && let Some(result) =
-                    crate::system::install::install_staged(&installer, &request, &work_dir)
-                        .expect("the root step runs")
+                && let Some(result) = installer
+                    .install_staged(&request, &work_dir)
+                    .expect("the root step runs")
             {
                 results.push(result);
             }
@@ -705,7 +652,8 @@ fn the_root_step_refuses_a_staged_bundle_it_cannot_verify() {
     let run = |staged: &[u8]| {
         std::fs::write(upgrade_dir.join(STAGED_FILE), staged).expect("stage");
         std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
-        let result = crate::system::install::install_staged(&installer, &request, &work_dir)
+        let result = installer
+            .install_staged(&request, &work_dir)
             .expect("runs")
             .expect("a result");
         assert!(!request.exists(), "the request is taken");
@@ -753,7 +701,8 @@ fn the_root_step_refuses_a_staged_bundle_it_cannot_verify() {
     std::os::unix::fs::symlink(&fake.layout.root_a, upgrade_dir.join(STAGED_FILE))
         .expect("symlink");
     std::fs::write(&request, br#"{"id":"01"}"#).expect("request");
-    let result = crate::system::install::install_staged(&installer, &request, &work_dir)
+    let result = installer
+        .install_staged(&request, &work_dir)
         .expect("runs")
         .expect("a result");
     assert!(
@@ -762,6 +711,132 @@ fn the_root_step_refuses_a_staged_bundle_it_cannot_verify() {
     );
     // Request text that is not a request: nothing is done.
     std::fs::write(&request, b"{\"id\":\"../../etc\"}").expect("request");
-    assert!(crate::system::install::install_staged(&installer, &request, &work_dir).is_err());
+    assert!(installer.install_staged(&request, &work_dir).is_err());
     assert_eq!(fake.snapshot(), before, "nothing was written");
+}
+
+/// Every error's verdict, as the API's status and the console's exit code
+/// depend on it.
+#[test]
+fn every_upgrade_error_has_its_verdict() {
+    let io = || std::io::Error::other("disk");
+    let cases = [
+        (
+            UpgradeError::Bundle(BundleError::NotABundle),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::Truncated("x")),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::ManifestSize(0)),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::Unsigned),
+            Verdict::Refused,
+        ),
+        (UpgradeError::Bundle(BundleError::NoKeys), Verdict::Refused),
+        (
+            UpgradeError::Bundle(BundleError::BadSignature),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::Manifest("x".into())),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::WrongProduct { found: "x".into() }),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::HashMismatch {
+                name: "root".into(),
+            }),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::TrailingData),
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::TooBig {
+                slot: "root-b",
+                device: PathBuf::from("/dev/null"),
+                size: 2,
+                capacity: 1,
+            },
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Installer {
+                refused: true,
+                reason: "x".into(),
+            },
+            Verdict::Refused,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::NotNewer {
+                version: "1.0.0".into(),
+                running: "1.0.0".into(),
+            }),
+            Verdict::DoesNotApply,
+        ),
+        (
+            UpgradeError::Bundle(BundleError::TooOld {
+                version: "3.0.0".into(),
+                min_from: "2.0.0".into(),
+                running: "1.0.0".into(),
+            }),
+            Verdict::DoesNotApply,
+        ),
+        (
+            UpgradeError::UnknownSlot {
+                cmdline: PathBuf::from("/proc/cmdline"),
+            },
+            Verdict::DoesNotApply,
+        ),
+        (UpgradeError::Busy, Verdict::DoesNotApply),
+        (UpgradeError::Upload("reset".into()), Verdict::Interrupted),
+        (UpgradeError::Bundle(BundleError::Io(io())), Verdict::Failed),
+        (
+            UpgradeError::ReadBack {
+                slot: "root-b",
+                what: "root image",
+            },
+            Verdict::Failed,
+        ),
+        (
+            UpgradeError::NoBackup {
+                version: "2.0.0".into(),
+                found: 9,
+                supported: 8,
+            },
+            Verdict::Failed,
+        ),
+        (
+            UpgradeError::Io {
+                what: "cannot open",
+                path: PathBuf::from("/x"),
+                source: io(),
+            },
+            Verdict::Failed,
+        ),
+        (UpgradeError::Reboot("x".into()), Verdict::Failed),
+        (
+            UpgradeError::Installer {
+                refused: false,
+                reason: "x".into(),
+            },
+            Verdict::Failed,
+        ),
+        (
+            UpgradeError::Store(StoreError::WeakPassword),
+            Verdict::Failed,
+        ),
+    ];
+    for (error, verdict) in cases {
+        assert_eq!(error.verdict(), verdict, "{error}");
+    }
 }
