@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
 use crate::license::{self, Licensing};
 use crate::state::{self, Inputs};
 use crate::store::{Store, StoreError};
-use crate::{certs, dns, health, net, proxy, sip, system, web};
+use crate::{certs, dns, events, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -203,9 +203,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         "Starting poolgate {}",
         env!("POOLGATE_VERSION")
     );
+    // The event log's writer stops last, on its own token, so it keeps the
+    // events of everything else shutting down.
+    let events_stop = CancellationToken::new();
+    let (events, events_task) = events::spawn(store.clone(), events_stop.clone());
     let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
     let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
-    let health_task = health::spawn(store.clone(), publisher.clone(), shutdown.child_token());
+    let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
 
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.
@@ -235,6 +239,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let drain_task = tokio::spawn(crate::drain::run(
         publisher.clone(),
         store.clone(),
+        events.clone(),
         shutdown.child_token(),
     ));
     let certificates = certs::Certificates::load_or_create(&options.data_dir, &identity)?;
@@ -253,7 +258,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         gates: Arc::clone(&gates),
         ..sip::SipStats::default()
     });
-    let seen_task = tokio::spawn(sip::record_seen(
+    let seen_task = tokio::spawn(crate::store::seen_writer::run(
         seen_rx,
         store.clone(),
         publisher.clone(),
@@ -271,7 +276,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         gates: Arc::clone(&gates),
         ..dns::DnsStats::default()
     });
-    let mut app_state = web::AppState::new(publisher.clone(), store.clone(), licensing, setup_code);
+    let mut app_state = web::AppState::new(
+        publisher.clone(),
+        store.clone(),
+        licensing,
+        setup_code,
+        events.clone(),
+    );
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
@@ -293,7 +304,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     // them in line with the config; it waits out the grace period itself.
     let proxy_task = tokio::spawn(proxy::serve_gated(
         publisher.clone(),
-        Some(store.clone()),
+        events.clone(),
         proxy::RelayMode::from_env(),
         shutdown.child_token(),
         options.grace,
@@ -306,7 +317,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let mut dns_tasks = dns::spawn(
         dns_listeners,
         publisher.subscribe(),
-        store.clone(),
+        events.clone(),
         dns_stats,
         dns::TcpLimits::default(),
         shutdown.child_token(),
@@ -352,6 +363,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = proxy_task.await;
     while dns_tasks.join_next().await.is_some() {}
     let _ = publisher_task.await;
+    events_stop.cancel();
+    let _ = events_task.await;
     tracing::info!("Stopped");
     Ok(())
 }

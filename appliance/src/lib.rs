@@ -17,6 +17,7 @@ pub mod drain;
 pub mod events;
 pub mod health;
 pub mod license;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod sip;

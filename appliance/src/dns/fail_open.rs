@@ -10,9 +10,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{EventKind, NewEvent};
+use crate::events::{EventKind, EventLog, NewEvent};
 use crate::state::PoolView;
-use crate::store::Store;
 
 /// A pool entering (`true`) or leaving (`false`) fail-open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +43,10 @@ pub fn transitions(
     (now, changes)
 }
 
-/// Follow `views` until `shutdown`, recording each transition in `store`.
+/// Follow `views` until `shutdown`, recording each transition in `events`.
 pub async fn watch(
     mut views: watch::Receiver<Arc<PoolView>>,
-    store: Store,
+    events: EventLog,
     shutdown: CancellationToken,
 ) {
     let mut failed_open = BTreeSet::new();
@@ -56,7 +55,7 @@ pub async fn watch(
         let (now, changes) = transitions(&failed_open, &view);
         failed_open = now;
         for change in changes {
-            record(&store, change).await;
+            record(&events, change);
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -65,7 +64,7 @@ pub async fn watch(
     }
 }
 
-async fn record(store: &Store, change: Transition) {
+fn record(events: &EventLog, change: Transition) {
     let message = if change.failed_open {
         tracing::warn!(pool = %change.pool, "No eligible member; DNS answers with every enabled member (fail open)");
         "No eligible member; DNS answers with every enabled member (fail open)"
@@ -73,18 +72,5 @@ async fn record(store: &Store, change: Transition) {
         tracing::info!(pool = %change.pool, "Eligible members again; DNS fail open ended");
         "Eligible members again; DNS fail open ended"
     };
-    let event = NewEvent {
-        kind: EventKind::Dns,
-        pool: Some(change.pool.clone()),
-        member: None,
-        message: message.to_owned(),
-        detail: None,
-    };
-    let store = store.clone();
-    let pool = change.pool;
-    match tokio::task::spawn_blocking(move || store.record_event(&event)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(%pool, %error, "Could not record the fail-open event"),
-        Err(error) => tracing::warn!(%pool, %error, "Could not record the fail-open event"),
-    }
+    events.record(NewEvent::new(EventKind::Dns, message).pool(&change.pool));
 }

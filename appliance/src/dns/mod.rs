@@ -8,7 +8,7 @@
 //! would say), `rrl` (pure: response-rate limiting per source prefix, for
 //! the UDP listeners of DNS and SIP), `server`
 //! (the UDP and TCP listeners, bounded in memory), and `fail_open` (one event
-//! in the store per fail-open episode of a pool).
+//! in the event log per fail-open episode of a pool).
 //!
 //! Every `listen.dns` address gets a UDP socket and a TCP listener on the same
 //! port (with port 0, TCP takes the port UDP was given), each logging its
@@ -30,8 +30,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::EventLog;
+use crate::metrics::{MetricsWriter, Render};
 use crate::state::PoolView;
-use crate::store::Store;
 
 pub use server::TcpLimits;
 
@@ -67,6 +68,67 @@ pub struct DnsStats {
     pub rrl_slipped: AtomicU64,
     /// The accept layer's gates, where the `dns-tcp` listeners' gate lives.
     pub gates: Arc<crate::net::Registry>,
+}
+
+impl Render for DnsStats {
+    fn render(&self, out: &mut MetricsWriter) {
+        let Self {
+            queries,
+            malformed,
+            dropped,
+            truncated,
+            tcp_rejected,
+            send_errors,
+            rrl_dropped,
+            rrl_slipped,
+            // Rendered with every other listener's gate by the registry.
+            gates: _,
+        } = self;
+        for (name, help, value) in [
+            (
+                "poolgate_dns_queries_total",
+                "DNS queries received.",
+                queries,
+            ),
+            (
+                "poolgate_dns_malformed_total",
+                "DNS queries answered FORMERR.",
+                malformed,
+            ),
+            (
+                "poolgate_dns_dropped_total",
+                "DNS packets dropped unanswered.",
+                dropped,
+            ),
+            (
+                "poolgate_dns_truncated_total",
+                "DNS answers truncated (TC) over UDP.",
+                truncated,
+            ),
+            (
+                "poolgate_dns_tcp_rejected_total",
+                "DNS TCP connections refused over the cap.",
+                tcp_rejected,
+            ),
+            (
+                "poolgate_dns_send_errors_total",
+                "DNS answers the network did not take.",
+                send_errors,
+            ),
+            (
+                "poolgate_dns_rrl_dropped_total",
+                "DNS UDP answers over the response-rate limit, not sent.",
+                rrl_dropped,
+            ),
+            (
+                "poolgate_dns_rrl_slipped_total",
+                "DNS UDP answers over the response-rate limit, sent empty with TC.",
+                rrl_slipped,
+            ),
+        ] {
+            out.counter(name, help, value);
+        }
+    }
 }
 
 /// Bound sockets, ready to serve.
@@ -144,12 +206,12 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
     }
 }
 
-/// Serve on `listeners` and log fail-open episodes to `store`, until
+/// Serve on `listeners` and record fail-open episodes in `events`, until
 /// `shutdown`. Returns the tasks; they all end when `shutdown` is cancelled.
 pub fn spawn(
     listeners: Listeners,
     views: watch::Receiver<Arc<PoolView>>,
-    store: Store,
+    events: EventLog,
     stats: Arc<DnsStats>,
     limits: TcpLimits,
     shutdown: CancellationToken,
@@ -175,7 +237,7 @@ pub fn spawn(
             shutdown.clone(),
         ));
     }
-    tasks.spawn(fail_open::watch(views, store, shutdown));
+    tasks.spawn(fail_open::watch(views, events, shutdown));
     tasks
 }
 

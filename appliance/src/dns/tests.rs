@@ -13,8 +13,8 @@ use super::answer::{self, Answer};
 use super::wire::{self, Outcome, Silence, Transport};
 use super::*;
 use crate::config::{self, AdminState};
+use crate::events::{EventKind, EventLog};
 use crate::state::{self as st, Health, HealthStatus, Inputs, PoolView, Update};
-use crate::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -596,31 +596,19 @@ async fn start_server(
     );
     let (_tx, views) = watch::channel(Arc::new(view));
     let stats = Arc::new(DnsStats::default());
-    let cache = Arc::new(fast::FastCache::default());
     let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    for socket in listeners.udp {
-        tasks.spawn(server::serve_udp(
-            socket,
-            views.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            shutdown.clone(),
-        ));
-    }
-    for listener in listeners.tcp {
-        tasks.spawn(server::serve_tcp(
-            listener,
-            views.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            limits,
-            shutdown.clone(),
-        ));
-    }
-    // Keep the sender alive as long as the tasks.
+    let (events, _received) = EventLog::for_tests();
+    let mut tasks = spawn(
+        listeners,
+        views,
+        events,
+        Arc::clone(&stats),
+        limits,
+        shutdown.clone(),
+    );
+    // Keep the sender and the event queue alive as long as the tasks.
     tasks.spawn(async move {
-        let _keep = _tx;
+        let _keep = (_tx, _received);
         std::future::pending::<()>().await;
     });
     (address, stats, shutdown, tasks)
@@ -711,14 +699,13 @@ async fn tcp_connections_over_the_cap_are_closed_and_idle_ones_time_out() {
 
 #[tokio::test]
 async fn fail_open_episode_is_recorded_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
+    let (log, mut recorded) = EventLog::for_tests();
     let inputs = Inputs::new(Arc::new(config(2, true)), 1, BTreeMap::new());
     let shutdown = CancellationToken::new();
     let (publisher, publisher_task) = st::spawn(inputs, shutdown.clone());
     let watcher = tokio::spawn(fail_open::watch(
         publisher.subscribe(),
-        store.clone(),
+        log,
         shutdown.clone(),
     ));
     for m in 0..2 {
@@ -750,13 +737,13 @@ async fn fail_open_episode_is_recorded_once() {
         .await
         .expect("published");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
     let events = loop {
-        let events: Vec<_> = store
-            .events_after(0, 100)
-            .expect("events")
-            .into_iter()
-            .filter(|event| event.kind == "dns")
-            .collect();
+        while let Ok(event) = recorded.try_recv() {
+            if event.kind == EventKind::Dns {
+                events.push(event);
+            }
+        }
         if events.len() >= 2 || tokio::time::Instant::now() > deadline {
             break events;
         }

@@ -9,7 +9,8 @@
 //! disabled member's connections after a short grace.
 //!
 //! The drain start time comes from the store, so a restart resumes the same
-//! drain with the same deadline.
+//! drain with the same deadline. Milestones (drained, overdue, deadline
+//! passed) go to the event log, once each per drain.
 
 pub mod progress;
 
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AdminState;
 use crate::config::MemberKey;
-use crate::events::{EventKind, NewEvent};
+use crate::events::{EventKind, EventLog, NewEvent};
 use crate::state::{DrainProgress, DrainState, PublisherHandle, Update};
 use crate::store::Store;
 use progress::{Decision, Observation};
@@ -46,7 +47,15 @@ struct Tracked {
 /// Latest drain-agent answers: `None` = no answer.
 type AgentAnswers = Arc<Mutex<HashMap<MemberKey, Option<u64>>>>;
 
-pub async fn run(publisher: PublisherHandle, store: Store, shutdown: CancellationToken) {
+/// Follow draining and disabled members until `shutdown`: publish their
+/// drain progress, reset connections when due, and record milestones in
+/// `events`. `store` is read for when each drain began.
+pub async fn run(
+    publisher: PublisherHandle,
+    store: Store,
+    events: EventLog,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tracked: HashMap<MemberKey, Tracked> = HashMap::new();
@@ -147,7 +156,13 @@ pub async fn run(publisher: PublisherHandle, store: Store, shutdown: Cancellatio
                         .await;
                 }
                 if entry.last != Some(decision) {
-                    milestone(&store, &key, entry.last, decision, member.counters.active()).await;
+                    milestone(
+                        &events,
+                        &key,
+                        entry.last,
+                        decision,
+                        member.counters.active(),
+                    );
                     entry.last = Some(decision);
                 }
                 if decision.reset_connections {
@@ -177,8 +192,8 @@ async fn drain_started(store: &Store, (pool, member): &MemberKey) -> time::Offse
         .unwrap_or_else(time::OffsetDateTime::now_utc)
 }
 
-async fn milestone(
-    store: &Store,
+fn milestone(
+    events: &EventLog,
     (pool, member): &MemberKey,
     before: Option<Decision>,
     now: Decision,
@@ -196,15 +211,11 @@ async fn milestone(
         _ => return,
     };
     tracing::info!(%pool, %member, active, "{message}");
-    let event = NewEvent {
-        kind: EventKind::Drain,
-        pool: Some(pool.clone()),
-        member: Some(member.clone()),
-        message,
-        detail: Some(serde_json::json!({"active_connections": active, "overdue": now.overdue})),
-    };
-    let store = store.clone();
-    let _ = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
+    events.record(
+        NewEvent::new(EventKind::Drain, message)
+            .member(pool, member)
+            .detail(serde_json::json!({"active_connections": active, "overdue": now.overdue})),
+    );
 }
 
 /// Ask a drain agent how many sessions remain: an HTTP GET whose body is a

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{MetricsWriter, Render};
+
 /// Events waiting for the writer before new ones are dropped. A whole pool
 /// of 64 members changing health on three monitors fits many times over.
 pub const QUEUE: usize = 4096;
@@ -150,6 +152,31 @@ pub struct EventStats {
     pub dropped: AtomicU64,
     /// Batches the store refused (each one's events are lost and logged).
     pub write_errors: AtomicU64,
+}
+
+impl Render for EventStats {
+    fn render(&self, out: &mut MetricsWriter) {
+        let Self {
+            recorded,
+            dropped,
+            write_errors,
+        } = self;
+        out.counter(
+            "poolgate_events_recorded_total",
+            "Events handed to the event log's writer.",
+            recorded,
+        );
+        out.counter(
+            "poolgate_events_dropped_total",
+            "Events dropped because the event log's queue was full.",
+            dropped,
+        );
+        out.counter(
+            "poolgate_events_write_errors_total",
+            "Batches of events the store refused; their events are lost.",
+            write_errors,
+        );
+    }
 }
 
 impl EventLog {

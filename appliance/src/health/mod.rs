@@ -18,6 +18,7 @@
 //! service's first port) for `tcp`, `tls` and `sip-options`, and 80 / 443 for
 //! `http` / `https`.
 
+mod error;
 pub mod hysteresis;
 pub mod probe;
 pub mod sip;
@@ -37,9 +38,8 @@ pub use probe::{ProbeError, ProbeSpec};
 
 use crate::config::{Config, MonitorKind};
 use crate::config::{Monitor, Pool};
-use crate::events::{EventKind, NewEvent};
+use crate::events::{EventKind, EventLog, NewEvent};
 use crate::state::{Health, HealthStatus, PublisherHandle, Update};
-use crate::store::{Store, now_rfc3339};
 
 /// Set to any value to count probe starts per 10 ms window and log the
 /// largest burst at shutdown (used by the health benchmark).
@@ -320,14 +320,15 @@ struct Running {
 }
 
 /// Start the health manager: it follows the published config and keeps one
-/// target task per (member, monitor).
+/// target task per (member, monitor), and records every transition in
+/// `events`.
 ///
 /// It runs on its own single-threaded runtime (on a blocking-pool thread):
 /// probes are thousands of tiny timer-driven tasks, which on the shared
 /// multi-threaded runtime pay for cross-thread wake-ups and work stealing;
 /// on their own thread the data plane and the probes cannot delay each other.
 pub fn spawn(
-    store: Store,
+    events: EventLog,
     publisher: PublisherHandle,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -336,7 +337,7 @@ pub fn spawn(
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(run(store, publisher, shutdown)),
+            Ok(runtime) => runtime.block_on(run(events, publisher, shutdown)),
             Err(error) => {
                 tracing::error!(%error, "Cannot start the health monitor runtime; no member is probed");
             }
@@ -344,9 +345,9 @@ pub fn spawn(
     })
 }
 
-async fn run(store: Store, publisher: PublisherHandle, shutdown: CancellationToken) {
+async fn run(events: EventLog, publisher: PublisherHandle, shutdown: CancellationToken) {
     let (reports_tx, reports_rx) = mpsc::channel(1024);
-    let reporter = tokio::spawn(report(reports_rx, store, publisher.clone()));
+    let reporter = tokio::spawn(report(reports_rx, events, publisher.clone()));
     let stats = std::env::var_os(BURST_STATS_ENV)
         .is_some()
         .then(|| Arc::new(BurstStats::default()));
@@ -441,25 +442,25 @@ fn health_word(health: Health) -> &'static str {
 
 /// Send each transition to the publisher and record it in the event log.
 /// Reports that arrive together (a whole pool changing at once) are handled
-/// as one batch: the publisher coalesces them into one generation and the
-/// events are written in one transaction.
-async fn report(mut reports: mpsc::Receiver<Report>, store: Store, publisher: PublisherHandle) {
+/// as one batch, which the publisher coalesces into one generation; the
+/// event log's writer writes events that arrive together in one
+/// transaction.
+async fn report(mut reports: mpsc::Receiver<Report>, events: EventLog, publisher: PublisherHandle) {
     let mut batch = Vec::new();
     while reports.recv_many(&mut batch, 1024).await > 0 {
-        let mut events = Vec::with_capacity(batch.len());
         for report in batch.drain(..) {
             let (update, event) = transition_records(report);
             publisher.send(update).await;
-            events.push(event);
-        }
-        let store = store.clone();
-        let count = events.len();
-        match tokio::task::spawn_blocking(move || store.record_events(&events)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(count, %error, "Cannot record health events"),
-            Err(error) => tracing::warn!(count, %error, "Health event task failed"),
+            events.record(event);
         }
     }
+}
+
+/// The time a transition happened, as the status API shows it.
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("the current time is representable in RFC 3339")
 }
 
 /// Log one transition; return its publisher update and its event.
@@ -484,18 +485,14 @@ fn transition_records(report: Report) -> (Update, NewEvent) {
         Some(reason) => format!("{}: {from} -> {to} ({reason})", key.monitor),
         None => format!("{}: {from} -> {to}", key.monitor),
     };
-    let event = NewEvent {
-        kind: EventKind::Health,
-        pool: Some(key.pool.clone()),
-        member: Some(key.member.clone()),
-        message,
-        detail: Some(serde_json::json!({
+    let event = NewEvent::new(EventKind::Health, message)
+        .member(&key.pool, &key.member)
+        .detail(serde_json::json!({
             "monitor": key.monitor,
             "from": from,
             "to": to,
             "reason": reason,
-        })),
-    };
+        }));
     let update = Update::Health {
         member: (key.pool, key.member),
         monitor: key.monitor,

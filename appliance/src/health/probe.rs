@@ -10,7 +10,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -21,37 +20,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub use super::error::{ProbeError, io_error};
 use super::sip;
 use crate::config::Monitor;
 use crate::config::{MonitorKind, Transport};
 
 /// Most body a probe reads looking for `body_contains`.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// Why a probe failed; `Display` is the reason shown to people.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeError {
-    #[error("connection refused")]
-    Refused,
-    #[error("timeout after {} ms", .0.as_millis())]
-    Timeout(Duration),
-    #[error("{0}")]
-    Io(String),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("TLS: cannot use CA file {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("HTTP {0}")]
-    HttpStatus(u16),
-    #[error("HTTP {status}: body does not contain {needle:?}")]
-    BodyMismatch { status: u16, needle: String },
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("SIP {code} {phrase}")]
-    SipStatus { code: u16, phrase: String },
-    #[error("SIP: {0}")]
-    Sip(String),
-}
 
 /// Everything needed to probe one target, built once per (member, monitor).
 #[derive(Debug, Clone)]
@@ -166,20 +141,6 @@ async fn connect_nodelay(address: SocketAddr) -> Result<TcpStream, ProbeError> {
     let stream = connect(address).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// Reason for a socket error, in words.
-pub fn io_error(error: io::Error) -> ProbeError {
-    use io::ErrorKind::*;
-    match error.kind() {
-        ConnectionRefused => ProbeError::Refused,
-        ConnectionReset => ProbeError::Io("connection reset".into()),
-        UnexpectedEof => ProbeError::Io("connection closed before a response".into()),
-        HostUnreachable => ProbeError::Io("host unreachable".into()),
-        NetworkUnreachable => ProbeError::Io("network unreachable".into()),
-        AddrNotAvailable => ProbeError::Io("address not available".into()),
-        _ => ProbeError::Io(error.to_string()),
-    }
 }
 
 fn tls_error(error: &io::Error) -> ProbeError {
@@ -389,6 +350,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

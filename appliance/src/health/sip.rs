@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-use super::probe::{ProbeError, io_error};
+use super::error::{ProbeError, io_error};
 use crate::config::Monitor;
 use crate::config::Transport;
 

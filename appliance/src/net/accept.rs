@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::NetError;
 use super::limits::{Admission, Backoff, Limits, LogLimit, Refusal, Table, is_resource_exhaustion};
 use super::sni::{self, Sni};
+use crate::metrics::{Kind, MetricsWriter, Render};
 
 /// A deadline a connection missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,52 @@ pub struct Stats {
     pub open: AtomicU64,
 }
 
+/// One reading of a gate's [`Stats`], for rendering.
+#[derive(Debug, Clone, Copy)]
+struct Values {
+    accepted: u64,
+    refused_total: u64,
+    refused_source: u64,
+    evicted: u64,
+    timeout_handshake: u64,
+    timeout_header: u64,
+    timeout_idle: u64,
+    accept_errors: u64,
+    illegal_sni: u64,
+    open: u64,
+}
+
 impl Stats {
+    /// Every counter, read once. Every field is named, so a new counter
+    /// must be given a place in `Values` (and in the rendering) to compile.
+    fn values(&self) -> Values {
+        let Self {
+            accepted,
+            refused_total,
+            refused_source,
+            evicted,
+            timeout_handshake,
+            timeout_header,
+            timeout_idle,
+            accept_errors,
+            illegal_sni,
+            open,
+        } = self;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Values {
+            accepted: load(accepted),
+            refused_total: load(refused_total),
+            refused_source: load(refused_source),
+            evicted: load(evicted),
+            timeout_handshake: load(timeout_handshake),
+            timeout_header: load(timeout_header),
+            timeout_idle: load(timeout_idle),
+            accept_errors: load(accept_errors),
+            illegal_sni: load(illegal_sni),
+            open: load(open),
+        }
+    }
+
     pub fn refused(&self, why: Refusal) -> &AtomicU64 {
         match why {
             Refusal::Total => &self.refused_total,
@@ -169,105 +215,109 @@ impl Registry {
         let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         gates.values().cloned().collect()
     }
+}
 
-    /// The counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+/// The counters of every gate, one sample per listener label.
+impl Render for Registry {
+    fn render(&self, out: &mut MetricsWriter) {
         let gates = self.gates();
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        };
-        let label = |gate: &Gate| format!("listener=\"{}\"", escape(gate.label()));
-        family(
-            "poolgate_listener_accepted_total",
-            "counter",
-            "TCP connections admitted by the accept layer.",
-            gates
-                .iter()
-                .map(|g| (label(g), load(&g.stats.accepted)))
-                .collect(),
+        let samples: Vec<_> = gates
+            .iter()
+            .map(|gate| (gate.label(), gate.stats.values()))
+            .collect();
+        per_listener(
+            out,
+            (
+                "poolgate_listener_accepted_total",
+                Kind::Counter,
+                "TCP connections admitted by the accept layer.",
+            ),
+            &samples,
+            |v| v.accepted,
         );
-        family(
+        let mut family = out.family(
             "poolgate_listener_refused_total",
-            "counter",
+            Kind::Counter,
             "TCP connections closed at accept: the listener's cap (total) or the source's (source).",
-            gates
-                .iter()
-                .flat_map(|g| {
-                    Refusal::ALL.iter().map(move |why| {
-                        (
-                            format!("{},reason=\"{}\"", label(g), why.as_str()),
-                            load(g.stats.refused(*why)),
-                        )
-                    })
-                })
-                .collect(),
         );
-        family(
-            "poolgate_listener_evicted_total",
-            "counter",
-            "Idle TCP connections closed to make room for a new one.",
-            gates
-                .iter()
-                .map(|g| (label(g), load(&g.stats.evicted)))
-                .collect(),
+        for (label, values) in &samples {
+            for why in Refusal::ALL {
+                let value = match why {
+                    Refusal::Total => values.refused_total,
+                    Refusal::PerSource => values.refused_source,
+                };
+                family.sample(&[("listener", label), ("reason", why.as_str())], value);
+            }
+        }
+        per_listener(
+            out,
+            (
+                "poolgate_listener_evicted_total",
+                Kind::Counter,
+                "Idle TCP connections closed to make room for a new one.",
+            ),
+            &samples,
+            |v| v.evicted,
         );
-        family(
+        let mut family = out.family(
             "poolgate_listener_timeouts_total",
-            "counter",
+            Kind::Counter,
             "TCP connections closed for missing a deadline, by kind.",
-            gates
-                .iter()
-                .flat_map(|g| {
-                    Timeout::ALL.iter().map(move |kind| {
-                        (
-                            format!("{},kind=\"{}\"", label(g), kind.as_str()),
-                            load(g.stats.timeouts(*kind)),
-                        )
-                    })
-                })
-                .collect(),
         );
-        family(
-            "poolgate_listener_accept_errors_total",
-            "counter",
-            "Failed accept calls (out of file descriptors and the like).",
-            gates
-                .iter()
-                .map(|g| (label(g), load(&g.stats.accept_errors)))
-                .collect(),
+        for (label, values) in &samples {
+            for kind in Timeout::ALL {
+                let value = match kind {
+                    Timeout::Handshake => values.timeout_handshake,
+                    Timeout::Header => values.timeout_header,
+                    Timeout::Idle => values.timeout_idle,
+                };
+                family.sample(&[("listener", label), ("kind", kind.as_str())], value);
+            }
+        }
+        per_listener(
+            out,
+            (
+                "poolgate_listener_accept_errors_total",
+                Kind::Counter,
+                "Failed accept calls (out of file descriptors and the like).",
+            ),
+            &samples,
+            |v| v.accept_errors,
         );
-        family(
-            "poolgate_listener_illegal_sni_total",
-            "counter",
-            "TLS handshakes whose server name was an IP address or malformed.",
-            gates
-                .iter()
-                .map(|g| (label(g), load(&g.stats.illegal_sni)))
-                .collect(),
+        per_listener(
+            out,
+            (
+                "poolgate_listener_illegal_sni_total",
+                Kind::Counter,
+                "TLS handshakes whose server name was an IP address or malformed.",
+            ),
+            &samples,
+            |v| v.illegal_sni,
         );
-        family(
-            "poolgate_listener_open_connections",
-            "gauge",
-            "TCP connections open now.",
-            gates
-                .iter()
-                .map(|g| (label(g), load(&g.stats.open)))
-                .collect(),
+        per_listener(
+            out,
+            (
+                "poolgate_listener_open_connections",
+                Kind::Gauge,
+                "TCP connections open now.",
+            ),
+            &samples,
+            |v| v.open,
         );
     }
 }
 
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A family with one sample per listener label: `field` of its values.
+fn per_listener(
+    out: &mut MetricsWriter,
+    (name, kind, help): (&str, Kind, &str),
+    samples: &[(&str, Values)],
+    field: fn(&Values) -> u64,
+) {
+    let mut family = out.family(name, kind, help);
+    for (label, values) in samples {
+        family.sample(&[("listener", label)], field(values));
+    }
 }
 
 /// An admitted connection's place in its gate, released on drop.
@@ -675,10 +725,11 @@ mod tests {
         assert_eq!(gate.stats.refused_source.load(Ordering::Relaxed), 1);
         assert_eq!(gate.stats.accepted.load(Ordering::Relaxed), 2);
         assert_eq!(gate.stats.open.load(Ordering::Relaxed), 2);
-        let mut out = String::new();
+        let mut writer = MetricsWriter::new();
         let registry = Registry::default();
         registry.gate("a\"b", Limits::admin());
-        registry.render(&mut out);
+        registry.render(&mut writer);
+        let out = writer.finish();
         assert!(
             out.contains(
                 "poolgate_listener_refused_total{listener=\"a\\\"b\",reason=\"source\"} 0"

@@ -43,10 +43,9 @@ use schedule::{Balancer, Candidate, PersistTable};
 
 use crate::config::Persistence;
 use crate::config::VirtualService;
-use crate::events::{EventKind, NewEvent};
+use crate::events::{EventKind, EventLog, NewEvent};
 use crate::net;
 use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
-use crate::store::Store;
 
 /// Most client addresses one service remembers for source-IP persistence.
 const PERSIST_CAPACITY: usize = 100_000;
@@ -63,15 +62,16 @@ pub enum ProxyError {
 }
 
 /// Run the proxy until `shutdown` is cancelled, then stop accepting and give
-/// open connections `grace` to finish before cutting them.
+/// open connections `grace` to finish before cutting them. What the operator
+/// must hear about (a service that cannot listen) goes to `events`.
 pub async fn serve(
     publisher: PublisherHandle,
-    store: Option<Store>,
+    events: EventLog,
     mode: RelayMode,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    serve_gated(publisher, store, mode, shutdown, grace, Arc::default()).await;
+    serve_gated(publisher, events, mode, shutdown, grace, Arc::default()).await;
 }
 
 /// `serve`, with each virtual service's connections admitted by the gate
@@ -79,7 +79,7 @@ pub async fn serve(
 /// total and per source, over a cap closed at once.
 pub async fn serve_gated(
     publisher: PublisherHandle,
-    store: Option<Store>,
+    events: EventLog,
     mode: RelayMode,
     shutdown: CancellationToken,
     grace: Duration,
@@ -102,7 +102,7 @@ pub async fn serve_gated(
         let view = Arc::clone(&views.borrow_and_update());
         if version != Some(view.config_version) || retry_due {
             version = Some(view.config_version);
-            reconcile(&view, &mut listeners, &mut failing, &shared, store.as_ref()).await;
+            reconcile(&view, &mut listeners, &mut failing, &shared, &events).await;
         }
         drop(view);
         // A port another process holds now may be free later: try the
@@ -274,7 +274,7 @@ async fn reconcile(
     listeners: &mut BTreeMap<SocketAddr, CancellationToken>,
     failing: &mut BTreeSet<SocketAddr>,
     shared: &Arc<Shared>,
-    store: Option<&Store>,
+    events: &EventLog,
 ) {
     let mut wanted: BTreeMap<SocketAddr, &VirtualService> = BTreeMap::new();
     for service in &view.config.virtual_services {
@@ -322,20 +322,14 @@ async fn reconcile(
                     source,
                 };
                 tracing::error!(service = %service.name, %address, %error, "Virtual service cannot listen; the other services still run");
-                if let Some(store) = store {
-                    let store = store.clone();
-                    let event = NewEvent {
-                        kind: EventKind::Proxy,
-                        pool: Some(service.pool.clone()),
-                        member: None,
-                        message: error.to_string(),
-                        detail: Some(serde_json::json!({
+                events.record(
+                    NewEvent::new(EventKind::Proxy, error.to_string())
+                        .pool(&service.pool)
+                        .detail(serde_json::json!({
                             "service": service.name,
                             "address": address.to_string(),
                         })),
-                    };
-                    let _ = tokio::task::spawn_blocking(move || store.record_event(&event)).await;
-                }
+                );
             }
         }
     }

@@ -91,7 +91,7 @@ impl Proxy {
         let (publisher, _) = state::spawn(inputs, shutdown.child_token());
         let task = tokio::spawn(serve(
             publisher.clone(),
-            None,
+            EventLog::for_tests().0,
             mode,
             shutdown.child_token(),
             Duration::from_secs(1),
@@ -865,7 +865,7 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     let (publisher, _) = state::spawn(inputs, shutdown.child_token());
     let task = tokio::spawn(serve(
         publisher,
-        None,
+        EventLog::for_tests().0,
         MODES[0],
         shutdown.child_token(),
         Duration::from_secs(1),

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::{self, Frame, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
+use crate::metrics::{MetricsWriter, Render};
 use crate::net;
 use crate::state::{PoolView, PublisherHandle};
 
@@ -42,7 +43,8 @@ pub struct SipStats {
     pub dropped: AtomicU64,
     pub connections_refused: AtomicU64,
     /// Where the addresses-of-record of redirected REGISTERs go (pool name,
-    /// AoR), to be remembered in the store; `None` in tests without one.
+    /// AoR), to be remembered for the registrar what-if; `None` in tests
+    /// without a reader.
     pub seen: Option<tokio::sync::mpsc::Sender<(String, String)>>,
     /// Seen AoRs not remembered because the writer fell behind.
     pub seen_dropped: AtomicU64,
@@ -57,6 +59,81 @@ pub struct SipStats {
     /// The accept layer's gates, where the `sip-tcp` and `sip-tls`
     /// listeners' gates live.
     pub gates: Arc<net::Registry>,
+}
+
+impl Render for SipStats {
+    fn render(&self, out: &mut MetricsWriter) {
+        let Self {
+            requests,
+            redirects,
+            bad_requests,
+            dropped,
+            connections_refused,
+            // The channel itself; what it could not take is `seen_dropped`.
+            seen: _,
+            seen_dropped,
+            seen_foreign,
+            seen_users,
+            seen_evicted,
+            udp_rate_limited,
+            // Rendered with every other listener's gate by the registry.
+            gates: _,
+        } = self;
+        for (name, help, value) in [
+            (
+                "poolgate_sip_requests_total",
+                "SIP messages received.",
+                requests,
+            ),
+            (
+                "poolgate_sip_redirects_total",
+                "SIP requests answered 301.",
+                redirects,
+            ),
+            (
+                "poolgate_sip_bad_requests_total",
+                "SIP requests answered 400.",
+                bad_requests,
+            ),
+            (
+                "poolgate_sip_dropped_total",
+                "SIP messages dropped unanswered.",
+                dropped,
+            ),
+            (
+                "poolgate_sip_connections_refused_total",
+                "SIP TCP connections refused over the cap.",
+                connections_refused,
+            ),
+            (
+                "poolgate_sip_udp_rate_limited_total",
+                "SIP UDP datagrams over the per-source rate, dropped.",
+                udp_rate_limited,
+            ),
+            (
+                "poolgate_sip_seen_dropped_total",
+                "Seen SIP users not remembered because the writer fell behind.",
+                seen_dropped,
+            ),
+            (
+                "poolgate_sip_seen_foreign_total",
+                "REGISTERs for a domain of no pool, whose users are not remembered.",
+                seen_foreign,
+            ),
+            (
+                "poolgate_sip_seen_evicted_total",
+                "Seen SIP users forgotten over the cap or by age.",
+                seen_evicted,
+            ),
+        ] {
+            out.counter(name, help, value);
+        }
+        out.gauge(
+            "poolgate_sip_seen_users",
+            "Seen SIP users remembered for the registrar what-if.",
+            seen_users.load(Ordering::Relaxed),
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

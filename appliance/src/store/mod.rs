@@ -16,6 +16,7 @@
 //! The API is synchronous; async callers use `spawn_blocking`.
 
 mod migrations;
+pub mod seen_writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -105,17 +105,16 @@ pub async fn install_certificate(
         tokio::task::spawn_blocking(move || certs.install(&body.certificate, &body.key)).await??;
     let info =
         installed.map_err(|problem| ApiError::invalid(problem.field(), problem.to_string()))?;
-    let event = NewEvent {
-        kind: EventKind::System,
-        message: format!(
-            "Certificate for {} installed by {} (valid until {})",
-            info.subject, principal.username, info.not_after
-        ),
-        detail: Some(json!({"sha256_fingerprint": info.sha256_fingerprint})),
-        pool: None,
-        member: None,
-    };
-    blocking(&state, move |store| store.record_event(&event)).await?;
+    state.events.record(
+        NewEvent::new(
+            EventKind::System,
+            format!(
+                "Certificate for {} installed by {} (valid until {})",
+                info.subject, principal.username, info.not_after
+            ),
+        )
+        .detail(json!({"sha256_fingerprint": info.sha256_fingerprint})),
+    );
     Ok(Json(
         serde_json::to_value(info).expect("certificate info serialises"),
     ))

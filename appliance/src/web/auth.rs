@@ -158,6 +158,47 @@ impl AuthStats {
     }
 }
 
+impl crate::metrics::Render for AuthStats {
+    fn render(&self, out: &mut crate::metrics::MetricsWriter) {
+        let Self {
+            login_failures,
+            login_limited,
+            hash_busy,
+            setup_code_failures,
+            setup_code_limited,
+        } = self;
+        for (name, help, value) in [
+            (
+                "poolgate_login_failures_total",
+                "Logins and password changes with a wrong password.",
+                login_failures,
+            ),
+            (
+                "poolgate_login_limited_total",
+                "Logins refused by a rate limit before verification.",
+                login_limited,
+            ),
+            (
+                "poolgate_password_hash_busy_total",
+                "Requests refused because every password-hashing permit stayed busy.",
+                hash_busy,
+            ),
+            (
+                "poolgate_setup_code_failures_total",
+                "Wrong first-boot setup codes.",
+                setup_code_failures,
+            ),
+            (
+                "poolgate_setup_code_limited_total",
+                "First-boot setups refused while the setup-code back-off runs.",
+                setup_code_limited,
+            ),
+        ] {
+            out.counter(name, help, value);
+        }
+    }
+}
+
 impl LoginLimiter {
     /// Count an attempt before verifying it, or `Err(seconds to wait)`.
     pub fn reserve(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub history: Arc<history::History>,
     /// The accept layer's counters of every TCP listener, for `/metrics`.
     pub listeners: Arc<crate::net::Registry>,
+    /// Where handlers record what they did (and whose counters `/metrics` shows).
+    pub events: crate::events::EventLog,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
         store: Store,
         licensing: crate::license::Licensing,
         setup_code: Option<auth::setup_code::SetupCode>,
+        events: crate::events::EventLog,
     ) -> Self {
         let data_dir = store.path().parent().map(Into::into).unwrap_or_default();
         Self {
@@ -56,6 +59,7 @@ impl AppState {
             upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
             history: Arc::default(),
             listeners: Arc::default(),
+            events,
         }
     }
 }
