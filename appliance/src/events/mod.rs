@@ -291,6 +291,62 @@ mod tests {
         assert_eq!(EventKind::parse("Health"), None);
     }
 
+    /// Stores batches in memory.
+    #[derive(Debug, Clone, Default)]
+    struct Memory(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+    impl EventSink for Memory {
+        fn store_events(&self, events: &[NewEvent]) -> Result<(), String> {
+            let batch = events.iter().map(|event| event.message.clone()).collect();
+            self.0.lock().expect("not poisoned").push(batch);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_every_queued_event_when_stopped() {
+        let sink = Memory::default();
+        let stop = CancellationToken::new();
+        let (log, writer) = spawn(sink.clone(), stop.clone());
+        for i in 0..BATCH + 10 {
+            log.record(NewEvent::new(EventKind::Drain, format!("event {i}")));
+        }
+        stop.cancel();
+        writer.await.expect("writer ends");
+        let batches = sink.0.lock().expect("not poisoned").clone();
+        assert!(batches.iter().all(|batch| batch.len() <= BATCH));
+        let stored: Vec<String> = batches.into_iter().flatten().collect();
+        let expected: Vec<String> = (0..BATCH + 10).map(|i| format!("event {i}")).collect();
+        assert_eq!(stored, expected);
+        assert_eq!(log.stats().recorded.load(Relaxed), (BATCH + 10) as u64);
+        // After the writer has stopped, events are dropped and counted.
+        log.record(NewEvent::new(EventKind::Drain, "late"));
+        assert_eq!(log.stats().dropped.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn the_stats_render_as_counters() {
+        let stats = EventStats::default();
+        stats.dropped.fetch_add(2, Relaxed);
+        let mut out = MetricsWriter::new();
+        stats.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains(
+                "# TYPE poolgate_events_dropped_total counter\npoolgate_events_dropped_total 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolgate_events_recorded_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolgate_events_write_errors_total 0\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (log, _events) = EventLog::for_tests();

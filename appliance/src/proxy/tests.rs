@@ -863,9 +863,10 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     let shutdown = CancellationToken::new();
     let inputs = Inputs::new(Arc::new(config), 1, BTreeMap::new());
     let (publisher, _) = state::spawn(inputs, shutdown.child_token());
+    let (events, mut recorded) = EventLog::for_tests();
     let task = tokio::spawn(serve(
         publisher,
-        EventLog::for_tests().0,
+        events,
         MODES[0],
         shutdown.child_token(),
         Duration::from_secs(1),
@@ -884,4 +885,9 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     }
     shutdown.cancel();
     task.await.expect("proxy task");
+    // The failure was recorded once, not at every retry.
+    let event = recorded.try_recv().expect("a proxy event");
+    assert_eq!(event.kind, crate::events::EventKind::Proxy);
+    assert_eq!(event.pool.as_deref(), Some("pool"));
+    assert!(recorded.try_recv().is_err(), "one event per failing address");
 }
