@@ -887,7 +887,10 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     task.await.expect("proxy task");
     // The failure was recorded once, not at every retry.
     let event = recorded.try_recv().expect("a proxy event");
-    assert_eq!(event.kind, crate::events::EventKind::Proxy);
+    assert_eq!(event.kind, EventKind::Proxy);
     assert_eq!(event.pool.as_deref(), Some("pool"));
-    assert!(recorded.try_recv().is_err(), "one event per failing address");
+    assert!(
+        recorded.try_recv().is_err(),
+        "one event per failing address"
+    );
 }
