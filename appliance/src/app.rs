@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
@@ -44,13 +43,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dns(#[from] dns::DnsError),
-    #[error("cannot listen for {service} on {address}: {source}")]
-    Bind {
-        service: &'static str,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] net::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("a task failed: {0}")]
@@ -84,34 +78,6 @@ pub fn bootstrap_config(admin_listen: SocketAddr) -> Config {
     config::validate(&file).expect("a config with only an admin address is valid")
 }
 
-/// Bind a TCP listener and log its one `listening` line.
-pub async fn bind_tcp(service: &'static str, address: SocketAddr) -> Result<TcpListener, RunError> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| RunError::Bind {
-            service,
-            address,
-            source,
-        })?;
-    let bound = listener.local_addr()?;
-    tracing::info!(service, address = %bound, "listening");
-    Ok(listener)
-}
-
-/// Bind a UDP socket and log its one `listening` line.
-pub async fn bind_udp(service: &'static str, address: SocketAddr) -> Result<UdpSocket, RunError> {
-    let socket = UdpSocket::bind(address)
-        .await
-        .map_err(|source| RunError::Bind {
-            service,
-            address,
-            source,
-        })?;
-    let bound = socket.local_addr()?;
-    tracing::info!(service, address = %bound, "listening");
-    Ok(socket)
-}
-
 /// Bind the SIP redirect listeners the config names and serve them until
 /// `shutdown`. A listener that fails later is logged; the rest keep going.
 async fn start_sip(
@@ -129,7 +95,7 @@ async fn start_sip(
         }
     };
     if let Some(address) = config.listen.sip_udp {
-        let socket = bind_udp("sip-udp", address).await?;
+        let socket = net::bind_udp("sip-udp", address).await?;
         let task = sip::serve_udp(
             socket,
             publisher.clone(),
@@ -139,7 +105,7 @@ async fn start_sip(
         tokio::spawn(async move { report("sip-udp")(task.await) });
     }
     if let Some(address) = config.listen.sip_tcp {
-        let listener = bind_tcp("sip-tcp", address).await?;
+        let listener = net::bind_tcp("sip-tcp", address).await?;
         let task = sip::serve_tcp(
             listener,
             None,
@@ -153,7 +119,7 @@ async fn start_sip(
         // The appliance certificate (the admin listener's, replaced with
         // it), without its HTTP protocol negotiation.
         let sip_tls = certificates.server_config(&[])?;
-        let listener = bind_tcp("sip-tls", address).await?;
+        let listener = net::bind_tcp("sip-tls", address).await?;
         let task = sip::serve_tcp(
             listener,
             Some(tokio_rustls::TlsAcceptor::from(sip_tls)),
@@ -249,7 +215,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     ));
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
-    let admin = bind_tcp("admin", config.listen.admin).await?;
+    let admin = net::bind_tcp("admin", config.listen.admin).await?;
     // The accept layer's gates, one per listener label, for `/metrics`.
     let gates = Arc::new(net::Registry::default());
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);

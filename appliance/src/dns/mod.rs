@@ -32,19 +32,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::EventLog;
 use crate::metrics::{MetricsWriter, Render};
+use crate::net;
 use crate::state::PoolView;
 
 pub use server::TcpLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
-    #[error("cannot listen for {service} on {address}: {source}")]
-    Bind {
-        service: &'static str,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] net::BindError),
 }
 
 /// Counters of the DNS listeners (shared by all sockets).
@@ -67,7 +63,7 @@ pub struct DnsStats {
     /// UDP answers over the response-rate limit, sent empty with TC set.
     pub rrl_slipped: AtomicU64,
     /// The accept layer's gates, where the `dns-tcp` listeners' gate lives.
-    pub gates: Arc<crate::net::Registry>,
+    pub gates: Arc<net::Registry>,
 }
 
 impl Render for DnsStats {
@@ -150,20 +146,12 @@ pub async fn bind(addresses: &[SocketAddr]) -> Result<Listeners, DnsError> {
     };
     for &address in addresses {
         let (udp, tcp) = bind_pair(address).await?;
-        let bound = udp.local_addr().map_err(|source| DnsError::Bind {
-            service: "dns-udp",
-            address,
-            source,
-        })?;
-        tracing::info!(service = "dns-udp", address = %bound, "listening");
-        let bound = tcp.local_addr().map_err(|source| DnsError::Bind {
-            service: "dns-tcp",
-            address,
-            source,
-        })?;
-        tracing::info!(service = "dns-tcp", address = %bound, "listening");
-        listeners.udp.push(udp);
-        listeners.tcp.push(tcp);
+        listeners
+            .udp
+            .push(net::listening("dns-udp", address, Ok(udp))?);
+        listeners
+            .tcp
+            .push(net::listening("dns-tcp", address, Ok(tcp))?);
     }
     Ok(listeners)
 }
@@ -174,34 +162,20 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
         attempt += 1;
         let udp = UdpSocket::bind(address)
             .await
-            .map_err(|source| DnsError::Bind {
-                service: "dns-udp",
-                address,
-                source,
-            })?;
+            .map_err(|source| net::BindError::new("dns-udp", address, source))?;
         let mut tcp_address = address;
         if address.port() == 0 {
             // Clients retry a truncated UDP answer over TCP on the same port.
             let port = udp
                 .local_addr()
-                .map_err(|source| DnsError::Bind {
-                    service: "dns-udp",
-                    address,
-                    source,
-                })?
+                .map_err(|source| net::BindError::new("dns-udp", address, source))?
                 .port();
             tcp_address.set_port(port);
         }
         match TcpListener::bind(tcp_address).await {
-            Ok(tcp) => return Ok((udp, tcp)),
             Err(_) if address.port() == 0 && attempt < PORT_ZERO_ATTEMPTS => continue,
-            Err(source) => {
-                return Err(DnsError::Bind {
-                    service: "dns-tcp",
-                    address: tcp_address,
-                    source,
-                });
-            }
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) => return Err(net::BindError::new("dns-tcp", tcp_address, source).into()),
         }
     }
 }

@@ -12,12 +12,14 @@
 //! the limits and the counters to do so.
 
 pub mod accept;
+pub mod bind;
 pub mod limits;
 pub mod sni;
 
 pub use accept::{
     Activity, Conn, Gate, IdleMarker, Listener, Registry, Slot, Stats, Timeout, Tracked,
 };
+pub use bind::{BindError, bind_tcp, bind_udp, listening};
 pub use limits::{Limits, Refusal};
 
 /// Why a connection the layer set up did not become usable.
