@@ -235,20 +235,20 @@ impl Render for Registry {
             &samples,
             |v| v.accepted,
         );
-        let mut family = out.family(
-            "poolgate_listener_refused_total",
-            Kind::Counter,
-            "TCP connections closed at accept: the listener's cap (total) or the source's (source).",
+        per_listener_by(
+            out,
+            (
+                "poolgate_listener_refused_total",
+                Kind::Counter,
+                "TCP connections closed at accept: the listener's cap (total) or the source's (source).",
+            ),
+            &samples,
+            ("reason", &Refusal::ALL, Refusal::as_str),
+            |values, why| match why {
+                Refusal::Total => values.refused_total,
+                Refusal::PerSource => values.refused_source,
+            },
         );
-        for (label, values) in &samples {
-            for why in Refusal::ALL {
-                let value = match why {
-                    Refusal::Total => values.refused_total,
-                    Refusal::PerSource => values.refused_source,
-                };
-                family.sample(&[("listener", label), ("reason", why.as_str())], value);
-            }
-        }
         per_listener(
             out,
             (
@@ -259,21 +259,21 @@ impl Render for Registry {
             &samples,
             |v| v.evicted,
         );
-        let mut family = out.family(
-            "poolgate_listener_timeouts_total",
-            Kind::Counter,
-            "TCP connections closed for missing a deadline, by kind.",
+        per_listener_by(
+            out,
+            (
+                "poolgate_listener_timeouts_total",
+                Kind::Counter,
+                "TCP connections closed for missing a deadline, by kind.",
+            ),
+            &samples,
+            ("kind", &Timeout::ALL, Timeout::as_str),
+            |values, kind| match kind {
+                Timeout::Handshake => values.timeout_handshake,
+                Timeout::Header => values.timeout_header,
+                Timeout::Idle => values.timeout_idle,
+            },
         );
-        for (label, values) in &samples {
-            for kind in Timeout::ALL {
-                let value = match kind {
-                    Timeout::Handshake => values.timeout_handshake,
-                    Timeout::Header => values.timeout_header,
-                    Timeout::Idle => values.timeout_idle,
-                };
-                family.sample(&[("listener", label), ("kind", kind.as_str())], value);
-            }
-        }
         per_listener(
             out,
             (
@@ -317,6 +317,22 @@ fn per_listener(
     let mut family = out.family(name, kind, help);
     for (label, values) in samples {
         family.sample(&[("listener", label)], field(values));
+    }
+}
+
+/// One family with a second label: a sample per listener and per `keys`.
+fn per_listener_by<K: Copy>(
+    out: &mut MetricsWriter,
+    (name, kind, help): (&str, Kind, &str),
+    samples: &[(&str, Values)],
+    (key, keys, key_str): (&str, &[K], fn(K) -> &'static str),
+    field: fn(&Values, K) -> u64,
+) {
+    let mut family = out.family(name, kind, help);
+    for (label, values) in samples {
+        for &k in keys {
+            family.sample(&[("listener", label), (key, key_str(k))], field(values, k));
+        }
     }
 }
 
