@@ -382,7 +382,7 @@ fn commit_file_config(
     path: &Path,
 ) -> Result<(), RunError> {
     let change = Change::Config {
-        input: ConfigInput::Validated(config),
+        input: ConfigInput::Validated(Box::new(config)),
         if_match: None,
     };
     let source = control::Source::File {

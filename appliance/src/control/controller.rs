@@ -28,7 +28,7 @@ pub enum Applied {
     /// A new config version was committed (its number is in `desired`).
     Config {
         config: Arc<Config>,
-        diff: ConfigDiff,
+        diff: Box<ConfigDiff>,
     },
     /// A member's admin state was committed.
     Member {
@@ -163,7 +163,10 @@ impl Controller {
             admin,
         });
         self.seq += 1;
-        Ok(Applied::Config { config, diff })
+        Ok(Applied::Config {
+            config,
+            diff: Box::new(diff),
+        })
     }
 
     fn member(
@@ -204,7 +207,7 @@ fn validate(input: ConfigInput) -> Result<Config, ControlError> {
     match input {
         ConfigInput::Json(body) => config::from_json(&body, "upload"),
         ConfigInput::Toml(text) => config::from_toml(&text, "upload"),
-        ConfigInput::Validated(config) => Ok(config),
+        ConfigInput::Validated(config) => Ok(*config),
     }
     .map_err(ControlError::Invalid)
 }

@@ -92,7 +92,7 @@ pub enum ConfigInput {
     Toml(String),
     /// Already validated, such as the file given at start, which is checked
     /// before the store is even opened.
-    Validated(Config),
+    Validated(Box<Config>),
 }
 
 /// One change to the desired state.
@@ -245,9 +245,9 @@ enum Request {
 }
 
 enum Reply {
-    Config(ConfigOutcome),
+    Config(Box<ConfigOutcome>),
     Member(MemberOutcome),
-    Preview(Preview),
+    Preview(Box<Preview>),
 }
 
 /// Handle to the control task; cheap to clone.
@@ -289,7 +289,7 @@ impl ControlHandle {
             .request(Request::Change(Change::Config { input, if_match }), source)
             .await?
         {
-            Reply::Config(outcome) => Ok(outcome),
+            Reply::Config(outcome) => Ok(*outcome),
             Reply::Member(_) | Reply::Preview(_) => {
                 unreachable!("a config change has a config reply")
             }
@@ -322,7 +322,7 @@ impl ControlHandle {
         source: Source,
     ) -> Result<Preview, ControlError> {
         match self.request(Request::Preview(input), source).await? {
-            Reply::Preview(preview) => Ok(preview),
+            Reply::Preview(preview) => Ok(*preview),
             Reply::Config(_) | Reply::Member(_) => unreachable!("a dry run has a preview reply"),
         }
     }
@@ -393,7 +393,9 @@ async fn run(
         let step = tokio::task::spawn_blocking(move || {
             let step = match request {
                 Request::Change(change) => controller.apply(change, &source).map(Step::Applied),
-                Request::Preview(input) => controller.preview(input).map(Step::Preview),
+                Request::Preview(input) => controller
+                    .preview(input)
+                    .map(|preview| Step::Preview(Box::new(preview))),
             };
             (controller, step)
         })
@@ -429,7 +431,7 @@ async fn run(
 }
 
 enum Step {
-    Preview(Preview),
+    Preview(Box<Preview>),
     Applied(Applied),
 }
 
@@ -448,28 +450,28 @@ async fn publish(
     let (update, change, summary, finish): (Update, CommittedChange, Vec<String>, Finish) =
         match applied {
             Applied::Unchanged => {
-                return Ok(Reply::Config(ConfigOutcome {
+                return Ok(Reply::Config(Box::new(ConfigOutcome {
                     version,
                     diff: ConfigDiff::default(),
                     committed: false,
                     generation: publisher.current().generation,
-                }));
+                })));
             }
             Applied::Config { config, diff } => (
                 Update::Config {
                     config: Arc::clone(&config),
                     version,
-                    diff: diff.clone(),
+                    diff: ConfigDiff::clone(&diff),
                 },
                 CommittedChange::Config { config },
                 diff.summary(),
                 Box::new(move |generation| {
-                    Reply::Config(ConfigOutcome {
+                    Reply::Config(Box::new(ConfigOutcome {
                         version,
-                        diff,
+                        diff: *diff,
                         committed: true,
                         generation,
-                    })
+                    }))
                 }),
             ),
             Applied::Member {

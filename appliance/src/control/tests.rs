@@ -41,7 +41,7 @@ fn controller(dir: &std::path::Path) -> (Store, Controller) {
         Controller::load(store.clone(), licensing, example()).expect("load an empty store");
     assert_eq!(controller.desired().version, 0, "nothing stored yet");
     let change = Change::Config {
-        input: ConfigInput::Validated(example()),
+        input: ConfigInput::Validated(Box::new(example())),
         if_match: None,
     };
     controller
@@ -74,7 +74,7 @@ async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
         let control = control.clone();
         tasks.push(tokio::spawn(async move {
             if i % 3 == 0 {
-                let input = ConfigInput::Validated(with_ttl(100 + i));
+                let input = ConfigInput::Validated(Box::new(with_ttl(100 + i)));
                 control
                     .set_config(input, None, api())
                     .await
@@ -184,8 +184,16 @@ async fn if_match_lets_one_of_two_racing_changes_land() {
     let (control, _publisher, shutdown) = start(controller);
     let version = control.desired().version;
     let (a, b) = tokio::join!(
-        control.set_config(ConfigInput::Validated(with_ttl(5)), Some(version), api()),
-        control.set_config(ConfigInput::Validated(with_ttl(6)), Some(version), api()),
+        control.set_config(
+            ConfigInput::Validated(Box::new(with_ttl(5))),
+            Some(version),
+            api()
+        ),
+        control.set_config(
+            ConfigInput::Validated(Box::new(with_ttl(6))),
+            Some(version),
+            api()
+        ),
     );
     let won = a.as_ref().or(b.as_ref()).expect("one lands");
     let lost = a
@@ -264,7 +272,7 @@ fn a_restart_with_the_same_file_keeps_the_stored_state() {
         .expect("drain");
     let file = Source::File { path: "x".into() };
     let again = Change::Config {
-        input: ConfigInput::Validated(example()),
+        input: ConfigInput::Validated(Box::new(example())),
         if_match: None,
     };
     assert!(matches!(
@@ -282,7 +290,7 @@ fn a_restart_with_the_same_file_keeps_the_stored_state() {
     ));
     // The same config through the API is a new version all the same.
     let put = Change::Config {
-        input: ConfigInput::Validated(example()),
+        input: ConfigInput::Validated(Box::new(example())),
         if_match: None,
     };
     assert!(matches!(
