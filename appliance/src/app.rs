@@ -1,5 +1,6 @@
 //! Wires the subsystems into a running appliance: open the store, commit a
-//! config given on the command line, start the publisher, bind the listeners,
+//! config given on the command line through the control path, start the
+//! publisher and the control task, bind the listeners,
 //! tell systemd, and on shutdown stop accepting, finish in-flight work under a
 //! deadline, and report what was cut.
 
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, ConfigFile, ListenFile};
+use crate::control::{self, Change, ConfigInput, ControlError, Controller};
 use crate::license::{self, Licensing};
-use crate::state::{self, Inputs};
-use crate::store::{Store, StoreError};
+use crate::state;
+use crate::store::StoreError;
 use crate::{certs, dns, events, health, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
@@ -41,6 +43,8 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error(transparent)]
     Dns(#[from] dns::DnsError),
     #[error(transparent)]
@@ -149,17 +153,21 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     )?;
     let appliance_id = store.setting_or_insert("appliance_id", new_appliance_id)?;
     let licensing = Licensing::new(store.clone(), license::vendor_keys(), appliance_id.clone())?;
+    let mut controller = Controller::load(
+        store.clone(),
+        licensing.clone(),
+        bootstrap_config(options.admin_listen),
+    )?;
     if let (Some(config), Some(path)) = (file_config, &options.config) {
-        commit_file_config(&store, &licensing, &config, path)?;
+        commit_file_config(&mut controller, config, path)?;
     }
-    let (config, version) = match store.desired_config()? {
-        Some(stored) => (stored.config, stored.id),
-        None => {
-            tracing::info!(admin = %options.admin_listen, "No config stored yet; serving setup only");
-            (bootstrap_config(options.admin_listen), 0)
-        }
+    let (config, version) = {
+        let desired = controller.desired();
+        (Arc::clone(&desired.config), desired.version)
     };
-    let config = Arc::new(config);
+    if version == 0 {
+        tracing::info!(admin = %options.admin_listen, "No config stored yet; serving setup only");
+    }
     tracing::info!(
         %appliance_id,
         data_dir = %options.data_dir.display(),
@@ -173,8 +181,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     // events of everything else shutting down.
     let events_stop = CancellationToken::new();
     let (events, events_task) = events::spawn(store.clone(), events_stop.clone());
-    let inputs = Inputs::new(Arc::clone(&config), version, store.admin_states()?);
-    let (publisher, publisher_task) = state::spawn(inputs, shutdown.child_token());
+    let (publisher, publisher_task) = state::spawn(controller.inputs(), shutdown.child_token());
+    let (control, control_task) = controller.spawn(publisher.clone(), shutdown.child_token());
     let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
 
     // The console shows the appliance id and the setup code from files in
@@ -243,6 +251,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         ..dns::DnsStats::default()
     });
     let mut app_state = web::AppState::new(
+        control.clone(),
         publisher.clone(),
         store.clone(),
         licensing,
@@ -259,6 +268,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     ));
     let history_task = tokio::spawn(web::history::run(
         publisher.clone(),
+        control.subscribe(),
         Arc::clone(&app_state.history),
         shutdown.child_token(),
     ));
@@ -328,6 +338,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = health_task.await;
     let _ = proxy_task.await;
     while dns_tasks.join_next().await.is_some() {}
+    let _ = control_task.await;
     let _ = publisher_task.await;
     events_stop.cancel();
     let _ = events_task.await;
@@ -335,26 +346,35 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
-/// Commit a `--config` file unless the licence forbids the change it makes;
-/// then the stored config keeps running and the refusal is logged.
+/// Commit a `--config` file through the control path, before anything
+/// listens. A file that matches the stored config changes nothing; one the
+/// licence forbids is not applied: the stored config keeps running and the
+/// refusal is logged.
 fn commit_file_config(
-    store: &Store,
-    licensing: &Licensing,
-    config: &Config,
+    controller: &mut Controller,
+    config: Config,
     path: &Path,
 ) -> Result<(), RunError> {
-    let previous = store.desired_config()?;
-    let diff = config::diff(previous.as_ref().map(|p| &p.config), config);
-    if previous.is_some() && diff.is_empty() {
-        tracing::info!(file = %path.display(), "Config file matches the stored config");
-        return Ok(());
+    let change = Change::Config {
+        input: ConfigInput::Validated(Box::new(config)),
+        if_match: None,
+    };
+    let source = control::Source::File {
+        path: path.to_owned(),
+    };
+    match controller.apply(change, &source) {
+        Ok(control::Applied::Unchanged) => {
+            tracing::info!(file = %path.display(), "Config file matches the stored config");
+        }
+        Ok(_) => {
+            let version = controller.desired().version;
+            tracing::info!(version, file = %path.display(), "Config committed");
+        }
+        Err(ControlError::Licence(reason)) => {
+            tracing::error!(file = %path.display(), %reason, "Config file not applied; running the stored config");
+        }
+        Err(error) => return Err(error.into()),
     }
-    if let Err(reason) = licensing.status()?.allows(config) {
-        tracing::error!(file = %path.display(), %reason, "Config file not applied; running the stored config");
-        return Ok(());
-    }
-    let (version, _) = store.commit_config(config, &format!("file {}", path.display()))?;
-    tracing::info!(version, file = %path.display(), "Config committed");
     Ok(())
 }
 

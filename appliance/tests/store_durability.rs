@@ -49,9 +49,10 @@ fn durability_child_writer() {
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let config = example();
     Store::open(dir.path())
         .expect("open")
-        .commit_config(&example(), "test")
+        .record_config(&config, "test", &config::diff(None, &config))
         .expect("commit");
 
     let mut child = Command::new(std::env::current_exe().expect("test exe"))

@@ -34,6 +34,51 @@ impl ConfigDiff {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// One sentence per structural change, in the order an operator checks
+    /// them: what a preview shows and a committed change is summed up by.
+    pub fn summary(&self) -> Vec<String> {
+        let member = |(pool, name): &(String, String)| format!("{pool}/{name}");
+        let mut out = Vec::new();
+        for key in &self.members_added {
+            out.push(format!("Member {} is added", member(key)));
+        }
+        for key in &self.members_removed {
+            out.push(format!(
+                "Member {} is removed (its connections end, its users move)",
+                member(key)
+            ));
+        }
+        for key in &self.members_changed {
+            out.push(format!(
+                "Member {} changes address, FQDN or weight",
+                member(key)
+            ));
+        }
+        for (key, state) in &self.admin_states {
+            if !self.members_added.contains(key) {
+                out.push(format!("Member {} becomes {}", member(key), state.as_str()));
+            }
+        }
+        let mut named = |what: &str, set: &BTreeSet<String>, verb: &str| {
+            for name in set {
+                out.push(format!("{what} {name} is {verb}"));
+            }
+        };
+        named("Monitor", &self.monitors_added, "added");
+        named("Monitor", &self.monitors_removed, "removed");
+        named("Monitor", &self.monitors_changed, "changed");
+        named("Virtual service", &self.services_added, "added");
+        named("Virtual service", &self.services_removed, "removed");
+        named("Virtual service", &self.services_changed, "changed");
+        if self.settings_changed {
+            out.push("DNS, zone or pool settings change".to_owned());
+        }
+        if self.listeners_changed {
+            out.push("Listen addresses change (takes effect after a restart)".to_owned());
+        }
+        out
+    }
 }
 
 fn members(config: Option<&Config>) -> BTreeMap<MemberKey, &Member> {
@@ -236,6 +281,32 @@ pub fn text_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<DiffLine
         out.push(DiffLine::Skipped(skipped));
     }
     out
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn summary_names_each_change() {
+        let mut diff = ConfigDiff::default();
+        let key = ("pool01".to_owned(), "fe04".to_owned());
+        diff.members_added.insert(key.clone());
+        diff.admin_states.insert(key, AdminState::Enabled);
+        diff.admin_states.insert(
+            ("pool01".to_owned(), "fe01".to_owned()),
+            AdminState::Disabled,
+        );
+        diff.services_changed.insert("web-internal".to_owned());
+        assert_eq!(
+            diff.summary(),
+            [
+                "Member pool01/fe04 is added",
+                "Member pool01/fe01 becomes disabled",
+                "Virtual service web-internal is changed",
+            ]
+        );
+    }
 }
 
 #[cfg(test)]

@@ -106,9 +106,80 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     from_toml(&text, &file)
 }
 
+/// Parse and validate a JSON config. Syntax errors come back as one
+/// problem without a field (and with its line and column); a value of the
+/// wrong type, or an unknown field, as one problem naming the field (empty
+/// for the top level); validation errors name their fields. JSON problems
+/// of fields have no line (0). `file` is only used in messages.
+pub fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_owned(),
+        problems,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: ConfigFile = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let field = error.path().to_string();
+            let inner = error.into_inner();
+            let problem = if inner.is_syntax() || inner.is_eof() {
+                Problem {
+                    line: inner.line(),
+                    column: inner.column(),
+                    field: None,
+                    message: inner.to_string(),
+                }
+            } else {
+                Problem {
+                    line: 0,
+                    column: 0,
+                    field: Some(if field == "." { String::new() } else { field }),
+                    message: inner.to_string(),
+                }
+            };
+            return Err(invalid(vec![problem]));
+        }
+    };
+    validate(&parsed).map_err(|errors| {
+        invalid(
+            errors
+                .into_iter()
+                .map(|error| Problem {
+                    line: 0,
+                    column: 0,
+                    field: Some(error.path.to_string()),
+                    message: error.message,
+                })
+                .collect(),
+        )
+    })
+}
+
 /// The TOML form of a config, accepted again by `from_toml`.
 pub fn to_toml(config: &Config) -> String {
-    toml::to_string(config.source()).expect("every ConfigFile value is representable in TOML")
+    file_to_toml(config.source())
+}
+
+/// The TOML form of a config file (a validated config's source, perhaps
+/// with admin states set): serialising never fails for a `ConfigFile`.
+pub fn file_to_toml(file: &ConfigFile) -> String {
+    toml::to_string(file).expect("every ConfigFile value is representable in TOML")
+}
+
+/// Set each member's `state` in `file` to its admin state in `admin`, where
+/// it has one: what an export carries, so that importing it restores a
+/// drain that was in progress.
+pub fn set_admin_states(
+    file: &mut ConfigFile,
+    admin: &std::collections::BTreeMap<MemberKey, AdminState>,
+) {
+    for pool in &mut file.pools {
+        for member in &mut pool.members {
+            if let Some(state) = admin.get(&(pool.name.clone(), member.name.clone())) {
+                member.state = *state;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! transitions and drain progress arrive as `Update`s on a channel; the
 //! publisher applies them to its `Inputs` (as a diff for config commits),
 //! builds the next generation and sends it on the watch channel. Readers only
-//! ever see whole generations.
+//! ever see whole generations. Config versions only move forward: an update
+//! with an older version (or another config under the current one) is
+//! refused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +60,10 @@ impl Inputs {
     }
 
     /// Apply one update. Returns whether anything changed.
+    ///
+    /// A config older than the one held, or another config under the same
+    /// version, is refused (logged and ignored): versions only move forward,
+    /// so a late or replayed update cannot roll the view back.
     pub fn apply(&mut self, update: Update) -> bool {
         match update {
             Update::Config {
@@ -65,6 +71,16 @@ impl Inputs {
                 version,
                 diff,
             } => {
+                if version < self.config_version
+                    || (version == self.config_version && config != self.config)
+                {
+                    tracing::warn!(
+                        version,
+                        current = self.config_version,
+                        "Config update refused: not newer than the config in force"
+                    );
+                    return false;
+                }
                 for key in diff.members_removed.iter().chain(&diff.members_changed) {
                     self.health.retain(|(member, _), _| member != key);
                 }

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use rusqlite::params;
 
 use super::*;
+use crate::config::{self, AdminState, Config, MemberKey};
+use crate::events::{EventKind, NewEvent};
 
 fn example() -> Config {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");

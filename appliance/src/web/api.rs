@@ -1,9 +1,8 @@
 //! REST API handlers under `/api/v1`. Handlers never mutate live state:
-//! they validate, commit to the store, then hand an `Update` to the
-//! publisher, which is the one writer of `PoolView`.
+//! changes (configs, member actions) go to the control task (`crate::control`),
+//! which validates, commits and publishes them in one order.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Extension;
@@ -17,9 +16,10 @@ use serde_json::{Value, json};
 use super::auth::setup_code::SetupCodeError;
 use super::auth::{self, AuthStats, Principal};
 use super::error::FieldProblem;
+use super::state::{config_input, control_error, is_toml};
 use super::{ApiError, AppState, blocking};
-use crate::config::{AdminState, ConfigFile};
-use crate::state::Update;
+use crate::config::AdminState;
+use crate::control::Source;
 
 pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
@@ -404,16 +404,13 @@ pub async fn revoke_token(
     }
 }
 
-/// The desired config as JSON, with each member's current admin state.
-pub async fn get_config(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let text = blocking(&state, |store| store.export_toml()).await?;
-    let file: Option<ConfigFile> =
-        text.map(|text| toml::from_str(&text).expect("an export parses as a config file"));
-    Ok(Json(match file {
-        Some(file) => serde_json::to_value(file).expect("a config file serialises to JSON"),
-        None => serde_json::to_value(state.publisher.current().config.source())
+/// The desired config as JSON, with each member's current admin state:
+/// the committed config as the control task holds it (nothing is parsed).
+pub async fn get_config(State(state): State<AppState>) -> Json<Value> {
+    Json(
+        serde_json::to_value(state.control.desired().file())
             .expect("a config file serialises to JSON"),
-    }))
+    )
 }
 
 /// `If-Match: "<config version>"`, when the client sends one: the change was
@@ -443,36 +440,22 @@ pub async fn put_config(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let config = super::configure::parse_config(&headers, &body)?;
-    let licensing = state.licensing.clone();
-    let licence = tokio::task::spawn_blocking(move || licensing.status()).await??;
-    licence.allows(&config).map_err(ApiError::Licence)?;
+    let toml = is_toml(&headers);
+    let input = config_input(&headers, &body)?;
     let expected = expected_version(&headers)?;
-    let committed = config.clone();
-    let source = format!("API ({})", principal.username);
-    let (version, diff) = blocking(&state, move |store| {
-        let current = store.desired_config()?.map(|stored| stored.id);
-        match expected {
-            Some(expected) if current != Some(expected) => Ok(Err(current.unwrap_or(0))),
-            _ => store.commit_config(&committed, &source).map(Ok),
-        }
-    })
-    .await?
-    .map_err(|current| ApiError::ConfigChanged { current })?;
-    let restart_required = diff.listeners_changed;
-    let changed = !diff.is_empty();
-    state
-        .publisher
-        .apply(Update::Config {
-            config: Arc::new(config),
-            version,
-            diff,
-        })
+    let source = Source::Api {
+        user: principal.username,
+    };
+    let outcome = state
+        .control
+        .set_config(input, expected, source)
         .await
-        .ok_or(ApiError::Unavailable)?;
-    Ok(Json(
-        json!({"version": version, "changed": changed, "restart_required": restart_required}),
-    ))
+        .map_err(|error| control_error(error, toml))?;
+    Ok(Json(json!({
+        "version": outcome.version,
+        "changed": !outcome.diff.is_empty(),
+        "restart_required": outcome.diff.listeners_changed,
+    })))
 }
 
 /// `POST /api/v1/pools/{pool}/members/{member}/{action}`: drain, enable, disable.
@@ -491,25 +474,20 @@ pub async fn member_action(
             )));
         }
     };
-    let (p, m) = (pool.clone(), member.clone());
-    let previous = blocking(&state, move |store| {
-        store.set_admin_state(&p, &m, target, &principal.username)
-    })
-    .await?;
-    let generation = state
-        .publisher
-        .apply(Update::AdminState {
-            member: (pool.clone(), member.clone()),
-            state: target,
-        })
+    let source = Source::Api {
+        user: principal.username,
+    };
+    let outcome = state
+        .control
+        .set_admin_state((pool.clone(), member.clone()), target, source)
         .await
-        .ok_or(ApiError::Unavailable)?;
+        .map_err(|error| control_error(error, false))?;
     Ok(Json(json!({
         "pool": pool,
         "member": member,
-        "admin_state": target.as_str(),
-        "previous": previous.as_str(),
-        "generation": generation,
+        "admin_state": outcome.state.as_str(),
+        "previous": outcome.previous.as_str(),
+        "generation": outcome.generation,
     })))
 }
 

@@ -1,9 +1,12 @@
 //! Connections per member over the last minutes, for the UI's charts: one
 //! sample of the published view every `INTERVAL`, the last `KEEP` kept in
-//! memory (nothing is written; a restart starts afresh).
+//! memory (nothing is written; a restart starts afresh). Beside them, the
+//! last `KEEP` committed changes from the control task's stream, in commit
+//! order, so a chart can mark the drain or config change behind a step.
 //!
 //! * `GET /api/v1/status/history` — `{"interval_s", "samples": [{"at",
-//!   "members": {"pool/member": active connections}}]}`, oldest first
+//!   "members": {"pool/member": active connections}}], "changes": [{"at",
+//!   "seq", "version", "source", "summary"}]}`, oldest first
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,10 @@ use axum::response::Json;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::broadcast;
+
 use super::AppState;
+use crate::control::Committed;
 use crate::state::{PoolView, PublisherHandle};
 
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -29,10 +35,23 @@ pub struct Sample {
     pub members: BTreeMap<String, u64>,
 }
 
-/// The last `KEEP` samples.
+/// One committed change, as the history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChangeMark {
+    pub at: String,
+    /// The change's place in commit order.
+    pub seq: u64,
+    /// The config version in force after it.
+    pub version: i64,
+    pub source: String,
+    pub summary: Vec<String>,
+}
+
+/// The last `KEEP` samples and committed changes.
 #[derive(Debug, Default)]
 pub struct History {
     samples: Mutex<VecDeque<Sample>>,
+    changes: Mutex<VecDeque<ChangeMark>>,
 }
 
 impl History {
@@ -57,18 +76,52 @@ impl History {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.iter().cloned().collect()
     }
+
+    pub fn record_change(&self, committed: &Committed, at: String) {
+        let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if changes.len() >= KEEP {
+            changes.pop_front();
+        }
+        changes.push_back(ChangeMark {
+            at,
+            seq: committed.seq,
+            version: committed.version,
+            source: committed.source.to_string(),
+            summary: committed.summary.clone(),
+        });
+    }
+
+    pub fn changes(&self) -> Vec<ChangeMark> {
+        let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        changes.iter().cloned().collect()
+    }
 }
 
-/// Sample the published view every `INTERVAL` until `shutdown`.
-pub async fn run(publisher: PublisherHandle, history: Arc<History>, shutdown: CancellationToken) {
+/// Sample the published view every `INTERVAL`, and note every committed
+/// change, until `shutdown`.
+pub async fn run(
+    publisher: PublisherHandle,
+    mut committed: broadcast::Receiver<Committed>,
+    history: Arc<History>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut following = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                history.record(&publisher.current(), crate::store::now_rfc3339());
+            }
+            change = committed.recv(), if following => match change {
+                Ok(change) => history.record_change(&change, crate::store::now_rfc3339()),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "History missed committed changes");
+                }
+                Err(broadcast::error::RecvError::Closed) => following = false,
+            },
         }
-        history.record(&publisher.current(), crate::store::now_rfc3339());
     }
 }
 
@@ -77,12 +130,15 @@ pub async fn run(publisher: PublisherHandle, history: Arc<History>, shutdown: Ca
 pub struct HistoryBody {
     pub interval_s: u64,
     pub samples: Vec<Sample>,
+    /// Committed changes, in commit order.
+    pub changes: Vec<ChangeMark>,
 }
 
 pub async fn history(State(state): State<AppState>) -> Json<HistoryBody> {
     Json(HistoryBody {
         interval_s: INTERVAL.as_secs(),
         samples: state.history.samples(),
+        changes: state.history.changes(),
     })
 }
 

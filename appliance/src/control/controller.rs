@@ -1,0 +1,213 @@
+//! The synchronous half of the control task: one change through validate,
+//! licence, version check, diff and commit, against the desired state it
+//! holds. It owns that state; the task (`super::run`) owns the order.
+
+use std::sync::Arc;
+
+use super::{Change, ConfigInput, ControlError, Desired, Preview, Source};
+use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
+use crate::license::Licensing;
+use crate::state::Inputs;
+use crate::store::Store;
+
+/// The desired state and the means to change it.
+#[derive(Debug)]
+pub struct Controller {
+    store: Store,
+    licensing: Licensing,
+    desired: Arc<Desired>,
+    /// Changes committed so far by this process.
+    seq: u64,
+}
+
+/// What one change did, before it is published.
+#[derive(Debug)]
+pub enum Applied {
+    /// A file given at start matched the stored config: nothing written.
+    Unchanged,
+    /// A new config version was committed (its number is in `desired`).
+    Config {
+        config: Arc<Config>,
+        diff: Box<ConfigDiff>,
+    },
+    /// A member's admin state was committed.
+    Member {
+        member: MemberKey,
+        previous: AdminState,
+        state: AdminState,
+    },
+}
+
+impl Controller {
+    /// The desired state as stored, parsed and validated once here, or
+    /// `bootstrap` (version 0) when nothing is stored yet.
+    pub fn load(
+        store: Store,
+        licensing: Licensing,
+        bootstrap: Config,
+    ) -> Result<Self, ControlError> {
+        let desired = match store.latest_config()? {
+            Some(stored) => {
+                let config =
+                    config::from_toml(&stored.toml, &format!("stored config {}", stored.id))
+                        .map_err(|source| ControlError::StoredConfig {
+                            version: stored.id,
+                            source,
+                        })?;
+                Desired {
+                    version: stored.id,
+                    config: Arc::new(config),
+                    admin: store.admin_states()?,
+                }
+            }
+            None => Desired {
+                version: 0,
+                config: Arc::new(bootstrap),
+                admin: Default::default(),
+            },
+        };
+        Ok(Self {
+            store,
+            licensing,
+            desired: Arc::new(desired),
+            seq: 0,
+        })
+    }
+
+    pub fn desired(&self) -> &Arc<Desired> {
+        &self.desired
+    }
+
+    /// How many changes this controller has committed.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// What the publisher's first generation is built from.
+    pub fn inputs(&self) -> Inputs {
+        Inputs::new(
+            Arc::clone(&self.desired.config),
+            self.desired.version,
+            self.desired.admin.clone(),
+        )
+    }
+
+    /// Take `change` through the path and commit it. Blocking (the store,
+    /// the licence). Nothing is written unless every check passed; on
+    /// success the held desired state is the new one.
+    pub fn apply(&mut self, change: Change, source: &Source) -> Result<Applied, ControlError> {
+        match change {
+            Change::Config { input, if_match } => self.config(input, if_match, source),
+            Change::Member { member, state } => self.member(member, state, source),
+        }
+    }
+
+    /// The config path as a dry run: validate, licence (a refusal is
+    /// reported, not raised), diff; nothing is written.
+    pub fn preview(&self, input: ConfigInput) -> Result<Preview, ControlError> {
+        let config = validate(input)?;
+        let current = Arc::clone(&self.desired);
+        let diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);
+        let licence_problem = self.licensing.status()?.allows(&config).err();
+        Ok(Preview {
+            current,
+            config,
+            diff,
+            licence_problem,
+        })
+    }
+
+    fn config(
+        &mut self,
+        input: ConfigInput,
+        if_match: Option<i64>,
+        source: &Source,
+    ) -> Result<Applied, ControlError> {
+        let config = validate(input)?;
+        let current = Arc::clone(&self.desired);
+        let diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);
+        // A restart with the same file is no change: the stored config and
+        // the admin states set since stay as they are.
+        if matches!(source, Source::File { .. }) && current.stored() && diff.is_empty() {
+            return Ok(Applied::Unchanged);
+        }
+        self.licensing
+            .status()?
+            .allows(&config)
+            .map_err(ControlError::Licence)?;
+        // Version check.
+        if let Some(expected) = if_match {
+            let version = current.stored().then_some(current.version);
+            if version != Some(expected) {
+                return Err(ControlError::VersionMismatch {
+                    expected,
+                    current: version.unwrap_or(0),
+                });
+            }
+        }
+        // Commit, with the admin states the diff sets, and its event.
+        let version = self
+            .store
+            .record_config(&config, &source.to_string(), &diff)?;
+        let mut admin = current.admin.clone();
+        admin.retain(|key, _| !diff.members_removed.contains(key));
+        admin.extend(
+            diff.admin_states
+                .iter()
+                .map(|(key, state)| (key.clone(), *state)),
+        );
+        let config = Arc::new(config);
+        self.desired = Arc::new(Desired {
+            version,
+            config: Arc::clone(&config),
+            admin,
+        });
+        self.seq += 1;
+        Ok(Applied::Config {
+            config,
+            diff: Box::new(diff),
+        })
+    }
+
+    fn member(
+        &mut self,
+        member: MemberKey,
+        state: AdminState,
+        source: &Source,
+    ) -> Result<Applied, ControlError> {
+        let (pool, name) = &member;
+        let known = self
+            .desired
+            .config
+            .pool(pool)
+            .is_some_and(|p| p.members.iter().any(|m| &m.name == name));
+        if !known {
+            return Err(ControlError::UnknownMember {
+                pool: pool.clone(),
+                member: name.clone(),
+            });
+        }
+        let previous = self
+            .store
+            .set_admin_state(pool, name, state, &source.actor())?;
+        let mut desired = Desired::clone(&self.desired);
+        desired.admin.insert(member.clone(), state);
+        self.desired = Arc::new(desired);
+        self.seq += 1;
+        Ok(Applied::Member {
+            member,
+            previous,
+            state,
+        })
+    }
+}
+
+/// The one validator, whatever form the config came in.
+fn validate(input: ConfigInput) -> Result<Config, ControlError> {
+    match input {
+        ConfigInput::Json(body) => config::from_json(&body, "upload"),
+        ConfigInput::Toml(text) => config::from_toml(&text, "upload"),
+        ConfigInput::Validated(config) => Ok(*config),
+    }
+    .map_err(ControlError::Invalid)
+}

@@ -1,0 +1,330 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::{AdminState, Config};
+use crate::license::Licensing;
+use crate::state::{self, Inputs, PublisherHandle, Update};
+use crate::store::Store;
+
+fn example() -> Config {
+    config::from_toml(
+        include_str!("../../../examples/lync-pool.toml"),
+        "lync-pool.toml",
+    )
+    .expect("the example is valid")
+}
+
+fn with_ttl(ttl: u32) -> Config {
+    let mut file = example().source().clone();
+    file.dns.ttl = ttl;
+    config::validate(&file).expect("valid")
+}
+
+fn api() -> Source {
+    Source::Api {
+        user: "alice".to_owned(),
+    }
+}
+
+fn key(member: &str) -> MemberKey {
+    ("pool01".to_owned(), member.to_owned())
+}
+
+/// A store with the example committed, and a controller loaded from it.
+fn controller(dir: &std::path::Path) -> (Store, Controller) {
+    let store = Store::open(dir).expect("store");
+    let licensing = Licensing::new(store.clone(), Vec::new(), "test".into()).expect("licensing");
+    let mut controller =
+        Controller::load(store.clone(), licensing, example()).expect("load an empty store");
+    assert_eq!(controller.desired().version, 0, "nothing stored yet");
+    let change = Change::Config {
+        input: ConfigInput::Validated(Box::new(example())),
+        if_match: None,
+    };
+    controller
+        .apply(change, &Source::File { path: "x".into() })
+        .expect("first commit");
+    (store, controller)
+}
+
+fn start(controller: Controller) -> (ControlHandle, PublisherHandle, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let (publisher, _) = state::spawn(controller.inputs(), shutdown.child_token());
+    let (control, _) = controller.spawn(publisher.clone(), shutdown.child_token());
+    (control, publisher, shutdown)
+}
+
+#[tokio::test]
+async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, controller) = controller(dir.path());
+    let (control, publisher, shutdown) = start(controller);
+    let mut stream = control.subscribe();
+
+    let states = [
+        AdminState::Draining,
+        AdminState::Disabled,
+        AdminState::Enabled,
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..30u32 {
+        let control = control.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                let input = ConfigInput::Validated(Box::new(with_ttl(100 + i)));
+                control
+                    .set_config(input, None, api())
+                    .await
+                    .map(|outcome| outcome.generation)
+            } else {
+                let member = key(["fe01", "fe02", "fe03"][(i % 3) as usize]);
+                let state = states[(i / 3 % 3) as usize];
+                control
+                    .set_admin_state(member, state, api())
+                    .await
+                    .map(|outcome| outcome.generation)
+            }
+        }));
+    }
+    let mut generations = Vec::new();
+    for task in tasks {
+        generations.push(task.await.expect("task").expect("change accepted"));
+    }
+
+    let mut committed = Vec::new();
+    while committed.len() < 30 {
+        committed.push(stream.recv().await.expect("committed"));
+    }
+    // One order, without gaps; each change is published by the time it is
+    // announced, so generations never go back.
+    let seqs: Vec<u64> = committed.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        (2..32).collect::<Vec<_>>(),
+        "the first commit was seq 1"
+    );
+    assert!(
+        committed
+            .windows(2)
+            .all(|w| w[0].generation <= w[1].generation)
+    );
+    assert!(committed.windows(2).all(|w| w[0].version <= w[1].version));
+    let mut sorted = generations.clone();
+    sorted.sort_unstable();
+    let mut announced: Vec<u64> = committed.iter().map(|c| c.generation).collect();
+    announced.sort_unstable();
+    assert_eq!(
+        sorted, announced,
+        "each reply names its change's generation"
+    );
+
+    // The event log holds the same changes in the same order.
+    let events = store.events_after(0, 1000).expect("events");
+    let logged: Vec<String> = events
+        .iter()
+        .skip(1)
+        .map(|e| match e.kind.as_str() {
+            "config" => format!("config {}", e.detail.as_ref().expect("detail")["version"]),
+            _ => format!(
+                "{} {}",
+                e.member.as_deref().unwrap_or_default(),
+                e.detail.as_ref().expect("detail")["to"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+    let expected: Vec<String> = committed
+        .iter()
+        .map(|c| match &c.change {
+            CommittedChange::Config { .. } => format!("config {}", c.version),
+            CommittedChange::Member { member, state, .. } => {
+                format!("{} {}", member.1, state.as_str())
+            }
+        })
+        .collect();
+    assert_eq!(logged, expected);
+
+    // The final state is the last committed change, everywhere.
+    let desired = control.desired();
+    let last_config = committed
+        .iter()
+        .rev()
+        .find_map(|c| match &c.change {
+            CommittedChange::Config { config } => Some(config.dns.ttl),
+            CommittedChange::Member { .. } => None,
+        })
+        .expect("configs were committed");
+    assert_eq!(desired.config.dns.ttl, last_config);
+    assert_eq!(
+        store.latest_config().expect("read").expect("some").id,
+        desired.version
+    );
+    assert_eq!(store.admin_states().expect("states"), desired.admin);
+    let view = publisher.current();
+    assert_eq!(view.config_version, desired.version);
+    for member in &view.pools[0].members {
+        assert_eq!(
+            Some(&member.admin_state),
+            desired.admin.get(&key(&member.name)),
+            "{}",
+            member.name
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn if_match_lets_one_of_two_racing_changes_land() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, controller) = controller(dir.path());
+    let (control, _publisher, shutdown) = start(controller);
+    let version = control.desired().version;
+    let (a, b) = tokio::join!(
+        control.set_config(
+            ConfigInput::Validated(Box::new(with_ttl(5))),
+            Some(version),
+            api()
+        ),
+        control.set_config(
+            ConfigInput::Validated(Box::new(with_ttl(6))),
+            Some(version),
+            api()
+        ),
+    );
+    let won = a.as_ref().or(b.as_ref()).expect("one lands");
+    let lost = a
+        .as_ref()
+        .and(b.as_ref())
+        .expect_err("the other is refused");
+    assert_eq!(won.version, version + 1);
+    assert!(
+        matches!(lost, ControlError::VersionMismatch { expected, current }
+            if *expected == version && *current == version + 1),
+        "{lost}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn refusals_and_previews_write_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, controller) = controller(dir.path());
+    let (control, publisher, shutdown) = start(controller);
+    let before = control.desired();
+    let events = store.events_after(0, 100).expect("events").len();
+
+    let invalid = control
+        .set_config(ConfigInput::Toml("[listen\n".to_owned()), None, api())
+        .await
+        .expect_err("not TOML");
+    assert!(matches!(invalid, ControlError::Invalid(_)), "{invalid}");
+    let json = control
+        .set_config(ConfigInput::Json(br#"{"listen": 3}"#.to_vec()), None, api())
+        .await
+        .expect_err("wrong type");
+    let ControlError::Invalid(error) = json else {
+        panic!("{json}")
+    };
+    assert_eq!(error.problems()[0].field.as_deref(), Some("listen"));
+    let unknown = control
+        .set_admin_state(key("fe09"), AdminState::Disabled, api())
+        .await
+        .expect_err("no such member");
+    assert!(
+        matches!(unknown, ControlError::UnknownMember { .. }),
+        "{unknown}"
+    );
+
+    let preview = control
+        .preview(ConfigInput::Toml(config::to_toml(&with_ttl(7))), api())
+        .await
+        .expect("preview");
+    assert!(preview.diff.settings_changed);
+    assert_eq!(preview.current.version, before.version);
+    assert_eq!(preview.licence_problem, None);
+
+    assert_eq!(control.desired(), before);
+    assert_eq!(store.events_after(0, 100).expect("events").len(), events);
+    assert_eq!(
+        store.latest_config().expect("read").expect("some").id,
+        before.version
+    );
+    assert_eq!(publisher.current().config_version, before.version);
+    shutdown.cancel();
+}
+
+#[test]
+fn a_restart_with_the_same_file_keeps_the_stored_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut controller) = controller(dir.path());
+    controller
+        .apply(
+            Change::Member {
+                member: key("fe02"),
+                state: AdminState::Draining,
+            },
+            &api(),
+        )
+        .expect("drain");
+    let file = Source::File { path: "x".into() };
+    let again = Change::Config {
+        input: ConfigInput::Validated(Box::new(example())),
+        if_match: None,
+    };
+    assert!(matches!(
+        controller.apply(again.clone(), &file),
+        Ok(Applied::Unchanged)
+    ));
+    // Loaded again as at the next start: parsed once, the drain kept.
+    let licensing = Licensing::new(store.clone(), Vec::new(), "test".into()).expect("licensing");
+    let mut reloaded = Controller::load(store, licensing, example()).expect("load");
+    assert_eq!(reloaded.desired(), controller.desired());
+    assert_eq!(reloaded.desired().admin[&key("fe02")], AdminState::Draining);
+    assert!(matches!(
+        reloaded.apply(again, &file),
+        Ok(Applied::Unchanged)
+    ));
+    // The same config through the API is a new version all the same.
+    let put = Change::Config {
+        input: ConfigInput::Validated(Box::new(example())),
+        if_match: None,
+    };
+    assert!(matches!(
+        reloaded.apply(put, &api()),
+        Ok(Applied::Config { .. })
+    ));
+    assert_eq!(reloaded.desired().version, 2);
+}
+
+#[test]
+fn the_publisher_refuses_a_config_that_is_not_newer() {
+    let mut inputs = Inputs::new(Arc::new(with_ttl(30)), 5, BTreeMap::new());
+    let update = |ttl: u32, version: i64| {
+        let config = with_ttl(ttl);
+        let diff = config::diff(Some(&with_ttl(30)), &config);
+        Update::Config {
+            config: Arc::new(config),
+            version,
+            diff,
+        }
+    };
+    assert!(!inputs.apply(update(10, 4)), "an older version");
+    assert!(
+        !inputs.apply(update(10, 5)),
+        "another config under the same version"
+    );
+    assert_eq!(inputs.config.dns.ttl, 30);
+    assert_eq!(inputs.config_version, 5);
+    assert!(inputs.apply(update(10, 6)), "a newer version");
+    assert_eq!(inputs.config.dns.ttl, 10);
+    assert_eq!(inputs.config_version, 6);
+    assert!(
+        !inputs.apply(update(30, 5)),
+        "the old version again cannot roll the config back"
+    );
+    assert_eq!(inputs.config.dns.ttl, 10);
+}

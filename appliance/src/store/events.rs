@@ -1,0 +1,140 @@
+//! The event log table: what `GET /api/v1/events` reads. Events are
+//! appended with the time of their transaction; a change committed with its
+//! event (a config version, an admin state) writes both in one transaction
+//! (`Store::transact`), everything else arrives in batches from the event
+//! log's writer (`crate::events`). Ids only grow, so id order is commit order.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::{Store, StoreError, now_rfc3339};
+use crate::events::{EventSink, NewEvent};
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub pool: Option<String>,
+    pub member: Option<String>,
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Oldest first after this id; `None`: the newest first.
+    pub after: Option<i64>,
+    pub limit: usize,
+    pub kind: Option<String>,
+    pub pool: Option<String>,
+    pub member: Option<String>,
+}
+
+impl Store {
+    pub fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        insert_event(&conn, &now_rfc3339(), event)
+    }
+
+    /// Record several events in one transaction (one fsync): health
+    /// transitions arrive in bursts when a whole pool changes at once.
+    pub fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let at = now_rfc3339();
+        for event in events {
+            insert_event(&tx, &at, event)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events with id greater than `after`, oldest first, at most `limit`.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.events(&EventFilter {
+            after: Some(after),
+            limit,
+            ..EventFilter::default()
+        })
+    }
+
+    /// Events matching `filter`: oldest first after `filter.after`, else
+    /// the newest first. The filtering happens in SQL (the index on pool,
+    /// member and id serves the per-member queries).
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let order = if filter.after.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        let sql = format!(
+            "SELECT id, at, kind, pool, member, message, detail FROM events
+             WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR pool = ?3) AND (?4 IS NULL OR member = ?4)
+             ORDER BY id {order} LIMIT ?5"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let params = params![
+            filter.after.unwrap_or(0),
+            filter.kind,
+            filter.pool,
+            filter.member,
+            limit
+        ];
+        let rows = stmt.query_map(params, |row| {
+            let detail: Option<String> = row.get(6)?;
+            Ok(Event {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                kind: row.get(2)?,
+                pool: row.get(3)?,
+                member: row.get(4)?,
+                message: row.get(5)?,
+                detail: detail.and_then(|text| serde_json::from_str(&text).ok()),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+pub(super) fn insert_event(
+    conn: &Connection,
+    at: &str,
+    event: &NewEvent,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, kind, pool, member, message, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            at,
+            event.kind.as_str(),
+            event.pool,
+            event.member,
+            event.message,
+            event.detail.as_ref().map(serde_json::Value::to_string)
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+impl EventSink for Store {
+    fn store_events(&self, events: &[NewEvent]) -> Result<(), String> {
+        self.record_events(events)
+            .map_err(|error| error.to_string())
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.events(&EventFilter {
+            limit,
+            ..EventFilter::default()
+        })
+    }
+}
