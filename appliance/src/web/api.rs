@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use super::auth::setup_code::SetupCodeError;
 use super::auth::{self, AuthStats, Principal};
 use super::error::FieldProblem;
-use super::state::{config_input, control_error, is_toml};
+use super::error::control_error;
+use super::extract::{config_input, expected_version, is_toml};
 use super::{ApiError, AppState, blocking};
 use crate::config::AdminState;
 use crate::control::Source;
@@ -411,23 +412,6 @@ pub async fn get_config(State(state): State<AppState>) -> Json<Value> {
         serde_json::to_value(state.control.desired().file())
             .expect("a config file serialises to JSON"),
     )
-}
-
-/// `If-Match: "<config version>"`, when the client sends one: the change was
-/// reviewed against that version and must not land on another.
-fn expected_version(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::BadRequest("If-Match must be a config version such as \"3\"".to_owned())
-        })
 }
 
 /// Replace the desired config: validate, commit, publish. The body is JSON,

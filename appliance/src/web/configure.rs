@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 
 use super::auth::Principal;
-use super::state::{config_input, control_error, is_toml};
+use super::error::control_error;
+use super::extract::{config_input, is_toml};
 use super::{ApiError, AppState};
 use crate::config::{self, diff::DiffLine};
 use crate::control::Source;

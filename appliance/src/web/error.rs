@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Serialize;
 
+use crate::control::ControlError;
 use crate::store::StoreError;
 use crate::system::upgrade::{UpgradeError, Verdict};
 
@@ -142,5 +143,49 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// What the client sees when the control task refuses a change. `toml`:
+/// the config came as TOML (its syntax errors say so, with line and column).
+pub(crate) fn control_error(error: ControlError, toml: bool) -> ApiError {
+    match error {
+        ControlError::Invalid(error) => {
+            let problems = error.problems();
+            let located = |p: &crate::config::Problem| (p.line > 0).then_some(p.line);
+            match problems {
+                // One problem without a field: the body does not parse.
+                [only] if only.field.is_none() => ApiError::BadRequest(if toml {
+                    format!(
+                        "body is not valid TOML: line {}, column {}: {}",
+                        only.line, only.column, only.message
+                    )
+                } else {
+                    format!("body is not valid JSON: {}", only.message)
+                }),
+                _ => ApiError::Invalid(
+                    problems
+                        .iter()
+                        .map(|p| FieldProblem {
+                            field: p.field.clone().unwrap_or_default(),
+                            message: p.message.clone(),
+                            line: located(p),
+                            column: located(p).map(|_| p.column),
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        ControlError::Licence(reason) => ApiError::Licence(reason),
+        ControlError::VersionMismatch { current, .. } => ApiError::ConfigChanged { current },
+        error @ ControlError::UnknownMember { .. } => ApiError::NotFound(error.to_string()),
+        ControlError::Store(error) => ApiError::Store(error),
+        ControlError::StoredConfig { version, source } => {
+            ApiError::Store(StoreError::StoredConfig {
+                id: version,
+                message: source.to_string(),
+            })
+        }
+        ControlError::Stopped => ApiError::Unavailable,
     }
 }

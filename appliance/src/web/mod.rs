@@ -43,6 +43,7 @@ mod appliance;
 pub mod auth;
 mod configure;
 mod error;
+mod extract;
 pub mod history;
 mod openapi;
 mod state;

@@ -1,17 +1,11 @@
-//! What every handler can reach (`AppState`), the one way a handler calls
-//! the store (`blocking`, off the async threads), and the one way it asks
-//! for a change: a config body becomes a `control::ConfigInput`
-//! (`config_input`), the control task does the rest, and its refusals become
-//! API errors (`control_error`).
+//! What every handler can reach (`AppState`), and the one way a handler
+//! calls the store (`blocking`, off the async threads).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{HeaderMap, header};
-
-use super::error::FieldProblem;
 use super::{ApiError, auth, history};
-use crate::control::{ConfigInput, ControlError, ControlHandle};
+use crate::control::ControlHandle;
 use crate::state::PublisherHandle;
 use crate::store::{Store, StoreError};
 
@@ -82,100 +76,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
     Ok(tokio::task::spawn_blocking(move || call(&store)).await??)
-}
-
-/// Whether a request body is TOML (by its content type) rather than JSON.
-pub(crate) fn is_toml(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|v| {
-            matches!(
-                v.as_str(),
-                "application/toml" | "text/x-toml" | "text/plain"
-            )
-        })
-}
-
-/// A whole config from a request body: TOML by its content type, JSON
-/// otherwise. Only a TOML body that is not UTF-8 is refused here (400); the
-/// control task validates.
-pub(crate) fn config_input(headers: &HeaderMap, body: &[u8]) -> Result<ConfigInput, ApiError> {
-    if !is_toml(headers) {
-        return Ok(ConfigInput::Json(body.to_vec()));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::BadRequest("the TOML body is not UTF-8".to_owned()))?;
-    Ok(ConfigInput::Toml(text.to_owned()))
-}
-
-/// What the client sees when the control task refuses a change. `toml`:
-/// the config came as TOML (its syntax errors say so, with line and column).
-pub(crate) fn control_error(error: ControlError, toml: bool) -> ApiError {
-    match error {
-        ControlError::Invalid(error) => {
-            let problems = error.problems();
-            let located = |p: &crate::config::Problem| (p.line > 0).then_some(p.line);
-            match problems {
-                // One problem without a field: the body does not parse.
-                [only] if only.field.is_none() => ApiError::BadRequest(if toml {
-                    format!(
-                        "body is not valid TOML: line {}, column {}: {}",
-                        only.line, only.column, only.message
-                    )
-                } else {
-                    format!("body is not valid JSON: {}", only.message)
-                }),
-                _ => ApiError::Invalid(
-                    problems
-                        .iter()
-                        .map(|p| FieldProblem {
-                            field: p.field.clone().unwrap_or_default(),
-                            message: p.message.clone(),
-                            line: located(p),
-                            column: located(p).map(|_| p.column),
-                        })
-                        .collect(),
-                ),
-            }
-        }
-        ControlError::Licence(reason) => ApiError::Licence(reason),
-        ControlError::VersionMismatch { current, .. } => ApiError::ConfigChanged { current },
-        error @ ControlError::UnknownMember { .. } => ApiError::NotFound(error.to_string()),
-        ControlError::Store(error) => ApiError::Store(error),
-        ControlError::StoredConfig { version, source } => {
-            ApiError::Store(StoreError::StoredConfig {
-                id: version,
-                message: source.to_string(),
-            })
-        }
-        ControlError::Stopped => ApiError::Unavailable,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn toml_is_chosen_by_content_type() {
-        let mut headers = HeaderMap::new();
-        assert!(!is_toml(&headers));
-        for (value, toml) in [
-            ("application/json", false),
-            ("application/toml; charset=utf-8", true),
-            ("text/plain", true),
-        ] {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
-            assert_eq!(is_toml(&headers), toml, "{value}");
-        }
-    }
 }
