@@ -63,13 +63,8 @@ const BUNDLE_COPY: &str = "bundle.pgup";
 pub enum InstallError {
     #[error("the system layout names no install_request file")]
     NotConfigured,
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] super::FileError),
     #[error("not an install request: {0}")]
     Request(String),
     #[error(
@@ -80,8 +75,7 @@ pub enum InstallError {
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + use<> {
-    let path = path.to_owned();
-    move |source| InstallError::Io { what, path, source }
+    super::FileError::on(what, path)
 }
 
 /// What poolgate asks for: only an id, to tell this request's result from
@@ -214,7 +208,7 @@ pub fn serve_staged(
         Mode::empty(),
     ) {
         Ok(file) => read_limited(file, MAX_REQUEST, request_path)?,
-        Err(InstallError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(InstallError::Io(error)) if error.source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None);
         }
         Err(error) => return Err(error),

@@ -14,7 +14,31 @@ pub mod layout;
 pub mod reboot;
 pub mod upgrade;
 
+use std::path::{Path, PathBuf};
+
 use tokio_util::sync::CancellationToken;
+
+/// A file operation that failed: what was being done, on which path.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct FileError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FileError {
+    /// `map_err(FileError::on("cannot open", &path))`, into any error that
+    /// has a `From<FileError>`.
+    pub fn on<E: From<Self>>(
+        what: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> E + use<E> {
+        let path = path.to_owned();
+        move |source| E::from(Self { what, path, source })
+    }
+}
 
 /// Files and directories this process creates are its owner's alone
 /// (umask 0077), whatever the caller's umask: the data directory holds

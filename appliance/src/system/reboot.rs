@@ -240,13 +240,7 @@ impl Upgrades {
 /// The file says nothing but its own existence, so no request data reaches
 /// the root side; an existing request stands.
 pub fn request(path: &std::path::Path) -> Result<(), UpgradeError> {
-    let io = |what| {
-        move |source| UpgradeError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }
-    };
+    let io = |what| crate::system::FileError::on::<UpgradeError>(what, path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("cannot create the directory of"))?;
     }

@@ -67,11 +67,11 @@ impl Upgrader {
         }
         let uki_dir = self.layout.uki_dir();
         if !uki_dir.is_dir() {
-            return Err(UpgradeError::Io {
+            return Err(UpgradeError::Io(crate::system::FileError {
                 what: "the ESP has no UKI directory",
                 path: uki_dir,
                 source: std::io::ErrorKind::NotFound.into(),
-            });
+            }));
         }
         Ok(Plan {
             manifest: manifest.clone(),

@@ -96,13 +96,8 @@ pub enum UpgradeError {
         found: u32,
         supported: u32,
     },
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] super::FileError),
     #[error("the upload was interrupted: {0}")]
     Upload(String),
     #[error("cannot reboot: {0}")]
@@ -116,8 +111,7 @@ pub enum UpgradeError {
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> UpgradeError + use<> {
-    let path = path.to_owned();
-    move |source| UpgradeError::Io { what, path, source }
+    super::FileError::on(what, path)
 }
 
 /// This build's version.
@@ -169,7 +163,7 @@ impl UpgradeError {
             Self::Bundle(BundleError::Io(_))
             | Self::ReadBack { .. }
             | Self::NoBackup { .. }
-            | Self::Io { .. }
+            | Self::Io(_)
             | Self::Reboot(_)
             | Self::Installer { refused: false, .. }
             | Self::Store(_) => Verdict::Failed,

@@ -816,11 +816,11 @@ fn every_upgrade_error_has_its_verdict() {
             Verdict::Failed,
         ),
         (
-            UpgradeError::Io {
+            UpgradeError::Io(crate::system::FileError {
                 what: "cannot open",
                 path: PathBuf::from("/x"),
                 source: io(),
-            },
+            }),
             Verdict::Failed,
         ),
         (UpgradeError::Reboot("x".into()), Verdict::Failed),
