@@ -225,116 +225,92 @@ impl Render for Registry {
             .iter()
             .map(|gate| (gate.label(), gate.stats.values()))
             .collect();
-        per_listener(
-            out,
-            (
-                "poolgate_listener_accepted_total",
-                Kind::Counter,
-                "TCP connections admitted by the accept layer.",
-            ),
-            &samples,
-            |v| v.accepted,
-        );
-        per_listener_by(
-            out,
-            (
-                "poolgate_listener_refused_total",
-                Kind::Counter,
-                "TCP connections closed at accept: the listener's cap (total) or the source's (source).",
-            ),
-            &samples,
-            ("reason", &Refusal::ALL, Refusal::as_str),
-            |values, why| match why {
-                Refusal::Total => values.refused_total,
-                Refusal::PerSource => values.refused_source,
-            },
-        );
-        per_listener(
-            out,
-            (
-                "poolgate_listener_evicted_total",
-                Kind::Counter,
-                "Idle TCP connections closed to make room for a new one.",
-            ),
-            &samples,
-            |v| v.evicted,
-        );
-        per_listener_by(
-            out,
-            (
-                "poolgate_listener_timeouts_total",
-                Kind::Counter,
-                "TCP connections closed for missing a deadline, by kind.",
-            ),
-            &samples,
-            ("kind", &Timeout::ALL, Timeout::as_str),
-            |values, kind| match kind {
-                Timeout::Handshake => values.timeout_handshake,
-                Timeout::Header => values.timeout_header,
-                Timeout::Idle => values.timeout_idle,
-            },
-        );
-        per_listener(
-            out,
-            (
-                "poolgate_listener_accept_errors_total",
-                Kind::Counter,
-                "Failed accept calls (out of file descriptors and the like).",
-            ),
-            &samples,
-            |v| v.accept_errors,
-        );
-        per_listener(
-            out,
-            (
-                "poolgate_listener_illegal_sni_total",
-                Kind::Counter,
-                "TLS handshakes whose server name was an IP address or malformed.",
-            ),
-            &samples,
-            |v| v.illegal_sni,
-        );
-        per_listener(
-            out,
-            (
-                "poolgate_listener_open_connections",
-                Kind::Gauge,
-                "TCP connections open now.",
-            ),
-            &samples,
-            |v| v.open,
-        );
-    }
-}
-
-/// A family with one sample per listener label: `field` of its values.
-fn per_listener(
-    out: &mut MetricsWriter,
-    (name, kind, help): (&str, Kind, &str),
-    samples: &[(&str, Values)],
-    field: fn(&Values) -> u64,
-) {
-    let mut family = out.family(name, kind, help);
-    for (label, values) in samples {
-        family.sample(&[("listener", label)], field(values));
-    }
-}
-
-/// One family with a second label: a sample per listener and per `keys`.
-fn per_listener_by<K: Copy>(
-    out: &mut MetricsWriter,
-    (name, kind, help): (&str, Kind, &str),
-    samples: &[(&str, Values)],
-    (key, keys, key_str): (&str, &[K], fn(K) -> &'static str),
-    field: fn(&Values, K) -> u64,
-) {
-    let mut family = out.family(name, kind, help);
-    for (label, values) in samples {
-        for &k in keys {
-            family.sample(&[("listener", label), (key, key_str(k))], field(values, k));
+        for (name, kind, help, field) in FAMILIES {
+            let mut family = out.family(name, kind, help);
+            for (label, values) in &samples {
+                for (second, value) in field(values) {
+                    match second {
+                        Some(second) => family.sample(&[("listener", label), second], value),
+                        None => family.sample(&[("listener", label)], value),
+                    };
+                }
+            }
         }
     }
 }
+
+/// A second label's name and value, if the family has one, and the sample.
+type Samples = Vec<(Option<(&'static str, &'static str)>, u64)>;
+
+/// One sample per value of a second label `name`.
+fn by<K: Copy>(
+    name: &'static str,
+    keys: &[K],
+    text: fn(K) -> &'static str,
+    value: impl Fn(K) -> u64,
+) -> Samples {
+    keys.iter()
+        .map(|&key| (Some((name, text(key))), value(key)))
+        .collect()
+}
+
+/// Every family of the accept layer: one sample per listener label (and
+/// per value of a second label where there is one).
+const FAMILIES: [(&str, Kind, &str, fn(&Values) -> Samples); 7] = [
+    (
+        "poolgate_listener_accepted_total",
+        Kind::Counter,
+        "TCP connections admitted by the accept layer.",
+        |v| vec![(None, v.accepted)],
+    ),
+    (
+        "poolgate_listener_refused_total",
+        Kind::Counter,
+        "TCP connections closed at accept: the listener's cap (total) or the source's (source).",
+        |v| {
+            by("reason", &Refusal::ALL, Refusal::as_str, |why| match why {
+                Refusal::Total => v.refused_total,
+                Refusal::PerSource => v.refused_source,
+            })
+        },
+    ),
+    (
+        "poolgate_listener_evicted_total",
+        Kind::Counter,
+        "Idle TCP connections closed to make room for a new one.",
+        |v| vec![(None, v.evicted)],
+    ),
+    (
+        "poolgate_listener_timeouts_total",
+        Kind::Counter,
+        "TCP connections closed for missing a deadline, by kind.",
+        |v| {
+            by("kind", &Timeout::ALL, Timeout::as_str, |kind| match kind {
+                Timeout::Handshake => v.timeout_handshake,
+                Timeout::Header => v.timeout_header,
+                Timeout::Idle => v.timeout_idle,
+            })
+        },
+    ),
+    (
+        "poolgate_listener_accept_errors_total",
+        Kind::Counter,
+        "Failed accept calls (out of file descriptors and the like).",
+        |v| vec![(None, v.accept_errors)],
+    ),
+    (
+        "poolgate_listener_illegal_sni_total",
+        Kind::Counter,
+        "TLS handshakes whose server name was an IP address or malformed.",
+        |v| vec![(None, v.illegal_sni)],
+    ),
+    (
+        "poolgate_listener_open_connections",
+        Kind::Gauge,
+        "TCP connections open now.",
+        |v| vec![(None, v.open)],
+    ),
+];
 
 /// An admitted connection's place in its gate, released on drop.
 #[derive(Debug)]
@@ -355,14 +331,12 @@ impl Slot {
 
     /// The connection waits for its peer: it may be evicted under pressure.
     pub fn idle(&self) {
-        self.gate
-            .table()
-            .set_idle(self.id, Some(Instant::now().into_std()));
+        mark(&self.gate, self.id, true);
     }
 
     /// The connection works on something: it is not evicted.
     pub fn busy(&self) {
-        self.gate.table().set_idle(self.id, None);
+        mark(&self.gate, self.id, false);
     }
 
     /// A handle that marks this connection idle or busy from elsewhere
@@ -418,14 +392,19 @@ pub struct IdleMarker {
 
 impl IdleMarker {
     pub fn idle(&self) {
-        self.gate
-            .table()
-            .set_idle(self.id, Some(Instant::now().into_std()));
+        mark(&self.gate, self.id, true);
     }
 
     pub fn busy(&self) {
-        self.gate.table().set_idle(self.id, None);
+        mark(&self.gate, self.id, false);
     }
+}
+
+/// Mark connection `id` of `gate` idle since now (it may be evicted under
+/// pressure) or busy (it is not).
+fn mark(gate: &Gate, id: u64, idle: bool) {
+    gate.table()
+        .set_idle(id, idle.then(|| Instant::now().into_std()));
 }
 
 /// An admitted connection.
