@@ -135,21 +135,21 @@ pub async fn relay(
     let result = {
         let upstream = pump(
             mode,
-            client,
-            member,
-            Side::Client,
-            Side::Member,
-            &activity,
-            &counters.bytes_in,
+            Direction {
+                from: (client, Side::Client),
+                to: (member, Side::Member),
+                activity: &activity,
+                bytes: &counters.bytes_in,
+            },
         );
         let downstream = pump(
             mode,
-            member,
-            client,
-            Side::Member,
-            Side::Client,
-            &activity,
-            &counters.bytes_out,
+            Direction {
+                from: (member, Side::Member),
+                to: (client, Side::Client),
+                activity: &activity,
+                bytes: &counters.bytes_out,
+            },
         );
         tokio::select! {
             result = async { tokio::try_join!(upstream, downstream) } => result.map(|_| ()),
@@ -191,34 +191,54 @@ fn is_gone(error: &io::Error) -> bool {
     )
 }
 
-async fn pump(
-    mode: RelayMode,
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    activity: &Activity,
-    bytes: &AtomicU64,
-) -> Result<(), Broken> {
+/// One direction of a relay: bytes read from `from` are written to `to`.
+struct Direction<'a> {
+    from: (&'a TcpStream, Side),
+    to: (&'a TcpStream, Side),
+    /// Shared by both directions.
+    activity: &'a Activity,
+    bytes: &'a AtomicU64,
+}
+
+impl Direction<'_> {
+    fn read_failed(&self, error: io::Error) -> Broken {
+        Broken {
+            side: self.from.1,
+            error,
+        }
+    }
+
+    fn write_failed(&self, error: io::Error) -> Broken {
+        Broken {
+            side: self.to.1,
+            error,
+        }
+    }
+
+    /// `n` more bytes went through.
+    fn moved(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.activity.touch();
+    }
+}
+
+async fn pump(mode: RelayMode, direction: Direction<'_>) -> Result<(), Broken> {
     match mode {
         RelayMode::Copy => {
-            copy(from, to, from_side, to_side, activity, bytes, false).await?;
+            copy(&direction, false).await?;
         }
-        RelayMode::Splice => splice_pump(from, to, from_side, to_side, activity, bytes).await?,
+        RelayMode::Splice => splice_pump(&direction).await?,
         RelayMode::Auto => {
-            if copy(from, to, from_side, to_side, activity, bytes, true).await? == Copied::Bulk {
-                splice_pump(from, to, from_side, to_side, activity, bytes).await?;
+            if copy(&direction, true).await? == Copied::Bulk {
+                splice_pump(&direction).await?;
             }
         }
     }
     // EOF from `from`: pass the FIN on, keep the other direction open.
-    match shutdown_write(to) {
+    match shutdown_write(direction.to.0) {
         Ok(()) => Ok(()),
         Err(error) if is_gone(&error) => Ok(()),
-        Err(error) => Err(Broken {
-            side: to_side,
-            error,
-        }),
+        Err(error) => Err(direction.write_failed(error)),
     }
 }
 
@@ -246,23 +266,10 @@ enum Copied {
 
 /// The copy engine: returns at EOF from `from`, or (with `stop_on_bulk`)
 /// once the direction looks like a bulk transfer.
-async fn copy(
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    activity: &Activity,
-    bytes: &AtomicU64,
-    stop_on_bulk: bool,
-) -> Result<Copied, Broken> {
-    let read_failed = |error| Broken {
-        side: from_side,
-        error,
-    };
-    let write_failed = |error| Broken {
-        side: to_side,
-        error,
-    };
+async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, Broken> {
+    let (from, to) = (direction.from.0, direction.to.0);
+    let read_failed = |error| direction.read_failed(error);
+    let write_failed = |error| direction.write_failed(error);
     // Bytes read but not yet accepted by `to`; empty (no allocation) while
     // the receiver keeps up.
     let mut pending: Vec<u8> = Vec::new();
@@ -274,7 +281,7 @@ async fn copy(
             match to.try_write(&pending[sent..]) {
                 Ok(n) => {
                     sent += n;
-                    activity.touch();
+                    direction.activity.touch();
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(write_failed(error)),
@@ -312,8 +319,7 @@ async fn copy(
         })?;
         match step {
             Step::Moved(n) => {
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
-                activity.touch();
+                direction.moved(n);
                 bulk = stop_on_bulk && n == CHUNK;
             }
             Step::Eof => return Ok(Copied::Eof),
@@ -324,22 +330,10 @@ async fn copy(
 
 /// The splice engine: socket → pipe → socket, the pipe created on the first
 /// readable event so idle connections hold no pipe.
-async fn splice_pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    activity: &Activity,
-    bytes: &AtomicU64,
-) -> Result<(), Broken> {
-    let read_failed = |error| Broken {
-        side: from_side,
-        error,
-    };
-    let write_failed = |error| Broken {
-        side: to_side,
-        error,
-    };
+async fn splice_pump(direction: &Direction<'_>) -> Result<(), Broken> {
+    let (from, to) = (direction.from.0, direction.to.0);
+    let read_failed = |error| direction.read_failed(error);
+    let write_failed = |error| direction.write_failed(error);
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     from.readable().await.map_err(read_failed)?;
     let (pipe_out, pipe_in): (OwnedFd, OwnedFd) =
@@ -367,7 +361,6 @@ async fn splice_pump(
                 Err(error) => return Err(write_failed(error)),
             }
         }
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        activity.touch();
+        direction.moved(n);
     }
 }
