@@ -63,7 +63,7 @@ pub enum RunError {
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
-pub fn bootstrap_config(admin_listen: SocketAddr) -> Config {
+pub(crate) fn bootstrap_config(admin_listen: SocketAddr) -> Config {
     let file = ConfigFile {
         listen: ListenFile {
             admin: admin_listen.to_string(),
@@ -278,7 +278,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.
-    let proxy_task = tokio::spawn(proxy::serve_gated(
+    let proxy_task = tokio::spawn(proxy::serve(
         publisher.clone(),
         events.clone(),
         proxy::RelayMode::from_env(),

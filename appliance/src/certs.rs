@@ -30,15 +30,15 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
-pub const KEY_FILE: &str = "tls/admin-key.pem";
+pub(crate) const KEY_FILE: &str = "tls/admin-key.pem";
 /// Copies (PEM) of the certificates poolgate generated: the one in use is
 /// poolgate's to renew only if it is among them.
-pub const GENERATED_FILE: &str = "tls/admin-cert.generated";
+pub(crate) const GENERATED_FILE: &str = "tls/admin-cert.generated";
 /// Validity of a generated certificate: what browsers accept for a
 /// publicly trusted one, well under the 825 days they take at most.
-pub const GENERATED_VALIDITY_DAYS: i64 = 397;
+pub(crate) const GENERATED_VALIDITY_DAYS: i64 = 397;
 /// A generated certificate with less than this left is replaced.
-pub const RENEW_BEFORE_DAYS: i64 = 30;
+pub(crate) const RENEW_BEFORE_DAYS: i64 = 30;
 /// How often `keep_renewed` looks.
 const RENEW_CHECK: Duration = Duration::from_secs(24 * 3600);
 /// The subject rcgen's `generate_simple_self_signed` gives: what earlier
@@ -67,7 +67,7 @@ pub enum TlsError {
 
 /// A certificate and key pair that cannot be installed, by the field at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum CertificateProblem {
+pub(crate) enum CertificateProblem {
     #[error("{0}")]
     Certificate(String),
     #[error("{0}")]
@@ -78,7 +78,7 @@ pub enum CertificateProblem {
 
 impl CertificateProblem {
     /// The request field the problem is in.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             Self::Certificate(_) => "certificate",
             Self::Key(_) | Self::Mismatch => "key",
@@ -88,7 +88,7 @@ impl CertificateProblem {
 
 /// What the UI shows about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct CertificateInfo {
+pub(crate) struct CertificateInfo {
     pub subject: String,
     pub issuer: String,
     pub self_signed: bool,
@@ -124,7 +124,10 @@ impl ResolvesServerCert for Certificates {
 impl Certificates {
     /// The certificate and key from `data_dir`, generated on first start for
     /// `identity`, and renewed now if it is poolgate's and due.
-    pub fn load_or_create(data_dir: &Path, identity: &Identity) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load_or_create(
+        data_dir: &Path,
+        identity: &Identity,
+    ) -> Result<Arc<Self>, TlsError> {
         let cert_path = data_dir.join(CERT_FILE);
         let key_path = data_dir.join(KEY_FILE);
         let generated_path = data_dir.join(GENERATED_FILE);
@@ -170,7 +173,7 @@ impl Certificates {
     /// `identity` if poolgate generated it and it is due (or is of the kind
     /// earlier versions generated); warn if an installed one is due. Blocking
     /// (file writes): call it off the async threads.
-    pub fn renew_if_due(
+    pub(crate) fn renew_if_due(
         &self,
         identity: &Identity,
         now: time::OffsetDateTime,
@@ -250,18 +253,18 @@ impl Certificates {
     }
 
     /// The certificate presented now.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Details of the certificate presented now.
-    pub fn info(&self) -> Result<CertificateInfo, CertificateProblem> {
+    pub(crate) fn info(&self) -> Result<CertificateInfo, CertificateProblem> {
         describe(&self.current().cert)
     }
 
     /// A server config that presents the current certificate, whatever it is
     /// at handshake time.
-    pub fn server_config(
+    pub(crate) fn server_config(
         self: &Arc<Self>,
         alpn: &[&[u8]],
     ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -276,7 +279,7 @@ impl Certificates {
     /// Check a PEM certificate (chain) and key; only if they pass, write
     /// them to the data directory and present them from the next handshake.
     /// Blocking (file writes): call it off the async threads.
-    pub fn install(
+    pub(crate) fn install(
         &self,
         cert_pem: &str,
         key_pem: &str,
@@ -318,7 +321,7 @@ impl Certificates {
 
 /// What `renew_if_due` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Renewal {
+pub(crate) enum Renewal {
     NotDue,
     /// A generated certificate was replaced and is presented from now on.
     Renewed,
@@ -328,7 +331,7 @@ pub enum Renewal {
 
 /// Who a generated certificate names: the appliance, as known at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub appliance_id: String,
     /// `None` when unknown or not a usable DNS name.
     pub hostname: Option<String>,
@@ -338,7 +341,7 @@ pub struct Identity {
 impl Identity {
     /// This host: its hostname, and `listen` addresses that are specific,
     /// or the host's own non-loopback addresses if none is.
-    pub fn of_host(appliance_id: &str, listen: &[IpAddr]) -> Self {
+    pub(crate) fn of_host(appliance_id: &str, listen: &[IpAddr]) -> Self {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|name| name.trim().to_ascii_lowercase())
@@ -363,7 +366,7 @@ impl Identity {
 
     /// The hostname, unless it is one every appliance shares (the image's
     /// `poolgate`, `localhost`): then the appliance id tells them apart.
-    pub fn common_name(&self) -> String {
+    pub(crate) fn common_name(&self) -> String {
         match self.hostname.as_deref() {
             Some(name) if !matches!(name, "poolgate" | "localhost" | "localhost.localdomain") => {
                 name.to_owned()
@@ -372,7 +375,7 @@ impl Identity {
         }
     }
 
-    pub fn dns_names(&self) -> Vec<String> {
+    pub(crate) fn dns_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.hostname.iter().cloned().collect();
         if !names.iter().any(|n| n == "localhost") {
             names.push("localhost".to_owned());
@@ -461,7 +464,7 @@ fn generate(identity: &Identity, now: time::OffsetDateTime) -> Result<(String, S
 
 /// Check the certificate once a day and renew it when due (see
 /// `Certificates::renew_if_due`), until `shutdown`.
-pub async fn keep_renewed(
+pub(crate) async fn keep_renewed(
     certificates: Arc<Certificates>,
     identity: Identity,
     shutdown: CancellationToken,

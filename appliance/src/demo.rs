@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// Every (member name, address:port) the demo serves.
-pub fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
+pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
     let mut out = BTreeSet::new();
     for pool in &config.pools {
         let mut ports: BTreeSet<u16> = config

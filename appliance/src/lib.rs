@@ -1,25 +1,46 @@
 //! poolgate: a load-balancing appliance for SIP server pools.
 //!
 //! One library, one thin binary (`main.rs`). Each module owns one subsystem:
-//! `config` (schema and the one validator), `control` (the one task every change goes through), `dns` (the DNS responder), `store` (SQLite: desired config,
-//! admin state, users, events), `state` (the `PoolView` snapshot and its one
-//! publisher), `drain` (drain progress and deadlines), `events` (the event log every subsystem records in), `metrics` (the Prometheus text `/metrics` serves), `net` (the accept layer of every TCP listener), `proxy` (the L4 VIP proxy), `web` (the admin listener), `system` (signals, systemd
-//! notification, logging, upgrades by image swap), and `app` (wiring them into a running appliance).
+//!
+//! * `config`: the typed model, its schema and the one validator;
+//! * `control`: the one task every change goes through (validate, licence,
+//!   version check, diff, commit, publish, announce);
+//! * `store`: SQLite: config versions, admin state, users, events, settings;
+//! * `state`: the `PoolView` snapshot, built by a pure function and published
+//!   by one writer to every reader;
+//! * `events`: the event log every subsystem records in, written by one task;
+//! * `dns`, `proxy`, `sip`: the data plane (DNS responder, L4 VIP proxy, SIP
+//!   registrar hashing with redirects), reading only `PoolView`s;
+//! * `health`: the monitors that probe members; `drain`: drain progress and
+//!   deadlines;
+//! * `net`: the accept layer of every TCP listener (caps, idle eviction);
+//! * `web`: the admin listener (UI, REST API, authentication);
+//! * `certs`: the certificate store shared by HTTPS and SIP over TLS;
+//! * `license`: licence documents and the licensing clock;
+//! * `metrics`: the Prometheus text `/metrics` serves;
+//! * `system`: signals, systemd notification, logging, reboots and upgrades
+//!   by image swap (nothing there knows about pools);
+//! * `demo`: a self-contained demo pool; `app`: wiring it all into a running
+//!   appliance.
+//!
+//! `docs/architecture.md` shows how a change and a probe result flow through
+//! them.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod app;
 pub mod certs;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod demo;
 pub mod dns;
-pub mod drain;
-pub mod events;
+pub(crate) mod drain;
+pub(crate) mod events;
 pub mod health;
 pub mod license;
-pub mod metrics;
-pub mod net;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod proxy;
 pub mod sip;
 pub mod state;

@@ -21,16 +21,16 @@ use crate::config::AdminState;
 use crate::state::{MemberCounters, PoolView};
 
 /// The `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A component that renders its own metrics.
-pub trait Render {
+pub(crate) trait Render {
     fn render(&self, out: &mut MetricsWriter);
 }
 
 /// The Prometheus metric type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
 }
@@ -46,18 +46,18 @@ impl Kind {
 
 /// Prometheus text being written, family by family.
 #[derive(Debug, Default)]
-pub struct MetricsWriter {
+pub(crate) struct MetricsWriter {
     text: String,
 }
 
 impl MetricsWriter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Start a family: its `# HELP` and `# TYPE` lines. Add its samples on
     /// the returned handle.
-    pub fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
+    pub(crate) fn family<'a>(&'a mut self, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
         for line in [
             ["# HELP ", name, " ", help, "\n"],
             ["# TYPE ", name, " ", kind.as_str(), "\n"],
@@ -71,32 +71,32 @@ impl MetricsWriter {
     }
 
     /// A counter family with one unlabelled sample.
-    pub fn counter(&mut self, name: &str, help: &str, value: &AtomicU64) {
+    pub(crate) fn counter(&mut self, name: &str, help: &str, value: &AtomicU64) {
         self.family(name, Kind::Counter, help)
             .sample(&[], value.load(Relaxed));
     }
 
     /// A gauge family with one unlabelled sample.
-    pub fn gauge(&mut self, name: &str, help: &str, value: u64) {
+    pub(crate) fn gauge(&mut self, name: &str, help: &str, value: u64) {
         self.family(name, Kind::Gauge, help).sample(&[], value);
     }
 
     /// The exposition written so far.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.text
     }
 }
 
 /// One family's samples, written as they are added.
 #[derive(Debug)]
-pub struct Family<'a> {
+pub(crate) struct Family<'a> {
     text: &'a mut String,
     name: &'a str,
 }
 
 impl Family<'_> {
     /// One sample with `labels` (name, unescaped value), in order.
-    pub fn sample(&mut self, labels: &[(&str, &str)], value: u64) -> &mut Self {
+    pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: u64) -> &mut Self {
         self.text.push_str(self.name);
         if !labels.is_empty() {
             self.text.push('{');

@@ -343,6 +343,7 @@ fn every_route_does_its_job() {
     assert_eq!(body["version"], 2);
     assert_eq!(body["changed"], true, "a DNS setting is a change");
     assert_eq!(body["restart_required"], false);
+    assert!(body["generation"].as_u64().is_some(), "{body}");
     let events = client.json("/api/v1/events?kind=config");
     assert!(
         events.to_string().contains("Config version 2 committed"),

@@ -31,13 +31,13 @@ pub struct ConfigDiff {
 }
 
 impl ConfigDiff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 
     /// One sentence per structural change, in the order an operator checks
     /// them: what a preview shows and a committed change is summed up by.
-    pub fn summary(&self) -> Vec<String> {
+    pub(crate) fn summary(&self) -> Vec<String> {
         let member = |(pool, name): &(String, String)| format!("{pool}/{name}");
         let mut out = Vec::new();
         for key in &self.members_added {
@@ -199,7 +199,7 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
 
 /// One line of a text diff between two exported configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiffLine<'a> {
+pub(crate) enum DiffLine<'a> {
     Same(&'a str),
     Removed(&'a str),
     Added(&'a str),
@@ -213,7 +213,7 @@ const TEXT_DIFF_MAX_LINES: usize = 4000;
 
 /// A line diff of `old` to `new` (longest common subsequence), keeping
 /// `context` unchanged lines around each change. Empty when they are equal.
-pub fn text_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<DiffLine<'a>> {
+pub(crate) fn text_diff<'a>(old: &'a str, new: &'a str, context: usize) -> Vec<DiffLine<'a>> {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
     let mut full = Vec::with_capacity(a.len() + b.len());

@@ -8,9 +8,9 @@
 
 pub mod diff;
 mod locate;
-pub mod model;
-pub mod path;
-pub mod schema;
+pub(crate) mod model;
+pub(crate) mod path;
+pub(crate) mod schema;
 pub mod validate;
 
 use std::fmt;
@@ -18,7 +18,6 @@ use std::path::Path;
 
 pub use diff::{ConfigDiff, diff};
 pub use model::*;
-pub use path::FieldPath;
 pub use schema::*;
 pub use validate::validate;
 
@@ -39,7 +38,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn problems(&self) -> &[Problem] {
+    pub(crate) fn problems(&self) -> &[Problem] {
         match self {
             Self::Read { .. } => &[],
             Self::Invalid { problems, .. } => problems,
@@ -111,7 +110,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// wrong type, or an unknown field, as one problem naming the field (empty
 /// for the top level); validation errors name their fields. JSON problems
 /// of fields have no line (0). `file` is only used in messages.
-pub fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> {
+pub(crate) fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         file: file.to_owned(),
         problems,
@@ -156,20 +155,20 @@ pub fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> {
 }
 
 /// The TOML form of a config, accepted again by `from_toml`.
-pub fn to_toml(config: &Config) -> String {
+pub(crate) fn to_toml(config: &Config) -> String {
     file_to_toml(config.source())
 }
 
 /// The TOML form of a config file (a validated config's source, perhaps
 /// with admin states set): serialising never fails for a `ConfigFile`.
-pub fn file_to_toml(file: &ConfigFile) -> String {
+pub(crate) fn file_to_toml(file: &ConfigFile) -> String {
     toml::to_string(file).expect("every ConfigFile value is representable in TOML")
 }
 
 /// Set each member's `state` in `file` to its admin state in `admin`, where
 /// it has one: what an export carries, so that importing it restores a
 /// drain that was in progress.
-pub fn set_admin_states(
+pub(crate) fn set_admin_states(
     file: &mut ConfigFile,
     admin: &std::collections::BTreeMap<MemberKey, AdminState>,
 ) {

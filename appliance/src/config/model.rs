@@ -10,12 +10,12 @@ use super::schema::*;
 
 /// A pool member, named by its pool and its own name: the key of admin
 /// state, health, drain progress and counters.
-pub type MemberKey = (String, String);
+pub(crate) type MemberKey = (String, String);
 
 /// Lync 2010 pools hold up to 10 Front Ends; we promise at least 32.
-pub const MAX_POOL_MEMBERS: usize = 64;
-pub const MAX_WEIGHT: u32 = 1000;
-pub const MIN_INTERVAL_MS: u64 = 100;
+pub(crate) const MAX_POOL_MEMBERS: usize = 64;
+pub(crate) const MAX_WEIGHT: u32 = 1000;
+pub(crate) const MIN_INTERVAL_MS: u64 = 100;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 
 /// One problem with one field.
@@ -40,15 +40,15 @@ pub struct Config {
 
 impl Config {
     /// The file form this config was validated from (what `export` prints).
-    pub fn source(&self) -> &ConfigFile {
+    pub(crate) fn source(&self) -> &ConfigFile {
         &self.source
     }
 
-    pub fn pool(&self, name: &str) -> Option<&Pool> {
+    pub(crate) fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|pool| pool.name == name)
     }
 
-    pub fn monitor(&self, name: &str) -> Option<&Monitor> {
+    pub(crate) fn monitor(&self, name: &str) -> Option<&Monitor> {
         self.monitors.iter().find(|monitor| monitor.name == name)
     }
 }
@@ -81,7 +81,7 @@ pub struct SipSettings {
 }
 
 /// BIND accepts a slip of 0 to 10.
-pub const MAX_RRL_SLIP: u32 = 10;
+pub(crate) const MAX_RRL_SLIP: u32 = 10;
 /// Ten years: a user unseen for longer is gone.
 pub const MAX_SEEN_USERS_AGE_DAYS: u32 = 3650;
 

@@ -209,7 +209,7 @@ pub enum MonitorKind {
 }
 
 impl MonitorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
             Self::Tls => "tls",
@@ -294,7 +294,7 @@ pub enum AdminState {
 impl AdminState {
     pub const ALL: [Self; 3] = [Self::Enabled, Self::Draining, Self::Disabled];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Enabled => "enabled",
             Self::Draining => "draining",
@@ -302,7 +302,7 @@ impl AdminState {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 }

@@ -738,7 +738,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Lower-case, strip one trailing dot, check label syntax.
-pub fn normalise_dns_name(name: &str) -> Option<String> {
+pub(crate) fn normalise_dns_name(name: &str) -> Option<String> {
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -766,7 +766,7 @@ fn qualify(name: &str, zone: &str) -> String {
 }
 
 /// Is `name` equal to or below `zone`? Both normalised.
-pub fn in_zone(name: &str, zone: &str) -> bool {
+pub(crate) fn in_zone(name: &str, zone: &str) -> bool {
     name == zone
         || name
             .strip_suffix(zone)

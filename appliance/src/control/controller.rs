@@ -12,7 +12,7 @@ use crate::store::Store;
 
 /// The desired state and the means to change it.
 #[derive(Debug)]
-pub struct Controller {
+pub(crate) struct Controller {
     store: Store,
     licensing: Licensing,
     desired: Arc<Desired>,
@@ -22,7 +22,7 @@ pub struct Controller {
 
 /// What one change did, before it is published.
 #[derive(Debug)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// A file given at start matched the stored config: nothing written.
     Unchanged,
     /// A new config version was committed (its number is in `desired`).
@@ -41,7 +41,7 @@ pub enum Applied {
 impl Controller {
     /// The desired state as stored, parsed and validated once here, or
     /// `bootstrap` (version 0) when nothing is stored yet.
-    pub fn load(
+    pub(crate) fn load(
         store: Store,
         licensing: Licensing,
         bootstrap: Config,
@@ -74,17 +74,17 @@ impl Controller {
         })
     }
 
-    pub fn desired(&self) -> &Arc<Desired> {
+    pub(crate) fn desired(&self) -> &Arc<Desired> {
         &self.desired
     }
 
     /// How many changes this controller has committed.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 
     /// What the publisher's first generation is built from.
-    pub fn inputs(&self) -> Inputs {
+    pub(crate) fn inputs(&self) -> Inputs {
         Inputs::new(
             Arc::clone(&self.desired.config),
             self.desired.version,
@@ -95,7 +95,11 @@ impl Controller {
     /// Take `change` through the path and commit it. Blocking (the store,
     /// the licence). Nothing is written unless every check passed; on
     /// success the held desired state is the new one.
-    pub fn apply(&mut self, change: Change, source: &Source) -> Result<Applied, ControlError> {
+    pub(crate) fn apply(
+        &mut self,
+        change: Change,
+        source: &Source,
+    ) -> Result<Applied, ControlError> {
         match change {
             Change::Config { input, if_match } => self.config(input, if_match, source),
             Change::Member { member, state } => self.member(member, state, source),
@@ -104,7 +108,7 @@ impl Controller {
 
     /// The config path as a dry run: validate, licence (a refusal is
     /// reported, not raised), diff; nothing is written.
-    pub fn preview(&self, input: ConfigInput) -> Result<Preview, ControlError> {
+    pub(crate) fn preview(&self, input: ConfigInput) -> Result<Preview, ControlError> {
         let config = validate(input)?;
         let current = Arc::clone(&self.desired);
         let diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);

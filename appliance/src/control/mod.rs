@@ -42,33 +42,30 @@ use crate::config::{self, AdminState, Config, ConfigDiff, ConfigError, ConfigFil
 use crate::state::{PublisherHandle, Update};
 use crate::store::StoreError;
 
-pub use controller::{Applied, Controller};
+pub(crate) use controller::{Applied, Controller};
 
 /// Requests waiting for the task before senders wait too.
 const QUEUE: usize = 64;
 
 /// Committed changes kept for a subscriber that fell behind; one that falls
 /// further behind is told how many it missed (`RecvError::Lagged`).
-pub const COMMITTED_BACKLOG: usize = 256;
+pub(crate) const COMMITTED_BACKLOG: usize = 256;
 
 /// Who asked for a change: named in its event and in the stored version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A logged-in user or an API token's owner.
     Api { user: String },
     /// The file given to `poolgate run --config`.
     File { path: PathBuf },
-    /// The HA peer, replicating a change committed there (the entry point
-    /// for replication: its changes take the same path as local ones).
-    Peer { name: String },
 }
 
 impl Source {
     /// Who the event log names as having acted.
-    pub fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         match self {
             Self::Api { user } => user.clone(),
-            Self::File { .. } | Self::Peer { .. } => self.to_string(),
+            Self::File { .. } => self.to_string(),
         }
     }
 }
@@ -78,14 +75,13 @@ impl fmt::Display for Source {
         match self {
             Self::Api { user } => write!(f, "API ({user})"),
             Self::File { path } => write!(f, "file {}", path.display()),
-            Self::Peer { name } => write!(f, "peer {name}"),
         }
     }
 }
 
 /// A whole config as it arrives, validated by the task.
 #[derive(Debug, Clone)]
-pub enum ConfigInput {
+pub(crate) enum ConfigInput {
     /// A JSON body (`PUT /api/v1/config`, the UI's editor).
     Json(Vec<u8>),
     /// TOML text: an import, an exported file.
@@ -97,7 +93,7 @@ pub enum ConfigInput {
 
 /// One change to the desired state.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(crate) enum Change {
     /// Replace the whole desired config. With `if_match`, only if the
     /// committed version is still that one.
     Config {
@@ -114,7 +110,7 @@ pub enum Change {
 /// The committed desired state, as the task holds it: the config and its
 /// version, and every member's admin state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// 0 while nothing is stored (a fresh appliance runs the bootstrap config).
     pub version: i64,
     pub config: Arc<Config>,
@@ -123,41 +119,37 @@ pub struct Desired {
 
 impl Desired {
     /// Whether a config has been committed (rather than the bootstrap one).
-    pub fn stored(&self) -> bool {
+    pub(crate) fn stored(&self) -> bool {
         self.version > 0
     }
 
     /// The config's file form with each member's `state` set to its current
     /// admin state: what `GET /api/v1/config` shows and an export carries.
-    pub fn file(&self) -> ConfigFile {
+    pub(crate) fn file(&self) -> ConfigFile {
         let mut file = self.config.source().clone();
         config::set_admin_states(&mut file, &self.admin);
         file
     }
 
     /// [`Desired::file`] as TOML, the text `poolgate export` prints.
-    pub fn toml(&self) -> String {
+    pub(crate) fn toml(&self) -> String {
         config::file_to_toml(&self.file())
     }
 }
 
 /// What a committed config change did.
 #[derive(Debug, Clone)]
-pub struct ConfigOutcome {
+pub(crate) struct ConfigOutcome {
     /// The version now in force.
     pub version: i64,
     pub diff: ConfigDiff,
-    /// False when a file given at start matched the stored config, which
-    /// then stays as it is (no new version).
-    pub committed: bool,
     /// The generation of the pool view that includes the change.
     pub generation: u64,
 }
 
 /// What a member action did.
 #[derive(Debug, Clone)]
-pub struct MemberOutcome {
-    pub member: MemberKey,
+pub(crate) struct MemberOutcome {
     pub previous: AdminState,
     pub state: AdminState,
     pub generation: u64,
@@ -165,7 +157,7 @@ pub struct MemberOutcome {
 
 /// What a config would change, for a preview. Nothing was written.
 #[derive(Debug, Clone)]
-pub struct Preview {
+pub(crate) struct Preview {
     /// The desired state the diff is from.
     pub current: Arc<Desired>,
     pub config: Config,
@@ -176,7 +168,7 @@ pub struct Preview {
 
 /// What a committed change was.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommittedChange {
+pub(crate) enum CommittedChange {
     Config {
         config: Arc<Config>,
     },
@@ -190,7 +182,7 @@ pub enum CommittedChange {
 /// One committed change, in commit order: what the UI's history, and the HA
 /// peer, follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed {
+pub(crate) struct Committed {
     /// Counts the changes this task committed, from 1, without gaps.
     pub seq: u64,
     /// The config version in force after the change.
@@ -269,17 +261,17 @@ impl fmt::Debug for Envelope {
 
 impl ControlHandle {
     /// The committed desired state, as last published.
-    pub fn desired(&self) -> Arc<Desired> {
+    pub(crate) fn desired(&self) -> Arc<Desired> {
         Arc::clone(&self.desired.borrow())
     }
 
     /// The stream of committed changes from now on, in commit order.
-    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.committed.subscribe()
     }
 
     /// Replace the desired config; returns once the change is published.
-    pub async fn set_config(
+    pub(crate) async fn set_config(
         &self,
         input: ConfigInput,
         if_match: Option<i64>,
@@ -297,7 +289,7 @@ impl ControlHandle {
     }
 
     /// Set a member's admin state; returns once the change is published.
-    pub async fn set_admin_state(
+    pub(crate) async fn set_admin_state(
         &self,
         member: MemberKey,
         state: AdminState,
@@ -316,7 +308,7 @@ impl ControlHandle {
 
     /// What `input` would change, writing nothing: the config path as a dry
     /// run, in line with the changes before and after it.
-    pub async fn preview(
+    pub(crate) async fn preview(
         &self,
         input: ConfigInput,
         source: Source,
@@ -346,7 +338,7 @@ impl Controller {
     /// Start the task. It publishes through `publisher`, whose inputs must
     /// have been built from [`Controller::inputs`], and stops when
     /// `shutdown` is cancelled or every handle is dropped.
-    pub fn spawn(
+    pub(crate) fn spawn(
         self,
         publisher: PublisherHandle,
         shutdown: CancellationToken,
@@ -453,7 +445,6 @@ async fn publish(
                 return Ok(Reply::Config(Box::new(ConfigOutcome {
                     version,
                     diff: ConfigDiff::default(),
-                    committed: false,
                     generation: publisher.current().generation,
                 })));
             }
@@ -469,7 +460,6 @@ async fn publish(
                     Reply::Config(Box::new(ConfigOutcome {
                         version,
                         diff: *diff,
-                        committed: true,
                         generation,
                     }))
                 }),
@@ -497,7 +487,6 @@ async fn publish(
                 )],
                 Box::new(move |generation| {
                     Reply::Member(MemberOutcome {
-                        member,
                         previous,
                         state,
                         generation,

@@ -36,7 +36,7 @@ const SOA_EXPIRE: i32 = 604_800;
 
 /// What to send back for one question.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub rcode: ResponseCode,
     /// Set for every name inside one of our zones.
     pub authoritative: bool,
@@ -56,7 +56,7 @@ impl Answer {
 }
 
 /// `qname` as poolgate stores names: lower case, no trailing dot.
-pub fn normalise(qname: &Name) -> String {
+pub(crate) fn normalise(qname: &Name) -> String {
     let mut text = qname.to_lowercase().to_ascii();
     if text.ends_with('.') {
         text.pop();
@@ -65,7 +65,7 @@ pub fn normalise(qname: &Name) -> String {
 }
 
 /// The most specific configured zone that contains `name`.
-pub fn zone_for<'z>(zones: &'z [Zone], name: &str) -> Option<&'z Zone> {
+pub(crate) fn zone_for<'z>(zones: &'z [Zone], name: &str) -> Option<&'z Zone> {
     zones
         .iter()
         .filter(|zone| in_zone(name, &zone.name))
@@ -80,7 +80,12 @@ fn in_zone(name: &str, zone: &str) -> bool {
 }
 
 /// Answer `qtype` for `qname` from `view`.
-pub fn answer(view: &PoolView, qname: &Name, qtype: RecordType, rng: &mut impl Rng) -> Answer {
+pub(crate) fn answer(
+    view: &PoolView,
+    qname: &Name,
+    qtype: RecordType,
+    rng: &mut impl Rng,
+) -> Answer {
     let name = normalise(qname);
     let Some(zone) = zone_for(&view.config.zones, &name) else {
         return Answer::refused();
@@ -217,7 +222,7 @@ fn lookup(
 /// the serial the committed config version (it grows with every change), and
 /// the minimum — the negative-caching TTL — `dns.ttl`, so a name that comes
 /// back (a member re-enabled) is seen as soon as a positive answer would be.
-pub fn soa_record(view: &PoolView, zone: &Zone, ttl: u32) -> Record {
+pub(crate) fn soa_record(view: &PoolView, zone: &Zone, ttl: u32) -> Record {
     let apex = dns_name(&zone.name);
     let mailbox = dns_name(&format!("hostmaster.{}", zone.name));
     let serial = u32::try_from(view.config_version.max(0)).unwrap_or(u32::MAX);

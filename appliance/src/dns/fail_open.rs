@@ -15,13 +15,13 @@ use crate::state::PoolView;
 
 /// A pool entering (`true`) or leaving (`false`) fail-open.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub pool: String,
     pub failed_open: bool,
 }
 
 /// Pools failed open in `view`, and how that differs from `before`.
-pub fn transitions(
+pub(crate) fn transitions(
     before: &BTreeSet<String>,
     view: &PoolView,
 ) -> (BTreeSet<String>, Vec<Transition>) {
@@ -44,7 +44,7 @@ pub fn transitions(
 }
 
 /// Follow `views` until `shutdown`, recording each transition in `events`.
-pub async fn watch(
+pub(crate) async fn watch(
     mut views: watch::Receiver<Arc<PoolView>>,
     events: EventLog,
     shutdown: CancellationToken,

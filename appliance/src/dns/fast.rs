@@ -33,14 +33,14 @@ const MAX_RECORDS: usize = 64;
 
 /// Encoded answers of one generation, keyed by lower-case wire-format name.
 #[derive(Debug, Default)]
-pub struct FastAnswers {
+pub(crate) struct FastAnswers {
     generation: u64,
     a: HashMap<Box<[u8]>, Vec<Box<[u8]>>>,
     aaaa: HashMap<Box<[u8]>, Vec<Box<[u8]>>>,
 }
 
 impl FastAnswers {
-    pub fn build(view: &PoolView) -> Self {
+    pub(crate) fn build(view: &PoolView) -> Self {
         let ttl = view.config.dns.ttl.to_be_bytes();
         let mut answers = Self {
             generation: view.generation,
@@ -77,10 +77,6 @@ impl FastAnswers {
         }
         answers
     }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
 }
 
 /// `name` (lower case, no trailing dot) in wire format, or `None` if a label
@@ -99,7 +95,7 @@ fn wire_name(name: &str) -> Option<Box<[u8]>> {
 }
 
 /// The fast answer to `packet`, or `None` to take the full path.
-pub fn try_respond(
+pub(crate) fn try_respond(
     packet: &[u8],
     answers: &FastAnswers,
     transport: Transport,
@@ -203,12 +199,12 @@ pub fn try_respond(
 /// The fast answers of the newest generation, shared by every listener and
 /// rebuilt by whichever query first sees a new generation.
 #[derive(Debug, Default)]
-pub struct FastCache {
+pub(crate) struct FastCache {
     current: Mutex<Arc<FastAnswers>>,
 }
 
 impl FastCache {
-    pub fn for_view(&self, view: &PoolView) -> Arc<FastAnswers> {
+    pub(crate) fn for_view(&self, view: &PoolView) -> Arc<FastAnswers> {
         let mut current = self
             .current
             .lock()

@@ -14,9 +14,9 @@
 //! port (with port 0, TCP takes the port UDP was given), each logging its
 //! `listening` line as `dns-udp` / `dns-tcp`.
 
-pub mod answer;
-pub mod fail_open;
-pub mod fast;
+pub(crate) mod answer;
+pub(crate) mod fail_open;
+pub(crate) mod fast;
 pub mod rrl;
 pub mod server;
 pub mod wire;
@@ -129,7 +129,7 @@ impl Render for DnsStats {
 
 /// Bound sockets, ready to serve.
 #[derive(Debug)]
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
 }
@@ -139,7 +139,7 @@ pub struct Listeners {
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 /// Bind UDP and TCP on every address, logging one `listening` line each.
-pub async fn bind(addresses: &[SocketAddr]) -> Result<Listeners, DnsError> {
+pub(crate) async fn bind(addresses: &[SocketAddr]) -> Result<Listeners, DnsError> {
     let mut listeners = Listeners {
         udp: Vec::new(),
         tcp: Vec::new(),
@@ -182,7 +182,7 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
 
 /// Serve on `listeners` and record fail-open episodes in `events`, until
 /// `shutdown`. Returns the tasks; they all end when `shutdown` is cancelled.
-pub fn spawn(
+pub(crate) fn spawn(
     listeners: Listeners,
     views: watch::Receiver<Arc<PoolView>>,
     events: EventLog,

@@ -22,14 +22,14 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Buckets kept per limiter (each about 50 bytes with its table slot).
-pub const DEFAULT_MAX_PREFIXES: usize = 16_384;
+pub(crate) const DEFAULT_MAX_PREFIXES: usize = 16_384;
 
 /// How often a full table may be swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a limiter allows.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Answers per second per prefix; 0 turns the limiter off.
     pub rate: u32,
     /// Answers a quiet prefix may get at once.
@@ -44,7 +44,7 @@ pub struct Limits {
 
 impl Limits {
     /// `rate` per second with a burst of one second's worth, /24 and /56.
-    pub fn per_second(rate: u32, slip: u32) -> Self {
+    pub(crate) fn per_second(rate: u32, slip: u32) -> Self {
         Self {
             rate,
             burst: rate,
@@ -57,7 +57,7 @@ impl Limits {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     /// Over the rate: answer with an empty truncated answer only.
     Slip,
@@ -67,14 +67,14 @@ pub enum Verdict {
 
 /// A source network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Prefix {
+pub(crate) enum Prefix {
     V4(u32),
     V6(u128),
 }
 
 impl Prefix {
     /// The prefix of `address`; an IPv4-mapped IPv6 address counts as IPv4.
-    pub fn of(address: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> Self {
+    pub(crate) fn of(address: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> Self {
         match address.to_canonical() {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4);
@@ -145,7 +145,7 @@ impl Bucket {
 
 /// Buckets per source prefix.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     limits: Limits,
     buckets: HashMap<Prefix, Bucket>,
     overflow: Option<Bucket>,
@@ -153,7 +153,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             limits,
             buckets: HashMap::new(),
@@ -162,28 +162,31 @@ impl Limiter {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// Buckets held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
     /// Take new limits; the buckets start afresh when they change.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         if limits != self.limits {
             *self = Self::new(limits);
         }
     }
 
     /// May `source` be answered at `now`?
-    pub fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, source: IpAddr, now: Instant) -> Verdict {
         let limits = self.limits;
         if limits.rate == 0 {
             return Verdict::Allow;

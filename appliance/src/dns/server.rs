@@ -96,7 +96,7 @@ impl TcpLimits {
 /// Serve DNS over one UDP socket until `shutdown`. Datagrams are received
 /// and answered in batches (`recvmmsg`/`sendmmsg`): two system calls per
 /// batch instead of two per query, which is what keeps pace with NSD.
-pub async fn serve_udp(
+pub(crate) async fn serve_udp(
     socket: UdpSocket,
     views: watch::Receiver<Arc<PoolView>>,
     cache: Arc<FastCache>,
@@ -256,7 +256,7 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
 /// gate: a cap in total and per source; at a cap the connection idle
 /// longest gives way if it has been idle long enough, else the new one is
 /// closed at once.
-pub async fn serve_tcp(
+pub(crate) async fn serve_tcp(
     listener: TcpListener,
     views: watch::Receiver<Arc<PoolView>>,
     cache: Arc<FastCache>,

@@ -23,7 +23,7 @@ use crate::state::PoolView;
 /// which avoids IP fragmentation on every common path.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Classic DNS limit; also the floor for an EDNS-advertised size (RFC 6891).
-pub const MIN_UDP_PAYLOAD: u16 = 512;
+pub(crate) const MIN_UDP_PAYLOAD: u16 = 512;
 /// DNS header length.
 const HEADER_LEN: usize = 12;
 

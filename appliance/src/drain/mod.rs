@@ -12,7 +12,7 @@
 //! drain with the same deadline. Milestones (drained, overdue, deadline
 //! passed) go to the event log, once each per drain.
 
-pub mod progress;
+pub(crate) mod progress;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,7 @@ const TICK: Duration = Duration::from_millis(200);
 const AGENT_INTERVAL: Duration = Duration::from_secs(1);
 const AGENT_TIMEOUT: Duration = Duration::from_millis(800);
 /// A disabled member's connections are reset after this grace.
-pub const DISABLE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DISABLE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Tracked {
@@ -50,7 +50,7 @@ type AgentAnswers = Arc<Mutex<HashMap<MemberKey, Option<u64>>>>;
 /// Follow draining and disabled members until `shutdown`: publish their
 /// drain progress, reset connections when due, and record milestones in
 /// `events`. `store` is read for when each drain began.
-pub async fn run(
+pub(crate) async fn run(
     publisher: PublisherHandle,
     store: Store,
     events: EventLog,

@@ -8,7 +8,7 @@ use crate::state::DrainState;
 
 /// What the controller observed about one draining member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// Proxied connections still open to the member.
     pub active_connections: u64,
     /// Sessions its drain agent reports: `None` when no agent is configured,
@@ -21,13 +21,13 @@ pub struct Observation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub state: DrainState,
     pub overdue: bool,
     pub reset_connections: bool,
 }
 
-pub fn decide(observation: &Observation) -> Decision {
+pub(crate) fn decide(observation: &Observation) -> Decision {
     // An agent that does not answer cannot confirm the member is idle.
     let agent_busy = matches!(observation.agent_sessions, Some(None) | Some(Some(1..)));
     let work_remains = observation.active_connections > 0 || agent_busy;

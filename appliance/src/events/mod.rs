@@ -26,14 +26,14 @@ use crate::metrics::{MetricsWriter, Render};
 
 /// Events waiting for the writer before new ones are dropped. A whole pool
 /// of 64 members changing health on three monitors fits many times over.
-pub const QUEUE: usize = 4096;
+pub(crate) const QUEUE: usize = 4096;
 
 /// Events stored per transaction at most.
 const BATCH: usize = 256;
 
 /// What an event is about: the value of the `kind` filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// A config version was committed.
     Config,
     /// A member's admin state was set (enable, drain, disable).
@@ -55,7 +55,8 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [Self; 9] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 9] = [
         Self::Config,
         Self::Admin,
         Self::Health,
@@ -68,7 +69,7 @@ impl EventKind {
     ];
 
     /// The stored and filtered text form.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Config => "config",
             Self::Admin => "admin",
@@ -83,7 +84,8 @@ impl EventKind {
     }
 
     /// The kind a filter names, if it names one.
-    pub fn parse(text: &str) -> Option<Self> {
+    #[cfg(test)]
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }
@@ -96,7 +98,7 @@ impl fmt::Display for EventKind {
 
 /// An event about to be recorded.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub(crate) struct NewEvent {
     pub kind: EventKind,
     pub pool: Option<String>,
     pub member: Option<String>,
@@ -107,7 +109,7 @@ pub struct NewEvent {
 impl NewEvent {
     /// An event of `kind` with only a message; set the other fields with
     /// struct update syntax or the builders below.
-    pub fn new(kind: EventKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: EventKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             pool: None,
@@ -118,19 +120,19 @@ impl NewEvent {
     }
 
     /// About one member of one pool.
-    pub fn member(mut self, pool: &str, member: &str) -> Self {
+    pub(crate) fn member(mut self, pool: &str, member: &str) -> Self {
         self.pool = Some(pool.to_owned());
         self.member = Some(member.to_owned());
         self
     }
 
     /// About a whole pool.
-    pub fn pool(mut self, pool: &str) -> Self {
+    pub(crate) fn pool(mut self, pool: &str) -> Self {
         self.pool = Some(pool.to_owned());
         self
     }
 
-    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+    pub(crate) fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = Some(detail);
         self
     }
@@ -145,7 +147,7 @@ pub struct EventLog {
 
 /// The event log's counters, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct EventStats {
+pub(crate) struct EventStats {
     /// Events handed to the writer.
     pub recorded: AtomicU64,
     /// Events dropped because the queue was full or the writer had stopped.
@@ -181,7 +183,7 @@ impl Render for EventStats {
 
 impl EventLog {
     /// Queue `event` for the writer; never waits.
-    pub fn record(&self, event: NewEvent) {
+    pub(crate) fn record(&self, event: NewEvent) {
         match self.queue.try_send(event) {
             Ok(()) => {
                 self.stats.recorded.fetch_add(1, Relaxed);
@@ -201,13 +203,14 @@ impl EventLog {
         }
     }
 
-    pub fn stats(&self) -> &Arc<EventStats> {
+    pub(crate) fn stats(&self) -> &Arc<EventStats> {
         &self.stats
     }
 
     /// A log with no writer, whose queue keeps the last events for a test
     /// to read: for tests of subsystems that need no store.
-    pub fn for_tests() -> (Self, mpsc::Receiver<NewEvent>) {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> (Self, mpsc::Receiver<NewEvent>) {
         let (queue, events) = mpsc::channel(QUEUE);
         let log = Self {
             queue,
@@ -218,7 +221,7 @@ impl EventLog {
 }
 
 /// Where the writer stores events: the store, or a test's stand-in.
-pub trait EventSink: Clone + Send + Sync + 'static {
+pub(crate) trait EventSink: Clone + Send + Sync + 'static {
     /// Store `events` in one transaction, in order.
     fn store_events(&self, events: &[NewEvent]) -> Result<(), String>;
 }
@@ -226,7 +229,7 @@ pub trait EventSink: Clone + Send + Sync + 'static {
 /// Start the writer. It stores events until `stop` is cancelled, then stores
 /// what is still queued and ends. Cancel `stop` after the subsystems that
 /// record have stopped, so their last events are kept.
-pub fn spawn(store: impl EventSink, stop: CancellationToken) -> (EventLog, JoinHandle<()>) {
+pub(crate) fn spawn(store: impl EventSink, stop: CancellationToken) -> (EventLog, JoinHandle<()>) {
     let (queue, events) = mpsc::channel(QUEUE);
     let stats = Arc::new(EventStats::default());
     let log = EventLog {

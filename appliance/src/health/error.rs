@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// Why a probe failed; `Display` is the reason shown to people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     #[error("connection refused")]
     Refused,
     #[error("timeout after {} ms", .0.as_millis())]
@@ -32,7 +32,7 @@ pub enum ProbeError {
 }
 
 /// Reason for a socket error, in words.
-pub fn io_error(error: io::Error) -> ProbeError {
+pub(crate) fn io_error(error: io::Error) -> ProbeError {
     use io::ErrorKind::*;
     match error.kind() {
         ConnectionRefused => ProbeError::Refused,

@@ -18,14 +18,14 @@ use crate::state::Health;
 
 /// One change of state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub from: Health,
     pub to: Health,
 }
 
 /// What one target has seen so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hysteresis {
+pub(crate) struct Hysteresis {
     rise: u32,
     fall: u32,
     start: StartState,
@@ -38,7 +38,7 @@ pub struct Hysteresis {
 impl Hysteresis {
     /// `rise` and `fall` below 1 are treated as 1 (the validator already
     /// rejects them; this keeps the core total).
-    pub fn new(rise: u32, fall: u32, start: StartState) -> Self {
+    pub(crate) fn new(rise: u32, fall: u32, start: StartState) -> Self {
         Self {
             rise: rise.max(1),
             fall: fall.max(1),
@@ -50,27 +50,31 @@ impl Hysteresis {
         }
     }
 
-    pub fn state(&self) -> Health {
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Health {
         self.state
     }
 
     /// Consecutive successes (0 after a failure).
-    pub fn successes(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn successes(&self) -> u32 {
         self.successes
     }
 
     /// Consecutive failures (0 after a success).
-    pub fn failures(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// The last result fed in, `None` before the first.
-    pub fn last(&self) -> Option<bool> {
+    #[cfg(test)]
+    pub(crate) fn last(&self) -> Option<bool> {
         self.last
     }
 
     /// Feed one probe result; returns the transition it causes, if any.
-    pub fn observe(&mut self, success: bool) -> Option<Transition> {
+    pub(crate) fn observe(&mut self, success: bool) -> Option<Transition> {
         self.last = Some(success);
         if success {
             self.successes = self.successes.saturating_add(1);

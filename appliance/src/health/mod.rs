@@ -19,9 +19,9 @@
 //! `http` / `https`.
 
 mod error;
-pub mod hysteresis;
+pub(crate) mod hysteresis;
 pub mod probe;
-pub mod sip;
+pub(crate) mod sip;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use hysteresis::{Hysteresis, Transition};
-pub use probe::{ProbeError, ProbeSpec};
+pub(crate) use hysteresis::{Hysteresis, Transition};
+pub(crate) use probe::{ProbeError, ProbeSpec};
 
 use crate::config::{Config, MonitorKind};
 use crate::config::{Monitor, Pool};
@@ -43,11 +43,11 @@ use crate::state::{Health, HealthStatus, PublisherHandle, Update};
 
 /// Set to any value to count probe starts per 10 ms window and log the
 /// largest burst at shutdown (used by the health benchmark).
-pub const BURST_STATS_ENV: &str = "POOLGATE_HEALTH_BURST_STATS";
+pub(crate) const BURST_STATS_ENV: &str = "POOLGATE_HEALTH_BURST_STATS";
 
 /// One (member, monitor) pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TargetKey {
+pub(crate) struct TargetKey {
     pub pool: String,
     pub member: String,
     pub monitor: String,
@@ -55,13 +55,13 @@ pub struct TargetKey {
 
 /// What a target probes; a target is restarted when this changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetSpec {
+pub(crate) struct TargetSpec {
     pub monitor: Arc<Monitor>,
     pub address: SocketAddr,
 }
 
 /// Every target the config asks for. Pure.
-pub fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec> {
+pub(crate) fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec> {
     let mut targets = BTreeMap::new();
     let mut add = |pool: &Pool, monitor_name: &str, consumer_port: u16| {
         let Some(monitor) = config.monitor(monitor_name) else {
@@ -104,7 +104,7 @@ pub fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec> {
 
 /// Which running targets to stop and which desired ones to start (a changed
 /// target is in both). Pure.
-pub fn plan(
+pub(crate) fn plan(
     running: &BTreeMap<TargetKey, TargetSpec>,
     desired: &BTreeMap<TargetKey, TargetSpec>,
 ) -> (Vec<TargetKey>, Vec<TargetKey>) {
@@ -123,7 +123,7 @@ pub fn plan(
 
 /// A transition with what people need to understand it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub key: TargetKey,
     pub transition: Transition,
     /// The last failure's reason when going down; `None` when going up.
@@ -134,7 +134,7 @@ pub struct Report {
 /// Probe on the `cadence`'s deadlines (measured from `epoch`, shared by
 /// every target), feeding the hysteresis, and send each transition to
 /// `reports`. Ends when `stop` is cancelled or the receiver is gone.
-pub async fn run_target(
+pub(crate) async fn run_target(
     key: TargetKey,
     mut hysteresis: Hysteresis,
     epoch: Instant,
@@ -179,7 +179,7 @@ pub async fn run_target(
 /// the same slot fire on one wake-up of the health thread instead of one
 /// each; a slot holds `targets × SLOT / interval` probes (1 % of the targets
 /// at a 1 s interval), far under the burst a member or a switch notices.
-pub const SLOT: Duration = Duration::from_millis(10);
+pub(crate) const SLOT: Duration = Duration::from_millis(10);
 
 /// When one target probes: every `interval` from its `offset`, each deadline
 /// rounded up onto the `SLOT` grid. Pure: times are durations since the
@@ -188,14 +188,14 @@ pub const SLOT: Duration = Duration::from_millis(10);
 /// firing the missed ones back to back or moving in step with the others
 /// that were held up.
 #[derive(Debug, Clone)]
-pub struct Cadence {
+pub(crate) struct Cadence {
     offset: Duration,
     interval: Duration,
     next: u64,
 }
 
 impl Cadence {
-    pub fn new(offset: Duration, interval: Duration) -> Self {
+    pub(crate) fn new(offset: Duration, interval: Duration) -> Self {
         Self {
             offset,
             interval: interval.max(SLOT),
@@ -204,7 +204,7 @@ impl Cadence {
     }
 
     /// The next deadline at or after `now`; each is handed out once.
-    pub fn next_at_or_after(&mut self, now: Duration) -> Duration {
+    pub(crate) fn next_at_or_after(&mut self, now: Duration) -> Duration {
         let mut at = self.deadline(self.next);
         if at < now {
             let behind = now.saturating_sub(self.offset).as_nanos();
@@ -230,20 +230,20 @@ impl Cadence {
 /// even as targets are added later; the random phase keeps two appliances
 /// probing the same servers out of step.
 #[derive(Debug, Clone)]
-pub struct Spread {
+pub(crate) struct Spread {
     next: f64,
 }
 
 impl Spread {
     const STEP: f64 = 0.618_033_988_749_894_9;
 
-    pub fn new(phase: f64) -> Self {
+    pub(crate) fn new(phase: f64) -> Self {
         Self {
             next: phase.fract().abs(),
         }
     }
 
-    pub fn next_offset(&mut self) -> f64 {
+    pub(crate) fn next_offset(&mut self) -> f64 {
         let value = self.next;
         self.next = (self.next + Self::STEP).fract();
         value
@@ -252,7 +252,7 @@ impl Spread {
 
 /// Something that probes one target; the real one is `Prober`, tests script
 /// results.
-pub trait Probe: Send {
+pub(crate) trait Probe: Send {
     fn probe(&mut self) -> impl Future<Output = Result<(), ProbeError>> + Send;
 }
 
@@ -327,7 +327,7 @@ struct Running {
 /// probes are thousands of tiny timer-driven tasks, which on the shared
 /// multi-threaded runtime pay for cross-thread wake-ups and work stealing;
 /// on their own thread the data plane and the probes cannot delay each other.
-pub fn spawn(
+pub(crate) fn spawn(
     events: EventLog,
     publisher: PublisherHandle,
     shutdown: CancellationToken,

@@ -20,17 +20,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-pub use super::error::{ProbeError, io_error};
+pub(crate) use super::error::{ProbeError, io_error};
 use super::sip;
 use crate::config::Monitor;
 use crate::config::{MonitorKind, Transport};
 
 /// Most body a probe reads looking for `body_contains`.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Everything needed to probe one target, built once per (member, monitor).
 #[derive(Debug, Clone)]
-pub struct ProbeSpec {
+pub(crate) struct ProbeSpec {
     pub monitor: Arc<Monitor>,
     pub address: SocketAddr,
     /// For TLS-speaking monitors; an error here fails every probe with its reason.
@@ -38,7 +38,7 @@ pub struct ProbeSpec {
 }
 
 impl ProbeSpec {
-    pub fn new(monitor: Arc<Monitor>, address: SocketAddr) -> Self {
+    pub(crate) fn new(monitor: Arc<Monitor>, address: SocketAddr) -> Self {
         let tls = speaks_tls(&monitor).then(|| client_config(&monitor));
         Self {
             monitor,
@@ -48,7 +48,7 @@ impl ProbeSpec {
     }
 
     /// Run one probe under the monitor's timeout.
-    pub async fn run(&self) -> Result<(), ProbeError> {
+    pub(crate) async fn run(&self) -> Result<(), ProbeError> {
         let timeout = self.monitor.timeout;
         match tokio::time::timeout(timeout, self.run_untimed()).await {
             Ok(result) => result,
@@ -186,7 +186,7 @@ fn describe_tls(error: &rustls::Error) -> String {
 
 /// The rustls client config of a TLS-speaking monitor: roots from `ca_file`
 /// or the bundled web PKI roots, or no verification when `tls_verify = false`.
-pub fn client_config(monitor: &Monitor) -> Result<Arc<ClientConfig>, ProbeError> {
+pub(crate) fn client_config(monitor: &Monitor) -> Result<Arc<ClientConfig>, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()

@@ -14,10 +14,10 @@ use crate::config::Monitor;
 use crate::config::Transport;
 
 /// Largest response (headers and body) a probe reads.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The OPTIONS request and the Call-ID that identifies its response.
-pub fn options_request(
+pub(crate) fn options_request(
     transport: Transport,
     target: SocketAddr,
     local: SocketAddr,
@@ -62,7 +62,7 @@ fn host_port(address: SocketAddr) -> String {
 
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     pub code: u16,
     pub phrase: String,
     pub call_id: Option<String>,
@@ -73,7 +73,7 @@ pub struct Response {
 
 /// Parse the head of a response at the start of `data`: `Ok(None)` if the
 /// head is not complete yet.
-pub fn parse_response(data: &[u8]) -> Result<Option<Response>, ProbeError> {
+pub(crate) fn parse_response(data: &[u8]) -> Result<Option<Response>, ProbeError> {
     let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
         if data.len() >= MAX_MESSAGE {
             return Err(ProbeError::Sip("response header too large".into()));
@@ -125,7 +125,7 @@ fn truncate(text: &str) -> &str {
 }
 
 /// Whether a final response counts as up for this monitor.
-pub fn judge(monitor: &Monitor, response: &Response) -> Result<(), ProbeError> {
+pub(crate) fn judge(monitor: &Monitor, response: &Response) -> Result<(), ProbeError> {
     if monitor.expect_status.contains(&response.code) {
         Ok(())
     } else {
@@ -136,7 +136,7 @@ pub fn judge(monitor: &Monitor, response: &Response) -> Result<(), ProbeError> {
     }
 }
 
-pub async fn probe_udp(monitor: &Monitor, target: SocketAddr) -> Result<(), ProbeError> {
+pub(crate) async fn probe_udp(monitor: &Monitor, target: SocketAddr) -> Result<(), ProbeError> {
     let bind: SocketAddr = if target.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -162,7 +162,7 @@ pub async fn probe_udp(monitor: &Monitor, target: SocketAddr) -> Result<(), Prob
     }
 }
 
-pub async fn probe_stream<S>(
+pub(crate) async fn probe_stream<S>(
     monitor: &Monitor,
     target: SocketAddr,
     local: SocketAddr,

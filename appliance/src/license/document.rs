@@ -77,7 +77,7 @@ pub fn sign(licence: &Licence, key: &SigningKey) -> String {
 }
 
 /// Check signature and format only: who signed it and what it says.
-pub fn decode(text: &str, keys: &[VerifyingKey]) -> Result<Licence, LicenceError> {
+pub(crate) fn decode(text: &str, keys: &[VerifyingKey]) -> Result<Licence, LicenceError> {
     let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     let mut parts = text.split('.');
     if parts.next() != Some(PREFIX) {
@@ -130,7 +130,7 @@ pub fn verify(
     Ok(licence)
 }
 
-pub fn rfc3339(at: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .expect("a valid time formats as RFC 3339")
 }

@@ -18,12 +18,12 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
-pub use document::{Licence, LicenceError, Limits};
+pub(crate) use document::{Licence, LicenceError, Limits};
 
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
-pub const EVALUATION_DAYS: i64 = 30;
+pub(crate) const EVALUATION_DAYS: i64 = 30;
 
 /// The vendor keys this build trusts.
 pub fn vendor_keys() -> Vec<VerifyingKey> {
@@ -53,13 +53,13 @@ pub enum LicenceState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub virtual_services: u32,
     pub members: u32,
 }
 
 impl Usage {
-    pub fn of(config: &Config) -> Self {
+    pub(crate) fn of(config: &Config) -> Self {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {
             virtual_services: count(config.virtual_services.len()),
@@ -85,7 +85,7 @@ pub struct Status {
 
 impl Status {
     /// Pure: the status from the stored licence text and the evaluation clock.
-    pub fn compute(
+    pub(crate) fn compute(
         stored: Option<&str>,
         keys: &[VerifyingKey],
         appliance_id: &str,
@@ -170,7 +170,7 @@ impl Status {
     }
 
     /// Whether a change to `config` is allowed; the refusal names the limit.
-    pub fn allows(&self, config: &Config) -> Result<(), String> {
+    pub(crate) fn allows(&self, config: &Config) -> Result<(), String> {
         match self.state {
             LicenceState::Evaluation => Ok(()),
             LicenceState::Expired | LicenceState::Invalid => Err(self.message.clone()),
@@ -227,12 +227,8 @@ impl Licensing {
         Ok(licensing)
     }
 
-    pub fn appliance_id(&self) -> &str {
-        &self.appliance_id
-    }
-
     /// Now, never earlier than any time seen before (and remember it).
-    pub fn now(&self) -> Result<OffsetDateTime, StoreError> {
+    pub(crate) fn now(&self) -> Result<OffsetDateTime, StoreError> {
         let real = OffsetDateTime::now_utc();
         let seen = self.stored_time(LATEST_TIME_SEEN)?;
         match seen {

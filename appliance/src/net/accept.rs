@@ -32,17 +32,17 @@ use crate::metrics::{Kind, MetricsWriter, Render};
 
 /// A deadline a connection missed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
+pub(crate) enum Timeout {
     Handshake,
     Header,
     Idle,
 }
 
 impl Timeout {
-    pub const ALL: [Self; 3] = [Self::Handshake, Self::Header, Self::Idle];
+    pub(crate) const ALL: [Self; 3] = [Self::Handshake, Self::Header, Self::Idle];
 
     /// The `kind` label in metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Handshake => "handshake",
             Self::Header => "header",
@@ -53,7 +53,7 @@ impl Timeout {
 
 /// Counters of one listener (or of all listeners sharing a label).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub accepted: AtomicU64,
     pub refused_total: AtomicU64,
     pub refused_source: AtomicU64,
@@ -116,14 +116,14 @@ impl Stats {
         }
     }
 
-    pub fn refused(&self, why: Refusal) -> &AtomicU64 {
+    pub(crate) fn refused(&self, why: Refusal) -> &AtomicU64 {
         match why {
             Refusal::Total => &self.refused_total,
             Refusal::PerSource => &self.refused_source,
         }
     }
 
-    pub fn timeouts(&self, kind: Timeout) -> &AtomicU64 {
+    pub(crate) fn timeouts(&self, kind: Timeout) -> &AtomicU64 {
         match kind {
             Timeout::Handshake => &self.timeout_handshake,
             Timeout::Header => &self.timeout_header,
@@ -136,14 +136,14 @@ impl Stats {
 /// with that label (a virtual service's ports, several DNS addresses)
 /// shares its caps.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     label: String,
     pub stats: Stats,
     table: Mutex<Table<CancellationToken>>,
 }
 
 impl Gate {
-    pub fn new(label: impl Into<String>, limits: Limits) -> Arc<Self> {
+    pub(crate) fn new(label: impl Into<String>, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             label: label.into(),
             stats: Stats::default(),
@@ -151,11 +151,11 @@ impl Gate {
         })
     }
 
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.label
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.table().limits()
     }
 
@@ -166,7 +166,7 @@ impl Gate {
     }
 
     /// Admit a connection from `peer`, or say why not.
-    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, Refusal> {
         let token = CancellationToken::new();
         let admission = self
             .table()
@@ -201,7 +201,7 @@ pub struct Registry {
 
 impl Registry {
     /// The gate of `label`, made with `limits` on first use.
-    pub fn gate(&self, label: &str, limits: Limits) -> Arc<Gate> {
+    pub(crate) fn gate(&self, label: &str, limits: Limits) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(
             gates
@@ -211,7 +211,7 @@ impl Registry {
     }
 
     /// Every gate, by label.
-    pub fn gates(&self) -> Vec<Arc<Gate>> {
+    pub(crate) fn gates(&self) -> Vec<Arc<Gate>> {
         let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         gates.values().cloned().collect()
     }
@@ -254,9 +254,13 @@ fn by<K: Copy>(
         .collect()
 }
 
+/// A family's name, kind and help, and how its samples are read from one
+/// listener's values.
+type Family = (&'static str, Kind, &'static str, fn(&Values) -> Samples);
+
 /// Every family of the accept layer: one sample per listener label (and
 /// per value of a second label where there is one).
-const FAMILIES: [(&str, Kind, &str, fn(&Values) -> Samples); 7] = [
+const FAMILIES: [Family; 7] = [
     (
         "poolgate_listener_accepted_total",
         Kind::Counter,
@@ -314,34 +318,30 @@ const FAMILIES: [(&str, Kind, &str, fn(&Values) -> Samples); 7] = [
 
 /// An admitted connection's place in its gate, released on drop.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     gate: Arc<Gate>,
     id: u64,
     evicted: CancellationToken,
 }
 
 impl Slot {
-    pub fn gate(&self) -> &Arc<Gate> {
-        &self.gate
-    }
-
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.gate.limits()
     }
 
     /// The connection waits for its peer: it may be evicted under pressure.
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         mark(&self.gate, self.id, true);
     }
 
     /// The connection works on something: it is not evicted.
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         mark(&self.gate, self.id, false);
     }
 
     /// A handle that marks this connection idle or busy from elsewhere
     /// (a request handler, when its last request ends or one begins).
-    pub fn marker(&self) -> IdleMarker {
+    pub(crate) fn marker(&self) -> IdleMarker {
         IdleMarker {
             gate: Arc::clone(&self.gate),
             id: self.id,
@@ -349,12 +349,12 @@ impl Slot {
     }
 
     /// Resolves when the gate closed this connection to make room.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.evicted.cancelled().await;
     }
 
     /// Count a missed deadline.
-    pub fn timed_out(&self, kind: Timeout) {
+    pub(crate) fn timed_out(&self, kind: Timeout) {
         self.gate
             .stats
             .timeouts(kind)
@@ -362,7 +362,7 @@ impl Slot {
     }
 
     /// Count and log what the client sent as TLS server name, if illegal.
-    pub fn note_sni(&self, peer: SocketAddr, first_record: &[u8]) {
+    pub(crate) fn note_sni(&self, peer: SocketAddr, first_record: &[u8]) {
         let sni = sni::classify(first_record);
         if sni.is_illegal() {
             self.gate.stats.illegal_sni.fetch_add(1, Ordering::Relaxed);
@@ -385,17 +385,17 @@ impl Drop for Slot {
 /// Marks an admitted connection idle (evictable under pressure) or busy;
 /// a no-op once the connection is gone.
 #[derive(Debug, Clone)]
-pub struct IdleMarker {
+pub(crate) struct IdleMarker {
     gate: Arc<Gate>,
     id: u64,
 }
 
 impl IdleMarker {
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         mark(&self.gate, self.id, true);
     }
 
-    pub fn busy(&self) {
+    pub(crate) fn busy(&self) {
         mark(&self.gate, self.id, false);
     }
 }
@@ -409,14 +409,14 @@ fn mark(gate: &Gate, id: u64, idle: bool) {
 
 /// An admitted connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub slot: Slot,
 }
 
 /// A TCP listener behind a gate.
-pub struct Listener {
+pub(crate) struct Listener {
     listener: TcpListener,
     gate: Arc<Gate>,
     backoff: Backoff,
@@ -439,7 +439,7 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    pub fn new(listener: TcpListener, gate: Arc<Gate>) -> Self {
+    pub(crate) fn new(listener: TcpListener, gate: Arc<Gate>) -> Self {
         Self {
             listener,
             gate,
@@ -450,23 +450,19 @@ impl Listener {
     }
 
     /// Also tell `count` about each refusal (a service's own counter).
-    pub fn on_refused(mut self, count: impl Fn(Refusal) + Send + Sync + 'static) -> Self {
+    pub(crate) fn on_refused(mut self, count: impl Fn(Refusal) + Send + Sync + 'static) -> Self {
         self.on_refused = Some(Box::new(count));
         self
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
-    }
-
-    pub fn gate(&self) -> &Arc<Gate> {
-        &self.gate
     }
 
     /// The next admitted connection. Refused ones are reset here; failed
     /// accepts are counted and, when the process is out of descriptors,
     /// waited out with a growing pause. Cancel-safe.
-    pub async fn accept(&mut self) -> Conn {
+    pub(crate) async fn accept(&mut self) -> Conn {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
@@ -507,7 +503,7 @@ impl Listener {
 
 /// When bytes last moved on a connection, shared with its watchdog.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
     /// Requests being handled (their response not yet started): a
@@ -540,7 +536,7 @@ impl Activity {
 
     /// Resolves once nothing has moved for `idle` while no request was in
     /// flight.
-    pub async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let due = self.last() + idle;
             let now = Instant::now();
@@ -557,7 +553,7 @@ impl Activity {
     }
 
     /// Resolves at `deadline` if no request has started by then.
-    pub async fn no_request_by(&self, deadline: Instant) {
+    pub(crate) async fn no_request_by(&self, deadline: Instant) {
         tokio::time::sleep_until(deadline).await;
         if self.requests.load(Ordering::Relaxed) > 0 {
             std::future::pending::<()>().await;
@@ -567,7 +563,7 @@ impl Activity {
 
 /// A stream that notes activity and keeps the first TLS record it reads.
 #[derive(Debug)]
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     /// The first bytes read, until they hold the first record.
@@ -575,7 +571,7 @@ pub struct Tracked<S> {
 }
 
 impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>, keep_first_record: bool) -> Self {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>, keep_first_record: bool) -> Self {
         activity.touch();
         Self {
             inner,
@@ -585,7 +581,7 @@ impl<S> Tracked<S> {
     }
 
     /// The first record read so far (whole or not), no longer kept after.
-    pub fn take_first_record(&mut self) -> Vec<u8> {
+    pub(crate) fn take_first_record(&mut self) -> Vec<u8> {
         self.first.take().unwrap_or_default()
     }
 }
@@ -653,7 +649,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
 /// A TLS handshake under the gate's handshake deadline, counted; the
 /// client's illegal server name, if any, counted and logged at debug.
-pub async fn tls_handshake<S>(
+pub(crate) async fn tls_handshake<S>(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: S,
     peer: SocketAddr,

@@ -18,7 +18,7 @@ pub struct BindError {
 }
 
 impl BindError {
-    pub fn new(service: &str, address: SocketAddr, source: std::io::Error) -> Self {
+    pub(crate) fn new(service: &str, address: SocketAddr, source: std::io::Error) -> Self {
         Self {
             service: service.to_owned(),
             address,
@@ -28,7 +28,7 @@ impl BindError {
 }
 
 /// Something bound to a local address.
-pub trait Bound {
+pub(crate) trait Bound {
     fn local(&self) -> std::io::Result<SocketAddr>;
 }
 
@@ -46,7 +46,7 @@ impl Bound for UdpSocket {
 
 /// Log the one `listening` line of a socket bound for `service` at
 /// `address`, or turn the bind's failure into a `BindError`.
-pub fn listening<T: Bound>(
+pub(crate) fn listening<T: Bound>(
     service: &str,
     address: SocketAddr,
     bound: std::io::Result<T>,
@@ -60,11 +60,11 @@ pub fn listening<T: Bound>(
 }
 
 /// Bind a TCP listener and log its `listening` line.
-pub async fn bind_tcp(service: &str, address: SocketAddr) -> Result<TcpListener, BindError> {
+pub(crate) async fn bind_tcp(service: &str, address: SocketAddr) -> Result<TcpListener, BindError> {
     listening(service, address, TcpListener::bind(address).await)
 }
 
 /// Bind a UDP socket and log its `listening` line.
-pub async fn bind_udp(service: &str, address: SocketAddr) -> Result<UdpSocket, BindError> {
+pub(crate) async fn bind_udp(service: &str, address: SocketAddr) -> Result<UdpSocket, BindError> {
     listening(service, address, UdpSocket::bind(address).await)
 }

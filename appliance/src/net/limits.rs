@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections open at once on the listener.
     pub max_connections: usize,
     /// Connections open at once from one source (an IPv4 address, or an
@@ -36,7 +36,7 @@ pub struct Limits {
 
 impl Limits {
     /// The admin listener (web UI, REST API): few, short-lived clients.
-    pub fn admin() -> Self {
+    pub(crate) fn admin() -> Self {
         Self {
             max_connections: 256,
             max_per_source: 32,
@@ -51,7 +51,7 @@ impl Limits {
 
     /// DNS over TCP (RFC 7766): short idle timeout, and under pressure
     /// the oldest idle connection gives way to a new one (§6.2.3).
-    pub fn dns() -> Self {
+    pub(crate) fn dns() -> Self {
         Self {
             max_connections: 256,
             max_per_source: 32,
@@ -64,7 +64,7 @@ impl Limits {
 
     /// SIP over TCP and TLS: long-lived client connections (a registered
     /// Lync client keeps one open), many behind one NAT address.
-    pub fn sip() -> Self {
+    pub(crate) fn sip() -> Self {
         Self {
             max_connections: 4096,
             max_per_source: 512,
@@ -78,7 +78,7 @@ impl Limits {
     /// A virtual service: pass-through TCP, where the idle timeout is the
     /// service's own (the relay enforces it) and the caps are large, since
     /// whole sites may arrive through one NAT address.
-    pub fn proxy(idle_timeout: Duration) -> Self {
+    pub(crate) fn proxy(idle_timeout: Duration) -> Self {
         Self {
             max_connections: 50_000,
             max_per_source: 1_000,
@@ -92,7 +92,7 @@ impl Limits {
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The listener is at `max_connections`.
     Total,
     /// The source is at `max_per_source`.
@@ -100,10 +100,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Self; 2] = [Self::Total, Self::PerSource];
+    pub(crate) const ALL: [Self; 2] = [Self::Total, Self::PerSource];
 
     /// The `reason` label in metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Total => "total",
             Self::PerSource => "source",
@@ -113,7 +113,7 @@ impl Refusal {
 
 /// What the table decided about a new connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admission<T> {
+pub(crate) enum Admission<T> {
     /// Admitted under this id; `evicted` is the payload of an idle
     /// connection removed to make room (tell it to close).
     Admitted {
@@ -126,7 +126,7 @@ pub enum Admission<T> {
 /// The key connections are counted under per source: an IPv4 address
 /// (IPv4-mapped IPv6 included), or the /64 of an IPv6 address, since one
 /// IPv6 host can use any address of its /64.
-pub fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -149,7 +149,7 @@ struct Entry<T> {
 
 /// Open connections of one listener, counted in total and per source.
 #[derive(Debug)]
-pub struct Table<T> {
+pub(crate) struct Table<T> {
     limits: Limits,
     entries: HashMap<u64, Entry<T>>,
     per_source: HashMap<IpAddr, usize>,
@@ -157,7 +157,7 @@ pub struct Table<T> {
 }
 
 impl<T> Table<T> {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             limits,
             entries: HashMap::new(),
@@ -166,21 +166,23 @@ impl<T> Table<T> {
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
 
-    pub fn total(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn from_source(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, ip: IpAddr) -> usize {
         self.per_source.get(&source_key(ip)).copied().unwrap_or(0)
     }
 
     /// Admit a connection from `ip` (it starts busy: a new connection is
     /// about to send), evicting an idle one if the limits allow it.
-    pub fn admit(&mut self, ip: IpAddr, payload: T, now: Instant) -> Admission<T> {
+    pub(crate) fn admit(&mut self, ip: IpAddr, payload: T, now: Instant) -> Admission<T> {
         let source = source_key(ip);
         let mut evicted = None;
         if self.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_per_source {
@@ -209,14 +211,14 @@ impl<T> Table<T> {
     }
 
     /// The connection now waits for its peer (`Some(since)`) or works.
-    pub fn set_idle(&mut self, id: u64, since: Option<Instant>) {
+    pub(crate) fn set_idle(&mut self, id: u64, since: Option<Instant>) {
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.idle_since = since;
         }
     }
 
     /// The connection closed; a no-op if it was evicted already.
-    pub fn release(&mut self, id: u64) -> Option<T> {
+    pub(crate) fn release(&mut self, id: u64) -> Option<T> {
         self.remove(id)
     }
 
@@ -250,22 +252,22 @@ impl<T> Table<T> {
 /// fix (out of descriptors or memory): doubling from `MIN` to `MAX`, reset
 /// by the next successful accept.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     current: Option<Duration>,
 }
 
 impl Backoff {
-    pub const MIN: Duration = Duration::from_millis(5);
-    pub const MAX: Duration = Duration::from_secs(1);
+    pub(crate) const MIN: Duration = Duration::from_millis(5);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
 
     /// A failure: how long to wait before accepting again.
-    pub fn failed(&mut self) -> Duration {
+    pub(crate) fn failed(&mut self) -> Duration {
         let next = self.current.map_or(Self::MIN, |d| (d * 2).min(Self::MAX));
         self.current = Some(next);
         next
     }
 
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.current = None;
     }
 }
@@ -273,18 +275,18 @@ impl Backoff {
 /// At most one log line per `every`: for conditions that can last (out of
 /// descriptors) and would otherwise log at every retry.
 #[derive(Debug)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     every: Duration,
     last: Option<Instant>,
 }
 
 impl LogLimit {
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Self { every, last: None }
     }
 
     /// Whether to log now; if so, the next line waits `every`.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         let allowed = self
             .last
             .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
@@ -297,7 +299,7 @@ impl LogLimit {
 
 /// Whether an accept error means the process or system is out of a
 /// resource (back off), rather than one connection failing (go on).
-pub fn is_resource_exhaustion(error: &std::io::Error) -> bool {
+pub(crate) fn is_resource_exhaustion(error: &std::io::Error) -> bool {
     use nix::errno::Errno;
     error.raw_os_error().is_some_and(|code| {
         [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
@@ -347,7 +349,7 @@ mod tests {
         );
         assert_eq!(table.release(a), Some('a'));
         assert_eq!(table.release(a), None, "released once");
-        assert_eq!(table.from_source(ip("192.0.2.1")), 1);
+        assert_eq!(table.held_by(ip("192.0.2.1")), 1);
         admitted(table.admit(ip("192.0.2.1"), 'f', now));
         assert_eq!(table.total(), 3);
     }
@@ -378,7 +380,7 @@ mod tests {
         );
         admitted(table.admit(ip("2001:db8:1:3::1"), (), now));
         admitted(table.admit(ip("192.0.2.9"), (), now));
-        assert_eq!(table.from_source(ip("::ffff:192.0.2.9")), 1);
+        assert_eq!(table.held_by(ip("::ffff:192.0.2.9")), 1);
     }
 
     #[test]
@@ -405,7 +407,7 @@ mod tests {
         let (_, evicted) = admitted(table.admit(ip("192.0.2.3"), 'e', later));
         assert_eq!(evicted, Some('c'));
         assert_eq!(table.total(), 3);
-        assert_eq!(table.from_source(ip("192.0.2.2")), 0);
+        assert_eq!(table.held_by(ip("192.0.2.2")), 0);
     }
 
     #[test]

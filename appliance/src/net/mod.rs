@@ -11,20 +11,18 @@
 //! knows what a header or an idle moment is; the layer gives it the slot,
 //! the limits and the counters to do so.
 
-pub mod accept;
-pub mod bind;
-pub mod limits;
-pub mod sni;
+pub(crate) mod accept;
+pub(crate) mod bind;
+pub(crate) mod limits;
+pub(crate) mod sni;
 
-pub use accept::{
-    Activity, Conn, Gate, IdleMarker, Listener, Registry, Slot, Stats, Timeout, Tracked,
-};
-pub use bind::{BindError, bind_tcp, bind_udp, listening};
-pub use limits::{Limits, Refusal};
+pub(crate) use accept::{Activity, Conn, IdleMarker, Listener, Registry, Slot, Timeout, Tracked};
+pub(crate) use bind::{BindError, bind_tcp, bind_udp, listening};
+pub(crate) use limits::Limits;
 
 /// Why a connection the layer set up did not become usable.
 #[derive(Debug, thiserror::Error)]
-pub enum NetError {
+pub(crate) enum NetError {
     #[error("TLS handshake timed out")]
     HandshakeTimeout,
     #[error("TLS handshake failed: {0}")]

@@ -6,7 +6,7 @@
 
 /// The server name of a ClientHello, as far as the first record shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sni {
+pub(crate) enum Sni {
     /// No server name extension: normal for clients that connect by address.
     Absent,
     /// A DNS host name.
@@ -21,24 +21,24 @@ pub enum Sni {
 
 impl Sni {
     /// An IP address or a malformed name.
-    pub fn is_illegal(&self) -> bool {
+    pub(crate) fn is_illegal(&self) -> bool {
         matches!(self, Self::IpAddress(_) | Self::Invalid(_))
     }
 }
 
 /// Largest TLS record, plus its header.
-pub const MAX_RECORD: usize = 5 + 16_384;
+pub(crate) const MAX_RECORD: usize = 5 + 16_384;
 
 /// How many bytes of the stream hold its first record: `None` until the
 /// record header has arrived.
-pub fn first_record_len(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn first_record_len(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..5)?;
     Some((5 + usize::from(u16::from_be_bytes([header[3], header[4]]))).min(MAX_RECORD))
 }
 
 /// Classify the server name of the ClientHello in `record` (the first TLS
 /// record of a connection, header included).
-pub fn classify(record: &[u8]) -> Sni {
+pub(crate) fn classify(record: &[u8]) -> Sni {
     parse(record).unwrap_or(Sni::Unknown)
 }
 

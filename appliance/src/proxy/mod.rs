@@ -25,7 +25,7 @@
 //!   connection is reset at accept, before a member is chosen.
 
 mod relay;
-pub mod schedule;
+pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -38,7 +38,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use relay::{Outcome, RelayMode};
+pub(crate) use relay::{Outcome, RelayMode};
 use schedule::{Balancer, Candidate, PersistTable};
 
 use crate::config::Persistence;
@@ -51,7 +51,7 @@ use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
 const PERSIST_CAPACITY: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("cannot listen for virtual service {service} on {address}: {source}")]
     Bind {
         service: String,
@@ -63,21 +63,11 @@ pub enum ProxyError {
 
 /// Run the proxy until `shutdown` is cancelled, then stop accepting and give
 /// open connections `grace` to finish before cutting them. What the operator
-/// must hear about (a service that cannot listen) goes to `events`.
-pub async fn serve(
-    publisher: PublisherHandle,
-    events: EventLog,
-    mode: RelayMode,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    serve_gated(publisher, events, mode, shutdown, grace, Arc::default()).await;
-}
-
-/// `serve`, with each virtual service's connections admitted by the gate
-/// `vip:<service>` of `gates` (shared by the service's ports): capped in
-/// total and per source, over a cap closed at once.
-pub async fn serve_gated(
+/// must hear about (a service that cannot listen) goes to `events`. Each
+/// virtual service's connections are admitted by the gate `vip:<service>` of
+/// `gates` (shared by the service's ports): capped in total and per source,
+/// over a cap closed at once.
+pub(crate) async fn serve(
     publisher: PublisherHandle,
     events: EventLog,
     mode: RelayMode,
@@ -247,10 +237,10 @@ impl Drop for LiveGuard {
 
 /// Counts one connection as active on its member for as long as it lives.
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<MemberCounters>);
+pub(crate) struct ActiveGuard(Arc<MemberCounters>);
 
 impl ActiveGuard {
-    pub fn new(counters: Arc<MemberCounters>) -> Self {
+    pub(crate) fn new(counters: Arc<MemberCounters>) -> Self {
         counters.active_connections.fetch_add(1, Ordering::Relaxed);
         counters.total_connections.fetch_add(1, Ordering::Relaxed);
         Self(counters)

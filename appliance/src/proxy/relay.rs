@@ -34,7 +34,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// Which engine moves the bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RelayMode {
+pub(crate) enum RelayMode {
     /// `read` into a per-thread buffer, `write` out.
     Copy,
     /// `splice(2)` socket → pipe → socket, no copy through user space.
@@ -49,7 +49,7 @@ pub enum RelayMode {
 impl RelayMode {
     /// `POOLGATE_RELAY=splice|copy` overrides the default (for measuring
     /// one engine against the other); anything else keeps the default.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         match std::env::var("POOLGATE_RELAY").as_deref() {
             Ok("splice") => Self::Splice,
             Ok("copy") => Self::Copy,
@@ -61,7 +61,7 @@ impl RelayMode {
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Both directions finished with a FIN.
     Closed,
     /// The client reset (or vanished); the member was reset in turn.
@@ -124,7 +124,7 @@ impl Activity {
 
 /// Relay until both directions are closed, one side resets, or nothing moves
 /// for `idle`. Counts bytes into `counters` (in = client → member).
-pub async fn relay(
+pub(crate) async fn relay(
     mode: RelayMode,
     client: &TcpStream,
     member: &TcpStream,

@@ -16,7 +16,7 @@ use crate::config::Scheduler;
 
 /// One configured member as a scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     pub name: &'a str,
     pub weight: u32,
     /// Connections open through the proxy right now.
@@ -29,7 +29,7 @@ pub struct Candidate<'a> {
 /// Per-service scheduler state, kept across config generations so a reload
 /// does not reset the rotation.
 #[derive(Debug, Default)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     cursor: usize,
     /// Smooth weighted round-robin: current weight per member name.
     current: HashMap<String, i64>,
@@ -38,7 +38,7 @@ pub struct Balancer {
 impl Balancer {
     /// Choose a member for a new connection from `client`. `None` when no
     /// member is eligible.
-    pub fn pick(
+    pub(crate) fn pick(
         &mut self,
         scheduler: Scheduler,
         members: &[Candidate<'_>],
@@ -147,7 +147,7 @@ fn source_hash(members: &[Candidate<'_>], client: IpAddr) -> Option<usize> {
 /// finished with the SplitMix64 mixer. Stable across builds and releases
 /// (unlike `std`'s `DefaultHasher`), so clients keep their member across an
 /// upgrade.
-pub fn rendezvous_score(member: &str, client: IpAddr) -> u64 {
+pub(crate) fn rendezvous_score(member: &str, client: IpAddr) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = OFFSET;
@@ -173,7 +173,7 @@ pub fn rendezvous_score(member: &str, client: IpAddr) -> u64 {
 /// `timeout_ms` after the client's last new connection. Bounded: when full,
 /// the entry closest to expiry makes room.
 #[derive(Debug)]
-pub struct PersistTable {
+pub(crate) struct PersistTable {
     capacity: usize,
     entries: HashMap<IpAddr, (String, u64)>,
     /// (expiry, client), ordered so expiry and eviction are O(log n).
@@ -181,7 +181,7 @@ pub struct PersistTable {
 }
 
 impl PersistTable {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
             entries: HashMap::new(),
@@ -189,22 +189,24 @@ impl PersistTable {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The member `client` sticks to, if its entry has not expired.
-    pub fn lookup(&mut self, client: IpAddr, now_ms: u64) -> Option<&str> {
+    pub(crate) fn lookup(&mut self, client: IpAddr, now_ms: u64) -> Option<&str> {
         self.expire(now_ms);
         self.entries.get(&client).map(|(member, _)| member.as_str())
     }
 
     /// Stick `client` to `member` (again) until `now + timeout`.
-    pub fn record(&mut self, client: IpAddr, member: &str, now_ms: u64, timeout_ms: u64) {
+    pub(crate) fn record(&mut self, client: IpAddr, member: &str, now_ms: u64, timeout_ms: u64) {
         self.expire(now_ms);
         let expires = now_ms.saturating_add(timeout_ms);
         if let Some((_, old)) = self.entries.get(&client) {
@@ -219,7 +221,7 @@ impl PersistTable {
     }
 
     /// Forget `client` (its member is no longer eligible).
-    pub fn forget(&mut self, client: IpAddr) {
+    pub(crate) fn forget(&mut self, client: IpAddr) {
         if let Some((_, expires)) = self.entries.remove(&client) {
             self.by_expiry.remove(&(expires, client));
         }

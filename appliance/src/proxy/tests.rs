@@ -95,6 +95,7 @@ impl Proxy {
             mode,
             shutdown.child_token(),
             Duration::from_secs(1),
+            Arc::default(),
         ));
         let proxy = Self {
             publisher,
@@ -870,6 +871,7 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
         MODES[0],
         shutdown.child_token(),
         Duration::from_secs(1),
+        Arc::default(),
     ));
     // The first bind fails while the port is held; once it is free the
     // proxy listens without waiting for a config change.

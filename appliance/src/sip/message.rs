@@ -137,7 +137,7 @@ fn unfold(head: &str) -> Vec<String> {
 
 /// Full lower-case header name for a name or its compact form (RFC 3261
 /// §7.3.3 and the registry's other compact forms).
-pub fn canonical_name(name: &str) -> String {
+pub(crate) fn canonical_name(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
     let full = match lower.as_str() {
         "i" => "call-id",
@@ -182,14 +182,14 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
             .filter(move |h| h.name == name)
             .map(|h| h.value.as_str())
     }
 
-    pub fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+    pub(crate) fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.all(name).next()
     }
 }
@@ -250,7 +250,7 @@ impl Echo {
     /// A client matches a response to its transaction by the branch of the
     /// top Via and the CSeq method (RFC 3261 §17.1.3); without a readable
     /// top Via and a CSeq method a response cannot reach anyone.
-    pub fn addressable(&self) -> bool {
+    pub(crate) fn addressable(&self) -> bool {
         let via_ok = self
             .vias
             .first()
@@ -430,7 +430,7 @@ fn request_line(line: &str) -> Result<(String, String), RequestLineError> {
 }
 
 /// The scheme of an absolute URI, lower-cased.
-pub fn uri_scheme(uri: &str) -> Option<String> {
+pub(crate) fn uri_scheme(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once(':')?;
     let mut bytes = scheme.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic());
@@ -693,7 +693,7 @@ fn find_unquoted(text: &str, wanted: u8) -> Option<usize> {
 }
 
 /// Split at `separator` outside quoted strings and angle brackets.
-pub fn split_unquoted(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+pub(crate) fn split_unquoted(text: &str, separator: u8) -> impl Iterator<Item = &str> {
     let bytes = text.as_bytes();
     let mut pieces = Vec::new();
     let (mut start, mut i, mut quoted, mut angle) = (0, 0, false, false);
@@ -716,7 +716,7 @@ pub fn split_unquoted(text: &str, separator: u8) -> impl Iterator<Item = &str> {
 }
 
 /// A parameter of a header value (`;name=value`), case-insensitive name.
-pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     // Skip past the URI of a name-addr so URI parameters do not count.
     let after = match find_unquoted(value, b'<') {
         Some(open) => &value[open..][value[open..].find('>')?..],

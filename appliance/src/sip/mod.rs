@@ -9,14 +9,18 @@
 pub mod message;
 pub mod redirect;
 pub mod registrar;
-pub mod server;
+pub(crate) mod server;
 
-pub use server::{SipError, SipStats, serve_tcp, serve_udp};
+pub(crate) use server::{SipError, SipStats, serve_tcp, serve_udp};
 
 /// What-if over the users poolgate has seen: the share of `aors` whose
 /// registrations would move if `member` of `pool` stopped taking them (those
 /// it serves first now).
-pub fn seen_drain_fraction(pool: &crate::state::PoolState, member: usize, aors: &[String]) -> f64 {
+pub(crate) fn seen_drain_fraction(
+    pool: &crate::state::PoolState,
+    member: usize,
+    aors: &[String],
+) -> f64 {
     if aors.is_empty() {
         return 0.0;
     }

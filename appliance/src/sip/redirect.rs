@@ -34,7 +34,7 @@ use crate::config::Transport;
 use crate::state::PoolView;
 
 /// Methods this server handles; sent in `Allow`.
-pub const ALLOW: &str = "REGISTER, OPTIONS, INVITE, SUBSCRIBE, REFER, MESSAGE, ACK, CANCEL";
+pub(crate) const ALLOW: &str = "REGISTER, OPTIONS, INVITE, SUBSCRIBE, REFER, MESSAGE, ACK, CANCEL";
 
 /// Methods redirected to the home server of the Request-URI's user.
 const REDIRECTED: [&str; 4] = ["INVITE", "SUBSCRIBE", "REFER", "MESSAGE"];
@@ -71,7 +71,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Response => "response",
             Self::Ack => "ack",

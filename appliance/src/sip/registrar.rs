@@ -26,7 +26,7 @@ use crate::state::{PoolState, PoolView};
 /// Version of the hash function, its key, the score formula and the AoR
 /// canonicalisation. Changing any of them moves users: bump this and
 /// regenerate the golden vectors deliberately.
-pub const HASH_VERSION: u32 = 1;
+pub(crate) const HASH_VERSION: u32 = 1;
 
 /// The fixed SipHash key: the bytes of "poolgate-rendez1" as two
 /// little-endian words. Fixed rather than random so every node and every
@@ -46,14 +46,14 @@ pub enum RegistrarError {
 
 /// One member as the ranking sees it: its stable name and weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate<'a> {
+pub(crate) struct Candidate<'a> {
     pub name: &'a str,
     pub weight: u32,
 }
 
 /// A user's sequences, as indices into the member list they were ranked from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ranking {
+pub(crate) struct Ranking {
     /// Every configured member, best first.
     pub logical: Vec<usize>,
     /// `logical` with ineligible members removed, order kept.
@@ -62,17 +62,17 @@ pub struct Ranking {
 
 impl Ranking {
     /// The user's home member: head of the logical sequence.
-    pub fn home(&self) -> Option<usize> {
+    pub(crate) fn home(&self) -> Option<usize> {
         self.logical.first().copied()
     }
 
     /// The member that serves the user now, if any is eligible.
-    pub fn serving(&self) -> Option<usize> {
+    pub(crate) fn serving(&self) -> Option<usize> {
         self.physical.first().copied()
     }
 
     /// The user is served by a backup because the home is not eligible.
-    pub fn backup_mode(&self) -> bool {
+    pub(crate) fn backup_mode(&self) -> bool {
         self.serving() != self.home()
     }
 }
@@ -84,7 +84,7 @@ impl Ranking {
 ///
 /// Accepts `sip:Alice@Contoso.com;transport=tls`, `<sips:alice@contoso.com>`,
 /// `"Alice" <sip:alice@contoso.com>;tag=1` and bare `alice@contoso.com`.
-pub fn canonical_aor(uri: &str) -> Result<String, RegistrarError> {
+pub(crate) fn canonical_aor(uri: &str) -> Result<String, RegistrarError> {
     let mut text = uri.trim();
     if text.is_empty() {
         return Err(RegistrarError::Empty);
@@ -162,7 +162,7 @@ fn strip_port(hostport: &str) -> &str {
 
 /// The keyed hash of one (member, AoR) pair. The member name is length
 /// prefixed so ("ab", "c@d") and ("a", "bc@d") never collide by construction.
-pub fn member_hash(member: &str, aor: &str) -> u64 {
+pub(crate) fn member_hash(member: &str, aor: &str) -> u64 {
     let mut hasher = SipHasher13::new_with_keys(KEY.0, KEY.1);
     hasher.write(&(member.len() as u64).to_le_bytes());
     hasher.write(member.as_bytes());
@@ -184,7 +184,7 @@ fn weighted_score(weight: u32, hash: u64) -> f64 {
 /// When every member has the same weight the order is by hash alone, in
 /// integers, so the common case does not depend on the platform's `ln`.
 /// Ties (equal scores) are broken by member name, then index.
-pub fn logical_sequence(members: &[Candidate<'_>], aor: &str) -> Vec<usize> {
+pub(crate) fn logical_sequence(members: &[Candidate<'_>], aor: &str) -> Vec<usize> {
     let uniform = members
         .windows(2)
         .all(|pair| pair[0].weight == pair[1].weight);
@@ -211,7 +211,11 @@ pub fn logical_sequence(members: &[Candidate<'_>], aor: &str) -> Vec<usize> {
 
 /// Rank `members` for `aor`; `eligible(i)` says whether member `i` may take
 /// new registrations.
-pub fn rank(members: &[Candidate<'_>], aor: &str, eligible: impl Fn(usize) -> bool) -> Ranking {
+pub(crate) fn rank(
+    members: &[Candidate<'_>],
+    aor: &str,
+    eligible: impl Fn(usize) -> bool,
+) -> Ranking {
     let logical = logical_sequence(members, aor);
     let physical = logical.iter().copied().filter(|&i| eligible(i)).collect();
     Ranking { logical, physical }
@@ -219,7 +223,7 @@ pub fn rank(members: &[Candidate<'_>], aor: &str, eligible: impl Fn(usize) -> bo
 
 /// Rank a published pool for `aor` (already canonical): indices into
 /// `pool.members`, eligibility from the snapshot.
-pub fn rank_pool(pool: &PoolState, aor: &str) -> Ranking {
+pub(crate) fn rank_pool(pool: &PoolState, aor: &str) -> Ranking {
     let candidates: Vec<Candidate<'_>> = pool
         .members
         .iter()
@@ -236,7 +240,7 @@ pub fn rank_pool(pool: &PoolState, aor: &str) -> Ranking {
 /// Under weighted rendezvous a member heads a user's sequence with
 /// probability weight / (sum of eligible weights), so this is exact in
 /// expectation; an ineligible member serves nobody and moves nobody.
-pub fn drain_fraction(pool: &PoolState, member: usize) -> f64 {
+pub(crate) fn drain_fraction(pool: &PoolState, member: usize) -> f64 {
     let Some(view) = pool.members.get(member) else {
         return 0.0;
     };
@@ -256,7 +260,7 @@ pub fn drain_fraction(pool: &PoolState, member: usize) -> f64 {
 
 /// The index of the pool serving `host`: the pool whose FQDN or an alias it
 /// is, else `None`.
-pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
+pub(crate) fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
     view.pools
         .iter()
         .position(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
@@ -266,7 +270,7 @@ pub fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
 /// `pool`: its FQDN, an alias, or a domain either lies in that has at least
 /// two labels (`contoso.com` for `pool01.contoso.com` and `sip.contoso.com`:
 /// Lync users are `user@<domain>`, and the pool lives in that domain).
-pub fn serves_domain(pool: &PoolState, host: &str) -> bool {
+pub(crate) fn serves_domain(pool: &PoolState, host: &str) -> bool {
     let host = host.trim_end_matches('.');
     if host.is_empty() || !host.contains('.') {
         return false;

@@ -31,7 +31,7 @@ use crate::net;
 use crate::state::{PoolView, PublisherHandle};
 
 /// A TCP connection silent this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Counters of the redirect service (exported by the metrics endpoint).
 #[derive(Debug, Default)]
@@ -137,7 +137,7 @@ impl Render for SipStats {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SipError {
+pub(crate) enum SipError {
     #[error("SIP socket failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -192,7 +192,7 @@ fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) 
 
 /// Serve the UDP listener until `shutdown`. Several workers share the socket
 /// so both cores can answer.
-pub async fn serve_udp(
+pub(crate) async fn serve_udp(
     socket: UdpSocket,
     publisher: PublisherHandle,
     stats: Arc<SipStats>,
@@ -274,7 +274,7 @@ async fn udp_worker(
 /// `tls`, every connection is a TLS one (`listen.sip_tls`). Connections go
 /// through the accept layer's `sip-tcp` / `sip-tls` gate: capped in total
 /// and per source, a TLS handshake within its deadline.
-pub async fn serve_tcp(
+pub(crate) async fn serve_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     publisher: PublisherHandle,

@@ -3,8 +3,8 @@
 //! snapshot, shared by every generation, so data-plane accounting never waits
 //! for the publisher.
 
-pub mod publisher;
-pub mod view;
+pub(crate) mod publisher;
+pub(crate) mod view;
 
 pub use publisher::{PublisherHandle, Update, spawn};
 pub use view::{

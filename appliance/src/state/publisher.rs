@@ -64,7 +64,7 @@ impl Inputs {
     /// A config older than the one held, or another config under the same
     /// version, is refused (logged and ignored): versions only move forward,
     /// so a late or replayed update cannot roll the view back.
-    pub fn apply(&mut self, update: Update) -> bool {
+    pub(crate) fn apply(&mut self, update: Update) -> bool {
         match update {
             Update::Config {
                 config,
@@ -160,24 +160,24 @@ pub struct PublisherHandle {
 
 impl PublisherHandle {
     /// The latest generation. Clone the `Arc` and drop the borrow at once.
-    pub fn current(&self) -> Arc<PoolView> {
+    pub(crate) fn current(&self) -> Arc<PoolView> {
         Arc::clone(&self.views.borrow())
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<PoolView>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<PoolView>> {
         self.views.clone()
     }
 
     /// Send an update; returns once a generation that includes it has been
     /// published (its number), or `None` if the publisher has stopped.
-    pub async fn apply(&self, update: Update) -> Option<u64> {
+    pub(crate) async fn apply(&self, update: Update) -> Option<u64> {
         let (done, published) = oneshot::channel();
         self.updates.send((update, Some(done))).await.ok()?;
         published.await.ok()
     }
 
     /// Send an update without waiting for it to be published.
-    pub async fn send(&self, update: Update) -> bool {
+    pub(crate) async fn send(&self, update: Update) -> bool {
         self.updates.send((update, None)).await.is_ok()
     }
 }

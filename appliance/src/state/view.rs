@@ -38,7 +38,7 @@ pub struct HealthStatus {
 }
 
 impl HealthStatus {
-    pub fn unknown() -> Self {
+    pub(crate) fn unknown() -> Self {
         Self {
             state: Health::Unknown,
             reason: None,
@@ -48,7 +48,7 @@ impl HealthStatus {
 
     /// Before the first probe completes a member counts as its monitor's
     /// `start` state, so a restart does not empty DNS answers.
-    pub fn counts_up(&self, start: StartState) -> bool {
+    pub(crate) fn counts_up(&self, start: StartState) -> bool {
         match self.state {
             Health::Up => true,
             Health::Down => false,
@@ -93,22 +93,22 @@ pub struct MemberCounters {
 }
 
 impl MemberCounters {
-    pub fn active(&self) -> u64 {
+    pub(crate) fn active(&self) -> u64 {
         self.active_connections.load(Ordering::Relaxed)
     }
 
     /// Ask every open connection to this member to reset.
-    pub fn reset_connections(&self) {
+    pub(crate) fn reset_connections(&self) {
         self.reset.notify_waiters();
     }
 }
 
 /// The counter handles of every configured member, kept by the publisher
 /// across generations.
-pub type CounterTable = BTreeMap<MemberKey, Arc<MemberCounters>>;
+pub(crate) type CounterTable = BTreeMap<MemberKey, Arc<MemberCounters>>;
 
 /// Health per (member, monitor).
-pub type HealthTable = BTreeMap<(MemberKey, String), HealthStatus>;
+pub(crate) type HealthTable = BTreeMap<(MemberKey, String), HealthStatus>;
 
 #[derive(Debug)]
 pub struct MemberView {
@@ -185,7 +185,7 @@ pub struct Inputs {
 }
 
 impl PoolView {
-    pub fn pool(&self, name: &str) -> Option<&PoolState> {
+    pub(crate) fn pool(&self, name: &str) -> Option<&PoolState> {
         self.pools.iter().find(|pool| pool.name == name)
     }
 

@@ -34,7 +34,7 @@ impl Store {
     }
 
     /// When a member's admin state last changed (RFC 3339).
-    pub fn admin_state_changed_at(
+    pub(crate) fn admin_state_changed_at(
         &self,
         pool: &str,
         member: &str,

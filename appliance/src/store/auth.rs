@@ -50,7 +50,7 @@ fn unix_now() -> i64 {
 /// A logged-in admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    pub username: String,
+    pub(crate) username: String,
     pub csrf: String,
     pub expires_at: i64,
 }
@@ -59,7 +59,7 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
-    pub username: String,
+    pub(crate) username: String,
     pub name: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
@@ -74,7 +74,7 @@ pub struct TokenInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenAuth {
     pub id: i64,
-    pub username: String,
+    pub(crate) username: String,
 }
 
 /// What a password change leaves in place.
@@ -107,7 +107,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 impl Store {
-    pub fn has_admin(&self) -> Result<bool, StoreError> {
+    pub(crate) fn has_admin(&self) -> Result<bool, StoreError> {
         Ok(self
             .conn()
             .query_row("SELECT EXISTS (SELECT 1 FROM admin_users)", [], |row| {
@@ -193,7 +193,7 @@ impl Store {
     }
 
     /// Start a session; returns the cookie secret and the session.
-    pub fn create_session(
+    pub(crate) fn create_session(
         &self,
         username: &str,
         lifetime: std::time::Duration,
@@ -221,7 +221,7 @@ impl Store {
     }
 
     /// The live session whose cookie secret is `secret`.
-    pub fn session(&self, secret: &str) -> Result<Option<Session>, StoreError> {
+    pub(crate) fn session(&self, secret: &str) -> Result<Option<Session>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -238,7 +238,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn delete_session(&self, secret: &str) -> Result<(), StoreError> {
+    pub(crate) fn delete_session(&self, secret: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "DELETE FROM sessions WHERE id_hash = ?1",
             params![secret_hash(secret)],
@@ -248,7 +248,7 @@ impl Store {
 
     /// Create an API token; the secret is returned once and stored hashed.
     /// `expires_at` (unix seconds), if given, ends it.
-    pub fn create_token(
+    pub(crate) fn create_token(
         &self,
         username: &str,
         name: &str,
@@ -266,7 +266,7 @@ impl Store {
     /// The unrevoked, unexpired token whose secret is `secret`, noting that
     /// it was used. The note is written at most once a minute per token, so
     /// a script polling every second does not cost an fsync a request.
-    pub fn use_token(&self, secret: &str) -> Result<Option<TokenAuth>, StoreError> {
+    pub(crate) fn use_token(&self, secret: &str) -> Result<Option<TokenAuth>, StoreError> {
         let now = unix_now();
         let conn = self.conn();
         let token = conn
@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// Whether token `id` is still unrevoked and unexpired.
-    pub fn token_active(&self, id: i64) -> Result<bool, StoreError> {
+    pub(crate) fn token_active(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self.conn().query_row(
             "SELECT EXISTS (SELECT 1 FROM api_tokens
              WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2))",
@@ -302,7 +302,7 @@ impl Store {
         )?)
     }
 
-    pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+    pub(crate) fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, username, name, created_at, revoked_at, expires_at, last_used_at FROM api_tokens ORDER BY id",
@@ -326,7 +326,7 @@ impl Store {
     }
 
     /// Revoke a token; false if there is no such unrevoked token.
-    pub fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+    pub(crate) fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
         let changed = self.conn().execute(
             "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now_rfc3339()],
@@ -337,7 +337,11 @@ impl Store {
     /// Set the first admin's password, atomically refusing if any admin
     /// exists. Returns false (and writes nothing) when one does.
     /// The cheap check comes first: once an admin exists nothing is hashed.
-    pub fn set_first_password(&self, username: &str, password: &str) -> Result<bool, StoreError> {
+    pub(crate) fn set_first_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<bool, StoreError> {
         if self.has_admin()? {
             return Ok(false);
         }
@@ -395,7 +399,7 @@ impl Store {
     /// Set (or replace) a user's password, hashed with argon2id, and end
     /// every session and revoke every token of that user: whoever changes a
     /// password because it leaked must not leave the leaker logged in.
-    pub fn set_password(
+    pub(crate) fn set_password(
         &self,
         username: &str,
         password: &str,
@@ -403,7 +407,7 @@ impl Store {
         self.change_password(username, password, &Keep::default())
     }
     /// The user an unrevoked, unexpired token belongs to.
-    pub fn token_user(&self, secret: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn token_user(&self, secret: &str) -> Result<Option<String>, StoreError> {
         Ok(self.use_token(secret)?.map(|token| token.username))
     }
 }

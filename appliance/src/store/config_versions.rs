@@ -17,7 +17,7 @@ use crate::events::{EventKind, NewEvent};
 
 /// One committed config version as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredVersion {
+pub(crate) struct StoredVersion {
     pub id: i64,
     pub created_at: String,
     /// Where it came from, as its event names it (`API (admin)`, `file …`).
@@ -27,7 +27,7 @@ pub struct StoredVersion {
 
 impl Store {
     /// The latest committed config version, if any, as stored.
-    pub fn latest_config(&self) -> Result<Option<StoredVersion>, StoreError> {
+    pub(crate) fn latest_config(&self) -> Result<Option<StoredVersion>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -115,19 +115,11 @@ impl Store {
     }
 }
 
-/// The latest version parsed back, for tests that check what was stored.
-#[cfg(test)]
-#[derive(Debug, Clone)]
-pub struct StoredConfig {
-    pub id: i64,
-    pub created_at: String,
-    pub config: Config,
-}
-
 #[cfg(test)]
 impl Store {
-    /// The latest committed config, validated again.
-    pub fn desired_config(&self) -> Result<Option<StoredConfig>, StoreError> {
+    /// The latest committed config, parsed and validated again, for tests
+    /// that check what was stored.
+    pub(crate) fn desired_config(&self) -> Result<Option<Config>, StoreError> {
         let Some(stored) = self.latest_config()? else {
             return Ok(None);
         };
@@ -136,23 +128,19 @@ impl Store {
                 id: stored.id,
                 message: error.to_string(),
             })?;
-        Ok(Some(StoredConfig {
-            id: stored.id,
-            created_at: stored.created_at,
-            config,
-        }))
+        Ok(Some(config))
     }
 
     /// Commit `config` with the diff from the latest version, as the control
     /// task does (without its licence and version checks). Returns the new
     /// version id and the diff.
-    pub fn commit_config(
+    pub(crate) fn commit_config(
         &self,
         config: &Config,
         source: &str,
     ) -> Result<(i64, ConfigDiff), StoreError> {
         let previous = self.desired_config()?;
-        let diff = config::diff(previous.as_ref().map(|p| &p.config), config);
+        let diff = config::diff(previous.as_ref(), config);
         let id = self.record_config(config, source, &diff)?;
         Ok((id, diff))
     }

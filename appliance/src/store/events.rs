@@ -35,14 +35,14 @@ pub struct EventFilter {
 }
 
 impl Store {
-    pub fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+    pub(crate) fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
         let conn = self.conn();
         insert_event(&conn, &now_rfc3339(), event)
     }
 
     /// Record several events in one transaction (one fsync): health
     /// transitions arrive in bursts when a whole pool changes at once.
-    pub fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+    pub(crate) fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let at = now_rfc3339();
@@ -65,7 +65,7 @@ impl Store {
     /// Events matching `filter`: oldest first after `filter.after`, else
     /// the newest first. The filtering happens in SQL (the index on pool,
     /// member and id serves the per-member queries).
-    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let order = if filter.after.is_some() {
             "ASC"
         } else {
@@ -131,7 +131,7 @@ impl EventSink for Store {
 #[cfg(test)]
 impl Store {
     /// The newest `limit` events, newest first.
-    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.events(&EventFilter {
             limit,
             ..EventFilter::default()

@@ -28,7 +28,7 @@ mod config_versions;
 mod events;
 mod migrations;
 mod seen;
-pub mod seen_writer;
+pub(crate) mod seen_writer;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -42,10 +42,9 @@ pub use auth::{
     Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
     valid_username,
 };
-pub use config_versions::StoredVersion;
 pub use events::{Event, EventFilter};
 pub use migrations::LATEST as SCHEMA_VERSION;
-pub use seen::{SeenLimits, SeenRecorded};
+pub(crate) use seen::SeenLimits;
 
 pub const DB_FILE: &str = "poolgate.db";
 
@@ -82,7 +81,7 @@ pub struct Store {
 
 /// Create `data_dir` (and missing parents) owner-only, or tighten an
 /// existing one to 0700.
-pub fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
     let error = |source| StoreError::DataDir {
         path: data_dir.to_owned(),
@@ -97,7 +96,7 @@ pub fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Take every permission outside `allowed` off `path`, if it exists.
-pub fn tighten(path: &Path, allowed: u32) -> std::io::Result<()> {
+pub(crate) fn tighten(path: &Path, allowed: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = match std::fs::metadata(path) {
         Ok(meta) => meta.permissions().mode() & 0o7777,
@@ -126,7 +125,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("the current time is representable in RFC 3339")
@@ -165,7 +164,7 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -179,12 +178,12 @@ impl Store {
 
     /// An online copy of the whole database to `dest` (SQLite's backup API:
     /// consistent while other connections keep writing).
-    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+    pub(crate) fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
         self.conn().backup(rusqlite::MAIN_DB, dest, None)?;
         Ok(())
     }
 
-    pub fn schema_version(&self) -> Result<u32, StoreError> {
+    pub(crate) fn schema_version(&self) -> Result<u32, StoreError> {
         Ok(self
             .conn()
             .pragma_query_value(None, "user_version", |row| row.get(0))?)

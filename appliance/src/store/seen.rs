@@ -9,16 +9,16 @@ use super::{Store, StoreError};
 
 /// How many seen users to keep, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeenLimits {
+pub(crate) struct SeenLimits {
     pub max: u64,
     pub max_age: std::time::Duration,
 }
 
 /// What one batch of seen users left in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeenRecorded {
+pub(crate) struct SeenRecorded {
     /// Users remembered now, over all pools.
-    pub users: u64,
+    pub(crate) users: u64,
     /// Users this batch made the store forget (by age or over the cap).
     pub evicted: u64,
 }
@@ -40,7 +40,7 @@ impl Store {
     /// Then forget users not seen within `limits.max_age`, and the least
     /// recently seen beyond `limits.max` (over all pools), in the same
     /// transaction, so the table never stays above its cap.
-    pub fn record_seen_aors(
+    pub(crate) fn record_seen_aors(
         &self,
         seen: &[(String, String)],
         limits: SeenLimits,
@@ -97,14 +97,14 @@ impl Store {
     }
 
     /// How many users are remembered, over all pools.
-    pub fn seen_aors_count(&self) -> Result<u64, StoreError> {
+    pub(crate) fn seen_aors_count(&self) -> Result<u64, StoreError> {
         Ok(self
             .conn()
             .query_row("SELECT COUNT(*) FROM seen_aors", [], |row| row.get(0))?)
     }
 
     /// The addresses-of-record seen in a pool's REGISTERs.
-    pub fn seen_aors(&self, pool: &str) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn seen_aors(&self, pool: &str) -> Result<Vec<String>, StoreError> {
         let mut all = Vec::new();
         loop {
             let page = self.seen_aors_page(pool, all.last().map(String::as_str), SEEN_PAGE)?;

@@ -32,7 +32,7 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// Remember what arrives on `seen` (pool name, AoR) in `store` until
 /// `shutdown`, or until every sender is gone; then write what is pending.
-pub async fn run(
+pub(crate) async fn run(
     mut seen: mpsc::Receiver<(String, String)>,
     store: Store,
     publisher: PublisherHandle,

@@ -19,7 +19,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -28,7 +28,7 @@ impl Store {
     }
 
     /// The text of the licence in force (the newest installed).
-    pub fn current_licence(&self) -> Result<Option<String>, StoreError> {
+    pub(crate) fn current_licence(&self) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -40,7 +40,7 @@ impl Store {
     }
 
     /// Store a verified licence and log it.
-    pub fn install_licence(
+    pub(crate) fn install_licence(
         &self,
         licence_id: &str,
         customer: &str,
@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// Read a setting, or store `make()`'s value if there is none yet.
-    pub fn setting_or_insert(
+    pub(crate) fn setting_or_insert(
         &self,
         key: &str,
         make: impl FnOnce() -> String,

@@ -5,6 +5,7 @@ use rusqlite::params;
 use super::*;
 use crate::config::{self, AdminState, Config, MemberKey};
 use crate::events::{EventKind, NewEvent};
+use crate::store::seen::SeenRecorded;
 
 fn example() -> Config {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lync-pool.toml");
@@ -108,7 +109,7 @@ fn commit_sets_admin_state_from_config_only_when_it_changes() {
     let states = store.admin_states().expect("states");
     assert!(!states.contains_key(&key("pool01", "fe03")));
     assert_eq!(
-        store.desired_config().expect("read").expect("some").config,
+        store.desired_config().expect("read").expect("some"),
         smaller
     );
 }

@@ -32,12 +32,12 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub const MAGIC: &[u8; 6] = b"PGUP1\n";
+pub(crate) const MAGIC: &[u8; 6] = b"PGUP1\n";
 pub const PRODUCT: &str = "poolgate";
 /// Domain separation: a signature made for something else (a licence) can
 /// never pass as a bundle signature, even under the same key.
-pub const SIGNING_CONTEXT: &[u8] = b"poolgate upgrade manifest v1\0";
-pub const MAX_MANIFEST: usize = 64 * 1024;
+pub(crate) const SIGNING_CONTEXT: &[u8] = b"poolgate upgrade manifest v1\0";
+pub(crate) const MAX_MANIFEST: usize = 64 * 1024;
 pub const SIGNATURE_LEN: usize = 64;
 /// The root file system image (squashfs) for the inactive slot.
 pub const ROOT: &str = "root";
@@ -45,8 +45,8 @@ pub const ROOT: &str = "root";
 pub const UKI: &str = "uki";
 /// Upper bounds well above any real image: a manifest cannot make the
 /// appliance read or write without end.
-pub const MAX_ROOT_SIZE: u64 = 16 << 30;
-pub const MAX_UKI_SIZE: u64 = 1 << 30;
+pub(crate) const MAX_ROOT_SIZE: u64 = 16 << 30;
+pub(crate) const MAX_UKI_SIZE: u64 = 1 << 30;
 const HEADER_FIXED: usize = MAGIC.len() + 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,7 @@ impl Manifest {
         Version::parse(&self.version).unwrap_or_else(|_| Version::new(0, 0, 0))
     }
 
-    pub fn component(&self, name: &str) -> Option<&Component> {
+    pub(crate) fn component(&self, name: &str) -> Option<&Component> {
         self.components.iter().find(|c| c.name == name)
     }
 
@@ -168,7 +168,7 @@ impl Manifest {
 
     /// Whether this bundle may replace `running`: strictly newer, and
     /// `running` at least its minimum.
-    pub fn check_upgrade(&self, running: &Version) -> Result<(), BundleError> {
+    pub(crate) fn check_upgrade(&self, running: &Version) -> Result<(), BundleError> {
         let version = self.version();
         if version <= *running {
             return Err(BundleError::NotNewer {
@@ -190,7 +190,7 @@ impl Manifest {
 }
 
 /// The upgrade keys this build trusts.
-pub fn upgrade_keys() -> Vec<VerifyingKey> {
+pub(crate) fn upgrade_keys() -> Vec<VerifyingKey> {
     let mut keys: Vec<VerifyingKey> = option_env!("POOLGATE_UPGRADE_KEYS")
         .unwrap_or_default()
         .split(',')
@@ -207,7 +207,7 @@ pub fn upgrade_keys() -> Vec<VerifyingKey> {
     keys
 }
 
-pub fn sha256_hex(digest: &[u8]) -> String {
+pub(crate) fn sha256_hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -242,7 +242,7 @@ pub fn header_len(prefix: &[u8]) -> Result<Option<usize>, BundleError> {
 
 /// Verify a complete header (exactly `header_len` bytes) and return its
 /// manifest: signature first, then the manifest's content.
-pub fn parse_header(bytes: &[u8], keys: &[VerifyingKey]) -> Result<Manifest, BundleError> {
+pub(crate) fn parse_header(bytes: &[u8], keys: &[VerifyingKey]) -> Result<Manifest, BundleError> {
     let Some(total) = header_len(bytes)? else {
         return Err(BundleError::Truncated("in the header"));
     };
@@ -274,7 +274,7 @@ pub fn parse_header(bytes: &[u8], keys: &[VerifyingKey]) -> Result<Manifest, Bun
 }
 
 /// The header bytes (magic, length, manifest, signature) of a bundle.
-pub fn signed_header(manifest: &Manifest, key: &SigningKey) -> Vec<u8> {
+pub(crate) fn signed_header(manifest: &Manifest, key: &SigningKey) -> Vec<u8> {
     let json = serde_json::to_vec(manifest).expect("a manifest serialises");
     let signature = key.sign(&[SIGNING_CONTEXT, &json].concat());
     let length = u32::try_from(json.len()).expect("a manifest is small");
@@ -353,7 +353,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// Continue after a header verified elsewhere (`parse_header`).
-    pub fn after_header(inner: R, manifest: Manifest) -> Self {
+    pub(crate) fn after_header(inner: R, manifest: Manifest) -> Self {
         let remaining = manifest.components.first().map_or(0, |c| c.size);
         Self {
             inner,
@@ -364,7 +364,7 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    pub fn manifest(&self) -> &Manifest {
+    pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
@@ -372,7 +372,7 @@ impl<R: Read> Reader<R> {
     /// in buf)`, or `None` at the end of the bundle. The piece that ends a
     /// component is returned only if the component's hash matched; the end
     /// is reported only if nothing follows the last component.
-    pub fn read(&mut self, buf: &mut [u8]) -> Result<Option<(usize, usize)>, BundleError> {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<Option<(usize, usize)>, BundleError> {
         let Some(component) = self.manifest.components.get(self.index) else {
             let mut extra = [0u8; 1];
             return match read_some(&mut self.inner, &mut extra)? {

@@ -48,12 +48,12 @@ use serde::{Deserialize, Serialize};
 use super::layout::Slot;
 
 /// Beside the layout's `install_request`: the bundle to install.
-pub const STAGED_FILE: &str = "staged.pgup";
+pub(crate) const STAGED_FILE: &str = "staged.pgup";
 /// Beside the layout's `install_request`: what the root step did.
-pub const RESULT_FILE: &str = "install-result.json";
+pub(crate) const RESULT_FILE: &str = "install-result.json";
 /// How long poolgate waits for the root step (a root image is written and
 /// read back in well under this on any disk the appliance supports).
-pub const RESULT_WAIT: Duration = Duration::from_secs(20 * 60);
+pub(crate) const RESULT_WAIT: Duration = Duration::from_secs(20 * 60);
 const POLL: Duration = Duration::from_millis(200);
 /// A request is a few dozen bytes; anything longer is not one.
 const MAX_REQUEST: u64 = 4096;
@@ -82,7 +82,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Install
 /// an earlier one's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InstallRequest {
+pub(crate) struct InstallRequest {
     pub id: String,
 }
 
@@ -132,7 +132,7 @@ fn beside(request: &Path, name: &str) -> PathBuf {
 /// The unprivileged side: stage `bundle`, ask for it to be installed, and
 /// wait (up to `wait`) for the answer. The staged copy and the result are
 /// removed afterwards.
-pub fn request(
+pub(crate) fn request(
     request: &Path,
     bundle: &Path,
     wait: Duration,
@@ -192,7 +192,7 @@ fn remove_if_there(path: &Path) -> Result<(), InstallError> {
 /// layout's `install_request`), copy the bundle staged beside it into
 /// `work_dir` (a root-only directory), let `install` check and write the
 /// copy, and write the result. `Ok(None)`: no request.
-pub fn serve_staged(
+pub(crate) fn serve_staged(
     request_path: &Path,
     work_dir: &Path,
     install: impl FnOnce(&Path) -> InstallOutcome,

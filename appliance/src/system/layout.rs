@@ -23,15 +23,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub const PARTLABEL_ESP: &str = "esp";
-pub const PARTLABEL_ROOT_A: &str = "root-a";
-pub const PARTLABEL_ROOT_B: &str = "root-b";
-pub const PARTLABEL_DATA: &str = "data";
+pub(crate) const PARTLABEL_ROOT_A: &str = "root-a";
+pub(crate) const PARTLABEL_ROOT_B: &str = "root-b";
 /// Where the image mounts the ESP.
-pub const ESP_MOUNT: &str = "/efi";
+pub(crate) const ESP_MOUNT: &str = "/efi";
 /// UKIs live here on the ESP (systemd-boot's Type #2 entries).
-pub const UKI_DIR: &str = "EFI/Linux";
-pub const UKI_PREFIX: &str = "poolgate-";
+pub(crate) const UKI_DIR: &str = "EFI/Linux";
+pub(crate) const UKI_PREFIX: &str = "poolgate-";
 /// Boot attempts a new slot gets before systemd-boot falls back.
 pub const BOOT_TRIES: u32 = 3;
 
@@ -43,7 +41,7 @@ pub enum Slot {
 }
 
 impl Slot {
-    pub fn letter(self) -> &'static str {
+    pub(crate) fn letter(self) -> &'static str {
         match self {
             Self::A => "a",
             Self::B => "b",
@@ -57,7 +55,7 @@ impl Slot {
         }
     }
 
-    pub fn other(self) -> Self {
+    pub(crate) fn other(self) -> Self {
         match self {
             Self::A => Self::B,
             Self::B => Self::A,
@@ -110,20 +108,20 @@ impl Layout {
         toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
     }
 
-    pub fn device(&self, slot: Slot) -> &Path {
+    pub(crate) fn device(&self, slot: Slot) -> &Path {
         match slot {
             Slot::A => &self.root_a,
             Slot::B => &self.root_b,
         }
     }
 
-    pub fn uki_dir(&self) -> PathBuf {
+    pub(crate) fn uki_dir(&self) -> PathBuf {
         self.esp.join(UKI_DIR)
     }
 
     /// The running slot, from the kernel command line; `None` when it names
     /// neither (not booted from the appliance image).
-    pub fn running_slot(&self) -> Option<Slot> {
+    pub(crate) fn running_slot(&self) -> Option<Slot> {
         std::fs::read_to_string(&self.cmdline)
             .ok()
             .and_then(|text| slot_from_cmdline(&text))
@@ -131,7 +129,7 @@ impl Layout {
 }
 
 /// `root=PARTLABEL=root-a` → A. The last `root=` wins, as for the kernel.
-pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
+pub(crate) fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
     let root = cmdline
         .split_ascii_whitespace()
         .filter_map(|word| word.strip_prefix("root="))
@@ -144,21 +142,21 @@ pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
 }
 
 /// The file name of a newly installed UKI: `poolgate-b+3.efi`.
-pub fn new_uki_name(slot: Slot) -> String {
+pub(crate) fn new_uki_name(slot: Slot) -> String {
     format!("{UKI_PREFIX}{}+{BOOT_TRIES}.efi", slot.letter())
 }
 
 /// A UKI file name on the ESP, parsed: its slot and, while boot counting is
 /// on, `(tries left, tries done)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UkiName {
+pub(crate) struct UkiName {
     pub slot: Slot,
     pub tries: Option<(u32, u32)>,
 }
 
 /// `poolgate-a.efi`, `poolgate-b+3.efi`, `poolgate-b+0-3.efi`; also any
 /// `poolgate-a<suffix>.efi` the image may use (`poolgate-a-1.2.0.efi`).
-pub fn parse_uki_name(name: &str) -> Option<UkiName> {
+pub(crate) fn parse_uki_name(name: &str) -> Option<UkiName> {
     let stem = name.strip_suffix(".efi")?.strip_prefix(UKI_PREFIX)?;
     let slot = match stem.get(..1)? {
         "a" => Slot::A,

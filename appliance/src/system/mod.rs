@@ -9,7 +9,7 @@
 //! callback its caller provides.
 
 pub mod bundle;
-pub mod install;
+pub(crate) mod install;
 pub mod layout;
 pub mod reboot;
 pub mod upgrade;
@@ -31,7 +31,7 @@ pub struct FileError {
 impl FileError {
     /// `map_err(FileError::on("cannot open", &path))`, into any error that
     /// has a `From<FileError>`.
-    pub fn on<E: From<Self>>(
+    pub(crate) fn on<E: From<Self>>(
         what: &'static str,
         path: &Path,
     ) -> impl FnOnce(std::io::Error) -> E + use<E> {
@@ -87,14 +87,14 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
 }
 
 /// Tell systemd (`Type=notify`) we are serving. A no-op outside systemd.
-pub fn notify_ready() {
+pub(crate) fn notify_ready() {
     if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(%error, "Cannot notify systemd of readiness");
     }
 }
 
 /// Tell systemd we are stopping. A no-op outside systemd.
-pub fn notify_stopping() {
+pub(crate) fn notify_stopping() {
     if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
         tracing::warn!(%error, "Cannot notify systemd of stopping");
     }

@@ -27,7 +27,7 @@ use super::upgrade::{Pending, UpgradeError, UpgradeState, Upgrader, event};
 use crate::store::Store;
 
 /// The longest an admin may ask the reboot to wait for connections to end.
-pub const MAX_DRAIN: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_DRAIN: Duration = Duration::from_secs(24 * 3600);
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 /// How long a due reboot waits for an upgrade being written to finish.
@@ -35,7 +35,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
 /// How many connections are still open, for a reboot that waits for them to
 /// end.
-pub type OpenConnections = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub(crate) type OpenConnections = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// How the appliance reboots into a new slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,7 +51,7 @@ pub enum RebootMode {
 impl RebootMode {
     /// Reboot now: through the layout's request file if it has one,
     /// otherwise with `systemctl reboot`.
-    pub fn reboot(self, layout: &Layout) -> Result<(), UpgradeError> {
+    pub(crate) fn reboot(self, layout: &Layout) -> Result<(), UpgradeError> {
         match self {
             Self::Systemd if layout.reboot_request.is_some() => {
                 let path = layout.reboot_request.as_deref().expect("checked above");
@@ -80,7 +80,7 @@ impl Upgrader {
     /// Reboot into whatever is pending when the lock is free (an upgrade
     /// being written is waited for, up to `wait`); nothing pending, no
     /// reboot.
-    pub fn reboot_into_pending(
+    pub(crate) fn reboot_into_pending(
         &self,
         mode: RebootMode,
         store: &Store,
@@ -131,7 +131,7 @@ impl Upgrader {
 
 /// When to reboot into a new slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RebootPlan {
+pub(crate) struct RebootPlan {
     /// `None`: now.
     #[serde(with = "time::serde::rfc3339::option")]
     pub at: Option<OffsetDateTime>,
@@ -143,12 +143,12 @@ pub struct RebootPlan {
 #[derive(Debug)]
 pub struct Upgrades {
     pub upgrader: Upgrader,
-    pub mode: RebootMode,
+    pub(crate) mode: RebootMode,
     scheduled: Mutex<Option<(RebootPlan, tokio::task::AbortHandle)>>,
 }
 
 impl Upgrades {
-    pub fn new(upgrader: Upgrader, mode: RebootMode) -> Self {
+    pub(crate) fn new(upgrader: Upgrader, mode: RebootMode) -> Self {
         Self {
             upgrader,
             mode,
@@ -158,14 +158,14 @@ impl Upgrades {
 
     /// The image's layout, never rebooting: what a caller gets until it says
     /// otherwise.
-    pub fn never_rebooting(data_dir: std::path::PathBuf) -> Self {
+    pub(crate) fn never_rebooting(data_dir: std::path::PathBuf) -> Self {
         Self::new(
             Upgrader::new(Layout::default(), data_dir),
             RebootMode::Disabled,
         )
     }
 
-    pub fn scheduled(&self) -> Option<RebootPlan> {
+    pub(crate) fn scheduled(&self) -> Option<RebootPlan> {
         self.scheduled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,7 +176,12 @@ impl Upgrades {
 
     /// Reboot into the pending upgrade as `plan` says, in the background;
     /// `open` counts the connections a drain waits for.
-    pub fn schedule(self: &Arc<Self>, plan: RebootPlan, store: Store, open: OpenConnections) {
+    pub(crate) fn schedule(
+        self: &Arc<Self>,
+        plan: RebootPlan,
+        store: Store,
+        open: OpenConnections,
+    ) {
         let this = Arc::clone(self);
         let task_plan = plan.clone();
         let task = tokio::spawn(async move {
@@ -239,7 +244,7 @@ impl Upgrades {
 /// unit watches it and runs `systemctl reboot` as root, after removing it).
 /// The file says nothing but its own existence, so no request data reaches
 /// the root side; an existing request stands.
-pub fn request(path: &std::path::Path) -> Result<(), UpgradeError> {
+pub(crate) fn request(path: &std::path::Path) -> Result<(), UpgradeError> {
     let io = |what| crate::system::FileError::on::<UpgradeError>(what, path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("cannot create the directory of"))?;

@@ -22,7 +22,7 @@ use super::{ApiError, AppState, blocking};
 use crate::config::AdminState;
 use crate::control::Source;
 
-pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
     let setup_required = !blocking(&state, |store| store.has_admin()).await?;
     Ok(Json(json!({
@@ -69,7 +69,10 @@ pub(crate) struct SetupBody {
 /// First-boot setup: sets the first admin password, once. Whether setup is
 /// still open, and the setup code, are decided before anything is hashed:
 /// a request after setup costs a lookup, not an argon2 computation.
-pub async fn setup(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn setup(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body: SetupBody = parse_json(&body)?;
     if blocking(&state, |store| store.has_admin()).await? {
         return Err(setup_done());
@@ -139,7 +142,7 @@ pub(crate) struct LoginBody {
 /// Log in: a session cookie plus the CSRF token for state-changing requests.
 /// The attempt is counted before the password is verified (and given back
 /// if it was right), so parallel guesses cannot outrun the limit.
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Bytes,
@@ -210,7 +213,7 @@ pub(crate) struct PasswordBody {
 /// `PUT /api/v1/session/password`: change the logged-in user's password.
 /// Every other session of the user ends; the API tokens are revoked unless
 /// `keep_tokens` is set. A wrong current password counts as a failed login.
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(principal): Extension<Principal>,
@@ -266,11 +269,11 @@ pub async fn change_password(
     })))
 }
 
-pub async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
+pub(crate) async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
     Json(json!({"username": principal.username, "csrf_token": principal.csrf}))
 }
 
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
@@ -347,7 +350,7 @@ fn token_expiry(body: &TokenBody) -> Result<Option<time::OffsetDateTime>, ApiErr
     }
 }
 
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: Bytes,
@@ -382,16 +385,18 @@ pub async fn create_token(
 
 /// `GET /api/v1/tokens`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenList {
+pub(crate) struct TokenList {
     pub tokens: Vec<crate::store::TokenInfo>,
 }
 
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+) -> Result<Json<TokenList>, ApiError> {
     let tokens = blocking(&state, |store| store.tokens()).await?;
     Ok(Json(TokenList { tokens }))
 }
 
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -407,7 +412,7 @@ pub async fn revoke_token(
 
 /// The desired config as JSON, with each member's current admin state:
 /// the committed config as the control task holds it (nothing is parsed).
-pub async fn get_config(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
     Json(
         serde_json::to_value(state.control.desired().file())
             .expect("a config file serialises to JSON"),
@@ -417,8 +422,10 @@ pub async fn get_config(State(state): State<AppState>) -> Json<Value> {
 /// Replace the desired config: validate, commit, publish. The body is JSON,
 /// or TOML with `Content-Type: application/toml` (an exported file). Nothing
 /// is written unless the whole config is valid, nor when `If-Match` names a
-/// version other than the stored one (409: someone else changed it).
-pub async fn put_config(
+/// version other than the stored one (409: someone else changed it). The
+/// answer names the pool view `generation` that carries the change: when it
+/// is given, DNS, the proxy and SIP already serve it.
+pub(crate) async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: axum::http::HeaderMap,
@@ -439,11 +446,12 @@ pub async fn put_config(
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),
         "restart_required": outcome.diff.listeners_changed,
+        "generation": outcome.generation,
     })))
 }
 
 /// `POST /api/v1/pools/{pool}/members/{member}/{action}`: drain, enable, disable.
-pub async fn member_action(
+pub(crate) async fn member_action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((pool, member, action)): Path<(String, String, String)>,
@@ -476,7 +484,7 @@ pub async fn member_action(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct EventQuery {
+pub(crate) struct EventQuery {
     after: Option<i64>,
     limit: Option<usize>,
     kind: Option<String>,
@@ -486,12 +494,12 @@ pub struct EventQuery {
 
 /// `GET /api/v1/events`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventList {
+pub(crate) struct EventList {
     pub events: Vec<crate::store::Event>,
 }
 
 /// The event log: newest first, or oldest first after `after`.
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
 ) -> Result<Json<EventList>, ApiError> {
@@ -508,7 +516,7 @@ pub async fn events(
 
 /// Prometheus text exposition of the current view and counters: each
 /// component renders its own families (`crate::metrics`).
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     use crate::metrics::{CONTENT_TYPE, MetricsWriter, Render};
     let mut out = MetricsWriter::new();
     state.publisher.current().render(&mut out);
@@ -521,7 +529,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Licence status with current use.
-pub async fn license_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn license_status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let licensing = state.licensing.clone();
     let status = tokio::task::spawn_blocking(move || licensing.status()).await??;
     let usage = crate::license::Usage::of(&state.publisher.current().config);
@@ -538,7 +546,7 @@ pub(crate) struct LicenceBody {
 }
 
 /// Activate a licence. A rejected one leaves the previous in force.
-pub async fn install_license(
+pub(crate) async fn install_license(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -555,12 +563,12 @@ pub async fn install_license(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RegistrarQuery {
+pub(crate) struct RegistrarQuery {
     uri: String,
 }
 
 /// A user's logical and physical registrar sequences.
-pub async fn registrar(
+pub(crate) async fn registrar(
     State(state): State<AppState>,
     Query(query): Query<RegistrarQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -575,14 +583,14 @@ pub async fn registrar(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WhatIfQuery {
+pub(crate) struct WhatIfQuery {
     pool: String,
     member: String,
 }
 
 /// What share of users would move off a member if it were drained: over the
 /// hash space, and over the users seen in REGISTERs.
-pub async fn registrar_what_if(
+pub(crate) async fn registrar_what_if(
     State(state): State<AppState>,
     Query(query): Query<WhatIfQuery>,
 ) -> Result<Json<Value>, ApiError> {

@@ -30,7 +30,7 @@ fn certificates(state: &AppState) -> Result<&std::sync::Arc<Certificates>, ApiEr
 }
 
 /// `GET /api/v1/system`
-pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let appliance_id = blocking(&state, |store| store.setting("appliance_id")).await?;
     let certificate = state.certificates.as_ref().and_then(|c| c.info().ok());
     let upgrades = std::sync::Arc::clone(&state.upgrades);
@@ -62,7 +62,7 @@ pub async fn system(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// `GET /api/v1/certificate`
-pub async fn certificate(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn certificate(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let info = certificates(&state)?
         .info()
         .map_err(|problem| ApiError::invalid("certificate", problem.to_string()))?;
@@ -86,7 +86,7 @@ pub(crate) struct CertificateBody {
 const MAX_PEM_BYTES: usize = 256 * 1024;
 
 /// `PUT /api/v1/certificate`
-pub async fn install_certificate(
+pub(crate) async fn install_certificate(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     body: Bytes,

@@ -11,14 +11,14 @@
 //! * login attempts are counted before they are verified ([`limiter`]: per
 //!   source, per user name, globally);
 //! * password hashes are computed a few at a time ([`HashGate`]), so the
-//!   memory they take is bounded: [`HASH_PERMITS`] × [`ARGON2_MEMORY_KIB`];
+//!   memory they take is bounded: [`HASH_PERMITS`] × 19 MiB;
 //! * the first-boot setup code and its back-off ([`setup_code`]).
 //!
 //! A session or token checked once is not trusted forever: long-lived
 //! responses (the status stream) call [`still_valid`] as they go.
 
-pub mod limiter;
-pub mod setup_code;
+pub(crate) mod limiter;
+pub(crate) mod setup_code;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,14 +33,14 @@ use tokio::sync::Semaphore;
 
 use super::{ApiError, AppState, blocking};
 
-pub const SESSION_COOKIE: &str = "poolgate_session";
-pub const CSRF_HEADER: &str = "x-csrf-token";
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+pub(crate) const SESSION_COOKIE: &str = "poolgate_session";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 /// Who made a request; inserted as a request extension by `require_auth`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub username: String,
+pub(crate) struct Principal {
+    pub(crate) username: String,
     /// The session's cookie secret, when authenticated by cookie.
     pub session: Option<String>,
     pub csrf: Option<String>,
@@ -48,7 +48,7 @@ pub struct Principal {
     pub token_id: Option<i64>,
 }
 
-pub async fn require_auth(
+pub(crate) async fn require_auth(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
@@ -102,7 +102,7 @@ async fn authenticate(
 }
 
 /// The session cookie's value, if the request carries one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -114,7 +114,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `Set-Cookie` for a new session, or (with `None`) one that clears it.
-pub fn session_set_cookie(secret: Option<&str>) -> String {
+pub(crate) fn session_set_cookie(secret: Option<&str>) -> String {
     match secret {
         Some(secret) => format!(
             "{SESSION_COOKIE}={secret}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
@@ -153,7 +153,7 @@ pub struct AuthStats {
 }
 
 impl AuthStats {
-    pub fn count(counter: &AtomicU64) {
+    pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -201,7 +201,7 @@ impl crate::metrics::Render for AuthStats {
 
 impl LoginLimiter {
     /// Count an attempt before verifying it, or `Err(seconds to wait)`.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         source: IpAddr,
         username: &str,
@@ -211,11 +211,11 @@ impl LoginLimiter {
     }
 
     /// The verification did not run (too busy, an internal error).
-    pub fn refund(&self, reservation: &limiter::Reservation) {
+    pub(crate) fn refund(&self, reservation: &limiter::Reservation) {
         self.lock().refund(reservation);
     }
 
-    pub fn succeeded(&self, reservation: &limiter::Reservation) {
+    pub(crate) fn succeeded(&self, reservation: &limiter::Reservation) {
         self.lock().succeeded(reservation);
     }
 
@@ -225,8 +225,9 @@ impl LoginLimiter {
     }
 }
 
-/// The few password hashes (argon2id) computed at once. Each takes
-/// [`ARGON2_MEMORY_KIB`] of memory and tens of milliseconds of a core, so
+/// The few password hashes (argon2id) computed at once. Each takes 19 MiB
+/// of memory (argon2's defaults, m = 19 MiB, t = 2, p = 1: OWASP's
+/// recommendation) and tens of milliseconds of a core, so
 /// without this gate a burst of logins or setups takes the whole machine's
 /// memory and CPU (and with them DNS and SIP). Beyond a short wait for a
 /// permit the request is refused with 429 and `Retry-After` at once.
@@ -237,12 +238,9 @@ pub struct HashGate {
 }
 
 /// Concurrent argon2 computations.
-pub const HASH_PERMITS: usize = 2;
+pub(crate) const HASH_PERMITS: usize = 2;
 /// How long a request waits for one before it is refused.
-pub const HASH_WAIT: Duration = Duration::from_secs(3);
-/// The memory one argon2id computation takes with the default parameters
-/// (m = 19 MiB, t = 2, p = 1; OWASP's recommendation).
-pub const ARGON2_MEMORY_KIB: u32 = argon2::Params::DEFAULT_M_COST;
+pub(crate) const HASH_WAIT: Duration = Duration::from_secs(3);
 
 impl Default for HashGate {
     fn default() -> Self {
@@ -257,7 +255,7 @@ impl HashGate {
     /// Run `call` (which hashes or verifies a password) on a blocking thread
     /// once a permit is free. The permit moves into the blocking task, so a
     /// client that hangs up mid-hash does not free it before the hash ends.
-    pub async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         store: &crate::store::Store,
         call: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
@@ -282,7 +280,7 @@ impl HashGate {
 
 /// Why a gated hash did not produce an answer.
 #[derive(Debug)]
-pub enum GateError {
+pub(crate) enum GateError {
     /// No permit within the wait: the caller refunds the attempt and answers
     /// 429.
     NoPermit,
@@ -302,7 +300,7 @@ impl From<GateError> for ApiError {
 /// A client-supplied name as logged: at most [`LOGGED_NAME_LEN`] bytes, so a
 /// megabyte of user name is not a megabyte of log. Log it with `?` (Debug)
 /// so control characters are escaped.
-pub fn for_log(name: &str) -> &str {
+pub(crate) fn for_log(name: &str) -> &str {
     let mut end = name.len().min(LOGGED_NAME_LEN);
     while !name.is_char_boundary(end) {
         end -= 1;
@@ -310,11 +308,11 @@ pub fn for_log(name: &str) -> &str {
     &name[..end]
 }
 
-pub const LOGGED_NAME_LEN: usize = 100;
+pub(crate) const LOGGED_NAME_LEN: usize = 100;
 
 /// Whether the credentials behind `principal` still hold: a stream that
 /// outlives a logout, a password change or an expiry ends at the next check.
-pub async fn still_valid(state: &AppState, principal: &Principal) -> bool {
+pub(crate) async fn still_valid(state: &AppState, principal: &Principal) -> bool {
     let session = principal.session.clone();
     let token = principal.token_id;
     blocking(state, move |store| match (session, token) {

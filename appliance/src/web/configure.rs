@@ -30,7 +30,7 @@ use crate::control::Source;
 const CONTEXT_LINES: usize = 3;
 
 /// `GET /api/v1/config/export`
-pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn export(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.control.desired().toml();
     Ok((
         [
@@ -46,7 +46,7 @@ pub async fn export(State(state): State<AppState>) -> Result<Response, ApiError>
 }
 
 /// `POST /api/v1/config/preview`
-pub async fn preview(
+pub(crate) async fn preview(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,

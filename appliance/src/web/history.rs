@@ -23,13 +23,13 @@ use super::AppState;
 use crate::control::Committed;
 use crate::state::{PoolView, PublisherHandle};
 
-pub const INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 /// Ten minutes of samples.
-pub const KEEP: usize = 120;
+pub(crate) const KEEP: usize = 120;
 
 /// Active connections of every member at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub at: String,
     /// By `pool/member`.
     pub members: BTreeMap<String, u64>,
@@ -37,7 +37,7 @@ pub struct Sample {
 
 /// One committed change, as the history shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ChangeMark {
+pub(crate) struct ChangeMark {
     pub at: String,
     /// The change's place in commit order.
     pub seq: u64,
@@ -55,7 +55,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn record(&self, view: &PoolView, at: String) {
+    pub(crate) fn record(&self, view: &PoolView, at: String) {
         let members = view
             .pools
             .iter()
@@ -72,12 +72,12 @@ impl History {
         samples.push_back(Sample { at, members });
     }
 
-    pub fn samples(&self) -> Vec<Sample> {
+    pub(crate) fn samples(&self) -> Vec<Sample> {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.iter().cloned().collect()
     }
 
-    pub fn record_change(&self, committed: &Committed, at: String) {
+    pub(crate) fn record_change(&self, committed: &Committed, at: String) {
         let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         if changes.len() >= KEEP {
             changes.pop_front();
@@ -91,7 +91,7 @@ impl History {
         });
     }
 
-    pub fn changes(&self) -> Vec<ChangeMark> {
+    pub(crate) fn changes(&self) -> Vec<ChangeMark> {
         let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         changes.iter().cloned().collect()
     }
@@ -99,7 +99,7 @@ impl History {
 
 /// Sample the published view every `INTERVAL`, and note every committed
 /// change, until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     publisher: PublisherHandle,
     mut committed: broadcast::Receiver<Committed>,
     history: Arc<History>,
@@ -127,14 +127,14 @@ pub async fn run(
 
 /// `GET /api/v1/status/history`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HistoryBody {
+pub(crate) struct HistoryBody {
     pub interval_s: u64,
     pub samples: Vec<Sample>,
     /// Committed changes, in commit order.
     pub changes: Vec<ChangeMark>,
 }
 
-pub async fn history(State(state): State<AppState>) -> Json<HistoryBody> {
+pub(crate) async fn history(State(state): State<AppState>) -> Json<HistoryBody> {
     Json(HistoryBody {
         interval_s: INTERVAL.as_secs(),
         samples: state.history.samples(),

@@ -19,7 +19,9 @@
 //! * `GET /api/v1/status/stream` — the same as server-sent events
 //! * `GET /api/v1/status/history` — connections per member, last ten minutes
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
-//!   it validates: 422 with field errors and nothing written)
+//!   it validates: 422 with field errors and nothing written; it answers the
+//!   `version` in force, whether it `changed`, `restart_required`, and the
+//!   `generation` of the pool view that carries it)
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
 //!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
@@ -38,18 +40,18 @@
 //! The route tables below are the single source: the router is built from
 //! them and the security tests enumerate them.
 
-pub mod api;
+pub(crate) mod api;
 mod appliance;
-pub mod auth;
+pub(crate) mod auth;
 mod configure;
 mod error;
 mod extract;
-pub mod history;
+pub(crate) mod history;
 mod openapi;
 mod state;
-pub mod status;
+pub(crate) mod status;
 mod system;
-pub mod tls;
+pub(crate) mod tls;
 mod ui;
 
 use axum::Router;
@@ -58,9 +60,9 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
-pub use error::{ApiError, ErrorBody, FieldProblem};
-pub use state::AppState;
-pub(crate) use state::blocking;
+pub(crate) use error::{ApiError, ErrorBody};
+pub(crate) use state::AppState;
+pub use state::blocking;
 
 /// One route: method, path, a one-line summary and the Rust types of its
 /// JSON request and response bodies (for the OpenAPI document), and its
@@ -306,7 +308,7 @@ fn build(routes: Vec<Route>) -> Router<AppState> {
     })
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let protected = build(protected_routes()).route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_auth,

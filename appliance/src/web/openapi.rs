@@ -14,17 +14,17 @@ use serde_json::{Value, json};
 use super::{ErrorBody, Route, auth, body, open_routes, protected_routes};
 
 /// A generated schema, or a reference to one.
-pub type Schema = utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
+pub(crate) type Schema = utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
 
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-pub async fn document() -> Json<Value> {
+pub(crate) async fn document() -> Json<Value> {
     Json(build())
 }
 
-pub fn build() -> Value {
+pub(crate) fn build() -> Value {
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     let mut schemas: Vec<(String, Schema)> = Vec::new();
     let error = body::<ErrorBody>();

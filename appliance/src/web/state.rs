@@ -40,7 +40,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
+    pub(crate) fn new(
         control: ControlHandle,
         publisher: PublisherHandle,
         store: Store,
@@ -70,7 +70,7 @@ impl AppState {
 }
 
 /// Run a store call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     state: &AppState,
     call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {

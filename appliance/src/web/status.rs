@@ -14,13 +14,13 @@ use super::AppState;
 use crate::state::{self, PoolView};
 
 /// Live status of every pool, member and virtual service.
-pub async fn status(State(state): State<AppState>) -> Json<StatusBody> {
+pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusBody> {
     Json(StatusBody::of(&state.publisher.current()))
 }
 
 /// One generation of the published state, as users read it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct StatusBody {
+pub(crate) struct StatusBody {
     /// The publisher's generation: every change to any input makes a new one.
     pub generation: u64,
     /// The committed config version this generation was built from.
@@ -30,7 +30,7 @@ pub struct StatusBody {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PoolStatus {
+pub(crate) struct PoolStatus {
     pub name: String,
     pub fqdn: String,
     pub aliases: Vec<String>,
@@ -41,7 +41,7 @@ pub struct PoolStatus {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct MemberStatus {
+pub(crate) struct MemberStatus {
     pub name: String,
     pub fqdn: Option<String>,
     pub address: String,
@@ -58,7 +58,7 @@ pub struct MemberStatus {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DrainStatus {
+pub(crate) struct DrainStatus {
     /// `draining` while work remains, then `drained`.
     pub state: &'static str,
     pub active_connections: u64,
@@ -69,7 +69,7 @@ pub struct DrainStatus {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HealthStatus {
+pub(crate) struct HealthStatus {
     /// `unknown` (no probe completed yet), `up` or `down`.
     pub state: &'static str,
     /// Why the last probe failed, in words.
@@ -79,7 +79,7 @@ pub struct HealthStatus {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServiceStatus {
+pub(crate) struct ServiceStatus {
     pub name: String,
     pub address: String,
     pub ports: Vec<u16>,
@@ -89,7 +89,7 @@ pub struct ServiceStatus {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ServiceMemberStatus {
+pub(crate) struct ServiceMemberStatus {
     pub name: String,
     /// The service monitor's view of the member: `unknown`, `up` or `down`.
     pub health: &'static str,
@@ -101,7 +101,7 @@ pub struct ServiceMemberStatus {
 }
 
 impl StatusBody {
-    pub fn of(view: &PoolView) -> Self {
+    pub(crate) fn of(view: &PoolView) -> Self {
         let pools = view
             .pools
             .iter()

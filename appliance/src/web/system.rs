@@ -30,7 +30,7 @@ const DISCARD_LIMIT: usize = 1 << 30;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpgradeQuery {
+pub(crate) struct UpgradeQuery {
     #[serde(default)]
     verify_only: bool,
     reboot: Option<String>,
@@ -62,7 +62,7 @@ fn reboot_plan(query: &UpgradeQuery) -> Result<Option<RebootPlan>, ApiError> {
     }))
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     query: Result<Query<UpgradeQuery>, QueryRejection>,

@@ -26,7 +26,7 @@ use crate::net::{Activity, Conn, IdleMarker, Listener, NetError, Timeout, Tracke
 /// gate's deadlines, and is closed once idle (nothing moving, no request
 /// being handled) for the idle timeout, so an open SSE stream, which sends
 /// at least every few seconds, is never cut.
-pub async fn serve(
+pub(crate) async fn serve(
     mut listener: Listener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,

@@ -31,11 +31,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 const INDEX: &str = include_str!("../../../web-ui/index.html");
 
-pub async fn index() -> Response {
+pub(crate) async fn index() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response()
 }
 
-pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (_, content_type, body) = ASSETS
         .iter()
         .find(|(file, _, _)| *file == name)
@@ -58,7 +58,7 @@ const REFRESH: Duration = Duration::from_secs(2);
 /// Before each later event the credentials are checked again, so the stream
 /// ends within [`REFRESH`] of a logout, a password change, a revoked token
 /// or an expiry.
-pub async fn status_stream(
+pub(crate) async fn status_stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -37,7 +37,7 @@ pub struct Plan {
 impl Upgrader {
     /// What this appliance says about a verified manifest: versions, the
     /// running slot, room in the other.
-    pub fn plan(&self, manifest: &Manifest) -> Result<Plan, UpgradeError> {
+    pub(crate) fn plan(&self, manifest: &Manifest) -> Result<Plan, UpgradeError> {
         manifest.check_upgrade(&self.running)?;
         let from_slot = self
             .layout
@@ -308,7 +308,7 @@ impl Upgrader {
 
     /// An online backup of the database to `<data>/upgrade/pre-upgrade.db`,
     /// complete or not at all; returns its schema version.
-    pub fn backup(&self, store: &Store) -> Result<u32, UpgradeError> {
+    pub(crate) fn backup(&self, store: &Store) -> Result<u32, UpgradeError> {
         let dir = self.upgrade_dir();
         std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
         let part = dir.join(format!("{BACKUP_FILE}.part"));

@@ -50,15 +50,15 @@ use crate::events::{EventKind, NewEvent};
 use crate::store::{Store, StoreError};
 
 pub use install::Plan;
-pub use receive::{Receiving, Uploaded};
-pub use settle::{open_store, rollback_reason};
-pub use state::{LastUpgrade, Outcome, Pending, SystemInfo, UpgradeState};
+pub(crate) use receive::Uploaded;
+pub(crate) use settle::open_store;
+pub(crate) use state::{LastUpgrade, Outcome, Pending, UpgradeState};
 
 /// Below the data dir: state, backup, lock, and an upload being received.
-pub const UPGRADE_DIR: &str = "upgrade";
-pub const STATE_FILE: &str = "state.json";
-pub const BACKUP_FILE: &str = "pre-upgrade.db";
-pub const INCOMING_FILE: &str = "incoming.pgup";
+pub(crate) const UPGRADE_DIR: &str = "upgrade";
+pub(crate) const STATE_FILE: &str = "state.json";
+pub(crate) const BACKUP_FILE: &str = "pre-upgrade.db";
+pub(crate) const INCOMING_FILE: &str = "incoming.pgup";
 const LOCK_FILE: &str = "lock";
 const CHUNK: usize = 1 << 20;
 
@@ -115,7 +115,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Upgrade
 }
 
 /// This build's version.
-pub fn running_version() -> Version {
+pub(crate) fn running_version() -> Version {
     Version::parse(env!("POOLGATE_VERSION")).expect("the crate version is semver")
 }
 
@@ -200,7 +200,7 @@ impl Upgrader {
     }
 
     /// Where a streamed upload is received before it is checked.
-    pub fn incoming_path(&self) -> PathBuf {
+    pub(crate) fn incoming_path(&self) -> PathBuf {
         self.upgrade_dir().join(INCOMING_FILE)
     }
 
@@ -240,7 +240,7 @@ impl Upgrader {
     }
 
     /// Record a refused bundle in the event log (nothing else was written).
-    pub fn record_refusal(
+    pub(crate) fn record_refusal(
         &self,
         store: &Store,
         actor: &str,

@@ -21,7 +21,7 @@ use crate::system::bundle::{self, BundleError};
 /// refused after a few kilobytes rather than after the whole image. The
 /// file is removed when this is dropped.
 #[derive(Debug)]
-pub struct Receiving {
+pub(crate) struct Receiving {
     file: File,
     path: PathBuf,
     header: Vec<u8>,
@@ -31,7 +31,11 @@ pub struct Receiving {
 
 impl Receiving {
     /// Append the next piece of the upload.
-    pub fn push(&mut self, upgrader: &Upgrader, mut bytes: &[u8]) -> Result<(), UpgradeError> {
+    pub(crate) fn push(
+        &mut self,
+        upgrader: &Upgrader,
+        mut bytes: &[u8],
+    ) -> Result<(), UpgradeError> {
         if self.expected.is_none() {
             let total = match bundle::header_len(&self.header)? {
                 Some(total) => total,
@@ -67,7 +71,7 @@ impl Receiving {
     }
 
     /// The whole upload is here: the file to check and install from.
-    pub fn finish(&mut self) -> Result<&Path, UpgradeError> {
+    pub(crate) fn finish(&mut self) -> Result<&Path, UpgradeError> {
         if self.expected != Some(self.received) {
             return Err(BundleError::Truncated("the upload ended early").into());
         }
@@ -84,7 +88,7 @@ impl Drop for Receiving {
 
 impl Upgrader {
     /// Start receiving an upload (hold the lock first).
-    pub fn receive(&self, _lock: &UpgradeLock) -> Result<Receiving, UpgradeError> {
+    pub(crate) fn receive(&self, _lock: &UpgradeLock) -> Result<Receiving, UpgradeError> {
         let path = self.incoming_path();
         let file = File::create(&path).map_err(io("cannot create", &path))?;
         Ok(Receiving {
@@ -99,7 +103,7 @@ impl Upgrader {
 
 /// What an upload came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Uploaded {
+pub(crate) enum Uploaded {
     /// `verify_only`: every check passed; nothing was written.
     Verified(Plan),
     Installed(Pending),
@@ -109,7 +113,7 @@ impl Upgrader {
     /// Receive a bundle piece by piece, check it, and (unless `verify_only`)
     /// install it. A refusal is recorded in the event log, except for a
     /// check-only upload, which writes nothing at all.
-    pub fn upload<B: AsRef<[u8]>>(
+    pub(crate) fn upload<B: AsRef<[u8]>>(
         &self,
         store: &Store,
         actor: &str,

@@ -22,7 +22,7 @@ use crate::store::{Store, StoreError};
 use crate::system::layout::{self, Layout};
 
 /// Why the appliance came back on the old slot, from the new slot's UKI.
-pub fn rollback_reason(layout: &Layout, pending: &Pending) -> String {
+pub(crate) fn rollback_reason(layout: &Layout, pending: &Pending) -> String {
     let ukis: Vec<layout::UkiName> = std::fs::read_dir(layout.uki_dir())
         .map(|entries| {
             entries
@@ -61,7 +61,7 @@ pub fn rollback_reason(layout: &Layout, pending: &Pending) -> String {
 /// records the rollback and its reason and, if the new version migrated the
 /// database beyond what it reads, restores the pre-upgrade backup (the newer
 /// database is kept beside it). Returns the store and the settled upgrade.
-pub fn open_store(
+pub(crate) fn open_store(
     data_dir: &Path,
     layout: &Layout,
     running: &Version,

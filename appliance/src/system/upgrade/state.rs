@@ -28,7 +28,7 @@ pub struct Pending {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Succeeded,
     RolledBack,
     /// The appliance came up on a version that is neither.
@@ -36,7 +36,7 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastUpgrade {
+pub(crate) struct LastUpgrade {
     pub from_version: String,
     pub to_version: String,
     pub outcome: Outcome,
@@ -55,13 +55,13 @@ pub struct LastUpgrade {
 /// `<data>/upgrade/state.json`. Unknown fields are ignored, so any version
 /// reads what another wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpgradeState {
+pub(crate) struct UpgradeState {
     pub pending: Option<Pending>,
     pub last: Option<LastUpgrade>,
 }
 
 impl UpgradeState {
-    pub fn load(data_dir: &Path) -> Result<Self, UpgradeError> {
+    pub(crate) fn load(data_dir: &Path) -> Result<Self, UpgradeError> {
         let path = data_dir.join(UPGRADE_DIR).join(STATE_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
@@ -82,7 +82,7 @@ impl UpgradeState {
 
 /// What `GET /api/v1/system` shows.
 #[derive(Debug, Clone, Serialize)]
-pub struct SystemInfo {
+pub(crate) struct SystemInfo {
     pub version: String,
     pub build: String,
     /// The running root slot (`a`/`b`), `None` off the appliance image.
@@ -95,7 +95,7 @@ pub struct SystemInfo {
 }
 
 impl Upgrader {
-    pub fn info(&self) -> Result<SystemInfo, UpgradeError> {
+    pub(crate) fn info(&self) -> Result<SystemInfo, UpgradeError> {
         let state = UpgradeState::load(&self.data_dir)?;
         let previous_version = state
             .last

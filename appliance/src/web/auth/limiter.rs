@@ -30,24 +30,24 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How long a counted attempt weighs.
-pub const WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const WINDOW: Duration = Duration::from_secs(300);
 /// Failed attempts per source in [`WINDOW`] before it is locked out.
-pub const SOURCE_LIMIT: usize = 5;
+pub(crate) const SOURCE_LIMIT: usize = 5;
 /// Failed attempts per user name in [`WINDOW`] (from sources it has never
 /// logged in from).
-pub const USER_LIMIT: usize = 30;
+pub(crate) const USER_LIMIT: usize = 30;
 /// Failed attempts in [`WINDOW`] over all sources and users.
-pub const GLOBAL_LIMIT: usize = 300;
-pub const MAX_SOURCES: usize = 10_000;
-pub const MAX_USERS: usize = 1_000;
+pub(crate) const GLOBAL_LIMIT: usize = 300;
+pub(crate) const MAX_SOURCES: usize = 10_000;
+pub(crate) const MAX_USERS: usize = 1_000;
 /// Sources remembered per user as ones it logged in from.
-pub const KNOWN_SOURCES_PER_USER: usize = 8;
+pub(crate) const KNOWN_SOURCES_PER_USER: usize = 8;
 /// User names longer than any valid one are counted under their prefix.
 const MAX_USER_KEY: usize = 64;
 
 /// The key a source is counted under: an IPv4 address, or the /64 an IPv6
 /// address lies in (one host usually owns a whole /64).
-pub fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
@@ -105,7 +105,7 @@ impl Window {
 
 /// A counted attempt, to refund if it turns out not to be a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     source: IpAddr,
     user: String,
     at: Instant,
@@ -115,7 +115,7 @@ pub struct Reservation {
 
 /// The limits of the module doc; one per appliance, behind a mutex.
 #[derive(Debug, Default)]
-pub struct Limits {
+pub(crate) struct Limits {
     sources: HashMap<IpAddr, Window>,
     users: HashMap<String, Window>,
     global: Window,
@@ -125,7 +125,7 @@ pub struct Limits {
 impl Limits {
     /// Count an attempt by `source` as `username` before verifying it, or
     /// `Err(seconds to wait)` when a limit is reached.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &mut self,
         source: IpAddr,
         username: &str,
@@ -175,7 +175,7 @@ impl Limits {
 
     /// The attempt was not a failure after all (the verification did not
     /// run): take it back.
-    pub fn refund(&mut self, reservation: &Reservation) {
+    pub(crate) fn refund(&mut self, reservation: &Reservation) {
         if let Some(window) = self.sources.get_mut(&reservation.source) {
             window.refund(reservation.at);
         }
@@ -189,7 +189,7 @@ impl Limits {
 
     /// The password was right: take the attempt back, forget the source's
     /// failures, and remember it as one this user logs in from.
-    pub fn succeeded(&mut self, reservation: &Reservation) {
+    pub(crate) fn succeeded(&mut self, reservation: &Reservation) {
         self.refund(reservation);
         self.sources.remove(&reservation.source);
         if self.known.len() >= MAX_USERS && !self.known.contains_key(&reservation.user) {
@@ -204,7 +204,8 @@ impl Limits {
     }
 
     /// Entries tracked, for tests of the bounds.
-    pub fn tracked(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> (usize, usize) {
         (self.sources.len(), self.users.len())
     }
 }

@@ -21,12 +21,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The file in the data directory the console reads the code from.
-pub const FILE: &str = "setup-code";
+pub(crate) const FILE: &str = "setup-code";
 /// The file in the data directory the console reads the appliance id from.
-pub const APPLIANCE_ID_FILE: &str = "appliance-id";
-pub const CODE_LEN: usize = 12;
-pub const FREE_FAILURES: u32 = 3;
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const APPLIANCE_ID_FILE: &str = "appliance-id";
+pub(crate) const CODE_LEN: usize = 12;
+pub(crate) const FREE_FAILURES: u32 = 3;
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
 const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,21 +45,21 @@ pub enum SetupCodeError {
 
 /// Growing back-off over wrong guesses; pure, on plain `Instant`s.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
     not_before: Option<Instant>,
 }
 
 impl Backoff {
     /// `Err(seconds to wait)` while the next guess may not be compared.
-    pub fn check(&self, now: Instant) -> Result<(), u64> {
+    pub(crate) fn check(&self, now: Instant) -> Result<(), u64> {
         match self.not_before {
             Some(at) if at > now => Err((at - now).as_secs_f64().ceil().max(1.0) as u64),
             _ => Ok(()),
         }
     }
 
-    pub fn failed(&mut self, now: Instant) {
+    pub(crate) fn failed(&mut self, now: Instant) {
         self.failures = self.failures.saturating_add(1);
         if self.failures >= FREE_FAILURES {
             let doublings = (self.failures - FREE_FAILURES).min(16);
@@ -80,7 +80,7 @@ pub struct SetupCode {
 
 impl SetupCode {
     /// A fresh random code (not yet written anywhere).
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let bytes: [u8; CODE_LEN] = rand::random();
         // 32 divides 256, so taking each byte mod 32 has no bias.
         let code = bytes
@@ -99,7 +99,7 @@ impl SetupCode {
     }
 
     /// A fresh code, written to [`FILE`] in `data_dir` for the console.
-    pub fn create(data_dir: &Path) -> Result<Self, SetupCodeError> {
+    pub(crate) fn create(data_dir: &Path) -> Result<Self, SetupCodeError> {
         let mut code = Self::generate();
         let path = data_dir.join(FILE);
         write_private(&path, &format!("{}\n", code.display()))?;
@@ -108,7 +108,7 @@ impl SetupCode {
     }
 
     /// The code as shown to people: `XXXX-XXXX-XXXX`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let groups: Vec<&str> = self
             .code
             .as_bytes()
@@ -121,7 +121,7 @@ impl SetupCode {
     /// Compare a guess, unless guesses must wait; a wrong one adds to the
     /// back-off. Check and count happen under one lock, so parallel guesses
     /// cannot slip past the back-off together.
-    pub fn attempt(&self, given: Option<&str>, now: Instant) -> Result<(), SetupCodeError> {
+    pub(crate) fn attempt(&self, given: Option<&str>, now: Instant) -> Result<(), SetupCodeError> {
         let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         backoff
             .check(now)
@@ -136,7 +136,7 @@ impl SetupCode {
     }
 
     /// Setup is done: the console has nothing to show any more.
-    pub fn remove_file(&self) {
+    pub(crate) fn remove_file(&self) {
         if let Some(path) = &self.file {
             remove_stale(path);
         }
@@ -145,7 +145,7 @@ impl SetupCode {
 
 /// Remove the console's setup-code file in `data_dir` if one was left from an
 /// earlier start (setup is done, or no code is required now).
-pub fn remove_stale_file(data_dir: &Path) {
+pub(crate) fn remove_stale_file(data_dir: &Path) {
     remove_stale(&data_dir.join(FILE));
 }
 
@@ -170,7 +170,7 @@ fn normalise(given: &str) -> String {
 
 /// Write `contents` to `path` with mode 0600, atomically (a temporary file in
 /// the same directory, then a rename), so the console never reads half.
-pub fn write_private(path: &Path, contents: &str) -> Result<(), SetupCodeError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), SetupCodeError> {
     use std::os::unix::fs::OpenOptionsExt;
     let fail = |source| SetupCodeError::File {
         path: path.to_owned(),
