@@ -5,7 +5,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./var
 CONFIG ?= examples/lync-pool.toml
 
-.PHONY: run build test test-deps lint unit e2e attack-long fuzz-smoke fuzz bench image image-test image-upgrade-test clean
+.PHONY: run build test test-deps fresh-check lint unit e2e attack-long fuzz-smoke fuzz bench image image-test image-upgrade-test clean
 
 ## Build and run poolgate on the loopback example, data in ./var, with
 ## simulated Front Ends on 127.0.0.11-13 (stop one to watch it go red).
@@ -25,6 +25,13 @@ test: test-deps
 
 test-deps:
 	tests/install-deps
+
+## Prove that `make test` sets itself up on a fresh Debian machine: a minimal
+## root of this host's Debian with only make and this machine's Rust, the
+## repository's HEAD cloned in, `make test` run there (as root, with
+## debootstrap; about an hour). Not part of `make test` or CI.
+fresh-check:
+	tests/fresh-machine-check
 
 lint:
 	$(CARGO) fmt --all --check
