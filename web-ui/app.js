@@ -201,6 +201,13 @@ function startStream() {
     renderStatus(JSON.parse(event.data));
     if (!document.querySelector("[data-panel=events]").hidden) loadEvents();
   });
+  // Each committed change, from whoever made it, as it is committed.
+  stream.addEventListener("change", (event) => {
+    const change = JSON.parse(event.data);
+    const line = $("last-change");
+    line.textContent = `Last change (version ${change.version}, ${change.source}): ${change.summary.join("; ")}`;
+    line.hidden = false;
+  });
 }
 
 // ---------------------------------------------------------------- events

@@ -57,6 +57,8 @@ await run(artifacts, 180_000, async (browser, shot) => {
   // Another is drained until it is ready to take offline, then enabled.
   await page.locator("tr[data-member=fe02] button[data-action=drain]").click();
   await page.locator("tr[data-member=fe02][data-admin-state=draining] td[data-drain=drained]", { hasText: "ready to take offline" }).waitFor();
+  // The committed change arrives on the live stream and is named.
+  await page.locator("#last-change", { hasText: "pool01/fe02 becomes draining" }).waitFor();
   await shot(page, "drained");
   await tab(page, "events");
   await page.locator("#events li", { hasText: "ready to take offline" }).waitFor();

@@ -508,6 +508,51 @@ fn status_stream_sends_status_events() {
     assert!(text.contains("\"pools\""), "{text}");
 }
 
+/// Reads server-sent events until one of `kind` arrives (at most `limit`
+/// events), returning its data.
+fn next_event(response: &mut reqwest::blocking::Response, kind: &str, limit: usize) -> String {
+    use std::io::Read;
+    let mut buffer = String::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..limit {
+        while !buffer.contains("\n\n") {
+            let n = response.read(&mut chunk).expect("read stream");
+            assert!(n > 0, "stream ended");
+            buffer.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        let end = buffer.find("\n\n").expect("an event") + 2;
+        let event: String = buffer.drain(..end).collect();
+        if let Some(data) = event.strip_prefix(&format!("event: {kind}\ndata: ")) {
+            return data.trim_end().to_owned();
+        }
+    }
+    panic!("no {kind} event in {limit} events");
+}
+
+#[test]
+fn status_stream_sends_each_committed_change() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let mut response = client.get("/api/v1/status/stream");
+    assert_eq!(response.status().as_u16(), 200);
+    next_event(&mut response, "status", 1);
+    let drained = client.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
+    assert_eq!(drained.status().as_u16(), 200);
+    let change: Value =
+        serde_json::from_str(&next_event(&mut response, "change", 10)).expect("JSON");
+    assert_eq!(change["source"], "API (admin)", "{change}");
+    assert!(change["seq"].as_u64().is_some(), "{change}");
+    let summary = change["summary"].to_string();
+    assert!(
+        summary.contains("pool01/fe02") && summary.contains("draining"),
+        "{change}"
+    );
+    // The view that carries the change follows as a status event.
+    let status: Value =
+        serde_json::from_str(&next_event(&mut response, "status", 1)).expect("JSON");
+    assert!(status.to_string().contains("draining"), "{status}");
+}
+
 #[test]
 fn config_export_preview_and_toml_import() {
     let (dir, _poolgate, admin) = start();

@@ -47,6 +47,18 @@ pub(crate) struct ChangeMark {
     pub summary: Vec<String>,
 }
 
+impl ChangeMark {
+    pub(crate) fn of(committed: &Committed, at: String) -> Self {
+        Self {
+            at,
+            seq: committed.seq,
+            version: committed.version,
+            source: committed.source.to_string(),
+            summary: committed.summary.clone(),
+        }
+    }
+}
+
 /// The last `KEEP` samples and committed changes.
 #[derive(Debug, Default)]
 pub struct History {
@@ -82,13 +94,7 @@ impl History {
         if changes.len() >= KEEP {
             changes.pop_front();
         }
-        changes.push_back(ChangeMark {
-            at,
-            seq: committed.seq,
-            version: committed.version,
-            source: committed.source.to_string(),
-            summary: committed.summary.clone(),
-        });
+        changes.push_back(ChangeMark::of(committed, at));
     }
 
     pub(crate) fn changes(&self) -> Vec<ChangeMark> {
