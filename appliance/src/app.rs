@@ -60,6 +60,8 @@ pub enum RunError {
     SetupCode(#[from] web::auth::setup_code::SetupCodeError),
     #[error(transparent)]
     Upgrade(#[from] system::upgrade::UpgradeError),
+    #[error(transparent)]
+    Network(#[from] system::network::NetworkError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -184,6 +186,14 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(controller.inputs(), shutdown.child_token());
     let (control, control_task) = controller.spawn(publisher.clone(), shutdown.child_token());
     let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
+    let network = system::network::Network::load(
+        options.system_layout.network.clone(),
+        store.clone(),
+        events.clone(),
+        confirm_window(),
+    )
+    .await?;
+    let network_task = tokio::spawn(Arc::clone(&network).run_deadlines(shutdown.child_token()));
 
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.
@@ -262,6 +272,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
     app_state.listeners = Arc::clone(&gates);
+    app_state.network = Some(network);
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -336,6 +347,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = renewal_task.await;
     let _ = history_task.await;
     let _ = health_task.await;
+    let _ = network_task.await;
     let _ = proxy_task.await;
     while dns_tasks.join_next().await.is_some() {}
     let _ = control_task.await;
@@ -376,6 +388,16 @@ fn commit_file_config(
         Err(error) => return Err(error.into()),
     }
     Ok(())
+}
+
+/// How long a network change waits for its confirmation:
+/// `system::network::CONFIRM_WINDOW`, or (for tests only) the seconds in
+/// `POOLGATE_CONFIRM_TIMEOUT_S`.
+fn confirm_window() -> Duration {
+    std::env::var("POOLGATE_CONFIRM_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(system::network::CONFIRM_WINDOW, Duration::from_secs)
 }
 
 /// Move the licensing clock forward once a minute, so turning the system

@@ -148,6 +148,14 @@ enum SystemCommand {
         #[arg(long)]
         work_dir: PathBuf,
     },
+    /// Apply the network settings poolgate asked for through the layout's
+    /// `[network] request` file, after validating them again (run as root by
+    /// poolgate-network.service). Exit 0 when a result was written (or
+    /// nothing was requested).
+    ApplyNetwork {
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +217,9 @@ fn main() -> ExitCode {
                     work_dir,
                 },
         } => install_staged(system_layout.as_deref(), &work_dir),
+        Command::System {
+            command: SystemCommand::ApplyNetwork { system_layout },
+        } => apply_network(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
@@ -512,6 +523,19 @@ fn install_staged(
     match upgrader.install_staged(&request, work_dir)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to install."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_network(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let layout = layout(system_layout)?;
+    let network = layout
+        .network
+        .context("the system layout has no [network] table")?;
+    match poolgate::system::network::serve_request(&network)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to apply."),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -146,36 +146,56 @@ pub(crate) fn request(
         .and_then(|f| f.sync_all())
         .map_err(io("cannot sync", &staged))?;
     let asked = InstallRequest::new();
-    let part = beside(request, "install-request.part");
-    std::fs::write(
-        &part,
-        serde_json::to_vec(&asked).expect("a request serialises"),
-    )
-    .map_err(io("cannot write", &part))?;
-    // The rename is what the path unit sees: the request is whole by then.
-    std::fs::rename(&part, request).map_err(io("cannot create", request))?;
+    let body = serde_json::to_vec(&asked).expect("a request serialises");
     tracing::info!(request = %request.display(), id = %asked.id, "Asked the installer to write the staged bundle");
+    let answer = ask(request, &body, &result, wait, |bytes| {
+        serde_json::from_slice::<InstallResult>(bytes)
+            .ok()
+            .filter(|answer| answer.id == asked.id)
+            .map(|answer| answer.outcome)
+    });
+    let _ = std::fs::remove_file(&staged);
+    answer
+}
+
+/// The unprivileged side of a request file: create `request` whole with
+/// `body` (the rename is what the path unit sees), then wait up to `wait`
+/// for a `result` file that `answer` accepts as this request's. The result
+/// is removed afterwards; a request that got no answer is withdrawn, so a
+/// late start of the root step finds nothing to do.
+pub(crate) fn ask<T>(
+    request: &Path,
+    body: &[u8],
+    result: &Path,
+    wait: Duration,
+    answer: impl Fn(&[u8]) -> Option<T>,
+) -> Result<T, InstallError> {
+    let dir = request.parent().ok_or(InstallError::NotConfigured)?;
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    remove_if_there(result)?;
+    let mut part = request.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    std::fs::write(&part, body).map_err(io("cannot write", &part))?;
+    std::fs::rename(&part, request).map_err(io("cannot create", request))?;
     let started = Instant::now();
     // Bounded by `wait`.
-    let answer = loop {
-        if let Ok(bytes) = std::fs::read(&result)
-            && let Ok(answer) = serde_json::from_slice::<InstallResult>(&bytes)
-            && answer.id == asked.id
+    let answered = loop {
+        if let Ok(bytes) = std::fs::read(result)
+            && let Some(answered) = answer(&bytes)
         {
-            break Ok(answer.outcome);
+            break Ok(answered);
         }
         if started.elapsed() >= wait {
             break Err(InstallError::NoAnswer(wait));
         }
         std::thread::sleep(POLL);
     };
-    let _ = std::fs::remove_file(&staged);
-    let _ = std::fs::remove_file(&result);
-    if answer.is_err() {
-        // Withdrawn, so a late start of the installer finds nothing to do.
+    let _ = std::fs::remove_file(result);
+    if answered.is_err() {
         let _ = std::fs::remove_file(request);
     }
-    answer
+    answered
 }
 
 fn remove_if_there(path: &Path) -> Result<(), InstallError> {
@@ -197,24 +217,15 @@ pub(crate) fn serve_staged(
     work_dir: &Path,
     install: impl FnOnce(&Path) -> InstallOutcome,
 ) -> Result<Option<InstallResult>, InstallError> {
-    let (dir_path, request_name) = split(request_path)?;
-    let dir = open_dir_nofollow(dir_path)?;
-    // Removed first: the path unit starts this again while it exists.
-    let bytes = match open_in(
-        &dir,
+    let Some(Taken {
+        dir,
         dir_path,
-        &request_name,
-        OFlag::O_RDONLY,
-        Mode::empty(),
-    ) {
-        Ok(file) => read_limited(file, MAX_REQUEST, request_path)?,
-        Err(InstallError::Io(error)) if error.source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(None);
-        }
-        Err(error) => return Err(error),
+        bytes,
+    }) = take(request_path, MAX_REQUEST)?
+    else {
+        return Ok(None);
     };
-    unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
-        .map_err(|e| io("cannot remove", request_path)(e.into()))?;
+    let dir_path = dir_path.as_path();
     let request = InstallRequest::parse(&bytes)?;
     let outcome = install_copy(&dir, dir_path, work_dir, install);
     match &outcome {
@@ -229,8 +240,44 @@ pub(crate) fn serve_staged(
         id: request.id,
         outcome,
     };
-    write_result(&dir, dir_path, &result)?;
+    write_result(&dir, dir_path, RESULT_FILE, &result)?;
     Ok(Some(result))
+}
+
+/// A request a root step took: the directory it was in (opened without
+/// following links) and its bytes. The request file itself is gone.
+pub(crate) struct Taken {
+    pub dir: OwnedFd,
+    pub dir_path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// The root side of a request file: read it (at most `limit` bytes)
+/// without following links and remove it, so the path unit that started
+/// the step does not start it again. `Ok(None)`: no request.
+pub(crate) fn take(request_path: &Path, limit: u64) -> Result<Option<Taken>, InstallError> {
+    let (dir_path, request_name) = split(request_path)?;
+    let dir = open_dir_nofollow(dir_path)?;
+    let bytes = match open_in(
+        &dir,
+        dir_path,
+        &request_name,
+        OFlag::O_RDONLY,
+        Mode::empty(),
+    ) {
+        Ok(file) => read_limited(file, limit, request_path)?,
+        Err(InstallError::Io(error)) if error.source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
+        .map_err(|e| io("cannot remove", request_path)(e.into()))?;
+    Ok(Some(Taken {
+        dir,
+        dir_path: dir_path.to_owned(),
+        bytes,
+    }))
 }
 
 /// Copy the staged bundle into `work_dir`, and have `install` check and
@@ -275,13 +322,14 @@ fn install_copy(
 
 /// Write the result readable by poolgate (0644: it says nothing secret),
 /// whole, by a rename within the directory opened without following links.
-fn write_result(
+pub(crate) fn write_result(
     dir: &OwnedFd,
     dir_path: &Path,
-    result: &InstallResult,
+    name: &str,
+    result: &impl Serialize,
 ) -> Result<(), InstallError> {
-    let part = "install-result.json.part";
-    let _ = unlinkat(dir, part, UnlinkatFlags::NoRemoveDir);
+    let part = &format!("{name}.part");
+    let _ = unlinkat(dir, part.as_str(), UnlinkatFlags::NoRemoveDir);
     let mut file = open_in(
         dir,
         dir_path,
@@ -296,7 +344,7 @@ fn write_result(
     file.write_all(&serde_json::to_vec(result).expect("a result serialises"))
         .and_then(|()| file.sync_all())
         .map_err(io("cannot write", &path))?;
-    renameat(dir, part, dir, RESULT_FILE).map_err(|e| io("cannot rename", &path)(e.into()))
+    renameat(dir, part.as_str(), dir, name).map_err(|e| io("cannot rename", &path)(e.into()))
 }
 
 fn split(path: &Path) -> Result<(&Path, String), InstallError> {

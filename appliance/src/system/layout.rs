@@ -84,6 +84,10 @@ pub struct Layout {
     /// image's `poolgate-install.path` runs the step. `None`: poolgate
     /// writes them itself (development, tests).
     pub install_request: Option<PathBuf>,
+    /// Where the appliance's network settings are written and how they
+    /// are applied (`system::network`). `None`: poolgate shows the host's
+    /// network and changes nothing (development, a host it does not own).
+    pub network: Option<super::network::NetworkLayout>,
 }
 
 impl Default for Layout {
@@ -96,6 +100,7 @@ impl Default for Layout {
             cmdline: PathBuf::from("/proc/cmdline"),
             reboot_request: None,
             install_request: None,
+            network: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod bundle;
 pub(crate) mod install;
 pub mod layout;
+pub mod network;
 pub mod reboot;
 pub mod upgrade;
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::control::ControlError;
 use crate::store::StoreError;
+use crate::system::network::NetworkError;
 use crate::system::upgrade::{UpgradeError, Verdict};
 
 /// One field-named problem, as the API reports it.
@@ -66,6 +67,8 @@ pub enum ApiError {
     Tls(#[from] crate::certs::TlsError),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 impl ApiError {
@@ -102,6 +105,15 @@ impl IntoResponse for ApiError {
             )
             | Self::Join(_)
             | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Network(error) => match error {
+                NetworkError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                NetworkError::NotManaged
+                | NetworkError::Pending(_)
+                | NetworkError::NothingPending => StatusCode::CONFLICT,
+                // The root step's own words: what the admin must fix.
+                NetworkError::Apply(_) => StatusCode::BAD_GATEWAY,
+                NetworkError::Store(_) | NetworkError::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             // `UpgradeError::verdict` decides, for the console's exit code too.
             Self::Upgrade(error) => match error.verdict() {
                 Verdict::Refused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -112,6 +124,18 @@ impl IntoResponse for ApiError {
         };
         let (error, fields) = match &self {
             Self::Invalid(problems) => ("invalid input".to_owned(), problems.clone()),
+            Self::Network(NetworkError::Invalid(problems)) => (
+                "invalid input".to_owned(),
+                problems
+                    .iter()
+                    .map(|p| FieldProblem {
+                        field: p.field.clone(),
+                        message: p.message.clone(),
+                        line: None,
+                        column: None,
+                    })
+                    .collect(),
+            ),
             Self::Store(StoreError::WeakPassword) => (
                 "invalid input".to_owned(),
                 vec![FieldProblem {

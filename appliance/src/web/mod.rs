@@ -35,6 +35,9 @@
 //!   root slot and upgrades; the appliance certificate and replacing it
 //!   (`appliance`)
 //! * `POST /api/v1/system/upgrade` — upload an upgrade bundle (`system`)
+//! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
+//!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
+//!   and reverted unless confirmed in time (`network`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
@@ -47,6 +50,7 @@ mod configure;
 mod error;
 mod extract;
 pub(crate) mod history;
+mod network;
 mod openapi;
 mod state;
 pub(crate) mod status;
@@ -298,6 +302,33 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/system/upgrade",
             "Upload an upgrade bundle (raw body): verify, install, reboot",
             system::upgrade
+        ),
+        spec!(
+            GET,
+            "/api/v1/system/network",
+            "The network settings, the change awaiting confirmation, and the host's interfaces, routes and NTP state",
+            network::get,
+            response = crate::system::network::NetworkView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/system/network",
+            "Apply network settings (422 naming the field, nothing applied); they are reverted unless confirmed before the deadline",
+            network::put,
+            request = crate::system::network::NetworkSettings
+        ),
+        spec!(
+            POST,
+            "/api/v1/system/network/preview",
+            "What network settings would change; validates, applies nothing",
+            network::preview,
+            request = crate::system::network::NetworkSettings
+        ),
+        spec!(
+            POST,
+            "/api/v1/system/network/confirm",
+            "Keep the network change awaiting confirmation",
+            network::confirm
         ),
     ]
 }

@@ -28,6 +28,7 @@ impl Fake {
             cmdline: dir.path().join("cmdline"),
             reboot_request: None,
             install_request: None,
+            network: None,
         };
         std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
         std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
