@@ -879,6 +879,18 @@ fn every_route_is_exercised() {
             "certificate_is_checked_before_it_replaces_the_self_signed_one",
         ),
         (
+            "PUT /api/v1/system/network",
+            "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
+        ),
+        (
+            "POST /api/v1/system/network/preview",
+            "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
+        ),
+        (
+            "POST /api/v1/system/network/confirm",
+            "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
+        ),
+        (
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),
