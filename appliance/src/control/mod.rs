@@ -26,6 +26,7 @@
 //!   check against the store.
 
 mod controller;
+pub(crate) mod pending;
 
 #[cfg(test)]
 mod tests;
