@@ -101,6 +101,10 @@ impl<T, I: Copy + Ord> Pending<T, I> {
 
     /// Drop the change awaiting confirmation without reverting it (it was
     /// undone or superseded another way); its revert is handed back.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the admin move is only confirmed or reverted")
+    )]
     pub(crate) fn cancel(&mut self) -> Option<T> {
         match std::mem::take(self) {
             Self::Idle => None,

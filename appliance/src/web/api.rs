@@ -424,7 +424,9 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
 /// is written unless the whole config is valid, nor when `If-Match` names a
 /// version other than the stored one (409: someone else changed it). The
 /// answer names the pool view `generation` that carries the change: when it
-/// is given, DNS, the proxy and SIP already serve it.
+/// is given, DNS, the proxy and SIP already serve it, on their new
+/// addresses if they moved. A moved admin listener answers `confirm_by`:
+/// `POST /api/v1/config/confirm` must reach the new address before then.
 pub(crate) async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -445,8 +447,8 @@ pub(crate) async fn put_config(
     Ok(Json(json!({
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),
-        "restart_required": outcome.diff.listeners_changed,
         "generation": outcome.generation,
+        "confirm_by": outcome.confirm_by.map(super::configure::rfc3339),
     })))
 }
 
