@@ -205,6 +205,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         gates: Arc::clone(&gates),
         ..dns::DnsStats::default()
     });
+    let (listeners_applied, applied) = tokio::sync::watch::channel(0);
     let mut app_state = web::AppState::new(
         control.clone(),
         publisher.clone(),
@@ -217,6 +218,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(Arc::clone(&certificates));
     app_state.listeners = Arc::clone(&gates);
+    app_state.listeners_applied = applied;
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -255,6 +257,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         admin: listeners::Admin { router, tls },
         gates: Arc::clone(&gates),
         events: events.clone(),
+        applied: listeners_applied,
     };
     let listeners =
         listeners::Listeners::start(serving, &config.listen, shutdown.child_token()).await?;

@@ -261,7 +261,7 @@ fn a_moved_admin_listener_confirmed_on_its_new_address_stays() {
         new,
         mut desired,
         poolgate: _poolgate,
-        _dir: _dir,
+        _dir,
     } = moved_admin(&[]);
     // Both serve while the move awaits confirmation.
     assert_eq!(old_client.get("/api/v1/health").status().as_u16(), 200);
@@ -305,7 +305,7 @@ fn an_unconfirmed_admin_move_is_reverted_after_the_deadline() {
         poolgate,
         client,
         new,
-        _dir: _dir,
+        _dir,
         ..
     } = moved_admin(&["--confirm-timeout-s", "2"]);
     assert!(reachable(new), "the new address is served meanwhile");

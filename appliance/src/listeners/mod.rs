@@ -21,6 +21,10 @@
 //!   again every second, never a crash; at start, a failed bind is an
 //!   error (`poolgate run` exits and says which address).
 //!
+//! Once a view's listeners are open (or reported failing), its generation
+//! is announced (`Serving::applied`), so a config change is acknowledged
+//! only when its listeners answer.
+//!
 //! Each request served on an admin listener carries `web::ListenedOn`, the
 //! address the listener was opened for, so a confirmation can tell which
 //! listener it reached.
@@ -76,6 +80,9 @@ pub(crate) struct Serving {
     pub admin: Admin,
     pub gates: Arc<net::Registry>,
     pub events: EventLog,
+    /// The generation of the newest view the listeners are in line with:
+    /// what `PUT /api/v1/config` waits for before it answers.
+    pub applied: watch::Sender<u64>,
 }
 
 /// The open listeners and what they serve with.
@@ -128,8 +135,16 @@ impl Listeners {
             let keep = admin_move
                 .borrow_and_update()
                 .map(|admin_move| admin_move.from);
-            let wanted = plan::wanted(&views.borrow_and_update().config.listen, keep);
+            let (wanted, generation) = {
+                let view = views.borrow_and_update();
+                (plan::wanted(&view.config.listen, keep), view.generation)
+            };
             self.reconcile(&wanted, retry_due).await;
+            self.serving.applied.send_if_modified(|applied| {
+                let newer = *applied < generation;
+                *applied = (*applied).max(generation);
+                newer
+            });
             let retry = async {
                 if self.failing.is_empty() {
                     std::future::pending::<()>().await;

@@ -419,6 +419,9 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
     )
 }
 
+/// Longest a config PUT waits for moved listeners to be open.
+const LISTENERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Replace the desired config: validate, commit, publish. The body is JSON,
 /// or TOML with `Content-Type: application/toml` (an exported file). Nothing
 /// is written unless the whole config is valid, nor when `If-Match` names a
@@ -444,6 +447,17 @@ pub(crate) async fn put_config(
         .set_config(input, expected, source)
         .await
         .map_err(|error| control_error(error, toml))?;
+    if outcome.diff.listeners_changed {
+        // Moved listeners answer before the change is acknowledged. The
+        // wait is bounded: a bind that fails is reported, not waited for.
+        let mut applied = state.listeners_applied.clone();
+        let generation = outcome.generation;
+        let _ = tokio::time::timeout(
+            LISTENERS_WAIT,
+            applied.wait_for(|applied| *applied >= generation),
+        )
+        .await;
+    }
     Ok(Json(json!({
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),

@@ -37,6 +37,9 @@ pub struct AppState {
     pub listeners: Arc<crate::net::Registry>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
+    /// The newest view generation the DNS, SIP and admin listeners are in
+    /// line with (`listeners`); without a sender nothing waits for it.
+    pub listeners_applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             history: Arc::default(),
             listeners: Arc::default(),
             events,
+            listeners_applied: tokio::sync::watch::channel(0).1,
         }
     }
 }
