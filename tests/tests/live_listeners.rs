@@ -15,10 +15,6 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
 
-fn addr(text: &str) -> SocketAddr {
-    text.parse().expect("address")
-}
-
 /// The loopback example with fixed ports, so a test knows the old address.
 fn config(dns: SocketAddr, sip_udp: SocketAddr) -> toml::Table {
     let mut config = loopback_example();

@@ -17,19 +17,14 @@
 //!   exactly once.
 
 /// Where the confirmation of one change stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) enum Pending<T, I> {
     /// Nothing awaits confirmation.
+    #[default]
     Idle,
     /// A change was applied; `revert` undoes it unless it is confirmed
     /// before `deadline`.
     Awaiting { revert: T, deadline: I },
-}
-
-impl<T, I> Default for Pending<T, I> {
-    fn default() -> Self {
-        Self::Idle
-    }
 }
 
 /// Why a change cannot start awaiting confirmation.
