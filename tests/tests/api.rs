@@ -874,6 +874,10 @@ fn every_route_is_exercised() {
             "config_export_preview_and_toml_import",
         ),
         (
+            "POST /api/v1/config/confirm",
+            "tests/live_listeners.rs: a_moved_admin_listener_confirmed_on_its_new_address_stays",
+        ),
+        (
             "POST /api/v1/pools/{pool}/members/{member}/{action}",
             "every_route_does_its_job",
         ),
