@@ -428,7 +428,7 @@ async function preview(body, contentType, errors) {
     : "This is the configuration in use already: nothing would change.";
   const summary = data.summary.map((line) => el("li", {}, line));
   if (data.changed && !summary.length) summary.push(el("li", {}, "Settings change as the lines below show."));
-  if (data.restart_required) summary.push(el("li", { class: "warn" }, "poolgate must be restarted for new listen addresses."));
+  if (data.confirm_by) summary.push(el("li", { class: "warn" }, "The admin address moves: confirm from the new address before the deadline, or the change is reverted."));
   $("preview-summary").replaceChildren(...summary);
   $("preview-diff").replaceChildren(...data.diff.map(([op, text]) =>
     el("span", { class: { "+": "added", "-": "removed", "…": "skipped" }[op] || "same" }, `${op} ${text}`)));
@@ -464,7 +464,7 @@ $("preview-apply").addEventListener("click", async () => {
   $("preview").hidden = true;
   $("import-form").reset();
   await loadConfig();
-  $("config-version").textContent = `(version ${data.version}: applied${data.restart_required ? "; restart poolgate for new listen addresses" : ""})`;
+  $("config-version").textContent = `(version ${data.version}: applied${data.confirm_by ? `; open the new admin address and confirm before ${data.confirm_by}, or it is reverted` : ""})`;
   $("config-version").dataset.applied = data.version;
 });
 

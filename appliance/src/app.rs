@@ -1,6 +1,7 @@
 //! Wires the subsystems into a running appliance: open the store, commit a
 //! config given on the command line through the control path, start the
-//! publisher and the control task, bind the listeners,
+//! publisher and the control task, bind the listeners (`listeners` keeps
+//! them in line with the config afterwards),
 //! tell systemd, and on shutdown stop accepting, finish in-flight work under a
 //! deadline, and report what was cut.
 
@@ -16,7 +17,7 @@ use crate::control::{self, Change, ConfigInput, ControlError, Controller};
 use crate::license::{self, Licensing};
 use crate::state;
 use crate::store::StoreError;
-use crate::{certs, dns, events, health, net, proxy, sip, system, web};
+use crate::{certs, dns, events, health, listeners, net, proxy, sip, system, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -35,6 +36,10 @@ pub struct RunOptions {
     pub system_layout: system::layout::Layout,
     /// How to reboot into an installed upgrade.
     pub reboot: system::reboot::RebootMode,
+    /// How long a move of the admin listener has to be confirmed from the
+    /// new address before the previous config is put back (120 s; shorter
+    /// only in tests).
+    pub confirm_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,8 @@ pub enum RunError {
     Dns(#[from] dns::DnsError),
     #[error(transparent)]
     Bind(#[from] net::BindError),
+    #[error(transparent)]
+    Listener(#[from] listeners::ListenerError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("a task failed: {0}")]
@@ -82,60 +89,6 @@ pub(crate) fn bootstrap_config(admin_listen: SocketAddr) -> Config {
         virtual_services: Vec::new(),
     };
     config::validate(&file).expect("a config with only an admin address is valid")
-}
-
-/// Bind the SIP redirect listeners the config names and serve them until
-/// `shutdown`. A listener that fails later is logged; the rest keep going.
-async fn start_sip(
-    config: &Config,
-    certificates: &Arc<certs::Certificates>,
-    publisher: &state::PublisherHandle,
-    stats: &Arc<sip::SipStats>,
-    shutdown: &CancellationToken,
-) -> Result<(), RunError> {
-    let report = |service: &'static str| {
-        move |result: Result<(), sip::SipError>| {
-            if let Err(error) = result {
-                tracing::error!(service, %error, "SIP listener stopped");
-            }
-        }
-    };
-    if let Some(address) = config.listen.sip_udp {
-        let socket = net::bind_udp("sip-udp", address).await?;
-        let task = sip::serve_udp(
-            socket,
-            publisher.clone(),
-            Arc::clone(stats),
-            shutdown.child_token(),
-        );
-        tokio::spawn(async move { report("sip-udp")(task.await) });
-    }
-    if let Some(address) = config.listen.sip_tcp {
-        let listener = net::bind_tcp("sip-tcp", address).await?;
-        let task = sip::serve_tcp(
-            listener,
-            None,
-            publisher.clone(),
-            Arc::clone(stats),
-            shutdown.child_token(),
-        );
-        tokio::spawn(async move { report("sip-tcp")(task.await) });
-    }
-    if let Some(address) = config.listen.sip_tls {
-        // The appliance certificate (the admin listener's, replaced with
-        // it), without its HTTP protocol negotiation.
-        let sip_tls = certificates.server_config(&[])?;
-        let listener = net::bind_tcp("sip-tls", address).await?;
-        let task = sip::serve_tcp(
-            listener,
-            Some(tokio_rustls::TlsAcceptor::from(sip_tls)),
-            publisher.clone(),
-            Arc::clone(stats),
-            shutdown.child_token(),
-        );
-        tokio::spawn(async move { report("sip-tls")(task.await) });
-    }
-    Ok(())
 }
 
 /// Run until `shutdown` is cancelled.
@@ -184,13 +137,17 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let events_stop = CancellationToken::new();
     let (events, events_task) = events::spawn(store.clone(), events_stop.clone());
     let (publisher, publisher_task) = state::spawn(controller.inputs(), shutdown.child_token());
-    let (control, control_task) = controller.spawn(publisher.clone(), shutdown.child_token());
+    let (control, control_task) = controller.spawn(
+        publisher.clone(),
+        shutdown.child_token(),
+        options.confirm_timeout,
+    );
     let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
     let network = system::network::Network::load(
         options.system_layout.network.clone(),
         store.clone(),
         events.clone(),
-        confirm_window(),
+        options.confirm_timeout,
     )
     .await?;
     let network_task = tokio::spawn(Arc::clone(&network).run_deadlines(shutdown.child_token()));
@@ -233,7 +190,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     ));
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;
-    let admin = net::bind_tcp("admin", config.listen.admin).await?;
     // The accept layer's gates, one per listener label, for `/metrics`.
     let gates = Arc::new(net::Registry::default());
     let (seen_tx, seen_rx) = tokio::sync::mpsc::channel(10_000);
@@ -249,7 +205,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         Arc::clone(&sip_stats),
         shutdown.child_token(),
     ));
-    start_sip(&config, &certificates, &publisher, &sip_stats, &shutdown).await?;
     let licence = licensing.status()?;
     tracing::info!(state = ?licence.state, "{}", licence.message);
     let clock = tokio::spawn(keep_licence_clock(
@@ -260,6 +215,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         gates: Arc::clone(&gates),
         ..dns::DnsStats::default()
     });
+    let (listeners_applied, applied) = tokio::sync::watch::channel(0);
     let mut app_state = web::AppState::new(
         control.clone(),
         publisher.clone(),
@@ -270,9 +226,10 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     );
     app_state.dns_stats = Arc::clone(&dns_stats);
     app_state.sip_stats = Arc::clone(&sip_stats);
-    app_state.certificates = Some(certificates);
+    app_state.certificates = Some(Arc::clone(&certificates));
     app_state.listeners = Arc::clone(&gates);
     app_state.network = Some(network);
+    app_state.listeners_applied = applied;
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -284,9 +241,6 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
     ));
     let router = web::router(app_state);
-    let server_shutdown = shutdown.child_token();
-    let admin = net::Listener::new(admin, gates.gate("admin", net::Limits::admin()));
-    let mut admin_task = tokio::spawn(web::tls::serve(admin, router, tls, server_shutdown));
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.
     let proxy_task = tokio::spawn(proxy::serve(
@@ -297,50 +251,36 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         options.grace,
         Arc::clone(&gates),
     ));
-
-    // DNS answers in-flight are single packets: its tasks stop at once on
-    // shutdown and need no grace period.
-    let dns_listeners = dns::bind(&config.listen.dns).await?;
-    let mut dns_tasks = dns::spawn(
-        dns_listeners,
+    let fail_open_task = tokio::spawn(dns::fail_open::watch(
         publisher.subscribe(),
         events.clone(),
-        dns_stats,
-        dns::TcpLimits::default(),
         shutdown.child_token(),
-    );
+    ));
+    // DNS, SIP and the admin listener: bound now (a failure here is fatal),
+    // then kept in line with the config. DNS answers in flight are single
+    // packets and stop at once on shutdown; admin requests get the grace
+    // period.
+    let serving = listeners::Serving {
+        dns: dns::Responder::new(publisher.subscribe(), dns_stats, dns::TcpLimits::default()),
+        publisher: publisher.clone(),
+        sip_stats: Arc::clone(&sip_stats),
+        certificates,
+        admin: listeners::Admin { router, tls },
+        gates: Arc::clone(&gates),
+        events: events.clone(),
+        applied: listeners_applied,
+    };
+    let listeners =
+        listeners::Listeners::start(serving, &config.listen, shutdown.child_token()).await?;
+    let listeners_task =
+        tokio::spawn(listeners.follow(publisher.subscribe(), control.admin_move(), options.grace));
 
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
 
-    let finished = tokio::select! {
-        () = shutdown.cancelled() => None,
-        result = &mut admin_task => Some(result),
-    };
+    shutdown.cancelled().await;
     system::notify_stopping();
-    match finished {
-        // The admin server only ends by itself on an accept-loop failure (or
-        // because shutdown began in the same instant).
-        Some(result) => {
-            shutdown.cancel();
-            result?;
-        }
-        None => {
-            let deadline = tokio::time::sleep(options.grace);
-            tokio::pin!(deadline);
-            tokio::select! {
-                result = &mut admin_task => {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "Admin listener task failed");
-                    }
-                }
-                () = &mut deadline => {
-                    tracing::warn!(grace_s = options.grace.as_secs(), "Grace period over; closing admin connections still open");
-                    admin_task.abort();
-                }
-            }
-        }
-    }
+    let _ = listeners_task.await;
     let _ = drain_task.await;
     let _ = seen_task.await;
     let _ = clock.await;
@@ -349,7 +289,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = health_task.await;
     let _ = network_task.await;
     let _ = proxy_task.await;
-    while dns_tasks.join_next().await.is_some() {}
+    let _ = fail_open_task.await;
     let _ = control_task.await;
     let _ = publisher_task.await;
     events_stop.cancel();
@@ -388,16 +328,6 @@ fn commit_file_config(
         Err(error) => return Err(error.into()),
     }
     Ok(())
-}
-
-/// How long a network change waits for its confirmation:
-/// `system::network::CONFIRM_WINDOW`, or (for tests only) the seconds in
-/// `POOLGATE_CONFIRM_TIMEOUT_S`.
-fn confirm_window() -> Duration {
-    std::env::var("POOLGATE_CONFIRM_TIMEOUT_S")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(system::network::CONFIRM_WINDOW, Duration::from_secs)
 }
 
 /// Move the licensing clock forward once a minute, so turning the system

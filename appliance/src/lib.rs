@@ -14,6 +14,8 @@
 //! * `health`: the monitors that probe members; `drain`: drain progress and
 //!   deadlines;
 //! * `net`: the accept layer of every TCP listener (caps, idle eviction);
+//! * `listeners`: the DNS, SIP and admin listeners, following `[listen]`
+//!   live (bind new, close old, confirm an admin move);
 //! * `web`: the admin listener (UI, REST API, authentication);
 //! * `certs`: the certificate store shared by HTTPS and SIP over TLS;
 //! * `license`: licence documents and the licensing clock;
@@ -39,6 +41,7 @@ pub(crate) mod drain;
 pub(crate) mod events;
 pub mod health;
 pub mod license;
+pub(crate) mod listeners;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub mod proxy;

@@ -60,6 +60,10 @@ enum Command {
         /// Never reboot into an installed upgrade (development and tests).
         #[arg(long)]
         no_reboot: bool,
+        /// Seconds a move of the admin listener or a network change has to
+        /// be confirmed (tests only; operators keep the default).
+        #[arg(long, default_value_t = 120, hide = true)]
+        confirm_timeout_s: u64,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
             require_setup_code,
             system_layout,
             no_reboot,
+            confirm_timeout_s,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -194,6 +199,7 @@ fn main() -> ExitCode {
                 require_setup_code,
                 system_layout,
                 reboot: reboot_mode(no_reboot),
+                confirm_timeout: Duration::from_secs(confirm_timeout_s),
             }),
             Err(error) => Err(error),
         },

@@ -342,7 +342,11 @@ fn every_route_does_its_job() {
     let body: Value = response.json().expect("JSON");
     assert_eq!(body["version"], 2);
     assert_eq!(body["changed"], true, "a DNS setting is a change");
-    assert_eq!(body["restart_required"], false);
+    assert!(body.get("restart_required").is_none(), "{body}");
+    assert!(
+        body["confirm_by"].is_null(),
+        "the admin listener stays: {body}"
+    );
     assert!(body["generation"].as_u64().is_some(), "{body}");
     let events = client.json("/api/v1/events?kind=config");
     assert!(
@@ -868,6 +872,10 @@ fn every_route_is_exercised() {
         (
             "POST /api/v1/config/preview",
             "config_export_preview_and_toml_import",
+        ),
+        (
+            "POST /api/v1/config/confirm",
+            "tests/live_listeners.rs: a_moved_admin_listener_confirmed_on_its_new_address_stays",
         ),
         (
             "POST /api/v1/pools/{pool}/members/{member}/{action}",

@@ -53,8 +53,13 @@ impl Host {
         let poolgate = Poolgate::start_with_config_env(
             &self.dir.path().join("var"),
             &loopback_example(),
-            &["--system-layout", self.layout.to_str().expect("utf-8")],
-            &[("POOLGATE_CONFIRM_TIMEOUT_S", WINDOW_S)],
+            &[
+                "--system-layout",
+                self.layout.to_str().expect("utf-8"),
+                "--confirm-timeout-s",
+                WINDOW_S,
+            ],
+            &[],
         );
         let admin = poolgate.address("admin");
         let mut client = AdminClient::new(admin);

@@ -75,7 +75,7 @@ impl ConfigDiff {
             out.push("DNS, zone or pool settings change".to_owned());
         }
         if self.listeners_changed {
-            out.push("Listen addresses change (takes effect after a restart)".to_owned());
+            out.push("Listen addresses change (moved listeners open at once; a moved admin listener must be confirmed from its new address)".to_owned());
         }
         out
     }

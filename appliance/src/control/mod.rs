@@ -24,16 +24,27 @@
 //! * Nothing else writes config versions or admin states while the task
 //!   runs; the version check against the in-memory version is therefore the
 //!   check against the store.
+//! * A config that moves the admin listener must be confirmed by a request
+//!   that reaches the new address (`pending`) within the confirm timeout
+//!   (120 s by default); until then the old admin listener stays open
+//!   ([`ControlHandle::admin_move`]) and other config changes are refused.
+//!   Unconfirmed, the task commits the previous config again, as a change of
+//!   its own ([`Source::Revert`]). The move is announced on the watch
+//!   before the new config is published, so the listeners never see the new
+//!   address without knowing to keep the old one.
 
 mod controller;
+pub(crate) mod pending;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +52,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, AdminState, Config, ConfigDiff, ConfigError, ConfigFile, MemberKey};
 use crate::state::{PublisherHandle, Update};
 use crate::store::StoreError;
+use pending::Pending;
+use tokio::time::Instant;
 
 pub(crate) use controller::{Applied, Controller};
 
@@ -58,6 +71,9 @@ pub(crate) enum Source {
     Api { user: String },
     /// The file given to `poolgate run --config`.
     File { path: PathBuf },
+    /// The control task itself, putting back config `version` because the
+    /// admin listener's move to `to` was not confirmed in time.
+    Revert { version: i64, to: SocketAddr },
 }
 
 impl Source {
@@ -65,7 +81,7 @@ impl Source {
     pub(crate) fn actor(&self) -> String {
         match self {
             Self::Api { user } => user.clone(),
-            Self::File { .. } => self.to_string(),
+            Self::File { .. } | Self::Revert { .. } => self.to_string(),
         }
     }
 }
@@ -75,6 +91,10 @@ impl fmt::Display for Source {
         match self {
             Self::Api { user } => write!(f, "API ({user})"),
             Self::File { path } => write!(f, "file {}", path.display()),
+            Self::Revert { version, to } => write!(
+                f,
+                "revert to version {version} (admin listener move to {to} not confirmed)"
+            ),
         }
     }
 }
@@ -145,6 +165,33 @@ pub(crate) struct ConfigOutcome {
     pub diff: ConfigDiff,
     /// The generation of the pool view that includes the change.
     pub generation: u64,
+    /// When the change moved the admin listener: the move's deadline.
+    pub confirm_by: Option<time::OffsetDateTime>,
+}
+
+/// A move of the admin listener that awaits its confirmation: both
+/// addresses are served meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AdminMove {
+    /// The address kept open until the move is confirmed.
+    pub from: SocketAddr,
+    /// The address the config now names, where the confirmation must arrive.
+    pub to: SocketAddr,
+    pub confirm_by: time::OffsetDateTime,
+}
+
+/// What the task keeps to revert an unconfirmed admin move.
+#[derive(Debug, Clone)]
+struct Revert {
+    config: Arc<Config>,
+    version: i64,
+    admin_move: AdminMove,
+}
+
+/// What a confirmation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Confirmed {
+    pub admin_move: AdminMove,
 }
 
 /// What a member action did.
@@ -217,6 +264,18 @@ pub enum ControlError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A move of the admin listener awaits confirmation: config changes
+    /// wait until it is confirmed or reverted.
+    #[error(
+        "the admin listener's move to {to} awaits confirmation (until {confirm_by}); confirm it from the new address or wait for the revert"
+    )]
+    AwaitingConfirmation { to: SocketAddr, confirm_by: String },
+    /// A confirmation with no move awaiting one (or after its deadline).
+    #[error("no admin listener move awaits confirmation")]
+    NothingToConfirm,
+    /// A confirmation that did not arrive on the new admin address.
+    #[error("confirm the move on the new admin address {to}")]
+    ConfirmElsewhere { to: SocketAddr },
     /// The task has stopped (shutdown), or the publisher has.
     #[error("the control task has stopped")]
     Stopped,
@@ -234,12 +293,18 @@ enum Request {
     Change(Change),
     /// The config path as a dry run.
     Preview(ConfigInput),
+    /// Confirm the admin listener's move, from a request that arrived on
+    /// the listener opened for `on`.
+    Confirm {
+        on: SocketAddr,
+    },
 }
 
 enum Reply {
     Config(Box<ConfigOutcome>),
     Member(MemberOutcome),
     Preview(Box<Preview>),
+    Confirmed(Confirmed),
 }
 
 /// Handle to the control task; cheap to clone.
@@ -248,6 +313,8 @@ pub struct ControlHandle {
     requests: mpsc::Sender<Envelope>,
     desired: watch::Receiver<Arc<Desired>>,
     committed: broadcast::Sender<Committed>,
+    admin_move: watch::Receiver<Option<AdminMove>>,
+    confirm_timeout: Duration,
 }
 
 impl fmt::Debug for Envelope {
@@ -270,6 +337,33 @@ impl ControlHandle {
         self.committed.subscribe()
     }
 
+    /// The admin listener's move awaiting confirmation, if any: set before
+    /// the config naming the new address is published, cleared once it is
+    /// confirmed or reverted.
+    pub(crate) fn admin_move(&self) -> watch::Receiver<Option<AdminMove>> {
+        self.admin_move.clone()
+    }
+
+    /// How long a move of the admin listener has to be confirmed.
+    pub(crate) fn confirm_timeout(&self) -> Duration {
+        self.confirm_timeout
+    }
+
+    /// Confirm the admin listener's move from a request that arrived on the
+    /// listener opened for `on`.
+    pub(crate) async fn confirm(
+        &self,
+        on: SocketAddr,
+        source: Source,
+    ) -> Result<Confirmed, ControlError> {
+        match self.request(Request::Confirm { on }, source).await? {
+            Reply::Confirmed(confirmed) => Ok(confirmed),
+            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) => {
+                unreachable!("a confirmation has a confirmation reply")
+            }
+        }
+    }
+
     /// Replace the desired config; returns once the change is published.
     pub(crate) async fn set_config(
         &self,
@@ -282,7 +376,7 @@ impl ControlHandle {
             .await?
         {
             Reply::Config(outcome) => Ok(*outcome),
-            Reply::Member(_) | Reply::Preview(_) => {
+            Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
                 unreachable!("a config change has a config reply")
             }
         }
@@ -300,7 +394,7 @@ impl ControlHandle {
             .await?
         {
             Reply::Member(outcome) => Ok(outcome),
-            Reply::Config(_) | Reply::Preview(_) => {
+            Reply::Config(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
                 unreachable!("a member action has a member reply")
             }
         }
@@ -315,7 +409,9 @@ impl ControlHandle {
     ) -> Result<Preview, ControlError> {
         match self.request(Request::Preview(input), source).await? {
             Reply::Preview(preview) => Ok(*preview),
-            Reply::Config(_) | Reply::Member(_) => unreachable!("a dry run has a preview reply"),
+            Reply::Config(_) | Reply::Member(_) | Reply::Confirmed(_) => {
+                unreachable!("a dry run has a preview reply")
+            }
         }
     }
 
@@ -337,38 +433,65 @@ impl ControlHandle {
 impl Controller {
     /// Start the task. It publishes through `publisher`, whose inputs must
     /// have been built from [`Controller::inputs`], and stops when
-    /// `shutdown` is cancelled or every handle is dropped.
+    /// `shutdown` is cancelled or every handle is dropped. A move of the
+    /// admin listener must be confirmed within `confirm_timeout`.
     pub(crate) fn spawn(
         self,
         publisher: PublisherHandle,
         shutdown: CancellationToken,
+        confirm_timeout: Duration,
     ) -> (ControlHandle, tokio::task::JoinHandle<()>) {
         let (requests_tx, requests) = mpsc::channel(QUEUE);
         let (desired_tx, desired) = watch::channel(Arc::clone(self.desired()));
         let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
+        let (admin_move_tx, admin_move) = watch::channel(None);
         let handle = ControlHandle {
             requests: requests_tx,
             desired,
             committed: committed.clone(),
+            admin_move,
+            confirm_timeout,
         };
-        let task = tokio::spawn(run(
-            self, requests, publisher, desired_tx, committed, shutdown,
-        ));
+        let outputs = Outputs {
+            publisher,
+            desired: desired_tx,
+            committed,
+            admin_move: admin_move_tx,
+        };
+        let task = tokio::spawn(run(self, requests, outputs, confirm_timeout, shutdown));
         (handle, task)
     }
+}
+
+/// Where the task's results go.
+struct Outputs {
+    publisher: PublisherHandle,
+    desired: watch::Sender<Arc<Desired>>,
+    committed: broadcast::Sender<Committed>,
+    admin_move: watch::Sender<Option<AdminMove>>,
 }
 
 async fn run(
     mut controller: Controller,
     mut requests: mpsc::Receiver<Envelope>,
-    publisher: PublisherHandle,
-    desired: watch::Sender<Arc<Desired>>,
-    committed: broadcast::Sender<Committed>,
+    outputs: Outputs,
+    confirm_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut pending: Pending<Revert, Instant> = Pending::default();
     loop {
+        let deadline = pending.deadline();
         let envelope = tokio::select! {
             () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if let Some(revert) = pending.expire(Instant::now()) {
+                    match revert_move(controller, revert, &outputs).await {
+                        Some(back) => controller = back,
+                        None => return,
+                    }
+                }
+                continue;
+            }
             envelope = requests.recv() => match envelope {
                 Some(envelope) => envelope,
                 None => break,
@@ -379,6 +502,19 @@ async fn run(
             source,
             reply,
         } = envelope;
+        let request = match request {
+            Request::Confirm { on } => {
+                let _ = reply.send(confirm(&mut pending, on, &source, &outputs));
+                continue;
+            }
+            Request::Change(Change::Config { .. }) if pending.revert().is_some() => {
+                let admin_move = pending.revert().map(|revert| revert.admin_move);
+                let _ = reply.send(Err(awaiting(admin_move)));
+                continue;
+            }
+            request => request,
+        };
+        let previous = Arc::clone(controller.desired());
         // The store and the licence are synchronous: off the async threads,
         // and the controller comes back with the result.
         let announced = source.clone();
@@ -388,6 +524,7 @@ async fn run(
                 Request::Preview(input) => controller
                     .preview(input)
                     .map(|preview| Step::Preview(Box::new(preview))),
+                Request::Confirm { .. } => unreachable!("answered above"),
             };
             (controller, step)
         })
@@ -406,20 +543,136 @@ async fn run(
         let result = match step {
             Ok(Step::Preview(preview)) => Ok(Reply::Preview(preview)),
             Ok(Step::Applied(applied)) => {
-                publish(
-                    &controller,
-                    applied,
-                    announced,
-                    &publisher,
-                    &desired,
-                    &committed,
-                )
-                .await
+                let admin_move = moved(&previous, &applied, confirm_timeout);
+                if let Some(admin_move) = admin_move {
+                    tracing::info!(from = %admin_move.from, to = %admin_move.to, confirm_by = %rfc3339(admin_move.confirm_by), "Admin listener moves; confirm it from the new address");
+                    let revert = Revert {
+                        config: Arc::clone(&previous.config),
+                        version: previous.version,
+                        admin_move,
+                    };
+                    pending
+                        .start(revert, Instant::now() + confirm_timeout)
+                        .expect("config changes are refused while a move is pending");
+                }
+                // Before the new config is published, so the listeners
+                // keep the old admin address open from the first moment.
+                outputs.admin_move.send_if_modified(|current| {
+                    let changed = *current != admin_move;
+                    *current = admin_move;
+                    changed
+                });
+                publish(&controller, applied, announced, &outputs, admin_move).await
             }
             Err(error) => Err(error),
         };
         let _ = reply.send(result);
     }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn awaiting(admin_move: Option<AdminMove>) -> ControlError {
+    match admin_move {
+        Some(admin_move) => ControlError::AwaitingConfirmation {
+            to: admin_move.to,
+            confirm_by: rfc3339(admin_move.confirm_by),
+        },
+        None => ControlError::NothingToConfirm,
+    }
+}
+
+/// The move of the admin listener a committed config makes, if any.
+fn moved(previous: &Desired, applied: &Applied, timeout: Duration) -> Option<AdminMove> {
+    let Applied::Config { config, .. } = applied else {
+        return None;
+    };
+    let (from, to) = (previous.config.listen.admin, config.listen.admin);
+    (from != to).then(|| AdminMove {
+        from,
+        to,
+        confirm_by: time::OffsetDateTime::now_utc() + timeout,
+    })
+}
+
+/// Take a confirmation that arrived on the listener opened for `on`.
+fn confirm(
+    pending: &mut Pending<Revert, Instant>,
+    on: SocketAddr,
+    source: &Source,
+    outputs: &Outputs,
+) -> Result<Reply, ControlError> {
+    let Some(revert) = pending.revert() else {
+        return Err(ControlError::NothingToConfirm);
+    };
+    let to = revert.admin_move.to;
+    if on != to {
+        return Err(ControlError::ConfirmElsewhere { to });
+    }
+    let revert = pending
+        .confirm(Instant::now())
+        .map_err(|_| ControlError::NothingToConfirm)?;
+    outputs.admin_move.send_replace(None);
+    tracing::info!(from = %revert.admin_move.from, to = %to, by = %source, "Admin listener move confirmed");
+    Ok(Reply::Confirmed(Confirmed {
+        admin_move: revert.admin_move,
+    }))
+}
+
+/// Commit the config from before an unconfirmed admin move again, through
+/// the same path as any change. `None` if the task must stop.
+async fn revert_move(
+    controller: Controller,
+    revert: Revert,
+    outputs: &Outputs,
+) -> Option<Controller> {
+    let Revert {
+        config,
+        version,
+        admin_move,
+    } = revert;
+    let source = Source::Revert {
+        version,
+        to: admin_move.to,
+    };
+    let change = Change::Config {
+        input: ConfigInput::Validated(Box::new(Config::clone(&config))),
+        if_match: None,
+    };
+    let announced = source.clone();
+    let (controller, applied) = tokio::task::spawn_blocking(move || {
+        let mut controller = controller;
+        let applied = controller.apply(change, &source);
+        (controller, applied)
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "Control task failed; changes are refused until a restart");
+    })
+    .ok()?;
+    match applied {
+        Ok(applied) => {
+            tracing::warn!(to = %admin_move.to, back = %admin_move.from, version, "Admin listener move not confirmed in time; previous config committed again");
+            if publish(&controller, applied, announced, outputs, None)
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            // After the old config is published: the old address is wanted
+            // by the config again before it stops being kept.
+            outputs.admin_move.send_replace(None);
+        }
+        // Both addresses stay open: the operator still reaches the
+        // appliance, and the next committed config settles it.
+        Err(error) => {
+            tracing::error!(%error, to = %admin_move.to, "Cannot revert the unconfirmed admin listener move; both addresses stay open");
+        }
+    }
+    Some(controller)
 }
 
 enum Step {
@@ -433,10 +686,16 @@ async fn publish(
     controller: &Controller,
     applied: Applied,
     source: Source,
-    publisher: &PublisherHandle,
-    desired: &watch::Sender<Arc<Desired>>,
-    committed: &broadcast::Sender<Committed>,
+    outputs: &Outputs,
+    admin_move: Option<AdminMove>,
 ) -> Result<Reply, ControlError> {
+    let Outputs {
+        publisher,
+        desired,
+        committed,
+        ..
+    } = outputs;
+    let confirm_by = admin_move.map(|admin_move| admin_move.confirm_by);
     let version = controller.desired().version;
     type Finish = Box<dyn FnOnce(u64) -> Reply + Send>;
     let (update, change, summary, finish): (Update, CommittedChange, Vec<String>, Finish) =
@@ -446,6 +705,7 @@ async fn publish(
                     version,
                     diff: ConfigDiff::default(),
                     generation: publisher.current().generation,
+                    confirm_by: None,
                 })));
             }
             Applied::Config { config, diff } => (
@@ -461,6 +721,7 @@ async fn publish(
                         version,
                         diff: *diff,
                         generation,
+                        confirm_by,
                     }))
                 }),
             ),

@@ -53,7 +53,11 @@ fn controller(dir: &std::path::Path) -> (Store, Controller) {
 fn start(controller: Controller) -> (ControlHandle, PublisherHandle, CancellationToken) {
     let shutdown = CancellationToken::new();
     let (publisher, _) = state::spawn(controller.inputs(), shutdown.child_token());
-    let (control, _) = controller.spawn(publisher.clone(), shutdown.child_token());
+    let (control, _) = controller.spawn(
+        publisher.clone(),
+        shutdown.child_token(),
+        Duration::from_secs(120),
+    );
     (control, publisher, shutdown)
 }
 

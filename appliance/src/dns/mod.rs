@@ -12,7 +12,9 @@
 //!
 //! Every `listen.dns` address gets a UDP socket and a TCP listener on the same
 //! port (with port 0, TCP takes the port UDP was given), each logging its
-//! `listening` line as `dns-udp` / `dns-tcp`.
+//! `listening` line as `dns-udp` / `dns-tcp`. Which addresses are open, as
+//! the config changes, is `listeners`' business; a [`Responder`] serves
+//! each pair it opens.
 
 pub(crate) mod answer;
 pub(crate) mod fail_open;
@@ -27,10 +29,8 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventLog;
 use crate::metrics::{MetricsWriter, Render};
 use crate::net;
 use crate::state::PoolView;
@@ -128,6 +128,7 @@ impl Render for DnsStats {
 }
 
 /// Bound sockets, ready to serve.
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Listeners {
     pub udp: Vec<UdpSocket>,
@@ -139,21 +140,30 @@ pub(crate) struct Listeners {
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 /// Bind UDP and TCP on every address, logging one `listening` line each.
+#[cfg(test)]
 pub(crate) async fn bind(addresses: &[SocketAddr]) -> Result<Listeners, DnsError> {
     let mut listeners = Listeners {
         udp: Vec::new(),
         tcp: Vec::new(),
     };
     for &address in addresses {
-        let (udp, tcp) = bind_pair(address).await?;
-        listeners
-            .udp
-            .push(net::listening("dns-udp", address, Ok(udp))?);
-        listeners
-            .tcp
-            .push(net::listening("dns-tcp", address, Ok(tcp))?);
+        let (udp, tcp) = bind_address(address).await?;
+        listeners.udp.push(udp);
+        listeners.tcp.push(tcp);
     }
     Ok(listeners)
+}
+
+/// Bind the UDP socket and TCP listener of one `listen.dns` address (with
+/// port 0, TCP on the port UDP got), logging their `listening` lines.
+pub(crate) async fn bind_address(
+    address: SocketAddr,
+) -> Result<(UdpSocket, TcpListener), DnsError> {
+    let (udp, tcp) = bind_pair(address).await?;
+    Ok((
+        net::listening("dns-udp", address, Ok(udp))?,
+        net::listening("dns-tcp", address, Ok(tcp))?,
+    ))
 }
 
 async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
@@ -180,36 +190,80 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
     }
 }
 
+/// What every DNS socket answers with: the views, the hot names' cache and
+/// the counters they share, and the TCP limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Responder {
+    pub views: watch::Receiver<Arc<PoolView>>,
+    pub cache: Arc<fast::FastCache>,
+    pub stats: Arc<DnsStats>,
+    pub limits: TcpLimits,
+}
+
+impl Responder {
+    pub(crate) fn new(
+        views: watch::Receiver<Arc<PoolView>>,
+        stats: Arc<DnsStats>,
+        limits: TcpLimits,
+    ) -> Self {
+        Self {
+            views,
+            cache: Arc::new(fast::FastCache::default()),
+            stats,
+            limits,
+        }
+    }
+
+    /// Serve one UDP socket until `stop`.
+    pub(crate) fn serve_udp(
+        &self,
+        socket: UdpSocket,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        server::serve_udp(
+            socket,
+            self.views.clone(),
+            Arc::clone(&self.cache),
+            Arc::clone(&self.stats),
+            stop,
+        )
+    }
+
+    /// Serve one TCP listener until `stop`; its connections end with it.
+    pub(crate) fn serve_tcp(
+        &self,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        server::serve_tcp(
+            listener,
+            self.views.clone(),
+            Arc::clone(&self.cache),
+            Arc::clone(&self.stats),
+            self.limits,
+            stop,
+        )
+    }
+}
+
 /// Serve on `listeners` and record fail-open episodes in `events`, until
 /// `shutdown`. Returns the tasks; they all end when `shutdown` is cancelled.
+#[cfg(test)]
 pub(crate) fn spawn(
     listeners: Listeners,
     views: watch::Receiver<Arc<PoolView>>,
-    events: EventLog,
+    events: crate::events::EventLog,
     stats: Arc<DnsStats>,
     limits: TcpLimits,
     shutdown: CancellationToken,
-) -> JoinSet<()> {
-    let mut tasks = JoinSet::new();
-    let cache = Arc::new(fast::FastCache::default());
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let responder = Responder::new(views.clone(), stats, limits);
     for socket in listeners.udp {
-        tasks.spawn(server::serve_udp(
-            socket,
-            views.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            shutdown.clone(),
-        ));
+        tasks.spawn(responder.serve_udp(socket, shutdown.clone()));
     }
     for listener in listeners.tcp {
-        tasks.spawn(server::serve_tcp(
-            listener,
-            views.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            limits,
-            shutdown.clone(),
-        ));
+        tasks.spawn(responder.serve_tcp(listener, shutdown.clone()));
     }
     tasks.spawn(fail_open::watch(views, events, shutdown));
     tasks

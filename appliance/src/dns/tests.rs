@@ -584,7 +584,12 @@ fn garbage_gets_formerr_short_packets_and_responses_are_dropped() {
 async fn start_server(
     view: PoolView,
     limits: TcpLimits,
-) -> (SocketAddr, Arc<DnsStats>, CancellationToken, JoinSet<()>) {
+) -> (
+    SocketAddr,
+    Arc<DnsStats>,
+    CancellationToken,
+    tokio::task::JoinSet<()>,
+) {
     let listeners = bind(&["127.0.0.1:0".parse().expect("addr")])
         .await
         .expect("bind");

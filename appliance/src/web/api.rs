@@ -419,12 +419,17 @@ pub(crate) async fn get_config(State(state): State<AppState>) -> Json<Value> {
     )
 }
 
+/// Longest a config PUT waits for moved listeners to be open.
+const LISTENERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Replace the desired config: validate, commit, publish. The body is JSON,
 /// or TOML with `Content-Type: application/toml` (an exported file). Nothing
 /// is written unless the whole config is valid, nor when `If-Match` names a
 /// version other than the stored one (409: someone else changed it). The
 /// answer names the pool view `generation` that carries the change: when it
-/// is given, DNS, the proxy and SIP already serve it.
+/// is given, DNS, the proxy and SIP already serve it, on their new
+/// addresses if they moved. A moved admin listener answers `confirm_by`:
+/// `POST /api/v1/config/confirm` must reach the new address before then.
 pub(crate) async fn put_config(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -442,11 +447,22 @@ pub(crate) async fn put_config(
         .set_config(input, expected, source)
         .await
         .map_err(|error| control_error(error, toml))?;
+    if outcome.diff.listeners_changed {
+        // Moved listeners answer before the change is acknowledged. The
+        // wait is bounded: a bind that fails is reported, not waited for.
+        let mut applied = state.listeners_applied.clone();
+        let generation = outcome.generation;
+        let _ = tokio::time::timeout(
+            LISTENERS_WAIT,
+            applied.wait_for(|applied| *applied >= generation),
+        )
+        .await;
+    }
     Ok(Json(json!({
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),
-        "restart_required": outcome.diff.listeners_changed,
         "generation": outcome.generation,
+        "confirm_by": outcome.confirm_by.map(super::configure::rfc3339),
     })))
 }
 

@@ -10,7 +10,12 @@
 //!   (`Content-Type: application/toml`), validated against the stored one:
 //!   the changes it would make, a line diff of the TOML, and the config as
 //!   JSON ready for `PUT /api/v1/config`; 422 with field errors (and, for
-//!   TOML, line and column) otherwise
+//!   TOML, line and column) otherwise; `confirm_by` when it would move the
+//!   admin listener (the deadline a commit now would get)
+//! * `POST /api/v1/config/confirm` — keep the admin listener's move: only
+//!   a request arriving on the new address counts; 409 when nothing awaits
+//!   confirmation or the request came through another listener. This one
+//!   does write: it ends the wait, and the old listener closes.
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -25,6 +30,7 @@ use super::extract::{config_input, is_toml};
 use super::{ApiError, AppState};
 use crate::config::{self, diff::DiffLine};
 use crate::control::Source;
+use crate::events::{EventKind, NewEvent};
 
 /// Unchanged lines shown around each change in a preview.
 const CONTEXT_LINES: usize = 3;
@@ -76,11 +82,66 @@ pub(crate) async fn preview(
         .collect();
     Ok(Json(json!({
         "changed": !lines.is_empty(),
-        "restart_required": preview.diff.listeners_changed && stored,
+        "confirm_by": (preview.config.listen.admin != preview.current.config.listen.admin)
+            .then(|| rfc3339(time::OffsetDateTime::now_utc() + state.control.confirm_timeout())),
         "summary": preview.diff.summary(),
         "diff": lines,
         "licence_problem": preview.licence_problem,
         "based_on_version": stored.then_some(preview.current.version),
         "config": serde_json::to_value(preview.config.source()).expect("a config file serialises to JSON"),
     })))
+}
+
+/// RFC 3339, as every time in the API.
+pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// The answer of `POST /api/v1/config/confirm`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ConfirmBody {
+    /// The admin address kept.
+    pub admin: String,
+    /// The address that closes now.
+    pub closed: String,
+}
+
+/// `POST /api/v1/config/confirm`
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    listened_on: Option<Extension<super::ListenedOn>>,
+) -> Result<Json<ConfirmBody>, ApiError> {
+    // Every admin listener sets it; a router without one (tests) has no
+    // address a move could be confirmed on.
+    let Some(Extension(super::ListenedOn(on))) = listened_on else {
+        return Err(ApiError::Confirmation(
+            "this listener cannot confirm a move".to_owned(),
+        ));
+    };
+    let source = Source::Api {
+        user: principal.username,
+    };
+    let actor = source.actor();
+    let confirmed = state
+        .control
+        .confirm(on, source)
+        .await
+        .map_err(|error| control_error(error, false))?;
+    let moved = confirmed.admin_move;
+    state.events.record(
+        NewEvent::new(
+            EventKind::System,
+            format!(
+                "Admin listener move to {} confirmed; {} closes",
+                moved.to, moved.from
+            ),
+        )
+        .detail(serde_json::json!({"by": actor, "admin": moved.to.to_string(), "closed": moved.from.to_string()})),
+    );
+    Ok(Json(ConfirmBody {
+        admin: moved.to.to_string(),
+        closed: moved.from.to_string(),
+    }))
 }

@@ -42,6 +42,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(&'static str),
+    /// A config change while the admin listener's move awaits confirmation,
+    /// or a confirmation with nothing to confirm (or on the old address).
+    #[error("{0}")]
+    Confirmation(String),
     /// The config changed since the version the client reviewed.
     #[error(
         "the configuration changed since you reviewed it (now version {current}); review again"
@@ -88,7 +92,9 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::ConfigChanged { .. } => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConfigChanged { .. } | Self::Confirmation(_) => {
+                StatusCode::CONFLICT
+            }
             Self::Licence(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -210,6 +216,9 @@ pub(crate) fn control_error(error: ControlError, toml: bool) -> ApiError {
                 message: source.to_string(),
             })
         }
+        error @ (ControlError::AwaitingConfirmation { .. }
+        | ControlError::NothingToConfirm
+        | ControlError::ConfirmElsewhere { .. }) => ApiError::Confirmation(error.to_string()),
         ControlError::Stopped => ApiError::Unavailable,
     }
 }

@@ -20,8 +20,13 @@
 //! * `GET /api/v1/status/history` — connections per member, last ten minutes
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
 //!   it validates: 422 with field errors and nothing written; it answers the
-//!   `version` in force, whether it `changed`, `restart_required`, and the
-//!   `generation` of the pool view that carries it)
+//!   `version` in force, whether it `changed`, the `generation` of the pool
+//!   view that carries it, and `confirm_by` when it moved the admin
+//!   listener; 409 while an earlier move awaits confirmation)
+//! * `POST /api/v1/config/confirm` — keep a moved admin listener: only a
+//!   request that arrives on the new address counts (409 otherwise, or when
+//!   nothing awaits confirmation); unconfirmed by `confirm_by`, the previous
+//!   config is committed again
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
 //!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
@@ -67,6 +72,11 @@ use serde_json::json;
 pub(crate) use error::{ApiError, ErrorBody};
 pub(crate) use state::AppState;
 pub use state::blocking;
+
+/// The address the admin listener a request arrived on was opened for (as
+/// the config names it): what a confirmation of a move is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenedOn(pub std::net::SocketAddr);
 
 /// One route: method, path, a one-line summary and the Rust types of its
 /// JSON request and response bodies (for the OpenAPI document), and its
@@ -228,6 +238,13 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/config/export",
             "The desired config as TOML (what `poolgate export` prints)",
             configure::export
+        ),
+        spec!(
+            POST,
+            "/api/v1/config/confirm",
+            "Keep a moved admin listener (only on its new address, before confirm_by)",
+            configure::confirm,
+            response = configure::ConfirmBody
         ),
         spec!(
             POST,

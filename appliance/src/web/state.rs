@@ -39,6 +39,9 @@ pub struct AppState {
     pub(crate) network: Option<Arc<crate::system::network::Network>>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
+    /// The newest view generation the DNS, SIP and admin listeners are in
+    /// line with (`listeners`); without a sender nothing waits for it.
+    pub listeners_applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             listeners: Arc::default(),
             network: None,
             events,
+            listeners_applied: tokio::sync::watch::channel(0).1,
         }
     }
 }
