@@ -158,6 +158,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         bootstrap_config(options.admin_listen),
     )?;
+    controller.set_host_check(net::addresses::HostCheck::of_host());
     if let (Some(config), Some(path)) = (file_config, &options.config) {
         commit_file_config(&mut controller, config, path)?;
     }
@@ -184,6 +185,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(controller.inputs(), shutdown.child_token());
     let (control, control_task) = controller.spawn(publisher.clone(), shutdown.child_token());
     let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
+    // Addresses first, so the listeners below find theirs; given up last.
+    let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());
+    let addresses_task = net::addresses::spawn(
+        control.clone(),
+        events.clone(),
+        Arc::clone(&address_stats),
+        addresses_stop.clone(),
+    )
+    .await;
 
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.
@@ -262,6 +272,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.sip_stats = Arc::clone(&sip_stats);
     app_state.certificates = Some(certificates);
     app_state.listeners = Arc::clone(&gates);
+    app_state.addresses = address_stats;
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -338,6 +349,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = health_task.await;
     let _ = proxy_task.await;
     while dns_tasks.join_next().await.is_some() {}
+    addresses_stop.cancel();
+    let _ = addresses_task.await;
     let _ = control_task.await;
     let _ = publisher_task.await;
     events_stop.cancel();

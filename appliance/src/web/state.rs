@@ -35,6 +35,8 @@ pub struct AppState {
     pub history: Arc<history::History>,
     /// The accept layer's counters of every TCP listener, for `/metrics`.
     pub listeners: Arc<crate::net::Registry>,
+    /// Counters of the addresses poolgate adds and removes, for `/metrics`.
+    pub(crate) addresses: Arc<crate::net::addresses::AddressStats>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
 }
@@ -64,6 +66,7 @@ impl AppState {
             upgrades: Arc::new(crate::system::reboot::Upgrades::never_rebooting(data_dir)),
             history: Arc::default(),
             listeners: Arc::default(),
+            addresses: Arc::default(),
             events,
         }
     }
