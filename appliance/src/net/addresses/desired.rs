@@ -157,6 +157,20 @@ pub(crate) fn desired(config: &Config, host: &[HostInterface]) -> Desired {
     let mut out = Desired::default();
     for candidate in candidates(config) {
         let ip = candidate.ip;
+        // A named interface must exist even when the address is there
+        // already: the config must stand on a host that lacks it.
+        if let (Some(name), Some(path)) = (&candidate.interface, &candidate.interface_path)
+            && !host.iter().any(|i| &i.name == name)
+        {
+            out.problems.push(FieldError {
+                path: path.clone(),
+                message: format!(
+                    "this appliance has no interface {name:?} (it has: {})",
+                    names(host)
+                ),
+            });
+            continue;
+        }
         let theirs = host
             .iter()
             .flat_map(|i| &i.addresses)
@@ -164,21 +178,8 @@ pub(crate) fn desired(config: &Config, host: &[HostInterface]) -> Desired {
         if theirs {
             continue;
         }
-        let interface = match (&candidate.interface, &candidate.interface_path) {
-            (Some(name), Some(path)) => {
-                if host.iter().any(|i| &i.name == name) {
-                    name.clone()
-                } else {
-                    out.problems.push(FieldError {
-                        path: path.clone(),
-                        message: format!(
-                            "this appliance has no interface {name:?} (it has: {})",
-                            names(host)
-                        ),
-                    });
-                    continue;
-                }
-            }
+        let interface = match &candidate.interface {
+            Some(name) => name.clone(),
             _ => {
                 let best = host
                     .iter()
@@ -389,6 +390,14 @@ mod tests {
         let paths: Vec<String> = problems.iter().map(|p| p.path.to_string()).collect();
         assert_eq!(paths, vec!["listen.admin", "virtual_service[0].address"]);
         assert!(problems[1].message.contains("`interface`"));
+    }
+
+    #[test]
+    fn a_named_interface_must_exist_even_for_an_address_on_the_host() {
+        let cfg = config("127.0.0.1:8443", &[("198.51.100.10", Some("eth9"))]);
+        let problems = check(&cfg, &host());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path.to_string(), "virtual_service[0].interface");
     }
 
     #[test]

@@ -70,12 +70,6 @@ impl HostCheck {
         }))
     }
 
-    /// Against fixed interfaces (tests).
-    #[cfg(test)]
-    pub(crate) fn fixed(host: Vec<HostInterface>) -> Self {
-        Self(Arc::new(move |config| desired::check(config, &host)))
-    }
-
     pub(crate) fn check(&self, config: &Config) -> Vec<FieldError> {
         (self.0)(config)
     }
