@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub system_layout: system::layout::Layout,
     /// How to reboot into an installed upgrade.
     pub reboot: system::reboot::RebootMode,
+    /// Own the addresses the config needs (`net::addresses`); off, they
+    /// must be on the host already (development, tests on the host).
+    pub manage_addresses: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +161,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         bootstrap_config(options.admin_listen),
     )?;
-    controller.set_host_check(net::addresses::HostCheck::of_host());
+    if options.manage_addresses {
+        controller.set_host_check(net::addresses::HostCheck::of_host());
+    }
     if let (Some(config), Some(path)) = (file_config, &options.config) {
         commit_file_config(&mut controller, config, path)?;
     }
@@ -187,13 +192,19 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let health_task = health::spawn(events.clone(), publisher.clone(), shutdown.child_token());
     // Addresses first, so the listeners below find theirs; given up last.
     let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());
-    let addresses_task = net::addresses::spawn(
-        control.clone(),
-        events.clone(),
-        Arc::clone(&address_stats),
-        addresses_stop.clone(),
-    )
-    .await;
+    let addresses_task = match options.manage_addresses {
+        true => {
+            let stats = Arc::clone(&address_stats);
+            net::addresses::spawn(
+                control.clone(),
+                events.clone(),
+                stats,
+                addresses_stop.clone(),
+            )
+            .await
+        }
+        false => tokio::spawn(async {}),
+    };
 
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.

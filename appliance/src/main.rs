@@ -60,6 +60,12 @@ enum Command {
         /// Never reboot into an installed upgrade (development and tests).
         #[arg(long)]
         no_reboot: bool,
+        /// Add the virtual service and listen addresses the host lacks to
+        /// its interfaces, and remove them when unused (the appliance image
+        /// does; needs CAP_NET_ADMIN and CAP_NET_RAW). Without it, every
+        /// address must already be on the host.
+        #[arg(long)]
+        manage_addresses: bool,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -177,6 +183,7 @@ fn main() -> ExitCode {
             require_setup_code,
             system_layout,
             no_reboot,
+            manage_addresses,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -186,6 +193,7 @@ fn main() -> ExitCode {
                 require_setup_code,
                 system_layout,
                 reboot: reboot_mode(no_reboot),
+                manage_addresses,
             }),
             Err(error) => Err(error),
         },

@@ -129,7 +129,11 @@ impl Poolgate {
         Self::start_command(
             command,
             data_dir,
-            &["--config", file.to_str().expect("utf-8 path")],
+            &[
+                "--config",
+                file.to_str().expect("utf-8 path"),
+                "--manage-addresses",
+            ],
             &[],
         )
     }

@@ -248,7 +248,7 @@ fn poolgate_adds_announces_serves_and_removes_its_vips() {
     let results = in_netns(&client_ns, move || {
         let v4 = through(SocketAddr::new(VIP4.parse().expect("ip"), PORT));
         let v6 = through(SocketAddr::new(VIP6.parse().expect("ip"), PORT));
-        let mut admin = AdminClient::setup_and_login(
+        let admin = AdminClient::setup_and_login(
             "198.51.100.10:8443".parse().expect("addr"),
             "vip-test-password",
         );

@@ -21,7 +21,8 @@
 //!   through [`announce`]. Every address added or removed is an event
 //!   (`System`) and counted ([`AddressStats`]).
 //!
-//! Needs `CAP_NET_ADMIN` and `CAP_NET_RAW` (the systemd unit grants them).
+//! On only with `poolgate run --manage-addresses` (the systemd unit passes
+//! it). Needs `CAP_NET_ADMIN` and `CAP_NET_RAW` (the unit grants them).
 //! Without them, adding fails, the failure is an event and a counter, and
 //! everything else keeps running. Design note:
 //! `docs/decisions/0900-vip-addresses.md`.
@@ -54,7 +55,9 @@ pub(crate) const RESYNC: Duration = Duration::from_secs(10);
 /// The check a config passes against the host's interfaces before it is
 /// committed or previewed.
 #[derive(Clone)]
-pub(crate) struct HostCheck(Arc<dyn Fn(&Config) -> Vec<FieldError> + Send + Sync>);
+pub(crate) struct HostCheck(Arc<CheckFn>);
+
+type CheckFn = dyn Fn(&Config) -> Vec<FieldError> + Send + Sync;
 
 impl fmt::Debug for HostCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
