@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// new address before the previous config is put back (120 s; shorter
     /// only in tests).
     pub confirm_timeout: Duration,
+    /// Own the addresses the config needs (`net::addresses`); off, they
+    /// must be on the host already (development, tests on the host).
+    pub manage_addresses: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         bootstrap_config(options.admin_listen),
     )?;
+    if options.manage_addresses {
+        controller.set_host_check(net::addresses::HostCheck::of_host());
+    }
     if let (Some(config), Some(path)) = (file_config, &options.config) {
         commit_file_config(&mut controller, config, path)?;
     }
@@ -151,6 +157,21 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     )
     .await?;
     let network_task = tokio::spawn(Arc::clone(&network).run_deadlines(shutdown.child_token()));
+    // Addresses first, so the listeners below find theirs; given up last.
+    let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());
+    let addresses_task = match options.manage_addresses {
+        true => {
+            let stats = Arc::clone(&address_stats);
+            net::addresses::spawn(
+                control.clone(),
+                events.clone(),
+                stats,
+                addresses_stop.clone(),
+            )
+            .await
+        }
+        false => tokio::spawn(async {}),
+    };
 
     // The console shows the appliance id and the setup code from files in
     // the data directory, never from the log, which carries client input.
@@ -230,6 +251,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.listeners = Arc::clone(&gates);
     app_state.network = Some(network);
     app_state.listeners_applied = applied;
+    app_state.addresses = address_stats;
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -290,6 +312,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = network_task.await;
     let _ = proxy_task.await;
     let _ = fail_open_task.await;
+    addresses_stop.cancel();
+    let _ = addresses_task.await;
     let _ = control_task.await;
     let _ = publisher_task.await;
     events_stop.cancel();

@@ -64,6 +64,12 @@ enum Command {
         /// be confirmed (tests only; operators keep the default).
         #[arg(long, default_value_t = 120, hide = true)]
         confirm_timeout_s: u64,
+        /// Add the virtual service and listen addresses the host lacks to
+        /// its interfaces, and remove them when unused (the appliance image
+        /// does; needs CAP_NET_ADMIN and CAP_NET_RAW). Without it, every
+        /// address must already be on the host.
+        #[arg(long)]
+        manage_addresses: bool,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -190,6 +196,7 @@ fn main() -> ExitCode {
             system_layout,
             no_reboot,
             confirm_timeout_s,
+            manage_addresses,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -200,6 +207,7 @@ fn main() -> ExitCode {
                 system_layout,
                 reboot: reboot_mode(no_reboot),
                 confirm_timeout: Duration::from_secs(confirm_timeout_s),
+                manage_addresses,
             }),
             Err(error) => Err(error),
         },

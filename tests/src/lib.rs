@@ -115,7 +115,36 @@ impl Poolgate {
 
     /// `start` with extra environment variables.
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
+        Self::start_command(Command::new(binary()), data_dir, args, env)
+    }
+
+    /// `start_with_config` inside network namespace `netns` (`ip netns
+    /// exec`, which execs poolgate itself, so the child is poolgate).
+    pub fn start_in_netns(netns: &str, data_dir: &Path, config: &toml::Table) -> Self {
+        let file = data_dir.with_extension("toml");
+        std::fs::write(&file, toml::to_string(config).expect("serialise config"))
+            .expect("write config");
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(binary());
+        Self::start_command(
+            command,
+            data_dir,
+            &[
+                "--config",
+                file.to_str().expect("utf-8 path"),
+                "--manage-addresses",
+            ],
+            &[],
+        )
+    }
+
+    fn start_command(
+        mut command: Command,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = command
             .envs(env.iter().copied())
             .arg("run")
             .arg("--data-dir")

@@ -154,6 +154,23 @@ pub(crate) fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> 
     })
 }
 
+/// Field errors found outside the validator (against the host's
+/// interfaces), in the form a validation failure takes.
+pub(crate) fn host_problems(errors: Vec<FieldError>) -> ConfigError {
+    ConfigError::Invalid {
+        file: "upload".to_owned(),
+        problems: errors
+            .into_iter()
+            .map(|error| Problem {
+                line: 0,
+                column: 0,
+                field: Some(error.path.to_string()),
+                message: error.message,
+            })
+            .collect(),
+    }
+}
+
 /// The TOML form of a config, accepted again by `from_toml`.
 pub(crate) fn to_toml(config: &Config) -> String {
     file_to_toml(config.source())

@@ -171,6 +171,8 @@ pub struct Member {
 pub struct VirtualService {
     pub name: String,
     pub address: IpAddr,
+    /// Where poolgate adds `address` if the host lacks it (`net::addresses`).
+    pub interface: Option<String>,
     /// `port` first, then `extra_ports`.
     pub ports: Vec<u16>,
     pub pool: String,

@@ -313,6 +313,11 @@ impl AdminState {
 pub struct VirtualServiceFile {
     pub name: String,
     pub address: String,
+    /// The interface poolgate adds `address` to when the host does not
+    /// have it already (`eth1`); by default the interface whose subnet
+    /// contains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     pub port: u16,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_ports: Vec<u16>,

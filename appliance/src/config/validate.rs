@@ -588,6 +588,9 @@ impl Validator {
     ) -> Option<VirtualService> {
         let errors_before = self.errors.len();
         let address = self.ip_addr(&vs.address, path.key("address"));
+        if let Some(interface) = &vs.interface {
+            self.interface_name(interface, address, path.key("interface"));
+        }
         let pool = file.pools.iter().find(|pool| pool.name == vs.pool);
         if pool.is_none() {
             let pools: HashSet<String> = file.pools.iter().map(|p| p.name.clone()).collect();
@@ -650,6 +653,7 @@ impl Validator {
         Some(VirtualService {
             name: vs.name.clone(),
             address: address?,
+            interface: vs.interface.clone(),
             ports,
             pool: vs.pool.clone(),
             monitor: vs.monitor.clone().unwrap_or_else(|| pool.monitor.clone()),
@@ -660,6 +664,34 @@ impl Validator {
             connect_timeout: Duration::from_millis(vs.connect_timeout_ms),
             drop_on_down: vs.drop_on_down,
         })
+    }
+
+    /// An interface name as Linux allows it (at most 15 bytes, no `/`, `:`
+    /// or white space), for an address poolgate would add: a wildcard or
+    /// loopback address is never added, so naming an interface for one is
+    /// a mistake. Whether the host has the interface is checked where the
+    /// config is applied (`net::addresses::check`).
+    fn interface_name(&mut self, name: &str, address: Option<IpAddr>, path: FieldPath) {
+        let valid = !name.is_empty()
+            && name.len() <= 15
+            && name != "."
+            && name != ".."
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !valid {
+            self.error(
+                path,
+                format!("{name:?} is not an interface name (1 to 15 characters, no '/', ':' or spaces), such as \"eth1\""),
+            );
+        } else if let Some(ip) = address
+            && (ip.is_unspecified() || ip.is_loopback())
+        {
+            self.error(
+                path,
+                format!("{ip} is never added to an interface (wildcard or loopback); remove `interface` or give a real address"),
+            );
+        }
     }
 
     /// No two sockets of one protocol may claim the same address:port,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Change, ConfigInput, ControlError, Desired, Preview, Source};
 use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
 use crate::license::Licensing;
+use crate::net::addresses::HostCheck;
 use crate::state::Inputs;
 use crate::store::Store;
 
@@ -18,6 +19,8 @@ pub(crate) struct Controller {
     desired: Arc<Desired>,
     /// Changes committed so far by this process.
     seq: u64,
+    /// Checks a config against the host's interfaces (VIP placement).
+    host_check: Option<HostCheck>,
 }
 
 /// What one change did, before it is published.
@@ -71,7 +74,26 @@ impl Controller {
             licensing,
             desired: Arc::new(desired),
             seq: 0,
+            host_check: None,
         })
+    }
+
+    /// Check every config change against the host too (`net::addresses`):
+    /// a virtual service address that cannot be placed is a field error.
+    pub(crate) fn set_host_check(&mut self, check: HostCheck) {
+        self.host_check = Some(check);
+    }
+
+    /// The one validator, and the host check if there is one.
+    fn validate(&self, input: ConfigInput) -> Result<Config, ControlError> {
+        let config = validate(input)?;
+        if let Some(check) = &self.host_check {
+            let errors = check.check(&config);
+            if !errors.is_empty() {
+                return Err(ControlError::Invalid(config::host_problems(errors)));
+            }
+        }
+        Ok(config)
     }
 
     pub(crate) fn desired(&self) -> &Arc<Desired> {
@@ -109,7 +131,7 @@ impl Controller {
     /// The config path as a dry run: validate, licence (a refusal is
     /// reported, not raised), diff; nothing is written.
     pub(crate) fn preview(&self, input: ConfigInput) -> Result<Preview, ControlError> {
-        let config = validate(input)?;
+        let config = self.validate(input)?;
         let current = Arc::clone(&self.desired);
         let diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);
         let licence_problem = self.licensing.status()?.allows(&config).err();
@@ -127,7 +149,7 @@ impl Controller {
         if_match: Option<i64>,
         source: &Source,
     ) -> Result<Applied, ControlError> {
-        let config = validate(input)?;
+        let config = self.validate(input)?;
         let current = Arc::clone(&self.desired);
         let diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);
         // A restart with the same file is no change: the stored config and

@@ -7,11 +7,14 @@
 //! `limits` is the pure part (the table of open connections, which idle
 //! one gives way under pressure, the back-off), `sni` reads the server
 //! name a TLS client sent, and `accept` puts them behind a tokio listener.
+//! `addresses` adds the addresses listeners and virtual services need to
+//! the host's interfaces and removes them when unused.
 //! Each protocol keeps its own framing and applies the deadlines where it
 //! knows what a header or an idle moment is; the layer gives it the slot,
 //! the limits and the counters to do so.
 
 pub(crate) mod accept;
+pub(crate) mod addresses;
 pub(crate) mod bind;
 pub(crate) mod limits;
 pub(crate) mod sni;

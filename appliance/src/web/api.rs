@@ -541,6 +541,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.login_limiter.stats.render(&mut out);
     state.events.stats().render(&mut out);
     state.listeners.render(&mut out);
+    state.addresses.render(&mut out);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out.finish()).into_response()
 }
 

@@ -37,6 +37,8 @@ pub struct AppState {
     pub listeners: Arc<crate::net::Registry>,
     /// The appliance's network settings (`run` sets it).
     pub(crate) network: Option<Arc<crate::system::network::Network>>,
+    /// Counters of the addresses poolgate adds and removes, for `/metrics`.
+    pub(crate) addresses: Arc<crate::net::addresses::AddressStats>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
     /// The newest view generation the DNS, SIP and admin listeners are in
@@ -70,6 +72,7 @@ impl AppState {
             history: Arc::default(),
             listeners: Arc::default(),
             network: None,
+            addresses: Arc::default(),
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
         }
