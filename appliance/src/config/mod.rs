@@ -139,19 +139,20 @@ pub(crate) fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> 
             return Err(invalid(vec![problem]));
         }
     };
-    validate(&parsed).map_err(|errors| {
-        invalid(
-            errors
-                .into_iter()
-                .map(|error| Problem {
-                    line: 0,
-                    column: 0,
-                    field: Some(error.path.to_string()),
-                    message: error.message,
-                })
-                .collect(),
-        )
-    })
+    validate(&parsed).map_err(|errors| invalid(unlocated(errors)))
+}
+
+/// Field errors as problems without a place in a text.
+fn unlocated(errors: Vec<FieldError>) -> Vec<Problem> {
+    errors
+        .into_iter()
+        .map(|error| Problem {
+            line: 0,
+            column: 0,
+            field: Some(error.path.to_string()),
+            message: error.message,
+        })
+        .collect()
 }
 
 /// Field errors found outside the validator (against the host's
@@ -159,15 +160,7 @@ pub(crate) fn from_json(body: &[u8], file: &str) -> Result<Config, ConfigError> 
 pub(crate) fn host_problems(errors: Vec<FieldError>) -> ConfigError {
     ConfigError::Invalid {
         file: "upload".to_owned(),
-        problems: errors
-            .into_iter()
-            .map(|error| Problem {
-                line: 0,
-                column: 0,
-                field: Some(error.path.to_string()),
-                message: error.message,
-            })
-            .collect(),
+        problems: unlocated(errors),
     }
 }
 

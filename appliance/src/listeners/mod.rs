@@ -46,9 +46,6 @@ use crate::state::{PoolView, PublisherHandle};
 use crate::{certs, dns, net, sip, web};
 pub(crate) use plan::{Endpoint, Kind};
 
-/// How soon a listener that could not be bound is tried again.
-const BIND_RETRY: Duration = Duration::from_secs(1);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
     #[error(transparent)]
@@ -145,12 +142,7 @@ impl Listeners {
                 *applied = (*applied).max(generation);
                 newer
             });
-            let retry = async {
-                if self.failing.is_empty() {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(BIND_RETRY).await;
-            };
+            let retry = net::bind_retry_due(!self.failing.is_empty());
             retry_due = false;
             tokio::select! {
                 () = shutdown.cancelled() => break,

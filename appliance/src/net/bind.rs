@@ -3,6 +3,7 @@
 //! port a `:0` address got).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -67,4 +68,17 @@ pub(crate) async fn bind_tcp(service: &str, address: SocketAddr) -> Result<TcpLi
 /// Bind a UDP socket and log its `listening` line.
 pub(crate) async fn bind_udp(service: &str, address: SocketAddr) -> Result<UdpSocket, BindError> {
     listening(service, address, UdpSocket::bind(address).await)
+}
+
+/// How long a listener that could not bind waits before it is tried again
+/// (another process may free the port, or an address may appear).
+pub(crate) const BIND_RETRY: Duration = Duration::from_secs(1);
+
+/// Resolves when binds that failed are due to be tried again; never while
+/// none has failed.
+pub(crate) async fn bind_retry_due(any_failed: bool) {
+    if !any_failed {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(BIND_RETRY).await;
 }

@@ -97,12 +97,7 @@ pub(crate) async fn serve(
         drop(view);
         // A port another process holds now may be free later: try the
         // listeners that failed again, without waiting for a config change.
-        let retry = async {
-            if failing.is_empty() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(BIND_RETRY).await;
-        };
+        let retry = net::bind_retry_due(!failing.is_empty());
         retry_due = false;
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -252,9 +247,6 @@ impl Drop for ActiveGuard {
         self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
-
-/// How soon a virtual service address that could not be bound is tried again.
-const BIND_RETRY: Duration = Duration::from_secs(1);
 
 /// Bring the listeners in line with `view`'s virtual services. `failing`
 /// holds the addresses that could not be bound: each failure is logged and

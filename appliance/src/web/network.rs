@@ -29,16 +29,7 @@ fn network(state: &AppState) -> Result<&Arc<Network>, ApiError> {
 /// The body as settings; a value of the wrong type or an unknown field is
 /// one problem naming the field.
 fn settings(body: &Bytes) -> Result<NetworkSettings, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let field = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::BadRequest(format!("body is not valid JSON: {inner}"))
-        } else {
-            ApiError::invalid(if field == "." { "" } else { &field }, inner.to_string())
-        }
-    })
+    super::api::parse_json(body)
 }
 
 pub(crate) async fn get(State(state): State<AppState>) -> Result<Json<NetworkView>, ApiError> {
