@@ -1,7 +1,7 @@
 //! A change that is applied at once but must be confirmed before a
 //! deadline, else reverted: what moving the admin listener needs (the
-//! operator proves the new address works by reaching it), and what network
-//! settings will need too.
+//! operator proves the new address works by reaching it), and what a
+//! change of the network settings needs (`system::network`).
 //!
 //! Pure: no clock and no tokio. The instant type is the caller's (`I`), so
 //! the control task uses `tokio::time::Instant` (and its tests a paused

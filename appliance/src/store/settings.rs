@@ -27,6 +27,12 @@ impl Store {
         Ok(())
     }
 
+    pub(crate) fn remove_setting(&self, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
     /// The text of the licence in force (the newest installed).
     pub(crate) fn current_licence(&self) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -115,7 +115,8 @@ impl IntoResponse for ApiError {
                 NetworkError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 NetworkError::NotManaged
                 | NetworkError::Pending(_)
-                | NetworkError::NothingPending => StatusCode::CONFLICT,
+                | NetworkError::NothingPending
+                | NetworkError::Expired => StatusCode::CONFLICT,
                 // The root step's own words: what the admin must fix.
                 NetworkError::Apply(_) => StatusCode::BAD_GATEWAY,
                 NetworkError::Store(_) | NetworkError::Join(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -37,6 +37,7 @@ pub use model::{InterfaceSettings, NetworkSettings, RouteSettings, VlanSettings}
 pub use observe::Observed;
 pub use validate::Problem;
 
+use crate::control::pending::{ConfirmError, Pending};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::store::{Store, StoreError};
 
@@ -70,6 +71,8 @@ pub enum NetworkError {
     Pending(u64),
     #[error("no network change is waiting for confirmation")]
     NothingPending,
+    #[error("the network change's deadline has passed; it is being reverted")]
+    Expired,
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(transparent)]
@@ -94,7 +97,9 @@ pub(crate) struct NetworkView {
 #[derive(Debug)]
 struct Inner {
     current: NetworkSettings,
-    pending: Option<PendingChange>,
+    /// The change awaiting confirmation until its deadline: the same
+    /// confirm-or-revert rules as a move of the admin listener.
+    pending: Pending<PendingChange, time::OffsetDateTime>,
 }
 
 /// The one owner of the network settings.
@@ -145,7 +150,7 @@ impl Network {
             window,
             inner: Mutex::new(Inner {
                 current,
-                pending: None,
+                pending: Pending::default(),
             }),
             changed: Notify::new(),
         });
@@ -160,7 +165,7 @@ impl Network {
     pub(crate) async fn view(&self) -> NetworkView {
         let (settings, pending) = {
             let inner = self.inner.lock().await;
-            (inner.current.clone(), inner.pending.clone())
+            (inner.current.clone(), inner.pending.revert().cloned())
         };
         let observed = tokio::task::spawn_blocking(observe::observe)
             .await
@@ -198,21 +203,21 @@ impl Network {
     ) -> Result<PendingChange, NetworkError> {
         self.check(&settings)?;
         let mut inner = self.inner.lock().await;
-        if let Some(pending) = &inner.pending {
+        if let Some(pending) = inner.pending.revert() {
             return Err(NetworkError::Pending(pending.id));
         }
+        let deadline = now() + self.window;
         let pending = PendingChange {
             id: now().unix_timestamp_nanos().unsigned_abs() as u64,
             changes: changes(&inner.current, &settings),
             previous: inner.current.clone(),
             settings,
-            deadline: rfc3339(now() + self.window),
+            deadline: rfc3339(deadline),
         };
         // Stored first: a restart before the confirmation reverts.
-        self.store_setting(PENDING_KEY, Some(&pending)).await?;
+        self.store_setting(PENDING_KEY, &pending).await?;
         if let Err(error) = self.apply(pending.id, &pending.settings).await {
-            self.store_setting::<PendingChange>(PENDING_KEY, None)
-                .await?;
+            self.clear_setting(PENDING_KEY).await?;
             // Half-written files are put back as they were.
             let _ = self.apply(pending.id + 1, &pending.previous).await;
             return Err(error);
@@ -227,7 +232,10 @@ impl Network {
             )
             .detail(serde_json::json!({ "id": pending.id, "changes": pending.changes })),
         );
-        inner.pending = Some(pending.clone());
+        inner
+            .pending
+            .start(pending.clone(), deadline)
+            .expect("nothing awaits confirmation: checked under the same lock");
         drop(inner);
         self.changed.notify_one();
         Ok(pending)
@@ -236,11 +244,12 @@ impl Network {
     /// Keep the pending change.
     pub(crate) async fn confirm(&self, actor: &str) -> Result<NetworkSettings, NetworkError> {
         let mut inner = self.inner.lock().await;
-        let pending = inner.pending.take().ok_or(NetworkError::NothingPending)?;
-        self.store_setting(SETTINGS_KEY, Some(&pending.settings))
-            .await?;
-        self.store_setting::<PendingChange>(PENDING_KEY, None)
-            .await?;
+        let pending = inner.pending.confirm(now()).map_err(|error| match error {
+            ConfirmError::NothingPending => NetworkError::NothingPending,
+            ConfirmError::Expired => NetworkError::Expired,
+        })?;
+        self.store_setting(SETTINGS_KEY, &pending.settings).await?;
+        self.clear_setting(PENDING_KEY).await?;
         inner.current = pending.settings.clone();
         self.events.record(NewEvent::new(
             EventKind::System,
@@ -251,12 +260,12 @@ impl Network {
         Ok(pending.settings)
     }
 
-    /// Apply the previous settings of `pending` again.
+    /// Apply the previous settings of `pending`, which no longer awaits
+    /// confirmation, again. The caller holds the lock (or is alone, at
+    /// start), so no new change is applied in between.
     async fn revert(&self, pending: PendingChange, why: &str) {
-        let mut inner = self.inner.lock().await;
         let result = self.apply(pending.id + 1, &pending.previous).await;
-        let _ = self.store_setting::<PendingChange>(PENDING_KEY, None).await;
-        inner.pending = None;
+        let _ = self.clear_setting(PENDING_KEY).await;
         let message = match &result {
             Ok(_) => format!("Network change reverted to the previous settings: {why}"),
             Err(error) => {
@@ -276,20 +285,8 @@ impl Network {
     /// Revert a pending change once its deadline passes, until `shutdown`.
     pub(crate) async fn run_deadlines(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let deadline = self
-                .inner
-                .lock()
-                .await
-                .pending
-                .as_ref()
-                .map(|p| p.deadline.clone());
-            let wait = deadline
-                .as_deref()
-                .and_then(|d| {
-                    time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .map(|d| Duration::try_from(d - now()).unwrap_or(Duration::ZERO));
+            let deadline = self.inner.lock().await.pending.deadline();
+            let wait = deadline.map(|d| Duration::try_from(d - now()).unwrap_or(Duration::ZERO));
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.changed.notified() => continue,
@@ -300,14 +297,8 @@ impl Network {
                     }
                 } => {}
             }
-            let expired = {
-                let inner = self.inner.lock().await;
-                inner
-                    .pending
-                    .clone()
-                    .filter(|p| Some(&p.deadline) == deadline.as_ref())
-            };
-            if let Some(pending) = expired {
+            let mut inner = self.inner.lock().await;
+            if let Some(pending) = inner.pending.expire(now()) {
                 self.revert(pending, "not confirmed before its deadline")
                     .await;
             }
@@ -323,15 +314,17 @@ impl Network {
     async fn store_setting<T: Serialize>(
         &self,
         key: &'static str,
-        value: Option<&T>,
+        value: &T,
     ) -> Result<(), NetworkError> {
-        let json = value.map(|v| serde_json::to_string(v).expect("settings serialise"));
+        let json = serde_json::to_string(value).expect("settings serialise");
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || match json {
-            Some(json) => store.set_setting(key, &json),
-            None => store.set_setting(key, ""),
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || store.set_setting(key, &json)).await??;
+        Ok(())
+    }
+
+    async fn clear_setting(&self, key: &'static str) -> Result<(), NetworkError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.remove_setting(key)).await??;
         Ok(())
     }
 }
