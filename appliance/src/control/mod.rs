@@ -545,7 +545,7 @@ async fn run(
             Ok(Step::Applied(applied)) => {
                 let admin_move = moved(&previous, &applied, confirm_timeout);
                 if let Some(admin_move) = admin_move {
-                    tracing::info!(from = %admin_move.from, to = %admin_move.to, confirm_by = %rfc3339(admin_move.confirm_by), "Admin listener moves; confirm it from the new address");
+                    tracing::info!(from = %admin_move.from, to = %admin_move.to, confirm_by = %crate::store::rfc3339(admin_move.confirm_by), "Admin listener moves; confirm it from the new address");
                     let revert = Revert {
                         config: Arc::clone(&previous.config),
                         version: previous.version,
@@ -556,10 +556,13 @@ async fn run(
                         .expect("config changes are refused while a move is pending");
                 }
                 // Before the new config is published, so the listeners
-                // keep the old admin address open from the first moment.
+                // keep the old admin address open from the first moment;
+                // from what awaits confirmation, so a member action during
+                // a move leaves it as it is.
+                let awaiting = pending.revert().map(|revert| revert.admin_move);
                 outputs.admin_move.send_if_modified(|current| {
-                    let changed = *current != admin_move;
-                    *current = admin_move;
+                    let changed = *current != awaiting;
+                    *current = awaiting;
                     changed
                 });
                 publish(&controller, applied, announced, &outputs, admin_move).await
@@ -570,16 +573,11 @@ async fn run(
     }
 }
 
-fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
-}
-
 fn awaiting(admin_move: Option<AdminMove>) -> ControlError {
     match admin_move {
         Some(admin_move) => ControlError::AwaitingConfirmation {
             to: admin_move.to,
-            confirm_by: rfc3339(admin_move.confirm_by),
+            confirm_by: crate::store::rfc3339(admin_move.confirm_by),
         },
         None => ControlError::NothingToConfirm,
     }
@@ -638,8 +636,14 @@ async fn revert_move(
         version,
         to: admin_move.to,
     };
+    // The previous config with the members' admin states as they are now:
+    // a drain begun during the move is not undone by the revert.
+    // (States are valid values, so it validates as the previous config did.)
+    let mut file = config.source().clone();
+    config::set_admin_states(&mut file, &controller.desired().admin);
+    let config = config::validate(&file).unwrap_or_else(|_| Config::clone(&config));
     let change = Change::Config {
-        input: ConfigInput::Validated(Box::new(Config::clone(&config))),
+        input: ConfigInput::Validated(Box::new(config)),
         if_match: None,
     };
     let announced = source.clone();

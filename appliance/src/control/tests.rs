@@ -332,3 +332,63 @@ fn the_publisher_refuses_a_config_that_is_not_newer() {
     );
     assert_eq!(inputs.config.dns.ttl, 10);
 }
+
+/// A move of the admin listener that is never confirmed: a member action
+/// meanwhile keeps the old address open, and the revert leaves the members'
+/// admin states as they are (a drain begun before the move stays).
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_admin_move_is_reverted_without_touching_admin_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, controller) = controller(dir.path());
+    let (control, publisher, shutdown) = start(controller);
+    control
+        .set_admin_state(key("fe01"), AdminState::Draining, api())
+        .await
+        .expect("drain before the move");
+    // The move as the UI sends it: the config as shown, with fe01 draining.
+    let mut moved = control.desired().file();
+    moved.listen.admin = "127.0.0.2:8443".to_owned();
+    let outcome = control
+        .set_config(
+            ConfigInput::Validated(Box::new(config::validate(&moved).expect("valid"))),
+            None,
+            api(),
+        )
+        .await
+        .expect("the move is committed");
+    assert!(outcome.confirm_by.is_some());
+    let awaiting = control.admin_move();
+    assert!(awaiting.borrow().is_some(), "the old address is kept");
+
+    control
+        .set_admin_state(key("fe02"), AdminState::Disabled, api())
+        .await
+        .expect("a member action is taken during the move");
+    assert!(
+        awaiting.borrow().is_some(),
+        "the member action leaves the move as it is"
+    );
+
+    // Past the deadline the previous config comes back.
+    tokio::time::sleep(Duration::from_secs(121)).await;
+    let mut reverted = control.admin_move();
+    while reverted.borrow_and_update().is_some() {
+        reverted.changed().await.expect("the task runs");
+    }
+    let desired = control.desired();
+    assert_eq!(desired.config.listen.admin.to_string(), "127.0.0.1:8443");
+    assert_eq!(desired.admin.get(&key("fe01")), Some(&AdminState::Draining));
+    assert_eq!(desired.admin.get(&key("fe02")), Some(&AdminState::Disabled));
+    let view = publisher.current();
+    let state = |name: &str| {
+        view.pools[0]
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .expect(name)
+            .admin_state
+    };
+    assert_eq!(state("fe01"), AdminState::Draining, "published as draining");
+    assert_eq!(state("fe02"), AdminState::Disabled, "published as disabled");
+    shutdown.cancel();
+}

@@ -127,7 +127,9 @@ impl Listeners {
         grace: Duration,
     ) {
         let shutdown = self.shutdown.clone();
-        let mut retry_due = false;
+        // Closed once the control task stops: the admin move then stays as
+        // it is, and only the config is followed.
+        let mut moves_open = true;
         loop {
             let keep = admin_move
                 .borrow_and_update()
@@ -136,27 +138,23 @@ impl Listeners {
                 let view = views.borrow_and_update();
                 (plan::wanted(&view.config.listen, keep), view.generation)
             };
-            self.reconcile(&wanted, retry_due).await;
+            self.reconcile(&wanted).await;
             self.serving.applied.send_if_modified(|applied| {
                 let newer = *applied < generation;
                 *applied = (*applied).max(generation);
                 newer
             });
+            // Endpoints that failed are opened again by the next pass.
             let retry = net::bind_retry_due(!self.failing.is_empty());
-            retry_due = false;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = retry => retry_due = true,
+                () = retry => {}
                 changed = views.changed() => if changed.is_err() {
                     // The publisher stopped: it only does so on shutdown.
                     shutdown.cancelled().await;
                     break;
                 },
-                changed = admin_move.changed() => if changed.is_err() {
-                    // The control task stopped: the admin move stays as it
-                    // is; keep following the config.
-                    admin_move = watch::channel(None).1;
-                },
+                changed = admin_move.changed(), if moves_open => moves_open = changed.is_ok(),
             }
         }
         self.tasks.close();
@@ -174,11 +172,12 @@ impl Listeners {
     /// Bring the open listeners in line with `wanted`: open, then close,
     /// then try once more what collided with a closed one. With `retry`,
     /// the failing ones are tried again too.
-    async fn reconcile(&mut self, wanted: &BTreeSet<Endpoint>, retry: bool) {
+    async fn reconcile(&mut self, wanted: &BTreeSet<Endpoint>) {
         let running: BTreeSet<Endpoint> = self.running.keys().copied().collect();
         let step = plan::plan(&running, wanted);
         self.failing.retain(|endpoint| wanted.contains(endpoint));
-        if step.is_empty() && !retry {
+        // Failing endpoints are not running, so they are in `step.open`.
+        if step.is_empty() {
             return;
         }
         let mut failed = Vec::new();
