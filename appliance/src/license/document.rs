@@ -120,19 +120,14 @@ pub fn verify(
     }
     let not_before = licence.not_before.unwrap_or(licence.issued);
     if now < not_before {
-        return Err(LicenceError::NotYetValid(rfc3339(not_before)));
+        return Err(LicenceError::NotYetValid(crate::store::rfc3339(not_before)));
     }
     if let Some(expires) = licence.expires
         && now >= expires
     {
-        return Err(LicenceError::Expired(rfc3339(expires)));
+        return Err(LicenceError::Expired(crate::store::rfc3339(expires)));
     }
     Ok(licence)
-}
-
-pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .expect("a valid time formats as RFC 3339")
 }
 
 /// Parse a verifying key written as 64 hex digits.

@@ -96,13 +96,9 @@ pub struct PasswordChange {
 /// `last_used_at` is written at most this often per token.
 const LAST_USED_RESOLUTION_S: i64 = 60;
 
-fn rfc3339(unix: i64) -> String {
+fn unix_rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .map(super::rfc3339)
         .unwrap_or_default()
 }
 
@@ -317,9 +313,9 @@ impl Store {
                 name: row.get(2)?,
                 created_at: row.get(3)?,
                 revoked_at: row.get(4)?,
-                expires_at: expires_at.map(rfc3339),
+                expires_at: expires_at.map(unix_rfc3339),
                 expired: expires_at.is_some_and(|at| at <= now),
-                last_used_at: last_used_at.map(rfc3339),
+                last_used_at: last_used_at.map(unix_rfc3339),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -462,7 +462,7 @@ pub(crate) async fn put_config(
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),
         "generation": outcome.generation,
-        "confirm_by": outcome.confirm_by.map(super::configure::rfc3339),
+        "confirm_by": outcome.confirm_by.map(crate::store::rfc3339),
     })))
 }
 

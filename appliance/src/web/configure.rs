@@ -83,7 +83,7 @@ pub(crate) async fn preview(
     Ok(Json(json!({
         "changed": !lines.is_empty(),
         "confirm_by": (preview.config.listen.admin != preview.current.config.listen.admin)
-            .then(|| rfc3339(time::OffsetDateTime::now_utc() + state.control.confirm_timeout())),
+            .then(|| crate::store::rfc3339(time::OffsetDateTime::now_utc() + state.control.confirm_timeout())),
         "summary": preview.diff.summary(),
         "diff": lines,
         "licence_problem": preview.licence_problem,
@@ -93,10 +93,6 @@ pub(crate) async fn preview(
 }
 
 /// RFC 3339, as every time in the API.
-pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
-}
 
 /// The answer of `POST /api/v1/config/confirm`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

@@ -117,11 +117,6 @@ fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .expect("a time is representable in RFC 3339")
-}
-
 impl Network {
     /// Load the confirmed settings; a change still pending from before a
     /// restart was never confirmed, so the previous settings are applied
@@ -212,7 +207,7 @@ impl Network {
             changes: changes(&inner.current, &settings),
             previous: inner.current.clone(),
             settings,
-            deadline: rfc3339(deadline),
+            deadline: crate::store::rfc3339(deadline),
         };
         // Stored first: a restart before the confirmation reverts.
         self.store_setting(PENDING_KEY, &pending).await?;
