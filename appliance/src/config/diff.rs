@@ -178,8 +178,23 @@ pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
             })
             .collect()
     };
+    // Every field of `Config` is named here, so a new one fails to compile
+    // until this diff says how it changes.
     let settings_changed = old.is_none_or(|old| {
-        old.dns != new.dns || old.zones != new.zones || pool_settings(old) != pool_settings(new)
+        let Config {
+            listen: _,
+            dns,
+            sip,
+            zones,
+            monitors: _,
+            pools: _,
+            virtual_services: _,
+            source: _,
+        } = old;
+        *dns != new.dns
+            || *sip != new.sip
+            || *zones != new.zones
+            || pool_settings(old) != pool_settings(new)
     });
     ConfigDiff {
         members_added,

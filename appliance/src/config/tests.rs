@@ -354,6 +354,9 @@ fn udp_limits_and_seen_users_are_read_checked_and_round_trip() {
     assert_eq!(set.sip.seen_users_max, 10);
     let again = from_toml(&to_toml(&set), "exported").expect("round trip");
     assert_eq!(again, set);
+    // A change of `[sip]` alone is a change.
+    let sip_only = from_toml(&with("rrl_rate = 0\nrrl_slip = 1", ""), "f").expect("valid");
+    assert!(diff(Some(&sip_only), &set).settings_changed);
 
     let error = from_toml(&with("rrl_slip = 11", ""), "f").expect_err("slip");
     assert!(error.to_string().contains("dns.rrl_slip"), "{error}");
