@@ -105,9 +105,13 @@ pub(crate) async fn status_stream(
     let stream = stream::unfold(start, |mut follow| async move {
         let mut change = None;
         if !follow.first {
-            // A closed channel (shutdown) or a timeout both just send again.
             tokio::select! {
-                _ = tokio::time::timeout(REFRESH, follow.views.changed()) => {}
+                changed = tokio::time::timeout(REFRESH, follow.views.changed()) => {
+                    // The publisher stopped: poolgate is shutting down.
+                    if matches!(changed, Ok(Err(_))) {
+                        return None;
+                    }
+                }
                 committed = next_commit(&mut follow.commits) => change = Some(committed),
             }
             if !super::auth::still_valid(&follow.state, &follow.principal).await {
