@@ -141,16 +141,21 @@ impl Netlink {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {
-            Ok(()) => {}
+            Ok(()) => {
+                self.added.insert((interface.index, ip));
+                Ok(())
+            }
             Err(error) => {
                 let error = NetlinkError::from(error);
-                if error.errno() != Some(nix::errno::Errno::EEXIST as i32) {
-                    return Err(error);
+                // Someone else put it there between the read and the add:
+                // theirs, never to be removed; the next pass reads it back.
+                if error.errno() == Some(nix::errno::Errno::EEXIST as i32) {
+                    Ok(())
+                } else {
+                    Err(error)
                 }
             }
         }
-        self.added.insert((interface.index, ip));
-        Ok(())
     }
 
     /// Remove `ip` from `interface`. An address already gone is no error.
