@@ -393,7 +393,7 @@ fn set_password(
 }
 
 fn licensing(data_dir: &std::path::Path) -> anyhow::Result<poolgate::license::Licensing> {
-    let store = Store::open(data_dir)?;
+    let store = existing_store(data_dir)?;
     let appliance_id = store.setting("appliance_id")?.with_context(|| {
         format!(
             "{} has no appliance id yet: start poolgate once first",
