@@ -145,6 +145,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let (publisher, publisher_task) = state::spawn(controller.inputs(), shutdown.child_token());
     let (control, control_task) = controller.spawn(
         publisher.clone(),
+        events.clone(),
         shutdown.child_token(),
         options.confirm_timeout,
     );

@@ -50,6 +50,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AdminState, Config, ConfigDiff, ConfigError, ConfigFile, MemberKey};
+use crate::events::{EventKind, EventLog, NewEvent};
 use crate::state::{PublisherHandle, Update};
 use crate::store::StoreError;
 use pending::Pending;
@@ -434,10 +435,12 @@ impl Controller {
     /// Start the task. It publishes through `publisher`, whose inputs must
     /// have been built from [`Controller::inputs`], and stops when
     /// `shutdown` is cancelled or every handle is dropped. A move of the
-    /// admin listener must be confirmed within `confirm_timeout`.
+    /// admin listener must be confirmed within `confirm_timeout`; its
+    /// confirmation goes to `events`.
     pub(crate) fn spawn(
         self,
         publisher: PublisherHandle,
+        events: EventLog,
         shutdown: CancellationToken,
         confirm_timeout: Duration,
     ) -> (ControlHandle, tokio::task::JoinHandle<()>) {
@@ -457,6 +460,7 @@ impl Controller {
             desired: desired_tx,
             committed,
             admin_move: admin_move_tx,
+            events,
         };
         let task = tokio::spawn(run(self, requests, outputs, confirm_timeout, shutdown));
         (handle, task)
@@ -469,6 +473,8 @@ struct Outputs {
     desired: watch::Sender<Arc<Desired>>,
     committed: broadcast::Sender<Committed>,
     admin_move: watch::Sender<Option<AdminMove>>,
+    /// What is not committed with an event of its own (a confirmation).
+    events: EventLog,
 }
 
 async fn run(
@@ -588,7 +594,14 @@ fn moved(previous: &Desired, applied: &Applied, timeout: Duration) -> Option<Adm
     let Applied::Config { config, .. } = applied else {
         return None;
     };
-    let (from, to) = (previous.config.listen.admin, config.listen.admin);
+    admin_move(&previous.config, config, timeout)
+}
+
+/// The move of the admin listener going from `previous` to `next` makes,
+/// confirmed within `timeout` from now; what a commit starts and a preview
+/// announces.
+pub(crate) fn admin_move(previous: &Config, next: &Config, timeout: Duration) -> Option<AdminMove> {
+    let (from, to) = (previous.listen.admin, next.listen.admin);
     (from != to).then(|| AdminMove {
         from,
         to,
@@ -614,7 +627,15 @@ fn confirm(
         .confirm(Instant::now())
         .map_err(|_| ControlError::NothingToConfirm)?;
     outputs.admin_move.send_replace(None);
-    tracing::info!(from = %revert.admin_move.from, to = %to, by = %source, "Admin listener move confirmed");
+    let moved = &revert.admin_move;
+    tracing::info!(from = %moved.from, to = %to, by = %source, "Admin listener move confirmed");
+    outputs.events.record(
+        NewEvent::new(
+            EventKind::System,
+            format!("Admin listener move to {to} confirmed; {} closes", moved.from),
+        )
+        .detail(serde_json::json!({"by": source.actor(), "admin": to.to_string(), "closed": moved.from.to_string()})),
+    );
     Ok(Reply::Confirmed(Confirmed {
         admin_move: revert.admin_move,
     }))

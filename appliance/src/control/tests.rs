@@ -55,6 +55,7 @@ fn start(controller: Controller) -> (ControlHandle, PublisherHandle, Cancellatio
     let (publisher, _) = state::spawn(controller.inputs(), shutdown.child_token());
     let (control, _) = controller.spawn(
         publisher.clone(),
+        EventLog::for_tests().0,
         shutdown.child_token(),
         Duration::from_secs(120),
     );

@@ -30,7 +30,6 @@ use super::extract::{config_input, is_toml};
 use super::{ApiError, AppState};
 use crate::config::{self, diff::DiffLine};
 use crate::control::Source;
-use crate::events::{EventKind, NewEvent};
 
 /// Unchanged lines shown around each change in a preview.
 const CONTEXT_LINES: usize = 3;
@@ -82,8 +81,8 @@ pub(crate) async fn preview(
         .collect();
     Ok(Json(json!({
         "changed": !lines.is_empty(),
-        "confirm_by": (preview.config.listen.admin != preview.current.config.listen.admin)
-            .then(|| crate::store::rfc3339(time::OffsetDateTime::now_utc() + state.control.confirm_timeout())),
+        "confirm_by": crate::control::admin_move(&preview.current.config, &preview.config, state.control.confirm_timeout())
+            .map(|moved| crate::store::rfc3339(moved.confirm_by)),
         "summary": preview.diff.summary(),
         "diff": lines,
         "licence_problem": preview.licence_problem,
@@ -91,8 +90,6 @@ pub(crate) async fn preview(
         "config": serde_json::to_value(preview.config.source()).expect("a config file serialises to JSON"),
     })))
 }
-
-/// RFC 3339, as every time in the API.
 
 /// The answer of `POST /api/v1/config/confirm`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -119,23 +116,12 @@ pub(crate) async fn confirm(
     let source = Source::Api {
         user: principal.username,
     };
-    let actor = source.actor();
     let confirmed = state
         .control
         .confirm(on, source)
         .await
         .map_err(|error| control_error(error, false))?;
     let moved = confirmed.admin_move;
-    state.events.record(
-        NewEvent::new(
-            EventKind::System,
-            format!(
-                "Admin listener move to {} confirmed; {} closes",
-                moved.to, moved.from
-            ),
-        )
-        .detail(serde_json::json!({"by": actor, "admin": moved.to.to_string(), "closed": moved.from.to_string()})),
-    );
     Ok(Json(ConfirmBody {
         admin: moved.to.to_string(),
         closed: moved.from.to_string(),
