@@ -934,3 +934,19 @@ fn every_route_is_exercised() {
         routes.iter().filter(|r| r.method != Method::GET).count()
     );
 }
+
+#[test]
+fn the_event_filter_names_only_kinds_that_exist() {
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    let response = client.get("/api/v1/events?kind=Health");
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().expect("JSON");
+    assert_eq!(body["fields"][0]["field"], "kind", "{body}");
+    assert!(
+        body["fields"][0]["message"].to_string().contains("health"),
+        "{body}"
+    );
+    let response = client.get("/api/v1/events?kind=health");
+    assert_eq!(response.status().as_u16(), 200);
+}

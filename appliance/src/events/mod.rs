@@ -55,7 +55,6 @@ pub(crate) enum EventKind {
 }
 
 impl EventKind {
-    #[cfg(test)]
     pub(crate) const ALL: [Self; 9] = [
         Self::Config,
         Self::Admin,
@@ -84,7 +83,6 @@ impl EventKind {
     }
 
     /// The kind a filter names, if it names one.
-    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, now_rfc3339};
-use crate::events::{EventSink, NewEvent};
+use crate::events::{EventKind, EventSink, NewEvent};
 
 /// One entry of the event log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -25,11 +25,11 @@ pub struct Event {
 
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
-pub struct EventFilter {
+pub(crate) struct EventFilter {
     /// Oldest first after this id; `None`: the newest first.
     pub after: Option<i64>,
     pub limit: usize,
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
     pub pool: Option<String>,
     pub member: Option<String>,
 }
@@ -81,7 +81,7 @@ impl Store {
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let params = params![
             filter.after.unwrap_or(0),
-            filter.kind,
+            filter.kind.map(EventKind::as_str),
             filter.pool,
             filter.member,
             limit

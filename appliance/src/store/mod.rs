@@ -42,7 +42,8 @@ pub use auth::{
     Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
     valid_username,
 };
-pub use events::{Event, EventFilter};
+pub use events::Event;
+pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub(crate) use seen::SeenLimits;
 

@@ -298,7 +298,7 @@ fn event_filters_apply_before_the_limit() {
     let found = store
         .events(&EventFilter {
             limit: 5,
-            kind: Some("admin".into()),
+            kind: Some(EventKind::Admin),
             member: Some("fe03".into()),
             ..EventFilter::default()
         })

@@ -21,6 +21,7 @@ use super::extract::{config_input, expected_version, is_toml};
 use super::{ApiError, AppState, blocking};
 use crate::config::AdminState;
 use crate::control::Source;
+use crate::events::EventKind;
 
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
@@ -519,10 +520,22 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     Query(query): Query<EventQuery>,
 ) -> Result<Json<EventList>, ApiError> {
+    let kind = query
+        .kind
+        .map(|kind| {
+            EventKind::parse(&kind).ok_or_else(|| {
+                let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                ApiError::invalid(
+                    "kind",
+                    format!("no event kind {kind:?}; one of {}", kinds.join(", ")),
+                )
+            })
+        })
+        .transpose()?;
     let filter = crate::store::EventFilter {
         after: query.after,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
-        kind: query.kind,
+        kind,
         pool: query.pool,
         member: query.member,
     };

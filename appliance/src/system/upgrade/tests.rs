@@ -114,7 +114,7 @@ pub(crate) fn upgrade_events(store: &Store) -> Vec<String> {
         .events(&crate::store::EventFilter {
             after: Some(0),
             limit: 100,
-            kind: Some("upgrade".into()),
+            kind: Some(EventKind::Upgrade),
             ..Default::default()
         })
         .expect("events")
