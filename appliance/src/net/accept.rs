@@ -501,7 +501,8 @@ impl Listener {
     }
 }
 
-/// When bytes last moved on a connection, shared with its watchdog.
+/// When bytes last moved on a connection, shared with its watchdog (the
+/// accept layer's idle deadline, the proxy relay's idle timeout).
 #[derive(Debug)]
 pub(crate) struct Activity {
     epoch: Instant,
@@ -525,7 +526,8 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    /// Bytes moved just now.
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
