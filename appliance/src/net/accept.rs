@@ -1,7 +1,7 @@
 //! The async half of the accept layer: [`Listener`] accepts, admits or
-//! refuses through its [`Gate`] (the pure `Table` behind a lock, plus the
-//! counters), and hands out connections that each hold a [`Slot`] for as
-//! long as they live. [`Tracked`] wraps a connection's stream to note when
+//! refuses through its [`Gate`] (the pure `Table` behind a lock, a copy of
+//! its limits readable without that lock, and the counters), and hands out
+//! connections that each hold a [`Slot`] for as long as they live. [`Tracked`] wraps a connection's stream to note when
 //! bytes last moved (for idle timeouts) and to keep its first TLS record
 //! (for [`super::sni`]).
 //!
@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -139,6 +139,10 @@ impl Stats {
 pub(crate) struct Gate {
     label: String,
     pub stats: Stats,
+    /// A copy of the table's limits, read for every connection's deadlines
+    /// without taking the table's lock; written only together with the
+    /// table's, under that lock (see [`Gate::set_limits`]).
+    limits: RwLock<Limits>,
     table: Mutex<Table<CancellationToken>>,
 }
 
@@ -147,6 +151,7 @@ impl Gate {
         Arc::new(Self {
             label: label.into(),
             stats: Stats::default(),
+            limits: RwLock::new(limits),
             table: Mutex::new(Table::new(limits)),
         })
     }
@@ -156,7 +161,17 @@ impl Gate {
     }
 
     pub(crate) fn limits(&self) -> Limits {
-        self.table().limits()
+        // Only `set_limits` writes, and it cannot panic while holding it.
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New limits for the connections admitted from now on; open ones keep
+    /// their slots even over a lowered cap, so it takes effect as they
+    /// close.
+    fn set_limits(&self, limits: Limits) {
+        let mut table = self.table();
+        table.set_limits(limits);
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table<CancellationToken>> {
@@ -200,14 +215,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The gate of `label`, made with `limits` on first use.
+    /// The gate of `label`, made with `limits` on first use. A gate that
+    /// exists takes `limits` if they differ (a virtual service whose idle
+    /// timeout changed, listened on again), so the latest caller's limits
+    /// are the ones in force for every listener of the label.
     pub(crate) fn gate(&self, label: &str, limits: Limits) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            gates
-                .entry(label.to_owned())
-                .or_insert_with(|| Gate::new(label, limits)),
-        )
+        let gate = gates
+            .entry(label.to_owned())
+            .or_insert_with(|| Gate::new(label, limits));
+        if gate.limits() != limits {
+            tracing::debug!(listener = label, ?limits, "Listener limits changed");
+            gate.set_limits(limits);
+        }
+        Arc::clone(gate)
     }
 
     /// Every gate, by label.
@@ -752,6 +773,25 @@ mod tests {
         drop(first);
         drop(second);
         assert_eq!(gate.stats.open.load(Ordering::Relaxed), 0);
+        assert!(gate.admit(peer).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_label_asked_for_again_with_other_limits_takes_them() {
+        let registry = Registry::default();
+        let gate = registry.gate("vip:a", limits(10, 10));
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let held = gate.admit(peer).expect("admitted");
+        let again = registry.gate("vip:a", limits(1, 1));
+        assert!(Arc::ptr_eq(&gate, &again), "one gate per label");
+        assert_eq!(gate.limits(), limits(1, 1));
+        assert_eq!(held.limits(), limits(1, 1));
+        assert_eq!(
+            gate.admit(peer).err(),
+            Some(Refusal::PerSource),
+            "the new cap is enforced"
+        );
+        drop(held);
         assert!(gate.admit(peer).is_ok());
     }
 
