@@ -412,8 +412,16 @@ pub(crate) struct IdleMarker {
 }
 
 impl IdleMarker {
-    pub(crate) fn idle(&self) {
-        mark(&self.gate, self.id, true);
+    /// Mark the connection idle unless a request is in flight on it by the
+    /// time the gate's table is locked. A request counts itself in
+    /// `in_flight` before it marks the connection busy, so one that began
+    /// while its predecessor ended is either seen here (the connection
+    /// stays busy) or marks it busy after this, never before.
+    pub(crate) fn idle_unless_in_flight(&self, in_flight: &AtomicU64) {
+        let mut table = self.gate.table();
+        if in_flight.load(Ordering::SeqCst) == 0 {
+            table.set_idle(self.id, Some(Instant::now().into_std()));
+        }
     }
 
     pub(crate) fn busy(&self) {
@@ -793,6 +801,36 @@ mod tests {
         );
         drop(held);
         assert!(gate.admit(peer).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_began_as_the_last_one_ended_keeps_its_connection() {
+        let gate = Gate::new(
+            "admin",
+            Limits {
+                evict_idle_after: Some(Duration::ZERO),
+                ..limits(1, 1)
+            },
+        );
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let slot = gate.admit(peer).expect("admitted");
+        let marker = slot.marker();
+        let activity = Activity::default();
+        // The last request ended (in flight 0), then, before it marked the
+        // connection idle, the next began: counted, marked busy.
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        marker.busy();
+        marker.idle_unless_in_flight(&activity.in_flight);
+        assert_eq!(
+            gate.admit(peer).err(),
+            Some(Refusal::PerSource),
+            "a connection with a request in flight is not evicted"
+        );
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+        marker.idle_unless_in_flight(&activity.in_flight);
+        assert!(gate.admit(peer).is_ok(), "idle once nothing is in flight");
+        assert_eq!(gate.stats.evicted.load(Ordering::Relaxed), 1);
+        drop(slot);
     }
 
     #[tokio::test]

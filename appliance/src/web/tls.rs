@@ -227,10 +227,13 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // The last one out marks the connection idle, unless (checked under
+        // the gate's lock) a request began meanwhile: an HTTP/2 stream
+        // that started between this decrement and the marking.
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
             && let Some(marker) = &self.1
         {
-            marker.idle();
+            marker.idle_unless_in_flight(&self.0.in_flight);
         }
     }
 }
