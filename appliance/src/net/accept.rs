@@ -1,7 +1,7 @@
 //! The async half of the accept layer: [`Listener`] accepts, admits or
-//! refuses through its [`Gate`] (the pure `Table` behind a lock, plus the
-//! counters), and hands out connections that each hold a [`Slot`] for as
-//! long as they live. [`Tracked`] wraps a connection's stream to note when
+//! refuses through its [`Gate`] (the pure `Table` behind a lock, a copy of
+//! its limits readable without that lock, and the counters), and hands out
+//! connections that each hold a [`Slot`] for as long as they live. [`Tracked`] wraps a connection's stream to note when
 //! bytes last moved (for idle timeouts) and to keep its first TLS record
 //! (for [`super::sni`]).
 //!
@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -139,6 +139,10 @@ impl Stats {
 pub(crate) struct Gate {
     label: String,
     pub stats: Stats,
+    /// A copy of the table's limits, read for every connection's deadlines
+    /// without taking the table's lock; written only together with the
+    /// table's, under that lock (see [`Gate::set_limits`]).
+    limits: RwLock<Limits>,
     table: Mutex<Table<CancellationToken>>,
 }
 
@@ -147,6 +151,7 @@ impl Gate {
         Arc::new(Self {
             label: label.into(),
             stats: Stats::default(),
+            limits: RwLock::new(limits),
             table: Mutex::new(Table::new(limits)),
         })
     }
@@ -156,7 +161,17 @@ impl Gate {
     }
 
     pub(crate) fn limits(&self) -> Limits {
-        self.table().limits()
+        // Only `set_limits` writes, and it cannot panic while holding it.
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New limits for the connections admitted from now on; open ones keep
+    /// their slots even over a lowered cap, so it takes effect as they
+    /// close.
+    fn set_limits(&self, limits: Limits) {
+        let mut table = self.table();
+        table.set_limits(limits);
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table<CancellationToken>> {
@@ -200,14 +215,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The gate of `label`, made with `limits` on first use.
+    /// The gate of `label`, made with `limits` on first use. A gate that
+    /// exists takes `limits` if they differ (a virtual service whose idle
+    /// timeout changed, listened on again), so the latest caller's limits
+    /// are the ones in force for every listener of the label.
     pub(crate) fn gate(&self, label: &str, limits: Limits) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            gates
-                .entry(label.to_owned())
-                .or_insert_with(|| Gate::new(label, limits)),
-        )
+        let gate = gates
+            .entry(label.to_owned())
+            .or_insert_with(|| Gate::new(label, limits));
+        if gate.limits() != limits {
+            tracing::debug!(listener = label, ?limits, "Listener limits changed");
+            gate.set_limits(limits);
+        }
+        Arc::clone(gate)
     }
 
     /// Every gate, by label.
@@ -391,8 +412,16 @@ pub(crate) struct IdleMarker {
 }
 
 impl IdleMarker {
-    pub(crate) fn idle(&self) {
-        mark(&self.gate, self.id, true);
+    /// Mark the connection idle unless a request is in flight on it by the
+    /// time the gate's table is locked. A request counts itself in
+    /// `in_flight` before it marks the connection busy, so one that began
+    /// while its predecessor ended is either seen here (the connection
+    /// stays busy) or marks it busy after this, never before.
+    pub(crate) fn idle_unless_in_flight(&self, in_flight: &AtomicU64) {
+        let mut table = self.gate.table();
+        if in_flight.load(Ordering::SeqCst) == 0 {
+            table.set_idle(self.id, Some(Instant::now().into_std()));
+        }
     }
 
     pub(crate) fn busy(&self) {
@@ -501,7 +530,8 @@ impl Listener {
     }
 }
 
-/// When bytes last moved on a connection, shared with its watchdog.
+/// When bytes last moved on a connection, shared with its watchdog (the
+/// accept layer's idle deadline, the proxy relay's idle timeout).
 #[derive(Debug)]
 pub(crate) struct Activity {
     epoch: Instant,
@@ -525,7 +555,8 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    /// Bytes moved just now.
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -751,6 +782,55 @@ mod tests {
         drop(second);
         assert_eq!(gate.stats.open.load(Ordering::Relaxed), 0);
         assert!(gate.admit(peer).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_label_asked_for_again_with_other_limits_takes_them() {
+        let registry = Registry::default();
+        let gate = registry.gate("vip:a", limits(10, 10));
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let held = gate.admit(peer).expect("admitted");
+        let again = registry.gate("vip:a", limits(1, 1));
+        assert!(Arc::ptr_eq(&gate, &again), "one gate per label");
+        assert_eq!(gate.limits(), limits(1, 1));
+        assert_eq!(held.limits(), limits(1, 1));
+        assert_eq!(
+            gate.admit(peer).err(),
+            Some(Refusal::PerSource),
+            "the new cap is enforced"
+        );
+        drop(held);
+        assert!(gate.admit(peer).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_began_as_the_last_one_ended_keeps_its_connection() {
+        let gate = Gate::new(
+            "admin",
+            Limits {
+                evict_idle_after: Some(Duration::ZERO),
+                ..limits(1, 1)
+            },
+        );
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let slot = gate.admit(peer).expect("admitted");
+        let marker = slot.marker();
+        let activity = Activity::default();
+        // The last request ended (in flight 0), then, before it marked the
+        // connection idle, the next began: counted, marked busy.
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        marker.busy();
+        marker.idle_unless_in_flight(&activity.in_flight);
+        assert_eq!(
+            gate.admit(peer).err(),
+            Some(Refusal::PerSource),
+            "a connection with a request in flight is not evicted"
+        );
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+        marker.idle_unless_in_flight(&activity.in_flight);
+        assert!(gate.admit(peer).is_ok(), "idle once nothing is in flight");
+        assert_eq!(gate.stats.evicted.load(Ordering::Relaxed), 1);
+        drop(slot);
     }
 
     #[tokio::test]

@@ -166,8 +166,9 @@ impl<T> Table<T> {
         }
     }
 
-    pub(crate) fn limits(&self) -> Limits {
-        self.limits
+    /// Limits for the admissions from now on; admitted entries stay.
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     #[cfg(test)]

@@ -25,8 +25,8 @@ use std::time::Duration;
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use crate::net::Activity;
 use crate::state::MemberCounters;
 
 /// Largest chunk moved per system call.
@@ -85,43 +85,6 @@ struct Broken {
     error: io::Error,
 }
 
-/// Activity clock shared by both directions and the idle watch: milliseconds
-/// since `base` of the last byte moved.
-#[derive(Debug)]
-struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// Resolves once nothing moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let deadline = self.last() + idle;
-            tokio::time::sleep_until(deadline).await;
-            if self.last() + idle <= Instant::now() {
-                return;
-            }
-        }
-    }
-}
-
 /// Relay until both directions are closed, one side resets, or nothing moves
 /// for `idle`. Counts bytes into `counters` (in = client → member).
 pub(crate) async fn relay(
@@ -131,7 +94,9 @@ pub(crate) async fn relay(
     idle: Duration,
     counters: &MemberCounters,
 ) -> Outcome {
-    let activity = Activity::new();
+    // Shared by both directions and the idle watch; nothing is ever in
+    // flight here, so it is idle once no byte moved for `idle`.
+    let activity = Activity::default();
     let result = {
         let upstream = pump(
             mode,

@@ -25,7 +25,10 @@ use crate::net::{Activity, Conn, IdleMarker, Listener, NetError, Timeout, Tracke
 /// TLS handshake, then send its first request's headers, within the
 /// gate's deadlines, and is closed once idle (nothing moving, no request
 /// being handled) for the idle timeout, so an open SSE stream, which sends
-/// at least every few seconds, is never cut.
+/// at least every few seconds, is never cut. Once asked to close (shutdown,
+/// or evicted while idle), a connection has [`CLOSE_TIME`] to finish the
+/// request it is handling and is then dropped: an SSE stream never ends on
+/// its own and would otherwise keep `serve` and its gate slot alive.
 pub(crate) async fn serve(
     mut listener: Listener,
     router: Router,
@@ -61,10 +64,15 @@ pub(crate) async fn serve(
 const DRAIN_LIMIT: usize = 16 << 20;
 /// How long that draining may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How long a connection asked to close may take to finish its requests
+/// before it is dropped: the default grace period of a shutdown
+/// (`--grace-period-s`), and enough for any admin request but a stream.
+const CLOSE_TIME: Duration = Duration::from_secs(10);
 
 /// Drive a hyper connection under the gate's deadlines; on shutdown let the
-/// request in flight finish. (A macro because the HTTP/1 and HTTP/2
-/// connection types share no trait for `graceful_shutdown`.)
+/// request in flight finish within [`CLOSE_TIME`]. (A macro because the
+/// HTTP/1 and HTTP/2 connection types share no trait for
+/// `graceful_shutdown`.)
 macro_rules! drive {
     ($conn:expr, $slot:expr, $activity:expr, $first_request_by:expr, $shutdown:expr) => {{
         let conn = $conn;
@@ -78,6 +86,12 @@ macro_rules! drive {
             Err(_) => Err("connection error"),
             Ok(()) => Ok(()),
         };
+        // Past `CLOSE_TIME` the connection is dropped, whatever it is doing.
+        let closed = |finished: Result<Result<(), hyper::Error>, tokio::time::error::Elapsed>,
+                      cut: &'static str| match finished {
+            Ok(result) => timed_out(result),
+            Err(_) => Err(cut),
+        };
         tokio::select! {
             result = conn.as_mut() => timed_out(result),
             () = $activity.idle_for(limits.idle_timeout) => {
@@ -90,13 +104,19 @@ macro_rules! drive {
             }
             () = $shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                timed_out(conn.await)
+                closed(
+                    tokio::time::timeout(CLOSE_TIME, conn.as_mut()).await,
+                    "cut at close with a request still running",
+                )
             }
             // Closed to make room while idle between requests; a request
-            // that began meanwhile still finishes.
+            // that began meanwhile still finishes, within `CLOSE_TIME`.
             () = $slot.evicted() => {
                 conn.as_mut().graceful_shutdown();
-                timed_out(conn.await)
+                closed(
+                    tokio::time::timeout(CLOSE_TIME, conn.as_mut()).await,
+                    "cut after eviction with a request still running",
+                )
             }
         }
     }};
@@ -227,10 +247,13 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // The last one out marks the connection idle, unless (checked under
+        // the gate's lock) a request began meanwhile: an HTTP/2 stream
+        // that started between this decrement and the marking.
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
             && let Some(marker) = &self.1
         {
-            marker.idle();
+            marker.idle_unless_in_flight(&self.0.in_flight);
         }
     }
 }
@@ -335,4 +358,90 @@ fn redirect_to_https(
         .header(hyper::header::CONNECTION, "close")
         .body("Use HTTPS.\n".to_owned())
         .expect("a redirect with a sanitised location is a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{Limits, Registry};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server config with a fresh self-signed certificate for
+    /// `localhost`, and a connector that trusts it.
+    fn tls_pair() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let cert = generated.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            Arc::new(server),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_listener_drops_a_request_that_never_ends() {
+        let (server_tls, connector) = tls_pair();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let started = Arc::new(std::sync::Mutex::new(Some(started)));
+        // Like an SSE stream: the request is never done on its own.
+        let router = Router::new().route(
+            "/stream",
+            axum::routing::get(move || {
+                if let Some(started) = started.lock().expect("lock").take() {
+                    let _ = started.send(());
+                }
+                std::future::pending::<&'static str>()
+            }),
+        );
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = tcp.local_addr().expect("address");
+        let gate = Registry::default().gate("admin", Limits::admin());
+        let listener = Listener::new(tcp, Arc::clone(&gate));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, server_tls, shutdown.clone()));
+
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, stream).await.expect("handshake");
+        tls.write_all(b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        running.await.expect("the handler runs");
+        shutdown.cancel();
+        tokio::time::timeout(CLOSE_TIME * 6, server)
+            .await
+            .expect("serve returns though the request never ended")
+            .expect("serve");
+        assert_eq!(
+            gate.stats.open.load(Ordering::Relaxed),
+            0,
+            "its slot is released"
+        );
+        let mut rest = Vec::new();
+        let closed = tls.read_to_end(&mut rest).await;
+        assert!(
+            closed.is_err() || rest.is_empty(),
+            "no response to a dropped request: {rest:?}"
+        );
+    }
 }

@@ -29,6 +29,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+// One source key for every limit of the appliance: an IPv4 address, or
+// the /64 an IPv6 address lies in (one host usually owns a whole /64).
+use crate::net::limits::source_key;
+
 /// How long a counted attempt weighs.
 pub(crate) const WINDOW: Duration = Duration::from_secs(300);
 /// Failed attempts per source in [`WINDOW`] before it is locked out.
@@ -44,18 +48,6 @@ pub(crate) const MAX_USERS: usize = 1_000;
 pub(crate) const KNOWN_SOURCES_PER_USER: usize = 8;
 /// User names longer than any valid one are counted under their prefix.
 const MAX_USER_KEY: usize = 64;
-
-/// The key a source is counted under: an IPv4 address, or the /64 an IPv6
-/// address lies in (one host usually owns a whole /64).
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-    }
-}
 
 fn user_key(username: &str) -> String {
     let mut end = username.len().min(MAX_USER_KEY);
