@@ -6,9 +6,11 @@
 //! Bounded by construction: a UDP socket is served by one task that answers
 //! each batch of datagrams (a fixed set of buffers) before reading the next,
 //! so a flood costs only the kernel's socket buffer (excess datagrams are
-//! dropped there); its answers pass that task's response-rate limiter
-//! (`rrl`, `[dns] rrl_rate`/`rrl_slip`), so poolgate cannot be used to
-//! reflect traffic at a spoofed source; TCP connections go through the
+//! dropped there); its queries pass that task's response-rate limiter
+//! (`rrl`, `[dns] rrl_rate`/`rrl_slip`) before they are answered, so
+//! poolgate cannot be used to reflect traffic at a spoofed source and a
+//! query over the rate costs no answer (one that is slipped is answered,
+//! then cut to an empty truncated one); TCP connections go through the
 //! accept layer (`net`):
 //! capped in total and per source, and at a cap the connection idle longest
 //! is closed for the new one (RFC 7766 §6.2.3) or, if none has been idle
@@ -35,7 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsStats;
-use super::fast::{self, FastCache};
+use super::fast::{self, FastAnswers, FastCache};
 use super::rrl::{self, Limiter, Verdict};
 use super::wire::{self, Outcome, Transport};
 use crate::net;
@@ -170,29 +172,25 @@ pub(crate) async fn serve_udp(
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            // The limit comes first: a query over it costs no answer.
+            let verdict = limiter.check(peer.ip(), now);
+            if verdict == Verdict::Drop {
+                stats.queries.fetch_add(1, Ordering::Relaxed);
+                stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let packet = &buffer[..length.min(UDP_BUFFER)];
-            let outcome = match fast::try_respond(packet, &answers, Transport::Udp, &mut rng) {
-                Some(bytes) => Outcome::Reply {
-                    bytes,
-                    rcode: hickory_proto::op::ResponseCode::NoError,
-                    truncated: false,
-                },
-                None => wire::respond(packet, &view, Transport::Udp, &mut rng),
-            };
+            let outcome = answer(packet, &view, &answers, Transport::Udp, &mut rng);
             let Some(bytes) = stats.count(outcome, peer) else {
                 continue;
             };
-            match limiter.check(peer.ip(), now) {
-                Verdict::Allow => replies.push((bytes, storage, peer)),
-                Verdict::Slip => {
-                    stats.rrl_slipped.fetch_add(1, Ordering::Relaxed);
-                    if let Some(cut) = rrl::slipped(&bytes) {
-                        replies.push((cut, storage, peer));
-                    }
+            if verdict == Verdict::Slip {
+                stats.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+                if let Some(cut) = rrl::slipped(&bytes) {
+                    replies.push((cut, storage, peer));
                 }
-                Verdict::Drop => {
-                    stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            } else {
+                replies.push((bytes, storage, peer));
             }
         }
         drop(answers);
@@ -327,7 +325,17 @@ async fn serve_connection(
                 return;
             }
         }
-        let outcome = answer(&message, &views, cache, Transport::Tcp, &mut rng);
+        // The newest view, its `Arc` cloned and the watch borrow released
+        // before anything else happens.
+        let view = Arc::clone(&views.borrow());
+        let outcome = answer(
+            &message,
+            &view,
+            &cache.for_view(&view),
+            Transport::Tcp,
+            &mut rng,
+        );
+        drop(view);
         let Some(bytes) = stats.count(outcome, peer) else {
             continue;
         };
@@ -350,25 +358,22 @@ async fn serve_connection(
     }
 }
 
-/// Answer one message from the newest view: the precomputed fast path when
-/// it applies, else the full one. The view's `Arc` is cloned and the watch
-/// borrow released before anything else happens.
+/// Answer one message from `view`: the precomputed fast path (`answers`,
+/// the cache's entry for `view`) when it applies, else the full one.
 fn answer(
     packet: &[u8],
-    views: &watch::Receiver<Arc<PoolView>>,
-    cache: &FastCache,
+    view: &PoolView,
+    answers: &FastAnswers,
     transport: Transport,
     rng: &mut SmallRng,
 ) -> Outcome {
-    let view = Arc::clone(&views.borrow());
-    let answers = cache.for_view(&view);
-    match fast::try_respond(packet, &answers, transport, rng) {
+    match fast::try_respond(packet, answers, transport, rng) {
         Some(bytes) => Outcome::Reply {
             bytes,
             rcode: hickory_proto::op::ResponseCode::NoError,
             truncated: false,
         },
-        None => wire::respond(packet, &view, transport, rng),
+        None => wire::respond(packet, view, transport, rng),
     }
 }
 

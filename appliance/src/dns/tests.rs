@@ -922,3 +922,38 @@ async fn a_burst_of_udp_queries_is_answered_in_full() {
     shutdown.cancel();
     tasks.abort_all();
 }
+
+/// A query over the response-rate limit is dropped before it is answered:
+/// each query is either answered (here a FORMERR, counted as malformed) or
+/// rate-dropped, never both.
+#[tokio::test]
+async fn udp_queries_over_the_rate_are_dropped_before_they_are_answered() {
+    let text = config_text(1, true).replace("[dns]\n", "[dns]\nrrl_rate = 1\nrrl_slip = 0\n");
+    let config = config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}"));
+    let view = PoolView::build(&Inputs::new(Arc::new(config), 5, BTreeMap::new()), 1);
+    let (address, stats, shutdown, mut tasks) = start_server(view, TcpLimits::default()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mut packet = query("pool01.contoso.test.", RecordType::A, None)
+        .to_vec()
+        .expect("encode");
+    packet.truncate(packet.len() - 3);
+    let sent: u64 = 30;
+    for _ in 0..sent {
+        client.send_to(&packet, address).await.expect("send");
+    }
+    let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..500 {
+        if load(&stats.queries) == sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(load(&stats.queries), sent, "every query read");
+    assert!(
+        load(&stats.rrl_dropped) > 0,
+        "over the rate of one a second"
+    );
+    assert_eq!(load(&stats.malformed) + load(&stats.rrl_dropped), sent);
+    shutdown.cancel();
+    tasks.abort_all();
+}

@@ -53,41 +53,20 @@ pub enum Frame {
 /// counts as zero (RFC 3261 §18.3 makes it mandatory on streams; zero is the
 /// only reading that keeps the stream in step for the common bodiless
 /// request). Several or non-numeric values leave the stream unframeable.
+/// Each call reads `buf` from the start: a stream reader uses [`Framer`].
 pub fn frame(buf: &[u8]) -> Result<Frame, MessageError> {
-    let leading = buf
-        .iter()
-        .take_while(|b| matches!(b, b'\r' | b'\n'))
-        .count();
+    let leading = keepalive_len(buf);
     if leading > 0 {
         return Ok(Frame::Keepalive(leading));
     }
-    let Some(head_end) = header_end(buf) else {
+    let Some(head_end) = header_end(buf, 0) else {
         return if buf.len() > MAX_MESSAGE {
             Err(MessageError::Unreadable("header section too long"))
         } else {
             Ok(Frame::Incomplete)
         };
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let lines = unfold(&head);
-    let mut length: Option<usize> = None;
-    for line in lines.iter().skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if canonical_name(name.trim_end()) == "content-length" {
-            if length.is_some() {
-                return Err(MessageError::Unreadable("several Content-Length values"));
-            }
-            length = Some(parse_decimal(value.trim(), MAX_MESSAGE as u64).ok_or(
-                MessageError::Unreadable("Content-Length is not a valid length"),
-            )? as usize);
-        }
-    }
-    let total = head_end + length.unwrap_or(0);
-    if total > MAX_MESSAGE {
-        return Err(MessageError::Unreadable("message too long"));
-    }
+    let total = Head::read(buf, head_end).total()?;
     Ok(if buf.len() >= total {
         Frame::Message(total)
     } else {
@@ -95,10 +74,90 @@ pub fn frame(buf: &[u8]) -> Result<Frame, MessageError> {
     })
 }
 
+/// CR and LF bytes at the front of `buf`: keepalives between messages.
+fn keepalive_len(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
+}
+
+/// Cuts a byte stream into messages as it arrives, reading every byte a
+/// bounded number of times however it is split into reads: the search for
+/// the blank line ending a header section resumes where the previous read
+/// left it, the header section is read once (for its Content-Length, and
+/// then for the request), and while the body is arriving nothing is read
+/// at all. The buffer holds the message being framed plus the newest read,
+/// so it never exceeds [`MAX_MESSAGE`] plus one read.
+#[derive(Debug, Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Where the message being framed starts; bytes before it belong to
+    /// messages already handed out and go at the next [`Framer::push`].
+    start: usize,
+    /// How far into that message the header-end search has looked.
+    searched: usize,
+    /// Its header section and total length, once the header section is in.
+    head: Option<(Head, usize)>,
+}
+
+impl Framer {
+    /// Append bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            // One move per read, not one per pipelined message.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The bytes of the message being framed; empty between messages.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The next whole message, parsed, or `None` until more bytes arrive;
+    /// keepalives are skipped. An error means the stream cannot be kept in
+    /// step (see [`frame`]): the caller answers what it can and closes.
+    pub fn next_message(&mut self) -> Result<Option<Parsed>, MessageError> {
+        let total = match &self.head {
+            Some((_, total)) => *total,
+            None => {
+                // Only at a message's first byte can there be keepalives:
+                // once searched, the message starts with something else.
+                self.start += keepalive_len(&self.buf[self.start..]);
+                let pending = &self.buf[self.start..];
+                let Some(head_end) = header_end(pending, self.searched) else {
+                    if pending.len() > MAX_MESSAGE {
+                        return Err(MessageError::Unreadable("header section too long"));
+                    }
+                    // The last two bytes may begin the blank line.
+                    self.searched = pending.len().saturating_sub(2);
+                    return Ok(None);
+                };
+                let head = Head::read(pending, head_end);
+                let total = head.total()?;
+                self.head = Some((head, total));
+                total
+            }
+        };
+        if self.pending().len() < total {
+            return Ok(None);
+        }
+        let (head, _) = self.head.take().expect("the head was read above");
+        self.start += total;
+        self.searched = 0;
+        let body = total - head.end;
+        Ok(Some(parse_head(head, body)))
+    }
+}
+
 /// Index just past the blank line ending the header section (CRLFCRLF; a
-/// bare LFLF is accepted from lenient senders).
-fn header_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// bare LFLF is accepted from lenient senders), searching from `from`: a
+/// caller that searched a shorter buffer before resumes at its length less
+/// two, the most the blank line can have begun before the end.
+fn header_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {
             if buf[i + 1] == b'\n' {
@@ -111,6 +170,47 @@ fn header_end(buf: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// A header section, read once: where it ends in the message (just past
+/// the blank line) and its unfolded lines, the start line first.
+#[derive(Debug)]
+struct Head {
+    end: usize,
+    lines: Vec<String>,
+}
+
+impl Head {
+    fn read(message: &[u8], end: usize) -> Self {
+        Self {
+            end,
+            lines: unfold(&String::from_utf8_lossy(&message[..end])),
+        }
+    }
+
+    /// The length of the whole message: the header section and the body
+    /// its Content-Length announces.
+    fn total(&self) -> Result<usize, MessageError> {
+        let mut length: Option<usize> = None;
+        for line in self.lines.iter().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if canonical_name(name.trim_end()) == "content-length" {
+                if length.is_some() {
+                    return Err(MessageError::Unreadable("several Content-Length values"));
+                }
+                length = Some(parse_decimal(value.trim(), MAX_MESSAGE as u64).ok_or(
+                    MessageError::Unreadable("Content-Length is not a valid length"),
+                )? as usize);
+            }
+        }
+        let total = self.end + length.unwrap_or(0);
+        if total > MAX_MESSAGE {
+            return Err(MessageError::Unreadable("message too long"));
+        }
+        Ok(total)
+    }
 }
 
 /// Lines of a header section with folded continuation lines joined by one
@@ -281,21 +381,24 @@ impl fmt::Display for Request {
 /// datagram the body may be longer than Content-Length (the rest is
 /// ignored, RFC 3261 §18.3) but not shorter.
 pub fn parse(message: &[u8]) -> Parsed {
+    let message = &message[keepalive_len(message)..];
+    let Some(head_end) = header_end(message, 0) else {
+        return Parsed {
+            echo: Echo::default(),
+            result: Err(MessageError::Unreadable("no end of header section")),
+        };
+    };
+    parse_head(Head::read(message, head_end), message.len() - head_end)
+}
+
+/// Parse a message from its header section, `body_available` bytes of body
+/// following it.
+fn parse_head(head: Head, body_available: usize) -> Parsed {
     let unreadable = |why| Parsed {
         echo: Echo::default(),
         result: Err(MessageError::Unreadable(why)),
     };
-    let start = message
-        .iter()
-        .take_while(|b| matches!(b, b'\r' | b'\n'))
-        .count();
-    let message = &message[start..];
-    let Some(head_end) = header_end(message) else {
-        return unreadable("no end of header section");
-    };
-    let head = String::from_utf8_lossy(&message[..head_end]);
-    let body_available = message.len() - head_end;
-    let lines = unfold(&head);
+    let lines = head.lines;
     let Some(start_line) = lines.first() else {
         return unreadable("empty message");
     };

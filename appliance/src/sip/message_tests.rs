@@ -354,3 +354,140 @@ fn control_characters_in_header_lines_are_malformed_and_never_echoed() {
     ));
     assert!(parsed.result.is_ok(), "{:?}", parsed.result);
 }
+
+/// What a stream reader gets from `frame` and `parse` run over the whole
+/// buffer after every read: the messages, then the error or the leftover.
+fn frame_each_read(reads: &[&[u8]]) -> (Vec<Parsed>, Result<Vec<u8>, MessageError>) {
+    let mut buf = Vec::new();
+    let mut messages = Vec::new();
+    for read in reads {
+        buf.extend_from_slice(read);
+        loop {
+            match frame(&buf) {
+                Ok(Frame::Keepalive(skip)) => {
+                    buf.drain(..skip);
+                }
+                Ok(Frame::Message(len)) => {
+                    messages.push(parse(&buf[..len]));
+                    buf.drain(..len);
+                }
+                Ok(Frame::Incomplete) => break,
+                Err(error) => return (messages, Err(error)),
+            }
+        }
+    }
+    (messages, Ok(buf))
+}
+
+/// The same through a `Framer`.
+fn framer_each_read(reads: &[&[u8]]) -> (Vec<Parsed>, Result<Vec<u8>, MessageError>) {
+    let mut framer = Framer::default();
+    let mut messages = Vec::new();
+    for read in reads {
+        framer.push(read);
+        loop {
+            match framer.next_message() {
+                Ok(Some(parsed)) => messages.push(parsed),
+                Ok(None) => break,
+                Err(error) => return (messages, Err(error)),
+            }
+        }
+    }
+    (messages, Ok(framer.pending().to_vec()))
+}
+
+/// Split `bytes` into reads at the sorted, deduplicated `cuts`.
+fn reads_at<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut reads = Vec::new();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([bytes.len()]) {
+        reads.push(&bytes[from..cut]);
+        from = cut;
+    }
+    reads
+}
+
+#[test]
+fn a_framer_frames_as_frame_does_however_the_stream_is_cut() {
+    use proptest::prelude::*;
+    let with_body = "OPTIONS sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKb\r\n\
+        From: <sip:a@contoso.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: b\r\nCSeq: 2 OPTIONS\r\n\
+        Content-Length: 5\r\n\r\nhello";
+    let mut stream = b"\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        stream.extend_from_slice(LYNC_REGISTER.as_bytes());
+        stream.extend_from_slice(b"\r\n");
+        stream.extend_from_slice(with_body.as_bytes());
+    }
+    stream.extend_from_slice(b"INVITE sip:b@contoso.com SIP/2.0\nl: 2\n\nab");
+    stream.extend_from_slice(&LYNC_REGISTER.as_bytes()[..100]);
+    // Every byte its own read, and the stream in one read.
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    let (messages, rest) = framer_each_read(&bytes);
+    assert_eq!(messages.len(), 7);
+    assert_eq!(rest, Ok(LYNC_REGISTER.as_bytes()[..100].to_vec()));
+    assert_eq!((messages, rest), frame_each_read(&bytes));
+    assert_eq!(framer_each_read(&[&stream]), frame_each_read(&[&stream]));
+
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&prop::collection::vec(any::<usize>(), 0..12), |cuts| {
+            let reads = reads_at(&stream, &cuts);
+            prop_assert_eq!(framer_each_read(&reads), frame_each_read(&reads));
+            Ok(())
+        })
+        .expect("same messages");
+    // Garbage, and requests with a byte changed (a Content-Length broken,
+    // a blank line made or unmade), in any cut.
+    runner
+        .run(
+            &(
+                prop::collection::vec(any::<u8>(), 0..600),
+                prop::collection::vec(any::<usize>(), 0..8),
+            ),
+            |(bytes, cuts)| {
+                let reads = reads_at(&bytes, &cuts);
+                prop_assert_eq!(framer_each_read(&reads), frame_each_read(&reads));
+                Ok(())
+            },
+        )
+        .expect("same outcome on garbage");
+    runner
+        .run(
+            &(
+                0usize..stream.len(),
+                prop::sample::select(vec![b'\r', b'\n', b'0', b'9', b'x', b':']),
+                prop::collection::vec(any::<usize>(), 0..8),
+            ),
+            |(at, byte, cuts)| {
+                let mut bytes = stream.clone();
+                bytes[at] = byte;
+                let reads = reads_at(&bytes, &cuts);
+                prop_assert_eq!(framer_each_read(&reads), frame_each_read(&reads));
+                Ok(())
+            },
+        )
+        .expect("same outcome on mutated streams");
+}
+
+#[test]
+fn a_framer_refuses_a_header_section_that_never_ends() {
+    let mut framer = Framer::default();
+    let line = [b'a'; 1024];
+    let mut outcome = Ok(None);
+    for _ in 0..=MAX_MESSAGE / line.len() {
+        framer.push(&line);
+        outcome = framer.next_message();
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        outcome,
+        Err(MessageError::Unreadable("header section too long"))
+    );
+    assert!(framer.pending().len() <= MAX_MESSAGE + line.len());
+}

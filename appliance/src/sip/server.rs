@@ -9,29 +9,30 @@
 //! a per-source-prefix rate limit first (`[sip] udp_rate`, `dns::rrl`):
 //! beyond it they are dropped unread and counted, and poolgate cannot be
 //! used to reflect traffic at a spoofed source. TCP connections are
-//! framed by Content-Length, carry any number of messages, are closed after
-//! `IDLE_TIMEOUT` of silence or when a message cannot be framed (after a
-//! `400` if one can be addressed), and their buffers never exceed
-//! `message::MAX_MESSAGE` plus one read.
+//! framed by Content-Length (`message::Framer`, which reads each byte a
+//! bounded number of times however the stream is cut), carry any number of
+//! messages, and are closed after the gate's idle timeout of silence
+//! (`net::Limits::sip`), when a message is not complete within the gate's
+//! header deadline of its first byte (so a client dripping one byte at a
+//! time cannot hold a connection forever), or when a message cannot be
+//! framed (after a `400` if one can be addressed); their buffers never
+//! exceed `message::MAX_MESSAGE` plus one read.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{self, Frame, MessageError, Parsed};
+use super::message::{self, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
 use crate::metrics::{MetricsWriter, Render};
 use crate::net;
 use crate::state::{PoolView, PublisherHandle};
-
-/// A TCP connection silent this long is closed.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Counters of the redirect service (exported by the metrics endpoint).
 #[derive(Debug, Default)]
@@ -332,28 +333,30 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     stats: &SipStats,
     shutdown: &CancellationToken,
 ) -> Result<(), SipError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let limits = slot.limits();
+    let mut framer = message::Framer::default();
     let mut chunk = vec![0u8; 16 * 1024];
     let mut replies: Vec<u8> = Vec::new();
+    // When the first byte of the message being framed arrived: the whole
+    // message must be in within the header deadline of it.
+    let mut message_began: Option<Instant> = None;
+    let mut read_at = Instant::now();
     loop {
         let mut close = false;
+        let mut framed = false;
         loop {
-            match message::frame(&buf) {
-                Ok(Frame::Keepalive(skip)) => {
-                    buf.drain(..skip);
-                }
-                Ok(Frame::Message(len)) => {
-                    let parsed = message::parse(&buf[..len]);
+            match framer.next_message() {
+                Ok(Some(parsed)) => {
+                    framed = true;
                     if let Some(reply) = handle(&publisher.current(), &parsed, peer, stats) {
                         replies.extend_from_slice(&reply);
                     }
-                    buf.drain(..len);
                 }
-                Ok(Frame::Incomplete) => break,
+                Ok(None) => break,
                 Err(error) => {
                     // The stream cannot be kept in step: answer if possible,
                     // then close.
-                    let echo = message::parse(&buf).echo;
+                    let echo = message::parse(framer.pending()).echo;
                     let parsed = Parsed {
                         result: Err(MessageError::Invalid {
                             reason: error.to_string(),
@@ -369,9 +372,15 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
                 }
             }
         }
+        if framed || framer.pending().is_empty() {
+            message_began = None;
+        }
+        if !framer.pending().is_empty() {
+            message_began.get_or_insert(read_at);
+        }
         if !replies.is_empty() {
             // A client that never reads must not hold its task forever.
-            match tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&replies)).await {
+            match tokio::time::timeout(limits.idle_timeout, stream.write_all(&replies)).await {
                 Ok(written) => written?,
                 Err(_) => {
                     tracing::debug!(%peer, "SIP TCP client stopped reading; closing");
@@ -383,21 +392,40 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
         if close {
             return Ok(());
         }
+        let idle_deadline = Instant::now() + limits.idle_timeout;
+        let (deadline, missed) = match message_began {
+            Some(began) if began + limits.header_timeout < idle_deadline => {
+                (began + limits.header_timeout, net::Timeout::Header)
+            }
+            _ => (idle_deadline, net::Timeout::Idle),
+        };
         let read = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)) => read,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
         };
+        read_at = Instant::now();
         match read {
             Err(_) => {
-                slot.timed_out(net::Timeout::Idle);
-                tracing::debug!(%peer, idle_s = IDLE_TIMEOUT.as_secs(), "SIP TCP connection idle; closing");
+                slot.timed_out(missed);
+                match missed {
+                    net::Timeout::Header => tracing::debug!(
+                        %peer,
+                        header_s = limits.header_timeout.as_secs(),
+                        "SIP TCP message not complete in time; closing"
+                    ),
+                    _ => tracing::debug!(
+                        %peer,
+                        idle_s = limits.idle_timeout.as_secs(),
+                        "SIP TCP connection idle; closing"
+                    ),
+                }
                 return Ok(());
             }
             Ok(Ok(0)) => {
                 // The peer finished sending in the middle of a message (a
                 // Content-Length larger than the body): say so if possible.
-                if !buf.is_empty() {
-                    let echo = message::parse(&buf).echo;
+                if !framer.pending().is_empty() {
+                    let echo = message::parse(framer.pending()).echo;
                     let parsed = Parsed {
                         result: Err(MessageError::Invalid {
                             reason: "Message ends before its Content-Length".into(),
@@ -411,7 +439,7 @@ async fn serve_connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
                 }
                 return Ok(());
             }
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(n)) => framer.push(&chunk[..n]),
             Ok(Err(error)) => return Err(error.into()),
         }
     }

@@ -192,6 +192,59 @@ async fn a_stalled_client_does_not_stall_others() {
     assert_eq!(statuses(&String::from_utf8_lossy(&buf[..n])), [200]);
 }
 
+/// A client dripping a message a byte at a time, never silent for the idle
+/// timeout, is closed at the header deadline of the message's first byte
+/// (on a paused clock: the deadlines pass without waiting for them).
+#[tokio::test(start_paused = true)]
+async fn a_drip_fed_message_is_cut_off_at_the_header_deadline() {
+    let server = start().await;
+    let limits = net::Limits::sip();
+    let step = limits.idle_timeout / 2;
+    let steps = limits.header_timeout.as_secs() / step.as_secs() + 2;
+    let message = options("drip");
+    assert!(
+        message.len() as u64 > steps,
+        "the message outlasts the deadline"
+    );
+    let mut stream = TcpStream::connect(server.tcp).await.expect("connect");
+    // Each byte leaves at once, not when the previous one is acknowledged
+    // (which on a paused clock could be long after the idle timeout).
+    stream.set_nodelay(true).expect("no delay");
+    // First a whole message: it is answered, and its time does not count
+    // against the next one.
+    stream.write_all(message.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("answers in time")
+        .expect("read");
+    assert_eq!(statuses(&String::from_utf8_lossy(&buf[..n])), [200]);
+    tokio::time::sleep(step).await;
+    for byte in message.bytes() {
+        if stream.write_all(&[byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(step).await;
+    }
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("the server closed the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "no answer: {read:?}");
+    let gate = server.stats.gates.gate("sip-tcp", limits);
+    assert_eq!(
+        gate.stats
+            .timeouts(net::Timeout::Header)
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        gate.stats
+            .timeouts(net::Timeout::Idle)
+            .load(Ordering::Relaxed),
+        0
+    );
+}
+
 /// Each redirected REGISTER counts once for the member it is sent to first.
 #[tokio::test]
 async fn registrations_are_counted_per_member() {
