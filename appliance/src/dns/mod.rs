@@ -198,6 +198,8 @@ pub(crate) struct Responder {
     pub cache: Arc<fast::FastCache>,
     pub stats: Arc<DnsStats>,
     pub limits: TcpLimits,
+    /// Response-rate limiting shared by every UDP socket.
+    pub udp_limiter: Arc<std::sync::Mutex<rrl::Limiter>>,
 }
 
 impl Responder {
@@ -206,11 +208,13 @@ impl Responder {
         stats: Arc<DnsStats>,
         limits: TcpLimits,
     ) -> Self {
+        let udp_limiter = rrl::Limiter::new(server::rrl_limits(&views.borrow().config.dns));
         Self {
             views,
             cache: Arc::new(fast::FastCache::default()),
             stats,
             limits,
+            udp_limiter: Arc::new(std::sync::Mutex::new(udp_limiter)),
         }
     }
 
@@ -225,6 +229,7 @@ impl Responder {
             self.views.clone(),
             Arc::clone(&self.cache),
             Arc::clone(&self.stats),
+            Arc::clone(&self.udp_limiter),
             stop,
         )
     }

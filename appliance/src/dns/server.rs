@@ -6,8 +6,10 @@
 //! Bounded by construction: a UDP socket is served by one task that answers
 //! each batch of datagrams (a fixed set of buffers) before reading the next,
 //! so a flood costs only the kernel's socket buffer (excess datagrams are
-//! dropped there); its queries pass that task's response-rate limiter
-//! (`rrl`, `[dns] rrl_rate`/`rrl_slip`) before they are answered, so
+//! dropped there); its queries pass the response-rate limiter every UDP
+//! socket shares (`rrl`, `[dns] rrl_rate`/`rrl_slip`; a source gets the
+//! rate once, however many addresses DNS listens on) before they are
+//! answered, so
 //! poolgate cannot be used to reflect traffic at a spoofed source and a
 //! query over the rate costs no answer (one that is slipped is answered,
 //! then cut to an empty truncated one); TCP connections go through the
@@ -22,8 +24,8 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{
@@ -103,14 +105,13 @@ pub(crate) async fn serve_udp(
     views: watch::Receiver<Arc<PoolView>>,
     cache: Arc<FastCache>,
     stats: Arc<DnsStats>,
+    limiter: Arc<Mutex<Limiter>>,
     shutdown: CancellationToken,
 ) {
     let fd = socket.as_raw_fd();
     let mut buffers = vec![[0u8; UDP_BUFFER]; UDP_BATCH];
     let mut rng = SmallRng::from_os_rng();
     let mut batches_left = 0;
-    // Owned by this task alone (one per socket), so it needs no lock.
-    let mut limiter = Limiter::new(rrl_limits(&views.borrow().config.dns));
     loop {
         // Under load, drain several batches before waiting on readiness
         // (and shutdown) again; the bound keeps shutdown prompt and lets
@@ -164,16 +165,35 @@ pub(crate) async fn serve_udp(
             Vec::with_capacity(received.len());
         let view = Arc::clone(&views.borrow());
         let answers = cache.for_view(&view);
-        limiter.set_limits(rrl_limits(&view.config.dns));
-        let now = std::time::Instant::now();
-        for (buffer, (length, address)) in buffers.iter().zip(received) {
-            let Some((storage, peer)) = address.and_then(|a| socket_addr(&a).map(|p| (a, p)))
-            else {
+        let peers: Vec<_> = received
+            .into_iter()
+            .map(|(length, address)| {
+                (
+                    length,
+                    address.and_then(|a| socket_addr(&a).map(|p| (a, p))),
+                )
+            })
+            .collect();
+        // The limit comes first: a query over it costs no answer. One
+        // limiter for every DNS socket (a source gets the rate once, not
+        // once per address), locked once per batch.
+        let verdicts: Vec<Verdict> = {
+            let mut limiter = limiter.lock().unwrap_or_else(|p| p.into_inner());
+            limiter.set_limits(rrl_limits(&view.config.dns));
+            let now = std::time::Instant::now();
+            peers
+                .iter()
+                .map(|(_, peer)| match peer {
+                    Some((_, peer)) => limiter.check(peer.ip(), now),
+                    None => Verdict::Drop,
+                })
+                .collect()
+        };
+        for ((buffer, (length, address)), verdict) in buffers.iter().zip(peers).zip(verdicts) {
+            let Some((storage, peer)) = address else {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            // The limit comes first: a query over it costs no answer.
-            let verdict = limiter.check(peer.ip(), now);
             if verdict == Verdict::Drop {
                 stats.queries.fetch_add(1, Ordering::Relaxed);
                 stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
@@ -236,7 +256,7 @@ pub(crate) async fn serve_udp(
 }
 
 /// The response-rate limit `[dns]` asks for.
-fn rrl_limits(settings: &crate::config::DnsSettings) -> rrl::Limits {
+pub(crate) fn rrl_limits(settings: &crate::config::DnsSettings) -> rrl::Limits {
     rrl::Limits::per_second(settings.rrl_rate, settings.rrl_slip)
 }
 

@@ -957,3 +957,50 @@ async fn udp_queries_over_the_rate_are_dropped_before_they_are_answered() {
     shutdown.cancel();
     tasks.abort_all();
 }
+
+/// Every UDP socket shares one rate limiter: a source sending to two DNS
+/// addresses gets the rate once, not once per address.
+#[tokio::test]
+async fn udp_sockets_share_one_rate_limit() {
+    let text = config_text(1, true).replace("[dns]\n", "[dns]\nrrl_rate = 5\nrrl_slip = 0\n");
+    let config = config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}"));
+    let view = PoolView::build(&Inputs::new(Arc::new(config), 5, BTreeMap::new()), 1);
+    let (_tx, views) = watch::channel(Arc::new(view));
+    let stats = Arc::new(DnsStats::default());
+    let responder = Responder::new(views, Arc::clone(&stats), TcpLimits::default());
+    let shutdown = CancellationToken::new();
+    let mut addresses = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        addresses.push(socket.local_addr().expect("addr"));
+        tasks.spawn(responder.serve_udp(socket, shutdown.clone()));
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let mut packet = query("pool01.contoso.test.", RecordType::A, None)
+        .to_vec()
+        .expect("encode");
+    packet.truncate(packet.len() - 3);
+    let per_address: u64 = 20;
+    for _ in 0..per_address {
+        for address in &addresses {
+            client.send_to(&packet, address).await.expect("send");
+        }
+    }
+    let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..500 {
+        if load(&stats.queries) == 2 * per_address {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(load(&stats.queries), 2 * per_address, "every query read");
+    // Five a second for the source in all: two limiters would answer ten.
+    assert!(
+        load(&stats.malformed) < 10,
+        "answered {}",
+        load(&stats.malformed)
+    );
+    shutdown.cancel();
+    tasks.abort_all();
+}
