@@ -23,6 +23,9 @@ pub struct Event {
     pub detail: Option<serde_json::Value>,
 }
 
+/// How many events the log keeps (the newest).
+pub(crate) const EVENTS_KEPT: i64 = 100_000;
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EventFilter {
@@ -41,14 +44,22 @@ impl Store {
     }
 
     /// Record several events in one transaction (one fsync): health
-    /// transitions arrive in bursts when a whole pool changes at once.
+    /// transitions arrive in bursts when a whole pool changes at once. The
+    /// log keeps the newest [`EVENTS_KEPT`]: older ones go in the same
+    /// transaction, so a flapping member cannot fill the disk.
     pub(crate) fn record_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let at = now_rfc3339();
+        let mut last = 0;
         for event in events {
-            insert_event(&tx, &at, event)?;
+            last = insert_event(&tx, &at, event)?;
         }
+        // Ids only grow, so the oldest are a range of the primary key.
+        tx.execute(
+            "DELETE FROM events WHERE id <= ?1",
+            params![last - EVENTS_KEPT],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -63,19 +74,12 @@ impl Store {
     }
 
     /// Events matching `filter`: oldest first after `filter.after`, else
-    /// the newest first. The filtering happens in SQL (the index on pool,
-    /// member and id serves the per-member queries).
+    /// the newest first. The filtering happens in SQL, with only the
+    /// conditions the filter has, so the index on pool, member and id
+    /// serves the per-pool and per-member queries (an `?n IS NULL OR`
+    /// condition would keep SQLite from using it).
     pub(crate) fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        let order = if filter.after.is_some() {
-            "ASC"
-        } else {
-            "DESC"
-        };
-        let sql = format!(
-            "SELECT id, at, kind, pool, member, message, detail FROM events
-             WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR pool = ?3) AND (?4 IS NULL OR member = ?4)
-             ORDER BY id {order} LIMIT ?5"
-        );
+        let sql = events_sql(filter);
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
@@ -100,6 +104,31 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The query of `filter`. Every shape binds the same five parameters
+/// (`?5`, the limit, is always named, so all five count); those of absent
+/// conditions are unused.
+pub(super) fn events_sql(filter: &EventFilter) -> String {
+    let order = if filter.after.is_some() {
+        "ASC"
+    } else {
+        "DESC"
+    };
+    let mut conditions = String::from("id > ?1");
+    for (present, condition) in [
+        (filter.kind.is_some(), " AND kind = ?2"),
+        (filter.pool.is_some(), " AND pool = ?3"),
+        (filter.member.is_some(), " AND member = ?4"),
+    ] {
+        if present {
+            conditions.push_str(condition);
+        }
+    }
+    format!(
+        "SELECT id, at, kind, pool, member, message, detail FROM events
+         WHERE {conditions} ORDER BY id {order} LIMIT ?5"
+    )
 }
 
 pub(super) fn insert_event(

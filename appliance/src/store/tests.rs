@@ -509,3 +509,51 @@ fn seen_users_are_counted_over_all_pools() {
     store.record_seen_aors(&batch, limits).expect("record");
     assert_eq!(store.seen_aors_count().expect("count"), 4);
 }
+
+#[test]
+fn a_per_member_event_query_uses_the_member_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let filter = EventFilter {
+        limit: 5,
+        pool: Some("pool01".into()),
+        member: Some("fe03".into()),
+        ..EventFilter::default()
+    };
+    let sql = format!("EXPLAIN QUERY PLAN {}", events::events_sql(&filter));
+    let conn = store.conn();
+    let mut stmt = conn.prepare(&sql).expect("prepare");
+    let plan: Vec<String> = stmt
+        .query_map(params![0, None::<String>, "pool01", "fe03", 5], |row| {
+            row.get(3)
+        })
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        plan.iter().any(|step| step.contains("events_member")),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn the_event_log_keeps_the_newest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let event = |i: i64| NewEvent {
+        kind: EventKind::Health,
+        pool: None,
+        member: None,
+        message: format!("event {i}"),
+        detail: None,
+    };
+    let batch: Vec<NewEvent> = (0..events::EVENTS_KEPT + 10).map(event).collect();
+    store.record_events(&batch).expect("record");
+    let oldest = store.events_after(0, 1).expect("oldest");
+    assert_eq!(oldest[0].message, "event 10");
+    let newest = store.recent_events(1).expect("newest");
+    assert_eq!(
+        newest[0].message,
+        format!("event {}", events::EVENTS_KEPT + 9)
+    );
+}

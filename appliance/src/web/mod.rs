@@ -30,7 +30,8 @@
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
 //!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
-//! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`, `member`)
+//! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`,
+//!   `member`; an unknown `kind` is 422); the newest 100,000 are kept
 //! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
 //! * `GET /api/v1/registrar?uri=…` — a user's registrar sequences: logical,
 //!   physical, home, backup_mode (400 for an unreadable URI)
