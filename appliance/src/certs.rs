@@ -578,11 +578,7 @@ fn describe(chain: &[CertificateDer<'_>]) -> Result<CertificateInfo, Certificate
     }
     let when = |t: &x509_parser::time::ASN1Time| {
         time::OffsetDateTime::from_unix_timestamp(t.timestamp())
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
+            .map(crate::clock::rfc3339)
             .unwrap_or_default()
     };
     let fingerprint = sha2::Sha256::digest(leaf.as_ref())

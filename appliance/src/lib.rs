@@ -33,6 +33,7 @@
 
 pub mod app;
 pub mod certs;
+pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
 pub mod demo;

@@ -551,7 +551,7 @@ async fn run(
             Ok(Step::Applied(applied)) => {
                 let admin_move = moved(&previous, &applied, confirm_timeout);
                 if let Some(admin_move) = admin_move {
-                    tracing::info!(from = %admin_move.from, to = %admin_move.to, confirm_by = %crate::store::rfc3339(admin_move.confirm_by), "Admin listener moves; confirm it from the new address");
+                    tracing::info!(from = %admin_move.from, to = %admin_move.to, confirm_by = %crate::clock::rfc3339(admin_move.confirm_by), "Admin listener moves; confirm it from the new address");
                     let revert = Revert {
                         config: Arc::clone(&previous.config),
                         version: previous.version,
@@ -583,7 +583,7 @@ fn awaiting(admin_move: Option<AdminMove>) -> ControlError {
     match admin_move {
         Some(admin_move) => ControlError::AwaitingConfirmation {
             to: admin_move.to,
-            confirm_by: crate::store::rfc3339(admin_move.confirm_by),
+            confirm_by: crate::clock::rfc3339(admin_move.confirm_by),
         },
         None => ControlError::NothingToConfirm,
     }

@@ -96,9 +96,7 @@ pub(crate) async fn run(
                         key.clone(),
                         Tracked {
                             started,
-                            since: started
-                                .format(&time::format_description::well_known::Rfc3339)
-                                .unwrap_or_default(),
+                            since: crate::clock::rfc3339(started),
                             last: None,
                             agent_polled: None,
                         },

@@ -165,7 +165,7 @@ pub(crate) async fn run_target(
                     key: key.clone(),
                     transition,
                     reason: (transition.to == Health::Down).then_some(reason).flatten(),
-                    since: now_rfc3339(),
+                    since: crate::clock::now_rfc3339(),
                 };
                 if stop.is_cancelled() || reports.send(report).await.is_err() {
                     return;
@@ -454,13 +454,6 @@ async fn report(mut reports: mpsc::Receiver<Report>, events: EventLog, publisher
             events.record(event);
         }
     }
-}
-
-/// The time a transition happened, as the status API shows it.
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("the current time is representable in RFC 3339")
 }
 
 /// Log one transition; return its publisher update and its event.

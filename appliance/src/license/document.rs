@@ -120,12 +120,12 @@ pub fn verify(
     }
     let not_before = licence.not_before.unwrap_or(licence.issued);
     if now < not_before {
-        return Err(LicenceError::NotYetValid(crate::store::rfc3339(not_before)));
+        return Err(LicenceError::NotYetValid(crate::clock::rfc3339(not_before)));
     }
     if let Some(expires) = licence.expires
         && now >= expires
     {
-        return Err(LicenceError::Expired(crate::store::rfc3339(expires)));
+        return Err(LicenceError::Expired(crate::clock::rfc3339(expires)));
     }
     Ok(licence)
 }

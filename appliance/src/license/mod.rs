@@ -125,7 +125,7 @@ impl Status {
         let with_licence = |status: Self, licence: &Licence| Self {
             customer: Some(licence.customer.clone()),
             license_id: Some(licence.id.clone()),
-            expires: licence.expires.map(crate::store::rfc3339),
+            expires: licence.expires.map(crate::clock::rfc3339),
             limits: licence.limits.clone(),
             ..status
         };
@@ -136,7 +136,7 @@ impl Status {
                     Some(e) => format!(
                         "Licensed to {} until {}.",
                         licence.customer,
-                        crate::store::rfc3339(e)
+                        crate::clock::rfc3339(e)
                     ),
                     None => format!("Licensed to {}.", licence.customer),
                 };
@@ -216,7 +216,7 @@ impl Licensing {
         appliance_id: String,
     ) -> Result<Self, StoreError> {
         store.setting_or_insert(EVALUATION_STARTED, || {
-            crate::store::rfc3339(OffsetDateTime::now_utc())
+            crate::clock::rfc3339(OffsetDateTime::now_utc())
         })?;
         let licensing = Self {
             store,
@@ -235,7 +235,7 @@ impl Licensing {
             Some(seen) if seen >= real => Ok(seen),
             _ => {
                 self.store
-                    .set_setting(LATEST_TIME_SEEN, &crate::store::rfc3339(real))?;
+                    .set_setting(LATEST_TIME_SEEN, &crate::clock::rfc3339(real))?;
                 Ok(real)
             }
         }
@@ -378,7 +378,7 @@ mod tests {
         // The appliance once saw a time 40 days ahead (the clock was later set back).
         let future = OffsetDateTime::now_utc() + Duration::days(40);
         store
-            .set_setting(LATEST_TIME_SEEN, &crate::store::rfc3339(future))
+            .set_setting(LATEST_TIME_SEEN, &crate::clock::rfc3339(future))
             .expect("set");
         assert!(licensing.now().expect("now") >= future);
         assert_eq!(

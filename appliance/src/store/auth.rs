@@ -98,7 +98,7 @@ const LAST_USED_RESOLUTION_S: i64 = 60;
 
 fn unix_rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(super::rfc3339)
+        .map(crate::clock::rfc3339)
         .unwrap_or_default()
 }
 

@@ -126,16 +126,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
-}
-
-/// A time as RFC 3339, the form every stored and answered time takes (a
-/// year beyond 9999, which RFC 3339 cannot write, in `time`'s own form).
-pub(crate) fn rfc3339(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| at.to_string())
-}
+pub(crate) use crate::clock::now_rfc3339;
 
 impl Store {
     /// Open (creating if needed) the store in `data_dir` and migrate it.

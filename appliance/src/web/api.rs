@@ -373,10 +373,7 @@ pub(crate) async fn create_token(
         )
     })
     .await?;
-    let expires_at = expires.and_then(|at| {
-        at.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    });
+    let expires_at = expires.map(crate::clock::rfc3339);
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id, "name": body.name, "token": token, "expires_at": expires_at})),
@@ -463,7 +460,7 @@ pub(crate) async fn put_config(
         "version": outcome.version,
         "changed": !outcome.diff.is_empty(),
         "generation": outcome.generation,
-        "confirm_by": outcome.confirm_by.map(crate::store::rfc3339),
+        "confirm_by": outcome.confirm_by.map(crate::clock::rfc3339),
     })))
 }
 

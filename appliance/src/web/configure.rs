@@ -82,7 +82,7 @@ pub(crate) async fn preview(
     Ok(Json(json!({
         "changed": !lines.is_empty(),
         "confirm_by": crate::control::admin_move(&preview.current.config, &preview.config, state.control.confirm_timeout())
-            .map(|moved| crate::store::rfc3339(moved.confirm_by)),
+            .map(|moved| crate::clock::rfc3339(moved.confirm_by)),
         "summary": preview.diff.summary(),
         "diff": lines,
         "licence_problem": preview.licence_problem,

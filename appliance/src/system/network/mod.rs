@@ -207,7 +207,7 @@ impl Network {
             changes: changes(&inner.current, &settings),
             previous: inner.current.clone(),
             settings,
-            deadline: crate::store::rfc3339(deadline),
+            deadline: crate::clock::rfc3339(deadline),
         };
         // Stored first: a restart before the confirmation reverts.
         self.store_setting(PENDING_KEY, &pending).await?;
