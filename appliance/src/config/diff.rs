@@ -35,6 +35,18 @@ impl ConfigDiff {
         *self == Self::default()
     }
 
+    /// Bring `admin`, each member's admin state, in line with this diff:
+    /// removed members go, the states it sets are taken. The one rule the
+    /// control task and the publisher both follow.
+    pub(crate) fn apply_admin(&self, admin: &mut BTreeMap<MemberKey, AdminState>) {
+        admin.retain(|key, _| !self.members_removed.contains(key));
+        admin.extend(
+            self.admin_states
+                .iter()
+                .map(|(key, state)| (key.clone(), *state)),
+        );
+    }
+
     /// One sentence per structural change, in the order an operator checks
     /// them: what a preview shows and a committed change is summed up by.
     pub(crate) fn summary(&self) -> Vec<String> {

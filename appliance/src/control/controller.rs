@@ -176,12 +176,7 @@ impl Controller {
             .store
             .record_config(&config, &source.to_string(), &diff)?;
         let mut admin = current.admin.clone();
-        admin.retain(|key, _| !diff.members_removed.contains(key));
-        admin.extend(
-            diff.admin_states
-                .iter()
-                .map(|(key, state)| (key.clone(), *state)),
-        );
+        diff.apply_admin(&mut admin);
         let config = Arc::new(config);
         self.desired = Arc::new(Desired {
             version,

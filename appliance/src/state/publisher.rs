@@ -84,17 +84,13 @@ impl Inputs {
                 for key in diff.members_removed.iter().chain(&diff.members_changed) {
                     self.health.retain(|(member, _), _| member != key);
                 }
-                for key in &diff.members_removed {
-                    self.admin.remove(key);
-                    self.drain.remove(key);
-                }
+
                 self.health.retain(|(_, monitor), _| {
                     !diff.monitors_removed.contains(monitor)
                         && !diff.monitors_changed.contains(monitor)
                 });
-                for (key, state) in diff.admin_states {
-                    self.admin.insert(key, state);
-                }
+                diff.apply_admin(&mut self.admin);
+                self.settle_drain();
                 self.config = config;
                 self.config_version = version;
                 self.sync_counters();
@@ -104,10 +100,9 @@ impl Inputs {
                 if !self.has_member(&member) {
                     return false;
                 }
-                if state != AdminState::Draining {
-                    self.drain.remove(&member);
-                }
-                self.admin.insert(member, state) != Some(state)
+                let changed = self.admin.insert(member, state) != Some(state);
+                self.settle_drain();
+                changed
             }
             Update::Health {
                 member,
@@ -124,11 +119,22 @@ impl Inputs {
                     return false;
                 }
                 match progress {
+                    // Progress computed just before the member left draining.
+                    Some(_) if self.admin.get(&member) != Some(&AdminState::Draining) => false,
                     Some(progress) => self.drain.insert(member, progress.clone()) != Some(progress),
                     None => self.drain.remove(&member).is_some(),
                 }
             }
         }
+    }
+
+    /// Drain progress is kept only for members that are draining: one
+    /// removed from the config, or set to another state by a config or an
+    /// action, loses it.
+    fn settle_drain(&mut self) {
+        let admin = &self.admin;
+        self.drain
+            .retain(|key, _| admin.get(key) == Some(&AdminState::Draining));
     }
 
     fn has_member(&self, (pool, member): &MemberKey) -> bool {

@@ -299,3 +299,42 @@ async fn publisher_publishes_each_change_as_a_new_generation() {
     shutdown.cancel();
     task.await.expect("publisher exits cleanly");
 }
+
+/// Drain progress belongs to a draining member: a config that enables it
+/// clears it, and progress that arrives after it left draining is refused.
+#[test]
+fn drain_progress_goes_when_the_member_stops_draining() {
+    let spec = MemberSpec {
+        state: AdminState::Draining,
+        has_fqdn: false,
+        pool_health: Some(true),
+        web_health: Some(true),
+    };
+    let pools = vec![vec![spec]];
+    let config = config_for(&pools, false, StartState::Up);
+    let mut inputs = inputs_for(&pools, config.clone());
+    let key: MemberKey = ("pool0".into(), "fe0".into());
+    let progress = || DrainProgress {
+        state: DrainState::Drained,
+        since: None,
+        overdue: false,
+    };
+    assert!(inputs.apply(Update::Drain {
+        member: key.clone(),
+        progress: Some(progress()),
+    }));
+    let mut diff = crate::config::ConfigDiff::default();
+    diff.admin_states.insert(key.clone(), AdminState::Enabled);
+    assert!(inputs.apply(Update::Config {
+        config: Arc::new(config),
+        version: 2,
+        diff,
+    }));
+    assert_eq!(inputs.admin.get(&key), Some(&AdminState::Enabled));
+    assert!(inputs.drain.is_empty(), "{:?}", inputs.drain);
+    assert!(!inputs.apply(Update::Drain {
+        member: key,
+        progress: Some(progress()),
+    }));
+    assert!(inputs.drain.is_empty());
+}
