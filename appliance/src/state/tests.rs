@@ -323,7 +323,7 @@ fn drain_progress_goes_when_the_member_stops_draining() {
         member: key.clone(),
         progress: Some(progress()),
     }));
-    let mut diff = ConfigDiff::default();
+    let mut diff = config::ConfigDiff::default();
     diff.admin_states.insert(key.clone(), AdminState::Enabled);
     assert!(inputs.apply(Update::Config {
         config: Arc::new(config),
