@@ -181,6 +181,26 @@ pub(crate) struct AdminMove {
     pub confirm_by: time::OffsetDateTime,
 }
 
+/// How a confirmation arrived: on the admin listener opened for
+/// `listened_on` (as the config names it), at the local address `reached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Arrival {
+    pub listened_on: SocketAddr,
+    pub reached: SocketAddr,
+}
+
+impl Arrival {
+    /// Whether the request proves that `to` answers: it came through the
+    /// listener opened for `to`, or (while a wildcard and a specific
+    /// address on one port cannot both listen, so the old listener still
+    /// serves) it reached `to`'s address and port.
+    pub(crate) fn reaches(&self, to: SocketAddr) -> bool {
+        let same_address = to.ip().is_unspecified() || to.ip() == self.reached.ip();
+        self.listened_on == to
+            || (to.port() != 0 && to.port() == self.reached.port() && same_address)
+    }
+}
+
 /// What the task keeps to revert an unconfirmed admin move.
 #[derive(Debug, Clone)]
 struct Revert {
@@ -294,10 +314,10 @@ enum Request {
     Change(Change),
     /// The config path as a dry run.
     Preview(ConfigInput),
-    /// Confirm the admin listener's move, from a request that arrived on
-    /// the listener opened for `on`.
+    /// Confirm the admin listener's move, from a request that arrived as
+    /// `arrival` says.
     Confirm {
-        on: SocketAddr,
+        arrival: Arrival,
     },
 }
 
@@ -350,14 +370,14 @@ impl ControlHandle {
         self.confirm_timeout
     }
 
-    /// Confirm the admin listener's move from a request that arrived on the
-    /// listener opened for `on`.
+    /// Confirm the admin listener's move from a request that arrived as
+    /// `arrival` says.
     pub(crate) async fn confirm(
         &self,
-        on: SocketAddr,
+        arrival: Arrival,
         source: Source,
     ) -> Result<Confirmed, ControlError> {
-        match self.request(Request::Confirm { on }, source).await? {
+        match self.request(Request::Confirm { arrival }, source).await? {
             Reply::Confirmed(confirmed) => Ok(confirmed),
             Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) => {
                 unreachable!("a confirmation has a confirmation reply")
@@ -509,8 +529,8 @@ async fn run(
             reply,
         } = envelope;
         let request = match request {
-            Request::Confirm { on } => {
-                let _ = reply.send(confirm(&mut pending, on, &source, &outputs));
+            Request::Confirm { arrival } => {
+                let _ = reply.send(confirm(&mut pending, arrival, &source, &outputs));
                 continue;
             }
             Request::Change(Change::Config { .. }) if pending.revert().is_some() => {
@@ -612,7 +632,7 @@ pub(crate) fn admin_move(previous: &Config, next: &Config, timeout: Duration) ->
 /// Take a confirmation that arrived on the listener opened for `on`.
 fn confirm(
     pending: &mut Pending<Revert, Instant>,
-    on: SocketAddr,
+    arrival: Arrival,
     source: &Source,
     outputs: &Outputs,
 ) -> Result<Reply, ControlError> {
@@ -620,7 +640,7 @@ fn confirm(
         return Err(ControlError::NothingToConfirm);
     };
     let to = revert.admin_move.to;
-    if on != to {
+    if !arrival.reaches(to) {
         return Err(ControlError::ConfirmElsewhere { to });
     }
     let revert = pending

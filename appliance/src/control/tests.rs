@@ -393,3 +393,25 @@ async fn an_unconfirmed_admin_move_is_reverted_without_touching_admin_states() {
     assert_eq!(state("fe02"), AdminState::Disabled, "published as disabled");
     shutdown.cancel();
 }
+
+#[test]
+fn a_confirmation_counts_where_it_reaches_the_new_address() {
+    let arrival = |listened_on: &str, reached: &str| Arrival {
+        listened_on: listened_on.parse().expect("address"),
+        reached: reached.parse().expect("address"),
+    };
+    let to: SocketAddr = "198.51.100.10:8443".parse().expect("address");
+    // On the listener opened for it.
+    assert!(arrival("198.51.100.10:8443", "198.51.100.10:8443").reaches(to));
+    // On the kept wildcard listener, at the new address; not at another.
+    assert!(arrival("0.0.0.0:8443", "198.51.100.10:8443").reaches(to));
+    assert!(!arrival("0.0.0.0:8443", "198.51.100.11:8443").reaches(to));
+    // Moving to the wildcard: any address on its port proves it.
+    let wildcard: SocketAddr = "0.0.0.0:8443".parse().expect("address");
+    assert!(arrival("198.51.100.10:8443", "198.51.100.10:8443").reaches(wildcard));
+    assert!(!arrival("198.51.100.10:9443", "198.51.100.10:9443").reaches(wildcard));
+    // A new address given with port 0 counts only on its own listener.
+    let any_port: SocketAddr = "127.0.0.2:0".parse().expect("address");
+    assert!(arrival("127.0.0.2:0", "127.0.0.2:40000").reaches(any_port));
+    assert!(!arrival("127.0.0.1:0", "127.0.0.2:40000").reaches(any_port));
+}

@@ -49,16 +49,32 @@ impl Endpoint {
     }
 }
 
+/// Whether two addresses cannot both listen: one port, one of them a
+/// wildcard (the kernel refuses the second bind).
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a != b
+        && a.port() == b.port()
+        && a.port() != 0
+        && (a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// The endpoints `listen` names, plus `keep_admin` (the admin address a
-/// move awaiting confirmation comes from).
+/// move awaiting confirmation comes from). When the two clash (a wildcard
+/// and a specific address on one port), only the kept one listens until
+/// the move settles: it serves the new address too, and a confirmation
+/// that reaches the new address there counts (`control::Arrival`).
 pub(crate) fn wanted(listen: &Listen, keep_admin: Option<SocketAddr>) -> BTreeSet<Endpoint> {
+    let admin = match keep_admin {
+        Some(kept) if clash(kept, listen.admin) => kept,
+        _ => listen.admin,
+    };
     let optional = [
         (Kind::SipUdp, listen.sip_udp),
         (Kind::SipTcp, listen.sip_tcp),
         (Kind::SipTls, listen.sip_tls),
         (Kind::Admin, keep_admin),
     ];
-    std::iter::once(Endpoint::new(Kind::Admin, listen.admin))
+    std::iter::once(Endpoint::new(Kind::Admin, admin))
         .chain(listen.dns.iter().map(|&a| Endpoint::new(Kind::Dns, a)))
         .chain(
             optional
@@ -120,6 +136,28 @@ mod tests {
             kept, wanted,
             "keeping the current admin address adds nothing"
         );
+    }
+
+    #[test]
+    fn a_move_between_a_wildcard_and_an_address_on_one_port_keeps_only_the_old() {
+        let admins = |wanted: &BTreeSet<Endpoint>| -> Vec<SocketAddr> {
+            wanted
+                .iter()
+                .filter(|e| e.kind == Kind::Admin)
+                .map(|e| e.address)
+                .collect()
+        };
+        let mut moved = listen();
+        moved.admin = addr("198.51.100.10:8443");
+        let wildcard = addr("0.0.0.0:8443");
+        assert_eq!(admins(&wanted(&moved, Some(wildcard))), [wildcard]);
+        // The other way round too; to another port, both listen.
+        let mut back = listen();
+        back.admin = wildcard;
+        let specific = addr("198.51.100.10:8443");
+        assert_eq!(admins(&wanted(&back, Some(specific))), [specific]);
+        moved.admin = addr("198.51.100.10:9443");
+        assert_eq!(admins(&wanted(&moved, Some(wildcard))).len(), 2);
     }
 
     #[test]

@@ -105,20 +105,29 @@ pub(crate) async fn confirm(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     listened_on: Option<Extension<super::ListenedOn>>,
+    reached: Option<Extension<super::ReachedAt>>,
 ) -> Result<Json<ConfirmBody>, ApiError> {
-    // Every admin listener sets it; a router without one (tests) has no
+    // Every admin listener sets both; a router without them (tests) has no
     // address a move could be confirmed on.
-    let Some(Extension(super::ListenedOn(on))) = listened_on else {
+    let (
+        Some(Extension(super::ListenedOn(listened_on))),
+        Some(Extension(super::ReachedAt(reached))),
+    ) = (listened_on, reached)
+    else {
         return Err(ApiError::Confirmation(
             "this listener cannot confirm a move".to_owned(),
         ));
+    };
+    let arrival = crate::control::Arrival {
+        listened_on,
+        reached,
     };
     let source = Source::Api {
         user: principal.username,
     };
     let confirmed = state
         .control
-        .confirm(on, source)
+        .confirm(arrival, source)
         .await
         .map_err(|error| control_error(error, false))?;
     let moved = confirmed.admin_move;

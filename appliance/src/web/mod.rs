@@ -79,6 +79,11 @@ pub use state::blocking;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ListenedOn(pub std::net::SocketAddr);
 
+/// The local address a request's connection reached (on a wildcard
+/// listener, the appliance address the client used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReachedAt(pub std::net::SocketAddr);
+
 /// One route: method, path, a one-line summary and the Rust types of its
 /// JSON request and response bodies (for the OpenAPI document), and its
 /// handler.

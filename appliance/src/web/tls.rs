@@ -130,6 +130,7 @@ async fn connection(
     shutdown: CancellationToken,
 ) -> Result<(), &'static str> {
     let Conn { stream, peer, slot } = conn;
+    let reached = stream.local_addr().ok();
     let limits = slot.limits();
     let accepted = tokio::time::Instant::now();
     let mut first = [0u8; 1];
@@ -184,6 +185,9 @@ async fn connection(
             let _in_flight = in_flight;
             let (mut parts, body) = request.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
+            if let Some(reached) = reached {
+                parts.extensions.insert(super::ReachedAt(reached));
+            }
             // A client that asked to wait for `100 Continue` has sent no
             // body yet; reading it would ask for the body the answer makes
             // needless.
