@@ -27,6 +27,11 @@
 //!   following symbolic links (each path component opened `O_NOFOLLOW`
 //!   from `/`), so poolgate cannot point it at another file to read or
 //!   overwrite.
+//! * The root step reads only regular files, and never more than it can
+//!   need: each is opened non-blocking and checked with `fstat` before the
+//!   first read (a FIFO or device named like the staged bundle or the
+//!   request is refused, never waited on), and the staged bundle is copied
+//!   up to the size of the largest bundle there can be (`MAX_STAGED`).
 //! * A layout without `install_request` installs in process (development,
 //!   tests, a root-run console): the same checks and writes, one process.
 //! * This module is the protocol and the careful file handling only; what
@@ -40,11 +45,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{OFlag, openat, renameat};
+use nix::fcntl::{FcntlArg, OFlag, fcntl, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 
+use super::bundle;
 use super::layout::Slot;
 
 /// Beside the layout's `install_request`: the bundle to install.
@@ -58,6 +64,14 @@ const POLL: Duration = Duration::from_millis(200);
 /// A request is a few dozen bytes; anything longer is not one.
 const MAX_REQUEST: u64 = 4096;
 const BUNDLE_COPY: &str = "bundle.pgup";
+/// The largest bundle there can be: magic and manifest length, the largest
+/// manifest and its signature, the largest root image and UKI (a bundle has
+/// exactly those two components). A staged file longer than this is not a
+/// bundle, and the root step copies no byte past it.
+const MAX_STAGED: u64 = (bundle::MAGIC.len() + 4 + bundle::MAX_MANIFEST + bundle::SIGNATURE_LEN)
+    as u64
+    + bundle::MAX_ROOT_SIZE
+    + bundle::MAX_UKI_SIZE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -252,27 +266,24 @@ pub(crate) struct Taken {
     pub bytes: Vec<u8>,
 }
 
-/// The root side of a request file: read it (at most `limit` bytes)
-/// without following links and remove it, so the path unit that started
-/// the step does not start it again. `Ok(None)`: no request.
+/// The root side of a request file: read it (a regular file, at most
+/// `limit` bytes) without following links and remove it, so the path unit
+/// that started the step does not start it again; one that is refused (not
+/// a regular file, too long) is removed as well. `Ok(None)`: no request.
 pub(crate) fn take(request_path: &Path, limit: u64) -> Result<Option<Taken>, InstallError> {
     let (dir_path, request_name) = split(request_path)?;
     let dir = open_dir_nofollow(dir_path)?;
-    let bytes = match open_in(
-        &dir,
-        dir_path,
-        &request_name,
-        OFlag::O_RDONLY,
-        Mode::empty(),
-    ) {
-        Ok(file) => read_limited(file, limit, request_path)?,
+    let read = match open_regular_in(&dir, dir_path, &request_name) {
+        Ok(file) => read_limited(file, limit, request_path),
         Err(InstallError::Io(error)) if error.source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(None);
         }
+        Err(error @ InstallError::Request(_)) => Err(error),
         Err(error) => return Err(error),
     };
     unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
         .map_err(|e| io("cannot remove", request_path)(e.into()))?;
+    let bytes = read?;
     Ok(Some(Taken {
         dir,
         dir_path: dir_path.to_owned(),
@@ -290,15 +301,14 @@ fn install_copy(
 ) -> InstallOutcome {
     let copy = work_dir.join(BUNDLE_COPY);
     let copied = (|| {
-        let mut staged = open_in(dir, dir_path, STAGED_FILE, OFlag::O_RDONLY, Mode::empty())?;
-        if !staged
+        let staged_path = dir_path.join(STAGED_FILE);
+        let staged = open_regular_in(dir, dir_path, STAGED_FILE)?;
+        let len = staged
             .metadata()
-            .map_err(io("cannot stat", &dir_path.join(STAGED_FILE)))?
-            .is_file()
-        {
-            return Err(InstallError::Request(
-                "the staged bundle is not a file".into(),
-            ));
+            .map_err(io("cannot stat", &staged_path))?
+            .len();
+        if len > MAX_STAGED {
+            return Err(too_long(MAX_STAGED));
         }
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -307,7 +317,10 @@ fn install_copy(
             .mode(0o600)
             .open(&copy)
             .map_err(io("cannot create", &copy))?;
-        std::io::copy(&mut staged, &mut out).map_err(io("cannot copy to", &copy))?;
+        copy_limited(staged, &mut out, MAX_STAGED).map_err(|error| match error {
+            Copy::TooLong => too_long(MAX_STAGED),
+            Copy::Io(error) => io("cannot copy to", &copy)(error),
+        })?;
         out.sync_all().map_err(io("cannot sync", &copy))
     })();
     let outcome = match copied {
@@ -400,6 +413,54 @@ fn open_in(
     Ok(File::from(fd))
 }
 
+/// Open `name` in `dir` for reading without following a link, if it is a
+/// regular file. It is opened non-blocking and checked before anything is
+/// read, so a FIFO (or a device) in its place is refused rather than waited
+/// on; a regular file never blocks, and is handed out blocking again.
+fn open_regular_in(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<File, InstallError> {
+    let path = dir_path.join(name);
+    let file = open_in(
+        dir,
+        dir_path,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )?;
+    if !file.metadata().map_err(io("cannot stat", &path))?.is_file() {
+        return Err(InstallError::Request(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    fcntl(&file, FcntlArg::F_GETFL)
+        .map(OFlag::from_bits_truncate)
+        .and_then(|flags| fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)))
+        .map_err(|e| io("cannot set the flags of", &path)(e.into()))?;
+    Ok(file)
+}
+
+fn too_long(limit: u64) -> InstallError {
+    InstallError::Request(format!(
+        "the staged bundle is longer than any bundle ({limit} bytes)"
+    ))
+}
+
+#[derive(Debug)]
+enum Copy {
+    TooLong,
+    Io(std::io::Error),
+}
+
+/// Copy all of `from` to `to`, refusing (after `limit` bytes) anything
+/// longer than `limit`.
+fn copy_limited(from: impl Read, to: &mut impl Write, limit: u64) -> Result<u64, Copy> {
+    let copied = std::io::copy(&mut from.take(limit + 1), to).map_err(Copy::Io)?;
+    if copied > limit {
+        return Err(Copy::TooLong);
+    }
+    Ok(copied)
+}
+
 fn read_limited(file: File, limit: u64, path: &Path) -> Result<Vec<u8>, InstallError> {
     let mut bytes = Vec::new();
     file.take(limit + 1)
@@ -409,4 +470,130 @@ fn read_limited(file: File, limit: u64, path: &Path) -> Result<Vec<u8>, InstallE
         return Err(InstallError::Request(format!("longer than {limit} bytes")));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Run `f` on a thread, waiting at most a generous bound; if it is
+    /// still blocked on the FIFO at `fifo` by then, open the FIFO's other
+    /// end to release it (so no thread is left behind) and fail.
+    fn unblocked<T: Send + 'static>(fifo: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(value) => {
+                thread.join().expect("joined");
+                value
+            }
+            Err(_) => {
+                let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+                let _ = thread.join();
+                panic!("blocked on the FIFO {}", fifo.display());
+            }
+        }
+    }
+
+    fn fifo(path: &Path) {
+        nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_request_is_refused_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let request = dir.path().join("install-request");
+        fifo(&request);
+        let taken = {
+            let request = request.clone();
+            unblocked(&dir.path().join("install-request"), move || {
+                take(&request, MAX_REQUEST).map(|taken| taken.is_some())
+            })
+        };
+        assert!(
+            matches!(&taken, Err(InstallError::Request(reason)) if reason.contains("not a regular file")),
+            "{taken:?}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&request).is_err(),
+            "the refused request is removed, so the path unit does not start again"
+        );
+        // A regular request is still taken.
+        std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
+        let taken = take(&request, MAX_REQUEST)
+            .expect("taken")
+            .expect("a request");
+        assert_eq!(taken.bytes, br#"{"id":"00ff"}"#);
+        assert!(!request.exists());
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_staged_bundle_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = tempfile::tempdir().expect("work dir");
+        let request = dir.path().join("install-request");
+        let staged = dir.path().join(STAGED_FILE);
+        fifo(&staged);
+        std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
+        let served = {
+            let (request, work) = (request.clone(), work.path().to_owned());
+            unblocked(&staged, move || {
+                serve_staged(&request, &work, |_| panic!("nothing is installed"))
+                    .map(|served| served.map(|result| result.outcome))
+            })
+        };
+        let Ok(Some(InstallOutcome::Failed { reason })) = served else {
+            panic!("{served:?}");
+        };
+        assert!(reason.contains("not a regular file"), "{reason}");
+        assert!(dir.path().join(RESULT_FILE).is_file(), "answered");
+        assert!(!work.path().join(BUNDLE_COPY).exists());
+    }
+
+    #[test]
+    fn a_staged_file_longer_than_any_bundle_is_not_copied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = tempfile::tempdir().expect("work dir");
+        let request = dir.path().join("install-request");
+        // Sparse: it takes no space.
+        File::create(dir.path().join(STAGED_FILE))
+            .and_then(|file| file.set_len(MAX_STAGED + 1))
+            .expect("staged");
+        std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
+        let served = serve_staged(&request, work.path(), |_| panic!("nothing is installed"))
+            .expect("served")
+            .expect("a result");
+        let InstallOutcome::Failed { reason } = served.outcome else {
+            panic!("{served:?}");
+        };
+        assert!(reason.contains("longer than any bundle"), "{reason}");
+        assert!(!work.path().join(BUNDLE_COPY).exists());
+    }
+
+    #[test]
+    fn the_copy_stops_past_its_limit() {
+        let mut out = Vec::new();
+        assert_eq!(
+            copy_limited(&[7u8; 10][..], &mut out, 10).expect("fits"),
+            10
+        );
+        assert_eq!(out, [7; 10]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            copy_limited(&[7u8; 11][..], &mut out, 10),
+            Err(Copy::TooLong)
+        ));
+        assert_eq!(out.len(), 11, "no more than one byte past the limit");
+        // A reader without end is cut short too.
+        let mut out = Vec::new();
+        assert!(matches!(
+            copy_limited(std::io::repeat(1), &mut out, 4096),
+            Err(Copy::TooLong)
+        ));
+        assert_eq!(out.len(), 4097);
+    }
 }

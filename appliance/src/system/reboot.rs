@@ -10,6 +10,10 @@
 //! * One reboot is scheduled at a time; a new upgrade replaces it. A due
 //!   reboot waits for an upgrade being written and then reboots into what is
 //!   pending at that moment, so it never cuts an install short.
+//! * A replaced reboot never fires: each schedule has its own cancellation
+//!   token, which replacing it cancels, and which the blocking wait for the
+//!   lock checks on every round and once more just before rebooting (aborting
+//!   the task alone cannot stop a blocking closure already running).
 //! * Rebooting runs a fixed argv (`systemctl reboot`) or creates an empty
 //!   request file; nothing from a request reaches a command line.
 //! * This module builds on `system::upgrade` and knows nothing about pools:
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use super::layout::Layout;
 use super::upgrade::{Pending, UpgradeError, UpgradeState, Upgrader, event};
@@ -32,6 +37,8 @@ pub(crate) const MAX_DRAIN: Duration = Duration::from_secs(24 * 3600);
 const DRAIN_POLL: Duration = Duration::from_secs(1);
 /// How long a due reboot waits for an upgrade being written to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(3600);
+/// How often a due reboot tries the lock again.
+const LOCK_POLL: Duration = Duration::from_millis(500);
 
 /// How many connections are still open, for a reboot that waits for them to
 /// end.
@@ -79,20 +86,30 @@ impl RebootMode {
 impl Upgrader {
     /// Reboot into whatever is pending when the lock is free (an upgrade
     /// being written is waited for, up to `wait`); nothing pending, no
-    /// reboot.
+    /// reboot. Once `cancelled` is, it does not reboot either: it stops
+    /// waiting at the next try of the lock, and checks once more with the
+    /// lock held, just before rebooting.
     pub(crate) fn reboot_into_pending(
         &self,
         mode: RebootMode,
         store: &Store,
         wait: Duration,
+        cancelled: &CancellationToken,
     ) -> Result<Option<Pending>, UpgradeError> {
+        let replaced = || {
+            tracing::info!("The scheduled reboot was replaced; not rebooting");
+            Ok(None)
+        };
         let started = std::time::Instant::now();
         // Bounded by `wait`.
         let _lock = loop {
+            if cancelled.is_cancelled() {
+                return replaced();
+            }
             match self.lock() {
                 Ok(lock) => break lock,
                 Err(UpgradeError::Busy) if started.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(LOCK_POLL);
                 }
                 Err(error) => return Err(error),
             }
@@ -101,6 +118,11 @@ impl Upgrader {
             tracing::warn!("No upgrade is pending any more; not rebooting");
             return Ok(None);
         };
+        // With the lock held, no upload can replace the schedule between
+        // this check and the reboot.
+        if cancelled.is_cancelled() {
+            return replaced();
+        }
         self.reboot(mode, store, &pending)?;
         Ok(Some(pending))
     }
@@ -144,7 +166,24 @@ pub(crate) struct RebootPlan {
 pub struct Upgrades {
     pub upgrader: Upgrader,
     pub(crate) mode: RebootMode,
-    scheduled: Mutex<Option<(RebootPlan, tokio::task::AbortHandle)>>,
+    scheduled: Mutex<Option<Scheduled>>,
+}
+
+/// The reboot waiting to happen: its plan, its task, and the token that
+/// stops it when it is replaced (also in its blocking part, which aborting
+/// the task cannot reach).
+#[derive(Debug)]
+struct Scheduled {
+    plan: RebootPlan,
+    task: tokio::task::AbortHandle,
+    cancel: CancellationToken,
+}
+
+impl Scheduled {
+    fn cancel(&self) {
+        self.cancel.cancel();
+        self.task.abort();
+    }
 }
 
 impl Upgrades {
@@ -170,8 +209,8 @@ impl Upgrades {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .filter(|(_, task)| !task.is_finished())
-            .map(|(plan, _)| plan.clone())
+            .filter(|scheduled| !scheduled.task.is_finished())
+            .map(|scheduled| scheduled.plan.clone())
     }
 
     /// Reboot into the pending upgrade as `plan` says, in the background;
@@ -184,17 +223,22 @@ impl Upgrades {
     ) {
         let this = Arc::clone(self);
         let task_plan = plan.clone();
-        let task = tokio::spawn(async move {
-            this.reboot_when_due(task_plan, store, open).await;
-        });
-        let previous = self
-            .scheduled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace((plan, task.abort_handle()));
-        if let Some((_, previous)) = previous {
-            previous.abort();
+        let cancel = CancellationToken::new();
+        let task_cancel = cancel.clone();
+        let mut scheduled = self.scheduled.lock().unwrap_or_else(|p| p.into_inner());
+        // Cancelled before the new task starts, so the two never both reboot.
+        if let Some(previous) = scheduled.take() {
+            previous.cancel();
         }
+        let task = tokio::spawn(async move {
+            this.reboot_when_due(task_plan, store, open, task_cancel)
+                .await;
+        });
+        *scheduled = Some(Scheduled {
+            plan,
+            task: task.abort_handle(),
+            cancel,
+        });
     }
 
     async fn reboot_when_due(
@@ -202,6 +246,7 @@ impl Upgrades {
         plan: RebootPlan,
         store: Store,
         open_connections: OpenConnections,
+        cancel: CancellationToken,
     ) {
         if let Some(at) = plan.at {
             let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
@@ -229,7 +274,7 @@ impl Upgrades {
         let upgrader = self.upgrader.clone();
         let mode = self.mode;
         let result = tokio::task::spawn_blocking(move || {
-            upgrader.reboot_into_pending(mode, &store, LOCK_WAIT)
+            upgrader.reboot_into_pending(mode, &store, LOCK_WAIT, &cancel)
         })
         .await;
         match result {
@@ -380,8 +425,9 @@ mod tests {
         let upgrader = fake.upgrader("1.0.0");
         let store = Store::open(&fake.data_dir).expect("store");
         let wait = Duration::from_millis(10);
+        let live = CancellationToken::new();
         let none = upgrader
-            .reboot_into_pending(RebootMode::Disabled, &store, wait)
+            .reboot_into_pending(RebootMode::Disabled, &store, wait, &live)
             .expect("nothing pending");
         assert!(none.is_none());
         let path = fake.bundle("1.1.0", &root_image(), b"kernel");
@@ -392,12 +438,12 @@ mod tests {
         {
             let _busy = upgrader.lock().expect("lock");
             assert!(matches!(
-                upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait),
+                upgrader.reboot_into_pending(RebootMode::Disabled, &store, wait, &live),
                 Err(UpgradeError::Busy)
             ));
         }
         let pending = upgrader
-            .reboot_into_pending(RebootMode::Disabled, &store, wait)
+            .reboot_into_pending(RebootMode::Disabled, &store, wait, &live)
             .expect("reboot")
             .expect("pending");
         assert_eq!(pending.to_version, "1.1.0");
@@ -426,5 +472,78 @@ mod tests {
                 .pending
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_replaced_reboot_waiting_for_the_lock_does_not_fire_when_it_frees() {
+        let fake = Fake::new(Slot::A);
+        let upgrader = fake.upgrader("1.0.0");
+        let store = Store::open(&fake.data_dir).expect("store");
+        let path = fake.bundle("1.1.0", &root_image(), b"kernel");
+        let plan = upgrader.verify_file(&path).expect("verified");
+        upgrader
+            .install_file(&path, &plan, &store, "admin")
+            .expect("installed");
+        let before = upgrade_events(&store).len();
+        // An upload holds the lock; the due reboot waits for it.
+        let busy = upgrader.lock().expect("lock");
+        let cancel = CancellationToken::new();
+        let waiting = {
+            let (upgrader, store, cancel) = (upgrader.clone(), store.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                upgrader.reboot_into_pending(
+                    RebootMode::Disabled,
+                    &store,
+                    Duration::from_secs(60),
+                    &cancel,
+                )
+            })
+        };
+        // The reboot is replaced, then the upload ends.
+        cancel.cancel();
+        drop(busy);
+        let outcome = waiting.join().expect("joined").expect("no error");
+        assert!(outcome.is_none(), "{outcome:?}");
+        let events = upgrade_events(&store);
+        assert_eq!(events.len(), before, "no reboot recorded: {events:?}");
+        // Cancelled before it even waits: the same.
+        let outcome = upgrader
+            .reboot_into_pending(RebootMode::Disabled, &store, Duration::ZERO, &cancel)
+            .expect("no error");
+        assert!(outcome.is_none());
+        assert_eq!(upgrade_events(&store).len(), before);
+    }
+
+    #[tokio::test]
+    async fn scheduling_again_cancels_the_earlier_reboot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let upgrades = Arc::new(Upgrades::new(
+            Upgrader::new(Layout::default(), dir.path().to_owned()),
+            RebootMode::Disabled,
+        ));
+        let open: OpenConnections = Arc::new(|| 0);
+        let later = |hours| RebootPlan {
+            at: Some(OffsetDateTime::now_utc() + time::Duration::hours(hours)),
+            drain_timeout_s: None,
+        };
+        let token = |upgrades: &Upgrades| {
+            upgrades
+                .scheduled
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .expect("scheduled")
+                .cancel
+                .clone()
+        };
+        upgrades.schedule(later(1), store.clone(), Arc::clone(&open));
+        let first = token(&upgrades);
+        let second_plan = later(2);
+        upgrades.schedule(second_plan.clone(), store.clone(), open);
+        let second = token(&upgrades);
+        assert!(first.is_cancelled());
+        assert!(!second.is_cancelled());
+        assert_eq!(upgrades.scheduled(), Some(second_plan));
     }
 }
