@@ -25,14 +25,14 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{MetricsWriter, Render};
-use crate::net;
+use crate::metrics::{Kind, MetricsWriter, Render};
+use crate::net::{self, limits::Refusal};
 use crate::state::PoolView;
 
 pub use server::TcpLimits;
@@ -54,16 +54,33 @@ pub struct DnsStats {
     pub dropped: AtomicU64,
     /// UDP answers cut to header + question with TC set.
     pub truncated: AtomicU64,
-    /// TCP connections closed at once because the cap was reached.
-    pub tcp_rejected: AtomicU64,
     /// Answers the network did not take.
     pub send_errors: AtomicU64,
     /// UDP answers over the response-rate limit, not sent.
     pub rrl_dropped: AtomicU64,
     /// UDP answers over the response-rate limit, sent empty with TC set.
     pub rrl_slipped: AtomicU64,
-    /// The accept layer's gates, where the `dns-tcp` listeners' gate lives.
+    /// The accept layer's gates, where the `dns-tcp` listeners' gate lives;
+    /// its refusals are also `poolgate_dns_tcp_rejected_total`.
     pub gates: Arc<net::Registry>,
+}
+
+impl DnsStats {
+    /// TCP connections closed at once because a cap was reached: the
+    /// refusals (either reason) of the `dns-tcp` gate, counted once, there.
+    pub(crate) fn tcp_rejected(&self) -> u64 {
+        self.gates
+            .gates()
+            .iter()
+            .filter(|gate| gate.label() == "dns-tcp")
+            .map(|gate| {
+                Refusal::ALL
+                    .iter()
+                    .map(|&why| gate.stats.refused(why).load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
 }
 
 impl Render for DnsStats {
@@ -73,11 +90,11 @@ impl Render for DnsStats {
             malformed,
             dropped,
             truncated,
-            tcp_rejected,
             send_errors,
             rrl_dropped,
             rrl_slipped,
-            // Rendered with every other listener's gate by the registry.
+            // Rendered with every other listener's gate by the registry, and
+            // read here for `poolgate_dns_tcp_rejected_total`.
             gates: _,
         } = self;
         for (name, help, value) in [
@@ -102,11 +119,6 @@ impl Render for DnsStats {
                 truncated,
             ),
             (
-                "poolgate_dns_tcp_rejected_total",
-                "DNS TCP connections refused over the cap.",
-                tcp_rejected,
-            ),
-            (
                 "poolgate_dns_send_errors_total",
                 "DNS answers the network did not take.",
                 send_errors,
@@ -124,6 +136,14 @@ impl Render for DnsStats {
         ] {
             out.counter(name, help, value);
         }
+        // Published before the accept layer's per-listener families; kept
+        // under its name, read from the `dns-tcp` gate.
+        out.family(
+            "poolgate_dns_tcp_rejected_total",
+            Kind::Counter,
+            "DNS TCP connections refused over the cap.",
+        )
+        .sample(&[], self.tcp_rejected());
     }
 }
 

@@ -282,11 +282,7 @@ pub(crate) async fn serve_tcp(
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
-    let refused = Arc::clone(&stats);
-    let mut listener = net::Listener::new(listener, stats.gates.gate("dns-tcp", limits.gate()))
-        .on_refused(move |_| {
-            refused.tcp_rejected.fetch_add(1, Ordering::Relaxed);
-        });
+    let mut listener = net::Listener::new(listener, stats.gates.gate("dns-tcp", limits.gate()));
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -647,7 +647,7 @@ async fn udp_and_tcp_listeners_answer_and_stop_on_shutdown() {
         let reply = Message::from_vec(&body).expect("parses");
         assert_eq!(reply.answers.len(), 40);
     }
-    assert_eq!(stats.queries.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(stats.queries.load(Ordering::Relaxed), 3);
 
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(5), async {
@@ -684,12 +684,7 @@ async fn tcp_connections_over_the_cap_are_closed_and_idle_ones_time_out() {
         .await
         .expect("closed at once, well before the idle timeout");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert_eq!(
-        stats
-            .tcp_rejected
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(stats.tcp_rejected(), 1);
 
     // Silent connections are closed after the idle timeout, freeing their slots.
     for stream in &mut held {
@@ -915,10 +910,7 @@ async fn a_burst_of_udp_queries_is_answered_in_full() {
         assert_eq!(reply.answers.len(), 3);
         seen.insert(reply.metadata.id);
     }
-    assert_eq!(
-        stats.queries.load(std::sync::atomic::Ordering::Relaxed),
-        u64::from(burst)
-    );
+    assert_eq!(stats.queries.load(Ordering::Relaxed), u64::from(burst));
     shutdown.cancel();
     tasks.abort_all();
 }
@@ -941,7 +933,7 @@ async fn udp_queries_over_the_rate_are_dropped_before_they_are_answered() {
     for _ in 0..sent {
         client.send_to(&packet, address).await.expect("send");
     }
-    let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     for _ in 0..500 {
         if load(&stats.queries) == sent {
             break;
@@ -987,7 +979,7 @@ async fn udp_sockets_share_one_rate_limit() {
             client.send_to(&packet, address).await.expect("send");
         }
     }
-    let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     for _ in 0..500 {
         if load(&stats.queries) == 2 * per_address {
             break;

@@ -451,7 +451,6 @@ pub(crate) struct Listener {
     backoff: Backoff,
     /// One WARN a minute while accepts fail for lack of resources.
     warn: LogLimit,
-    on_refused: Option<Box<dyn Fn(Refusal) + Send + Sync>>,
 }
 
 /// How often running out of descriptors is logged at WARN (it is counted
@@ -474,14 +473,7 @@ impl Listener {
             gate,
             backoff: Backoff::default(),
             warn: LogLimit::new(WARN_EVERY),
-            on_refused: None,
         }
-    }
-
-    /// Also tell `count` about each refusal (a service's own counter).
-    pub(crate) fn on_refused(mut self, count: impl Fn(Refusal) + Send + Sync + 'static) -> Self {
-        self.on_refused = Some(Box::new(count));
-        self
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -503,9 +495,6 @@ impl Listener {
                             // TIME_WAIT is left behind on this side.
                             let _ = stream.set_zero_linger();
                             drop(stream);
-                            if let Some(count) = &self.on_refused {
-                                count(why);
-                            }
                             tracing::debug!(listener = self.gate.label(), %peer, reason = why.as_str(), "Connection refused at the cap");
                         }
                     }

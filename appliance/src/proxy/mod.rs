@@ -20,6 +20,9 @@
 //! * Every relayed connection holds an `ActiveGuard`, so the member's
 //!   `active_connections` (least-connections, drain completion) is exact.
 //! * A failure on one connection is logged and counted, never propagated.
+//! * A connection's service (settings and scheduler state) is the one its
+//!   listener was last given by `reconcile`, resolved once per config
+//!   version: accepting searches, copies and locks nothing per connection.
 //! * Every accepted connection passed its service's gate (`net`): at most
 //!   `Limits::proxy` connections per service and per source; over a cap a
 //!   connection is reset at accept, before a member is chosen.
@@ -84,7 +87,7 @@ pub(crate) async fn serve(
         force: CancellationToken::new(),
     });
     let mut views = publisher.subscribe();
-    let mut listeners: BTreeMap<SocketAddr, CancellationToken> = BTreeMap::new();
+    let mut listeners: BTreeMap<SocketAddr, Listening> = BTreeMap::new();
     let mut failing = BTreeSet::new();
     let mut version = None;
     let mut retry_due = false;
@@ -109,8 +112,8 @@ pub(crate) async fn serve(
             },
         }
     }
-    for token in listeners.values() {
-        token.cancel();
+    for listening in listeners.values() {
+        listening.stop.cancel();
     }
     let open = shared.live.count();
     if open > 0 {
@@ -149,17 +152,40 @@ struct Shared {
 }
 
 impl Shared {
+    /// The runtime of service `name`, made on first use. Called once per
+    /// service and config version (`reconcile`), never per connection.
     fn service(&self, name: &str) -> Arc<ServiceRuntime> {
         let mut services = self
             .services
             .lock()
             .expect("service table lock is never poisoned");
+        if let Some(runtime) = services.get(name) {
+            return Arc::clone(runtime);
+        }
         Arc::clone(
             services
                 .entry(name.to_owned())
                 .or_insert_with(|| Arc::new(ServiceRuntime::new())),
         )
     }
+}
+
+/// What a listener's connections need of their service: its settings and
+/// its runtime, resolved by `reconcile` once per config version, so a
+/// connection clones one `Arc` instead of searching and copying the service.
+#[derive(Debug)]
+struct Target {
+    service: VirtualService,
+    runtime: Arc<ServiceRuntime>,
+}
+
+/// One running listener: how to stop it, and the service its connections
+/// go to now (a reload may change the service's settings, or give the
+/// address to another service, while the listener stays).
+#[derive(Debug)]
+struct Listening {
+    stop: CancellationToken,
+    target: watch::Sender<Arc<Target>>,
 }
 
 #[derive(Debug)]
@@ -253,28 +279,36 @@ impl Drop for ActiveGuard {
 /// recorded once, not at every retry.
 async fn reconcile(
     view: &PoolView,
-    listeners: &mut BTreeMap<SocketAddr, CancellationToken>,
+    listeners: &mut BTreeMap<SocketAddr, Listening>,
     failing: &mut BTreeSet<SocketAddr>,
     shared: &Arc<Shared>,
     events: &EventLog,
 ) {
-    let mut wanted: BTreeMap<SocketAddr, &VirtualService> = BTreeMap::new();
+    let mut wanted: BTreeMap<SocketAddr, (&VirtualService, Arc<Target>)> = BTreeMap::new();
     for service in &view.config.virtual_services {
+        let target = Arc::new(Target {
+            service: service.clone(),
+            runtime: shared.service(&service.name),
+        });
         for &port in &service.ports {
-            wanted.insert(SocketAddr::new(service.address, port), service);
+            wanted.insert(
+                SocketAddr::new(service.address, port),
+                (service, Arc::clone(&target)),
+            );
         }
     }
-    listeners.retain(|address, token| {
+    listeners.retain(|address, listening| {
         let keep = wanted.contains_key(address);
         if !keep {
             tracing::info!(%address, "Virtual service listener removed; open connections continue");
-            token.cancel();
+            listening.stop.cancel();
         }
         keep
     });
     failing.retain(|address| wanted.contains_key(address));
-    for (address, service) in wanted {
-        if listeners.contains_key(&address) {
+    for (address, (service, target)) in wanted {
+        if let Some(listening) = listeners.get(&address) {
+            listening.target.send_replace(target);
             continue;
         }
         match TcpListener::bind(address).await {
@@ -283,17 +317,19 @@ async fn reconcile(
                 let bound = listener.local_addr().unwrap_or(address);
                 let label = format!("vip:{}", service.name);
                 tracing::info!(service = %label, address = %bound, "listening");
-                let token = CancellationToken::new();
+                let stop = CancellationToken::new();
                 let gate = shared
                     .gates
                     .gate(&label, net::Limits::proxy(service.idle_timeout));
+                let (target, targets) = watch::channel(target);
                 tokio::spawn(accept_loop(
                     net::Listener::new(listener, gate),
                     address,
+                    targets,
                     Arc::clone(shared),
-                    token.clone(),
+                    stop.clone(),
                 ));
-                listeners.insert(address, token);
+                listeners.insert(address, Listening { stop, target });
             }
             Err(_) if failing.contains(&address) => {}
             Err(source) => {
@@ -331,6 +367,7 @@ async fn reconcile(
 async fn accept_loop(
     mut listener: net::Listener,
     address: SocketAddr,
+    targets: watch::Receiver<Arc<Target>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
@@ -341,10 +378,11 @@ async fn accept_loop(
         };
         let guard = LiveGuard::new(&shared);
         let shared = Arc::clone(&shared);
+        let target = Arc::clone(&targets.borrow());
         tokio::spawn(async move {
             let _guard = guard;
             let net::Conn { stream, peer, slot } = conn;
-            connection(stream, peer, address, &slot, &shared).await;
+            connection(stream, peer, address, &target, &slot, &shared).await;
         });
     }
 }
@@ -362,23 +400,15 @@ async fn connection(
     client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    target: &Target,
     slot: &net::Slot,
     shared: &Arc<Shared>,
 ) {
+    let Target { service, runtime } = target;
     let view = Arc::clone(&shared.views.borrow());
-    let Some(service) = view
-        .config
-        .virtual_services
-        .iter()
-        .find(|s| s.address == local.ip() && s.ports.contains(&local.port()))
-        .cloned()
-    else {
-        return;
-    };
-    let runtime = shared.service(&service.name);
     let mut excluded: Vec<usize> = Vec::new();
     let mut connected = None;
-    while let Some((index, chosen)) = choose(&view, &service, &runtime, peer.ip(), &excluded) {
+    while let Some((index, chosen)) = choose(&view, service, runtime, peer.ip(), &excluded) {
         let target = SocketAddr::new(chosen.address, local.port());
         let attempt =
             tokio::time::timeout(service.connect_timeout, TcpStream::connect(target)).await;
@@ -431,7 +461,7 @@ async fn connection(
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
             return;
         }
-        () = went_down(shared.views.clone(), &chosen, &service), if service.drop_on_down => {
+        () = went_down(shared.views.clone(), &chosen, service), if service.drop_on_down => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");

@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::message::{self, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
-use crate::metrics::{MetricsWriter, Render};
-use crate::net;
+use crate::metrics::{Kind, MetricsWriter, Render};
+use crate::net::{self, limits::Refusal};
 use crate::state::{PoolView, PublisherHandle};
 
 /// Counters of the redirect service (exported by the metrics endpoint).
@@ -42,7 +42,6 @@ pub struct SipStats {
     pub bad_requests: AtomicU64,
     /// Messages not answered: responses, ACKs, unaddressable garbage.
     pub dropped: AtomicU64,
-    pub connections_refused: AtomicU64,
     /// Where the addresses-of-record of redirected REGISTERs go (pool name,
     /// AoR), to be remembered for the registrar what-if; `None` in tests
     /// without a reader.
@@ -58,8 +57,27 @@ pub struct SipStats {
     /// UDP datagrams over the per-prefix rate, dropped unread.
     pub udp_rate_limited: AtomicU64,
     /// The accept layer's gates, where the `sip-tcp` and `sip-tls`
-    /// listeners' gates live.
+    /// listeners' gates live; their refusals are also
+    /// `poolgate_sip_connections_refused_total`.
     pub gates: Arc<net::Registry>,
+}
+
+impl SipStats {
+    /// TCP and TLS connections refused at a cap: the refusals (either
+    /// reason) of the `sip-tcp` and `sip-tls` gates, counted once, there.
+    pub(crate) fn connections_refused(&self) -> u64 {
+        self.gates
+            .gates()
+            .iter()
+            .filter(|gate| matches!(gate.label(), "sip-tcp" | "sip-tls"))
+            .map(|gate| {
+                Refusal::ALL
+                    .iter()
+                    .map(|&why| gate.stats.refused(why).load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
 }
 
 impl Render for SipStats {
@@ -69,7 +87,6 @@ impl Render for SipStats {
             redirects,
             bad_requests,
             dropped,
-            connections_refused,
             // The channel itself; what it could not take is `seen_dropped`.
             seen: _,
             seen_dropped,
@@ -77,7 +94,8 @@ impl Render for SipStats {
             seen_users,
             seen_evicted,
             udp_rate_limited,
-            // Rendered with every other listener's gate by the registry.
+            // Rendered with every other listener's gate by the registry, and
+            // read here for `poolgate_sip_connections_refused_total`.
             gates: _,
         } = self;
         for (name, help, value) in [
@@ -102,11 +120,6 @@ impl Render for SipStats {
                 dropped,
             ),
             (
-                "poolgate_sip_connections_refused_total",
-                "SIP TCP connections refused over the cap.",
-                connections_refused,
-            ),
-            (
                 "poolgate_sip_udp_rate_limited_total",
                 "SIP UDP datagrams over the per-source rate, dropped.",
                 udp_rate_limited,
@@ -129,6 +142,14 @@ impl Render for SipStats {
         ] {
             out.counter(name, help, value);
         }
+        // Published before the accept layer's per-listener families; kept
+        // under its name, read from the `sip-tcp` and `sip-tls` gates.
+        out.family(
+            "poolgate_sip_connections_refused_total",
+            Kind::Counter,
+            "SIP TCP connections refused over the cap.",
+        )
+        .sample(&[], self.connections_refused());
         out.gauge(
             "poolgate_sip_seen_users",
             "Seen SIP users remembered for the registrar what-if.",
@@ -283,11 +304,7 @@ pub(crate) async fn serve_tcp(
     shutdown: CancellationToken,
 ) -> Result<(), SipError> {
     let label = if tls.is_some() { "sip-tls" } else { "sip-tcp" };
-    let refused = Arc::clone(&stats);
-    let mut listener = net::Listener::new(listener, stats.gates.gate(label, net::Limits::sip()))
-        .on_refused(move |_| {
-            refused.connections_refused.fetch_add(1, Ordering::Relaxed);
-        });
+    let mut listener = net::Listener::new(listener, stats.gates.gate(label, net::Limits::sip()));
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

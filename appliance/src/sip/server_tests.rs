@@ -271,3 +271,33 @@ async fn registrations_are_counted_per_member() {
     }
     assert_eq!(server.stats.redirects.load(Ordering::Relaxed), 3);
 }
+
+#[test]
+fn refused_connections_are_read_from_the_sip_gates_once() {
+    let stats = SipStats::default();
+    let tight = net::Limits {
+        max_connections: 1,
+        max_per_source: 1,
+        ..net::Limits::sip()
+    };
+    let peer: SocketAddr = "127.0.0.1:5060".parse().expect("address");
+    let mut held = Vec::new();
+    // Two refusals on sip-tcp, one on sip-tls; another listener's refusals
+    // are not SIP's.
+    for (label, refusals) in [("sip-tcp", 2), ("sip-tls", 1), ("dns-tcp", 4)] {
+        let gate = stats.gates.gate(label, tight);
+        held.push(gate.admit(peer).expect("first one admitted"));
+        for _ in 0..refusals {
+            assert!(gate.admit(peer).is_err(), "over the cap");
+        }
+    }
+    assert_eq!(stats.connections_refused(), 3);
+    let mut out = MetricsWriter::new();
+    stats.render(&mut out);
+    let text = out.finish();
+    assert!(
+        text.lines()
+            .any(|line| line == "poolgate_sip_connections_refused_total 3"),
+        "{text}"
+    );
+}
