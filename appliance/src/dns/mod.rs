@@ -25,14 +25,14 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Kind, MetricsWriter, Render};
-use crate::net::{self, limits::Refusal};
+use crate::net;
 use crate::state::PoolView;
 
 pub use server::TcpLimits;
@@ -69,17 +69,7 @@ impl DnsStats {
     /// TCP connections closed at once because a cap was reached: the
     /// refusals (either reason) of the `dns-tcp` gate, counted once, there.
     pub(crate) fn tcp_rejected(&self) -> u64 {
-        self.gates
-            .gates()
-            .iter()
-            .filter(|gate| gate.label() == "dns-tcp")
-            .map(|gate| {
-                Refusal::ALL
-                    .iter()
-                    .map(|&why| gate.stats.refused(why).load(Ordering::Relaxed))
-                    .sum::<u64>()
-            })
-            .sum()
+        self.gates.refused(&["dns-tcp"])
     }
 }
 

@@ -236,6 +236,22 @@ impl Registry {
         let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
         gates.values().cloned().collect()
     }
+
+    /// Connections refused at accept (either reason) by the gates of
+    /// `labels`, in all.
+    pub(crate) fn refused(&self, labels: &[&str]) -> u64 {
+        let gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        labels
+            .iter()
+            .filter_map(|label| gates.get(*label))
+            .map(|gate| {
+                Refusal::ALL
+                    .iter()
+                    .map(|&why| gate.stats.refused(why).load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
 }
 
 /// The counters of every gate, one sample per listener label.

@@ -177,6 +177,29 @@ impl Shared {
 struct Target {
     service: VirtualService,
     runtime: Arc<ServiceRuntime>,
+    /// The config version it was resolved from.
+    version: i64,
+}
+
+impl Target {
+    fn of(view: &PoolView, service: &VirtualService, shared: &Shared) -> Self {
+        Self {
+            service: service.clone(),
+            runtime: shared.service(&service.name),
+            version: view.config_version,
+        }
+    }
+
+    /// The target of `local` in `view`, looked up: for a connection
+    /// accepted after a new config was published but before `reconcile`
+    /// handed its listener the new target.
+    fn resolve(view: &PoolView, local: SocketAddr, shared: &Shared) -> Option<Self> {
+        view.config
+            .virtual_services
+            .iter()
+            .find(|s| s.address == local.ip() && s.ports.contains(&local.port()))
+            .map(|service| Self::of(view, service, shared))
+    }
 }
 
 /// One running listener: how to stop it, and the service its connections
@@ -286,10 +309,7 @@ async fn reconcile(
 ) {
     let mut wanted: BTreeMap<SocketAddr, (&VirtualService, Arc<Target>)> = BTreeMap::new();
     for service in &view.config.virtual_services {
-        let target = Arc::new(Target {
-            service: service.clone(),
-            runtime: shared.service(&service.name),
-        });
+        let target = Arc::new(Target::of(view, service, shared));
         for &port in &service.ports {
             wanted.insert(
                 SocketAddr::new(service.address, port),
@@ -404,8 +424,21 @@ async fn connection(
     slot: &net::Slot,
     shared: &Arc<Shared>,
 ) {
-    let Target { service, runtime } = target;
     let view = Arc::clone(&shared.views.borrow());
+    // A config newer than the listener's target is followed at once.
+    let fresh;
+    let target = if target.version == view.config_version {
+        target
+    } else {
+        let Some(resolved) = Target::resolve(&view, local, shared) else {
+            return;
+        };
+        fresh = resolved;
+        &fresh
+    };
+    let Target {
+        service, runtime, ..
+    } = target;
     let mut excluded: Vec<usize> = Vec::new();
     let mut connected = None;
     while let Some((index, chosen)) = choose(&view, service, runtime, peer.ip(), &excluded) {

@@ -31,7 +31,7 @@ use super::message::{self, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
 use crate::metrics::{Kind, MetricsWriter, Render};
-use crate::net::{self, limits::Refusal};
+use crate::net;
 use crate::state::{PoolView, PublisherHandle};
 
 /// Counters of the redirect service (exported by the metrics endpoint).
@@ -66,17 +66,7 @@ impl SipStats {
     /// TCP and TLS connections refused at a cap: the refusals (either
     /// reason) of the `sip-tcp` and `sip-tls` gates, counted once, there.
     pub(crate) fn connections_refused(&self) -> u64 {
-        self.gates
-            .gates()
-            .iter()
-            .filter(|gate| matches!(gate.label(), "sip-tcp" | "sip-tls"))
-            .map(|gate| {
-                Refusal::ALL
-                    .iter()
-                    .map(|&why| gate.stats.refused(why).load(Ordering::Relaxed))
-                    .sum::<u64>()
-            })
-            .sum()
+        self.gates.refused(&["sip-tcp", "sip-tls"])
     }
 }
 
