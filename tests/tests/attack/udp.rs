@@ -176,11 +176,15 @@ fn a_register_flood_with_unique_users_leaves_the_seen_table_at_its_cap() {
         started.elapsed()
     );
 
-    // The writer batches once a second: wait for it to settle at the cap.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The writer writes a batch at most once a second: wait until it has
+    // settled at the cap with every redirected user accounted for.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let stored = metric(&client, "poolgate_sip_seen_users");
-        if stored == cap as u64 && metric(&client, "poolgate_sip_seen_evicted_total") > 0 {
+        let accounted = metric(&client, "poolgate_sip_seen_evicted_total")
+            + metric(&client, "poolgate_sip_seen_dropped_total")
+            + stored;
+        if stored == cap as u64 && accounted >= redirected as u64 {
             break;
         }
         assert!(
