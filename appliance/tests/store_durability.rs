@@ -52,7 +52,7 @@ fn acknowledged_writes_survive_sigkill() {
     let config = example();
     Store::open(dir.path())
         .expect("open")
-        .record_config(&config, "test", &config::diff(None, &config))
+        .record_config(&config, "test", &config::diff(None, &config), None)
         .expect("commit");
 
     let mut child = Command::new(std::env::current_exe().expect("test exe"))

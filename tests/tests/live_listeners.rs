@@ -2,7 +2,8 @@
 //! listener is answered on the new address at once and no longer on the
 //! old; a virtual service port added while a proxied connection on an
 //! unchanged port keeps flowing; a moved admin listener kept once confirmed
-//! on its new address, and put back when the confirmation does not come.
+//! on its new address, and put back when the confirmation does not come
+//! or poolgate restarts first.
 //! Loopback only (127.0.0.x).
 
 use std::io::{BufRead, BufReader, Write};
@@ -324,4 +325,39 @@ fn an_unconfirmed_admin_move_is_reverted_after_the_deadline() {
         events.to_string().contains("not confirmed"),
         "the revert names its source: {events}"
     );
+}
+
+#[test]
+fn an_admin_move_awaiting_confirmation_is_reverted_by_a_restart() {
+    let Moved {
+        mut poolgate,
+        new,
+        _dir: dir,
+        ..
+    } = moved_admin(&[]);
+    assert!(reachable(new), "the new address is served meanwhile");
+    // poolgate stops (an update, a power cut) before anyone confirms.
+    assert!(poolgate.terminate(Duration::from_secs(20)).success());
+    drop(poolgate);
+    let poolgate = Poolgate::start_with_config(&dir.path().join("data"), &loopback_example(), &[]);
+    let old = poolgate.address("admin");
+    assert_eq!(
+        old.ip().to_string(),
+        "127.0.0.1",
+        "the address before the move"
+    );
+    assert!(!reachable(new), "the unconfirmed address is not served");
+    let mut client = AdminClient::new(old);
+    client.login("admin", PASSWORD);
+    assert_eq!(
+        client.json("/api/v1/config")["listen"]["admin"],
+        "127.0.0.1:0"
+    );
+    let events = client.json("/api/v1/events?kind=config");
+    assert!(
+        events.to_string().contains("not confirmed"),
+        "the revert names its source: {events}"
+    );
+    let again = client.post("/api/v1/config/confirm", &json!({}));
+    assert_eq!(again.status().as_u16(), 409, "nothing left to confirm");
 }

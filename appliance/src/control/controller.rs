@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use super::{Change, ConfigInput, ControlError, Desired, Preview, Source};
+use super::{
+    AWAITING_MOVE_KEY, AwaitingMove, Change, ConfigInput, ControlError, Desired, Preview, Source,
+};
 use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
 use crate::license::Licensing;
 use crate::net::addresses::HostCheck;
 use crate::state::Inputs;
-use crate::store::Store;
+use crate::store::{SettingWrite, Store};
 
 /// The desired state and the means to change it.
 #[derive(Debug)]
@@ -43,12 +45,20 @@ pub(crate) enum Applied {
 
 impl Controller {
     /// The desired state as stored, parsed and validated once here, or
-    /// `bootstrap` (version 0) when nothing is stored yet.
+    /// `bootstrap` (version 0) when nothing is stored yet. A move of the
+    /// admin listener that was still awaiting its confirmation when poolgate
+    /// stopped is reverted here, before anything listens.
     pub(crate) fn load(
         store: Store,
         licensing: Licensing,
         bootstrap: Config,
     ) -> Result<Self, ControlError> {
+        let mut controller = Self::stored(store, licensing, bootstrap.clone())?;
+        controller.revert_unconfirmed_move(bootstrap)?;
+        Ok(controller)
+    }
+
+    fn stored(store: Store, licensing: Licensing, bootstrap: Config) -> Result<Self, ControlError> {
         let desired = match store.latest_config()? {
             Some(stored) => {
                 let config =
@@ -76,6 +86,59 @@ impl Controller {
             seq: 0,
             host_check: None,
         })
+    }
+
+    /// Commit the config from before an admin move again if the move was
+    /// never confirmed (its record is still in the store).
+    fn revert_unconfirmed_move(&mut self, bootstrap: Config) -> Result<(), ControlError> {
+        let Some(text) = self.store.setting(AWAITING_MOVE_KEY)? else {
+            return Ok(());
+        };
+        let forget = |store: &Store, why: &str| {
+            tracing::error!(record = %text, why, "Cannot revert the unconfirmed admin listener move; the config stays as it is");
+            store.remove_setting(AWAITING_MOVE_KEY)
+        };
+        let Ok(awaiting) = serde_json::from_str::<AwaitingMove>(&text) else {
+            forget(&self.store, "unreadable record")?;
+            return Ok(());
+        };
+        let previous = if awaiting.revert_to == 0 {
+            Some(bootstrap)
+        } else {
+            self.store
+                .config_version(awaiting.revert_to)?
+                .and_then(|stored| config::from_toml(&stored.toml, "stored config").ok())
+        };
+        let Some(previous) = previous else {
+            forget(&self.store, "the previous config version is gone")?;
+            return Ok(());
+        };
+        let change = Change::Config {
+            input: ConfigInput::Validated(Box::new(super::with_admin_states(
+                &previous,
+                &self.desired.admin,
+            ))),
+            if_match: None,
+        };
+        let source = Source::Revert {
+            version: awaiting.revert_to,
+            to: awaiting.to,
+        };
+        match self.apply(change, &source) {
+            Ok(_) => tracing::warn!(
+                to = %awaiting.to,
+                back = %awaiting.from,
+                version = awaiting.revert_to,
+                "Admin listener move was not confirmed before poolgate stopped; previous config committed again"
+            ),
+            Err(error) => forget(&self.store, &error.to_string())?,
+        }
+        Ok(())
+    }
+
+    /// The store, for what the task writes outside a change (a confirmation).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Check every config change against the host too (`net::addresses`):
@@ -171,10 +234,30 @@ impl Controller {
                 });
             }
         }
-        // Commit, with the admin states the diff sets, and its event.
+        // Commit, with the admin states the diff sets, its event and the
+        // record of an admin move that awaits confirmation: written with
+        // the version that moves the listener, removed with its revert.
+        let moved = (current.config.listen.admin != config.listen.admin).then(|| {
+            serde_json::to_string(&AwaitingMove {
+                revert_to: current.version,
+                from: current.config.listen.admin,
+                to: config.listen.admin,
+            })
+            .expect("plain fields serialise")
+        });
+        let record = match (source, &moved) {
+            (Source::Revert { .. }, _) => Some(SettingWrite::Remove {
+                key: AWAITING_MOVE_KEY,
+            }),
+            (Source::Api { .. }, Some(value)) => Some(SettingWrite::Set {
+                key: AWAITING_MOVE_KEY,
+                value,
+            }),
+            _ => None,
+        };
         let version = self
             .store
-            .record_config(&config, &source.to_string(), &diff)?;
+            .record_config(&config, &source.to_string(), &diff, record)?;
         let mut admin = current.admin.clone();
         diff.apply_admin(&mut admin);
         let config = Arc::new(config);

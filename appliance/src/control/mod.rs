@@ -29,7 +29,10 @@
 //!   (120 s by default); until then the old admin listener stays open
 //!   ([`ControlHandle::admin_move`]) and other config changes are refused.
 //!   Unconfirmed, the task commits the previous config again, as a change of
-//!   its own ([`Source::Revert`]). The move is announced on the watch
+//!   its own ([`Source::Revert`]). The move is recorded in the store with
+//!   the version that makes it and forgotten when it is confirmed or
+//!   reverted, so a move still awaiting confirmation when poolgate stops is
+//!   reverted at the next start ([`Controller::load`]). The move is announced on the watch
 //!   before the new config is published, so the listeners never see the new
 //!   address without knowing to keep the old one.
 
@@ -52,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, AdminState, Config, ConfigDiff, ConfigError, ConfigFile, MemberKey};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::state::{PublisherHandle, Update};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use pending::Pending;
 use tokio::time::Instant;
 
@@ -199,6 +202,28 @@ impl Arrival {
         self.listened_on == to
             || (to.port() != 0 && to.port() == self.reached.port() && same_address)
     }
+}
+
+/// The store key of the admin move awaiting confirmation ([`AwaitingMove`]).
+const AWAITING_MOVE_KEY: &str = "control.admin_move";
+
+/// What the store keeps of an admin move awaiting confirmation: enough to
+/// revert it after a restart.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct AwaitingMove {
+    /// The version in force before the move (0: the bootstrap config).
+    revert_to: i64,
+    from: SocketAddr,
+    to: SocketAddr,
+}
+
+/// `config` with each member's admin state as it is now: what a revert
+/// commits, so a drain begun during the move is not undone by it. (States
+/// are valid values, so it validates as `config` did.)
+fn with_admin_states(config: &Config, admin: &BTreeMap<MemberKey, AdminState>) -> Config {
+    let mut file = config.source().clone();
+    config::set_admin_states(&mut file, admin);
+    config::validate(&file).unwrap_or_else(|_| config.clone())
 }
 
 /// What the task keeps to revert an unconfirmed admin move.
@@ -530,7 +555,8 @@ async fn run(
         } = envelope;
         let request = match request {
             Request::Confirm { arrival } => {
-                let _ = reply.send(confirm(&mut pending, arrival, &source, &outputs));
+                let store = controller.store().clone();
+                let _ = reply.send(confirm(&mut pending, arrival, &source, &outputs, store).await);
                 continue;
             }
             Request::Change(Change::Config { .. }) if pending.revert().is_some() => {
@@ -629,12 +655,15 @@ pub(crate) fn admin_move(previous: &Config, next: &Config, timeout: Duration) ->
     })
 }
 
-/// Take a confirmation that arrived on the listener opened for `on`.
-fn confirm(
+/// Take a confirmation that arrived on the listener opened for `on`. The
+/// move's record leaves the store first: a move confirmed is never
+/// reverted by a restart.
+async fn confirm(
     pending: &mut Pending<Revert, Instant>,
     arrival: Arrival,
     source: &Source,
     outputs: &Outputs,
+    store: Store,
 ) -> Result<Reply, ControlError> {
     let Some(revert) = pending.revert() else {
         return Err(ControlError::NothingToConfirm);
@@ -643,6 +672,15 @@ fn confirm(
     if !arrival.reaches(to) {
         return Err(ControlError::ConfirmElsewhere { to });
     }
+    if pending
+        .deadline()
+        .is_none_or(|deadline| Instant::now() >= deadline)
+    {
+        return Err(ControlError::NothingToConfirm);
+    }
+    tokio::task::spawn_blocking(move || store.remove_setting(AWAITING_MOVE_KEY))
+        .await
+        .map_err(|_| ControlError::Stopped)??;
     let revert = pending
         .confirm(Instant::now())
         .map_err(|_| ControlError::NothingToConfirm)?;
@@ -677,12 +715,7 @@ async fn revert_move(
         version,
         to: admin_move.to,
     };
-    // The previous config with the members' admin states as they are now:
-    // a drain begun during the move is not undone by the revert.
-    // (States are valid values, so it validates as the previous config did.)
-    let mut file = config.source().clone();
-    config::set_admin_states(&mut file, &controller.desired().admin);
-    let config = config::validate(&file).unwrap_or_else(|_| Config::clone(&config));
+    let config = with_admin_states(&config, &controller.desired().admin);
     let change = Change::Config {
         input: ConfigInput::Validated(Box::new(config)),
         if_match: None,

@@ -340,23 +340,14 @@ fn the_publisher_refuses_a_config_that_is_not_newer() {
 #[tokio::test(start_paused = true)]
 async fn an_unconfirmed_admin_move_is_reverted_without_touching_admin_states() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_store, controller) = controller(dir.path());
+    let (store, controller) = controller(dir.path());
     let (control, publisher, shutdown) = start(controller);
     control
         .set_admin_state(key("fe01"), AdminState::Draining, api())
         .await
         .expect("drain before the move");
     // The move as the UI sends it: the config as shown, with fe01 draining.
-    let mut moved = control.desired().file();
-    moved.listen.admin = "127.0.0.2:8443".to_owned();
-    let outcome = control
-        .set_config(
-            ConfigInput::Validated(Box::new(config::validate(&moved).expect("valid"))),
-            None,
-            api(),
-        )
-        .await
-        .expect("the move is committed");
+    let outcome = move_admin(&control).await;
     assert!(outcome.confirm_by.is_some());
     let awaiting = control.admin_move();
     assert!(awaiting.borrow().is_some(), "the old address is kept");
@@ -391,6 +382,11 @@ async fn an_unconfirmed_admin_move_is_reverted_without_touching_admin_states() {
     };
     assert_eq!(state("fe01"), AdminState::Draining, "published as draining");
     assert_eq!(state("fe02"), AdminState::Disabled, "published as disabled");
+    assert_eq!(
+        store.setting(AWAITING_MOVE_KEY).expect("read"),
+        None,
+        "a restart has nothing left to revert"
+    );
     shutdown.cancel();
 }
 
@@ -414,4 +410,78 @@ fn a_confirmation_counts_where_it_reaches_the_new_address() {
     let any_port: SocketAddr = "127.0.0.2:0".parse().expect("address");
     assert!(arrival("127.0.0.2:0", "127.0.0.2:40000").reaches(any_port));
     assert!(!arrival("127.0.0.1:0", "127.0.0.2:40000").reaches(any_port));
+}
+
+/// Move the admin listener to 127.0.0.2:8443 through the task, with the
+/// config as shown (admin states included), as the UI does.
+async fn move_admin(control: &ControlHandle) -> ConfigOutcome {
+    let mut moved = control.desired().file();
+    moved.listen.admin = "127.0.0.2:8443".to_owned();
+    control
+        .set_config(
+            ConfigInput::Validated(Box::new(config::validate(&moved).expect("valid"))),
+            None,
+            api(),
+        )
+        .await
+        .expect("the move is committed")
+}
+
+fn reload(store: &Store) -> Controller {
+    let licensing = Licensing::new(store.clone(), Vec::new(), "test".into()).expect("licensing");
+    Controller::load(store.clone(), licensing, example()).expect("load")
+}
+
+#[tokio::test]
+async fn a_restart_before_the_confirmation_reverts_the_admin_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, controller) = controller(dir.path());
+    let (control, _publisher, shutdown) = start(controller);
+    control
+        .set_admin_state(key("fe01"), AdminState::Draining, api())
+        .await
+        .expect("drain before the move");
+    let _ = move_admin(&control).await;
+    assert_eq!(control.desired().version, 2);
+    shutdown.cancel();
+    drop(control);
+
+    // poolgate stops before the move is confirmed: the next start runs the
+    // config from before it, as a version of its own, with the drain kept.
+    let controller = reload(&store);
+    let desired = controller.desired();
+    assert_eq!(desired.version, 3, "the revert is a version of its own");
+    assert_eq!(desired.config.listen.admin.to_string(), "127.0.0.1:8443");
+    assert_eq!(desired.admin.get(&key("fe01")), Some(&AdminState::Draining));
+    let latest = store.latest_config().expect("read").expect("stored");
+    assert!(
+        latest.source.contains("revert to version 1"),
+        "{}",
+        latest.source
+    );
+    // The revert is done once: another start changes nothing.
+    drop(controller);
+    assert_eq!(reload(&store).desired().version, 3);
+}
+
+#[tokio::test]
+async fn a_confirmed_admin_move_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, controller) = controller(dir.path());
+    let (control, _publisher, shutdown) = start(controller);
+    let _ = move_admin(&control).await;
+    let arrival = Arrival {
+        listened_on: "127.0.0.2:8443".parse().expect("address"),
+        reached: "127.0.0.2:8443".parse().expect("address"),
+    };
+    control.confirm(arrival, api()).await.expect("confirmed");
+    shutdown.cancel();
+    drop(control);
+
+    let controller = reload(&store);
+    assert_eq!(controller.desired().version, 2, "nothing reverted");
+    assert_eq!(
+        controller.desired().config.listen.admin.to_string(),
+        "127.0.0.2:8443"
+    );
 }

@@ -11,7 +11,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::{SettingWrite, Store, StoreError};
 use crate::config::{self, Config, ConfigDiff};
 use crate::events::{EventKind, NewEvent};
 
@@ -45,18 +45,42 @@ impl Store {
             .optional()?)
     }
 
+    /// One committed config version, as stored.
+    pub(crate) fn config_version(&self, id: i64) -> Result<Option<StoredVersion>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, created_at, source, toml FROM config_versions WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(StoredVersion {
+                        id: row.get(0)?,
+                        created_at: row.get(1)?,
+                        source: row.get(2)?,
+                        toml: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// Record `config` (validated by the caller) as the next version, with
     /// the admin-state changes of `diff` (from the latest version to this
-    /// one) and its event. The event is logged when the config changes
-    /// something, or is the first. Returns the new version id.
+    /// one), its event and `also` (a setting that must change with it). The
+    /// event is logged when the config changes something, or is the first.
+    /// Returns the new version id.
     pub fn record_config(
         &self,
         config: &Config,
         source: &str,
         diff: &ConfigDiff,
+        also: Option<SettingWrite<'_>>,
     ) -> Result<i64, StoreError> {
         let text = config::to_toml(config);
         self.transact(|tx, now| {
+            if let Some(write) = also {
+                write.run(tx)?;
+            }
             let first: bool = tx.query_row(
                 "SELECT NOT EXISTS (SELECT 1 FROM config_versions)",
                 [],
@@ -141,7 +165,7 @@ impl Store {
     ) -> Result<(i64, ConfigDiff), StoreError> {
         let previous = self.desired_config()?;
         let diff = config::diff(previous.as_ref(), config);
-        let id = self.record_config(config, source, &diff)?;
+        let id = self.record_config(config, source, &diff, None)?;
         Ok((id, diff))
     }
 }

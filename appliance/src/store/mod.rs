@@ -46,6 +46,7 @@ pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub(crate) use seen::SeenLimits;
+pub use settings::SettingWrite;
 
 pub const DB_FILE: &str = "poolgate.db";
 

@@ -2,10 +2,33 @@
 //! and the installed licences (the newest is in force; installing one logs
 //! it in the same transaction).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::events::{EventKind, NewEvent};
+
+/// A setting written in the same transaction as another change, so that
+/// neither is stored without the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingWrite<'a> {
+    Set { key: &'a str, value: &'a str },
+    Remove { key: &'a str },
+}
+
+impl SettingWrite<'_> {
+    pub(super) fn run(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        match self {
+            Self::Set { key, value } => tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?,
+            Self::Remove { key } => {
+                tx.execute("DELETE FROM settings WHERE key = ?1", params![key])?
+            }
+        };
+        Ok(())
+    }
+}
 
 impl Store {
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -20,16 +43,18 @@ impl Store {
     }
 
     pub(crate) fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        self.write_setting(SettingWrite::Set { key, value })
     }
 
     pub(crate) fn remove_setting(&self, key: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        self.write_setting(SettingWrite::Remove { key })
+    }
+
+    fn write_setting(&self, write: SettingWrite<'_>) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        write.run(&tx)?;
+        tx.commit()?;
         Ok(())
     }
 
