@@ -193,12 +193,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         web::auth::setup_code::remove_stale_file(&options.data_dir);
         None
     };
-    // What the generated certificate names: the admin and SIP-TLS
-    // addresses if specific, otherwise the host's.
-    let listen_ips: Vec<_> = std::iter::once(config.listen.admin.ip())
-        .chain(config.listen.sip_tls.map(|address| address.ip()))
-        .collect();
-    let identity = certs::Identity::of_host(&appliance_id, &listen_ips);
+    let identity = certs::Identity::for_config(&appliance_id, &config);
     let drain_task = tokio::spawn(crate::drain::run(
         publisher.clone(),
         store.clone(),
@@ -208,7 +203,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let certificates = certs::Certificates::load_or_create(&options.data_dir, &identity)?;
     let renewal_task = tokio::spawn(certs::keep_renewed(
         Arc::clone(&certificates),
-        identity,
+        appliance_id.clone(),
+        publisher.subscribe(),
         shutdown.child_token(),
     ));
     let tls = certificates.server_config(&[b"h2", b"http/1.1"])?;

@@ -12,7 +12,10 @@
 //! start and daily, `keep_renewed`). poolgate knows it generated the
 //! certificate in use because `tls/admin-cert.generated` holds a copy of it;
 //! a certificate an admin installed is never in that file, so it is never
-//! replaced, only warned about as it nears its end.
+//! replaced, only warned about as it nears its end. A generated certificate
+//! is also made again when it no longer names the appliance: the admin or
+//! SIP-TLS listener moved to another specific address, or the hostname
+//! changed (checked whenever the config changes, and daily).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -27,7 +30,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::state::PoolView;
 
 pub const CERT_FILE: &str = "tls/admin-cert.pem";
 pub(crate) const KEY_FILE: &str = "tls/admin-key.pem";
@@ -194,6 +201,9 @@ impl Certificates {
                 .any(|cn| cn.as_str() == Ok(LEGACY_GENERATED_CN));
         let generated = legacy || self.generated_certificates().contains(leaf);
         let due = renewal_due(not_after, now.unix_timestamp());
+        // A generated certificate that no longer names the appliance as it
+        // is now (the admin listener moved, the host was renamed).
+        let stale = !names_identity(&parsed, identity);
         if !generated {
             if due {
                 let left_days = (not_after - now.unix_timestamp()) / 86_400;
@@ -206,7 +216,7 @@ impl Certificates {
             }
             return Ok(Renewal::NotDue);
         }
-        if !due && !legacy {
+        if !due && !legacy && !stale {
             return Ok(Renewal::NotDue);
         }
         let (cert_pem, key_pem) = generate(identity, now)?;
@@ -236,6 +246,8 @@ impl Certificates {
         tracing::info!(
             not_after = info.as_ref().map(|i| i.not_after.as_str()),
             replaced_legacy = legacy,
+            names = ?identity.addresses,
+            renamed = stale,
             "Renewed the generated appliance certificate"
         );
         Ok(Renewal::Renewed)
@@ -336,6 +348,10 @@ pub(crate) struct Identity {
     /// `None` when unknown or not a usable DNS name.
     pub hostname: Option<String>,
     pub addresses: Vec<IpAddr>,
+    /// Whether `addresses` are the listeners' own (specific) addresses,
+    /// rather than the host's, which come and go (VIPs, DHCP) and are
+    /// named only as they were when the certificate was made.
+    pub specific: bool,
 }
 
 impl Identity {
@@ -351,7 +367,8 @@ impl Identity {
             .copied()
             .filter(|ip| !ip.is_unspecified())
             .collect();
-        if addresses.is_empty() {
+        let specific = !addresses.is_empty();
+        if !specific {
             addresses = host_addresses();
         }
         addresses.sort();
@@ -361,7 +378,17 @@ impl Identity {
             appliance_id: appliance_id.to_owned(),
             hostname,
             addresses,
+            specific,
         }
+    }
+
+    /// This host as a config serves it: named by the admin and SIP-TLS
+    /// addresses if they are specific, otherwise by the host's own.
+    pub(crate) fn for_config(appliance_id: &str, config: &Config) -> Self {
+        let listen: Vec<IpAddr> = std::iter::once(config.listen.admin.ip())
+            .chain(config.listen.sip_tls.map(|address| address.ip()))
+            .collect();
+        Self::of_host(appliance_id, &listen)
     }
 
     /// The hostname, unless it is one every appliance shares (the image's
@@ -422,6 +449,35 @@ fn dns_name_ok(name: &str) -> bool {
 
 /// Whether a certificate valid until `not_after` (Unix seconds) is due for
 /// renewal at `now`.
+/// Whether `cert` names the hostname of `identity`, and its addresses if
+/// they are the listeners' own.
+fn names_identity(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    identity: &Identity,
+) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return !identity.specific && identity.hostname.is_none();
+    };
+    let names = &san.value.general_names;
+    let has_ip = |ip: &IpAddr| {
+        let octets = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        names.iter().any(
+            |name| matches!(name, GeneralName::IPAddress(bytes) if *bytes == octets.as_slice()),
+        )
+    };
+    let has_dns = |host: &str| {
+        names
+            .iter()
+            .any(|name| matches!(name, GeneralName::DNSName(dns) if dns.eq_ignore_ascii_case(host)))
+    };
+    (!identity.specific || identity.addresses.iter().all(has_ip))
+        && identity.hostname.as_deref().is_none_or(has_dns)
+}
+
 fn renewal_due(not_after: i64, now: i64) -> bool {
     not_after - now < RENEW_BEFORE_DAYS * 86_400
 }
@@ -462,19 +518,35 @@ fn generate(identity: &Identity, now: time::OffsetDateTime) -> Result<(String, S
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Check the certificate once a day and renew it when due (see
-/// `Certificates::renew_if_due`), until `shutdown`.
+/// Renew the certificate when due (see `Certificates::renew_if_due`):
+/// checked once a day, and whenever the config in `views` changes the
+/// addresses a generated certificate names, until `shutdown`.
 pub(crate) async fn keep_renewed(
     certificates: Arc<Certificates>,
-    identity: Identity,
+    appliance_id: String,
+    mut views: watch::Receiver<Arc<PoolView>>,
     shutdown: CancellationToken,
 ) {
     // `load_or_create` has just checked.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CHECK, RENEW_CHECK);
+    let mut identity = Identity::for_config(&appliance_id, &views.borrow_and_update().config);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                identity = Identity::for_config(&appliance_id, &views.borrow().config);
+            }
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Most generations change health only: nothing to check.
+                let now = Identity::for_config(&appliance_id, &views.borrow_and_update().config);
+                if now == identity {
+                    continue;
+                }
+                identity = now;
+            }
         }
         let (certificates, identity) = (Arc::clone(&certificates), identity.clone());
         let checked = tokio::task::spawn_blocking(move || {
@@ -690,6 +762,7 @@ mod tests {
             appliance_id: "0123456789abcdef0123456789abcdef".into(),
             hostname: Some("lb1.contoso.test".into()),
             addresses: vec!["192.0.2.10".parse().expect("ip")],
+            specific: true,
         }
     }
 
@@ -782,6 +855,65 @@ mod tests {
             Renewal::InstalledExpiring
         );
         assert_eq!(kept.info().expect("info").dns_names, ["pool.contoso.test"]);
+    }
+
+    #[test]
+    fn a_generated_certificate_follows_the_admin_address_and_the_hostname() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certificates = Certificates::load_or_create(dir.path(), &identity()).expect("generate");
+        let now = time::OffsetDateTime::now_utc();
+        // The admin listener moved to another specific address.
+        let moved = Identity {
+            addresses: vec!["192.0.2.11".parse().expect("ip")],
+            ..identity()
+        };
+        assert_eq!(
+            certificates.renew_if_due(&moved, now).expect("check"),
+            Renewal::Renewed
+        );
+        assert_eq!(
+            certificates.info().expect("info").ip_addresses,
+            ["192.0.2.11"]
+        );
+        assert_eq!(
+            certificates.renew_if_due(&moved, now).expect("check"),
+            Renewal::NotDue,
+            "made once"
+        );
+        // Host addresses (a wildcard listener) come and go: not a reason.
+        let wildcard = Identity {
+            addresses: vec!["198.51.100.20".parse().expect("ip")],
+            specific: false,
+            ..moved.clone()
+        };
+        assert_eq!(
+            certificates.renew_if_due(&wildcard, now).expect("check"),
+            Renewal::NotDue
+        );
+        // A new hostname is.
+        let renamed = Identity {
+            hostname: Some("lb2.contoso.test".into()),
+            ..moved
+        };
+        assert_eq!(
+            certificates.renew_if_due(&renamed, now).expect("check"),
+            Renewal::Renewed
+        );
+        assert_eq!(
+            certificates.info().expect("info").dns_names,
+            ["lb2.contoso.test", "localhost"]
+        );
+        // An installed certificate is the admin's: never replaced for this.
+        replace_in_place(dir.path(), &pair(100), false);
+        let installed = Certificates::load_or_create(dir.path(), &identity()).expect("load");
+        assert_eq!(
+            installed.renew_if_due(&renamed, now).expect("check"),
+            Renewal::NotDue
+        );
+        assert_eq!(
+            installed.info().expect("info").dns_names,
+            ["pool.contoso.test"]
+        );
     }
 
     #[test]

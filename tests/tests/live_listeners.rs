@@ -274,6 +274,17 @@ fn a_moved_admin_listener_confirmed_on_its_new_address_stays() {
     let unauthenticated = AdminClient::new(new).post("/api/v1/config/confirm", &json!({}));
     assert_eq!(unauthenticated.status().as_u16(), 401);
 
+    // The generated certificate names the new address.
+    wait_for(
+        "the certificate to name the new address",
+        Duration::from_secs(10),
+        || {
+            new_client.json("/api/v1/certificate")["ip_addresses"]
+                .as_array()
+                .is_some_and(|ips| ips.iter().any(|ip| ip == &json!(new.ip().to_string())))
+        },
+    );
+
     let confirmed = new_client.post("/api/v1/config/confirm", &json!({}));
     assert_eq!(confirmed.status().as_u16(), 200);
     let body: Value = confirmed.json().expect("JSON");
