@@ -118,6 +118,9 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     )?;
     if options.manage_addresses {
         controller.set_host_check(net::addresses::HostCheck::of_host());
+        // A listener for an address the same config brings binds before
+        // the address is added (`net::bind`).
+        net::allow_nonlocal(true);
     }
     if let (Some(config), Some(path)) = (file_config, &options.config) {
         commit_file_config(&mut controller, config, path)?;

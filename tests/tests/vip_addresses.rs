@@ -5,8 +5,9 @@
 //! and 2001:db8:100::20, announces them (the client's neighbour table
 //! learns the appliance's MAC before the client ever asks), proxies the
 //! client to the members through them, refuses a VIP in no subnet or on an
-//! unknown interface (422 naming the field), and removes an address once
-//! its service is gone, and all of them when it stops.
+//! unknown interface (422 naming the field), removes an address once its
+//! service is gone, binds a VIP added live before its address is there,
+//! and gives up all of them when it stops.
 //!
 //! Needs root and `ip netns` (iproute2); skips with a message otherwise.
 //! Every namespace is removed by a guard, even when the test fails.
@@ -299,10 +300,10 @@ fn poolgate_adds_announces_serves_and_removes_its_vips() {
         "the IPv4 VIP stays"
     );
 
-    let (metrics, events) = in_netns(&client_ns, move || {
+    let (metrics, events, admin) = in_netns(&client_ns, move || {
         let metrics = admin.get("/metrics").text().expect("metrics");
         let events = admin.get("/api/v1/events").text().expect("events");
-        (metrics, events)
+        (metrics, events, admin)
     })
     .join()
     .expect("client thread");
@@ -323,6 +324,24 @@ fn poolgate_adds_announces_serves_and_removes_its_vips() {
         events.contains(&format!("Removed address {VIP6} from eth0")),
         "{events}"
     );
+
+    // A VIP added live: its listener binds at once, before the address is
+    // on the interface (no failed bind, no second's retry), and serves as
+    // soon as it is.
+    let readded = both.clone();
+    let v6 = in_netns(&client_ns, move || {
+        assert_eq!(admin.put("/api/v1/config", &readded).status().as_u16(), 200);
+        through(SocketAddr::new(VIP6.parse().expect("ip"), PORT))
+    })
+    .join()
+    .expect("client thread");
+    assert_eq!(v6.trim(), "member v6");
+    let failed: Vec<String> = poolgate
+        .log()
+        .into_iter()
+        .filter(|line| line.contains("cannot listen"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
 
     // Stopping gives every address up.
     assert!(poolgate.terminate(Duration::from_secs(30)).success());

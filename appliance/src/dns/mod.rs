@@ -180,8 +180,7 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let udp = UdpSocket::bind(address)
-            .await
+        let udp = net::udp_socket(address)
             .map_err(|source| net::BindError::new("dns-udp", address, source))?;
         let mut tcp_address = address;
         if address.port() == 0 {
@@ -192,7 +191,7 @@ async fn bind_pair(address: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsE
                 .port();
             tcp_address.set_port(port);
         }
-        match TcpListener::bind(tcp_address).await {
+        match net::tcp_listener(tcp_address) {
             Err(_) if address.port() == 0 && attempt < PORT_ZERO_ATTEMPTS => continue,
             Ok(tcp) => return Ok((udp, tcp)),
             Err(source) => return Err(net::BindError::new("dns-tcp", tcp_address, source).into()),

@@ -1,11 +1,61 @@
 //! Binding a listener: one error type naming the service and address, and
 //! one `listening` log line per bound socket (tests read it to learn the
 //! port a `:0` address got).
+//!
+//! Every listener of poolgate (admin, DNS, SIP, virtual services) is bound
+//! by [`tcp_listener`] or [`udp_socket`]. When poolgate owns its addresses
+//! (`run --manage-addresses`, [`allow_nonlocal`]), they bind with
+//! `IP_FREEBIND`: a listener for an address that is about to be added (a
+//! VIP the same config brings) binds at once and receives traffic from the
+//! moment the address is on the interface, instead of failing and being
+//! tried again a second later. Otherwise an address the host does not have
+//! is a bind error, named and retried, as an admin would expect.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
+
+/// Whether listeners may bind addresses the host does not hold (yet).
+static NONLOCAL: AtomicBool = AtomicBool::new(false);
+/// The accept queue of a TCP listener (what tokio's `bind` uses).
+const BACKLOG: i32 = 1024;
+
+/// Let listeners bind addresses the host does not hold yet: set once at
+/// start when poolgate itself adds its addresses.
+pub(crate) fn allow_nonlocal(allow: bool) {
+    NONLOCAL.store(allow, Ordering::Relaxed);
+}
+
+fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    socket.set_nonblocking(true)?;
+    socket.set_reuse_address(true)?;
+    if NONLOCAL.load(Ordering::Relaxed) {
+        match address {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+    }
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+/// A TCP listener on `address`, as `TcpListener::bind` makes it
+/// (`SO_REUSEADDR`, a backlog of 1024), with `IP_FREEBIND` when allowed.
+pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket(address, Type::STREAM, Protocol::TCP)?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A UDP socket on `address`, with `IP_FREEBIND` when allowed.
+pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
+    UdpSocket::from_std(socket.into())
+}
 
 /// A socket that could not be bound (or whose bound address cannot be read).
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +112,12 @@ pub(crate) fn listening<T: Bound>(
 
 /// Bind a TCP listener and log its `listening` line.
 pub(crate) async fn bind_tcp(service: &str, address: SocketAddr) -> Result<TcpListener, BindError> {
-    listening(service, address, TcpListener::bind(address).await)
+    listening(service, address, tcp_listener(address))
 }
 
 /// Bind a UDP socket and log its `listening` line.
 pub(crate) async fn bind_udp(service: &str, address: SocketAddr) -> Result<UdpSocket, BindError> {
-    listening(service, address, UdpSocket::bind(address).await)
+    listening(service, address, udp_socket(address))
 }
 
 /// How long a listener that could not bind waits before it is tried again

@@ -20,7 +20,10 @@ pub(crate) mod limits;
 pub(crate) mod sni;
 
 pub(crate) use accept::{Activity, Conn, IdleMarker, Listener, Registry, Slot, Timeout, Tracked};
-pub(crate) use bind::{BindError, bind_retry_due, bind_tcp, bind_udp, listening};
+pub(crate) use bind::{
+    BindError, allow_nonlocal, bind_retry_due, bind_tcp, bind_udp, listening, tcp_listener,
+    udp_socket,
+};
 pub(crate) use limits::Limits;
 
 /// Why a connection the layer set up did not become usable.

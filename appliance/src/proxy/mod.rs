@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -331,7 +331,7 @@ async fn reconcile(
             listening.target.send_replace(target);
             continue;
         }
-        match TcpListener::bind(address).await {
+        match net::tcp_listener(address) {
             Ok(listener) => {
                 failing.remove(&address);
                 let bound = listener.local_addr().unwrap_or(address);
