@@ -8,6 +8,7 @@
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +34,10 @@ name = "v6b"
 address = "127.0.0.21"
 "#;
 
+/// Where the requests come from (an IPv6 source, so `received` is written
+/// in that form too).
+const SOURCE: SocketAddr = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 5070);
+
 static VIEW: LazyLock<PoolView> = LazyLock::new(|| {
     let text = format!(
         "{}{SECOND_POOL}",
@@ -44,7 +49,7 @@ static VIEW: LazyLock<PoolView> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let parsed = message::parse(data);
-    let Decision::Respond(response) = redirect::decide(&VIEW, &parsed) else {
+    let Decision::Respond(response) = redirect::decide(&VIEW, &parsed, SOURCE) else {
         return;
     };
     assert!((100..700).contains(&response.status));

@@ -14,7 +14,8 @@
 //! into the `400` reason phrase) and, separately, with whether a response can
 //! still be matched by the client (`Rejection::addressable`).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 
 /// Header section plus body never exceed this on a stream; a datagram is
 /// bounded by the receive buffer.
@@ -628,6 +629,67 @@ fn check(request: &Request, body_available: usize) -> Result<usize, String> {
         }
     }
     Ok(length)
+}
+
+impl Echo {
+    /// What to echo in the answer to a request from `source`: the top Via
+    /// with `received` and `rport` as a response carries them.
+    pub(crate) fn stamped(&self, source: SocketAddr) -> Self {
+        let mut echo = self.clone();
+        if let Some(top) = echo.vias.first_mut() {
+            *top = stamp_via(top, source);
+        }
+        echo
+    }
+}
+
+/// The top Via header value of a request from `source` as its response
+/// carries it: a valueless `rport` gets the source port and `received` the
+/// source address (RFC 3581 §4, both whenever `rport` is asked for), and
+/// otherwise `received` is added when the sent-by host is not the source
+/// address (RFC 3261 §18.2.1). Any `received` the request carried is
+/// replaced. A Via that cannot be read is left as it is.
+pub(crate) fn stamp_via(via: &str, source: SocketAddr) -> String {
+    let top = first_via_element(via);
+    let rest = &via[top.len()..];
+    let Some((_, _, by)) = sent_protocol_and_by(top) else {
+        return via.to_owned();
+    };
+    let ip = source.ip().to_canonical();
+    let host = match by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => by.split(':').next().unwrap_or_default(),
+    };
+    let mut pieces = split_unquoted(top, b';');
+    let head = pieces.next().unwrap_or_default().trim_end();
+    let mut rport_asked = false;
+    let mut params: Vec<String> = Vec::new();
+    for param in pieces {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        let key = key.trim();
+        if key.eq_ignore_ascii_case("received") {
+            continue;
+        }
+        if key.eq_ignore_ascii_case("rport") && value.trim().is_empty() {
+            rport_asked = true;
+            continue;
+        }
+        params.push(param.trim().to_owned());
+    }
+    let mut out = head.to_owned();
+    for param in &params {
+        out.push(';');
+        out.push_str(param);
+    }
+    if rport_asked || host.parse::<std::net::IpAddr>().ok() != Some(ip) {
+        // RFC 3261's grammar: an IPv6 address without brackets.
+        let _ = write!(out, ";received={ip}");
+    }
+    if rport_asked {
+        let _ = write!(out, ";rport={}", source.port());
+    }
+    out.push_str(rest);
+    out
 }
 
 fn first_via_element(via: &str) -> &str {

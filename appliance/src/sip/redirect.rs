@@ -13,10 +13,18 @@
 //! | `Require` present | `420` listing every option tag as `Unsupported` (none are) |
 //! | `REGISTER` | `301` to the physical sequence of the To AoR; `416` for a non-SIP To; `503` + `Retry-After` when nothing is eligible |
 //! | `OPTIONS` | `200` (keepalive and capability probe) |
+//! | `REGISTER`, `INVITE`, `SUBSCRIBE`, `REFER`, `MESSAGE` whose Request-URI host is a pool member | `482` with a `Warning`: the request followed a `301` back here (poolgate as the client's outbound proxy); redirecting it again would never end |
 //! | `INVITE`, `SUBSCRIBE`, `REFER`, `MESSAGE` outside a dialog | `301` to the Request-URI user's physical sequence |
-//! | the same inside a dialog (To has a tag), `CANCEL` | `481`: a redirect server holds no dialogs or transactions |
+//! | the same inside a dialog (To has a tag) | `481`: a redirect server holds no dialogs |
+//! | `CANCEL` | `200`: the request it cancels was answered with a final response at once, so there is nothing left to cancel (RFC 3261 §9.2); its To tag is the one that response carried |
 //! | other known methods (`BYE`, `NOTIFY`, Lync's `SERVICE`, `NEGOTIATE`, `BENOTIFY` …) | `405` with `Allow` |
 //! | unknown methods | `501` |
+//!
+//! Every response echoes the top Via with `received` and `rport` filled in
+//! for the request's source (RFC 3261 §18.2.1, RFC 3581), so a client
+//! behind NAT can match it, and its To tag is a hash of what identifies the
+//! request (Call-ID, From, the CSeq number, the top Via), the same for a
+//! retransmission and for the CANCEL of a request.
 //!
 //! The pool is the one whose FQDN or an alias is the host of the
 //! Request-URI, else of the To URI, else the first configured pool: a
@@ -25,6 +33,7 @@
 
 use std::fmt::Write as _;
 use std::hash::Hasher;
+use std::net::SocketAddr;
 
 use siphasher::sip::SipHasher13;
 
@@ -91,21 +100,26 @@ pub struct Response {
     pub aor: Option<String>,
 }
 
-/// Decide the answer to one parsed message.
-pub fn decide(view: &PoolView, parsed: &Parsed) -> Decision {
+/// Decide the answer to one parsed message that came from `source`.
+pub fn decide(view: &PoolView, parsed: &Parsed, source: SocketAddr) -> Decision {
     let request = match &parsed.result {
         Ok(request) => request,
         Err(MessageError::Response) => return Decision::Drop(DropReason::Response),
         Err(MessageError::Unreadable(_)) => return Decision::Drop(DropReason::Unaddressable),
         Err(_) if !parsed.echo.addressable() => return Decision::Drop(DropReason::Unaddressable),
         Err(MessageError::Invalid { reason, .. }) => {
-            return respond(&parsed.echo, 400, reason, &[]);
+            return respond(&parsed.echo.stamped(source), 400, reason, &[]);
         }
         Err(MessageError::Version(_)) => {
-            return respond(&parsed.echo, 505, "Version Not Supported", &[]);
+            return respond(
+                &parsed.echo.stamped(source),
+                505,
+                "Version Not Supported",
+                &[],
+            );
         }
     };
-    let echo = &parsed.echo;
+    let echo = &parsed.echo.stamped(source);
     if request.method == "ACK" {
         return Decision::Drop(DropReason::Ack);
     }
@@ -126,6 +140,10 @@ pub fn decide(view: &PoolView, parsed: &Parsed) -> Decision {
         .to
         .as_deref()
         .is_some_and(|to| message::param(to, "tag").is_some());
+    let redirected = request.method == "REGISTER" || REDIRECTED.contains(&request.method.as_str());
+    if redirected && let Some(member) = addressed_member(view, request) {
+        return looped(echo, &member);
+    }
     match request.method.as_str() {
         "REGISTER" => {
             let to = echo.to.as_deref().unwrap_or_default();
@@ -135,10 +153,11 @@ pub fn decide(view: &PoolView, parsed: &Parsed) -> Decision {
             redirect(view, request, echo, to)
         }
         "OPTIONS" => respond(echo, 200, "OK", &[("Allow", ALLOW)]),
+        "CANCEL" => respond(echo, 200, "OK", &[]),
         method if REDIRECTED.contains(&method) && !in_dialog => {
             redirect(view, request, echo, &request.uri)
         }
-        method if REDIRECTED.contains(&method) || method == "CANCEL" => {
+        method if REDIRECTED.contains(&method) => {
             respond(echo, 481, "Call/Transaction Does Not Exist", &[])
         }
         method if KNOWN.contains(&method) => {
@@ -146,6 +165,24 @@ pub fn decide(view: &PoolView, parsed: &Parsed) -> Decision {
         }
         _ => respond(echo, 501, "Not Implemented", &[("Allow", ALLOW)]),
     }
+}
+
+/// The name of the pool member the Request-URI is addressed to, if any.
+fn addressed_member(view: &PoolView, request: &Request) -> Option<String> {
+    let aor = registrar::canonical_aor(&request.uri).ok()?;
+    let host = aor.rsplit('@').next().unwrap_or_default();
+    let (pool, member) = registrar::member_for_host(view, host)?;
+    Some(view.pools[pool].members[member].name.clone())
+}
+
+/// `482` for a request that came back after following a `301` to
+/// `member`: poolgate only redirects, so sending it on is the client's (or
+/// its proxy's) job; answering `301` again would loop for ever.
+fn looped(echo: &Echo, member: &str) -> Decision {
+    let warning = format!(
+        "399 poolgate \"the Request-URI names pool member {member}; poolgate redirects, it does not proxy: send the request to the member\""
+    );
+    respond(echo, 482, "Loop Detected", &[("Warning", &warning)])
 }
 
 /// `301` to the physical sequence of the user named by `target`.
@@ -199,13 +236,17 @@ fn redirect(view: &PoolView, request: &Request, echo: &Echo, target: &str) -> De
 }
 
 /// q for the n-th Contact: 0.7, 0.3, then 0.2 falling by 0.005 (32 members
-/// stay above zero and in order).
+/// stay above zero and in order), in thousandths, written with no trailing
+/// zeros (`0.7`, `0.3`, `0.2`, `0.195`, `0.19` …), as RFC 3261's qvalue
+/// allows up to three decimals.
 fn q_value(position: usize) -> String {
-    match position {
-        0 => "0.7".into(),
-        1 => "0.3".into(),
-        n => format!("{:.3}", 0.2 - 0.005 * (n.min(40) - 2) as f64),
-    }
+    let thousandths: usize = match position {
+        0 => 700,
+        1 => 300,
+        n => 200 - 5 * (n.min(40) - 2),
+    };
+    let digits = format!("{thousandths:03}");
+    format!("0.{}", digits.trim_end_matches('0'))
 }
 
 fn unavailable(echo: &Echo) -> Decision {
@@ -296,10 +337,16 @@ fn safe(value: &str) -> bool {
 /// (RFC 3261 §16.11), so the tag is a hash of what identifies the request.
 fn to_tag(echo: &Echo) -> String {
     let mut hasher = SipHasher13::new_with_keys(0x0074_6167, 0x706f_6f6c_6761_7465);
+    // The CSeq number only: a CANCEL (`1 CANCEL`) gets the tag the
+    // response to its request (`1 INVITE`) had (RFC 3261 §9.2).
+    let cseq_number = echo
+        .cseq
+        .as_deref()
+        .and_then(|cseq| cseq.split_whitespace().next());
     for part in [
         echo.call_id.as_deref(),
         echo.from.as_deref(),
-        echo.cseq.as_deref(),
+        cseq_number,
         echo.vias.first().map(String::as_str),
     ] {
         let part = part.unwrap_or_default();

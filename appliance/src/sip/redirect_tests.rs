@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -73,8 +74,15 @@ fn view() -> PoolView {
 /// Status, response text and the member a REGISTER was counted for.
 type Answer = (u16, String, Option<(usize, usize)>);
 
+/// Where the test's requests come from.
+const SOURCE: &str = "127.0.0.1:5070";
+
 fn answer(view: &PoolView, bytes: &[u8]) -> Option<Answer> {
-    match decide(view, &parse(bytes)) {
+    answer_from(view, bytes, SOURCE.parse().expect("address"))
+}
+
+fn answer_from(view: &PoolView, bytes: &[u8], source: SocketAddr) -> Option<Answer> {
+    match decide(view, &parse(bytes), source) {
         Decision::Respond(response) => Some((
             response.status,
             String::from_utf8(response.bytes).expect("responses are text"),
@@ -136,11 +144,11 @@ fn lync_register_is_redirected_to_the_physical_sequence() {
         contacts[0]
     );
     assert!(contacts[1].ends_with(";q=0.3"));
-    assert!(contacts[2].ends_with(";q=0.200") && contacts[3].ends_with(";q=0.195"));
+    assert!(contacts[2].ends_with(";q=0.2") && contacts[3].ends_with(";q=0.195"));
     assert_eq!(registered, Some((0, ranking.physical[0])));
     assert_eq!(
         header_values(&text, "Via"),
-        ["SIP/2.0/TLS 192.168.1.20:51420;branch=z9hG4bK1a2b3c"]
+        ["SIP/2.0/TLS 192.168.1.20:51420;branch=z9hG4bK1a2b3c;received=127.0.0.1"]
     );
     assert_eq!(
         header_values(&text, "From"),
@@ -180,7 +188,7 @@ fn methods_get_the_answers_of_a_redirect_server() {
         ("INVITE", to, Some(301)),
         ("SUBSCRIBE", to, Some(301)),
         ("INVITE", "<sip:carol@contoso.com>;tag=x", Some(481)),
-        ("CANCEL", to, Some(481)),
+        ("CANCEL", to, Some(200)),
         ("ACK", to, None),
         ("BYE", to, Some(405)),
         ("SERVICE", to, Some(405)),
@@ -420,4 +428,119 @@ fn responses_never_carry_control_characters() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn q_values_are_written_one_way() {
+    let written: Vec<String> = (0..6).map(q_value).collect();
+    assert_eq!(written, ["0.7", "0.3", "0.2", "0.195", "0.19", "0.185"]);
+    assert_eq!(q_value(40), "0.01");
+    assert_eq!(q_value(1000), "0.01", "the last ones share the lowest");
+}
+
+#[test]
+fn a_request_already_addressed_to_a_member_is_not_redirected_again() {
+    let view = view();
+    // What a client sends after following the 301 through poolgate as its
+    // outbound proxy: the Request-URI is the member's Contact.
+    for (method, uri) in [
+        ("REGISTER", "sip:fe01.contoso.com:5061;transport=tls"),
+        ("REGISTER", "sip:FE02.contoso.com"),
+        ("REGISTER", "sip:127.0.0.13:5061"),
+        ("INVITE", "sip:carol@fe01.contoso.com:5061;transport=tls"),
+    ] {
+        let text = request(method, uri, "<sip:carol@contoso.com>", method);
+        let (status, reply, registered) = answer(&view, text.as_bytes()).expect("answered");
+        assert_eq!(status, 482, "{method} {uri}: {reply}");
+        assert!(
+            reply.starts_with("SIP/2.0 482 Loop Detected\r\n"),
+            "{reply}"
+        );
+        let warning = header_values(&reply, "Warning");
+        assert!(
+            warning.len() == 1
+                && warning[0].starts_with("399 poolgate \"the Request-URI names pool member"),
+            "{warning:?}"
+        );
+        assert!(header_values(&reply, "Contact").is_empty());
+        assert_eq!(registered, None);
+    }
+    // The pool's own name is redirected as before.
+    let text = request(
+        "REGISTER",
+        "sip:contoso.com",
+        "<sip:carol@contoso.com>",
+        "REGISTER",
+    );
+    assert_eq!(status_of(&view, &text), Some(301));
+}
+
+#[test]
+fn a_cancel_is_answered_200_with_the_to_tag_of_its_request() {
+    let view = view();
+    let to = "<sip:carol@contoso.com>";
+    let invite = request("INVITE", "sip:carol@contoso.com", to, "INVITE");
+    let cancel = request("CANCEL", "sip:carol@contoso.com", to, "CANCEL");
+    let (status, invited, _) = answer(&view, invite.as_bytes()).expect("answered");
+    assert_eq!(status, 301);
+    let (status, cancelled, _) = answer(&view, cancel.as_bytes()).expect("answered");
+    assert_eq!(status, 200);
+    assert!(cancelled.starts_with("SIP/2.0 200 OK\r\n"), "{cancelled}");
+    assert_eq!(header_values(&cancelled, "CSeq"), ["7 CANCEL"]);
+    assert_eq!(
+        header_values(&invited, "To"),
+        header_values(&cancelled, "To")
+    );
+}
+
+#[test]
+fn the_top_via_gets_received_and_rport() {
+    let view = view();
+    let with_via = |via: &str| {
+        format!(
+            "OPTIONS sip:contoso.com SIP/2.0\r\nVia: {via}\r\nFrom: <sip:bob@contoso.com>;tag=1\r\n\
+             To: <sip:contoso.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let nat: SocketAddr = "203.0.113.9:40123".parse().expect("address");
+    let vias = |via: &str, source: SocketAddr| {
+        let (_, text, _) = answer_from(&view, with_via(via).as_bytes(), source).expect("answered");
+        header_values(&text, "Via")
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect::<Vec<_>>()
+    };
+    // rport asked: both filled, even where sent-by is the source (RFC 3581 §4).
+    assert_eq!(
+        vias("SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK-a", nat),
+        ["SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-a;received=203.0.113.9;rport=40123"]
+    );
+    assert_eq!(
+        vias("SIP/2.0/UDP 203.0.113.9:40123;branch=z9hG4bK-b;rport", nat),
+        ["SIP/2.0/UDP 203.0.113.9:40123;branch=z9hG4bK-b;received=203.0.113.9;rport=40123"]
+    );
+    // No rport: received only when sent-by is not the source (RFC 3261 §18.2.1).
+    assert_eq!(
+        vias("SIP/2.0/UDP 203.0.113.9:40123;branch=z9hG4bK-c", nat),
+        ["SIP/2.0/UDP 203.0.113.9:40123;branch=z9hG4bK-c"]
+    );
+    assert_eq!(
+        vias(
+            "SIP/2.0/TCP client.contoso.com;branch=z9hG4bK-d;received=192.0.2.1",
+            nat
+        ),
+        ["SIP/2.0/TCP client.contoso.com;branch=z9hG4bK-d;received=203.0.113.9"]
+    );
+    // IPv6: received without brackets, as RFC 3261's grammar has it; only
+    // the top Via is touched.
+    let v6: SocketAddr = "[2001:db8::7]:5062".parse().expect("address");
+    assert_eq!(
+        vias(
+            "SIP/2.0/UDP [2001:db8::7]:5062;rport;branch=z9hG4bK-e, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK-f",
+            v6
+        ),
+        [
+            "SIP/2.0/UDP [2001:db8::7]:5062;branch=z9hG4bK-e;received=2001:db8::7;rport=5062, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK-f"
+        ]
+    );
 }

@@ -103,9 +103,11 @@ pub(crate) fn canonical_aor(uri: &str) -> Result<String, RegistrarError> {
             && scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-        // "host:5060" without a user is a port, not a scheme.
+        // "host:5060" without a user is a port, not a scheme; in
+        // "sip:192.0.2.1:5060" what follows the colon is more than digits.
+        let port = text[colon + 1..].split([';', '?']).next().unwrap_or_default();
         let is_port =
-            !text.contains('@') && text[colon + 1..].starts_with(|c: char| c.is_ascii_digit());
+            !text.contains('@') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
         if is_scheme && !is_port {
             text = &text[colon + 1..];
         }
@@ -264,6 +266,28 @@ pub(crate) fn pool_for_host(view: &PoolView, host: &str) -> Option<usize> {
     view.pools
         .iter()
         .position(|p| p.fqdn == host || p.aliases.iter().any(|a| a == host))
+}
+
+/// The (pool, member) whose FQDN or address is `host` (lower case, as in a
+/// canonical AoR; an IPv6 address in brackets or not).
+pub(crate) fn member_for_host(view: &PoolView, host: &str) -> Option<(usize, usize)> {
+    let host = host.trim_end_matches('.');
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: Option<std::net::IpAddr> = bare.parse().ok();
+    view.pools.iter().enumerate().find_map(|(p, pool)| {
+        pool.members
+            .iter()
+            .position(|m| {
+                m.fqdn
+                    .as_deref()
+                    .is_some_and(|f| f.eq_ignore_ascii_case(host))
+                    || ip == Some(m.address)
+            })
+            .map(|m| (p, m))
+    })
 }
 
 /// Whether `host` (lower case, as in a canonical AoR) is a SIP domain of

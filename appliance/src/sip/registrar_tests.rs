@@ -46,6 +46,8 @@ fn canonical_aor_strips_everything_but_user_and_host() {
         ("alice@contoso.com", "alice@contoso.com"),
         ("sip:contoso.com", "contoso.com"),
         ("contoso.com:5060", "contoso.com"),
+        ("sip:192.0.2.13:5061;transport=tls", "192.0.2.13"),
+        ("sip:192.0.2.13", "192.0.2.13"),
         ("sip:alice@[2001:DB8::10]:5070", "alice@[2001:db8::10]"),
         (
             "sip:user;par=u%40example.net@example.com",

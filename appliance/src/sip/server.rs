@@ -157,7 +157,7 @@ pub(crate) enum SipError {
 /// Answer one message; `None` when nothing is to be sent.
 fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) -> Option<Vec<u8>> {
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    match redirect::decide(view, parsed) {
+    match redirect::decide(view, parsed, peer) {
         Decision::Respond(response) => {
             match response.status {
                 301 => {
