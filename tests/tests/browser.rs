@@ -2,10 +2,11 @@
 //! (`tests/browser/ui.mjs`) through the acceptance flow, from first-boot
 //! password to logout, including a firmware upgrade on a fake disk; and
 //! (`tests/browser/rollback.mjs`) the System page after an upgrade that
-//! rolled back. The binary under test is built with
+//! rolled back; and (`tests/browser/network.mjs`) System → Network on a
+//! fake host (`poolgate_e2e::network::Host`). The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
-//! (the rollback's in its `rollback/` folder).
+//! (the rollback's in its `rollback/` folder, the network's in `network/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use poolgate::license::document;
-use poolgate_e2e::{Peer, Poolgate, loopback_example, upgrade};
+use poolgate_e2e::{Peer, Poolgate, loopback_example, network, upgrade};
 
 /// One browser at a time: each runs a poolgate and a Chromium.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -249,6 +250,47 @@ fn the_system_page_shows_a_rollback_and_its_reason() {
         .output()
         .expect("run node");
     assert_passed(&output);
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// Long enough for the browser to edit, preview, apply and confirm; short
+/// enough to watch one change be reverted.
+const NETWORK_WINDOW_S: u64 = 20;
+
+#[test]
+fn the_system_page_edits_the_network_and_confirms_it() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let host = network::Host::new(false);
+    let (mut poolgate, client) = host.start(NETWORK_WINDOW_S);
+    let artifacts = artifacts().join("network");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("network.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .arg(NETWORK_WINDOW_S.to_string())
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    // What the browser confirmed is on the host; the last change, never
+    // confirmed, was reverted; the refused VLAN never written.
+    assert_eq!(host.host_file("hostname"), "lb-moved\n");
+    let sources = host.host_file("chrony/poolgate.sources");
+    assert!(
+        sources.contains("server 192.0.2.123 iburst") && sources.contains("ntp.contoso.test"),
+        "{sources}"
+    );
+    assert!(
+        host.files().iter().all(|(name, _)| !name.contains("eth1")),
+        "{:?}",
+        host.files()
+    );
+    let view = client.json("/api/v1/system/network");
+    assert_eq!(view["pending"], serde_json::Value::Null, "{view}");
+    assert_eq!(view["settings"]["hostname"], "lb-moved", "{view}");
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
 
