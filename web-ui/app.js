@@ -17,11 +17,13 @@ function show(section) {
   $("tabs").hidden = section !== "dashboard";
 }
 
-async function request(method, path, body, contentType, extra) {
+// `timeoutMs`: give up (throw) when no answer comes in that long.
+async function request(method, path, body, contentType, extra, timeoutMs) {
   const headers = { "Accept": "application/json", ...(extra || {}) };
   if (body !== undefined) headers["Content-Type"] = contentType;
   if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const response = await fetch(path, { method, headers, credentials: "same-origin", body });
+  const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+  const response = await fetch(path, { method, headers, credentials: "same-origin", body, signal });
   let data = null;
   try { data = await response.json(); } catch (_) { /* empty body */ }
   // The appliance's clock (to the second), for countdowns to its deadlines.
@@ -61,7 +63,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); loadNetwork(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); }
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -564,6 +566,7 @@ function appliancesClock(date) {
 
 function netList(parent, key, path, title, spec, render) {
   const items = parent[key] || (parent[key] = []);
+  const name = title === "VLAN" ? title : title.toLowerCase();
   return el("div", { class: "list", "data-list": `${path}${key}` },
     ...items.map((item, i) => {
       const itemPath = `${path}${key}[${i}]`;
@@ -572,10 +575,10 @@ function netList(parent, key, path, title, spec, render) {
         fields(item, spec, `${itemPath}.`, netTouched),
         render ? render(item, `${itemPath}.`) : null,
         el("button", { type: "button", class: "danger", "data-remove": itemPath,
-          onclick: () => { items.splice(i, 1); netEdited = true; renderNetworkForm(); } }, `Remove ${title.toLowerCase()}`));
+          onclick: () => { items.splice(i, 1); netEdited = true; renderNetworkForm(); } }, `Remove ${name}`));
     }),
     el("button", { type: "button", "data-add": `${path}${key}`,
-      onclick: () => { items.push(NET_TEMPLATES[key]()); netEdited = true; renderNetworkForm(); } }, `Add ${title.toLowerCase()}`));
+      onclick: () => { items.push(NET_TEMPLATES[key]()); netEdited = true; renderNetworkForm(); } }, `Add ${name}`));
 }
 
 function renderNetworkForm() {
@@ -718,7 +721,7 @@ function watchPending(pending) {
     }
     box.hidden = false;
     box.dataset.change = pending.id;
-    $("network-pending-text").textContent = `Change ${pending.id} is applied and waits for its confirmation (deadline ${pending.deadline}).`;
+    $("network-pending-text").textContent = `Change ${pending.id} is applied and waits for its confirmation (deadline ${pending.deadline.replace(/\.\d+/, "")}).`;
     $("network-pending-changes").replaceChildren(...pending.changes.map((line) => el("li", {}, line)));
     showHandover(netWatch);
     if (!netTimer) netTimer = setInterval(networkTick, 500);
@@ -754,7 +757,7 @@ async function networkTick() {
   if (netPolling || netTicks % (left > 0 ? 4 : 2)) return;
   netPolling = true;
   try {
-    await loadNetwork();
+    await loadNetwork(NET_POLL_TIMEOUT_MS);
     if (netWatch) netWatch.unreachable = 0;
   } catch (_) {
     // This address no longer answers: go to the new one, if known.
@@ -766,8 +769,11 @@ async function networkTick() {
   }
 }
 
-async function loadNetwork() {
-  const { status, data, date } = await api("GET", "/api/v1/system/network");
+// A poll that has no answer in this long counts as the address gone.
+const NET_POLL_TIMEOUT_MS = 3000;
+
+async function loadNetwork(timeoutMs) {
+  const { status, data, date } = await request("GET", "/api/v1/system/network", undefined, undefined, {}, timeoutMs);
   if (status !== 200) {
     $("network-managed").textContent = status === 503 ? "(not available on this system)" : "";
     $("network-edit").hidden = true;
@@ -799,14 +805,24 @@ $("network-apply").addEventListener("click", async () => {
   netEdited = false;
   $("network-preview").hidden = true;
   $("network-edit").open = false;
-  await loadNetwork();
+  $("network-apply").disabled = true;
+  // The countdown starts from the answer: the address this page uses may
+  // already be gone (the countdown's polls notice, and go to the new one).
+  watchPending(data.pending);
+  reloadNetwork();
 });
+
+// Load the view; when the appliance does not answer, the countdown's
+// polls (while a change is pending) say what to do about it.
+function reloadNetwork() {
+  loadNetwork().catch(() => {});
+}
 
 $("network-reset").addEventListener("click", () => {
   netEdited = false;
   clearNetworkErrors();
   $("network-preview").hidden = true;
-  loadNetwork();
+  reloadNetwork();
 });
 
 async function confirmNetwork(where) {
@@ -817,7 +833,7 @@ async function confirmNetwork(where) {
   } else {
     networkResult("failed", errorText(data));
   }
-  await loadNetwork();
+  reloadNetwork();
 }
 
 $("network-confirm").addEventListener("click", () => confirmNetwork(""));
@@ -835,7 +851,7 @@ async function confirmOnArrival() {
   window.history.replaceState(null, "", `${location.pathname}${location.search}`);
   if (match[1] === "network") {
     selectTab("system");
-    await loadNetwork();
+    await loadNetwork().catch(() => {});
     if (netView && netView.pending && String(netView.pending.id) === match[2]) await confirmNetwork(" from the new address");
     else networkResult("failed", "That network change no longer waits for confirmation: it was confirmed or reverted already.");
     return;

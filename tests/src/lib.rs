@@ -121,21 +121,25 @@ impl Poolgate {
     /// `start_with_config` inside network namespace `netns` (`ip netns
     /// exec`, which execs poolgate itself, so the child is poolgate).
     pub fn start_in_netns(netns: &str, data_dir: &Path, config: &toml::Table) -> Self {
+        Self::start_in_netns_with(netns, data_dir, config, &["--manage-addresses"])
+    }
+
+    /// `start_with_config` inside network namespace `netns`, with `extra`
+    /// arguments after the config.
+    pub fn start_in_netns_with(
+        netns: &str,
+        data_dir: &Path,
+        config: &toml::Table,
+        extra: &[&str],
+    ) -> Self {
         let file = data_dir.with_extension("toml");
         std::fs::write(&file, toml::to_string(config).expect("serialise config"))
             .expect("write config");
         let mut command = Command::new("ip");
         command.args(["netns", "exec", netns]).arg(binary());
-        Self::start_command(
-            command,
-            data_dir,
-            &[
-                "--config",
-                file.to_str().expect("utf-8 path"),
-                "--manage-addresses",
-            ],
-            &[],
-        )
+        let mut args = vec!["--config", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Self::start_command(command, data_dir, &args, &[])
     }
 
     fn start_command(
