@@ -704,6 +704,16 @@ function showHandover(watch) {
   note.hidden = !note.childNodes.length;
 }
 
+// JSON with every object's keys sorted: the API's answers do not all keep
+// one order.
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
 function networkResult(outcome, text) {
   const result = $("network-result");
   result.hidden = false;
@@ -731,7 +741,7 @@ function watchPending(pending) {
   box.hidden = true;
   if (netWatch && !netWatch.confirmed) {
     // It ended without this page: kept if the settings are now its own.
-    const kept = netView && JSON.stringify(netView.settings) === JSON.stringify(netWatch.change.settings);
+    const kept = netView && canonical(netView.settings) === canonical(netWatch.change.settings);
     if (kept) networkResult("confirmed", "The change was confirmed (from another page or address): the new settings are kept.");
     else networkResult("reverted", "The change was not confirmed before its deadline: the previous settings were applied again.");
   }
