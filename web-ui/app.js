@@ -868,8 +868,11 @@ async function confirmOnArrival() {
   }
   selectTab("config");
   const { status, data } = await api("POST", "/api/v1/config/confirm", {});
-  $("config-version").textContent = status === 200 ? `(admin address ${data.admin} confirmed; ${data.closed} closes)` : `(${errorText(data)})`;
-  $("config-version").dataset.confirmed = status === 200;
+  const note = $("config-confirmed");
+  note.hidden = false;
+  note.className = status === 200 ? "notice" : "refusal";
+  note.textContent = status === 200 ? `The admin address ${data.admin} is confirmed; ${data.closed} closes.` : errorText(data);
+  note.dataset.confirmed = status === 200;
 }
 
 // Where a config that moves the admin listener makes the UI reachable.

@@ -4,10 +4,13 @@
 // down and confirmed; a change confirmed by itself on arrival at the
 // (new) address after logging in there, and where the page would go for a
 // change that moves the address it came in on; a change left unconfirmed,
-// reverted by itself when its countdown runs out.
+// reverted by itself when its countdown runs out. Last, the same arrival
+// for a move of the admin listener (imported on the Configuration tab):
+// the page links to the new port, and confirms the move there.
 // Usage: node network.mjs BASE_URL ARTIFACT_DIR WINDOW_S
 // (the appliance is set up with the harness's password, and runs with
 // `--confirm-timeout-s WINDOW_S`).
+import { createServer } from "node:net";
 import { newPage, password, run } from "./harness.mjs";
 
 const [base, artifacts, windowArg] = process.argv.slice(2);
@@ -24,6 +27,13 @@ async function login(page, url) {
 const field = (page, path) => page.locator(`#network-form [data-path="${path}"]`);
 // What the API says, with the page's session.
 const view = async (page) => (await page.request.get(`${base}api/v1/system/network`)).json();
+
+// A loopback port nothing listens on now.
+const freePort = () => new Promise((resolve, reject) => {
+  const server = createServer();
+  server.on("error", reject);
+  server.listen(0, "127.0.0.1", () => { const { port } = server.address(); server.close(() => resolve(port)); });
+});
 
 async function openEditor(page) {
   const open = await page.locator("#network-edit").getAttribute("open");
@@ -149,4 +159,25 @@ await run(artifacts, 90_000 + 2 * windowS * 1000, async (browser, shot) => {
   await page.locator("#network-facts [data-fact=configured_hostname]", { hasText: "lb-moved" }).waitFor();
   if ((await view(page)).pending !== null) throw new Error("still pending after the revert");
   await shot(page, "network-reverted");
+
+  // The admin listener moves to another port: the Apply answer links to
+  // it, and the page there (the cookie follows: same host) confirms.
+  const port = await freePort();
+  const toml = (await (await page.request.get(`${base}api/v1/config/export`)).text())
+    .replace(/^admin = "[^"]*"/m, `admin = "127.0.0.1:${port}"`);
+  if (!toml.includes(`127.0.0.1:${port}`)) throw new Error("no admin address in the export");
+  await page.click("#tabs button[data-tab=config]");
+  await page.fill("#import-form textarea[name=toml]", toml);
+  await page.click("#import-form button");
+  await page.locator("#preview-summary li.warn", { hasText: "admin address moves" }).waitFor();
+  await page.click("#preview-apply");
+  const adminLink = page.locator("#admin-handover-link");
+  await adminLink.waitFor();
+  const adminHref = await adminLink.getAttribute("href");
+  if (adminHref !== `https://127.0.0.1:${port}/#confirm=admin`) throw new Error(`the page links to ${adminHref}`);
+  await shot(page, "admin-move-applied");
+  await adminLink.click();
+  await page.locator("#config-confirmed[data-confirmed=true]", { hasText: `admin address 127.0.0.1:${port} is confirmed` }).waitFor();
+  if (new URL(page.url()).hash) throw new Error(`the fragment stays: ${page.url()}`);
+  await shot(page, "admin-move-confirmed");
 });

@@ -269,7 +269,9 @@ fn the_system_page_edits_the_network_and_confirms_it() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let browser_dir = browser_dir();
     let host = network::Host::new(false);
-    let (mut poolgate, client) = host.start(NETWORK_WINDOW_S);
+    // Set up and logged in here only to set up: the browser logs in itself
+    // (and last moves the admin listener away from this address).
+    let (mut poolgate, _setup) = host.start(NETWORK_WINDOW_S);
     let artifacts = artifacts().join("network");
     let _ = std::fs::remove_dir_all(&artifacts);
     let output = Command::new("node")
@@ -280,8 +282,8 @@ fn the_system_page_edits_the_network_and_confirms_it() {
         .output()
         .expect("run node");
     assert_passed(&output);
-    // What the browser confirmed is on the host; the last change, never
-    // confirmed, was reverted; the refused VLAN never written.
+    // What the browser confirmed is on the host; the last network change,
+    // never confirmed, was reverted; the refused VLAN never written.
     assert_eq!(host.host_file("hostname"), "lb-moved\n");
     let sources = host.host_file("chrony/poolgate.sources");
     assert!(
@@ -293,9 +295,6 @@ fn the_system_page_edits_the_network_and_confirms_it() {
         "{:?}",
         host.files()
     );
-    let view = client.json("/api/v1/system/network");
-    assert_eq!(view["pending"], serde_json::Value::Null, "{view}");
-    assert_eq!(view["settings"]["hostname"], "lb-moved", "{view}");
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
 
