@@ -3,6 +3,9 @@
 // editor edits the desired config as the API's JSON model and never more:
 // the appliance validates it (field errors come back by path and are shown
 // next to the field), shows what would change, and applies it on request.
+// System → Network applies a network change at once and counts down to its
+// deadline; a change that moves the admin address is confirmed on arrival
+// at the new address (`#confirm=network:ID`, `#confirm=admin`).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,14 +20,17 @@ function show(section) {
   $("tabs").hidden = section !== "dashboard";
 }
 
-async function request(method, path, body, contentType, extra) {
+// `timeoutMs`: give up (throw) when no answer comes in that long.
+async function request(method, path, body, contentType, extra, timeoutMs) {
   const headers = { "Accept": "application/json", ...(extra || {}) };
   if (body !== undefined) headers["Content-Type"] = contentType;
   if (csrf && method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const response = await fetch(path, { method, headers, credentials: "same-origin", body });
+  const signal = timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined;
+  const response = await fetch(path, { method, headers, credentials: "same-origin", body, signal });
   let data = null;
   try { data = await response.json(); } catch (_) { /* empty body */ }
-  return { status: response.status, data };
+  // The appliance's clock (to the second), for countdowns to its deadlines.
+  return { status: response.status, data, date: response.headers.get("Date") };
 }
 
 const api = (method, path, body) =>
@@ -60,7 +66,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); }
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -305,10 +311,13 @@ function parse(text, kind) {
   return value;
 }
 
-function input(object, key, kind, path) {
+const markEdited = () => { edited = true; };
+
+// `touched` is called after each edit (the config editor's by default).
+function input(object, key, kind, path, touched = markEdited) {
   const set = (value) => {
     if (value === undefined) delete object[key]; else object[key] = value;
-    edited = true;
+    touched();
   };
   if (kind === "bool") {
     return el("input", { type: "checkbox", checked: Boolean(object[key]), "data-path": path,
@@ -327,9 +336,9 @@ function input(object, key, kind, path) {
     inputmode: kind.startsWith("int") ? "numeric" : null, oninput: (event) => set(parse(event.target.value, kind)) });
 }
 
-function fields(object, spec, path) {
+function fields(object, spec, path, touched = markEdited) {
   return el("div", { class: "fields" }, ...spec.map(([key, label, kind]) =>
-    el("label", { class: kind === "bool" ? "check" : null }, label, input(object, key, kind, `${path}${key}`))));
+    el("label", { class: kind === "bool" ? "check" : null }, label, input(object, key, kind, `${path}${key}`, touched))));
 }
 
 function list(parent, key, path, title, spec, render) {
@@ -377,8 +386,8 @@ async function loadConfig() {
 }
 
 function clearErrors() {
-  for (const node of document.querySelectorAll(".field-error")) node.remove();
-  for (const node of document.querySelectorAll(".invalid")) node.classList.remove("invalid");
+  for (const node of document.querySelectorAll("#config-form .field-error")) node.remove();
+  for (const node of document.querySelectorAll("#config-form .invalid")) node.classList.remove("invalid");
   $("config-errors").replaceChildren();
   $("import-errors").replaceChildren();
 }
@@ -390,13 +399,12 @@ function parentPath(path) {
 }
 
 // Show each problem next to the field its path names (or the nearest
-// enclosing one) when it is in the editor; the rest in `list`.
-function showFieldErrors(problems, list) {
-  const inEditor = list === $("config-errors");
+// enclosing one) when it is in `form`; the rest in `list`.
+function showFieldErrors(problems, list, form) {
   for (const problem of problems) {
     let target = null;
-    for (let path = problem.field || ""; inEditor && path && !target; path = parentPath(path)) {
-      target = document.querySelector(`#config-form [data-path="${CSS.escape(path)}"]`);
+    for (let path = problem.field || ""; form && path && !target; path = parentPath(path)) {
+      target = form.querySelector(`[data-path="${CSS.escape(path)}"]`);
     }
     if (target) {
       target.classList.add("invalid");
@@ -414,7 +422,7 @@ async function preview(body, contentType, errors) {
   clearErrors();
   const { status, data } = await request("POST", "/api/v1/config/preview", body, contentType);
   if (status === 422 && data && data.fields) {
-    showFieldErrors(data.fields, errors);
+    showFieldErrors(data.fields, errors, errors === $("config-errors") ? $("config-form") : null);
     const marked = document.querySelectorAll("#config-form .field-error").length;
     if (marked) errors.prepend(el("li", {}, `${marked} field${marked === 1 ? " needs" : "s need"} fixing: see the marked field${marked === 1 ? "" : "s"} above.`));
     return;
@@ -460,12 +468,16 @@ $("preview-apply").addEventListener("click", async () => {
     $("preview-result").textContent = errorText(data);
     return;
   }
+  const moved = data.confirm_by ? adminOrigin(pending.config) : null;
   pending = null;
   $("preview").hidden = true;
   $("import-form").reset();
   await loadConfig();
-  $("config-version").textContent = `(version ${data.version}: applied${data.confirm_by ? `; open the new admin address and confirm before ${data.confirm_by}, or it is reverted` : ""})`;
-  $("config-version").dataset.applied = data.version;
+  const version = $("config-version");
+  version.textContent = `(version ${data.version}: applied${data.confirm_by ? `; open the new admin address and confirm before ${data.confirm_by}, or it is reverted` : ""})`;
+  // The new address confirms by itself once logged in there.
+  if (moved) version.append(" ", el("a", { id: "admin-handover-link", href: `${moved}/#confirm=admin` }, `Continue at ${moved}`));
+  version.dataset.applied = data.version;
 });
 
 $("preview-cancel").addEventListener("click", () => { pending = null; $("preview").hidden = true; });
@@ -512,6 +524,367 @@ async function loadSystem() {
     ? `${pendingText(data.pending_upgrade)}.${data.reboot_scheduled ? ` ${rebootText(data.reboot_scheduled, data.reboot_mode)}.` : ""}`
     : "";
   describeCertificate($("certificate-info"), data.certificate);
+}
+
+// ---------------------------------------------------------------- system → network
+
+// The appliance's own network: what the host has now (interfaces, routes,
+// resolvers, NTP), the confirmed settings as a form, and a change that is
+// applied and waits for its confirmation with a countdown to its deadline.
+const NET_FIELDS = [
+  ["hostname", "Host name", "text?"], ["timezone", "Time zone (empty: UTC)", "text?"],
+  ["dns_servers", "DNS resolvers", "strs?"], ["search_domains", "Search domains", "strs?"],
+  ["ntp_servers", "NTP servers", "strs?"], ["gateway4", "IPv4 default gateway", "text?"],
+  ["gateway6", "IPv6 default gateway", "text?"],
+];
+const NET_INTERFACE_FIELDS = [
+  ["name", "Name", "text?"], ["mac", "MAC address", "text?"], ["addresses", "Static addresses (CIDR)", "strs?"],
+  ["mtu", "MTU", "int?"], ["dhcp4", "DHCPv4", "bool"], ["slaac", "IPv6 SLAAC", "bool"],
+];
+const NET_VLAN_FIELDS = [
+  ["id", "VLAN id", "int"], ["addresses", "Static addresses (CIDR)", "strs?"], ["mtu", "MTU", "int?"],
+  ["dhcp4", "DHCPv4", "bool"], ["slaac", "IPv6 SLAAC", "bool"],
+];
+const NET_ROUTE_FIELDS = [["destination", "Destination (CIDR)", "text"], ["via", "Via", "text"]];
+const NET_TEMPLATES = {
+  interfaces: () => ({ name: "", dhcp4: false, addresses: [], slaac: true, vlans: [] }),
+  vlans: () => ({ id: "", dhcp4: false, addresses: [], slaac: true }),
+  routes: () => ({ destination: "", via: "" }),
+};
+
+let netView = null; // the last GET /api/v1/system/network
+let netModel = null; // the settings being edited
+let netEdited = false;
+let netSkew = 0; // the appliance's clock minus this browser's, ms
+let netWatch = null; // the pending change this page counts down: { change, origin, confirmed, unreachable }
+let netTimer = null;
+const netTouched = () => { netEdited = true; };
+
+// `Date` is whole seconds: the appliance's clock is half a second past it
+// on average.
+function appliancesClock(date) {
+  const at = Date.parse(date || "");
+  if (!Number.isNaN(at)) netSkew = at + 500 - Date.now();
+}
+
+function netList(parent, key, path, title, spec, render) {
+  const items = parent[key] || (parent[key] = []);
+  const name = title === "VLAN" ? title : title.toLowerCase();
+  return el("div", { class: "list", "data-list": `${path}${key}` },
+    ...items.map((item, i) => {
+      const itemPath = `${path}${key}[${i}]`;
+      return el("fieldset", { "data-path": itemPath },
+        el("legend", {}, `${title} ${item.name || item.id || item.destination || i + 1}`),
+        fields(item, spec, `${itemPath}.`, netTouched),
+        render ? render(item, `${itemPath}.`) : null,
+        el("button", { type: "button", class: "danger", "data-remove": itemPath,
+          onclick: () => { items.splice(i, 1); netEdited = true; renderNetworkForm(); } }, `Remove ${name}`));
+    }),
+    el("button", { type: "button", "data-add": `${path}${key}`,
+      onclick: () => { items.push(NET_TEMPLATES[key]()); netEdited = true; renderNetworkForm(); } }, `Add ${name}`));
+}
+
+function renderNetworkForm() {
+  const form = $("network-form");
+  if (!netModel) { form.replaceChildren(); return; }
+  form.replaceChildren(
+    el("fieldset", {}, fields(netModel, NET_FIELDS, "", netTouched)),
+    el("h4", {}, "Interfaces"),
+    el("p", { class: "hint" }, "Match each by name, MAC or both; an interface not listed takes DHCPv4 and SLAAC."),
+    netList(netModel, "interfaces", "", "Interface", NET_INTERFACE_FIELDS, (iface, path) =>
+      el("div", { class: "members" }, netList(iface, "vlans", path, "VLAN", NET_VLAN_FIELDS))),
+    el("h4", {}, "Static routes"),
+    netList(netModel, "routes", "", "Route", NET_ROUTE_FIELDS));
+}
+
+function clearNetworkErrors() {
+  for (const node of document.querySelectorAll("#network-form .field-error")) node.remove();
+  for (const node of document.querySelectorAll("#network-form .invalid")) node.classList.remove("invalid");
+  $("network-errors").replaceChildren();
+}
+
+function networkProblems(status, data) {
+  if (status === 422 && data && data.fields) {
+    showFieldErrors(data.fields, $("network-errors"), $("network-form"));
+    const marked = document.querySelectorAll("#network-form .field-error").length;
+    if (marked) $("network-errors").prepend(el("li", {}, `${marked} field${marked === 1 ? " needs" : "s need"} fixing: see the marked field${marked === 1 ? "" : "s"} above. Nothing was applied.`));
+  } else {
+    $("network-errors").append(el("li", {}, `${errorText(data)} Nothing was applied.`));
+  }
+}
+
+function linkState(state) {
+  return state === "up" ? "up" : state === "down" || state === "lowerlayerdown" ? "down" : "unknown";
+}
+
+// The VLANs the settings give an interface, and what its name says.
+function vlansOf(settings, observed) {
+  const mine = settings.interfaces.filter((i) => (i.name && i.name === observed.name)
+    || (i.mac && observed.mac && i.mac.toLowerCase() === observed.mac.toLowerCase() && !observed.name.includes(".")));
+  const ids = mine.flatMap((i) => i.vlans.map((v) => v.id));
+  const parts = observed.name.match(/^(.+)\.(\d+)$/);
+  return [ids.length ? `configured: ${ids.join(", ")}` : null, parts ? `VLAN ${parts[2]} on ${parts[1]}` : null]
+    .filter(Boolean).join("; ");
+}
+
+function ntpText(ntp) {
+  if (!ntp) return "chrony does not answer";
+  if (!ntp.synchronised) return `not synchronised${ntp.source ? ` (source ${ntp.source})` : ""}`;
+  const offset = Math.abs(ntp.offset_s) < 1 ? `${(ntp.offset_s * 1000).toFixed(3)} ms` : `${ntp.offset_s.toFixed(3)} s`;
+  return `synchronised to ${ntp.source}, stratum ${ntp.stratum}, offset ${offset}`;
+}
+
+function renderNetwork(view) {
+  const { settings, observed } = view;
+  $("network-managed").textContent = view.managed ? ""
+    : "(shown only: poolgate does not manage this system's network)";
+  $("network-edit").hidden = !view.managed;
+  const list = (items) => (items && items.length ? items.join(", ") : null);
+  facts($("network-facts"), [
+    ["Host name", observed.hostname, "hostname"],
+    ["Configured host name", settings.hostname, "configured_hostname"],
+    ["Time zone", settings.timezone || "UTC", "timezone"],
+    ["Resolvers in use", list(observed.resolvers) || "none", "resolvers"],
+    ["Configured resolvers", list(settings.dns_servers), "dns_servers"],
+    ["Search domains", list(settings.search_domains), "search_domains"],
+    ["NTP servers", list(settings.ntp_servers) || "the image's", "ntp_servers"],
+    ["Time synchronisation", ntpText(observed.ntp), "ntp"],
+    ["Default gateways", list([settings.gateway4, settings.gateway6].filter(Boolean)), "gateways"],
+  ]);
+  const ntp = document.querySelector("#network-facts [data-fact=ntp]");
+  if (ntp) ntp.dataset.synchronised = Boolean(observed.ntp && observed.ntp.synchronised);
+  document.querySelector("#network-interfaces tbody").replaceChildren(...observed.interfaces.map((i) =>
+    el("tr", { "data-interface": i.name },
+      el("td", {}, i.name),
+      el("td", { "data-state": i.state }, el("span", { class: `dot ${linkState(i.state)}` }), i.state),
+      el("td", { "data-mac": "" }, i.mac || ""), el("td", {}, i.mtu ?? ""),
+      el("td", { "data-addresses": "" }, ...i.addresses.flatMap((a, n) => [n ? el("br") : null, a])),
+      el("td", {}, vlansOf(settings, i)))));
+  document.querySelector("#network-routes tbody").replaceChildren(...observed.routes.map((r) =>
+    el("tr", {}, el("td", {}, r.destination), el("td", {}, r.via || "(on link)"), el("td", {}, r.interface))));
+}
+
+// Where the page can reach the appliance once `change` is applied, when
+// it moves the address this page came in on: the interface (or VLAN)
+// that has that address now, and its first static address of the same
+// family in the new settings. `undefined` when the address stays, `null`
+// when the page cannot tell (a host name, DHCP, an interface matched
+// only by what the page cannot see). `at` is where the page is.
+function movedOrigin(view, change, at = location) {
+  const host = at.hostname.replace(/^\[|\]$/g, "");
+  const v6 = host.includes(":");
+  if (!v6 && !/^\d+\.\d+\.\d+\.\d+$/.test(host)) return null;
+  const here = view.observed.interfaces.find((i) => i.addresses.some((a) => a.split("/")[0] === host));
+  if (!here) return null;
+  const links = change.settings.interfaces.flatMap((i) => [
+    { match: (i.name && i.name === here.name) || (i.mac && here.mac && !here.name.includes(".")
+        && i.mac.toLowerCase() === here.mac.toLowerCase()), link: i },
+    ...i.vlans.map((v) => ({ match: Boolean(i.name) && `${i.name}.${v.id}` === here.name, link: v }))]);
+  const found = links.find((l) => l.match);
+  if (!found) return change.settings.interfaces.length ? null : undefined;
+  const statics = found.link.addresses.map((a) => a.split("/")[0]);
+  if (statics.includes(host)) return undefined;
+  const next = statics.find((a) => a.includes(":") === v6);
+  if (!next || found.link.dhcp4) return null;
+  return `${at.protocol}//${v6 ? `[${next}]` : next}${at.port ? `:${at.port}` : ""}`;
+}
+
+function showHandover(watch) {
+  const note = $("network-handover");
+  const change = watch.change;
+  const touchesAddresses = change.changes.some((line) => /^(interfaces|gateway|routes)/.test(line));
+  if (watch.origin) {
+    const href = `${watch.origin}/#confirm=network:${change.id}`;
+    note.replaceChildren("The admin address moves to ", el("a", { id: "network-handover-link", href }, watch.origin),
+      ". This page goes there when this address stops answering, and confirms from there once you have logged in"
+      + " (the session does not follow to another address).");
+  } else if (watch.origin === null && touchesAddresses) {
+    note.replaceChildren("The admin address may change. If this page stops answering, open the appliance at its new address,"
+      + " log in and confirm there before the deadline.");
+  } else {
+    note.replaceChildren();
+  }
+  note.hidden = !note.childNodes.length;
+}
+
+// JSON with every object's keys sorted: the API's answers do not all keep
+// one order.
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+function networkResult(outcome, text) {
+  const result = $("network-result");
+  result.hidden = false;
+  result.className = outcome === "confirmed" ? "notice" : "refusal";
+  result.dataset.outcome = outcome;
+  result.textContent = text;
+}
+
+function watchPending(pending) {
+  const box = $("network-pending");
+  if (pending) {
+    if (!netWatch || netWatch.change.id !== pending.id) {
+      netWatch = { change: pending, origin: netView ? movedOrigin(netView, pending) : null, unreachable: 0 };
+      $("network-result").hidden = true;
+    }
+    box.hidden = false;
+    box.dataset.change = pending.id;
+    $("network-pending-text").textContent = `Change ${pending.id} is applied and waits for its confirmation (deadline ${pending.deadline.replace(/\.\d+/, "")}).`;
+    $("network-pending-changes").replaceChildren(...pending.changes.map((line) => el("li", {}, line)));
+    showHandover(netWatch);
+    if (!netTimer) netTimer = setInterval(networkTick, 500);
+    networkTick();
+    return;
+  }
+  box.hidden = true;
+  if (netWatch && !netWatch.confirmed) {
+    // It ended without this page: kept if the settings are now its own.
+    const kept = netView && canonical(netView.settings) === canonical(netWatch.change.settings);
+    if (kept) networkResult("confirmed", "The change was confirmed (from another page or address): the new settings are kept.");
+    else networkResult("reverted", "The change was not confirmed before its deadline: the previous settings were applied again.");
+  }
+  netWatch = null;
+  if (netTimer) { clearInterval(netTimer); netTimer = null; }
+}
+
+let netTicks = 0;
+let netPolling = false;
+
+async function networkTick() {
+  if (!netWatch) return;
+  const left = Math.max(0, Date.parse(netWatch.change.deadline) - (Date.now() + netSkew));
+  // Never more than the window, whatever the clocks' rounding says.
+  const seconds = Math.min(Math.ceil(left / 1000), netView ? netView.confirm_window_s : Infinity);
+  const countdown = $("network-countdown");
+  countdown.dataset.remaining = seconds;
+  countdown.textContent = left > 0 ? `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}` : "0:00 — reverting…";
+  $("network-confirm").disabled = left <= 0;
+  // Every two seconds, and every second once the deadline has passed, ask
+  // whether it is still pending (it may be confirmed elsewhere, or reverted).
+  netTicks += 1;
+  if (netPolling || netTicks % (left > 0 ? 4 : 2)) return;
+  netPolling = true;
+  try {
+    await loadNetwork(NET_POLL_TIMEOUT_MS);
+    if (netWatch) netWatch.unreachable = 0;
+  } catch (_) {
+    // This address no longer answers: go to the new one, if known.
+    if (netWatch && netWatch.origin && ++netWatch.unreachable >= 2) {
+      location.assign(`${netWatch.origin}/#confirm=network:${netWatch.change.id}`);
+    }
+  } finally {
+    netPolling = false;
+  }
+}
+
+// A poll that has no answer in this long counts as the address gone.
+const NET_POLL_TIMEOUT_MS = 3000;
+
+async function loadNetwork(timeoutMs) {
+  const { status, data, date } = await request("GET", "/api/v1/system/network", undefined, undefined, {}, timeoutMs);
+  if (status !== 200) {
+    $("network-managed").textContent = status === 503 ? "(not available on this system)" : "";
+    $("network-edit").hidden = true;
+    return;
+  }
+  appliancesClock(date);
+  netView = data;
+  renderNetwork(data);
+  if (!netEdited) { netModel = structuredClone(data.settings); renderNetworkForm(); }
+  $("network-apply").disabled = Boolean(data.pending);
+  watchPending(data.pending);
+}
+
+$("network-preview-button").addEventListener("click", async () => {
+  clearNetworkErrors();
+  $("network-preview").hidden = true;
+  const { status, data } = await api("POST", "/api/v1/system/network/preview", netModel);
+  if (status !== 200) { networkProblems(status, data); return; }
+  $("network-changes").replaceChildren(...(data.changes.length ? data.changes : ["Nothing would change."])
+    .map((line) => el("li", {}, line)));
+  $("network-preview").hidden = false;
+});
+
+$("network-apply").addEventListener("click", async () => {
+  clearNetworkErrors();
+  const { status, data, date } = await api("PUT", "/api/v1/system/network", netModel);
+  if (status !== 202) { networkProblems(status, data); return; }
+  appliancesClock(date);
+  netEdited = false;
+  $("network-preview").hidden = true;
+  $("network-edit").open = false;
+  $("network-apply").disabled = true;
+  // The countdown starts from the answer: the address this page uses may
+  // already be gone (the countdown's polls notice, and go to the new one).
+  watchPending(data.pending);
+  reloadNetwork();
+});
+
+// Load the view; when the appliance does not answer, the countdown's
+// polls (while a change is pending) say what to do about it.
+function reloadNetwork() {
+  loadNetwork().catch(() => {});
+}
+
+$("network-reset").addEventListener("click", () => {
+  netEdited = false;
+  clearNetworkErrors();
+  $("network-preview").hidden = true;
+  reloadNetwork();
+});
+
+async function confirmNetwork(where) {
+  const { status, data } = await api("POST", "/api/v1/system/network/confirm", {});
+  if (status === 200) {
+    if (netWatch) netWatch.confirmed = true;
+    networkResult("confirmed", `Confirmed${where}: the new settings are kept.`);
+  } else {
+    networkResult("failed", errorText(data));
+  }
+  reloadNetwork();
+}
+
+$("network-confirm").addEventListener("click", () => confirmNetwork(""));
+
+// ---------------------------------------------------------------- confirming at a new address
+
+// A change that moves the admin address (a network change, or a move of
+// the admin listener) is confirmed on the new address. The page sends the
+// admin there with `#confirm=network:ID` or `#confirm=admin` in the URL;
+// the session cookie does not follow to another host, so after logging in
+// there the page confirms by itself, once, and drops the fragment.
+async function confirmOnArrival() {
+  const match = location.hash.match(/^#confirm=(network|admin)(?::(\d+))?$/);
+  if (!match) return;
+  window.history.replaceState(null, "", `${location.pathname}${location.search}`);
+  if (match[1] === "network") {
+    selectTab("system");
+    await loadNetwork().catch(() => {});
+    if (netView && netView.pending && String(netView.pending.id) === match[2]) await confirmNetwork(" from the new address");
+    else networkResult("failed", "That network change no longer waits for confirmation: it was confirmed or reverted already.");
+    return;
+  }
+  selectTab("config");
+  const { status, data } = await api("POST", "/api/v1/config/confirm", {});
+  const note = $("config-confirmed");
+  note.hidden = false;
+  note.className = status === 200 ? "notice" : "refusal";
+  note.textContent = status === 200 ? `The admin address ${data.admin} is confirmed; ${data.closed} closes.` : errorText(data);
+  note.dataset.confirmed = status === 200;
+}
+
+// Where a config that moves the admin listener makes the UI reachable.
+function adminOrigin(config) {
+  const address = config && config.listen && config.listen.admin;
+  const match = typeof address === "string" && address.match(/^(\[[^\]]+\]|[^:]+):(\d+)$/);
+  if (!match) return null;
+  const host = ["0.0.0.0", "[::]"].includes(match[1]) ? location.host.replace(/:\d+$/, "") : match[1];
+  return `${location.protocol}//${host}:${match[2]}`;
 }
 
 // ---------------------------------------------------------------- firmware upgrade
@@ -761,6 +1134,7 @@ async function enterDashboard(username) {
   if (data) renderStatus(data);
   loadLicence();
   startStream();
+  confirmOnArrival();
 }
 
 async function boot() {
@@ -804,6 +1178,9 @@ $("logout").addEventListener("click", async () => {
   await api("DELETE", "/api/v1/session");
   csrf = null;
   if (stream) stream.close();
+  if (netTimer) { clearInterval(netTimer); netTimer = null; }
+  netWatch = null;
+  netEdited = false;
   model = null;
   edited = false;
   pending = null;

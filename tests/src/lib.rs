@@ -121,21 +121,25 @@ impl Poolgate {
     /// `start_with_config` inside network namespace `netns` (`ip netns
     /// exec`, which execs poolgate itself, so the child is poolgate).
     pub fn start_in_netns(netns: &str, data_dir: &Path, config: &toml::Table) -> Self {
+        Self::start_in_netns_with(netns, data_dir, config, &["--manage-addresses"])
+    }
+
+    /// `start_with_config` inside network namespace `netns`, with `extra`
+    /// arguments after the config.
+    pub fn start_in_netns_with(
+        netns: &str,
+        data_dir: &Path,
+        config: &toml::Table,
+        extra: &[&str],
+    ) -> Self {
         let file = data_dir.with_extension("toml");
         std::fs::write(&file, toml::to_string(config).expect("serialise config"))
             .expect("write config");
         let mut command = Command::new("ip");
         command.args(["netns", "exec", netns]).arg(binary());
-        Self::start_command(
-            command,
-            data_dir,
-            &[
-                "--config",
-                file.to_str().expect("utf-8 path"),
-                "--manage-addresses",
-            ],
-            &[],
-        )
+        let mut args = vec!["--config", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Self::start_command(command, data_dir, &args, &[])
     }
 
     fn start_command(
@@ -724,5 +728,114 @@ pub fn raise_open_files(want: u64) -> u64 {
     match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
         Ok(()) => target,
         Err(_) => soft,
+    }
+}
+
+/// The appliance's network on a fake host: a system layout whose
+/// `[network]` writes systemd-networkd's and chrony's files, the host name
+/// and the time zone link into the test's directory and reloads nothing.
+pub mod network {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use crate::{AdminClient, Poolgate, loopback_example, upgrade::fake_layout};
+
+    /// The admin password [`Host::start`] sets.
+    pub const PASSWORD: &str = "correct horse battery staple";
+
+    #[derive(Debug)]
+    pub struct Host {
+        pub dir: tempfile::TempDir,
+        /// The file `--system-layout` takes.
+        pub layout: PathBuf,
+    }
+
+    impl Host {
+        /// A fake host whose zoneinfo has `Europe/Berlin`; with `request`,
+        /// poolgate applies through the root step's request file.
+        pub fn new(request: bool) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let layout = fake_layout(dir.path());
+            let zoneinfo = dir.path().join("zoneinfo");
+            std::fs::create_dir_all(zoneinfo.join("Europe")).expect("zoneinfo");
+            std::fs::write(zoneinfo.join("Europe/Berlin"), "TZif").expect("zone");
+            let mut text = std::fs::read_to_string(&layout).expect("layout");
+            text.push_str(&format!(
+                "\n[network]\nnetworkd_dir = {:?}\nchrony_sources = {:?}\nhostname_file = {:?}\nlocaltime = {:?}\nzoneinfo = {:?}\nreload = false\n",
+                dir.path().join("network"),
+                dir.path().join("chrony/poolgate.sources"),
+                dir.path().join("hostname"),
+                dir.path().join("localtime"),
+                zoneinfo,
+            ));
+            if request {
+                text.push_str(&format!(
+                    "request = {:?}\n",
+                    dir.path().join("var/network/network-request")
+                ));
+            }
+            std::fs::write(&layout, text).expect("layout");
+            Self { dir, layout }
+        }
+
+        /// Start poolgate on this host with a confirmation window of
+        /// `window_s` seconds, set up (once) and logged in as `admin`.
+        pub fn start(&self, window_s: u64) -> (Poolgate, AdminClient) {
+            let window = window_s.to_string();
+            let poolgate = Poolgate::start_with_config_env(
+                &self.dir.path().join("var"),
+                &loopback_example(),
+                &[
+                    "--system-layout",
+                    self.layout.to_str().expect("utf-8"),
+                    "--confirm-timeout-s",
+                    &window,
+                ],
+                &[],
+            );
+            let admin = poolgate.address("admin");
+            let mut client = AdminClient::new(admin);
+            // Set up once; after a restart it is done already.
+            let setup = client.post("/api/v1/setup", &json!({"password": PASSWORD}));
+            assert!(
+                setup.status().is_success() || setup.status().as_u16() == 409,
+                "setup: {}",
+                setup.status()
+            );
+            client.login("admin", PASSWORD);
+            (poolgate, client)
+        }
+
+        pub fn network_dir(&self) -> PathBuf {
+            self.dir.path().join("network")
+        }
+
+        /// The networkd files poolgate wrote, by name.
+        pub fn files(&self) -> Vec<(String, String)> {
+            let mut files: Vec<_> = std::fs::read_dir(self.network_dir())
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| {
+                            let text = std::fs::read_to_string(e.path()).expect("read");
+                            (e.file_name().to_string_lossy().into_owned(), text)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            files
+        }
+
+        pub fn file(&self, name: &str) -> String {
+            std::fs::read_to_string(self.network_dir().join(name)).unwrap_or_default()
+        }
+
+        /// A file of the host outside the networkd directory (`hostname`,
+        /// `chrony/poolgate.sources`); empty when there is none.
+        pub fn host_file(&self, name: impl AsRef<Path>) -> String {
+            std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+        }
     }
 }

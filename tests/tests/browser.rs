@@ -2,10 +2,16 @@
 //! (`tests/browser/ui.mjs`) through the acceptance flow, from first-boot
 //! password to logout, including a firmware upgrade on a fake disk; and
 //! (`tests/browser/rollback.mjs`) the System page after an upgrade that
-//! rolled back. The binary under test is built with
+//! rolled back; and System → Network on a fake host
+//! (`poolgate_e2e::network::Host`): editing, confirming and a revert
+//! (`tests/browser/network.mjs`), and a change that moves the admin
+//! address, in a network namespace of the test's own
+//! (`tests/browser/network-move.mjs`; needs root, skipped otherwise).
+//! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
-//! (the rollback's in its `rollback/` folder).
+//! (the rollback's in its `rollback/` folder, the network's in `network/`
+//! and `network-move/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use poolgate::license::document;
-use poolgate_e2e::{Peer, Poolgate, loopback_example, upgrade};
+use poolgate_e2e::{Peer, Poolgate, loopback_example, network, upgrade, wait_for};
 
 /// One browser at a time: each runs a poolgate and a Chromium.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -250,6 +256,165 @@ fn the_system_page_shows_a_rollback_and_its_reason() {
         .expect("run node");
     assert_passed(&output);
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// Long enough for the browser to edit, preview, apply and confirm; short
+/// enough to watch one change be reverted.
+const NETWORK_WINDOW_S: u64 = 20;
+
+#[test]
+fn the_system_page_edits_the_network_and_confirms_it() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let host = network::Host::new(false);
+    // Set up and logged in here only to set up: the browser logs in itself
+    // (and last moves the admin listener away from this address).
+    let (mut poolgate, _setup) = host.start(NETWORK_WINDOW_S);
+    let artifacts = artifacts().join("network");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("network.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .arg(NETWORK_WINDOW_S.to_string())
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    // What the browser confirmed is on the host; the last network change,
+    // never confirmed, was reverted; the refused VLAN never written.
+    assert_eq!(host.host_file("hostname"), "lb-moved\n");
+    let sources = host.host_file("chrony/poolgate.sources");
+    assert!(
+        sources.contains("server 192.0.2.123 iburst") && sources.contains("ntp.contoso.test"),
+        "{sources}"
+    );
+    assert!(
+        host.files().iter().all(|(name, _)| !name.contains("eth1")),
+        "{:?}",
+        host.files()
+    );
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// Run `ip` with `args`; panics with its output if it fails.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A network namespace of the test's own, removed however the test ends.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for a network namespace");
+        return;
+    }
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    // Interface pg0 (one end of a veth pair) with the address the browser
+    // comes in on.
+    let ns = Netns(format!(
+        "pgui{}{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    ));
+    ip(&["netns", "add", &ns.0]);
+    ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n", &ns.0, "link", "add", "pg0", "type", "veth", "peer", "name", "pg1",
+    ]);
+    ip(&["-n", &ns.0, "addr", "add", "198.51.100.10/24", "dev", "pg0"]);
+    ip(&["-n", &ns.0, "link", "set", "pg1", "up"]);
+    ip(&["-n", &ns.0, "link", "set", "pg0", "up"]);
+    // Up before the browser starts (it drops requests when links change).
+    wait_for("pg0 up", Duration::from_secs(10), || {
+        let output = Command::new("ip")
+            .args(["-n", &ns.0, "-o", "link", "show", "pg0"])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&output.stdout).contains("state UP")
+    });
+    let host = network::Host::new(false);
+    let mut config = loopback_example();
+    config
+        .get_mut("listen")
+        .and_then(toml::Value::as_table_mut)
+        .expect("[listen]")
+        .insert("admin".into(), "0.0.0.0:0".into());
+    let window = NETWORK_WINDOW_S.to_string();
+    let mut poolgate = Poolgate::start_in_netns_with(
+        &ns.0,
+        &host.dir.path().join("var"),
+        &config,
+        &[
+            "--system-layout",
+            path_str(&host.layout),
+            "--confirm-timeout-s",
+            &window,
+        ],
+    );
+    let port = poolgate.address("admin").port();
+    let artifacts = artifacts().join("network-move");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let output = std::thread::scope(|scope| {
+        // What systemd-networkd does with the file poolgate wrote: the
+        // address moves from .10 to .20.
+        scope.spawn(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            while !done.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                if host
+                    .file("20-poolgate-pg0.network")
+                    .contains("Address=198.51.100.20/24")
+                {
+                    // In this order: deleting a primary address takes
+                    // the others of its subnet with it.
+                    ip(&["-n", &ns.0, "addr", "del", "198.51.100.10/24", "dev", "pg0"]);
+                    ip(&["-n", &ns.0, "addr", "add", "198.51.100.20/24", "dev", "pg0"]);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let output = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "node"])
+            .arg(browser_dir.join("network-move.mjs"))
+            .arg(format!("https://198.51.100.10:{port}/"))
+            .arg(&artifacts)
+            .arg("198.51.100.20")
+            .output()
+            .expect("run node");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        output
+    });
+    assert_passed(&output);
+    assert!(
+        host.file("20-poolgate-pg0.network")
+            .contains("Address=198.51.100.20/24"),
+        "the confirmed change stays"
+    );
+    // The browser's connection to the old address is left hanging, so
+    // poolgate closes it at the end of its 10 s grace.
+    assert!(poolgate.terminate(Duration::from_secs(20)).success());
 }
 
 fn path_str(path: &Path) -> &str {

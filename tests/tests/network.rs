@@ -6,99 +6,15 @@
 //! systemd-networkd and chronyd are not run here (the image test does):
 //! the files they would read are checked instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use poolgate_e2e::{AdminClient, Poolgate, loopback_example, upgrade::fake_layout, wait_for};
+use poolgate_e2e::network::Host;
+use poolgate_e2e::{AdminClient, wait_for};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery staple";
 /// The confirmation window under test (the product's is 120 s).
-const WINDOW_S: &str = "3";
-
-struct Host {
-    dir: tempfile::TempDir,
-    layout: PathBuf,
-}
-
-impl Host {
-    /// A system layout whose `[network]` writes into the test's directory
-    /// and reloads nothing; with `request`, through the root step.
-    fn new(request: bool) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = fake_layout(dir.path());
-        let zoneinfo = dir.path().join("zoneinfo");
-        std::fs::create_dir_all(zoneinfo.join("Europe")).expect("zoneinfo");
-        std::fs::write(zoneinfo.join("Europe/Berlin"), "TZif").expect("zone");
-        let mut text = std::fs::read_to_string(&layout).expect("layout");
-        text.push_str(&format!(
-            "\n[network]\nnetworkd_dir = {:?}\nchrony_sources = {:?}\nhostname_file = {:?}\nlocaltime = {:?}\nzoneinfo = {:?}\nreload = false\n",
-            dir.path().join("network"),
-            dir.path().join("chrony/poolgate.sources"),
-            dir.path().join("hostname"),
-            dir.path().join("localtime"),
-            zoneinfo,
-        ));
-        if request {
-            text.push_str(&format!(
-                "request = {:?}\n",
-                dir.path().join("var/network/network-request")
-            ));
-        }
-        std::fs::write(&layout, text).expect("layout");
-        Self { dir, layout }
-    }
-
-    fn start(&self) -> (Poolgate, AdminClient) {
-        let poolgate = Poolgate::start_with_config_env(
-            &self.dir.path().join("var"),
-            &loopback_example(),
-            &[
-                "--system-layout",
-                self.layout.to_str().expect("utf-8"),
-                "--confirm-timeout-s",
-                WINDOW_S,
-            ],
-            &[],
-        );
-        let admin = poolgate.address("admin");
-        let mut client = AdminClient::new(admin);
-        // Set up once; after a restart it is done already.
-        let setup = client.post("/api/v1/setup", &json!({"password": PASSWORD}));
-        assert!(
-            setup.status().is_success() || setup.status().as_u16() == 409,
-            "setup: {}",
-            setup.status()
-        );
-        client.login("admin", PASSWORD);
-        (poolgate, client)
-    }
-
-    fn network_dir(&self) -> PathBuf {
-        self.dir.path().join("network")
-    }
-
-    /// The networkd files poolgate wrote, by name.
-    fn files(&self) -> Vec<(String, String)> {
-        let mut files: Vec<_> = std::fs::read_dir(self.network_dir())
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| {
-                        let text = std::fs::read_to_string(e.path()).expect("read");
-                        (e.file_name().to_string_lossy().into_owned(), text)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.network_dir().join(name)).unwrap_or_default()
-    }
-}
+const WINDOW_S: u64 = 3;
 
 fn first() -> Value {
     json!({
@@ -122,7 +38,7 @@ fn pending(client: &AdminClient) -> Value {
 #[test]
 fn a_change_is_kept_when_confirmed_and_reverted_when_not() {
     let host = Host::new(false);
-    let (mut poolgate, client) = host.start();
+    let (mut poolgate, client) = host.start(WINDOW_S);
     let view = client.json("/api/v1/system/network");
     assert_eq!(view["managed"], true, "{view}");
     assert!(
@@ -131,6 +47,8 @@ fn a_change_is_kept_when_confirmed_and_reverted_when_not() {
             .is_some_and(|i| i.iter().any(|i| i["name"] == "lo")),
         "{view}"
     );
+    assert!(view["observed"]["resolvers"].is_array(), "{view}");
+    assert!(view["observed"]["hostname"].is_string(), "{view}");
 
     // Bad input: 422 naming the field, nothing written.
     let bad = client.put(
@@ -256,7 +174,7 @@ fn a_change_is_kept_when_confirmed_and_reverted_when_not() {
         202
     );
     poolgate.terminate(Duration::from_secs(10));
-    let (_poolgate, client) = host.start();
+    let (_poolgate, client) = host.start(WINDOW_S);
     assert_eq!(
         host.files(),
         kept,
@@ -302,7 +220,7 @@ fn the_root_step_applies_what_poolgate_asks_for() {
     std::thread::scope(|scope| {
         scope.spawn(|| root_step(&host.layout, &request, &stop));
         let _stop = Stop(&stop);
-        let (_poolgate, client) = host.start();
+        let (_poolgate, client) = host.start(WINDOW_S);
         let applied = client.put("/api/v1/system/network", &first());
         assert_eq!(applied.status().as_u16(), 202);
         assert!(

@@ -1,8 +1,10 @@
-//! The host's network as it is now, for the System → Network page: links
-//! with their MAC, state, MTU and addresses (sysfs and `getifaddrs`), the
-//! routing tables (`/proc/net/route`, `/proc/net/ipv6_route`), and chrony's
-//! synchronisation state (`chronyc -c tracking`, a fixed argv). Reading
-//! needs no privilege; what cannot be read is left out, never an error.
+//! The host's network as it is now, for the System → Network page: the
+//! host name (`/proc/sys/kernel/hostname`), links with their MAC, state,
+//! MTU and addresses (sysfs and `getifaddrs`), the routing tables
+//! (`/proc/net/route`, `/proc/net/ipv6_route`), the resolvers in use
+//! (`/etc/resolv.conf`), and chrony's synchronisation state
+//! (`chronyc -c tracking`, a fixed argv). Reading needs no privilege; what
+//! cannot be read is left out, never an error.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,8 +15,13 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Observed {
+    /// The kernel's host name; `None` when it cannot be read.
+    pub hostname: Option<String>,
     pub interfaces: Vec<ObservedInterface>,
     pub routes: Vec<ObservedRoute>,
+    /// The resolvers the host's programs ask (`nameserver` lines of
+    /// `/etc/resolv.conf`, at most [`MAX_RESOLVERS`]).
+    pub resolvers: Vec<String>,
     /// `None` when chrony does not answer.
     pub ntp: Option<NtpState>,
 }
@@ -48,8 +55,15 @@ pub struct NtpState {
     pub offset_s: f64,
 }
 
+/// More `nameserver` lines than any resolver library reads (glibc: 3).
+const MAX_RESOLVERS: usize = 16;
+
 pub(crate) fn observe() -> Observed {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
     Observed {
+        hostname: read("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty()),
         interfaces: interfaces(Path::new("/sys/class/net")),
         routes: [
             std::fs::read_to_string("/proc/net/route").map(|t| routes_v4(&t)),
@@ -59,8 +73,25 @@ pub(crate) fn observe() -> Observed {
         .flatten()
         .flatten()
         .collect(),
+        resolvers: read("/etc/resolv.conf")
+            .map(|text| resolvers(&text))
+            .unwrap_or_default(),
         ntp: chrony_tracking(),
     }
+}
+
+/// The addresses of `nameserver` lines, in order; comments and other
+/// options are skipped.
+fn resolvers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(words.next()?)
+        })
+        .filter_map(|address| address.parse::<IpAddr>().ok())
+        .map(|address| address.to_string())
+        .take(MAX_RESOLVERS)
+        .collect()
 }
 
 fn interfaces(sys: &Path) -> Vec<ObservedInterface> {
@@ -220,6 +251,15 @@ mod tests {
         assert_eq!(routes[0].destination, "2001:db8:100::/64");
         assert_eq!(routes[1].destination, "default");
         assert_eq!(routes[1].via.as_deref(), Some("fe80::1"));
+    }
+
+    #[test]
+    fn reads_the_resolvers_from_resolv_conf() {
+        let text = "# Generated\nsearch contoso.test\nnameserver 192.0.2.53\n  nameserver 2001:db8::53 \n\
+                    nameserver not-an-address\n;nameserver 192.0.2.1\noptions edns0\n";
+        assert_eq!(resolvers(text), ["192.0.2.53", "2001:db8::53"]);
+        let many = "nameserver 192.0.2.1\n".repeat(100);
+        assert_eq!(resolvers(&many).len(), MAX_RESOLVERS);
     }
 
     #[test]
