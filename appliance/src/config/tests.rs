@@ -420,6 +420,14 @@ fn name_server_errors_name_their_field() {
             "zone[0].name_servers[1].name",
         ),
         ("negative_ttl = 86401", "zone[0].negative_ttl"),
+        (
+            r#"name_servers = [{ name = "pool01.contoso.test", addresses = ["127.0.0.1"] }]"#,
+            "zone[0].name_servers[0].name",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["::1"] }, { name = "fe01.contoso.test", addresses = ["::1"] }]"#,
+            "zone[0].name_servers[1].name",
+        ),
     ] {
         let error = from_toml(&with_zone_keys(keys), "pool.toml").expect_err(keys);
         assert!(

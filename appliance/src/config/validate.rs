@@ -106,6 +106,7 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         })
         .collect();
 
+    v.name_servers_apart_from_pools(&zones, &pools, &root);
     if let Some(listen) = &listen {
         v.listener_clashes(listen, file, &root);
     }
@@ -257,6 +258,43 @@ impl Validator {
             name_servers: name_servers.unwrap_or_default(),
             records,
         })
+    }
+
+    /// A name server's name must not also be a pool FQDN, alias or member
+    /// FQDN: its A/AAAA would mix with the members' (the very mistake of an
+    /// NS naming the pool).
+    fn name_servers_apart_from_pools(&mut self, zones: &[Zone], pools: &[Pool], root: &FieldPath) {
+        let taken: HashMap<&str, String> =
+            pools
+                .iter()
+                .flat_map(|pool| {
+                    std::iter::once((pool.fqdn.as_str(), format!("pool {:?}", pool.name)))
+                        .chain(pool.aliases.iter().map(|alias| {
+                            (alias.as_str(), format!("an alias of pool {:?}", pool.name))
+                        }))
+                        .chain(pool.members.iter().filter_map(|member| {
+                            member.fqdn.as_deref().map(|fqdn| {
+                                (
+                                    fqdn,
+                                    format!("member {:?} of pool {:?}", member.name, pool.name),
+                                )
+                            })
+                        }))
+                })
+                .collect();
+        for (i, zone) in zones.iter().enumerate() {
+            for (j, server) in zone.name_servers.iter().enumerate() {
+                if let Some(owner) = taken.get(server.name.as_str()) {
+                    self.error(
+                        root.item("zone", i).key("name_servers").index(j).key("name"),
+                        format!(
+                            "{:?} is the FQDN of {owner}; give the name server a name of its own (e.g. \"ns1.{}\")",
+                            server.name, zone.name
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// The zone's name servers as named, or the default one: `ns.<zone>` at
