@@ -1011,11 +1011,15 @@ proptest! {
         edns in prop::option::of(0u16..5000),
         rd in any::<bool>(),
         tcp in any::<bool>(),
+        dnssec_ok in any::<bool>(),
     ) {
         let view = view_with(&states, fail_open);
         let answers = fast::FastAnswers::build(&view);
         let mut request = query(&qname, qtype, edns);
         request.metadata.recursion_desired = rd;
+        if let Some(edns) = request.edns.as_mut() {
+            edns.set_dnssec_ok(dnssec_ok);
+        }
         let bytes = request.to_vec().expect("encode");
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         let mut rng = StdRng::seed_from_u64(9);
