@@ -126,8 +126,23 @@ enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// DNS helpers.
+    Dns {
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
     /// Print version and build information.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// Print, per zone, the NS and glue A/AAAA records to create in the parent
+    /// (e.g. Active Directory) zone to delegate the zone to poolgate.
+    Delegation {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +264,9 @@ fn main() -> ExitCode {
         Command::Registrar { config, uri, pool } => {
             return registrar(&config, &uri, pool.as_deref());
         }
+        Command::Dns {
+            command: DnsCommand::Delegation { config },
+        } => return delegation(&config),
         Command::Version => {
             println!("{}", poolgate::build_info());
             Ok(ExitCode::SUCCESS)
@@ -295,6 +313,20 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 config.virtual_services.len(),
                 config.zones.len()
             );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `poolgate dns delegation`: the parent zone's records, from the file.
+fn delegation(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(config) => {
+            print!("{}", poolgate::dns::delegation::records(&config));
             ExitCode::SUCCESS
         }
         Err(error) => {

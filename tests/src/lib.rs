@@ -550,6 +550,9 @@ pub mod dig {
         /// (name, ttl, type, data)
         pub answer: Vec<(String, u32, String, String)>,
         pub authority: Vec<(String, u32, String, String)>,
+        pub additional: Vec<(String, u32, String, String)>,
+        /// The flags of the reply's OPT record (`do`), if it has one.
+        pub edns_flags: Option<BTreeSet<String>>,
         pub raw: String,
     }
 
@@ -591,10 +594,21 @@ pub mod dig {
                     .map(str::to_owned)
                     .collect();
             }
+            if let Some(rest) = line.strip_prefix("; EDNS: ") {
+                // "; EDNS: version: 0, flags: do; udp: 1232"
+                let flags = rest
+                    .split("flags:")
+                    .nth(1)
+                    .and_then(|flags| flags.split(';').next())
+                    .unwrap_or_default();
+                dig.edns_flags = Some(flags.split_whitespace().map(str::to_owned).collect());
+            }
             if line.starts_with(";; ANSWER SECTION") {
                 section = "answer";
             } else if line.starts_with(";; AUTHORITY SECTION") {
                 section = "authority";
+            } else if line.starts_with(";; ADDITIONAL SECTION") {
+                section = "additional";
             } else if line.starts_with(";;") || line.trim().is_empty() {
                 if line.trim().is_empty() {
                     section = "";
@@ -610,6 +624,7 @@ pub mod dig {
                     );
                     match section {
                         "answer" => dig.answer.push(record),
+                        "additional" => dig.additional.push(record),
                         _ => dig.authority.push(record),
                     }
                 }

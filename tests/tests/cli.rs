@@ -37,10 +37,61 @@ fn check_config_names_file_line_column_and_field() {
     assert_eq!(output.status.code(), Some(64));
     let stderr = text(&output.stderr);
     let expected = format!(
-        "{}:37:1: monitor[0].risee: unknown field `risee`",
+        "{}:42:1: monitor[0].risee: unknown field `risee`",
         file.display()
     );
     assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn dns_delegation_prints_the_parent_zone_records_or_names_the_bad_field() {
+    let example = examples_dir().join("lync-pool.toml");
+    let output = poolgate_cli(
+        &[
+            "dns",
+            "delegation",
+            "--config",
+            example.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "; contoso.test: create these records in the parent zone test\n\
+         contoso.test.\t3600\tIN\tNS\tns1.contoso.test.\n\
+         ns1.contoso.test.\t3600\tIN\tA\t127.0.0.1\n"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("wildcard.toml");
+    let text_in = std::fs::read_to_string(&example).expect("example");
+    let line = text_in
+        .lines()
+        .find(|line| line.starts_with("name_servers = "))
+        .expect("the example names its name servers");
+    std::fs::write(
+        &file,
+        text_in
+            .replacen(&format!("{line}\n"), "", 1)
+            .replacen("127.0.0.1:5353", "0.0.0.0:5353", 1),
+    )
+    .expect("write");
+    let output = poolgate_cli(
+        &[
+            "dns",
+            "delegation",
+            "--config",
+            file.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("zone[0].name_servers: required"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The DNS responder, asked by real `dig` over UDP and TCP: every answer
 //! shape of the pool, member and static names, negative answers with the SOA,
-//! REFUSED out of zone, BADVERS, and truncation of a large pool without EDNS
-//! with the complete answer over TCP; and hickory's message codec as a
-//! second client.
+//! REFUSED out of zone, BADVERS, the name server and its glue, the DO bit
+//! echoed, zone transfers REFUSED, TSIG with an unknown key NOTAUTH/BADKEY,
+//! and truncation of a large pool without EDNS with the complete answer over
+//! TCP; and hickory's message codec as a second client.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -173,9 +174,10 @@ fn dig_sees_every_answer_shape() {
     let soa_data = soa.data("SOA");
     let soa_line = soa_data.iter().next().expect("one SOA");
     let fields: Vec<&str> = soa_line.split_whitespace().collect();
+    // The zone names no name servers: ns.<zone> at the DNS listener's address.
     assert_eq!(
         fields[..3],
-        ["contoso.test.", "hostmaster.contoso.test.", "1"],
+        ["ns.contoso.test.", "hostmaster.contoso.test.", "1"],
         "{}",
         soa.raw
     );
@@ -183,9 +185,27 @@ fn dig_sees_every_answer_shape() {
     let ns = dig(server, &["contoso.test", "NS"]);
     assert_eq!(
         ns.data("NS"),
-        BTreeSet::from(["contoso.test.".to_owned()]),
+        BTreeSet::from(["ns.contoso.test.".to_owned()]),
         "{}",
         ns.raw
+    );
+    assert_eq!(
+        ns.additional,
+        vec![(
+            "ns.contoso.test.".to_owned(),
+            3600,
+            "A".to_owned(),
+            server.ip().to_string()
+        )],
+        "glue: {}",
+        ns.raw
+    );
+    let ns_address = dig(server, &["ns.contoso.test", "A"]);
+    assert_eq!(
+        ns_address.data("A"),
+        BTreeSet::from([server.ip().to_string()]),
+        "{}",
+        ns_address.raw
     );
 
     // NXDOMAIN and NODATA, both with the SOA in authority.
@@ -220,6 +240,68 @@ fn dig_sees_every_answer_shape() {
         "{}",
         tcp.raw
     );
+
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn dnssec_ok_is_copied_transfers_are_refused_and_unknown_tsig_keys_are_badkey() {
+    let (_dir, mut poolgate, server) = start();
+
+    // DO in the query's OPT comes back in the reply's (RFC 3225 §3), on the
+    // hot path (a pool name) and the full one (the apex), with and without
+    // a cookie option.
+    for args in [
+        &["+dnssec", "pool01.contoso.test", "A"][..],
+        &["+dnssec", "contoso.test", "SOA"],
+        &["+cookie", "+dnssec", "pool01.contoso.test", "A"],
+    ] {
+        let reply = dig(server, args);
+        assert_eq!(reply.status, "NOERROR", "{}", reply.raw);
+        let flags = reply.edns_flags.as_ref().expect("an OPT in the reply");
+        assert!(flags.contains("do"), "{args:?}: {}", reply.raw);
+    }
+    let plain = dig(server, &["pool01.contoso.test", "A"]);
+    assert!(
+        plain.edns_flags.as_ref().is_some_and(|f| !f.contains("do")),
+        "{}",
+        plain.raw
+    );
+
+    // Zone transfers: REFUSED over TCP (AXFR, IXFR) and UDP (IXFR).
+    for args in [
+        // dig prints the reply header of a transfer only with +comments.
+        &["+comments", "contoso.test", "AXFR"][..],
+        &["+comments", "+tcp", "contoso.test", "IXFR=1"],
+        &["+comments", "+notcp", "contoso.test", "IXFR=1"],
+    ] {
+        let reply = dig(server, args);
+        assert_eq!(reply.status, "REFUSED", "{args:?}: {}", reply.raw);
+        assert!(reply.answer.is_empty(), "{}", reply.raw);
+    }
+
+    // A TSIG-signed query with a key poolgate does not know (it knows none):
+    // NOTAUTH, and an unsigned TSIG record with error BADKEY.
+    for transport in ["+notcp", "+tcp"] {
+        let reply = dig(
+            server,
+            &[
+                transport,
+                "-y",
+                "hmac-sha256:unknown-key:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+                "pool01.contoso.test",
+                "A",
+            ],
+        );
+        assert_eq!(reply.status, "NOTAUTH", "{}", reply.raw);
+        assert!(reply.answer.is_empty(), "{}", reply.raw);
+        let tsig = reply
+            .raw
+            .lines()
+            .find(|line| line.starts_with("unknown-key.") && line.contains("TSIG"))
+            .unwrap_or_else(|| panic!("a TSIG record: {}", reply.raw));
+        assert!(tsig.contains(" BADKEY "), "{tsig}");
+    }
 
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }

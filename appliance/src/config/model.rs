@@ -90,8 +90,26 @@ pub struct Zone {
     /// Lower case, no trailing dot.
     pub name: String,
     pub ttl: u32,
+    /// SOA minimum: the TTL of negative answers.
+    pub negative_ttl: u32,
+    /// At least one; the first is the SOA's primary name server.
+    pub name_servers: Vec<NameServer>,
     pub records: Vec<Record>,
 }
+
+/// A zone's name server: NS target, and A/AAAA when it has addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServer {
+    /// Fully qualified, lower case, no trailing dot.
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Name servers one zone may name, and addresses one name server may have.
+pub(crate) const MAX_NAME_SERVERS: usize = 8;
+pub(crate) const MAX_NAME_SERVER_ADDRESSES: usize = 8;
+/// The name of the name server a zone gets when it names none.
+pub(crate) const DEFAULT_NAME_SERVER_LABEL: &str = "ns";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

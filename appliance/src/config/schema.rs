@@ -116,16 +116,43 @@ impl SipFile {
     }
 }
 
-/// `[[zone]]`: an authoritative zone; SOA and NS are synthesised.
+/// `[[zone]]`: an authoritative zone; SOA and NS are synthesised from its
+/// name servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneFile {
     pub name: String,
-    /// TTL for static records that do not carry their own.
+    /// TTL for static records that do not carry their own, and for the
+    /// zone's SOA, NS and name-server addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// How long resolvers cache a negative answer (NXDOMAIN, NODATA) from
+    /// this zone: the SOA minimum (RFC 2308). Defaults to `dns.ttl`, so a
+    /// name that comes back is seen as soon as a changed positive answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<u32>,
+    /// The zone's name servers: NS records, the SOA primary (the first) and,
+    /// for names in the zone, their A/AAAA (also given as glue with NS
+    /// answers). None named: one, `ns.<zone>`, at the DNS listener's own
+    /// addresses (refused if a `listen.dns` address is a wildcard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub name_servers: Vec<NameServerFile>,
     #[serde(default, rename = "record", skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordFile>,
+}
+
+/// `zone.name_servers[]`: one name server of a zone, e.g.
+/// `{ name = "ns1.pool01.contoso.com", addresses = ["192.0.2.10"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameServerFile {
+    /// Fully qualified (a trailing dot is optional).
+    pub name: String,
+    /// IPv4 and IPv6 addresses: the appliance's own (and its HA peer's).
+    /// Required for a name in or under the zone; optional for a name server
+    /// outside it (its own zone gives its addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// `[[zone.record]]`: a static record, its name relative to the zone unless it

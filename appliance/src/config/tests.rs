@@ -70,28 +70,28 @@ const BROKEN: &[(&str, &str, &str, &str, usize)] = &[
         "name = \"fe02\"",
         "name = \"fe01\"",
         "pool[0].member[1].name",
-        62,
+        67,
     ),
     (
         "dangling monitor",
         "monitor = \"fe-sip\"",
         "monitor = \"fe-sipp\"",
         "pool[0].monitor",
-        52,
+        57,
     ),
     (
         "dangling pool",
         "pool = \"pool01\"",
         "pool = \"pool02\"",
         "virtual_service[0].pool",
-        76,
+        81,
     ),
     (
         "bad address",
         "address = \"127.0.0.12\"",
         "address = \"127.0.0.300\"",
         "pool[0].member[1].address",
-        64,
+        69,
     ),
     (
         "bad listen address",
@@ -105,49 +105,49 @@ const BROKEN: &[(&str, &str, &str, &str, usize)] = &[
         "admin = \"127.0.0.1:8443\"",
         "admin = \"127.0.0.1:14443\"",
         "virtual_service[0].port",
-        74,
+        79,
     ),
     (
         "wrong type",
         "rise = 2",
         "rise = \"two\"",
         "monitor[0].rise",
-        36,
+        41,
     ),
     (
         "unknown scheduler",
         "\"least-connections\"",
         "\"fastest\"",
         "virtual_service[0].scheduler",
-        78,
+        83,
     ),
     (
         "duplicate address",
         "address = \"127.0.0.13\"",
         "address = \"127.0.0.11\"",
         "pool[0].member[2].address",
-        69,
+        74,
     ),
     (
         "fqdn outside zones",
         "fqdn = \"pool01.contoso.test\"",
         "fqdn = \"pool01.fabrikam.test\"",
         "pool[0].fqdn",
-        50,
+        55,
     ),
     (
         "timeout above interval",
         "timeout_ms = 500",
         "timeout_ms = 5000",
         "monitor[0].timeout_ms",
-        35,
+        40,
     ),
     (
         "bad SRV",
         "\"0 0 5061 pool01.contoso.test.\"",
         "\"5061 pool01\"",
         "zone[0].record[0].value",
-        23,
+        28,
     ),
 ];
 
@@ -367,4 +367,140 @@ fn udp_limits_and_seen_users_are_read_checked_and_round_trip() {
     );
     let error = from_toml(&with("", "seen_users = 1"), "f").expect_err("unknown key");
     assert!(error.to_string().contains("seen_users"), "{error}");
+}
+
+/// The example without its zone's `name_servers`.
+fn example_without_name_servers() -> String {
+    let text = example_text();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("name_servers = "))
+        .expect("the example names its name servers");
+    text.replacen(&format!("{line}\n"), "", 1)
+}
+
+/// The example's zone with `name_servers` (and whatever else) instead of its own.
+fn with_zone_keys(keys: &str) -> String {
+    let text = example_without_name_servers();
+    let start = text
+        .find("[[zone]]\nname = \"contoso.test\"")
+        .expect("example zone");
+    let end = start
+        + text[start..]
+            .find("\n[")
+            .expect("a key after the zone name");
+    format!("{}\n{keys}{}", &text[..end], &text[end..])
+}
+
+#[test]
+fn name_server_errors_name_their_field() {
+    for (keys, field) in [
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["127.0.0.1"] }, { name = "ns2.contoso.test" }]"#,
+            "zone[0].name_servers[1].addresses",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["127.0.0.1:53"] }]"#,
+            "zone[0].name_servers[0].addresses[0]",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["127.0.0.1", "0.0.0.0"] }]"#,
+            "zone[0].name_servers[0].addresses[1]",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["::1", "::1"] }]"#,
+            "zone[0].name_servers[0].addresses[1]",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1..contoso.test", addresses = ["::1"] }]"#,
+            "zone[0].name_servers[0].name",
+        ),
+        (
+            r#"name_servers = [{ name = "ns.example.org" }, { name = "NS.example.org." }]"#,
+            "zone[0].name_servers[1].name",
+        ),
+        ("negative_ttl = 86401", "zone[0].negative_ttl"),
+        (
+            r#"name_servers = [{ name = "pool01.contoso.test", addresses = ["127.0.0.1"] }]"#,
+            "zone[0].name_servers[0].name",
+        ),
+        (
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["::1"] }, { name = "fe01.contoso.test", addresses = ["::1"] }]"#,
+            "zone[0].name_servers[1].name",
+        ),
+    ] {
+        let error = from_toml(&with_zone_keys(keys), "pool.toml").expect_err(keys);
+        assert!(
+            error
+                .problems()
+                .iter()
+                .any(|problem| problem.field.as_deref() == Some(field)),
+            "{keys}: no problem names {field}: {error}"
+        );
+        assert_eq!(error.problems().len(), 1, "{keys}: {error}");
+    }
+}
+
+#[test]
+fn name_servers_and_negative_ttl_are_kept() {
+    let config = from_toml(
+        &with_zone_keys(
+            r#"negative_ttl = 120
+name_servers = [
+    { name = "NS1.contoso.test.", addresses = ["127.0.0.1", "::1"] },
+    { name = "ns.example.org" },
+]"#,
+        ),
+        "pool.toml",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let zone = &config.zones[0];
+    assert_eq!(zone.negative_ttl, 120);
+    assert_eq!(
+        zone.name_servers,
+        vec![
+            NameServer {
+                name: "ns1.contoso.test".into(),
+                addresses: vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")],
+            },
+            NameServer {
+                name: "ns.example.org".into(),
+                addresses: vec![],
+            },
+        ]
+    );
+    let again = from_toml(&to_toml(&config), "exported").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, config);
+}
+
+#[test]
+fn a_zone_without_name_servers_gets_one_at_the_dns_listener() {
+    let config = from_toml(&example_without_name_servers(), "pool.toml").expect("valid");
+    let zone = &config.zones[0];
+    assert_eq!(zone.negative_ttl, config.dns.ttl, "default: dns.ttl");
+    assert_eq!(
+        zone.name_servers,
+        vec![NameServer {
+            name: "ns.contoso.test".into(),
+            addresses: vec!["127.0.0.1".parse().expect("ip")],
+        }]
+    );
+    for wildcard in ["0.0.0.0:5353", "[::]:5353"] {
+        let text = example_without_name_servers().replacen("127.0.0.1:5353", wildcard, 1);
+        let error = from_toml(&text, "pool.toml").expect_err(wildcard);
+        assert!(
+            error
+                .problems()
+                .iter()
+                .any(|p| p.field.as_deref() == Some("zone[0].name_servers")
+                    && p.message.contains("wildcard")),
+            "{error}"
+        );
+        // Naming them is the way out.
+        let named = with_zone_keys(
+            r#"name_servers = [{ name = "ns1.contoso.test", addresses = ["127.0.0.1"] }]"#,
+        )
+        .replacen("127.0.0.1:5353", wildcard, 1);
+        from_toml(&named, "pool.toml").unwrap_or_else(|error| panic!("{wildcard}: {error}"));
+    }
 }

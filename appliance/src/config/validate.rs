@@ -14,7 +14,10 @@ use super::schema::*;
 
 /// Validate a parsed file. Errors come in document order.
 pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
-    let mut v = Validator::default();
+    let mut v = Validator {
+        dns_ttl: file.dns.ttl,
+        ..Validator::default()
+    };
     let root = FieldPath::root();
 
     let listen = v.listen(&file.listen, &root.key("listen"));
@@ -54,7 +57,7 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         .zones
         .iter()
         .enumerate()
-        .filter_map(|(i, zone)| v.zone(zone, &root.item("zone", i)))
+        .filter_map(|(i, zone)| v.zone(zone, &root.item("zone", i), listen.as_ref()))
         .collect();
 
     let mut monitor_names = HashSet::new();
@@ -103,6 +106,7 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
         })
         .collect();
 
+    v.name_servers_apart_from_pools(&zones, &pools, &root);
     if let Some(listen) = &listen {
         v.listener_clashes(listen, file, &root);
     }
@@ -125,6 +129,8 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<FieldError>> {
 #[derive(Default)]
 struct Validator {
     errors: Vec<FieldError>,
+    /// `dns.ttl`: the default negative TTL of every zone.
+    dns_ttl: u32,
 }
 
 impl Validator {
@@ -220,9 +226,14 @@ impl Validator {
         })
     }
 
-    fn zone(&mut self, zone: &ZoneFile, path: &FieldPath) -> Option<Zone> {
+    fn zone(&mut self, zone: &ZoneFile, path: &FieldPath, listen: Option<&Listen>) -> Option<Zone> {
         let name = self.dns_name(&zone.name, path.key("name"))?;
         let ttl = zone.ttl.unwrap_or(3600);
+        let negative_ttl = zone.negative_ttl.unwrap_or(self.dns_ttl);
+        if negative_ttl > 86_400 {
+            self.error(path.key("negative_ttl"), "must be at most 86400 seconds");
+        }
+        let name_servers = self.name_servers(zone, &name, path, listen);
         let mut records = Vec::new();
         for (i, record) in zone.records.iter().enumerate() {
             let path = path.item("record", i);
@@ -238,7 +249,151 @@ impl Validator {
                 data,
             });
         }
-        Some(Zone { name, ttl, records })
+        Some(Zone {
+            name,
+            ttl,
+            negative_ttl,
+            // On an error the zone stays (empty), so names in it do not
+            // also report "in no zone"; the error alone fails validation.
+            name_servers: name_servers.unwrap_or_default(),
+            records,
+        })
+    }
+
+    /// A name server's name must not also be a pool FQDN, alias or member
+    /// FQDN: its A/AAAA would mix with the members' (the very mistake of an
+    /// NS naming the pool).
+    fn name_servers_apart_from_pools(&mut self, zones: &[Zone], pools: &[Pool], root: &FieldPath) {
+        let taken: HashMap<&str, String> =
+            pools
+                .iter()
+                .flat_map(|pool| {
+                    std::iter::once((pool.fqdn.as_str(), format!("pool {:?}", pool.name)))
+                        .chain(pool.aliases.iter().map(|alias| {
+                            (alias.as_str(), format!("an alias of pool {:?}", pool.name))
+                        }))
+                        .chain(pool.members.iter().filter_map(|member| {
+                            member.fqdn.as_deref().map(|fqdn| {
+                                (
+                                    fqdn,
+                                    format!("member {:?} of pool {:?}", member.name, pool.name),
+                                )
+                            })
+                        }))
+                })
+                .collect();
+        for (i, zone) in zones.iter().enumerate() {
+            for (j, server) in zone.name_servers.iter().enumerate() {
+                if let Some(owner) = taken.get(server.name.as_str()) {
+                    self.error(
+                        root.item("zone", i).key("name_servers").index(j).key("name"),
+                        format!(
+                            "{:?} is the FQDN of {owner}; give the name server a name of its own (e.g. \"ns1.{}\")",
+                            server.name, zone.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The zone's name servers as named, or the default one: `ns.<zone>` at
+    /// the DNS listeners' own addresses, which must not be wildcards (an NS
+    /// answer must lead back to poolgate).
+    fn name_servers(
+        &mut self,
+        zone: &ZoneFile,
+        zone_name: &str,
+        path: &FieldPath,
+        listen: Option<&Listen>,
+    ) -> Option<Vec<NameServer>> {
+        let path = path.key("name_servers");
+        if zone.name_servers.is_empty() {
+            let listen = listen?;
+            let mut addresses: Vec<IpAddr> = Vec::new();
+            for (i, address) in listen.dns.iter().enumerate() {
+                if address.ip().is_unspecified() {
+                    self.error(
+                        path,
+                        format!(
+                            "required: listen.dns[{i}] is the wildcard {address}, which no resolver can be sent to; name the zone's name servers with the appliance's own addresses"
+                        ),
+                    );
+                    return None;
+                }
+                if !addresses.contains(&address.ip()) {
+                    addresses.push(address.ip());
+                }
+            }
+            return Some(vec![NameServer {
+                name: format!("{DEFAULT_NAME_SERVER_LABEL}.{zone_name}"),
+                addresses,
+            }]);
+        }
+        if zone.name_servers.len() > MAX_NAME_SERVERS {
+            self.error(
+                path,
+                format!("at most {MAX_NAME_SERVERS} name servers per zone"),
+            );
+            return None;
+        }
+        let mut names = HashSet::new();
+        let mut ok = true;
+        let mut servers = Vec::new();
+        for (i, server) in zone.name_servers.iter().enumerate() {
+            let path = path.index(i);
+            let Some(name) = self.dns_name(&server.name, path.key("name")) else {
+                ok = false;
+                continue;
+            };
+            if !names.insert(name.clone()) {
+                self.error(
+                    path.key("name"),
+                    format!("name server {name:?} is named twice"),
+                );
+                ok = false;
+            }
+            let addresses_path = path.key("addresses");
+            if server.addresses.len() > MAX_NAME_SERVER_ADDRESSES {
+                self.error(
+                    addresses_path.clone(),
+                    format!("at most {MAX_NAME_SERVER_ADDRESSES} addresses per name server"),
+                );
+                ok = false;
+                continue;
+            }
+            if server.addresses.is_empty() && in_zone(&name, zone_name) {
+                self.error(
+                    addresses_path.clone(),
+                    format!(
+                        "required: {name:?} is in zone {zone_name:?}, so resolvers can only reach it by the addresses (glue) given here"
+                    ),
+                );
+                ok = false;
+            }
+            let mut addresses = Vec::new();
+            for (j, address) in server.addresses.iter().enumerate() {
+                let path = addresses_path.index(j);
+                let Some(address) = self.ip_addr(address, path.clone()) else {
+                    ok = false;
+                    continue;
+                };
+                if address.is_unspecified() || address.is_multicast() {
+                    self.error(
+                        path,
+                        format!("{address} is not an address a resolver can send queries to"),
+                    );
+                    ok = false;
+                } else if addresses.contains(&address) {
+                    self.error(path, format!("{address} is listed twice"));
+                    ok = false;
+                } else {
+                    addresses.push(address);
+                }
+            }
+            servers.push(NameServer { name, addresses });
+        }
+        ok.then_some(servers)
     }
 
     fn record_owner(&mut self, name: &str, zone: &str, path: FieldPath) -> Option<String> {

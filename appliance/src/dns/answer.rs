@@ -12,7 +12,10 @@
 //! * a name that exists without data of the asked type is NODATA (NOERROR,
 //!   empty answer), a name that does not exist is NXDOMAIN; both carry the
 //!   zone's SOA in authority with the negative TTL;
-//! * each zone apex has a synthesised SOA and NS (see `soa_record`).
+//! * each zone apex has a synthesised SOA and NS from the zone's name servers
+//!   (see `soa_record`); a name server's name answers its addresses, and an
+//!   NS answer carries the in-zone name servers' addresses as glue;
+//! * negative answers are cached for the zone's `negative_ttl`.
 
 use std::net::IpAddr;
 
@@ -42,6 +45,8 @@ pub(crate) struct Answer {
     pub authoritative: bool,
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
+    /// Glue: the addresses of in-zone name servers named in an NS answer.
+    pub additionals: Vec<Record>,
 }
 
 impl Answer {
@@ -51,6 +56,7 @@ impl Answer {
             authoritative: false,
             answers: Vec::new(),
             authorities: Vec::new(),
+            additionals: Vec::new(),
         }
     }
 }
@@ -72,7 +78,7 @@ pub(crate) fn zone_for<'z>(zones: &'z [Zone], name: &str) -> Option<&'z Zone> {
         .max_by_key(|zone| zone.name.len())
 }
 
-fn in_zone(name: &str, zone: &str) -> bool {
+pub(crate) fn in_zone(name: &str, zone: &str) -> bool {
     name == zone
         || name
             .strip_suffix(zone)
@@ -116,7 +122,16 @@ pub(crate) fn answer(
         authoritative: true,
         answers,
         authorities: Vec::new(),
+        additionals: Vec::new(),
     };
+    if qtype == RecordType::NS
+        && result
+            .answers
+            .iter()
+            .any(|r| r.record_type() == RecordType::NS)
+    {
+        result.additionals = glue(zone);
+    }
     if result.answers.is_empty() {
         if !exists {
             result.rcode = ResponseCode::NXDomain;
@@ -189,17 +204,40 @@ fn lookup(
         }
     }
 
+    // A name server's own name: its addresses, from whichever zone names it.
+    for server in view
+        .config
+        .zones
+        .iter()
+        .flat_map(|zone| &zone.name_servers)
+        .filter(|server| server.name == name)
+    {
+        exists = true;
+        for &address in &server.addresses {
+            let rtype = match address {
+                IpAddr::V4(_) => RecordType::A,
+                IpAddr::V6(_) => RecordType::AAAA,
+            };
+            let record = Record::from_rdata(owner.clone(), zone.ttl, address_rdata(address));
+            if (any || rtype == qtype) && !answers.contains(&record) {
+                answers.push(record);
+            }
+        }
+    }
+
     if name == zone.name {
         exists = true;
         if any || qtype == RecordType::SOA {
             answers.push(soa_record(view, zone, zone.ttl));
         }
         if any || qtype == RecordType::NS {
-            answers.push(Record::from_rdata(
-                owner.clone(),
-                zone.ttl,
-                RData::NS(NS(dns_name(&zone.name))),
-            ));
+            answers.extend(zone.name_servers.iter().map(|server| {
+                Record::from_rdata(
+                    owner.clone(),
+                    zone.ttl,
+                    RData::NS(NS(dns_name(&server.name))),
+                )
+            }));
         }
     }
 
@@ -216,27 +254,47 @@ fn lookup(
     Found { exists, cname }
 }
 
-/// The zone's synthesised SOA. The primary name server is the apex itself
-/// (poolgate serves the zone on its own addresses; inventing `ns1.<zone>`
-/// would name a host that may not exist), the mailbox `hostmaster.<zone>`,
-/// the serial the committed config version (it grows with every change), and
-/// the minimum — the negative-caching TTL — `dns.ttl`, so a name that comes
-/// back (a member re-enabled) is seen as soon as a positive answer would be.
+/// The addresses of the zone's name servers that lie inside it, for the
+/// additional section of an NS answer: without them a resolver could not
+/// reach a name server whose name only this zone resolves.
+fn glue(zone: &Zone) -> Vec<Record> {
+    zone.name_servers
+        .iter()
+        .filter(|server| in_zone(&server.name, &zone.name))
+        .flat_map(|server| {
+            let owner = dns_name(&server.name);
+            server.addresses.iter().map(move |&address| {
+                Record::from_rdata(owner.clone(), zone.ttl, address_rdata(address))
+            })
+        })
+        .collect()
+}
+
+/// The zone's synthesised SOA. The primary name server is the zone's first
+/// name server (one that leads back to poolgate, see `config::NameServer`),
+/// the mailbox `hostmaster.<zone>`, the serial the committed config version
+/// (it grows with every change), and the minimum — the negative-caching TTL
+/// — the zone's `negative_ttl` (by default `dns.ttl`, so a name that comes
+/// back, a member re-enabled, is seen as soon as a positive answer would be).
 pub(crate) fn soa_record(view: &PoolView, zone: &Zone, ttl: u32) -> Record {
     let apex = dns_name(&zone.name);
+    let primary = zone
+        .name_servers
+        .first()
+        .map_or_else(|| apex.clone(), |server| dns_name(&server.name));
     let mailbox = dns_name(&format!("hostmaster.{}", zone.name));
     let serial = u32::try_from(view.config_version.max(0)).unwrap_or(u32::MAX);
     Record::from_rdata(
         apex.clone(),
         ttl,
         RData::SOA(SOA::new(
-            apex,
+            primary,
             mailbox,
             serial,
             SOA_REFRESH,
             SOA_RETRY,
             SOA_EXPIRE,
-            view.config.dns.ttl,
+            zone.negative_ttl,
         )),
     )
 }
@@ -244,7 +302,7 @@ pub(crate) fn soa_record(view: &PoolView, zone: &Zone, ttl: u32) -> Record {
 /// SOA for the authority section of a negative answer: its TTL is the
 /// smaller of the SOA's own TTL and its minimum (RFC 2308 §5).
 fn negative_soa(view: &PoolView, zone: &Zone) -> Record {
-    soa_record(view, zone, zone.ttl.min(view.config.dns.ttl))
+    soa_record(view, zone, zone.ttl.min(zone.negative_ttl))
 }
 
 fn address_rdata(address: IpAddr) -> RData {

@@ -26,6 +26,8 @@ const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
+/// The DO bit in the high byte of the OPT record's flags.
+const DO_BIT: u8 = 0x80;
 /// Pointer to the question name, which always starts right after the header.
 const QUESTION_POINTER: [u8; 2] = [0xc0, 0x0c];
 /// Most records one precomputed answer may hold (a pool's member limit).
@@ -140,11 +142,12 @@ pub(crate) fn try_respond(
 
     // Optional OPT: root owner, version 0, no extended rcode, no options.
     let rest = &packet[question_end..];
-    let edns_payload = match (count(10), rest) {
-        (0, []) => None,
-        (1, [0, 0, 41, p1, p2, 0, 0, _, _, 0, 0]) => {
+    // The DO bit is copied into the reply's OPT (RFC 3225 §3).
+    let (edns_payload, dnssec_ok) = match (count(10), rest) {
+        (0, []) => (None, 0),
+        (1, [0, 0, 41, p1, p2, 0, 0, flags, _, 0, 0]) => {
             debug_assert_eq!(TYPE_OPT, 41);
-            Some(u16::from_be_bytes([*p1, *p2]))
+            (Some(u16::from_be_bytes([*p1, *p2])), flags & DO_BIT)
         }
         _ => return None,
     };
@@ -191,7 +194,7 @@ pub(crate) fn try_respond(
     if edns_payload.is_some() {
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0, 0, dnssec_ok, 0, 0, 0]);
     }
     Some(out)
 }

@@ -8,7 +8,8 @@
 //! would say), `rrl` (pure: response-rate limiting per source prefix, for
 //! the UDP listeners of DNS and SIP), `server`
 //! (the UDP and TCP listeners, bounded in memory), and `fail_open` (one event
-//! in the event log per fail-open episode of a pool).
+//! in the event log per fail-open episode of a pool). `delegation` prints the
+//! records a parent zone needs to delegate a zone to poolgate.
 //!
 //! Every `listen.dns` address gets a UDP socket and a TCP listener on the same
 //! port (with port 0, TCP takes the port UDP was given), each logging its
@@ -17,6 +18,7 @@
 //! each pair it opens.
 
 pub(crate) mod answer;
+pub mod delegation;
 pub(crate) mod fail_open;
 pub(crate) mod fast;
 pub mod rrl;

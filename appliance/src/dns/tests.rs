@@ -340,7 +340,8 @@ fn apex_has_synthesised_soa_and_ns() {
     assert_eq!(soa.answers.len(), 1);
     match &soa.answers[0].data {
         RData::SOA(soa) => {
-            assert_eq!(soa.mname, name("contoso.test."));
+            // No name servers named: `ns.<zone>` at the DNS listener's address.
+            assert_eq!(soa.mname, name("ns.contoso.test."));
             assert_eq!(soa.rname, name("hostmaster.contoso.test."));
             assert_eq!(soa.serial, 5, "serial is the config version");
             assert_eq!(soa.minimum, 30);
@@ -349,10 +350,116 @@ fn apex_has_synthesised_soa_and_ns() {
     }
     let ns = ask(&view, "contoso.test.", RecordType::NS);
     assert_eq!(ns.answers.len(), 1);
-    assert_eq!(ns.answers[0].record_type(), RecordType::NS);
+    assert_eq!(
+        ns.answers[0].data,
+        RData::NS(hickory_proto::rr::rdata::NS(name("ns.contoso.test.")))
+    );
+    assert_eq!(
+        addresses(&ns.additionals),
+        BTreeSet::from([ip("127.0.0.1")])
+    );
+    let address = ask(&view, "ns.contoso.test.", RecordType::A);
+    assert_eq!(
+        addresses(&address.answers),
+        BTreeSet::from([ip("127.0.0.1")])
+    );
     let nodata = ask(&view, "contoso.test.", RecordType::A);
     assert_eq!(nodata.rcode, ResponseCode::NoError);
     assert_soa_authority(&nodata);
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("address")
+}
+
+/// A delegated zone that names its name servers (one in the zone, with
+/// both address families, one outside it) and its negative TTL.
+fn delegated_view() -> PoolView {
+    let text = config_text(2, true).replacen(
+        "[[zone]]\nname = \"contoso.test\"\nttl = 3600\n",
+        r#"[[zone]]
+name = "contoso.test"
+ttl = 3600
+negative_ttl = 120
+name_servers = [
+    { name = "ns1.contoso.test.", addresses = ["127.0.0.2", "::2"] },
+    { name = "ns.example.org" },
+]
+"#,
+        1,
+    );
+    let config = config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}"));
+    PoolView::build(&Inputs::new(Arc::new(config), 5, BTreeMap::new()), 1)
+}
+
+#[test]
+fn named_name_servers_give_ns_soa_glue_and_their_addresses() {
+    let view = delegated_view();
+    let ns = ask(&view, "contoso.test.", RecordType::NS);
+    let targets: BTreeSet<String> = ns
+        .answers
+        .iter()
+        .map(|record| record.data.to_string())
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from(["ns.example.org.".to_owned(), "ns1.contoso.test.".to_owned()])
+    );
+    // Glue only for the in-zone one, both families.
+    assert_eq!(
+        addresses(&ns.additionals),
+        BTreeSet::from([ip("127.0.0.2"), ip("::2")])
+    );
+    assert!(
+        ns.additionals
+            .iter()
+            .all(|record| record.name == name("ns1.contoso.test."))
+    );
+    let a = ask(&view, "NS1.contoso.test.", RecordType::A);
+    assert_eq!(a.rcode, ResponseCode::NoError);
+    assert_eq!(addresses(&a.answers), BTreeSet::from([ip("127.0.0.2")]));
+    let aaaa = ask(&view, "ns1.contoso.test.", RecordType::AAAA);
+    assert_eq!(addresses(&aaaa.answers), BTreeSet::from([ip("::2")]));
+    let txt = ask(&view, "ns1.contoso.test.", RecordType::TXT);
+    assert_eq!(txt.rcode, ResponseCode::NoError, "the name exists: NODATA");
+    assert!(txt.answers.is_empty());
+
+    let soa = ask(&view, "contoso.test.", RecordType::SOA);
+    match &soa.answers[0].data {
+        RData::SOA(soa) => {
+            assert_eq!(soa.mname, name("ns1.contoso.test."), "the first named");
+            assert_eq!(soa.minimum, 120, "the zone's negative TTL");
+        }
+        other => panic!("{other:?}"),
+    }
+    let nx = ask(&view, "nope.contoso.test.", RecordType::A);
+    assert_eq!(nx.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        nx.authorities[0].ttl, 120,
+        "negative answers last negative_ttl"
+    );
+    // Other answers carry no glue.
+    assert!(
+        ask(&view, "pool01.contoso.test.", RecordType::A)
+            .additionals
+            .is_empty()
+    );
+}
+
+#[test]
+fn ns_glue_reaches_the_wire() {
+    let view = delegated_view();
+    let (reply, truncated) = exchange(
+        &view,
+        &query("contoso.test.", RecordType::NS, None),
+        Transport::Udp,
+    );
+    assert!(!truncated);
+    assert_eq!(reply.answers.len(), 2);
+    assert_eq!(
+        addresses(&reply.additionals),
+        BTreeSet::from([ip("127.0.0.2"), ip("::2")])
+    );
 }
 
 fn arb_state() -> impl Strategy<Value = (AdminState, bool)> {
@@ -524,6 +631,89 @@ fn edns_version_above_zero_is_badvers() {
     assert_eq!(u16::from(reply.metadata.response_code), 16);
     assert!(reply.answers.is_empty());
     assert_eq!(reply.edns.as_ref().map(Edns::version), Some(0));
+}
+
+#[test]
+fn dnssec_ok_is_copied_into_the_reply_on_both_paths() {
+    let view = view(3);
+    let answers = fast::FastAnswers::build(&view);
+    for qname in ["pool01.contoso.test.", "nope.contoso.test."] {
+        for dnssec_ok in [false, true] {
+            let mut request = query(qname, RecordType::A, Some(1232));
+            request
+                .edns
+                .as_mut()
+                .expect("edns")
+                .set_dnssec_ok(dnssec_ok);
+            let (reply, _) = exchange(&view, &request, Transport::Udp);
+            let edns = reply.edns.as_ref().expect("OPT in the reply");
+            assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "{qname}");
+            let bytes = request.to_vec().expect("encode");
+            if let Some(fast) = fast::try_respond(
+                &bytes,
+                &answers,
+                Transport::Udp,
+                &mut StdRng::seed_from_u64(1),
+            ) {
+                let fast = Message::from_vec(&fast).expect("fast reply parses");
+                assert_eq!(
+                    fast.edns.as_ref().map(|edns| edns.flags().dnssec_ok),
+                    Some(dnssec_ok)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn zone_transfers_are_refused() {
+    let view = view(3);
+    for qtype in [RecordType::AXFR, RecordType::IXFR] {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let (reply, _) = exchange(&view, &query("contoso.test.", qtype, None), transport);
+            assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+            assert!(reply.answers.is_empty() && reply.authorities.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_query_signed_with_an_unknown_tsig_key_is_notauth_badkey_unsigned() {
+    use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
+    let view = view(3);
+    for edns in [None, Some(1232)] {
+        let mut request = query("pool01.contoso.test.", RecordType::A, edns);
+        let signed = make_tsig_record(
+            name("unknown."),
+            TSIG::new(
+                TsigAlgorithm::HmacSha256,
+                1_700_000_000,
+                300,
+                vec![7; 32],
+                4242,
+                None,
+                Vec::new(),
+            ),
+        );
+        request.add_additional(signed.into_record_of_rdata());
+        let (reply, _) = exchange(&view, &request, Transport::Udp);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NotAuth);
+        assert!(reply.answers.is_empty());
+        let tsig = reply
+            .additionals
+            .iter()
+            .find_map(|record| match &record.data {
+                RData::TSIG(tsig) => Some((record, tsig)),
+                _ => None,
+            })
+            .expect("a TSIG record in the reply");
+        assert_eq!(tsig.0.name, name("unknown."));
+        assert_eq!(tsig.0.dns_class, DNSClass::ANY);
+        assert_eq!(tsig.1.error, Some(TsigError::BadKey));
+        assert!(tsig.1.mac.is_empty(), "unsigned");
+        assert_eq!(tsig.1.algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(tsig.1.oid, 4242);
+    }
 }
 
 #[test]
@@ -821,11 +1011,15 @@ proptest! {
         edns in prop::option::of(0u16..5000),
         rd in any::<bool>(),
         tcp in any::<bool>(),
+        dnssec_ok in any::<bool>(),
     ) {
         let view = view_with(&states, fail_open);
         let answers = fast::FastAnswers::build(&view);
         let mut request = query(&qname, qtype, edns);
         request.metadata.recursion_desired = rd;
+        if let Some(edns) = request.edns.as_mut() {
+            edns.set_dnssec_ok(dnssec_ok);
+        }
         let bytes = request.to_vec().expect("encode");
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         let mut rng = StdRng::seed_from_u64(9);

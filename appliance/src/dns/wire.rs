@@ -7,12 +7,17 @@
 //! response is dropped (answering responses would make us a reflector);
 //! anything else that does not parse gets FORMERR; opcodes other than QUERY
 //! get NOTIMP; exactly one question of class IN (or ANY); EDNS version above 0
-//! gets BADVERS; the advertised UDP payload is clamped to 512–1232; a UDP
-//! answer that does not fit is sent as header + question with TC set, and over
-//! TCP the answer is always complete.
+//! gets BADVERS; the advertised UDP payload is clamped to 512–1232; the DO bit
+//! of the query's OPT is copied into the reply's (RFC 3225 §3); zone transfers
+//! (AXFR, IXFR) are REFUSED — poolgate is the only authority of its zones and
+//! has no secondaries; a query signed with TSIG gets NOTAUTH with an unsigned
+//! TSIG record carrying BADKEY (RFC 8945 §5.2: poolgate holds no TSIG keys, so
+//! every key is unknown); a UDP answer that does not fit is sent as header +
+//! question with TC set, and over TCP the answer is always complete.
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigError, make_tsig_record};
+use hickory_proto::rr::{DNSClass, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use rand::Rng;
 
@@ -90,13 +95,19 @@ pub fn respond(
             edns.max_payload().clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
         })),
     };
-    if request.edns.is_some() {
+    if let Some(asked) = &request.edns {
         let mut edns = Edns::new();
-        edns.set_max_payload(MAX_UDP_PAYLOAD).set_version(0);
+        edns.set_max_payload(MAX_UDP_PAYLOAD)
+            .set_version(0)
+            .set_dnssec_ok(asked.flags().dnssec_ok);
         response.edns = Some(edns);
     }
 
-    let rcode = if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+    let rcode = if let Some(tsig) = unknown_key(&request) {
+        // Unsigned, as RFC 8945 §5.3.2 requires for a key error.
+        response.signature = Some(Box::new(tsig));
+        ResponseCode::NotAuth
+    } else if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
         ResponseCode::BADVERS
     } else if op_code != OpCode::Query {
         ResponseCode::NotImp
@@ -104,18 +115,48 @@ pub fn respond(
         ResponseCode::FormErr
     } else {
         let query: &Query = &request.queries[0];
-        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY)
+            || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
+        {
             ResponseCode::Refused
         } else {
             let result = answer::answer(view, query.name(), query.query_type(), rng);
             response.metadata.authoritative = result.authoritative;
             response.answers = result.answers;
             response.authorities = result.authorities;
+            response.additionals = result.additionals;
             result.rcode
         }
     };
     response.metadata.response_code = rcode;
     encode(&response, limit, true)
+}
+
+/// The TSIG record of the error answer to a signed `request`, or `None` if it
+/// is not signed. The key (named by the record's owner) is never known, so
+/// the answer is BADKEY with an empty MAC; the time and fudge are the
+/// request's own, which keeps this path free of a clock (the client does not
+/// check the time of an unsigned error).
+fn unknown_key(request: &Message) -> Option<hickory_proto::rr::Record<TSIG>> {
+    let record = request
+        .additionals
+        .iter()
+        .find(|record| record.record_type() == RecordType::TSIG)?;
+    let RData::TSIG(asked) = &record.data else {
+        return None;
+    };
+    Some(make_tsig_record(
+        record.name.clone(),
+        TSIG::new(
+            asked.algorithm.clone(),
+            asked.time,
+            asked.fudge,
+            Vec::new(),
+            request.metadata.id,
+            Some(TsigError::BadKey),
+            Vec::new(),
+        ),
+    ))
 }
 
 /// Serialise `response`; if it exceeds `limit`, send header + question + OPT
@@ -134,6 +175,7 @@ fn encode(response: &Message, limit: usize, may_truncate: bool) -> Outcome {
             cut.authorities.clear();
             cut.additionals.clear();
             cut.metadata.truncation = true;
+            // The TSIG (if any) stays: it is what the answer is about.
             match cut.to_vec() {
                 Ok(bytes) if bytes.len() <= limit => Outcome::Reply {
                     bytes,

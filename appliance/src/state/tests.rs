@@ -58,6 +58,8 @@ fn config_for(pools: &[Vec<MemberSpec>], fail_open: bool, start: StartState) -> 
         zones: vec![ZoneFile {
             name: "test".into(),
             ttl: None,
+            negative_ttl: None,
+            name_servers: vec![],
             records: vec![],
         }],
         monitors: vec![monitor("sip", start), monitor("web", StartState::Up)],
