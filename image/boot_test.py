@@ -50,7 +50,12 @@ CONFIG = {
         "sip_tcp": "0.0.0.0:5060",
         "sip_tls": "0.0.0.0:5061",
     },
-    "zone": [{"name": "contoso.test"}],
+    # The DNS listener is a wildcard, so the zone names its name server:
+    # the guest's address under QEMU's user-mode network.
+    "zone": [{
+        "name": "contoso.test",
+        "name_servers": [{"name": "ns1.contoso.test", "addresses": ["10.0.2.15"]}],
+    }],
     # Members on the guest's own loopback: the probes reach poolgate's own
     # SIP TLS listener and never leave the VM.
     "monitor": [{"name": "fe-tcp", "type": "tcp", "port": 5061}],
