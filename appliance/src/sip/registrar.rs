@@ -105,7 +105,10 @@ pub(crate) fn canonical_aor(uri: &str) -> Result<String, RegistrarError> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
         // "host:5060" without a user is a port, not a scheme; in
         // "sip:192.0.2.1:5060" what follows the colon is more than digits.
-        let port = text[colon + 1..].split([';', '?']).next().unwrap_or_default();
+        let port = text[colon + 1..]
+            .split([';', '?'])
+            .next()
+            .unwrap_or_default();
         let is_port =
             !text.contains('@') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
         if is_scheme && !is_port {
