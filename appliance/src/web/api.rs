@@ -25,7 +25,7 @@ use crate::events::EventKind;
 
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
-    let setup_required = !blocking(&state, |store| store.has_admin()).await?;
+    let setup_required = !state.setup_done().await?;
     Ok(Json(json!({
         "status": "ok",
         "version": env!("POOLGATE_VERSION"),
@@ -75,7 +75,7 @@ pub(crate) async fn setup(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body: SetupBody = parse_json(&body)?;
-    if blocking(&state, |store| store.has_admin()).await? {
+    if state.setup_done().await? {
         return Err(setup_done());
     }
     if let Some(code) = &state.setup_code {

@@ -44,6 +44,10 @@ pub struct AppState {
     /// The newest view generation the DNS, SIP and admin listeners are in
     /// line with (`listeners`); without a sender nothing waits for it.
     pub listeners_applied: tokio::sync::watch::Receiver<u64>,
+    /// Set once an admin account exists (it is never removed), so that
+    /// `GET /api/v1/health`, which load balancers and monitors poll, asks
+    /// the store only until then.
+    pub(crate) setup_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -75,7 +79,23 @@ impl AppState {
             addresses: Arc::default(),
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
+            setup_done: Arc::default(),
         }
+    }
+}
+
+impl AppState {
+    /// Whether first-boot setup is done (an admin account exists).
+    pub(crate) async fn setup_done(&self) -> Result<bool, ApiError> {
+        use std::sync::atomic::Ordering;
+        if self.setup_done.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let done = blocking(self, |store| store.has_admin()).await?;
+        if done {
+            self.setup_done.store(true, Ordering::Relaxed);
+        }
+        Ok(done)
     }
 }
 
