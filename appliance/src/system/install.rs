@@ -86,6 +86,19 @@ pub enum InstallError {
         .0.as_secs()
     )]
     NoAnswer(Duration),
+    /// The root step could not read the request at all, so its answer
+    /// names no request: it is the answer to the one request waiting.
+    #[error("the root step refused the request unread: {0}")]
+    Unread(String),
+}
+
+/// The root step's answer to a request it could not read (not a regular
+/// file, too long, not the request's form): written where the result goes,
+/// so the request's sender learns at once instead of waiting out its bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Unread {
+    pub unread: String,
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + use<> {
@@ -195,10 +208,13 @@ pub(crate) fn ask<T>(
     let started = Instant::now();
     // Bounded by `wait`.
     let answered = loop {
-        if let Ok(bytes) = std::fs::read(result)
-            && let Some(answered) = answer(&bytes)
-        {
-            break Ok(answered);
+        if let Ok(bytes) = std::fs::read(result) {
+            if let Ok(Unread { unread }) = serde_json::from_slice(&bytes) {
+                break Err(InstallError::Unread(unread));
+            }
+            if let Some(answered) = answer(&bytes) {
+                break Ok(answered);
+            }
         }
         if started.elapsed() >= wait {
             break Err(InstallError::NoAnswer(wait));
@@ -235,12 +251,18 @@ pub(crate) fn serve_staged(
         dir,
         dir_path,
         bytes,
-    }) = take(request_path, MAX_REQUEST)?
+    }) = take(request_path, MAX_REQUEST, RESULT_FILE)?
     else {
         return Ok(None);
     };
     let dir_path = dir_path.as_path();
-    let request = InstallRequest::parse(&bytes)?;
+    let request = match InstallRequest::parse(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            refuse_unread(&dir, dir_path, RESULT_FILE, &error);
+            return Err(error);
+        }
+    };
     let outcome = install_copy(&dir, dir_path, work_dir, install);
     match &outcome {
         InstallOutcome::Installed { version, slot } => {
@@ -266,11 +288,32 @@ pub(crate) struct Taken {
     pub bytes: Vec<u8>,
 }
 
+/// Answer a request that could not be read with [`Unread`] as the result
+/// `result_name`, best effort (the refusal is also the step's error).
+pub(crate) fn refuse_unread(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    result_name: &str,
+    reason: &impl std::fmt::Display,
+) {
+    let unread = Unread {
+        unread: reason.to_string(),
+    };
+    if let Err(error) = write_result(dir, dir_path, result_name, &unread) {
+        tracing::warn!(%error, "Cannot answer the refused request");
+    }
+}
+
 /// The root side of a request file: read it (a regular file, at most
 /// `limit` bytes) without following links and remove it, so the path unit
 /// that started the step does not start it again; one that is refused (not
-/// a regular file, too long) is removed as well. `Ok(None)`: no request.
-pub(crate) fn take(request_path: &Path, limit: u64) -> Result<Option<Taken>, InstallError> {
+/// a regular file, too long) is removed as well and answered [`Unread`]
+/// as `result_name`. `Ok(None)`: no request.
+pub(crate) fn take(
+    request_path: &Path,
+    limit: u64,
+    result_name: &str,
+) -> Result<Option<Taken>, InstallError> {
     let (dir_path, request_name) = split(request_path)?;
     let dir = open_dir_nofollow(dir_path)?;
     let read = match open_regular_in(&dir, dir_path, &request_name) {
@@ -283,7 +326,13 @@ pub(crate) fn take(request_path: &Path, limit: u64) -> Result<Option<Taken>, Ins
     };
     unlinkat(&dir, request_name.as_str(), UnlinkatFlags::NoRemoveDir)
         .map_err(|e| io("cannot remove", request_path)(e.into()))?;
-    let bytes = read?;
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            refuse_unread(&dir, dir_path, result_name, &error);
+            return Err(error);
+        }
+    };
     Ok(Some(Taken {
         dir,
         dir_path: dir_path.to_owned(),
@@ -511,7 +560,7 @@ mod tests {
         let taken = {
             let request = request.clone();
             unblocked(&dir.path().join("install-request"), move || {
-                take(&request, MAX_REQUEST).map(|taken| taken.is_some())
+                take(&request, MAX_REQUEST, RESULT_FILE).map(|taken| taken.is_some())
             })
         };
         assert!(
@@ -522,13 +571,53 @@ mod tests {
             std::fs::symlink_metadata(&request).is_err(),
             "the refused request is removed, so the path unit does not start again"
         );
+        let answer: Unread = serde_json::from_slice(
+            &std::fs::read(dir.path().join(RESULT_FILE)).expect("the refusal is answered"),
+        )
+        .expect("an unread answer");
+        assert!(answer.unread.contains("not a regular file"), "{answer:?}");
+
         // A regular request is still taken.
         std::fs::write(&request, br#"{"id":"00ff"}"#).expect("request");
-        let taken = take(&request, MAX_REQUEST)
+        let taken = take(&request, MAX_REQUEST, RESULT_FILE)
             .expect("taken")
             .expect("a request");
         assert_eq!(taken.bytes, br#"{"id":"00ff"}"#);
         assert!(!request.exists());
+    }
+
+    #[test]
+    fn a_request_refused_unread_is_answered_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let request = dir.path().join("install-request");
+        let result = dir.path().join(RESULT_FILE);
+        // The root side: finds a request it cannot read (too long) and
+        // refuses it.
+        let root = {
+            let request = request.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !request.exists() {
+                    assert!(started.elapsed() < Duration::from_secs(10), "no request");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::fs::write(&request, vec![b' '; MAX_REQUEST as usize + 1]).expect("grow");
+                take(&request, MAX_REQUEST, RESULT_FILE).map(|taken| taken.is_some())
+            })
+        };
+        // Unread, not `NoAnswer`: the sender did not wait out its bound.
+        let asked = ask(
+            &request,
+            br#"{"id":"00ff"}"#,
+            &result,
+            Duration::from_secs(600),
+            |_| Some(()),
+        );
+        assert!(
+            matches!(&asked, Err(InstallError::Unread(reason)) if reason.contains("bytes")),
+            "{asked:?}"
+        );
+        assert!(root.join().expect("root side").is_err());
     }
 
     #[test]

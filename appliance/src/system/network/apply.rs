@@ -153,15 +153,15 @@ pub fn serve_request(layout: &NetworkLayout) -> Result<Option<ApplyResult>, Appl
         .request
         .as_deref()
         .ok_or_else(|| ApplyError::Refused("the system layout names no network request".into()))?;
-    let Some(taken) = install::take(request_path, REQUEST_LIMIT)? else {
+    let Some(taken) = install::take(request_path, REQUEST_LIMIT, RESULT_FILE)? else {
         return Ok(None);
     };
     let result = match serde_json::from_slice::<ApplyRequest>(&taken.bytes) {
-        Err(error) => ApplyResult {
-            id: 0,
-            applied: false,
-            message: format!("not a network request: {error}"),
-        },
+        Err(error) => {
+            let reason = format!("not a network request: {error}");
+            install::refuse_unread(&taken.dir, &taken.dir_path, RESULT_FILE, &reason);
+            return Err(ApplyError::Refused(reason));
+        }
         Ok(request) => match write_and_reload(layout, &request.settings) {
             Ok(message) => ApplyResult {
                 id: request.id,
