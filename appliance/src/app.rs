@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// Own the addresses the config needs (`net::addresses`); off, they
     /// must be on the host already (development, tests on the host).
     pub manage_addresses: bool,
+    /// The HA sync listener (`crate::ha`); without it no pairing.
+    pub ha_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         // the address is added (`net::bind`).
         net::allow_nonlocal(true);
     }
+    // The HA role: a standby commits only its peer's changes. Read before
+    // the file at start, which a standby does not commit.
+    let (writer_tx, writer) = tokio::sync::watch::channel(control::Writer::Own);
+    if let Some(pair) = crate::ha::stored_pair(&store)? {
+        if pair.role == crate::ha::Role::Standby {
+            writer_tx.send_replace(control::Writer::Standby { active: None });
+        }
+    }
+    controller.set_writer(writer);
     if let (Some(config), Some(path)) = (file_config, &options.config) {
         commit_file_config(&mut controller, config, path)?;
     }
@@ -256,6 +267,39 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
     ));
+    let ha = crate::ha::Ha::load(
+        store.clone(),
+        events.clone(),
+        control.clone(),
+        Arc::clone(&certificates),
+        app_state.licensing.clone(),
+        appliance_id.clone(),
+        options.ha_listen,
+    )?;
+    let ha_listener = match options.ha_listen {
+        Some(address) => Some(crate::ha::bind(address, &gates).await?),
+        None => None,
+    };
+    // From now on the HA module says who writes.
+    let mut ha_writer = ha.writer();
+    let writer_task = tokio::spawn({
+        let shutdown = shutdown.child_token();
+        async move {
+            loop {
+                writer_tx.send_replace(ha_writer.borrow_and_update().clone());
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = ha_writer.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    });
+    let ha_task = tokio::spawn(crate::ha::serve(
+        Arc::clone(&ha),
+        ha_listener,
+        shutdown.child_token(),
+    ));
+    app_state.ha = Some(ha);
     let history_task = tokio::spawn(web::history::run(
         publisher.clone(),
         control.subscribe(),
@@ -308,6 +352,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = clock.await;
     let _ = renewal_task.await;
     let _ = history_task.await;
+    let _ = ha_task.await;
+    let _ = writer_task.await;
     let _ = health_task.await;
     let _ = network_task.await;
     let _ = proxy_task.await;
@@ -345,6 +391,9 @@ fn commit_file_config(
         Ok(_) => {
             let version = controller.desired().version;
             tracing::info!(version, file = %path.display(), "Config committed");
+        }
+        Err(ControlError::Standby { .. }) => {
+            tracing::error!(file = %path.display(), "Config file not applied: this appliance is the standby of an HA pair; running the config synced from the active");
         }
         Err(ControlError::Licence(reason)) => {
             tracing::error!(file = %path.display(), %reason, "Config file not applied; running the stored config");

@@ -19,6 +19,8 @@
 //! * `web`: the admin listener (UI, REST API, authentication);
 //! * `certs`: the certificate store shared by HTTPS and SIP over TLS;
 //! * `license`: licence documents and the licensing clock;
+//! * `ha`: the HA pair: pairing, pinned mutual TLS, config and admin-state
+//!   sync to the standby, one writer, the split-brain rule;
 //! * `metrics`: the Prometheus text `/metrics` serves;
 //! * `system`: signals, systemd notification, logging, reboots and upgrades
 //!   by image swap (nothing there knows about pools);
@@ -40,6 +42,7 @@ pub mod demo;
 pub mod dns;
 pub(crate) mod drain;
 pub(crate) mod events;
+pub(crate) mod ha;
 pub mod health;
 pub mod license;
 pub(crate) mod listeners;

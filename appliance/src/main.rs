@@ -70,6 +70,11 @@ enum Command {
         /// address must already be on the host.
         #[arg(long)]
         manage_addresses: bool,
+        /// The HA sync listener (IP:port) the peer connects to for pairing
+        /// and config sync; an appliance setting, never replicated. Without
+        /// it the appliance cannot be paired.
+        #[arg(long)]
+        ha_listen: Option<SocketAddr>,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -212,6 +217,7 @@ fn main() -> ExitCode {
             no_reboot,
             confirm_timeout_s,
             manage_addresses,
+            ha_listen,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -223,6 +229,7 @@ fn main() -> ExitCode {
                 reboot: reboot_mode(no_reboot),
                 confirm_timeout: Duration::from_secs(confirm_timeout_s),
                 manage_addresses,
+                ha_listen,
             }),
             Err(error) => Err(error),
         },

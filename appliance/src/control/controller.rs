@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    AWAITING_MOVE_KEY, AwaitingMove, Change, ConfigInput, ControlError, Desired, Preview, Source,
+    AWAITING_MOVE_KEY, AwaitingMove, Change, ConfigInput, ControlError, Desired, PeerChange,
+    Preview, Source, Writer,
 };
 use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
 use crate::license::Licensing;
@@ -23,6 +24,8 @@ pub(crate) struct Controller {
     seq: u64,
     /// Checks a config against the host's interfaces (VIP placement).
     host_check: Option<HostCheck>,
+    /// Whether changes of this appliance's own are committed (HA role).
+    writer: Option<tokio::sync::watch::Receiver<Writer>>,
 }
 
 /// What one change did, before it is published.
@@ -34,6 +37,9 @@ pub(crate) enum Applied {
     Config {
         config: Arc<Config>,
         diff: Box<ConfigDiff>,
+        /// The peer's history replaced this appliance's: the version may
+        /// move back.
+        replace: bool,
     },
     /// A member's admin state was committed.
     Member {
@@ -85,6 +91,7 @@ impl Controller {
             desired: Arc::new(desired),
             seq: 0,
             host_check: None,
+            writer: None,
         })
     }
 
@@ -159,6 +166,23 @@ impl Controller {
         Ok(config)
     }
 
+    /// Follow the HA role: while it says standby, changes of this
+    /// appliance's own are refused.
+    pub(crate) fn set_writer(&mut self, writer: tokio::sync::watch::Receiver<Writer>) {
+        self.writer = Some(writer);
+    }
+
+    /// Refuse an own change on a standby.
+    fn check_writer(&self, source: &Source) -> Result<(), ControlError> {
+        if matches!(source, Source::Revert { .. } | Source::Peer { .. }) {
+            return Ok(());
+        }
+        match self.writer.as_ref().map(|w| w.borrow().clone()) {
+            Some(Writer::Standby { active }) => Err(ControlError::Standby { active }),
+            Some(Writer::Own) | None => Ok(()),
+        }
+    }
+
     pub(crate) fn desired(&self) -> &Arc<Desired> {
         &self.desired
     }
@@ -186,8 +210,15 @@ impl Controller {
         source: &Source,
     ) -> Result<Applied, ControlError> {
         match change {
-            Change::Config { input, if_match } => self.config(input, if_match, source),
-            Change::Member { member, state } => self.member(member, state, source),
+            Change::Config { input, if_match } => {
+                self.check_writer(source)?;
+                self.config(input, if_match, source)
+            }
+            Change::Member { member, state } => {
+                self.check_writer(source)?;
+                self.member(member, state, source)
+            }
+            Change::Peer(change) => self.peer(change, source),
         }
     }
 
@@ -270,7 +301,85 @@ impl Controller {
         Ok(Applied::Config {
             config,
             diff: Box::new(diff),
+            replace: false,
         })
+    }
+
+    /// A change the HA peer committed: its config under its version (with
+    /// this appliance's own `[listen]`), or a member's admin state with the
+    /// peer's time.
+    fn peer(&mut self, change: PeerChange, source: &Source) -> Result<Applied, ControlError> {
+        match change {
+            PeerChange::Config {
+                version,
+                toml,
+                origin,
+                rebase,
+            } => {
+                let current = Arc::clone(&self.desired);
+                let floor = rebase.unwrap_or(current.version);
+                if version <= floor {
+                    return Err(ControlError::Replay {
+                        version,
+                        current: current.version,
+                    });
+                }
+                let name = format!("peer config {version}");
+                let peer = config::from_toml(&toml, &name).map_err(ControlError::Invalid)?;
+                let mut file = peer.source().clone();
+                file.listen = current.config.source().listen.clone();
+                let config = config::from_toml(&config::file_to_toml(&file), &name)
+                    .map_err(ControlError::Invalid)?;
+                let diff =
+                    config::diff(current.stored().then_some(current.config.as_ref()), &config);
+                let stored_source = format!("{source} ({origin})");
+                self.store
+                    .record_peer_config(&config, &stored_source, &diff, version, rebase)?;
+                let mut admin = current.admin.clone();
+                diff.apply_admin(&mut admin);
+                let config = Arc::new(config);
+                self.desired = Arc::new(Desired {
+                    version,
+                    config: Arc::clone(&config),
+                    admin,
+                });
+                self.seq += 1;
+                Ok(Applied::Config {
+                    config,
+                    diff: Box::new(diff),
+                    replace: rebase.is_some(),
+                })
+            }
+            PeerChange::Admin {
+                member,
+                state,
+                changed_at,
+            } => {
+                let (pool, name) = &member;
+                let current = self.desired.admin.get(&member).copied();
+                let same_time = self.store.admin_state_changed_at(pool, name)?.as_deref()
+                    == Some(changed_at.as_str());
+                if current == Some(state) && same_time {
+                    return Ok(Applied::Unchanged);
+                }
+                let previous = self.store.set_admin_state_at(
+                    pool,
+                    name,
+                    state,
+                    &changed_at,
+                    &source.actor(),
+                )?;
+                let mut desired = Desired::clone(&self.desired);
+                desired.admin.insert(member.clone(), state);
+                self.desired = Arc::new(desired);
+                self.seq += 1;
+                Ok(Applied::Member {
+                    member,
+                    previous,
+                    state,
+                })
+            }
+        }
     }
 
     fn member(

@@ -1,8 +1,9 @@
 //! The control task: the one owner of every change to the desired state.
 //! A config PUT, an import (a PUT with TOML), the file given at start
-//! (`poolgate run --config`), a member action (drain, enable, disable) and,
-//! later, a change replicated from the HA peer all become one [`Change`]
-//! with its [`Source`], and all take the same path, in this order:
+//! (`poolgate run --config`), a member action (drain, enable, disable) and
+//! a change replicated from the HA peer ([`Change::Peer`], `crate::ha`) all
+//! become one [`Change`] with its [`Source`], and all take the same path, in
+//! this order:
 //!
 //! validate → licence → version check (`If-Match`) → diff → commit → publish
 //! → announce.
@@ -35,6 +36,15 @@
 //!   reverted at the next start ([`Controller::load`]). The move is announced on the watch
 //!   before the new config is published, so the listeners never see the new
 //!   address without knowing to keep the old one.
+//! * One writer in an HA pair: while [`Writer`] says this appliance is the
+//!   standby, changes from the API and from a file are refused
+//!   ([`ControlError::Standby`]); only the peer's changes are committed,
+//!   under the peer's version numbers, each newer than the one in force
+//!   (an older one is a replay and refused). A peer config keeps this
+//!   appliance's own `[listen]` section: listen addresses belong to the
+//!   appliance. It is not checked against this appliance's licence (the
+//!   active checked its own; a licence never stops traffic) nor against the
+//!   host's interfaces (the VIPs are the active's until a failover).
 
 mod controller;
 pub(crate) mod pending;
@@ -78,6 +88,8 @@ pub(crate) enum Source {
     /// The control task itself, putting back config `version` because the
     /// admin listener's move to `to` was not confirmed in time.
     Revert { version: i64, to: SocketAddr },
+    /// The HA peer (`crate::ha`), by its appliance id.
+    Peer { appliance_id: String },
 }
 
 impl Source {
@@ -85,7 +97,7 @@ impl Source {
     pub(crate) fn actor(&self) -> String {
         match self {
             Self::Api { user } => user.clone(),
-            Self::File { .. } | Self::Revert { .. } => self.to_string(),
+            Self::File { .. } | Self::Revert { .. } | Self::Peer { .. } => self.to_string(),
         }
     }
 }
@@ -99,6 +111,7 @@ impl fmt::Display for Source {
                 f,
                 "revert to version {version} (admin listener move to {to} not confirmed)"
             ),
+            Self::Peer { appliance_id } => write!(f, "HA peer {appliance_id}"),
         }
     }
 }
@@ -129,8 +142,42 @@ pub(crate) enum Change {
         member: MemberKey,
         state: AdminState,
     },
+    /// A change the HA peer committed (only with [`Source::Peer`]).
+    Peer(PeerChange),
 }
 
+/// What the HA peer committed, as this appliance applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PeerChange {
+    /// A config version under the peer's number, as the peer's TOML. With
+    /// `rebase`, this appliance's versions after it are dropped first (the
+    /// peer's history won after a split).
+    Config {
+        version: i64,
+        toml: String,
+        /// Where the peer's version came from (`API (admin)`).
+        origin: String,
+        rebase: Option<i64>,
+    },
+    /// One member's admin state, with the time the peer set it.
+    Admin {
+        member: MemberKey,
+        state: AdminState,
+        changed_at: String,
+    },
+}
+
+/// Whether this appliance commits changes of its own: what the HA role
+/// (`crate::ha`) tells the task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// Alone, or the active of a pair.
+    #[default]
+    Own,
+    /// The standby of a pair: changes are made on the active, at `active`
+    /// (its admin address) if known.
+    Standby { active: Option<String> },
+}
 /// The committed desired state, as the task holds it: the config and its
 /// version, and every member's admin state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +369,15 @@ pub enum ControlError {
     /// A confirmation that did not arrive on the new admin address.
     #[error("confirm the move on the new admin address {to}")]
     ConfirmElsewhere { to: SocketAddr },
+    /// This appliance is the standby of an HA pair: changes are made on the
+    /// active.
+    #[error("this appliance is standby; make changes on the active at {}", active.as_deref().unwrap_or("its address (the peer is not connected)"))]
+    Standby { active: Option<String> },
+    /// A peer's version not newer than the one in force: a replay.
+    #[error(
+        "config version {version} is not newer than version {current} in force; replay refused"
+    )]
+    Replay { version: i64, current: i64 },
     /// The task has stopped (shutdown), or the publisher has.
     #[error("the control task has stopped")]
     Stopped,
@@ -442,6 +498,25 @@ impl ControlHandle {
             Reply::Member(outcome) => Ok(outcome),
             Reply::Config(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
                 unreachable!("a member action has a member reply")
+            }
+        }
+    }
+
+    /// Apply a change the HA peer committed; returns once it is published.
+    /// The version in force afterwards.
+    pub(crate) async fn peer(
+        &self,
+        change: PeerChange,
+        source: Source,
+    ) -> Result<i64, ControlError> {
+        match self
+            .request(Request::Change(Change::Peer(change)), source)
+            .await?
+        {
+            Reply::Config(outcome) => Ok(outcome.version),
+            Reply::Member(_) => Ok(self.desired().version),
+            Reply::Preview(_) | Reply::Confirmed(_) => {
+                unreachable!("a peer change has a config or member reply")
             }
         }
     }
@@ -786,11 +861,23 @@ async fn publish(
                     confirm_by: None,
                 })));
             }
-            Applied::Config { config, diff } => (
-                Update::Config {
-                    config: Arc::clone(&config),
-                    version,
-                    diff: ConfigDiff::clone(&diff),
+            Applied::Config {
+                config,
+                diff,
+                replace,
+            } => (
+                if replace {
+                    Update::Replace {
+                        config: Arc::clone(&config),
+                        version,
+                        diff: ConfigDiff::clone(&diff),
+                    }
+                } else {
+                    Update::Config {
+                        config: Arc::clone(&config),
+                        version,
+                        diff: ConfigDiff::clone(&diff),
+                    }
                 },
                 CommittedChange::Config { config },
                 diff.summary(),

@@ -52,10 +52,13 @@ pub(crate) enum EventKind {
     System,
     /// An upgrade image received, installed, settled or rolled back.
     Upgrade,
+    /// The HA pair: pairing, role changes with their reason, changes not
+    /// applied after a split, refused sync attempts.
+    Ha,
 }
 
 impl EventKind {
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Config,
         Self::Admin,
         Self::Health,
@@ -65,6 +68,7 @@ impl EventKind {
         Self::License,
         Self::System,
         Self::Upgrade,
+        Self::Ha,
     ];
 
     /// The stored and filtered text form.
@@ -79,6 +83,7 @@ impl EventKind {
             Self::License => "license",
             Self::System => "system",
             Self::Upgrade => "upgrade",
+            Self::Ha => "ha",
         }
     }
 

@@ -25,6 +25,14 @@ pub enum Update {
         version: i64,
         diff: ConfigDiff,
     },
+    /// A config that replaces the one in force whatever its version: the
+    /// HA peer's history won over this appliance's after a split
+    /// (`crate::ha`), so the version may move back.
+    Replace {
+        config: Arc<Config>,
+        version: i64,
+        diff: ConfigDiff,
+    },
     AdminState {
         member: MemberKey,
         state: AdminState,
@@ -81,19 +89,15 @@ impl Inputs {
                     );
                     return false;
                 }
-                for key in diff.members_removed.iter().chain(&diff.members_changed) {
-                    self.health.retain(|(member, _), _| member != key);
-                }
-
-                self.health.retain(|(_, monitor), _| {
-                    !diff.monitors_removed.contains(monitor)
-                        && !diff.monitors_changed.contains(monitor)
-                });
-                diff.apply_admin(&mut self.admin);
-                self.settle_drain();
-                self.config = config;
-                self.config_version = version;
-                self.sync_counters();
+                self.take_config(config, version, &diff);
+                true
+            }
+            Update::Replace {
+                config,
+                version,
+                diff,
+            } => {
+                self.take_config(config, version, &diff);
                 true
             }
             Update::AdminState { member, state } => {
@@ -126,6 +130,20 @@ impl Inputs {
                 }
             }
         }
+    }
+
+    fn take_config(&mut self, config: Arc<Config>, version: i64, diff: &ConfigDiff) {
+        for key in diff.members_removed.iter().chain(&diff.members_changed) {
+            self.health.retain(|(member, _), _| member != key);
+        }
+        self.health.retain(|(_, monitor), _| {
+            !diff.monitors_removed.contains(monitor) && !diff.monitors_changed.contains(monitor)
+        });
+        diff.apply_admin(&mut self.admin);
+        self.settle_drain();
+        self.config = config;
+        self.config_version = version;
+        self.sync_counters();
     }
 
     /// Drain progress is kept only for members that are draining: one

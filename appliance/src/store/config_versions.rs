@@ -76,6 +76,53 @@ impl Store {
         diff: &ConfigDiff,
         also: Option<SettingWrite<'_>>,
     ) -> Result<i64, StoreError> {
+        self.insert_config(config, source, diff, also, None)
+    }
+
+    /// Record a config version the HA peer committed, under the peer's
+    /// number `version` (`crate::ha`). With `rebase`, the versions after it
+    /// are dropped first: the peer's history replaces this appliance's
+    /// from there (the caller has reported them as not applied).
+    pub(crate) fn record_peer_config(
+        &self,
+        config: &Config,
+        source: &str,
+        diff: &ConfigDiff,
+        version: i64,
+        rebase: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        self.insert_config(config, source, diff, None, Some((version, rebase)))
+    }
+
+    /// The versions after `base`, oldest first, at most `limit`.
+    pub(crate) fn config_versions_after(
+        &self,
+        base: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, created_at, source, toml FROM config_versions WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![base, limit as i64], |row| {
+            Ok(StoredVersion {
+                id: row.get(0)?,
+                created_at: row.get(1)?,
+                source: row.get(2)?,
+                toml: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_config(
+        &self,
+        config: &Config,
+        source: &str,
+        diff: &ConfigDiff,
+        also: Option<SettingWrite<'_>>,
+        peer: Option<(i64, Option<i64>)>,
+    ) -> Result<i64, StoreError> {
         let text = config::to_toml(config);
         self.transact(|tx, now| {
             if let Some(write) = also {
@@ -86,11 +133,31 @@ impl Store {
                 [],
                 |row| row.get(0),
             )?;
-            tx.execute(
-                "INSERT INTO config_versions (created_at, source, toml) VALUES (?1, ?2, ?3)",
-                params![now, source, text],
-            )?;
-            let id = tx.last_insert_rowid();
+            let id = match peer {
+                None => {
+                    tx.execute(
+                        "INSERT INTO config_versions (created_at, source, toml) VALUES (?1, ?2, ?3)",
+                        params![now, source, text],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+                Some((version, rebase)) => {
+                    if let Some(base) = rebase {
+                        tx.execute("DELETE FROM config_versions WHERE id > ?1", params![base])?;
+                        // The next local version follows the peer's, not
+                        // the dropped ones.
+                        tx.execute(
+                            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'config_versions'",
+                            params![base],
+                        )?;
+                    }
+                    tx.execute(
+                        "INSERT INTO config_versions (id, created_at, source, toml) VALUES (?1, ?2, ?3, ?4)",
+                        params![version, now, source, text],
+                    )?;
+                    version
+                }
+            };
             for (pool, member) in &diff.members_removed {
                 tx.execute(
                     "DELETE FROM member_admin_state WHERE pool = ?1 AND member = ?2",

@@ -46,6 +46,10 @@ pub enum ApiError {
     /// or a confirmation with nothing to confirm (or on the old address).
     #[error("{0}")]
     Confirmation(String),
+    /// This appliance is the standby of an HA pair, or the pair is not in a
+    /// state for the request (`crate::ha`).
+    #[error("{0}")]
+    Ha(String),
     /// The config changed since the version the client reviewed.
     #[error(
         "the configuration changed since you reviewed it (now version {current}); review again"
@@ -92,9 +96,10 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::ConfigChanged { .. } | Self::Confirmation(_) => {
-                StatusCode::CONFLICT
-            }
+            Self::Conflict(_)
+            | Self::ConfigChanged { .. }
+            | Self::Confirmation(_)
+            | Self::Ha(_) => StatusCode::CONFLICT,
             Self::Licence(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -220,6 +225,9 @@ pub(crate) fn control_error(error: ControlError, toml: bool) -> ApiError {
         error @ (ControlError::AwaitingConfirmation { .. }
         | ControlError::NothingToConfirm
         | ControlError::ConfirmElsewhere { .. }) => ApiError::Confirmation(error.to_string()),
+        error @ (ControlError::Standby { .. } | ControlError::Replay { .. }) => {
+            ApiError::Ha(error.to_string())
+        }
         ControlError::Stopped => ApiError::Unavailable,
     }
 }

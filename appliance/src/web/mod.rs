@@ -44,7 +44,12 @@
 //! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
 //!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
 //!   and reverted unless confirmed in time (`network`)
+//! * `GET /api/v1/ha`, `POST /api/v1/ha/pairing-code`, `POST /api/v1/ha/join`,
+//!   `POST /api/v1/ha/failover`, `DELETE /api/v1/ha` — the HA pair (`ha`)
 //! * `GET /metrics` — Prometheus text format
+//!
+//! On the standby of an HA pair, config PUTs, imports and member actions are
+//! refused with 409 naming the active (the control task decides).
 //!
 //! The route tables below are the single source: the router is built from
 //! them and the security tests enumerate them.
@@ -55,6 +60,7 @@ pub(crate) mod auth;
 mod configure;
 mod error;
 mod extract;
+mod ha;
 pub(crate) mod history;
 mod network;
 mod openapi;
@@ -352,6 +358,41 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/system/network/confirm",
             "Keep the network change awaiting confirmation",
             network::confirm
+        ),
+        spec!(
+            GET,
+            "/api/v1/ha",
+            "The HA pair: role, peer, link and sync state, last synced version, changes not applied",
+            ha::get,
+            response = crate::ha::HaStatus
+        ),
+        spec!(
+            POST,
+            "/api/v1/ha/pairing-code",
+            "A one-time pairing code (10 minutes, single use), shown once",
+            ha::pairing_code,
+            response = ha::PairingCode
+        ),
+        spec!(
+            POST,
+            "/api/v1/ha/join",
+            "Pair with the appliance whose sync listener is at `peer`, using its pairing code",
+            ha::join,
+            request = ha::JoinBody,
+            response = crate::ha::HaStatus
+        ),
+        spec!(
+            POST,
+            "/api/v1/ha/failover",
+            "Swap the active and standby roles through the link (force: take the active role without the peer)",
+            ha::failover,
+            request = ha::FailoverBody
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/ha",
+            "Unpair (the peer is told if reachable)",
+            ha::unpair
         ),
     ]
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     /// `GET /api/v1/health`, which load balancers and monitors poll, asks
     /// the store only until then.
     pub(crate) setup_done: Arc<std::sync::atomic::AtomicBool>,
+    /// The HA pair (`run` sets it).
+    pub(crate) ha: Option<Arc<crate::ha::Ha>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
             setup_done: Arc::default(),
+            ha: None,
         }
     }
 }
