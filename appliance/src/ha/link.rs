@@ -208,9 +208,23 @@ pub(super) struct Joined {
 
 /// The joiner's side of pairing.
 pub(super) async fn join(ha: &Ha, address: SocketAddr, code: &str) -> Result<Joined, HaError> {
-    let unreachable = |message: String| HaError::Field {
-        field: "peer",
-        message,
+    let unreachable = |why: String| {
+        // The peer's listener turned our certificate away (TLS 1.3 says so
+        // at the first read or write): it lets an unknown certificate
+        // through only while a code is open.
+        if why.contains("received fatal alert") {
+            HaError::Field {
+                field: "code",
+                message: format!(
+                    "the peer has no pairing code open (or it expired); create one on the peer ({why})"
+                ),
+            }
+        } else {
+            HaError::Field {
+                field: "peer",
+                message: why,
+            }
+        }
     };
     let (stream, theirs) = connect(ha, &address.to_string(), None)
         .await
@@ -406,26 +420,36 @@ where
             }
         }
     });
+    // The first live session is the one the API's requests go to (a
+    // second connection with the pinned certificate does not take over).
     let (commands_tx, commands) = mpsc::channel(4);
-    *lock(&ha.session) = Some(commands_tx.clone());
-    let result = run(ha, &mut writer, &mut frames, commands, shutdown).await;
-    reader_task.abort();
     {
         let mut current = lock(&ha.session);
-        if current
-            .as_ref()
-            .is_some_and(|tx| tx.same_channel(&commands_tx))
-        {
-            *current = None;
+        if current.as_ref().is_none_or(|tx| tx.is_closed()) {
+            *current = Some(commands_tx.clone());
         }
     }
-    ha.set_link(|link| {
-        link.up = false;
-        link.sync = "unknown";
-        if let Err(why) = &result {
-            link.last_error = Some(why.clone());
+    let result = run(ha, &mut writer, &mut frames, commands, shutdown).await;
+    reader_task.abort();
+    let primary = {
+        let mut current = lock(&ha.session);
+        let primary = current
+            .as_ref()
+            .is_some_and(|tx| tx.same_channel(&commands_tx));
+        if primary {
+            *current = None;
         }
-    });
+        primary
+    };
+    if primary {
+        ha.set_link(|link| {
+            link.up = false;
+            link.sync = "unknown";
+            if let Err(why) = &result {
+                link.last_error = Some(why.clone());
+            }
+        });
+    }
     let _ = writer.shutdown().await;
     result
 }
