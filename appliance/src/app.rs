@@ -127,10 +127,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     // The HA role: a standby commits only its peer's changes. Read before
     // the file at start, which a standby does not commit.
     let (writer_tx, writer) = tokio::sync::watch::channel(control::Writer::Own);
-    if let Some(pair) = crate::ha::stored_pair(&store)? {
-        if pair.role == crate::ha::Role::Standby {
-            writer_tx.send_replace(control::Writer::Standby { active: None });
-        }
+    if crate::ha::stored_pair(&store)?.is_some_and(|pair| pair.role == crate::ha::Role::Standby) {
+        writer_tx.send_replace(control::Writer::Standby { active: None });
     }
     controller.set_writer(writer);
     if let (Some(config), Some(path)) = (file_config, &options.config) {

@@ -795,12 +795,12 @@ async fn follow<W: AsyncWrite + Unpin>(
                 match frame.message {
                     Message::Ping => {}
                     Message::Config { version, toml, origin, rebase } => {
-                        if let Some(base) = rebase {
-                            if ha.pair().is_some_and(|pair| pair.synced.is_some()) {
-                                ha.blocking(move |ha| ha.record_not_applied(base))
-                                    .await
-                                    .map_err(|e| e.to_string())?;
-                            }
+                        if let Some(base) = rebase
+                            && ha.pair().is_some_and(|pair| pair.synced.is_some())
+                        {
+                            ha.blocking(move |ha| ha.record_not_applied(base))
+                                .await
+                                .map_err(|e| e.to_string())?;
                         }
                         let change = PeerChange::Config { version, toml, origin, rebase };
                         match ha.control.peer(change, source.clone()).await {

@@ -135,6 +135,31 @@ pub(crate) struct Stats {
     pub refused_replays: std::sync::atomic::AtomicU64,
 }
 
+impl crate::metrics::Render for Stats {
+    fn render(&self, out: &mut crate::metrics::MetricsWriter) {
+        let Self {
+            refused_connections,
+            refused_joins,
+            refused_replays,
+        } = self;
+        out.counter(
+            "poolgate_ha_refused_connections_total",
+            "Connections to the HA sync listener refused: no client certificate, one not pinned, or not a sync peer.",
+            refused_connections,
+        );
+        out.counter(
+            "poolgate_ha_refused_joins_total",
+            "Pairing attempts refused: no code open, a wrong or expired code, already paired.",
+            refused_joins,
+        );
+        out.counter(
+            "poolgate_ha_refused_replays_total",
+            "Config versions from the peer refused as not newer than the one in force.",
+            refused_replays,
+        );
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HaError {
     #[error("{0}")]

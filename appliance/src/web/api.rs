@@ -552,6 +552,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.events.stats().render(&mut out);
     state.listeners.render(&mut out);
     state.addresses.render(&mut out);
+    if let Some(ha) = &state.ha {
+        ha.stats.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out.finish()).into_response()
 }
 
