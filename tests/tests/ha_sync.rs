@@ -301,6 +301,40 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
     assert_eq!(b.version(), current);
     assert_eq!(b.ttl(), 77);
 
+    // A failover through the link, asked on the active: the roles swap and
+    // changes flow the other way.
+    let response = a.client.post("/api/v1/ha/failover", &json!({}));
+    assert_eq!(response.status().as_u16(), 200);
+    wait_for("the roles swapped", SYNC, || {
+        a.ha()["role"] == "standby" && b.ha()["role"] == "active"
+    });
+    wait_in_sync(&b, &a);
+    let version = b.set_ttl(88);
+    wait_for("B's change on A", SYNC, || a.version() == version);
+    assert_eq!(a.ttl(), 88);
+    let events = a.client.json("/api/v1/events?kind=ha");
+    assert!(
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("now standby: failover requested"))),
+        "a role change with its reason: {events}"
+    );
+    // And back, asked on the standby.
+    let response = a.client.post("/api/v1/ha/failover", &json!({}));
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().unwrap_or_default()
+    );
+    assert_eq!(a.ha()["role"], "active");
+    wait_for("B standby again", SYNC, || b.ha()["role"] == "standby");
+    wait_in_sync(&a, &b);
+
     // Unpair from the standby: the active hears of it; both write again.
     let response = b.client.delete("/api/v1/ha");
     assert_eq!(response.status().as_u16(), 200);

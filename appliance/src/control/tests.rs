@@ -485,3 +485,134 @@ async fn a_confirmed_admin_move_survives_a_restart() {
         "127.0.0.2:8443"
     );
 }
+
+fn peer() -> Source {
+    Source::Peer {
+        appliance_id: "peer-a".to_owned(),
+    }
+}
+
+/// The example's TOML with another TTL and another admin listener: what
+/// the peer sends.
+fn peer_toml(ttl: u32) -> String {
+    let mut file = with_ttl(ttl).source().clone();
+    file.listen.admin = "192.0.2.1:443".to_owned();
+    config::file_to_toml(&file)
+}
+
+#[test]
+fn a_standby_refuses_its_own_changes_and_takes_the_peers_under_their_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut controller) = controller(dir.path());
+    let (writer_tx, writer) = tokio::sync::watch::channel(Writer::Standby {
+        active: Some("https://192.0.2.1:443".to_owned()),
+    });
+    controller.set_writer(writer);
+    let own = Change::Config {
+        input: ConfigInput::Validated(Box::new(with_ttl(5))),
+        if_match: None,
+    };
+    let refused = controller.apply(own.clone(), &api());
+    assert!(
+        matches!(&refused, Err(ControlError::Standby { active: Some(a) }) if a.contains("192.0.2.1")),
+        "{refused:?}"
+    );
+    let member = Change::Member {
+        member: key("fe01"),
+        state: AdminState::Draining,
+    };
+    assert!(matches!(
+        controller.apply(member, &api()),
+        Err(ControlError::Standby { .. })
+    ));
+    // The peer's version 7 is taken under its number, with our [listen].
+    let local_admin = controller.desired().config.listen.admin;
+    let change = Change::Peer(PeerChange::Config {
+        version: 7,
+        toml: peer_toml(42),
+        origin: "API (admin)".to_owned(),
+        rebase: None,
+    });
+    controller.apply(change, &peer()).expect("peer config");
+    assert_eq!(controller.desired().version, 7);
+    assert_eq!(controller.desired().config.dns.ttl, 42);
+    assert_eq!(controller.desired().config.listen.admin, local_admin);
+    let stored = store.latest_config().expect("read").expect("stored");
+    assert_eq!(stored.id, 7);
+    assert!(
+        stored.source.contains("HA peer peer-a"),
+        "{}",
+        stored.source
+    );
+    // A replay of it, or of anything older, is refused and changes nothing.
+    for version in [7, 3] {
+        let replay = Change::Peer(PeerChange::Config {
+            version,
+            toml: peer_toml(1),
+            origin: "replayed".to_owned(),
+            rebase: None,
+        });
+        assert!(matches!(
+            controller.apply(replay, &peer()),
+            Err(ControlError::Replay { current: 7, .. })
+        ));
+    }
+    assert_eq!(controller.desired().config.dns.ttl, 42);
+    // Admin states come with the peer's time.
+    let at = "2026-01-02T03:04:05Z".to_owned();
+    let change = Change::Peer(PeerChange::Admin {
+        member: key("fe02"),
+        state: AdminState::Draining,
+        changed_at: at.clone(),
+    });
+    controller.apply(change, &peer()).expect("peer admin state");
+    assert_eq!(
+        store
+            .admin_state_changed_at("pool01", "fe02")
+            .expect("read"),
+        Some(at)
+    );
+    // Active again: its own changes are taken.
+    writer_tx.send_replace(Writer::Own);
+    controller.apply(own, &api()).expect("own change");
+    assert_eq!(controller.desired().version, 8);
+}
+
+#[test]
+fn a_rebase_drops_the_losing_versions_and_may_move_the_version_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut controller) = controller(dir.path());
+    for ttl in [5, 6, 7] {
+        let change = Change::Config {
+            input: ConfigInput::Validated(Box::new(with_ttl(ttl))),
+            if_match: None,
+        };
+        controller.apply(change, &api()).expect("commit");
+    }
+    assert_eq!(controller.desired().version, 4);
+    let change = Change::Peer(PeerChange::Config {
+        version: 3,
+        toml: peer_toml(99),
+        origin: "API (admin)".to_owned(),
+        rebase: Some(1),
+    });
+    match controller.apply(change, &peer()).expect("rebase") {
+        Applied::Config { replace, .. } => assert!(replace),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(controller.desired().version, 3);
+    let ids: Vec<i64> = store
+        .config_versions_after(0, 10)
+        .expect("read")
+        .iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(ids, [1, 3]);
+    // The next own version follows the peer's.
+    let change = Change::Config {
+        input: ConfigInput::Validated(Box::new(with_ttl(8))),
+        if_match: None,
+    };
+    controller.apply(change, &api()).expect("commit");
+    assert_eq!(controller.desired().version, 4);
+}

@@ -624,6 +624,9 @@ async fn lead<W: AsyncWrite + Unpin>(
         };
         send(writer, &message).await.map_err(io)?;
     }
+    send(writer, &Message::CaughtUp { version: last_sent })
+        .await
+        .map_err(io)?;
     if last_sent == peer_version {
         ha.set_link(|link| link.sync = "in_sync");
     }
@@ -853,6 +856,14 @@ async fn follow<W: AsyncWrite + Unpin>(
                     }
                     Message::Unpair => return peer_unpaired(ha).await,
                     Message::Synced { .. } => {}
+                    Message::CaughtUp { version } => {
+                        if ha.control.desired().version == version {
+                            ha.blocking(move |ha| ha.update(|pair| pair.synced = Some(version)).map(|_| ()))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            ha.set_link(|link| link.sync = "in_sync");
+                        }
+                    }
                     Message::Refused { reason } => {
                         if let Some(done) = failover.take() {
                             let _ = done.send(Err(reason.clone()));
@@ -896,6 +907,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Config { .. } => "config",
         Message::Admin { .. } => "admin",
         Message::Synced { .. } => "synced",
+        Message::CaughtUp { .. } => "caught_up",
         Message::Failover { .. } => "failover",
         Message::FailoverDone { .. } => "failover_done",
         Message::Unpair => "unpair",

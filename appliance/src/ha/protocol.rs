@@ -93,6 +93,8 @@ pub(crate) enum Message {
     },
     /// The follower applied `version`.
     Synced { version: i64 },
+    /// The active sent everything up to `version` on this link's catch-up.
+    CaughtUp { version: i64 },
     /// The sender asks that `new_active` becomes the active.
     Failover { new_active: String },
     /// The active gave up its role: the asking side may take it.
