@@ -504,7 +504,7 @@ fn peer_toml(ttl: u32) -> String {
 fn a_standby_refuses_its_own_changes_and_takes_the_peers_under_their_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, mut controller) = controller(dir.path());
-    let (writer_tx, writer) = tokio::sync::watch::channel(Writer::Standby {
+    let (writer_tx, writer) = watch::channel(Writer::Standby {
         active: Some("https://192.0.2.1:443".to_owned()),
     });
     controller.set_writer(writer);
