@@ -902,6 +902,22 @@ fn every_route_is_exercised() {
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),
+        (
+            "POST /api/v1/ha/pairing-code",
+            "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
+        ),
+        (
+            "POST /api/v1/ha/join",
+            "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
+        ),
+        (
+            "POST /api/v1/ha/failover",
+            "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
+        ),
+        (
+            "DELETE /api/v1/ha",
+            "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
+        ),
     ];
     let routes: Vec<_> = poolgate::web::open_routes()
         .into_iter()
