@@ -230,6 +230,25 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
     assert_eq!(since(&a.client), since(&b.client), "the same drain start");
     assert_eq!(b.version(), a.version());
 
+    // Users and API tokens: a token made on the active works on the
+    // standby; revoked there, it stops working on both.
+    let token: Value = a
+        .client
+        .post("/api/v1/tokens", &json!({"name": "script"}))
+        .json()
+        .expect("JSON");
+    let secret = token["token"].as_str().expect("secret").to_owned();
+    let mut scripted = AdminClient::new(b.process.address("admin"));
+    scripted.bearer = Some(secret);
+    wait_for("the token on the standby", SYNC, || {
+        scripted.get("/api/v1/status").status().as_u16() == 200
+    });
+    let response = a.client.delete(&format!("/api/v1/tokens/{}", token["id"]));
+    assert_eq!(response.status().as_u16(), 204);
+    wait_for("the token revoked on the standby", SYNC, || {
+        scripted.get("/api/v1/status").status().as_u16() == 401
+    });
+
     // One writer: the standby refuses config PUTs and member actions.
     let config = b.client.json("/api/v1/config");
     let response = b.client.put("/api/v1/config", &config);

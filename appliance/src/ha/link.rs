@@ -8,9 +8,10 @@
 //! dialer waits [`REDIAL`] between attempts. A session that falls behind
 //! the committed stream closes and catches up on the next link.
 //!
-//! Hooks for what is not in step yet: certificates and CA bundles, users
-//! and API token hashes would travel as further message types after the
-//! admin states in [`lead`], applied by the follower in [`follow`].
+//! Users and API token hashes follow the admin states in [`lead`] and are
+//! sent again when they change (checked every [`CREDENTIALS_CHECK`]).
+//! Hook for what is not in step yet: certificates and CA bundles would
+//! travel as further message types the same way, applied in [`follow`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,6 +34,8 @@ const SILENCE: Duration = Duration::from_secs(45);
 const PING: Duration = Duration::from_secs(15);
 const REDIAL: Duration = Duration::from_secs(1);
 const CONNECT: Duration = Duration::from_secs(10);
+/// How often the active looks whether users or tokens changed.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
 /// Versions sent one by one on a catch-up; further behind, the latest
 /// alone (with a rebase).
 const CATCH_UP: usize = 100;
@@ -624,6 +627,15 @@ async fn lead<W: AsyncWrite + Unpin>(
         };
         send(writer, &message).await.map_err(io)?;
     }
+    let mut credentials = credentials_of(ha).await?;
+    send(
+        writer,
+        &Message::Credentials {
+            credentials: credentials.clone(),
+        },
+    )
+    .await
+    .map_err(io)?;
     send(writer, &Message::CaughtUp { version: last_sent })
         .await
         .map_err(io)?;
@@ -631,12 +643,22 @@ async fn lead<W: AsyncWrite + Unpin>(
         ha.set_link(|link| link.sync = "in_sync");
     }
     let mut ping = tokio::time::interval(PING);
+    let mut check = tokio::time::interval(CREDENTIALS_CHECK);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = &mut silence => return Err("the peer went silent".into()),
             _ = ping.tick() => send(writer, &Message::Ping).await.map_err(io)?,
+            _ = check.tick() => {
+                let now = credentials_of(ha).await?;
+                if now != credentials {
+                    credentials = now;
+                    send(writer, &Message::Credentials { credentials: credentials.clone() })
+                        .await
+                        .map_err(io)?;
+                }
+            }
             change = committed.recv() => match change {
                 Ok(change) => {
                     if let Some(message) = change_message(ha, change, &mut last_sent).await? {
@@ -706,6 +728,14 @@ async fn lead<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+async fn credentials_of(ha: &Ha) -> Result<crate::store::Credentials, String> {
+    let store = ha.store.clone();
+    tokio::task::spawn_blocking(move || store.credentials())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The message a committed change becomes, if the peer lacks it.
@@ -856,6 +886,20 @@ async fn follow<W: AsyncWrite + Unpin>(
                     }
                     Message::Unpair => return peer_unpaired(ha).await,
                     Message::Synced { .. } => {}
+                    Message::Credentials { credentials } => {
+                        let store = ha.store.clone();
+                        let replaced = tokio::task::spawn_blocking(move || store.replace_credentials(&credentials))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        match replaced {
+                            Ok(true) => tracing::info!(peer = %peer.appliance_id, "Users and API tokens taken from the HA active"),
+                            Ok(false) => {}
+                            Err(error) => {
+                                tracing::warn!(peer = %peer.appliance_id, %error, "Users and API tokens from the HA peer not applied");
+                                send(writer, &Message::Refused { reason: error.to_string() }).await.map_err(io)?;
+                            }
+                        }
+                    }
                     Message::CaughtUp { version } => {
                         if ha.control.desired().version == version {
                             ha.blocking(move |ha| ha.update(|pair| pair.synced = Some(version)).map(|_| ()))
@@ -906,6 +950,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Hello { .. } => "hello",
         Message::Config { .. } => "config",
         Message::Admin { .. } => "admin",
+        Message::Credentials { .. } => "credentials",
         Message::Synced { .. } => "synced",
         Message::CaughtUp { .. } => "caught_up",
         Message::Failover { .. } => "failover",

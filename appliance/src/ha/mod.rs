@@ -30,11 +30,13 @@
 //!   versions after the last synced one as not applied (an event each,
 //!   listed in `GET /api/v1/ha`), becomes standby and takes the winner's
 //!   latest version with a rebase.
+//! * Users and API token hashes are in step too: the standby takes the
+//!   active's (a password the active changed later ends the user's sessions
+//!   on the standby, as a change does locally).
 //! * Each appliance keeps its own `[listen]` section, network settings,
 //!   appliance id and licence (the peer's licence is shown).
 //!
-//! Not yet in step (hooks left in `link`): certificates and CA bundles,
-//! users and API token hashes.
+//! Not yet in step (a hook left in `link`): certificates and CA bundles.
 
 mod link;
 mod pin;

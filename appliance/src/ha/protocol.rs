@@ -91,6 +91,11 @@ pub(crate) enum Message {
         state: String,
         changed_at: String,
     },
+    /// Every user and API token, as hashes (the active's, whenever they
+    /// change).
+    Credentials {
+        credentials: crate::store::Credentials,
+    },
     /// The follower applied `version`.
     Synced { version: i64 },
     /// The active sent everything up to `version` on this link's catch-up.

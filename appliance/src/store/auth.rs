@@ -407,3 +407,127 @@ impl Store {
         Ok(self.use_token(secret)?.map(|token| token.username))
     }
 }
+
+/// Users and API tokens as the HA standby receives them from the active:
+/// hashes only, never a password or a secret (`crate::ha`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct Credentials {
+    pub users: Vec<UserRow>,
+    pub tokens: Vec<TokenRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct UserRow {
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct TokenRow {
+    pub username: String,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+impl Store {
+    /// Every user and API token, as hashes.
+    pub(crate) fn credentials(&self) -> Result<Credentials, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT username, password_hash, created_at, updated_at FROM admin_users ORDER BY username",
+        )?;
+        let users = stmt
+            .query_map([], |row| {
+                Ok(UserRow {
+                    username: row.get(0)?,
+                    password_hash: row.get(1)?,
+                    created_at: row.get(2)?,
+                    updated_at: row.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT username, name, token_hash, created_at, revoked_at, expires_at FROM api_tokens ORDER BY token_hash",
+        )?;
+        let tokens = stmt
+            .query_map([], |row| {
+                Ok(TokenRow {
+                    username: row.get(0)?,
+                    name: row.get(1)?,
+                    token_hash: row.get(2)?,
+                    created_at: row.get(3)?,
+                    revoked_at: row.get(4)?,
+                    expires_at: row.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Credentials { users, tokens })
+    }
+
+    /// Make users and tokens what the HA active has, in one transaction:
+    /// users and tokens it lacks go (with their sessions), the others take
+    /// its hashes. A user whose password the active changed after this
+    /// appliance last did loses their sessions here too, as a password
+    /// change does. Returns whether anything changed.
+    pub(crate) fn replace_credentials(&self, from: &Credentials) -> Result<bool, StoreError> {
+        let current = self.credentials()?;
+        if current == *from {
+            return Ok(false);
+        }
+        self.transact(|tx, _now| {
+            for user in &current.users {
+                if !from.users.iter().any(|u| u.username == user.username) {
+                    tx.execute(
+                        "DELETE FROM admin_users WHERE username = ?1",
+                        params![user.username],
+                    )?;
+                }
+            }
+            for user in &from.users {
+                let local = current.users.iter().find(|u| u.username == user.username);
+                if local.is_some_and(|local| {
+                    local.password_hash != user.password_hash && user.updated_at > local.updated_at
+                }) {
+                    tx.execute(
+                        "DELETE FROM sessions WHERE username = ?1",
+                        params![user.username],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+                    params![user.username, user.password_hash, user.created_at, user.updated_at],
+                )?;
+            }
+            for token in &current.tokens {
+                if !from.tokens.iter().any(|t| t.token_hash == token.token_hash) {
+                    tx.execute(
+                        "DELETE FROM api_tokens WHERE token_hash = ?1",
+                        params![token.token_hash],
+                    )?;
+                }
+            }
+            for token in &from.tokens {
+                tx.execute(
+                    "INSERT INTO api_tokens (username, name, token_hash, created_at, revoked_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (token_hash) DO UPDATE SET name = excluded.name, revoked_at = excluded.revoked_at, expires_at = excluded.expires_at",
+                    params![token.username, token.name, token.token_hash, token.created_at, token.revoked_at, token.expires_at],
+                )?;
+            }
+            let event = NewEvent::new(
+                EventKind::Ha,
+                format!(
+                    "Users and API tokens taken from the HA active ({} users, {} tokens)",
+                    from.users.len(),
+                    from.tokens.len()
+                ),
+            );
+            Ok((true, Some(event)))
+        })
+    }
+}

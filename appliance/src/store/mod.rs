@@ -38,6 +38,7 @@ use rusqlite::{Connection, Transaction};
 
 use crate::events::NewEvent;
 
+pub(crate) use auth::Credentials;
 pub use auth::{
     Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
     valid_username,
