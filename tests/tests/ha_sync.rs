@@ -265,8 +265,14 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
         .post("/api/v1/pools/pool01/members/fe01/disable", &json!({}));
     assert_eq!(response.status().as_u16(), 409);
 
-    // Strangers: no client certificate, then another certificate.
+    // Strangers: no client certificate, then another certificate. Both
+    // are counted; refusals are logged (at WARN at most every 10 s).
+    let refused = || a.ha()["refused_connections"].as_u64().expect("count");
+    let refused_before = refused();
     let mut stranger = s_client(a.sync, None);
+    wait_for("no certificate refused", SYNC, || {
+        refused() > refused_before
+    });
     refused_in_log(&a.process, "HA sync connection refused");
     let _ = stranger.0.kill();
     let other = dir.path().join("other");
@@ -289,10 +295,10 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
         .status()
         .expect("openssl req");
     assert!(made.success());
-    let refused_before = a.ha()["refused_connections"].as_u64().expect("count");
+    let refused_before = refused();
     let mut stranger = s_client(a.sync, Some((&cert, &key)));
     wait_for("the other certificate refused", SYNC, || {
-        a.ha()["refused_connections"].as_u64() > Some(refused_before)
+        refused() > refused_before
     });
     let _ = stranger.0.kill();
 

@@ -103,8 +103,7 @@ async fn accept(ha: Arc<Ha>, mut listener: net::Listener, shutdown: Cancellation
                 match net::accept::tls_handshake(&acceptor, stream, peer, &slot, &activity).await {
                     Ok(tls) => tls,
                     Err(error) => {
-                        ha.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, %error, "HA sync connection refused");
+                        ha.refused(peer, &error.to_string());
                         return;
                     }
                 };
@@ -291,8 +290,7 @@ where
     let mut buf = Vec::new();
     let first = tokio::time::timeout(FIRST_MESSAGE, read_frame(&mut reader, &mut buf)).await;
     let Ok(Ok(Some(frame))) = first else {
-        ha.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %from, fingerprint = theirs, "HA sync connection refused: certificate not pinned");
+        ha.refused(from, &format!("certificate {theirs} not pinned"));
         return;
     };
     let Message::Join {
@@ -300,8 +298,7 @@ where
         proof,
     } = frame.message
     else {
-        ha.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %from, fingerprint = theirs, "HA sync connection refused: certificate not pinned");
+        ha.refused(from, &format!("certificate {theirs} not pinned"));
         let _ = send(
             &mut writer,
             &Message::Refused {

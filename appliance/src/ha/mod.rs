@@ -64,6 +64,8 @@ const PAIR_KEY: &str = "ha.pair";
 const CODE_TTL: Duration = Duration::from_secs(600);
 /// Wrong proofs a code survives.
 const CODE_ATTEMPTS: u32 = 3;
+/// Refused sync connections are logged at WARN at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Not-applied changes kept in the pair record (the event log has all).
 const NOT_APPLIED_KEPT: usize = 100;
 
@@ -194,6 +196,9 @@ pub(crate) struct Ha {
     session: Mutex<Option<mpsc::Sender<Command>>>,
     /// Wakes the dialer (after a join, a failover, an unpair).
     wake: Notify,
+    /// Refused connections are logged at WARN at most this often (a peer
+    /// that was unpaired keeps dialling); all are counted.
+    refusal_log: Mutex<crate::net::limits::LogLimit>,
     pub(crate) stats: Stats,
 }
 
@@ -250,8 +255,21 @@ impl Ha {
             writer,
             session: Mutex::new(None),
             wake: Notify::new(),
+            refusal_log: Mutex::new(crate::net::limits::LogLimit::new(REFUSAL_LOG_EVERY)),
             stats: Stats::default(),
         }))
+    }
+
+    /// Count a refused sync connection and log it (at WARN at most every
+    /// [`REFUSAL_LOG_EVERY`]).
+    fn refused(&self, peer: SocketAddr, why: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.stats.refused_connections.fetch_add(1, Relaxed) + 1;
+        if lock(&self.refusal_log).allow(std::time::Instant::now()) {
+            tracing::warn!(%peer, why, refused_total = total, "HA sync connection refused");
+        } else {
+            tracing::debug!(%peer, why, refused_total = total, "HA sync connection refused");
+        }
     }
 
     /// What the control task follows.
