@@ -500,7 +500,7 @@ impl Store {
                 }
                 tx.execute(
                     "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at",
+                     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, created_at = excluded.created_at, updated_at = excluded.updated_at",
                     params![user.username, user.password_hash, user.created_at, user.updated_at],
                 )?;
             }
@@ -515,7 +515,7 @@ impl Store {
             for token in &from.tokens {
                 tx.execute(
                     "INSERT INTO api_tokens (username, name, token_hash, created_at, revoked_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (token_hash) DO UPDATE SET name = excluded.name, revoked_at = excluded.revoked_at, expires_at = excluded.expires_at",
+                     ON CONFLICT (token_hash) DO UPDATE SET name = excluded.name, created_at = excluded.created_at, revoked_at = excluded.revoked_at, expires_at = excluded.expires_at",
                     params![token.username, token.name, token.token_hash, token.created_at, token.revoked_at, token.expires_at],
                 )?;
             }

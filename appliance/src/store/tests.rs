@@ -557,3 +557,53 @@ fn the_event_log_keeps_the_newest() {
         format!("event {}", events::EVENTS_KEPT + 9)
     );
 }
+
+#[test]
+fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_sessions() {
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (a, b) = (
+        Store::open(dir_a.path()).expect("a"),
+        Store::open(dir_b.path()).expect("b"),
+    );
+    assert!(a.set_first_password("admin", "a long password").expect("a"));
+    let (token, _) = a.create_token("admin", "script", None).expect("token");
+    // B set up later: its own password is newer, so taking A's keeps the
+    // session of the admin who just joined.
+    assert!(
+        b.set_first_password("admin", "another password")
+            .expect("b")
+    );
+    b.create_token("admin", "b's own", None).expect("token");
+    let (session, _) = b
+        .create_session("admin", std::time::Duration::from_secs(600))
+        .expect("session");
+    assert!(
+        b.replace_credentials(&a.credentials().expect("read"))
+            .expect("replace")
+    );
+    assert_eq!(b.credentials().expect("b"), a.credentials().expect("a"));
+    assert!(
+        b.verify_password("admin", "a long password")
+            .expect("verify")
+    );
+    assert!(b.session(&session).expect("session").is_some());
+    assert!(
+        !b.replace_credentials(&a.credentials().expect("read"))
+            .expect("again")
+    );
+    // A revokes its token and changes the password: B follows, and the
+    // session ends.
+    assert!(a.revoke_token(token).expect("revoke"));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    a.set_password("admin", "a newer long password")
+        .expect("password");
+    assert!(
+        b.replace_credentials(&a.credentials().expect("read"))
+            .expect("replace")
+    );
+    assert_eq!(b.credentials().expect("b"), a.credentials().expect("a"));
+    assert!(b.session(&session).expect("session").is_none());
+}
