@@ -957,3 +957,52 @@ fn kind(message: &Message) -> &'static str {
         Message::Refused { .. } => "refused",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_are_read_one_per_line_until_the_end() {
+        let mut text = protocol::encode(&Message::Ping);
+        text.extend(protocol::encode(&Message::Synced { version: 3 }));
+        text.extend(b"{\"protocol\":1,\"type\":\"teleport\"}\n");
+        let mut reader = BufReader::new(&text[..]);
+        let mut buf = Vec::new();
+        let next =
+            |frame: Result<Option<protocol::Frame>, String>| frame.map(|f| f.map(|f| f.message));
+        assert_eq!(
+            next(read_frame(&mut reader, &mut buf).await),
+            Ok(Some(Message::Ping))
+        );
+        assert_eq!(
+            next(read_frame(&mut reader, &mut buf).await),
+            Ok(Some(Message::Synced { version: 3 }))
+        );
+        let unknown = read_frame(&mut reader, &mut buf).await;
+        assert!(
+            unknown.is_err_and(|e| e.starts_with("message is not")),
+            "not fatal"
+        );
+        assert_eq!(next(read_frame(&mut reader, &mut buf).await), Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_bound_is_refused_without_buffering_the_rest() {
+        let mut text = vec![b'x'; protocol::MAX_LINE + 1000];
+        text.push(b'\n');
+        let mut reader = BufReader::new(&text[..]);
+        let mut buf = Vec::new();
+        let result = read_frame(&mut reader, &mut buf).await;
+        assert_eq!(result.map(|_| ()), Err("message too long".to_owned()));
+        assert!(buf.len() <= protocol::MAX_LINE + 1);
+        let mut cut = protocol::encode(&Message::Ping);
+        cut.pop();
+        let mut reader = BufReader::new(&cut[..]);
+        let result = read_frame(&mut reader, &mut buf).await;
+        assert_eq!(
+            result.map(|_| ()),
+            Err("the link closed mid-message".to_owned())
+        );
+    }
+}
