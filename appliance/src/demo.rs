@@ -36,7 +36,7 @@ pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
             .iter()
             .filter(|s| s.pool == pool.name)
         {
-            ports.extend(&service.ports);
+            ports.extend(&service.member_ports);
         }
         for member in &pool.members {
             for port in &ports {

@@ -170,6 +170,17 @@ mod tests {
         }
         let member = &schemas["MemberFile"]["properties"];
         assert!(member.get("address").is_some(), "{member}");
+        // Extra ports are a number or a { port, member_port } table.
+        let service = &schemas["VirtualServiceFile"]["properties"];
+        for field in ["member_port", "extra_ports", "send_proxy"] {
+            assert!(service.get(field).is_some(), "VirtualServiceFile.{field}");
+        }
+        let extra = schemas["ExtraPortFile"].to_string();
+        assert!(
+            extra.contains("oneOf") && extra.contains("PortMapFile"),
+            "{extra}"
+        );
+        assert!(schemas["SendProxy"].to_string().contains("v2"));
         let put = &document["paths"]["/api/v1/config"]["put"]["requestBody"]["content"];
         assert_eq!(
             put["application/json"]["schema"]["$ref"],
