@@ -362,10 +362,12 @@ def fetch_member(ns):
     return out.strip() if code == 0 else None
 
 
-def ntp_synchronised(api):
+def ntp_synchronised(api, seen):
+    """chrony's state once it follows HOST; `seen` keeps the last one."""
     status, view = api.request("GET", "/api/v1/system/network")
-    ntp = view.get("observed", {}).get("ntp") if status == 200 else None
-    if ntp and ntp["synchronised"] and ntp["source"] == HOST:
+    ntp = view["observed"]["ntp"] if status == 200 else f"GET: {status}"
+    seen[:] = [ntp]
+    if isinstance(ntp, dict) and ntp["synchronised"] and ntp["source"] == HOST:
         return ntp
     return None
 
@@ -380,7 +382,12 @@ def check_applied(ns, api, token):
     if got != token:
         raise Failed(f"through {VIP}:{VIP_PORT}: {got!r}, expected the member's {token!r}")
     log(f"curl http://{VIP}:{VIP_PORT}/ from the namespace reached the member")
-    ntp = poll(f"chrony synchronised to {HOST}", 180, lambda: ntp_synchronised(api), interval=3)
+    seen = [None]
+    try:
+        ntp = poll(f"chrony synchronised to {HOST}", 180, lambda: ntp_synchronised(api, seen),
+                   interval=3)
+    except Failed as error:
+        raise Failed(f"{error}; chrony's state last shown: {seen[0]}")
     log(f"GET /api/v1/system/network: NTP {ntp}")
 
 
