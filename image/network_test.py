@@ -357,6 +357,29 @@ def vlan_ping(ns, target, source, vid, timeout=3):
         return None
 
 
+def ntp_traffic(ns, seconds):
+    """How many NTP requests came from the VM and answers went to it, for a
+    failure's report."""
+    counts = {"requests": 0, "answers": 0}
+    with ns.packet_socket() as s:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, address = s.recvfrom(65535)
+            except socket.timeout:
+                break
+            if len(data) < 38 or data[12:14] != b"\x08\x00" or data[23] != 17:
+                continue
+            start = 14 + (data[14] & 0x0F) * 4
+            sport, dport = struct.unpack("!HH", data[start:start + 4])
+            if dport == 123 and address[2] != PACKET_OUTGOING:
+                counts["requests"] += 1
+            elif sport == 123 and address[2] == PACKET_OUTGOING:
+                counts["answers"] += 1
+    return counts
+
+
 def fetch_member(ns):
     code, out = ns.run("curl", "-sS", "--max-time", "5", f"http://{VIP}:{VIP_PORT}/member.txt")
     return out.strip() if code == 0 else None
@@ -387,7 +410,9 @@ def check_applied(ns, api, token):
         ntp = poll(f"chrony synchronised to {HOST}", 180, lambda: ntp_synchronised(api, seen),
                    interval=3)
     except Failed as error:
-        raise Failed(f"{error}; chrony's state last shown: {seen[0]}")
+        status, events = api.request("GET", "/api/v1/events?kind=system&limit=5")
+        raise Failed(f"{error}; chrony's state last shown: {seen[0]}; NTP on the tap in 10 s: "
+                     f"{ntp_traffic(ns, 10)}; the last system events: {status} {events}")
     log(f"GET /api/v1/system/network: NTP {ntp}")
 
 
@@ -502,7 +527,8 @@ def main():
         return 1
     finally:
         ns.close()
-        os.unlink(disk)
+    # Kept when the test failed: its data partition has the guest's journal.
+    os.unlink(disk)
     log(f"network test ({accel}): {time.monotonic() - started:.1f} s")
     print("image-network-test: 2 passed, 0 failed")
     return 0
