@@ -211,11 +211,20 @@ impl Network {
         };
         // Stored first: a restart before the confirmation reverts.
         self.store_setting(PENDING_KEY, &pending).await?;
-        if let Err(error) = self.apply(pending.id, &pending.settings).await {
-            self.clear_setting(PENDING_KEY).await?;
-            // Half-written files are put back as they were.
-            let _ = self.apply(pending.id + 1, &pending.previous).await;
-            return Err(error);
+        let said = match self.apply(pending.id, &pending.settings).await {
+            Ok(said) => said,
+            Err(error) => {
+                self.clear_setting(PENDING_KEY).await?;
+                // Half-written files are put back as they were.
+                let _ = self.apply(pending.id + 1, &pending.previous).await;
+                return Err(error);
+            }
+        };
+        let mut detail = serde_json::json!({ "id": pending.id, "changes": pending.changes });
+        // A reload that failed (chrony not running, say): the files are
+        // written and take effect at the next boot; the admin sees why not now.
+        if !said.is_empty() {
+            detail["reload"] = said.into();
         }
         self.events.record(
             NewEvent::new(
@@ -225,7 +234,7 @@ impl Network {
                     pending.deadline
                 ),
             )
-            .detail(serde_json::json!({ "id": pending.id, "changes": pending.changes })),
+            .detail(detail),
         );
         inner
             .pending
