@@ -238,6 +238,20 @@ fn write(layout: &NetworkLayout, rendered: &Rendered) -> Result<(), ApplyError> 
     fs::rename(&part, &layout.localtime).map_err(file_error("replace", &layout.localtime))
 }
 
+/// Let every user read and enter `dir`, which holds a file networkd or
+/// chronyd reads: an earlier version created its directories 0700.
+fn readable_by_all(dir: &Path) -> Result<(), ApplyError> {
+    let mode = fs::metadata(dir)
+        .map_err(file_error("read the mode of", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o055 != 0o055 {
+        fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o055) & 0o7777))
+            .map_err(file_error("set the mode of", dir))?;
+    }
+    Ok(())
+}
+
 /// Create `dir` and its missing parents, each 0755 whatever the umask (the
 /// root step runs with poolgate's 0077): networkd and chronyd read what is
 /// in them as their own users.
@@ -257,6 +271,7 @@ fn create_readable_dirs(dir: &Path) -> Result<(), ApplyError> {
 fn write_whole(path: &Path, text: &str) -> Result<(), ApplyError> {
     if let Some(parent) = path.parent() {
         create_readable_dirs(parent)?;
+        readable_by_all(parent)?;
     }
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
@@ -314,5 +329,13 @@ mod tests {
         assert_eq!(mode(&file), 0o644);
         assert_eq!(mode(&root.path().join("chrony/sub")), 0o755);
         assert_eq!(mode(&root.path().join("chrony")), 0o755);
+        // A directory an earlier version left owner-only is opened up.
+        fs::set_permissions(
+            root.path().join("chrony/sub"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
+        write_whole(&file, "server 198.51.100.2 iburst\n").expect("written again");
+        assert_eq!(mode(&root.path().join("chrony/sub")), 0o755);
     }
 }
