@@ -598,13 +598,24 @@ function buildFromTemplate(config, values, form) {
   const zoneName = bare(values.domain);
   const name = fqdn.split(".")[0];
   const web = template !== "edge";
-  const mark = (field, path) => { const node = form.elements[field]; if (node) node.dataset.path = path; };
+  // A VIP's input stands for the service's address, its label for the
+  // records that point at it.
+  const mark = (field, path, onLabel) => {
+    const node = form.elements[field];
+    if (node) (onLabel ? node.closest("label") : node).dataset.path = path;
+  };
   for (const key of ["zone", "monitor", "pool", "virtual_service"]) config[key] = config[key] || [];
   const taken = (key, object) => config[key].some((o) => o.name === object);
   if (!fqdn) problems.push("Give the pool FQDN.");
   if (!zoneName) problems.push("Give the SIP domain.");
   if (!wizardRows.length) problems.push("Add at least one member.");
-  if (problems.length) return problems;
+  if (web) {
+    for (const [field, what] of [["web_internal_fqdn", "internal web services FQDN"], ["web_internal_vip", "internal web VIP address"],
+      ["web_external_fqdn", "external web services FQDN"], ["web_external_vip", "external web VIP address"]]) {
+      if (!values[field].trim()) problems.push(`Give the ${what}.`);
+    }
+  }
+  // Said together with what exists already, below.
   const monitorName = `${name}-sip`;
   const services = web ? [`${name}-web-internal`, `${name}-web-external`] : [];
   if (taken("pool", name)) problems.push(`A pool named ${name} exists already.`);
@@ -642,7 +653,7 @@ function buildFromTemplate(config, values, form) {
   zone.record = zone.record || [];
   for (const { field, record: r } of records) {
     const at = zone.record.push(r) - 1;
-    if (field) mark(field, `zone[${zoneIndex}].record[${at}]${field.endsWith("vip") ? ".value" : ".name"}`);
+    if (field) mark(field, `zone[${zoneIndex}].record[${at}]${field.endsWith("vip") ? ".value" : ".name"}`, field.endsWith("vip"));
   }
   config.monitor.push({ name: monitorName, type: "sip-options", transport: "tls", port: 5061,
     expect_status: [200], interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3,

@@ -3,8 +3,9 @@
 // back next to its member row, the preview lists exactly the zone, its name
 // server, the records, the pool, the monitor and the two web VIPs, Apply
 // commits it and every member turns green against the simulated Front Ends;
-// a second run of the wizard is refused (the pool exists), and an unrelated
-// edit in the editor leaves the mapped ports as they were.
+// a second run of the wizard is refused (the pool exists); a Director pool
+// and an Edge internal pool preview what their templates make; and an
+// unrelated edit in the editor leaves the mapped ports as they were.
 // Usage: node wizard.mjs BASE_URL ARTIFACT_DIR MEMBER1,MEMBER2,MEMBER3 VIP_INTERNAL VIP_EXTERNAL
 import { newPage, password, run } from "./harness.mjs";
 
@@ -134,6 +135,50 @@ await run(artifacts, 60_000, async (browser, shot) => {
   await page.locator("#wizard-errors li[data-refusal]", { hasText: "A pool named pool01 exists already." }).waitFor();
   await page.locator("#wizard-errors li[data-refusal]", { hasText: "A monitor named pool01-sip exists already." }).waitFor();
   await shot(page, "wizard-refused");
+
+  // A Director pool in another SIP domain: its SIP records and web VIPs,
+  // no lyncdiscoverinternal. Previewed only.
+  const fill = async (fields, rows) => {
+    for (const [name, value] of Object.entries(fields)) await wizard.locator(`[name=${name}]`).fill(value);
+    for (const [i, [name, address]] of rows.entries()) {
+      const row = page.locator(`#wizard-members tr[data-row="${i}"]`);
+      await row.locator("[name=member_name]").fill(name);
+      await row.locator("[name=member_fqdn]").fill("");
+      await row.locator("[name=member_address]").fill(address);
+    }
+  };
+  const previewed = async () => {
+    await page.click("#wizard-review");
+    await page.locator("#preview:not([hidden]) #preview-diff .added").first().waitFor();
+    const found = addedBlocks(await page.locator("#preview-diff .added").allTextContents());
+    await page.click("#preview-cancel");
+    return (section) => found.filter((b) => b.section === section).map((b) => b.fields);
+  };
+  await wizard.locator("[name=template]").selectOption("director");
+  await page.locator("#wizard-help", { hasText: "Directors do not host the Mobility Service" }).waitFor();
+  // Required for a template with web VIPs: said before anything is sent.
+  await wizard.locator("[name=web_internal_vip]").fill("");
+  await page.click("#wizard-review");
+  await page.locator("#wizard-errors li[data-refusal]", { hasText: "Give the internal web VIP address." }).waitFor();
+  const otherVip = (last) => vipInternal.replace(/\.\d+$/, `.${last}`);
+  await fill({ pool_fqdn: "dirpool.fabrikam.test", domain: "fabrikam.test", web_internal_fqdn: "webdir.fabrikam.test",
+    web_internal_vip: otherVip(22), web_external_fqdn: "webdirext.fabrikam.test", web_external_vip: otherVip(23) },
+  [["dir01", members[0]]]);
+  const director = await previewed();
+  expectSame("Director records", director("zone.record").map((r) => `${r.name} ${r.type}`),
+    ['"_sipinternaltls._tcp" "SRV"', '"webdir" "A"', '"webdirext" "A"']);
+  expectSame("Director pool", director("pool").map((p) => `${p.name} ${p.aliases}`), ['"dirpool" ["sip.fabrikam.test"]']);
+  expectSame("Director VIPs", director("virtual_service").map((v) => v.name), ['"dirpool-web-internal"', '"dirpool-web-external"']);
+
+  // Edge internal: the pool and its monitor, DNS only.
+  await wizard.locator("[name=template]").selectOption("edge");
+  if (await wizard.locator("[name=web_internal_vip]").isVisible()) throw new Error("web fields shown for Edge internal");
+  await fill({ pool_fqdn: "edgepool.fabrikam.test" }, [["edge01", members[1]]]);
+  const edge = await previewed();
+  expectSame("Edge records", edge("zone.record"), []);
+  expectSame("Edge pool", edge("pool").map((p) => `${p.name} ${p.aliases}`), ['"edgepool" undefined']);
+  expectSame("Edge monitors", edge("monitor").map((m) => `${m.name} ${m.transport} ${m.port}`), ['"edgepool-sip" "tls" 5061']);
+  expectSame("Edge VIPs", edge("virtual_service"), []);
 
   // The editor shows the mapped ports as a table and an unrelated edit
   // leaves them as written.
