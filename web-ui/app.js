@@ -3,6 +3,9 @@
 // editor edits the desired config as the API's JSON model and never more:
 // the appliance validates it (field errors come back by path and are shown
 // next to the field), shows what would change, and applies it on request.
+// The pool-template wizard (Front End, Director, Edge internal) builds a
+// Skype for Business / Lync pool into the config in use and goes through
+// the same preview and Apply.
 // System → Network applies a network change at once and counts down to its
 // deadline; a change that moves the admin address is confirmed on arrival
 // at the new address (`#confirm=network:ID`, `#confirm=admin`).
