@@ -149,6 +149,7 @@ async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
             CommittedChange::Member { member, state, .. } => {
                 format!("{} {}", member.1, state.as_str())
             }
+            CommittedChange::CaBundle { name, .. } => format!("ca bundle {name}"),
         })
         .collect();
     assert_eq!(logged, expected);
@@ -160,7 +161,7 @@ async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
         .rev()
         .find_map(|c| match &c.change {
             CommittedChange::Config { config } => Some(config.dns.ttl),
-            CommittedChange::Member { .. } => None,
+            CommittedChange::Member { .. } | CommittedChange::CaBundle { .. } => None,
         })
         .expect("configs were committed");
     assert_eq!(desired.config.dns.ttl, last_config);
