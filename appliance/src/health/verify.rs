@@ -151,18 +151,10 @@ pub(crate) fn explain(
     };
     match problem {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-            format!(
-                "certificate expired on {} ({})",
-                day(leaf.not_after),
-                leaf.subject
-            )
+            format!("certificate expired on {}", day(leaf.not_after))
         }
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-            format!(
-                "certificate not valid until {} ({})",
-                day(leaf.not_before),
-                leaf.subject
-            )
+            format!("certificate not valid until {}", day(leaf.not_before))
         }
         CertificateError::UnknownIssuer if leaf.self_signed => format!(
             "self-signed certificate {} (not in {trusted}; upload it as a CA bundle only if it should be trusted)",
@@ -242,11 +234,11 @@ mod tests {
         };
         assert_eq!(
             say(CertificateError::Expired),
-            "certificate expired on 2026-01-31 (CN=fe01)"
+            "certificate expired on 2026-01-31"
         );
         assert_eq!(
             say(CertificateError::NotValidYet),
-            "certificate not valid until 2025-01-01 (CN=fe01)"
+            "certificate not valid until 2025-01-01"
         );
         assert_eq!(
             say(CertificateError::NotValidForName),
