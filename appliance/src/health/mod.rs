@@ -326,8 +326,14 @@ impl BurstStats {
 /// handshake. A changed monitor gets a new slot (its targets restart anyway).
 #[derive(Default)]
 struct TlsSlots {
-    /// Monitor name → the monitor and bundle the slot was built from.
-    slots: HashMap<String, (Arc<Monitor>, Option<Arc<ca::CaBundle>>, probe::TlsSlot)>,
+    slots: HashMap<String, TlsSlotOf>,
+}
+
+/// One monitor's slot, with what it was built from.
+struct TlsSlotOf {
+    monitor: Arc<Monitor>,
+    bundle: Option<Arc<ca::CaBundle>>,
+    slot: probe::TlsSlot,
 }
 
 impl TlsSlots {
@@ -348,28 +354,26 @@ impl TlsSlots {
                 .and_then(|b| bundles.get(b))
                 .cloned();
             match self.slots.get_mut(name) {
-                Some((held, _, _)) if held != monitor => {
-                    let config = probe::client_config(monitor, bundles);
-                    self.slots.insert(
-                        name.to_owned(),
-                        (Arc::clone(monitor), bundle, Arc::new(RwLock::new(config))),
-                    );
-                }
-                Some((_, held_bundle, slot)) => {
-                    if *held_bundle != bundle {
-                        let config = probe::client_config(monitor, bundles);
-                        if let Ok(mut current) = slot.write() {
-                            *current = config;
-                        }
-                        *held_bundle = bundle;
-                        tracing::info!(monitor = %name, "CA bundle changed; the next probes use it");
+                // Same monitor, same bundle: nothing to do.
+                Some(held) if held.monitor == *monitor && held.bundle == bundle => {}
+                // Same monitor, its bundle replaced: in place.
+                Some(held) if held.monitor == *monitor => {
+                    if let Ok(mut current) = held.slot.write() {
+                        *current = probe::client_config(monitor, bundles);
                     }
+                    held.bundle = bundle;
+                    tracing::info!(monitor = %name, "CA bundle changed; the next probes use it");
                 }
-                None => {
+                // A new or changed monitor (whose targets restart): a new slot.
+                _ => {
                     let config = probe::client_config(monitor, bundles);
                     self.slots.insert(
                         name.to_owned(),
-                        (Arc::clone(monitor), bundle, Arc::new(RwLock::new(config))),
+                        TlsSlotOf {
+                            monitor: Arc::clone(monitor),
+                            bundle,
+                            slot: Arc::new(RwLock::new(config)),
+                        },
                     );
                 }
             }
@@ -380,7 +384,7 @@ impl TlsSlots {
     fn slot(&self, monitor: &Monitor) -> Option<probe::TlsSlot> {
         self.slots
             .get(&monitor.name)
-            .map(|(_, _, slot)| Arc::clone(slot))
+            .map(|held| Arc::clone(&held.slot))
     }
 }
 
