@@ -442,6 +442,31 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_name_is_sni_else_the_members_fqdn_else_its_address() {
+        let config =
+            crate::config::from_toml(include_str!("../../../examples/lync-pool.toml"), "example")
+                .expect("example");
+        let mut monitor = config.monitors[0].clone();
+        let address = SocketAddr::from(([127, 0, 0, 11], 5061));
+        let name = |monitor: &Monitor, fqdn: Option<&str>| {
+            server_name(monitor, fqdn, address).expect("a name")
+        };
+        assert_eq!(
+            name(&monitor, Some("fe01.contoso.test.")),
+            ServerName::try_from("fe01.contoso.test").expect("dns name")
+        );
+        assert_eq!(
+            name(&monitor, None),
+            ServerName::IpAddress(address.ip().into())
+        );
+        monitor.sni = Some("pool01.contoso.test".into());
+        assert_eq!(
+            name(&monitor, Some("fe01.contoso.test")),
+            ServerName::try_from("pool01.contoso.test").expect("dns name")
+        );
+    }
+
+    #[test]
     fn body_search_spans_frames() {
         assert!(contains(b"hello world", b"o w"));
         assert!(!contains(b"hello", b"world"));
