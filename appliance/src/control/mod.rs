@@ -275,10 +275,11 @@ pub(crate) enum CommittedChange {
         previous: AdminState,
         state: AdminState,
     },
-    /// A CA bundle was uploaded, replaced (`removed: false`) or deleted.
+    /// A CA bundle was uploaded or replaced (`bundle` is the new one), or
+    /// deleted (`None`): what a follower needs to hold the same bundles.
     CaBundle {
         name: String,
-        removed: bool,
+        bundle: Option<Arc<CaBundle>>,
     },
 }
 
@@ -888,10 +889,14 @@ async fn publish(
                 replaced,
                 bundles,
             } => (
-                Update::CaBundles(bundles),
+                Update::CaBundles(Arc::clone(&bundles)),
                 CommittedChange::CaBundle {
                     name: name.clone(),
-                    removed,
+                    bundle: if removed {
+                        None
+                    } else {
+                        bundles.get(&name).cloned()
+                    },
                 },
                 vec![format!(
                     "CA bundle {name} {}",

@@ -495,12 +495,12 @@ fn with_ca_bundle(bundle: Option<&str>) -> ConfigInput {
         .iter_mut()
         .find(|m| m.name == "fe-sip")
         .expect("fe-sip");
-    monitor.kind = crate::config::MonitorKind::Tls;
+    monitor.kind = config::MonitorKind::Tls;
     monitor.ca_bundle = bundle.map(str::to_owned);
     ConfigInput::Validated(Box::new(config::validate(&file).expect("valid")))
 }
 
-fn test_ca(name: &str) -> crate::health::ca::CaBundle {
+fn test_ca(name: &str) -> CaBundle {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::default();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
