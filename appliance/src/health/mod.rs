@@ -17,6 +17,14 @@
 //! the port its consumer serves (the pool's registrar port, the virtual
 //! service's first port) for `tcp`, `tls` and `sip-options`, and 80 / 443 for
 //! `http` / `https`.
+//!
+//! TLS-speaking monitors verify the member's certificate against the
+//! monitor's `sni`, else the member's `fqdn`, else its address, with the
+//! roots of the monitor's `ca_bundle` (`ca`, published with the view), its
+//! `ca_file`, or the public web roots; a refusal is explained from the leaf
+//! certificate (`verify`). Each monitor's TLS config sits in one slot its
+//! targets share: a replaced bundle is written into the slot, so targets
+//! keep their state and use it from their next handshake.
 
 pub mod ca;
 mod error;
