@@ -69,7 +69,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); }
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -261,7 +261,8 @@ const MONITOR_FIELDS = [
   ["rise", "Rise", "int"], ["fall", "Fall", "int"], ["start", "Before the first probe", ["up", "down"]],
   ["path", "HTTP path", "text?"], ["host", "HTTP Host", "text?"], ["expect_status", "Expected status codes", "ints?"],
   ["body_contains", "Body contains", "text?"], ["transport", "SIP transport", ["", "udp", "tcp", "tls"]],
-  ["sni", "TLS server name", "text?"], ["tls_verify", "Verify TLS certificate", ["", "true", "false"]],
+  ["sni", "TLS server name (default: each member's FQDN)", "text?"], ["ca_bundle", "CA bundle", "text?"],
+  ["tls_verify", "Verify TLS certificate", ["", "true", "false"]],
 ];
 const POOL_FIELDS = [
   ["name", "Name", "text"], ["fqdn", "Pool FQDN", "text"], ["aliases", "Aliases", "strs?"],
@@ -1330,6 +1331,49 @@ $("certificate-form").addEventListener("submit", async (event) => {
   $("certificate-error").textContent = "";
   event.target.reset();
   describeCertificate($("certificate-info"), data);
+});
+
+// ---------------------------------------------------------------- system → CA bundles
+
+async function loadCaBundles() {
+  const { status, data } = await api("GET", "/api/v1/ca-bundles");
+  if (status !== 200) return;
+  const rows = data.ca_bundles.map((bundle) => el("tr", { "data-bundle": bundle.name },
+    el("td", {}, bundle.name),
+    el("td", {}, bundle.certificates.map((c) => el("div", { title: `SHA-256 ${c.sha256_fingerprint}` }, c.subject))),
+    el("td", {}, bundle.certificates.map((c) => el("div", {}, c.not_after))),
+    el("td", {}, bundle.used_by.join(", ") || "—"),
+    el("td", {}, el("button", {
+      type: "button", disabled: bundle.used_by.length > 0,
+      title: bundle.used_by.length ? "In use by monitors; choose another bundle in them first" : null,
+      onclick: () => deleteCaBundle(bundle.name),
+    }, "Delete"))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "hint" }, "No CA bundle uploaded.")));
+  document.querySelector("#ca-bundle-list tbody").replaceChildren(...rows);
+}
+
+async function deleteCaBundle(name) {
+  if (!confirm(`Delete CA bundle ${name}?`)) return;
+  const { status, data } = await api("DELETE", `/api/v1/ca-bundles/${encodeURIComponent(name)}`);
+  $("ca-bundle-error").textContent = status === 200 ? "" : errorText(data);
+  loadCaBundles();
+}
+
+document.querySelector("#ca-bundle-form input[name=pem_file]").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (file) document.querySelector("#ca-bundle-form textarea[name=pem]").value = await file.text();
+});
+
+$("ca-bundle-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const name = String(form.get("name"));
+  const { status, data } = await request("PUT", `/api/v1/ca-bundles/${encodeURIComponent(name)}`,
+    String(form.get("pem")), "application/x-pem-file");
+  if (status !== 200) { $("ca-bundle-error").textContent = errorText(data); return; }
+  $("ca-bundle-error").textContent = "";
+  event.target.reset();
+  loadCaBundles();
 });
 
 async function loadLicence() {

@@ -20,6 +20,7 @@ fn start() -> (tempfile::TempDir, Poolgate, std::net::SocketAddr) {
 /// A concrete path for a route pattern.
 fn concrete(path: &str) -> String {
     path.replace("{pool}", "pool01")
+        .replace("{name}", "contoso")
         .replace("{member}", "fe01")
         .replace("{action}", "drain")
         .replace("{id}", "1")
@@ -902,7 +903,30 @@ fn every_route_is_exercised() {
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),
+        (
+            "PUT /api/v1/ca-bundles/{name}",
+            "tests/health_tls.rs: front_ends_with_an_internal_ca_are_green_and_bad_certificates_are_explained",
+        ),
+        (
+            "DELETE /api/v1/ca-bundles/{name}",
+            "tests/health_tls.rs: front_ends_with_an_internal_ca_are_green_and_bad_certificates_are_explained",
+        ),
     ];
+    // A CA bundle for `GET /api/v1/ca-bundles/{name}` to show.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).expect("CA cert").pem();
+    let uploaded = client
+        .request(Method::PUT, "/api/v1/ca-bundles/contoso")
+        .body(ca_pem)
+        .send()
+        .expect("PUT CA bundle");
+    assert_eq!(
+        uploaded.status().as_u16(),
+        200,
+        "PUT /api/v1/ca-bundles/contoso"
+    );
     let routes: Vec<_> = poolgate::web::open_routes()
         .into_iter()
         .chain(poolgate::web::protected_routes())

@@ -154,6 +154,15 @@ fn acceptance_flow_from_first_boot_to_logout() {
     );
     let licence_file = dir.path().join("contoso.lic");
     std::fs::write(&licence_file, licence).expect("licence");
+    // A CA for the System page's CA bundles card.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Contoso UI Root CA");
+    let ca_file = dir.path().join("contoso-ca.pem");
+    std::fs::write(&ca_file, ca.self_signed(&ca_key).expect("CA").pem()).expect("CA file");
     // This flow's files only: the rollback's folder is its own.
     let artifacts = artifacts();
     for entry in std::fs::read_dir(&artifacts)
@@ -174,6 +183,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
         .env("UPGRADE_BUNDLE", &good)
         .env("UPGRADE_TAMPERED", &tampered)
         .env("UPGRADE_VERSION", upgrade::NEXT)
+        .env("CA_BUNDLE_FILE", &ca_file)
         .output()
         .expect("run node");
     std::fs::write(control.join("done"), "").expect("done");

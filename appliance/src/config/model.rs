@@ -150,6 +150,8 @@ pub struct Monitor {
     pub transport: Transport,
     pub sni: Option<String>,
     pub ca_file: Option<String>,
+    /// The name of a CA bundle in the store; the control task checks it exists.
+    pub ca_bundle: Option<String>,
     pub tls_verify: bool,
 }
 

@@ -217,9 +217,14 @@ pub struct MonitorFile {
     /// TLS-speaking monitors: server name sent in SNI and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
-    /// TLS-speaking monitors: PEM file of CA certificates to verify against.
+    /// TLS-speaking monitors: PEM file on the appliance of CA certificates
+    /// to verify against (prefer `ca_bundle`, which the UI and API manage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// TLS-speaking monitors: the uploaded CA bundle (`/api/v1/ca-bundles`)
+    /// to verify against instead of the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// TLS-speaking monitors: `false` explicitly skips certificate verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_verify: Option<bool>,

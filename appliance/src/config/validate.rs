@@ -536,6 +536,12 @@ impl Validator {
             "TLS-speaking (tls, https, sip-options over tls)",
         );
         only(
+            "ca_bundle",
+            m.ca_bundle.is_some(),
+            tls,
+            "TLS-speaking (tls, https, sip-options over tls)",
+        );
+        only(
             "tls_verify",
             m.tls_verify.is_some(),
             tls,
@@ -560,6 +566,23 @@ impl Validator {
                 "is pointless with tls_verify = false; remove one of them",
             );
         }
+        if m.ca_bundle.is_some() && m.tls_verify == Some(false) {
+            self.error(
+                path.key("ca_bundle"),
+                "is pointless with tls_verify = false; remove one of them",
+            );
+        }
+        if m.ca_bundle.is_some() && m.ca_file.is_some() {
+            self.error(
+                path.key("ca_bundle"),
+                "and ca_file both name the CAs to trust; keep one (ca_bundle is managed in the UI)",
+            );
+        }
+        if let Some(name) = &m.ca_bundle
+            && let Err(problem) = crate::health::ca::check_name(name)
+        {
+            self.error(path.key("ca_bundle"), problem);
+        }
         if self.errors.len() != errors_before {
             return None;
         }
@@ -579,6 +602,7 @@ impl Validator {
             transport,
             sni: m.sni.clone(),
             ca_file: m.ca_file.clone(),
+            ca_bundle: m.ca_bundle.clone(),
             tls_verify: m.tls_verify.unwrap_or(true),
         })
     }

@@ -399,6 +399,7 @@ proptest::proptest! {
                         TargetSpec {
                             monitor: Arc::clone(&monitor),
                             address: SocketAddr::from(([127, 0, 0, 11 + address], 5061)),
+                            fqdn: None,
                         },
                     )
                 })

@@ -40,6 +40,10 @@
 //! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version, build,
 //!   root slot and upgrades; the appliance certificate and replacing it
 //!   (`appliance`)
+//! * `GET /api/v1/ca-bundles`, `GET|PUT|DELETE /api/v1/ca-bundles/{name}` —
+//!   CA bundles for TLS health checks: list, one with its PEM, upload or
+//!   replace (PEM body; 422 naming what is wrong), delete (409 naming the
+//!   monitors that use it) (`ca_bundles`)
 //! * `POST /api/v1/system/upgrade` — upload an upgrade bundle (`system`)
 //! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
 //!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
@@ -52,6 +56,7 @@
 pub(crate) mod api;
 mod appliance;
 pub(crate) mod auth;
+mod ca_bundles;
 mod configure;
 mod error;
 mod extract;
@@ -318,6 +323,33 @@ pub fn protected_routes() -> Vec<Route> {
             appliance::install_certificate,
             request = appliance::CertificateBody,
             response = crate::certs::CertificateInfo
+        ),
+        spec!(
+            GET,
+            "/api/v1/ca-bundles",
+            "CA bundles for TLS health checks: certificates (subject, not_after, fingerprint) and the monitors using each",
+            ca_bundles::list,
+            response = ca_bundles::CaBundleList
+        ),
+        spec!(
+            GET,
+            "/api/v1/ca-bundles/{name}",
+            "One CA bundle, with its PEM text",
+            ca_bundles::get,
+            response = ca_bundles::CaBundleDetail
+        ),
+        spec!(
+            PUT,
+            "/api/v1/ca-bundles/{name}",
+            "Upload or replace a CA bundle (PEM body of CA certificates; 422 naming what is wrong, nothing written)",
+            ca_bundles::put,
+            response = crate::health::ca::CaBundleInfo
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/ca-bundles/{name}",
+            "Delete a CA bundle (409 naming the monitors while any uses it)",
+            ca_bundles::delete
         ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
         spec!(

@@ -88,6 +88,11 @@ pub(crate) fn build() -> Value {
         } else if route.path == "/api/v1/system/upgrade" {
             operation["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "description": "A signed .pgup upgrade bundle, streamed"}}}});
+        } else if route.path.starts_with("/api/v1/ca-bundles/")
+            && route.method == axum::http::Method::PUT
+        {
+            operation["requestBody"] = json!({"required": true, "content": {"application/x-pem-file": {
+                "schema": {"type": "string", "description": "One or more PEM CERTIFICATE sections: the CA certificates to trust (no keys)"}}}});
         } else if matches!(route.method.as_str(), "POST" | "PUT") {
             operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
