@@ -106,8 +106,10 @@ pub(crate) fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec
     }
     for service in &config.virtual_services {
         if let Some(pool) = config.pool(&service.pool) {
+            // A monitor without a port of its own probes what the service
+            // connects to: the member port of its first listening port.
             let port = service
-                .ports
+                .member_ports
                 .first()
                 .copied()
                 .unwrap_or(pool.registrar_port);
