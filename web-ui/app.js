@@ -549,9 +549,9 @@ const WIZARD_HELP = {
   edge: "Edge internal: the pool of the Edge Servers' internal interfaces, DNS load balanced (its A/AAAA records) and probed "
     + "with SIP OPTIONS over TLS on 5061. No web VIPs and no SIP records; Edge A/V traffic over UDP is not balanced by poolgate.",
 };
-const WIZARD_NOTE = " The monitor completes a TLS handshake and an OPTIONS request without verifying the members' certificates "
-  + "(they come from your internal CA); to verify them, edit the monitor afterwards (TLS server name: the pool FQDN, which "
-  + "Front End certificates carry).";
+const WIZARD_NOTE = " The monitor completes a TLS handshake and an OPTIONS request with each member, verifying its certificate "
+  + "for the member's FQDN against the CA bundle you choose (upload your internal CA under System → CA bundles first); "
+  + "with none chosen, certificates are not verified.";
 
 let wizardRows = [];
 let wizardPending = false; // the preview on screen came from the wizard
@@ -662,7 +662,7 @@ function buildFromTemplate(config, values, form) {
   config.monitor.push({ name: monitorName, type: "sip-options", transport: "tls", port: 5061,
     expect_status: [200], interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3,
     // A member takes clients once it has answered, not before.
-    start: "down", tls_verify: false });
+    start: "down", ...(values.ca_bundle ? { ca_bundle: values.ca_bundle } : { tls_verify: false }) });
   const poolIndex = config.pool.push({ name, fqdn, ...(web ? { aliases: [`sip.${zoneName}`] } : {}),
     monitor: monitorName, registrar_port: 5061, registrar_transport: "tls",
     member: wizardRows.map((row) => ({ name: row.name, ...(row.fqdn ? { fqdn: bare(row.fqdn) } : {}),
@@ -691,6 +691,13 @@ $("wizard-open").addEventListener("toggle", async () => {
   const { status, data } = await api("GET", "/api/v1/config");
   const field = $("wizard-form").elements.dns_address;
   if (status === 200 && !field.value) field.value = applianceDnsAddress(data);
+  const bundles = await api("GET", "/api/v1/ca-bundles");
+  const select = $("wizard-ca-bundle");
+  const chosen = select.value;
+  const names = bundles.status === 200 ? (bundles.data.ca_bundles || []).map((b) => b.name) : [];
+  select.replaceChildren(el("option", { value: "" }, "none: do not verify certificates"),
+    ...names.map((name) => el("option", { value: name }, name)));
+  if (names.includes(chosen)) select.value = chosen;
 });
 
 $("wizard-form").addEventListener("submit", async (event) => {
