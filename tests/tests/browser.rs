@@ -349,6 +349,16 @@ fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
         rand::random::<u16>()
     ));
     ip(&["netns", "add", &ns.0]);
+    // No IPv6 in the namespace: link-local addresses finishing DAD after
+    // the browser starts are network changes it aborts navigations for.
+    for key in ["all", "default"] {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{key}.disable_ipv6=1"))
+            .status()
+            .expect("run sysctl");
+        assert!(status.success(), "sysctl in {}", ns.0);
+    }
     ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
     ip(&[
         "-n", &ns.0, "link", "add", "pg0", "type", "veth", "peer", "name", "pg1",
