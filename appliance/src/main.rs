@@ -95,6 +95,9 @@ enum Command {
     },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
+    /// keepalived's health check: exit 0 if poolgate rewrote its VRRP
+    /// health file within the last 1.5 s, 1 (with the reason) if not.
+    VrrpCheck { health_file: PathBuf },
     /// Print the stored desired config as TOML that `run --config` accepts.
     Export {
         #[arg(long, default_value = "./var")]
@@ -250,6 +253,15 @@ fn main() -> ExitCode {
             command: SystemCommand::ApplyNetwork { system_layout },
         } => apply_network(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::VrrpCheck { health_file } => {
+            return match poolgate::vrrp::check(&health_file) {
+                poolgate::vrrp::Verdict::Serving => ExitCode::SUCCESS,
+                poolgate::vrrp::Verdict::NotServing(reason) => {
+                    eprintln!("poolgate is not serving: {reason}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
             command:
