@@ -642,6 +642,14 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
         keepalived_a.log()
     );
     assert_eq!(admin_a.state().as_deref(), Some("MASTER"));
+    // Its adverts reached A and were refused for their source.
+    let log_a = keepalived_a.log();
+    assert!(
+        log_a.contains(&format!(
+            "unicast source address {INTRUDER} not a unicast peer"
+        )),
+        "{log_a}"
+    );
     let (_, after, failed_after) = tally(&attempts, intruding, intruding, Instant::now());
     eprintln!(
         "intruder at priority 254: ignored; {after} attempts meanwhile, {failed_after} failed"
