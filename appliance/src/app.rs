@@ -164,7 +164,12 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     .await?;
     let network_task = tokio::spawn(Arc::clone(&network).run_deadlines(shutdown.child_token()));
     // With VRRP settings, keepalived holds the addresses (`vrrp`).
-    let vrrp = vrrp::Vrrp::load(store.clone(), events.clone(), &options.data_dir)?;
+    let vrrp = vrrp::Vrrp::load(
+        store.clone(),
+        events.clone(),
+        &options.data_dir,
+        options.system_layout.vrrp.clone(),
+    )?;
     // Addresses first, so the listeners below find theirs; given up last.
     let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());
     let addresses_task = match options.manage_addresses {
@@ -308,7 +313,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     liveness.watch("control", control_task.abort_handle());
     liveness.watch("listeners", listeners_task.abort_handle());
     liveness.watch("proxy", proxy_task.abort_handle());
-    let vrrp_task = vrrp.spawn(liveness, shutdown.child_token());
+    let vrrp_task = vrrp.spawn(liveness, control.clone(), shutdown.child_token());
 
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");

@@ -184,6 +184,13 @@ enum SystemCommand {
         #[arg(long)]
         system_layout: Option<PathBuf>,
     },
+    /// Take poolgate's VRRP request, validate it again, write
+    /// keepalived.conf and the nftables rule, load the rule and reload
+    /// keepalived (the image's poolgate-vrrp.path runs it as root).
+    ApplyVrrp {
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +259,9 @@ fn main() -> ExitCode {
         Command::System {
             command: SystemCommand::ApplyNetwork { system_layout },
         } => apply_network(system_layout.as_deref()),
+        Command::System {
+            command: SystemCommand::ApplyVrrp { system_layout },
+        } => apply_vrrp(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
         Command::VrrpCheck { health_file } => {
             return match poolgate::vrrp::check(&health_file) {
@@ -592,6 +602,19 @@ fn apply_network(system_layout: Option<&std::path::Path>) -> anyhow::Result<Exit
         .network
         .context("the system layout has no [network] table")?;
     match poolgate::system::network::serve_request(&network)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to apply."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_vrrp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let layout = layout(system_layout)?;
+    let vrrp = layout
+        .vrrp
+        .context("the system layout has no [vrrp] table")?;
+    match poolgate::vrrp::serve_request(&vrrp)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to apply."),
     }

@@ -14,13 +14,16 @@
 //!   that every attempt after the first success through B succeeded.
 //! * A's poolgate comes back (A stands by, no failback: `nopreempt`), then
 //!   the active's link (B's, pulled at the bridge) goes down: A takes over.
-//! * The intruder runs a keepalived with the pair's router id at priority
-//!   254, advertising to both appliances: they ignore it (`check_unicast_src`,
-//!   the peer is the only accepted source) and the VIP stays where it is.
+//! * B's link comes back (B stands by). The intruder runs a keepalived
+//!   with the pair's router id at priority 254, advertising to both
+//!   appliances: they ignore it (`check_unicast_src`: the peer is the only
+//!   accepted source), and with the nftables rule poolgate renders loaded
+//!   in both namespaces its packets are dropped before keepalived sees
+//!   them while the pair still hears each other; the VIP stays where it is.
 //!
 //! Timing is printed, never asserted tightly (moves must happen within a
-//! generous 15 s). Needs root, `ip netns` and keepalived; skips with a
-//! message otherwise. Namespaces and processes are removed by guards, even
+//! generous 15 s). Needs root, `ip netns` and keepalived (and nft for the
+//! rule); skips with a message otherwise. Namespaces and processes are removed by guards, even
 //! when the test fails.
 
 use std::io::Read;
@@ -595,6 +598,14 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
     let events_a = admin_a.with(|admin| admin.get("/api/v1/events").text().expect("events"));
     assert!(events_a.contains("took them over"), "{events_a}");
 
+    // B's cable back: B stands by, A keeps the VIP.
+    lab.link("pb", true);
+    wait_for_state(&mut admin_b, "B", "BACKUP");
+    assert!(
+        lab.holds_vip(&lab.a) && !lab.holds_vip(&lab.b),
+        "no failback"
+    );
+
     // 3. An intruder with the pair's router id and a higher priority,
     // advertising to both: ignored. Its own address for the VIP list sits
     // on a veth pair of its own, so it cannot answer for the VIP itself.
@@ -630,26 +641,82 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
         .replace(&format!("{VIP}/32 dev eth0"), &format!("{VIP}/32 dev d0"))
         .replace("    track_script {\n        poolgate_serving\n    }\n", "")
         .replace("nopreempt", "");
+    let refused = format!("unicast source address {INTRUDER} not a unicast peer");
     let intruder = Keepalived::start(&lab.intruder, dir.path(), "intruder", &intruder_conf);
     wait_for("the intruder to advertise as master", MOVE_BOUND, || {
         intruder.log().contains("Entering MASTER STATE")
     });
+    // (a) keepalived alone: its adverts reach A and are refused for their
+    // source (`check_unicast_src`).
     let intruding = Instant::now();
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for("A to refuse the intruder's adverts", MOVE_BOUND, || {
+        keepalived_a.log().matches(&refused).count() >= 3
+    });
+    // (b) with the nftables rule poolgate renders: VRRP from anyone but
+    // the peer is dropped before keepalived sees it, and the pair still
+    // hears each other (B stays backup).
+    let nft = Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nft {
+        eprintln!(
+            "nft not installed (tests/install-deps installs it): the nftables rule is not tested"
+        );
+    }
+    if nft {
+        for (ns, admin) in [(&lab.a, &mut admin_a), (&lab.b, &mut admin_b)] {
+            let rule = admin.with(|admin| {
+                vrrp_state(admin)["nftables"]
+                    .as_str()
+                    .expect("nftables")
+                    .to_owned()
+            });
+            let file = dir.path().join(format!("{ns}.nft"));
+            std::fs::write(&file, rule).expect("write rule");
+            ip(&[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "-f",
+                file.to_str().expect("utf-8"),
+            ]);
+        }
+        let before = keepalived_a.log().matches(&refused).count();
+        std::thread::sleep(Duration::from_secs(5));
+        let counted = ip(&[
+            "netns",
+            "exec",
+            &lab.a,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "poolgate_vrrp",
+        ]);
+        let dropped: u64 = counted
+            .split("counter packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("a drop counter");
+        let after = keepalived_a.log().matches(&refused).count();
+        eprintln!("nftables on A dropped {dropped} VRRP packets from the intruder");
+        assert!(dropped >= 3, "{counted}");
+        assert!(
+            after <= before + 1,
+            "keepalived still sees the intruder: {before} -> {after}"
+        );
+    }
     assert!(
         lab.holds_vip(&lab.a),
         "A keeps the VIP:\n{}",
         keepalived_a.log()
     );
+    assert!(!lab.holds_vip(&lab.b), "B stays backup");
     assert_eq!(admin_a.state().as_deref(), Some("MASTER"));
-    // Its adverts reached A and were refused for their source.
-    let log_a = keepalived_a.log();
-    assert!(
-        log_a.contains(&format!(
-            "unicast source address {INTRUDER} not a unicast peer"
-        )),
-        "{log_a}"
-    );
+    assert_eq!(admin_b.state().as_deref(), Some("BACKUP"));
     let (_, after, failed_after) = tally(&attempts, intruding, intruding, Instant::now());
     eprintln!(
         "intruder at priority 254: ignored; {after} attempts meanwhile, {failed_after} failed"

@@ -27,6 +27,7 @@
 //! settings change, is an event (`system`).
 //! Design note: `docs/decisions/1000-vrrp-keepalived.md`.
 
+pub(crate) mod apply;
 pub mod health;
 pub(crate) mod render;
 pub(crate) mod settings;
@@ -46,6 +47,7 @@ use crate::net::addresses::{self, Holder};
 use crate::store::{Store, StoreError};
 use crate::web::FieldProblem;
 
+pub use apply::{ApplyError, ApplyResult, VrrpLayout, serve_request};
 pub use health::{Verdict, check};
 pub use settings::VrrpSettings;
 pub use state::{InstanceState, VrrpState};
@@ -54,6 +56,9 @@ pub(crate) const SETTINGS_KEY: &str = "vrrp.settings";
 /// Under the data directory.
 const HEALTH_FILE: &str = "vrrp-health";
 const NOTIFY_FIFO: &str = "vrrp-notify.fifo";
+/// How often the wanted keepalived configuration is compared with the one
+/// last applied even without a change (interfaces come and go).
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
@@ -77,6 +82,8 @@ pub struct VrrpView {
     /// The keepalived.conf the settings and the committed config give on
     /// this host now.
     pub keepalived_conf: Option<String>,
+    /// The nftables rule loaded beside it: VRRP from the peer only.
+    pub nftables: Option<String>,
     /// Why no text can be rendered (a VIP of a family with no source and peer).
     pub problems: Vec<FieldProblem>,
 }
@@ -90,6 +97,8 @@ pub struct Vrrp {
     holder: watch::Sender<Holder>,
     states: watch::Sender<state::States>,
     paths: render::Paths,
+    /// Where the configuration is handed over; `None`: shown only.
+    layout: Option<VrrpLayout>,
 }
 
 fn holder_of(settings: &Option<VrrpSettings>) -> Holder {
@@ -100,11 +109,14 @@ fn holder_of(settings: &Option<VrrpSettings>) -> Holder {
 }
 
 impl Vrrp {
-    /// The stored settings, with the health file and FIFO in `data_dir`.
+    /// The stored settings, with the health file and FIFO in `data_dir`
+    /// (or where `layout` names them: the root step renders with its
+    /// layout's paths, so the image keeps both the same).
     pub(crate) fn load(
         store: Store,
         events: EventLog,
         data_dir: &Path,
+        layout: Option<VrrpLayout>,
     ) -> Result<Arc<Self>, VrrpError> {
         let settings = match store.setting(SETTINGS_KEY)? {
             None => None,
@@ -114,14 +126,17 @@ impl Vrrp {
             ),
         };
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-        let paths = render::Paths {
-            health_file: data_dir.join(HEALTH_FILE),
-            notify_fifo: data_dir.join(NOTIFY_FIFO),
-            poolgate: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/poolgate".into()),
-            script_user: nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten()
-                .map_or_else(|| "root".to_owned(), |user| user.name),
+        let paths = match &layout {
+            Some(layout) => layout.paths(),
+            None => render::Paths {
+                health_file: data_dir.join(HEALTH_FILE),
+                notify_fifo: data_dir.join(NOTIFY_FIFO),
+                poolgate: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/poolgate".into()),
+                script_user: nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "root".to_owned(), |user| user.name),
+            },
         };
         Ok(Arc::new(Self {
             store,
@@ -130,6 +145,7 @@ impl Vrrp {
             settings: watch::Sender::new(settings),
             states: watch::Sender::new(state::States::new()),
             paths,
+            layout,
         }))
     }
 
@@ -214,20 +230,116 @@ impl Vrrp {
                 Holder::Poolgate => "poolgate",
                 Holder::Keepalived => "keepalived",
             },
-            settings,
             instances: self.states.borrow().values().cloned().collect(),
             keepalived_conf,
+            nftables: settings.as_ref().map(render::render_nft),
             problems,
+            settings,
         }
     }
 
-    /// Keep the health file fresh while `liveness` holds and follow
-    /// keepalived's FIFO, until `stop`.
+    /// What the root step is asked for now.
+    fn request(&self, config: &Config) -> apply::ApplyRequest {
+        let settings = self.settings();
+        let vips = match settings {
+            Some(_) => vips(config)
+                .into_iter()
+                .map(|(address, (interface, _))| apply::Vip { address, interface })
+                .collect(),
+            None => Vec::new(),
+        };
+        apply::ApplyRequest {
+            id: 0,
+            settings,
+            vips,
+        }
+    }
+
+    /// Hand keepalived its configuration whenever the settings, the
+    /// committed config or the host change what it must hold, until `stop`.
+    /// Every hand-over is an event; a failed one is retried every
+    /// [`RESYNC`] and reported once.
+    async fn keep_applied(
+        self: Arc<Self>,
+        layout: VrrpLayout,
+        control: crate::control::ControlHandle,
+        stop: CancellationToken,
+    ) {
+        let mut committed = control.subscribe();
+        let mut settings = self.settings.subscribe();
+        let mut tick = tokio::time::interval(RESYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut applied: Option<apply::ApplyRequest> = None;
+        let mut failing: Option<String> = None;
+        let mut id: u64 = rand::random::<u32>().into();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = committed.recv() => {}
+                changed = settings.changed() => if changed.is_err() { return },
+            }
+            let config = Arc::clone(&control.desired().config);
+            let (this, layout_now) = (Arc::clone(&self), layout.clone());
+            id += 1;
+            let outcome = tokio::task::spawn_blocking(move || {
+                let mut request = this.request(&config);
+                if applied.as_ref().is_some_and(|done| {
+                    done.settings == request.settings && done.vips == request.vips
+                }) {
+                    return (applied, None);
+                }
+                request.id = id;
+                let result = apply::apply(&layout_now, &request);
+                match result {
+                    Ok(_) => (Some(request), Some(Ok(()))),
+                    Err(error) => (applied, Some(Err(error.to_string()))),
+                }
+            })
+            .await;
+            let Ok((now_applied, result)) = outcome else {
+                return;
+            };
+            applied = now_applied;
+            match result {
+                None => {}
+                Some(Ok(())) => {
+                    failing = None;
+                    let count = applied.as_ref().map_or(0, |r| r.vips.len());
+                    let message = match applied.as_ref().and_then(|r| r.settings.as_ref()) {
+                        Some(_) => format!("keepalived configuration applied: {count} addresses"),
+                        None => "keepalived stopped: VRRP is off".to_owned(),
+                    };
+                    tracing::info!("{message}");
+                    self.events
+                        .record(NewEvent::new(EventKind::System, message));
+                }
+                Some(Err(error)) => {
+                    if failing.as_ref() != Some(&error) {
+                        tracing::error!(%error, "Cannot apply keepalived's configuration");
+                        self.events.record(NewEvent::new(
+                            EventKind::System,
+                            format!("Cannot apply keepalived's configuration: {error}"),
+                        ));
+                        failing = Some(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keep the health file fresh while `liveness` holds, follow
+    /// keepalived's FIFO, and hand keepalived its configuration when the
+    /// layout says where, until `stop`.
     pub(crate) fn spawn(
         self: &Arc<Self>,
         liveness: health::Liveness,
+        control: crate::control::ControlHandle,
         stop: CancellationToken,
     ) -> JoinHandle<()> {
+        let applier = self.layout.clone().map(|layout| {
+            tokio::spawn(Arc::clone(self).keep_applied(layout, control, stop.clone()))
+        });
         let enabled = {
             let (tx, rx) = watch::channel(self.settings.borrow().is_some());
             let mut settings = self.settings.subscribe();
@@ -259,6 +371,9 @@ impl Vrrp {
         tokio::spawn(async move {
             let _ = writer.await;
             let _ = reader.await;
+            if let Some(applier) = applier {
+                let _ = applier.await;
+            }
         })
     }
 }

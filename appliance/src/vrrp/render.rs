@@ -208,12 +208,20 @@ pub(crate) fn render(
     Ok(out)
 }
 
+/// Replaces the table wholesale: `nft -f` of this file is idempotent.
+const NFT_RESET: &str = "table inet poolgate_vrrp {}\ndelete table inet poolgate_vrrp\n";
+
+/// The ruleset with VRRP off: the table is gone.
+pub(crate) const NFT_OFF: &str = "# Written by poolgate: VRRP is off.\n\
+    table inet poolgate_vrrp {}\ndelete table inet poolgate_vrrp\n";
+
 /// The nftables ruleset the root step loads beside keepalived: VRRP (IP
 /// protocol 112) is accepted only from the configured peer's addresses.
 pub(crate) fn render_nft(settings: &VrrpSettings) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "# Written by poolgate: VRRP only from the paired peer.");
+    let _ = write!(w, "{NFT_RESET}");
     let _ = writeln!(w, "table inet poolgate_vrrp {{");
     let _ = writeln!(w, "    chain input {{");
     let _ = writeln!(
@@ -221,12 +229,12 @@ pub(crate) fn render_nft(settings: &VrrpSettings) -> String {
         "        type filter hook input priority filter; policy accept;"
     );
     if let Some(peer) = settings.peer_v4 {
-        let _ = writeln!(w, "        ip protocol 112 ip saddr {peer} accept");
+        let _ = writeln!(w, "        meta l4proto 112 ip saddr {peer} accept");
     }
     if let Some(peer) = settings.peer_v6 {
-        let _ = writeln!(w, "        ip6 nexthdr 112 ip6 saddr {peer} accept");
+        let _ = writeln!(w, "        meta l4proto 112 ip6 saddr {peer} accept");
     }
-    let _ = writeln!(w, "        meta l4proto 112 drop");
+    let _ = writeln!(w, "        meta l4proto 112 counter drop");
     let _ = writeln!(w, "    }}");
     let _ = writeln!(w, "}}");
     out

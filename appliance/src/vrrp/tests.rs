@@ -231,7 +231,14 @@ fn nft_admits_vrrp_from_the_peer_only() {
     s.peer_v6 = Some("2001:db8:100::12".parse().expect("ip"));
     s.source_v6 = Some("2001:db8:100::11".parse().expect("ip"));
     let text = render_nft(&s);
-    assert!(text.contains("ip protocol 112 ip saddr 198.51.100.12 accept\n"));
-    assert!(text.contains("ip6 nexthdr 112 ip6 saddr 2001:db8:100::12 accept\n"));
-    assert!(text.trim_end().ends_with("meta l4proto 112 drop\n    }\n}"));
+    assert!(text.contains("meta l4proto 112 ip saddr 198.51.100.12 accept\n"));
+    assert!(text.contains("meta l4proto 112 ip6 saddr 2001:db8:100::12 accept\n"));
+    assert!(
+        text.trim_end()
+            .ends_with("meta l4proto 112 counter drop\n    }\n}")
+    );
+    assert!(
+        text.contains("table inet poolgate_vrrp {}\ndelete table inet poolgate_vrrp\n"),
+        "idempotent"
+    );
 }
