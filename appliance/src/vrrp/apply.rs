@@ -417,4 +417,32 @@ mod tests {
                 .contains("unread")
         );
     }
+
+    #[test]
+    fn the_image_layout_names_the_vrrp_step_and_the_drop_in_s_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/rootfs");
+        let layout =
+            crate::system::layout::Layout::load(&root.join("usr/lib/poolgate/system-layout.toml"))
+                .expect("the image's layout loads");
+        let vrrp = layout.vrrp.expect("a [vrrp] table");
+        assert_eq!(
+            vrrp.request.as_deref(),
+            Some(Path::new("/var/lib/poolgate/vrrp/vrrp-request"))
+        );
+        assert!(vrrp.paths().check().is_ok());
+        let drop_in = fs::read_to_string(
+            root.join("usr/lib/systemd/system/keepalived.service.d/poolgate.conf"),
+        )
+        .expect("keepalived drop-in");
+        for path in [&vrrp.keepalived_conf, &vrrp.nft_file] {
+            assert!(
+                drop_in.contains(path.to_str().expect("utf-8")),
+                "{}",
+                path.display()
+            );
+        }
+        let path_unit = fs::read_to_string(root.join("usr/lib/systemd/system/poolgate-vrrp.path"))
+            .expect("path unit");
+        assert!(path_unit.contains("PathExists=/var/lib/poolgate/vrrp/vrrp-request"));
+    }
 }
