@@ -899,6 +899,14 @@ fn every_route_is_exercised() {
             "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
         ),
         (
+            "PUT /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes",
+        ),
+        (
+            "DELETE /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes",
+        ),
+        (
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),

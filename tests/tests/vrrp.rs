@@ -20,6 +20,7 @@
 //!   accepted source), and with the nftables rule poolgate renders loaded
 //!   in both namespaces its packets are dropped before keepalived sees
 //!   them while the pair still hears each other; the VIP stays where it is.
+//! * VRRP turned off on A (`DELETE`): poolgate holds the VIP itself again.
 //!
 //! Timing is printed, never asserted tightly (moves must happen within a
 //! generous 15 s). Needs root, `ip netns` and keepalived (and nft for the
@@ -534,7 +535,7 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
     assert!(!lab.holds_vip(&lab.a) && !lab.holds_vip(&lab.b));
 
     let keepalived_a = Keepalived::start(&lab.a, dir.path(), "a", &confs[0]);
-    let _keepalived_b = Keepalived::start(&lab.b, dir.path(), "b", &confs[1]);
+    let keepalived_b = Keepalived::start(&lab.b, dir.path(), "b", &confs[1]);
     let started = Instant::now();
     let first = wait_for_vip(&lab, &lab.a, started);
     eprintln!(
@@ -723,6 +724,22 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
     );
     assert_eq!(failed_after, 0);
     drop(intruder);
+
+    // VRRP off on A (keepalived stopped first): poolgate holds the VIP
+    // itself again.
+    drop(keepalived_a);
+    drop(keepalived_b);
+    let view = admin_a.with(|admin| {
+        let response = admin.delete("/api/v1/ha/vrrp");
+        assert_eq!(response.status().as_u16(), 200);
+        vrrp_state(admin)
+    });
+    assert_eq!(view["addresses_held_by"], "poolgate", "{view}");
+    assert!(view["settings"].is_null(), "{view}");
+    wait_for("A's poolgate to add the VIP itself", MOVE_BOUND, || {
+        lab.holds_vip(&lab.a)
+    });
+    wait_for_successes(&attempts, 5);
 
     stop.store(true, Ordering::Relaxed);
     client.join().expect("client thread");
