@@ -7,7 +7,7 @@
 //! * [`settings`]: this appliance's VRRP settings (kept in the settings
 //!   store under [`SETTINGS_KEY`], never synced to the peer), validated
 //!   field by field;
-//! * [`render`]: keepalived.conf (VRRPv3 unicast, one instance per family
+//! * [`render`]: the text of keepalived.conf (VRRPv3 unicast, one instance per family
 //!   in one sync group, GARP/NA bursts, the health check, the notify FIFO)
 //!   and the nftables rule that admits VRRP from the peer only;
 //! * [`health`]: the health file poolgate keeps fresh while it serves, and
@@ -314,16 +314,15 @@ impl Vrrp {
                     self.events
                         .record(NewEvent::new(EventKind::System, message));
                 }
-                Some(Err(error)) => {
-                    if failing.as_ref() != Some(&error) {
-                        tracing::error!(%error, "Cannot apply keepalived's configuration");
-                        self.events.record(NewEvent::new(
-                            EventKind::System,
-                            format!("Cannot apply keepalived's configuration: {error}"),
-                        ));
-                        failing = Some(error);
-                    }
+                Some(Err(error)) if failing.as_ref() != Some(&error) => {
+                    tracing::error!(%error, "Cannot apply keepalived's configuration");
+                    self.events.record(NewEvent::new(
+                        EventKind::System,
+                        format!("Cannot apply keepalived's configuration: {error}"),
+                    ));
+                    failing = Some(error);
                 }
+                Some(Err(_)) => {}
             }
         }
     }

@@ -72,9 +72,7 @@ pub(crate) struct Notice {
 /// A FIFO line, or `None` for what poolgate does not follow
 /// (`MASTER_RX_LOWER_PRI`, priority changes, other kinds).
 pub(crate) fn parse(line: &str) -> Option<Notice> {
-    let mut words = line.trim().splitn(2, ' ');
-    let kind = words.next()?;
-    let rest = words.next()?;
+    let (kind, rest) = line.trim().split_once(' ')?;
     let instance = match kind {
         "INSTANCE" => true,
         "GROUP" => false,
