@@ -118,8 +118,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         bootstrap_config(options.admin_listen),
     )?;
+    // The VRRP settings are read now: a config change is checked against
+    // them too (a VIP of a family VRRP cannot move is a field error).
+    let vrrp_settings = vrrp::Vrrp::stored_settings(&store)?;
+    let host_check = match options.manage_addresses {
+        true => net::addresses::HostCheck::of_host(),
+        false => net::addresses::HostCheck::none(),
+    };
+    controller.set_host_check(host_check.and(vrrp::config_check(vrrp_settings.subscribe())));
     if options.manage_addresses {
-        controller.set_host_check(net::addresses::HostCheck::of_host());
         // A listener for an address the same config brings binds before
         // the address is added (`net::bind`).
         net::allow_nonlocal(true);
@@ -169,6 +176,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         events.clone(),
         &options.data_dir,
         options.system_layout.vrrp.clone(),
+        vrrp_settings,
     )?;
     // Addresses first, so the listeners below find theirs; given up last.
     let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());

@@ -530,6 +530,24 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
         );
         confs.push(conf);
     }
+    // A VIP of a family VRRP has no source and peer for: 422 naming it.
+    let mut v6 = config(A, true);
+    v6["virtual_service"]
+        .as_array_mut()
+        .expect("services")
+        .push(serde_json::json!({"name": "vs6", "address": "2001:db8:100::20", "port": PORT, "pool": "p"}));
+    let refused = admin_a.with(move |admin| {
+        let response = admin.put("/api/v1/config", &v6);
+        (response.status().as_u16(), response.text().expect("body"))
+    });
+    assert_eq!(refused.0, 422, "{}", refused.1);
+    assert!(
+        refused.1.contains("virtual_service[1].address"),
+        "{}",
+        refused.1
+    );
+    assert!(refused.1.contains("source_v6"), "{}", refused.1);
+
     // poolgate added no address: keepalived holds them.
     std::thread::sleep(Duration::from_millis(500));
     assert!(!lab.holds_vip(&lab.a) && !lab.holds_vip(&lab.b));

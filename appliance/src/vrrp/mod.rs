@@ -117,14 +117,9 @@ impl Vrrp {
         events: EventLog,
         data_dir: &Path,
         layout: Option<VrrpLayout>,
+        settings: watch::Sender<Option<VrrpSettings>>,
     ) -> Result<Arc<Self>, VrrpError> {
-        let settings = match store.setting(SETTINGS_KEY)? {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str::<VrrpSettings>(&text)
-                    .map_err(|e| VrrpError::Stored(e.to_string()))?,
-            ),
-        };
+        let holder = holder_of(&settings.borrow());
         let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         let paths = match &layout {
             Some(layout) => layout.paths(),
@@ -141,12 +136,27 @@ impl Vrrp {
         Ok(Arc::new(Self {
             store,
             events,
-            holder: watch::Sender::new(holder_of(&settings)),
-            settings: watch::Sender::new(settings),
+            holder: watch::Sender::new(holder),
+            settings,
             states: watch::Sender::new(state::States::new()),
             paths,
             layout,
         }))
+    }
+
+    /// The stored settings, in the watch [`Vrrp::load`] takes (made before
+    /// the control task, whose config check reads it).
+    pub(crate) fn stored_settings(
+        store: &Store,
+    ) -> Result<watch::Sender<Option<VrrpSettings>>, VrrpError> {
+        let settings = match store.setting(SETTINGS_KEY)? {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<VrrpSettings>(&text)
+                    .map_err(|e| VrrpError::Stored(e.to_string()))?,
+            ),
+        };
+        Ok(watch::Sender::new(settings))
     }
 
     /// Who holds the addresses, as it changes (`net::addresses::spawn`).
@@ -374,6 +384,39 @@ impl Vrrp {
                 let _ = applier.await;
             }
         })
+    }
+}
+
+/// What the VRRP settings require of a config change: every virtual
+/// service address is of a family the settings have a source and peer for
+/// (VRRPv3 carries one family per instance). A 422 naming the field.
+pub(crate) fn config_check(
+    settings: watch::Receiver<Option<VrrpSettings>>,
+) -> impl Fn(&Config) -> Vec<crate::config::FieldError> + Send + Sync + 'static {
+    move |config| {
+        let Some(settings) = settings.borrow().clone() else {
+            return Vec::new();
+        };
+        let root = crate::config::path::FieldPath::root();
+        config
+            .virtual_services
+            .iter()
+            .enumerate()
+            .filter(|(_, vs)| addresses::desired::is_candidate(vs.address))
+            .filter_map(|(i, vs)| {
+                let (paired, family) = match vs.address {
+                    std::net::IpAddr::V4(_) => (settings.source_v4.is_some(), "v4"),
+                    std::net::IpAddr::V6(_) => (settings.source_v6.is_some(), "v6"),
+                };
+                (!paired).then(|| crate::config::FieldError {
+                    path: root.item("virtual_service", i).key("address"),
+                    message: format!(
+                        "this appliance's VRRP has no {family} source and peer to move {} with; set source_{family} and peer_{family} in PUT /api/v1/ha/vrrp",
+                        vs.address
+                    ),
+                })
+            })
+            .collect()
     }
 }
 

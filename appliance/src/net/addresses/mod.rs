@@ -104,6 +104,25 @@ impl HostCheck {
         }))
     }
 
+    /// No check of the host's interfaces (addresses are not managed).
+    pub(crate) fn none() -> Self {
+        Self(Arc::new(|_| Vec::new()))
+    }
+
+    /// This check, then `extra` (what the VRRP settings require of a
+    /// config, `vrrp::config_check`).
+    pub(crate) fn and(
+        self,
+        extra: impl Fn(&Config) -> Vec<FieldError> + Send + Sync + 'static,
+    ) -> Self {
+        let first = self.0;
+        Self(Arc::new(move |config| {
+            let mut out = first(config);
+            out.extend(extra(config));
+            out
+        }))
+    }
+
     pub(crate) fn check(&self, config: &Config) -> Vec<FieldError> {
         (self.0)(config)
     }
