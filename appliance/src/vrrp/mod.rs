@@ -365,16 +365,17 @@ impl Vrrp {
             });
             rx
         };
+        let reader = tokio::spawn(state::follow(
+            self.paths.notify_fifo.clone(),
+            enabled.clone(),
+            self.states.clone(),
+            self.events.clone(),
+            stop.clone(),
+        ));
         let writer = tokio::spawn(health::run(
             self.paths.health_file.clone(),
             liveness,
             enabled,
-            stop.clone(),
-        ));
-        let reader = tokio::spawn(state::follow(
-            self.paths.notify_fifo.clone(),
-            self.states.clone(),
-            self.events.clone(),
             stop,
         ));
         tokio::spawn(async move {

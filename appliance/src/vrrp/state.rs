@@ -200,13 +200,19 @@ pub(crate) fn make_fifo(path: &Path) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-/// Read the FIFO at `path` into `states` until `stop`.
+/// Once `enabled` (VRRP settings are stored), read the FIFO at `path`
+/// into `states` until `stop`.
 pub(crate) async fn follow(
     path: PathBuf,
+    mut enabled: watch::Receiver<bool>,
     states: watch::Sender<States>,
     events: EventLog,
     stop: CancellationToken,
 ) {
+    tokio::select! {
+        () = stop.cancelled() => return,
+        on = enabled.wait_for(|on| *on) => if on.is_err() { return },
+    }
     if let Err(error) = make_fifo(&path) {
         tracing::error!(fifo = %path.display(), %error, "Cannot make keepalived's notify FIFO; VRRP state is not shown");
         return;
