@@ -900,11 +900,11 @@ fn every_route_is_exercised() {
         ),
         (
             "PUT /api/v1/ha/vrrp",
-            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
         ),
         (
             "DELETE /api/v1/ha/vrrp",
-            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
         ),
         (
             "POST /api/v1/system/upgrade",

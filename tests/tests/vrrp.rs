@@ -14,7 +14,9 @@
 //!   that every attempt after the first success through B succeeded.
 //! * A's poolgate comes back (A stands by, no failback: `nopreempt`), then
 //!   the active's link (B's, pulled at the bridge) goes down: A takes over.
-//! * B's link comes back (B stands by). The intruder runs a keepalived
+//! * B's link comes back (B stands by). A's poolgate hangs (`SIGSTOP`): the
+//!   same as a kill, B takes over; continued, A stands by.
+//! * The intruder runs a keepalived
 //!   with the pair's router id at priority 254, advertising to both
 //!   appliances: they ignore it (`check_unicast_src`: the peer is the only
 //!   accepted source), and with the nftables rule poolgate renders loaded
@@ -459,7 +461,7 @@ fn wait_for_vip(lab: &Lab, ns: &str, since: Instant) -> Duration {
 }
 
 #[test]
-fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
+fn the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root for network namespaces");
         return;
@@ -592,7 +594,7 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
     );
 
     // A's poolgate comes back: A stands by, B keeps the VIP (no failback).
-    let poolgate_a = Poolgate::start_in_netns(&lab.a, &data_a, &to_toml(&config(A, true)));
+    let mut poolgate_a = Poolgate::start_in_netns(&lab.a, &data_a, &to_toml(&config(A, true)));
     poolgate_a.listening(&["admin"]);
     let mut admin_a = Admin::login(&lab.client, A);
     wait_for_state(&mut admin_a, "A", "BACKUP");
@@ -625,7 +627,26 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
         "no failback"
     );
 
-    // 3. An intruder with the pair's router id and a higher priority,
+    // 3. A's poolgate hangs (SIGSTOP): its health file goes stale too.
+    let hung = Instant::now();
+    poolgate_a.signal(Signal::SIGSTOP);
+    let moved = wait_for_vip(&lab, &lab.b, hung);
+    let moved_at = Instant::now();
+    wait_for("A to give up the VIP", MOVE_BOUND, || {
+        !lab.holds_vip(&lab.a)
+    });
+    wait_for_successes(&attempts, 50);
+    let (failed, after, failed_after) = tally(&attempts, hung, moved_at, Instant::now());
+    eprintln!(
+        "A's poolgate hung (SIGSTOP): the VIP moved to B in {} ms; {failed} attempts failed during the failover, {after} after it ({failed_after} failed)",
+        moved.as_millis()
+    );
+    assert_eq!(failed_after, 0, "every attempt after the failover succeeds");
+    poolgate_a.signal(Signal::SIGCONT);
+    wait_for_state(&mut admin_a, "A", "BACKUP");
+    wait_for_state(&mut admin_b, "B", "MASTER");
+
+    // 4. An intruder with the pair's router id and a higher priority,
     // advertising to both: ignored. Its own address for the VIP list sits
     // on a veth pair of its own, so it cannot answer for the VIP itself.
     ip(&[
@@ -665,15 +686,15 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
     wait_for("the intruder to advertise as master", MOVE_BOUND, || {
         intruder.log().contains("Entering MASTER STATE")
     });
-    // (a) keepalived alone: its adverts reach A and are refused for their
+    // (a) keepalived alone: its adverts reach B and are refused for their
     // source (`check_unicast_src`).
     let intruding = Instant::now();
-    wait_for("A to refuse the intruder's adverts", MOVE_BOUND, || {
-        keepalived_a.log().matches(&refused).count() >= 3
+    wait_for("B to refuse the intruder's adverts", MOVE_BOUND, || {
+        keepalived_b.log().matches(&refused).count() >= 3
     });
     // (b) with the nftables rule poolgate renders: VRRP from anyone but
     // the peer is dropped before keepalived sees it, and the pair still
-    // hears each other (B stays backup).
+    // hears each other (A stays backup).
     let nft = Command::new("nft")
         .arg("--version")
         .output()
@@ -702,12 +723,12 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
                 file.to_str().expect("utf-8"),
             ]);
         }
-        let before = keepalived_a.log().matches(&refused).count();
+        let before = keepalived_b.log().matches(&refused).count();
         std::thread::sleep(Duration::from_secs(5));
         let counted = ip(&[
             "netns",
             "exec",
-            &lab.a,
+            &lab.b,
             "nft",
             "list",
             "table",
@@ -720,8 +741,8 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .expect("a drop counter");
-        let after = keepalived_a.log().matches(&refused).count();
-        eprintln!("nftables on A dropped {dropped} VRRP packets from the intruder");
+        let after = keepalived_b.log().matches(&refused).count();
+        eprintln!("nftables on B dropped {dropped} VRRP packets from the intruder");
         assert!(dropped >= 3, "{counted}");
         assert!(
             after <= before + 1,
@@ -729,13 +750,13 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_or_the_link_goes() {
         );
     }
     assert!(
-        lab.holds_vip(&lab.a),
-        "A keeps the VIP:\n{}",
-        keepalived_a.log()
+        lab.holds_vip(&lab.b),
+        "B keeps the VIP:\n{}",
+        keepalived_b.log()
     );
-    assert!(!lab.holds_vip(&lab.b), "B stays backup");
-    assert_eq!(admin_a.state().as_deref(), Some("MASTER"));
-    assert_eq!(admin_b.state().as_deref(), Some("BACKUP"));
+    assert!(!lab.holds_vip(&lab.a), "A stays backup");
+    assert_eq!(admin_b.state().as_deref(), Some("MASTER"));
+    assert_eq!(admin_a.state().as_deref(), Some("BACKUP"));
     let (_, after, failed_after) = tally(&attempts, intruding, intruding, Instant::now());
     eprintln!(
         "intruder at priority 254: ignored; {after} attempts meanwhile, {failed_after} failed"
