@@ -365,6 +365,13 @@ impl Vrrp {
             });
             rx
         };
+        // Made before poolgate reports ready (keepalived starts after it):
+        // a FIFO keepalived had to make itself would be root's.
+        if self.settings.borrow().is_some()
+            && let Err(error) = state::make_fifo(&self.paths.notify_fifo)
+        {
+            tracing::error!(fifo = %self.paths.notify_fifo.display(), %error, "Cannot make keepalived's notify FIFO");
+        }
         let reader = tokio::spawn(state::follow(
             self.paths.notify_fifo.clone(),
             enabled.clone(),
