@@ -594,7 +594,7 @@ fn the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link() {
     );
 
     // A's poolgate comes back: A stands by, B keeps the VIP (no failback).
-    let mut poolgate_a = Poolgate::start_in_netns(&lab.a, &data_a, &to_toml(&config(A, true)));
+    let poolgate_a = Poolgate::start_in_netns(&lab.a, &data_a, &to_toml(&config(A, true)));
     poolgate_a.listening(&["admin"]);
     let mut admin_a = Admin::login(&lab.client, A);
     wait_for_state(&mut admin_a, "A", "BACKUP");
