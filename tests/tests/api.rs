@@ -900,6 +900,14 @@ fn every_route_is_exercised() {
             "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
         ),
         (
+            "PUT /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
+        ),
+        (
+            "DELETE /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
+        ),
+        (
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),

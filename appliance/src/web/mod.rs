@@ -48,6 +48,8 @@
 //! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
 //!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
 //!   and reverted unless confirmed in time (`network`)
+//! * `GET|PUT|DELETE /api/v1/ha/vrrp` — this appliance's VRRP settings and
+//!   keepalived's state (`vrrp`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! The route tables below are the single source: the router is built from
@@ -68,6 +70,7 @@ pub(crate) mod status;
 mod system;
 pub(crate) mod tls;
 mod ui;
+mod vrrp;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -75,7 +78,7 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
-pub(crate) use error::{ApiError, ErrorBody};
+pub(crate) use error::{ApiError, ErrorBody, FieldProblem};
 pub(crate) use state::AppState;
 pub use state::blocking;
 
@@ -384,6 +387,28 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/system/network/confirm",
             "Keep the network change awaiting confirmation",
             network::confirm
+        ),
+        spec!(
+            GET,
+            "/api/v1/ha/vrrp",
+            "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
+            vrrp::get,
+            response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/ha/vrrp",
+            "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
+            vrrp::put,
+            request = crate::vrrp::VrrpSettings,
+            response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/ha/vrrp",
+            "Turn VRRP off: poolgate holds its addresses itself",
+            vrrp::delete,
+            response = crate::vrrp::VrrpView
         ),
     ]
 }

@@ -284,7 +284,7 @@ fn write_whole(path: &Path, text: &str) -> Result<(), ApplyError> {
 }
 
 /// Run one fixed command, bounded in time; what went wrong, if anything.
-fn run(argv: &[&str]) -> Option<String> {
+pub(crate) fn run(argv: &[&str]) -> Option<String> {
     let mut child = match Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())

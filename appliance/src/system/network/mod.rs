@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+/// One fixed command, bounded in time (the VRRP root step runs its own).
+pub(crate) use apply::run as run_bounded;
 pub use apply::{ApplyError, ApplyResult, NetworkLayout, serve_request};
 pub use model::{InterfaceSettings, NetworkSettings, RouteSettings, VlanSettings};
 pub use observe::Observed;
