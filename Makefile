@@ -93,13 +93,16 @@ image:
 
 ## Build the image (lz4: faster), check the OVA, boot the raw disk under QEMU
 ## and use it over the network: health, first-boot setup, login, config, DNS,
-## SIP, clean power-off, second boot; then upgrade it (image-upgrade-test).
+## SIP, clean power-off, second boot; the network settings on a second NIC
+## in a test namespace (static, VLAN, VIP, NTP, host name, across a reboot);
+## then upgrade it (image-upgrade-test).
 image-test:
 	image/install-deps --test
 	$(MAKE) image IMAGE_COMPRESSION=lz4
 	python3 image/ova.py check target/image/poolgate-$$(cat target/image/version).ova \
 		--raw target/image/poolgate-$$(cat target/image/version).raw
 	python3 image/boot_test.py target/image/poolgate-$$(cat target/image/version).raw
+	python3 image/network_test.py target/image/poolgate-$$(cat target/image/version).raw
 	$(MAKE) image-upgrade-test
 
 ## Upgrade the built image under QEMU (after `make image` or `make image-test`):

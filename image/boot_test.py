@@ -11,11 +11,11 @@ TCG.
 
 First boot: wait for POOLGATE_READY, GET /api/v1/health over HTTPS, read the
 one-time setup code from the serial console, set the admin password with it,
-log in, and PUT a pool config that adds DNS and SIP listeners (poolgate
-answers restart_required). Power off with ACPI. Second boot, as an admin
-would restart after such a change: setup is refused (the password survived
-on the data partition), login works, the pool name is answered over DNS and
-a SIP OPTIONS gets 200. Power off with ACPI again. Finally the ESP shows
+log in, and PUT a pool config that adds DNS and SIP listeners: they are
+live, so the pool name is answered over DNS at once. Power off with ACPI.
+Second boot: setup is refused (the password survived on the data
+partition), login works, the pool name is answered over DNS and a SIP
+OPTIONS gets 200 (the config survived too). Power off with ACPI again. Finally the ESP shows
 slot A's kernel image marked good by boot counting, and the data partition
 (read with debugfs) has poolgate's directory 0700 and its database and key
 0600.
@@ -88,7 +88,9 @@ def free_port(kind):
 class Vm:
     """One QEMU run of the disk; always stopped by stop()."""
 
-    def __init__(self, disk, workdir, accel, name, snapshot=False):
+    def __init__(self, disk, workdir, accel, name, snapshot=False, extra_args=(), pass_fds=()):
+        """`extra_args` go on QEMU's command line (another NIC, say) and
+        `pass_fds` are the descriptors it inherits for them."""
         self.serial = os.path.join(workdir, f"serial-{name}.log")
         self.monitor = os.path.join(workdir, f"monitor-{name}.sock")
         vars_copy = os.path.join(workdir, f"ovmf-vars-{name}.fd")
@@ -121,10 +123,12 @@ class Vm:
             "-serial", f"file:{self.serial}",
             "-monitor", f"unix:{self.monitor},server,nowait",
             "-no-reboot",
+            *extra_args,
         ]
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        pass_fds=pass_fds)
 
     def console(self):
         try:
@@ -314,6 +318,13 @@ def first_boot(vm, args):
     api.login()
     answer = api.expect("PUT", "/api/v1/config", 200, CONFIG)
     log(f"PUT /api/v1/config: {answer}")
+    # Listeners are live: no restart between the PUT and the first answer.
+    deadline = time.monotonic() + 30
+    while not (addresses := dns_query(vm.ports["dns"], POOL_FQDN)):
+        if time.monotonic() > deadline:
+            raise Failed(f"DNS {POOL_FQDN}: no A records within 30 s of the PUT")
+        time.sleep(1)
+    log(f"DNS {POOL_FQDN} right after the PUT: {addresses}")
     if "grown to the end of" not in vm.console():
         raise Failed("the data partition was not grown on first boot")
     return ready_s

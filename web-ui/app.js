@@ -3,6 +3,9 @@
 // editor edits the desired config as the API's JSON model and never more:
 // the appliance validates it (field errors come back by path and are shown
 // next to the field), shows what would change, and applies it on request.
+// The pool-template wizard (Front End, Director, Edge internal) builds a
+// Skype for Business / Lync pool into the config in use and goes through
+// the same preview and Apply.
 // System → Network applies a network change at once and counts down to its
 // deadline; a change that moves the admin address is confirmed on arrival
 // at the new address (`#confirm=network:ID`, `#confirm=admin`).
@@ -66,7 +69,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); }
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -258,7 +261,8 @@ const MONITOR_FIELDS = [
   ["rise", "Rise", "int"], ["fall", "Fall", "int"], ["start", "Before the first probe", ["up", "down"]],
   ["path", "HTTP path", "text?"], ["host", "HTTP Host", "text?"], ["expect_status", "Expected status codes", "ints?"],
   ["body_contains", "Body contains", "text?"], ["transport", "SIP transport", ["", "udp", "tcp", "tls"]],
-  ["sni", "TLS server name", "text?"], ["tls_verify", "Verify TLS certificate", ["", "true", "false"]],
+  ["sni", "TLS server name (default: each member's FQDN)", "text?"], ["ca_bundle", "CA bundle", "text?"],
+  ["tls_verify", "Verify TLS certificate", ["", "true", "false"]],
 ];
 const POOL_FIELDS = [
   ["name", "Name", "text"], ["fqdn", "Pool FQDN", "text"], ["aliases", "Aliases", "strs?"],
@@ -272,12 +276,40 @@ const MEMBER_FIELDS = [
 ];
 const SERVICE_FIELDS = [
   ["name", "Name", "text"], ["address", "Address", "text"], ["port", "Port", "int"],
-  ["extra_ports", "Extra ports", "ints?"], ["pool", "Pool", "pool"], ["monitor", "Monitor (default: the pool's)", "monitor?"],
+  ["member_port", "Member port (default: Port)", "int?"],
+  ["pool", "Pool", "pool"], ["monitor", "Monitor (default: the pool's)", "monitor?"],
   ["scheduler", "Scheduler", ["round-robin", "weighted-round-robin", "least-connections", "source-hash"]],
   ["persistence", "Persistence", ["none", "source-ip"]], ["persistence_timeout_s", "Persistence timeout (s)", "int"],
   ["idle_timeout_s", "Idle timeout (s)", "int"], ["connect_timeout_ms", "Connect timeout (ms)", "int"],
   ["drop_on_down", "Close connections when the member goes down", "bool"],
+  ["send_proxy", "Send a PROXY header to members", ["", "none", "v2"]],
 ];
+// One of a service's extra ports: `80` (the same port on the member) or
+// `{ port, member_port }`. Kept in the form it came in, so an edit that does
+// not map a port leaves the entry as it was written.
+const EXTRA_PORT_FIELDS = [["port", "Port", "int"], ["member_port", "Member port (default: the same)", "int?"]];
+
+function extraPorts(service, path) {
+  const items = service.extra_ports || (service.extra_ports = []);
+  const rows = items.map((entry, i) => {
+    const itemPath = `${path}extra_ports[${i}]`;
+    const table = typeof entry === "object" && entry !== null;
+    // Edited as a table; written back as a bare number unless it maps.
+    const view = table ? { ...entry } : { port: entry };
+    const touched = () => {
+      items[i] = view.member_port !== undefined || table ? { ...view } : view.port;
+      edited = true;
+    };
+    return el("div", { class: "fields extra-port", "data-path": itemPath },
+      ...EXTRA_PORT_FIELDS.map(([key, label, kind]) =>
+        el("label", {}, label, input(view, key, kind, `${itemPath}.${key}`, touched))),
+      el("button", { type: "button", class: "danger", "data-remove": itemPath,
+        onclick: () => { items.splice(i, 1); edited = true; renderEditor(); } }, "Remove port"));
+  });
+  return el("div", { class: "members", "data-list": `${path}extra_ports` }, el("h4", {}, "Extra ports"), ...rows,
+    el("button", { type: "button", "data-add": `${path}extra_ports`,
+      onclick: () => { items.push(80); edited = true; renderEditor(); } }, "Add port"));
+}
 const DNS_FIELDS = [["ttl", "Answer TTL (s)", "int"], ["fail_open", "Fail open (answer with all enabled members if none is eligible)", "bool"]];
 
 const TEMPLATES = {
@@ -367,7 +399,7 @@ function renderEditor() {
     list(model, "pool", "", "Pools", POOL_FIELDS, (pool, path) =>
       el("div", { class: "members" }, el("h4", {}, "Members"), list(pool, "member", path, "Members", MEMBER_FIELDS))),
     el("h3", {}, "Virtual services"),
-    list(model, "virtual_service", "", "Virtual services", SERVICE_FIELDS),
+    list(model, "virtual_service", "", "Virtual services", SERVICE_FIELDS, extraPorts),
     el("h3", {}, "Monitors"),
     list(model, "monitor", "", "Monitors", MONITOR_FIELDS),
     el("h3", {}, "DNS"),
@@ -386,10 +418,11 @@ async function loadConfig() {
 }
 
 function clearErrors() {
-  for (const node of document.querySelectorAll("#config-form .field-error")) node.remove();
-  for (const node of document.querySelectorAll("#config-form .invalid")) node.classList.remove("invalid");
+  for (const node of document.querySelectorAll("#config-form .field-error, #wizard-form .field-error")) node.remove();
+  for (const node of document.querySelectorAll("#config-form .invalid, #wizard-form .invalid")) node.classList.remove("invalid");
   $("config-errors").replaceChildren();
   $("import-errors").replaceChildren();
+  $("wizard-errors").replaceChildren();
 }
 
 // `pool[0].member[1].address` -> `pool[0].member[1]` -> `pool[0].member` ...
@@ -418,12 +451,15 @@ function showFieldErrors(problems, list, form) {
   }
 }
 
-async function preview(body, contentType, errors) {
+// `form`: where field errors are marked (the editor's by default; the
+// import has none, the wizard its own).
+async function preview(body, contentType, errors, form = errors === $("config-errors") ? $("config-form") : null) {
   clearErrors();
+  wizardPending = form === $("wizard-form");
   const { status, data } = await request("POST", "/api/v1/config/preview", body, contentType);
   if (status === 422 && data && data.fields) {
-    showFieldErrors(data.fields, errors, errors === $("config-errors") ? $("config-form") : null);
-    const marked = document.querySelectorAll("#config-form .field-error").length;
+    showFieldErrors(data.fields, errors, form);
+    const marked = form ? form.querySelectorAll(".field-error").length : 0;
     if (marked) errors.prepend(el("li", {}, `${marked} field${marked === 1 ? " needs" : "s need"} fixing: see the marked field${marked === 1 ? "" : "s"} above.`));
     return;
   }
@@ -472,6 +508,7 @@ $("preview-apply").addEventListener("click", async () => {
   pending = null;
   $("preview").hidden = true;
   $("import-form").reset();
+  if (wizardPending) resetWizard();
   await loadConfig();
   const version = $("config-version");
   version.textContent = `(version ${data.version}: applied${data.confirm_by ? `; open the new admin address and confirm before ${data.confirm_by}, or it is reverted` : ""})`;
@@ -481,6 +518,206 @@ $("preview-apply").addEventListener("click", async () => {
 });
 
 $("preview-cancel").addEventListener("click", () => { pending = null; $("preview").hidden = true; });
+
+// ---------------------------------------------------------------- pool templates
+
+// The wizard builds one Skype for Business / Lync pool and merges it into
+// the configuration in use; the result goes through the same preview (and
+// Apply) as any edit. What each template makes, after Microsoft's DNS and
+// load-balancing requirements:
+// * Front End: the zone (with the appliance as its name server), the pool
+//   (its members' addresses are its A/AAAA set) with the `sip` alias,
+//   `_sipinternaltls._tcp` SRV, `lyncdiscoverinternal` and the internal
+//   web FQDN to the internal web VIP (443 and 80, source-IP persistence,
+//   1800 s idle), the external web FQDN to the external web VIP (443→4443,
+//   80→8080, no persistence: the reverse proxy rewrites the sources), one
+//   monitor: SIP OPTIONS over TLS on 5061, which also decides the web VIPs.
+// * Director: the same without `lyncdiscoverinternal` (Directors do not
+//   host the Mobility Service).
+// * Edge internal: the pool and its monitor only (DNS load balancing; Edge
+//   A/V over UDP is not balanced by poolgate).
+const WIZARD_HELP = {
+  frontend: "Front End pool: the pool's A/AAAA records (one per member, DNS load balanced) and the sip alias; "
+    + "_sipinternaltls._tcp SRV to the pool; lyncdiscoverinternal and the internal web services FQDN to the internal web VIP "
+    + "(443 and 80, source-IP persistence, 1800 s idle); the external web services FQDN to the external web VIP "
+    + "(443 to the members' 4443 and 80 to their 8080, no persistence: the reverse proxy rewrites the sources). "
+    + "Every member is probed with SIP OPTIONS over TLS on 5061, as Microsoft asks for the pool and its web VIPs.",
+  director: "Director pool: as a Front End pool (Directors have internal and external web services of their own), "
+    + "but without lyncdiscoverinternal: Directors do not host the Mobility Service, so it stays with the Front End pool. "
+    + "The sip alias and _sipinternaltls._tcp lead clients to the Directors: when a Front End pool in the same zone has them already, "
+    + "the wizard says so and you remove them there first.",
+  edge: "Edge internal: the pool of the Edge Servers' internal interfaces, DNS load balanced (its A/AAAA records) and probed "
+    + "with SIP OPTIONS over TLS on 5061. No web VIPs and no SIP records; Edge A/V traffic over UDP is not balanced by poolgate.",
+};
+const WIZARD_NOTE = " The monitor completes a TLS handshake and an OPTIONS request with each member, verifying its certificate "
+  + "for the member's FQDN against the CA bundle you choose (upload your internal CA under System → CA bundles first); "
+  + "with none chosen, certificates are not verified.";
+
+let wizardRows = [];
+let wizardPending = false; // the preview on screen came from the wizard
+
+function renderWizard() {
+  const form = $("wizard-form");
+  const template = form.elements.template.value;
+  $("wizard-help").textContent = WIZARD_HELP[template] + WIZARD_NOTE;
+  for (const label of form.querySelectorAll("[data-web]")) label.hidden = template === "edge";
+  $("wizard-members").tBodies[0].replaceChildren(...wizardRows.map((row, i) => el("tr", { "data-row": i },
+    ...["name", "fqdn", "address"].map((key) => el("td", {}, el("input", { name: `member_${key}`, value: row[key],
+      spellcheck: "false", "aria-label": `member ${i + 1} ${key}`, oninput: (event) => { row[key] = event.target.value.trim(); } }))),
+    el("td", {}, el("button", { type: "button", class: "danger", "data-remove-member": i,
+      onclick: () => { wizardRows.splice(i, 1); renderWizard(); } }, "Remove")))));
+}
+
+function resetWizard() {
+  wizardPending = false;
+  $("wizard-form").reset();
+  wizardRows = [{ name: "", fqdn: "", address: "" }];
+  $("wizard-open").open = false;
+  renderWizard();
+}
+
+// The listen.dns address, when it is one address and not a wildcard.
+function applianceDnsAddress(config) {
+  const dns = (config.listen && config.listen.dns) || [];
+  if (dns.length !== 1) return "";
+  const host = dns[0].replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  return host === "0.0.0.0" || host === "::" ? "" : host;
+}
+
+const bare = (name) => name.trim().toLowerCase().replace(/\.$/, "");
+
+// A name in `zone` as a record name: relative when inside, else absolute.
+function recordName(fqdn, zone) {
+  const name = bare(fqdn);
+  return name.endsWith(`.${zone}`) ? name.slice(0, -zone.length - 1) : `${name}.`;
+}
+
+// Merge what `values` describe into `config`; returns the problems that stop
+// it (an object that exists already), or [] with `config` extended and each
+// wizard field's `data-path` set to the config path it became.
+function buildFromTemplate(config, values, form) {
+  const problems = [];
+  const template = values.template;
+  const fqdn = bare(values.pool_fqdn);
+  const zoneName = bare(values.domain);
+  const name = fqdn.split(".")[0];
+  const web = template !== "edge";
+  // A VIP's input stands for the service's address, its label for the
+  // records that point at it.
+  const mark = (field, path, onLabel) => {
+    const node = form.elements[field];
+    if (node) (onLabel ? node.closest("label") : node).dataset.path = path;
+  };
+  for (const key of ["zone", "monitor", "pool", "virtual_service"]) config[key] = config[key] || [];
+  const taken = (key, object) => config[key].some((o) => o.name === object);
+  if (!fqdn) problems.push("Give the pool FQDN.");
+  if (!zoneName) problems.push("Give the SIP domain.");
+  if (!wizardRows.length) problems.push("Add at least one member.");
+  if (web) {
+    for (const [field, what] of [["web_internal_fqdn", "internal web services FQDN"], ["web_internal_vip", "internal web VIP address"],
+      ["web_external_fqdn", "external web services FQDN"], ["web_external_vip", "external web VIP address"]]) {
+      if (!values[field].trim()) problems.push(`Give the ${what}.`);
+    }
+  }
+  // Said together with what exists already, below.
+  const monitorName = `${name}-sip`;
+  const services = web ? [`${name}-web-internal`, `${name}-web-external`] : [];
+  if (taken("pool", name)) problems.push(`A pool named ${name} exists already.`);
+  for (const pool of config.pool) {
+    if (bare(pool.fqdn) === fqdn) problems.push(`Pool ${pool.name} has the FQDN ${fqdn} already.`);
+  }
+  if (taken("monitor", monitorName)) problems.push(`A monitor named ${monitorName} exists already.`);
+  for (const service of services) if (taken("virtual_service", service)) problems.push(`A virtual service named ${service} exists already.`);
+
+  let zoneIndex = config.zone.findIndex((z) => bare(z.name) === zoneName);
+  const zone = zoneIndex >= 0 ? config.zone[zoneIndex] : { name: zoneName };
+  const records = [];
+  const record = (field, rname, type, value) => records.push({ field, record: { name: rname, type, value } });
+  if (web) {
+    record(null, "_sipinternaltls._tcp", "SRV", `0 0 5061 ${fqdn}.`);
+    if (template === "frontend") record("web_internal_vip", "lyncdiscoverinternal", "A", values.web_internal_vip.trim());
+    record("web_internal_fqdn", recordName(values.web_internal_fqdn, zoneName), "A", values.web_internal_vip.trim());
+    record("web_external_fqdn", recordName(values.web_external_fqdn, zoneName), "A", values.web_external_vip.trim());
+  }
+  for (const { record: r } of records) {
+    const clash = (zone.record || []).find((o) => bare(o.name) === bare(r.name) && o.type === r.type);
+    if (clash) problems.push(`Zone ${zoneName} has a ${r.type} record ${r.name} already (${clash.value}).`);
+  }
+  if (problems.length) return problems;
+
+  if (zoneIndex < 0) {
+    const address = values.dns_address.trim();
+    // No address: the appliance's DNS listener answers as ns.<zone> (or,
+    // for a wildcard listener, the appliance asks for one).
+    if (address) zone.name_servers = [{ name: `ns1.${zoneName}`, addresses: [address] }];
+    zoneIndex = config.zone.push(zone) - 1;
+    mark("domain", `zone[${zoneIndex}].name`);
+    mark("dns_address", `zone[${zoneIndex}].name_servers[0].addresses[0]`);
+  }
+  zone.record = zone.record || [];
+  for (const { field, record: r } of records) {
+    const at = zone.record.push(r) - 1;
+    if (field) mark(field, `zone[${zoneIndex}].record[${at}]${field.endsWith("vip") ? ".value" : ".name"}`, field.endsWith("vip"));
+  }
+  config.monitor.push({ name: monitorName, type: "sip-options", transport: "tls", port: 5061,
+    expect_status: [200], interval_ms: 2000, timeout_ms: 1000, rise: 2, fall: 3,
+    // A member takes clients once it has answered, not before.
+    start: "down", ...(values.ca_bundle ? { ca_bundle: values.ca_bundle } : { tls_verify: false }) });
+  const poolIndex = config.pool.push({ name, fqdn, ...(web ? { aliases: [`sip.${zoneName}`] } : {}),
+    monitor: monitorName, registrar_port: 5061, registrar_transport: "tls",
+    member: wizardRows.map((row) => ({ name: row.name, ...(row.fqdn ? { fqdn: bare(row.fqdn) } : {}),
+      address: row.address, weight: 1, state: "enabled" })) }) - 1;
+  mark("pool_fqdn", `pool[${poolIndex}].fqdn`);
+  wizardRows.forEach((_, i) => {
+    const row = $("wizard-members").tBodies[0].rows[i];
+    for (const key of ["name", "fqdn", "address"]) row.querySelector(`[name=member_${key}]`).dataset.path = `pool[${poolIndex}].member[${i}].${key}`;
+  });
+  if (web) {
+    const common = { pool: name, monitor: monitorName, scheduler: "least-connections", idle_timeout_s: 1800, connect_timeout_ms: 3000 };
+    const internal = config.virtual_service.push({ name: services[0], address: values.web_internal_vip.trim(), port: 443,
+      extra_ports: [80], ...common, persistence: "source-ip", persistence_timeout_s: 1200 }) - 1;
+    const external = config.virtual_service.push({ name: services[1], address: values.web_external_vip.trim(), port: 443,
+      member_port: 4443, extra_ports: [{ port: 80, member_port: 8080 }], ...common, persistence: "none" }) - 1;
+    mark("web_internal_vip", `virtual_service[${internal}].address`);
+    mark("web_external_vip", `virtual_service[${external}].address`);
+  }
+  return [];
+}
+
+$("wizard-form").elements.template.addEventListener("change", renderWizard);
+$("wizard-add-member").addEventListener("click", () => { wizardRows.push({ name: "", fqdn: "", address: "" }); renderWizard(); });
+$("wizard-open").addEventListener("toggle", async () => {
+  if (!$("wizard-open").open) return;
+  const { status, data } = await api("GET", "/api/v1/config");
+  const field = $("wizard-form").elements.dns_address;
+  if (status === 200 && !field.value) field.value = applianceDnsAddress(data);
+  const bundles = await api("GET", "/api/v1/ca-bundles");
+  const select = $("wizard-ca-bundle");
+  const chosen = select.value;
+  const names = bundles.status === 200 ? (bundles.data.ca_bundles || []).map((b) => b.name) : [];
+  select.replaceChildren(el("option", { value: "" }, "none: do not verify certificates"),
+    ...names.map((name) => el("option", { value: name }, name)));
+  if (names.includes(chosen)) select.value = chosen;
+});
+
+$("wizard-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors();
+  const form = $("wizard-form");
+  for (const node of form.querySelectorAll("[data-path]")) delete node.dataset.path;
+  // Merged into the configuration in use, not into unapplied edits.
+  const { status, data } = await api("GET", "/api/v1/config");
+  if (status !== 200) { $("wizard-errors").append(el("li", {}, errorText(data))); return; }
+  const values = Object.fromEntries(new FormData(form));
+  const problems = buildFromTemplate(data, values, form);
+  if (problems.length) {
+    $("wizard-errors").replaceChildren(...problems.map((text) => el("li", { "data-refusal": "" }, `${text} Nothing was added.`)));
+    return;
+  }
+  await preview(JSON.stringify(data), "application/json", $("wizard-errors"), form);
+});
+
+resetWizard();
 
 // ---------------------------------------------------------------- system
 
@@ -1101,6 +1338,49 @@ $("certificate-form").addEventListener("submit", async (event) => {
   $("certificate-error").textContent = "";
   event.target.reset();
   describeCertificate($("certificate-info"), data);
+});
+
+// ---------------------------------------------------------------- system → CA bundles
+
+async function loadCaBundles() {
+  const { status, data } = await api("GET", "/api/v1/ca-bundles");
+  if (status !== 200) return;
+  const rows = data.ca_bundles.map((bundle) => el("tr", { "data-bundle": bundle.name },
+    el("td", {}, bundle.name),
+    el("td", {}, bundle.certificates.map((c) => el("div", { title: `SHA-256 ${c.sha256_fingerprint}` }, c.subject))),
+    el("td", {}, bundle.certificates.map((c) => el("div", {}, c.not_after))),
+    el("td", {}, bundle.used_by.join(", ") || "—"),
+    el("td", {}, el("button", {
+      type: "button", disabled: bundle.used_by.length > 0,
+      title: bundle.used_by.length ? "In use by monitors; choose another bundle in them first" : null,
+      onclick: () => deleteCaBundle(bundle.name),
+    }, "Delete"))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "hint" }, "No CA bundle uploaded.")));
+  document.querySelector("#ca-bundle-list tbody").replaceChildren(...rows);
+}
+
+async function deleteCaBundle(name) {
+  if (!confirm(`Delete CA bundle ${name}?`)) return;
+  const { status, data } = await api("DELETE", `/api/v1/ca-bundles/${encodeURIComponent(name)}`);
+  $("ca-bundle-error").textContent = status === 200 ? "" : errorText(data);
+  loadCaBundles();
+}
+
+document.querySelector("#ca-bundle-form input[name=pem_file]").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (file) document.querySelector("#ca-bundle-form textarea[name=pem]").value = await file.text();
+});
+
+$("ca-bundle-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const name = String(form.get("name"));
+  const { status, data } = await request("PUT", `/api/v1/ca-bundles/${encodeURIComponent(name)}`,
+    String(form.get("pem")), "application/x-pem-file");
+  if (status !== 200) { $("ca-bundle-error").textContent = errorText(data); return; }
+  $("ca-bundle-error").textContent = "";
+  event.target.reset();
+  loadCaBundles();
 });
 
 async function loadLicence() {

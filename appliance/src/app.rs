@@ -17,7 +17,7 @@ use crate::control::{self, Change, ConfigInput, ControlError, Controller};
 use crate::license::{self, Licensing};
 use crate::state;
 use crate::store::StoreError;
-use crate::{certs, dns, events, health, listeners, net, proxy, sip, system, web};
+use crate::{certs, dns, events, health, listeners, net, proxy, sip, system, vrrp, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -74,6 +74,8 @@ pub enum RunError {
     Upgrade(#[from] system::upgrade::UpgradeError),
     #[error(transparent)]
     Network(#[from] system::network::NetworkError),
+    #[error(transparent)]
+    Vrrp(#[from] vrrp::VrrpError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -118,8 +120,15 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         licensing.clone(),
         bootstrap_config(options.admin_listen),
     )?;
+    // The VRRP settings are read now: a config change is checked against
+    // them too (a VIP of a family VRRP cannot move is a field error).
+    let vrrp_settings = vrrp::Vrrp::stored_settings(&store)?;
+    let host_check = match options.manage_addresses {
+        true => net::addresses::HostCheck::of_host(),
+        false => net::addresses::HostCheck::none(),
+    };
+    controller.set_host_check(host_check.and(vrrp::config_check(vrrp_settings.subscribe())));
     if options.manage_addresses {
-        controller.set_host_check(net::addresses::HostCheck::of_host());
         // A listener for an address the same config brings binds before
         // the address is added (`net::bind`).
         net::allow_nonlocal(true);
@@ -170,6 +179,14 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     )
     .await?;
     let network_task = tokio::spawn(Arc::clone(&network).run_deadlines(shutdown.child_token()));
+    // With VRRP settings, keepalived holds the addresses (`vrrp`).
+    let vrrp = vrrp::Vrrp::load(
+        store.clone(),
+        events.clone(),
+        &options.data_dir,
+        options.system_layout.vrrp.clone(),
+        vrrp_settings,
+    )?;
     // Addresses first, so the listeners below find theirs; given up last.
     let (addresses_stop, address_stats) = (CancellationToken::new(), Arc::default());
     let addresses_task = match options.manage_addresses {
@@ -179,6 +196,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
                 control.clone(),
                 events.clone(),
                 stats,
+                vrrp.holder(),
                 addresses_stop.clone(),
             )
             .await
@@ -261,6 +279,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.network = Some(network);
     app_state.listeners_applied = applied;
     app_state.addresses = address_stats;
+    app_state.vrrp = Some(Arc::clone(&vrrp));
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -339,11 +358,19 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let listeners_task =
         tokio::spawn(listeners.follow(publisher.subscribe(), control.admin_move(), options.grace));
 
+    // keepalived keeps the addresses here only while these tasks run.
+    let mut liveness = vrrp::health::Liveness::default();
+    liveness.watch("control", control_task.abort_handle());
+    liveness.watch("listeners", listeners_task.abort_handle());
+    liveness.watch("proxy", proxy_task.abort_handle());
+    let vrrp_task = vrrp.spawn(liveness, control.clone(), shutdown.child_token());
+
     system::notify_ready();
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "Ready");
 
     shutdown.cancelled().await;
     system::notify_stopping();
+    let _ = vrrp_task.await;
     let _ = listeners_task.await;
     let _ = drain_task.await;
     let _ = seen_task.await;

@@ -2,17 +2,23 @@
 //! every pool, listen on the member's address at each port poolgate would
 //! probe or proxy to (monitor ports, virtual-service ports) and answer like a
 //! Front End would: SIP OPTIONS and REGISTER get `200 OK`, HTTP gets a small
-//! page naming the member. Members live on 127.0.0.x, so this needs no
-//! privileges. Never used by the appliance itself.
+//! page naming the member. A port that a TLS-speaking monitor probes
+//! (`sip-options` over TLS, `tls`, `https`) is served over TLS with a
+//! self-signed certificate made at start, as a Front End serves SIP on 5061;
+//! such a monitor needs `tls_verify = false` (or that certificate) against
+//! the demo. Members live on 127.0.0.x, so this needs no privileges (except
+//! for ports below 1024). Never used by the appliance itself.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Monitor, MonitorKind, Transport};
 
 /// Every (member name, address:port) the demo serves.
 pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
@@ -36,7 +42,7 @@ pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
             .iter()
             .filter(|s| s.pool == pool.name)
         {
-            ports.extend(&service.ports);
+            ports.extend(&service.member_ports);
         }
         for member in &pool.members {
             for port in &ports {
@@ -47,20 +53,79 @@ pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
     out.into_iter().collect()
 }
 
+fn speaks_tls(monitor: &Monitor) -> bool {
+    match monitor.kind {
+        MonitorKind::Tls | MonitorKind::Https => true,
+        MonitorKind::SipOptions => monitor.transport == Transport::Tls,
+        MonitorKind::Tcp | MonitorKind::Http => false,
+    }
+}
+
+/// The (member address, port) pairs a TLS-speaking monitor probes: served
+/// over TLS on TCP.
+pub(crate) fn tls_endpoints(config: &Config) -> BTreeSet<SocketAddr> {
+    let mut out = BTreeSet::new();
+    for pool in &config.pools {
+        for monitor in config.monitors.iter().filter(|m| speaks_tls(m)) {
+            let used = monitor.name == pool.monitor
+                || config
+                    .virtual_services
+                    .iter()
+                    .any(|s| s.pool == pool.name && s.monitor == monitor.name);
+            if let (true, Some(port)) = (used, monitor.port) {
+                out.extend(
+                    pool.members
+                        .iter()
+                        .map(|m| SocketAddr::new(m.address, port)),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for the demo.
+fn acceptor() -> std::io::Result<TlsAcceptor> {
+    let generated = rcgen::generate_simple_self_signed(vec!["poolgate-demo-member".to_owned()])
+        .map_err(std::io::Error::other)?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(vec![generated.cert.der().clone()], key)
+    .map_err(std::io::Error::other)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Serve every endpoint until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let tls_ports = tls_endpoints(config);
+    let tls = if tls_ports.is_empty() {
+        None
+    } else {
+        Some(acceptor()?)
+    };
     for (name, address) in endpoints(config) {
         let tcp = TcpListener::bind(address).await?;
         let udp = UdpSocket::bind(address).await?;
-        tracing::info!(member = %name, %address, "Demo member listening");
-        tokio::spawn(serve_tcp(tcp, name.clone(), shutdown.clone()));
+        let tls = tls.clone().filter(|_| tls_ports.contains(&address));
+        tracing::info!(member = %name, %address, tls = tls.is_some(), "Demo member listening");
+        tokio::spawn(serve_tcp(tcp, tls, name.clone(), shutdown.clone()));
         tokio::spawn(serve_udp(udp, name, shutdown.clone()));
     }
     shutdown.cancelled().await;
     Ok(())
 }
 
-async fn serve_tcp(listener: TcpListener, name: String, shutdown: CancellationToken) {
+async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    name: String,
+    shutdown: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -70,17 +135,27 @@ async fn serve_tcp(listener: TcpListener, name: String, shutdown: CancellationTo
             },
         };
         let name = name.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1800),
-                answer_tcp(stream, &name),
-            )
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1800), async {
+                match tls {
+                    Some(tls) => answer_tcp(tls.accept(stream).await?, local.ip(), &name).await,
+                    None => answer_tcp(stream, local.ip(), &name).await,
+                }
+            })
             .await;
         });
     }
 }
 
-async fn answer_tcp(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
+async fn answer_tcp<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    local: IpAddr,
+    name: &str,
+) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let n = stream.read(&mut buffer).await?;
@@ -88,7 +163,6 @@ async fn answer_tcp(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
             return Ok(());
         }
         let request = String::from_utf8_lossy(&buffer[..n]);
-        let local = stream.local_addr()?.ip();
         let response = if is_sip(&request) {
             sip_ok(&request, local)
         } else {
@@ -99,6 +173,7 @@ async fn answer_tcp(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
             )
         };
         stream.write_all(response.as_bytes()).await?;
+        stream.flush().await?;
     }
 }
 
@@ -179,6 +254,23 @@ mod tests {
             .collect();
         assert_eq!(fe01, vec![14443, 15061, 18080]);
         assert_eq!(endpoints.len(), 9);
+    }
+
+    #[test]
+    fn serves_tls_where_a_tls_speaking_monitor_probes() {
+        let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let plain = crate::config::load(&examples.join("lync-pool.toml")).expect("example");
+        assert!(tls_endpoints(&plain).is_empty(), "tcp monitors only");
+        let appliance =
+            crate::config::load(&examples.join("appliance-pool.toml")).expect("example");
+        let tls: Vec<String> = tls_endpoints(&appliance)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            tls,
+            ["192.0.2.11:5061", "192.0.2.12:5061", "192.0.2.13:5061"]
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! * `net`: the accept layer of every TCP listener (caps, idle eviction);
 //! * `listeners`: the DNS, SIP and admin listeners, following `[listen]`
 //!   live (bind new, close old, confirm an admin move);
+//! * `vrrp`: the HA pair's VRRP with keepalived (settings, keepalived.conf,
+//!   the health file it tracks, its state);
 //! * `web`: the admin listener (UI, REST API, authentication);
 //! * `certs`: the certificate store shared by HTTPS and SIP over TLS;
 //! * `license`: licence documents and the licensing clock;
@@ -53,6 +55,7 @@ pub mod sip;
 pub mod state;
 pub mod store;
 pub mod system;
+pub mod vrrp;
 pub mod web;
 
 /// Version and build information, as `poolgate version` prints it.

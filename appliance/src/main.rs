@@ -100,6 +100,9 @@ enum Command {
     },
     /// Validate a config file; exit 0 if valid, 64 with FILE:LINE:COL messages if not.
     CheckConfig { file: PathBuf },
+    /// keepalived's health check: exit 0 if poolgate rewrote its VRRP
+    /// health file within the last 1.5 s, 1 (with the reason) if not.
+    VrrpCheck { health_file: PathBuf },
     /// Print the stored desired config as TOML that `run --config` accepts.
     Export {
         #[arg(long, default_value = "./var")]
@@ -186,6 +189,13 @@ enum SystemCommand {
         #[arg(long)]
         system_layout: Option<PathBuf>,
     },
+    /// Take poolgate's VRRP request, validate it again, write
+    /// keepalived.conf and the nftables rule, load the rule and reload
+    /// keepalived (the image's poolgate-vrrp.path runs it as root).
+    ApplyVrrp {
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,7 +266,19 @@ fn main() -> ExitCode {
         Command::System {
             command: SystemCommand::ApplyNetwork { system_layout },
         } => apply_network(system_layout.as_deref()),
+        Command::System {
+            command: SystemCommand::ApplyVrrp { system_layout },
+        } => apply_vrrp(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::VrrpCheck { health_file } => {
+            return match poolgate::vrrp::check(&health_file) {
+                poolgate::vrrp::Verdict::Serving => ExitCode::SUCCESS,
+                poolgate::vrrp::Verdict::NotServing(reason) => {
+                    eprintln!("poolgate is not serving: {reason}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Export { data_dir } => export(&data_dir),
         Command::Admin {
             command:
@@ -587,6 +609,19 @@ fn apply_network(system_layout: Option<&std::path::Path>) -> anyhow::Result<Exit
         .network
         .context("the system layout has no [network] table")?;
     match poolgate::system::network::serve_request(&network)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to apply."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_vrrp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let layout = layout(system_layout)?;
+    let vrrp = layout
+        .vrrp
+        .context("the system layout has no [vrrp] table")?;
+    match poolgate::vrrp::serve_request(&vrrp)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to apply."),
     }

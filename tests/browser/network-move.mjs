@@ -20,9 +20,22 @@ async function login(page) {
   await page.locator("#dashboard").waitFor({ state: "visible" });
 }
 
+// Chromium aborts a navigation when it sees the host's network change
+// (ERR_NETWORK_CHANGED); the namespace was just made, so try a few times.
+async function gotoSettled(page, url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await page.goto(url);
+    } catch (error) {
+      if (attempt >= 5 || !String(error).includes("ERR_NETWORK_CHANGED")) throw error;
+      await page.waitForTimeout(500);
+    }
+  }
+}
+
 await run(artifacts, 90_000, async (browser, shot) => {
   const page = await newPage(browser);
-  await page.goto(base);
+  await gotoSettled(page, base);
   await page.locator("#setup").waitFor({ state: "visible" });
   await page.fill("#setup-form input[name=password]", password);
   await page.fill("#setup-form input[name=repeat]", password);

@@ -141,6 +141,23 @@ await run(artifacts, 180_000, async (browser, shot) => {
   await page.fill("#certificate-form textarea[name=key]", "not a key");
   await page.click("#certificate-form button[type=submit]");
   await page.locator("#certificate-error", { hasText: "certificate" }).waitFor();
+  // CA bundles: garbage is refused with the reason; a CA uploads, is listed, deletes.
+  if (process.env.CA_BUNDLE_FILE) {
+    await page.fill("#ca-bundle-form input[name=name]", "contoso");
+    await page.fill("#ca-bundle-form textarea[name=pem]", "not a certificate");
+    await page.click("#ca-bundle-form button[type=submit]");
+    await page.locator("#ca-bundle-error", { hasText: "no PEM certificate" }).waitFor();
+    await page.fill("#ca-bundle-form input[name=name]", "contoso");
+    await page.setInputFiles("#ca-bundle-form input[name=pem_file]", process.env.CA_BUNDLE_FILE);
+    await page.waitForFunction(() => document.querySelector("#ca-bundle-form textarea[name=pem]").value.includes("BEGIN CERTIFICATE"));
+    await page.click("#ca-bundle-form button[type=submit]");
+    await page.locator("#ca-bundle-list tr[data-bundle=contoso]", { hasText: "CN=Contoso UI Root CA" }).waitFor();
+    if (await page.locator("#ca-bundle-error").textContent()) throw new Error("a CA bundle upload left an error shown");
+    await page.locator("#ca-bundles").scrollIntoViewIfNeeded();
+    await shot(page, "ca-bundles");
+    await page.click("#ca-bundle-list tr[data-bundle=contoso] button");
+    await page.locator("#ca-bundle-list tr[data-bundle=contoso]").waitFor({ state: "detached" });
+  }
   await page.locator("#licence-status[data-state=evaluation]").waitFor();
   await page.fill("#licence-form textarea", "PGLIC1.damaged");
   await page.click("#licence-form button");

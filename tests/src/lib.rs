@@ -85,7 +85,14 @@ pub fn loopback_example() -> toml::Table {
                 .and_then(toml::Value::as_array_mut)
             {
                 for port in extra {
-                    *port = i64::from(free_port()).into();
+                    match port {
+                        // `{ port = 80, member_port = 8080 }`: the member
+                        // port stays; only the listening port must be free.
+                        toml::Value::Table(map) => {
+                            map.insert("port".into(), i64::from(free_port()).into());
+                        }
+                        _ => *port = i64::from(free_port()).into(),
+                    }
                 }
             }
         }

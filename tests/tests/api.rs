@@ -20,6 +20,7 @@ fn start() -> (tempfile::TempDir, Poolgate, std::net::SocketAddr) {
 /// A concrete path for a route pattern.
 fn concrete(path: &str) -> String {
     path.replace("{pool}", "pool01")
+        .replace("{name}", "contoso")
         .replace("{member}", "fe01")
         .replace("{action}", "drain")
         .replace("{id}", "1")
@@ -899,6 +900,14 @@ fn every_route_is_exercised() {
             "tests/network.rs: a_change_is_kept_when_confirmed_and_reverted_when_not",
         ),
         (
+            "PUT /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
+        ),
+        (
+            "DELETE /api/v1/ha/vrrp",
+            "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
+        ),
+        (
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),
@@ -918,7 +927,30 @@ fn every_route_is_exercised() {
             "DELETE /api/v1/ha",
             "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
         ),
+        (
+            "PUT /api/v1/ca-bundles/{name}",
+            "tests/health_tls.rs: front_ends_with_an_internal_ca_are_green_and_bad_certificates_are_explained",
+        ),
+        (
+            "DELETE /api/v1/ca-bundles/{name}",
+            "tests/health_tls.rs: front_ends_with_an_internal_ca_are_green_and_bad_certificates_are_explained",
+        ),
     ];
+    // A CA bundle for `GET /api/v1/ca-bundles/{name}` to show.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).expect("CA cert").pem();
+    let uploaded = client
+        .request(Method::PUT, "/api/v1/ca-bundles/contoso")
+        .body(ca_pem)
+        .send()
+        .expect("PUT CA bundle");
+    assert_eq!(
+        uploaded.status().as_u16(),
+        200,
+        "PUT /api/v1/ca-bundles/contoso"
+    );
     let routes: Vec<_> = poolgate::web::open_routes()
         .into_iter()
         .chain(poolgate::web::protected_routes())

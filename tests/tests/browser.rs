@@ -6,12 +6,15 @@
 //! (`poolgate_e2e::network::Host`): editing, confirming and a revert
 //! (`tests/browser/network.mjs`), and a change that moves the admin
 //! address, in a network namespace of the test's own
-//! (`tests/browser/network-move.mjs`; needs root, skipped otherwise).
+//! (`tests/browser/network-move.mjs`; needs root, skipped otherwise); and
+//! a Skype for Business pool built with the pool-template wizard on an
+//! empty appliance against simulated Front Ends (`tests/browser/wizard.mjs`;
+//! the web VIPs take 443 and 80, so it needs root or low unprivileged ports).
 //! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
 //! (the rollback's in its `rollback/` folder, the network's in `network/`
-//! and `network-move/`).
+//! and `network-move/`, the wizard's in `wizard/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -151,6 +154,15 @@ fn acceptance_flow_from_first_boot_to_logout() {
     );
     let licence_file = dir.path().join("contoso.lic");
     std::fs::write(&licence_file, licence).expect("licence");
+    // A CA for the System page's CA bundles card.
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Contoso UI Root CA");
+    let ca_file = dir.path().join("contoso-ca.pem");
+    std::fs::write(&ca_file, ca.self_signed(&ca_key).expect("CA").pem()).expect("CA file");
     // This flow's files only: the rollback's folder is its own.
     let artifacts = artifacts();
     for entry in std::fs::read_dir(&artifacts)
@@ -171,6 +183,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
         .env("UPGRADE_BUNDLE", &good)
         .env("UPGRADE_TAMPERED", &tampered)
         .env("UPGRADE_VERSION", upgrade::NEXT)
+        .env("CA_BUNDLE_FILE", &ca_file)
         .output()
         .expect("run node");
     std::fs::write(control.join("done"), "").expect("done");
@@ -336,6 +349,16 @@ fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
         rand::random::<u16>()
     ));
     ip(&["netns", "add", &ns.0]);
+    // No IPv6 in the namespace: link-local addresses finishing DAD after
+    // the browser starts are network changes it aborts navigations for.
+    for key in ["all", "default"] {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{key}.disable_ipv6=1"))
+            .status()
+            .expect("run sysctl");
+        assert!(status.success(), "sysctl in {}", ns.0);
+    }
     ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
     ip(&[
         "-n", &ns.0, "link", "add", "pg0", "type", "veth", "peer", "name", "pg1",
@@ -415,6 +438,148 @@ fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
     // The browser's connection to the old address is left hanging, so
     // poolgate closes it at the end of its 10 s grace.
     assert!(poolgate.terminate(Duration::from_secs(20)).success());
+}
+
+/// `GET /` over plain HTTP: what arrives within 5 s, up to 4 KiB (the
+/// demo member keeps the connection open).
+fn plain_http_get(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: webint.contoso.test\r\n\r\n")
+        .expect("request");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while answer.len() < 4096 && !String::from_utf8_lossy(&answer).contains("demo member") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Whether this process may bind ports below 1024.
+fn may_bind_low_ports() -> bool {
+    nix::unistd::geteuid().is_root()
+        || std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|text| text.trim().parse::<u16>().ok())
+            .is_some_and(|start| start <= 80)
+}
+
+#[test]
+fn the_wizard_builds_a_skype_for_business_pool_on_an_empty_appliance() {
+    if !may_bind_low_ports() {
+        eprintln!("skipped: the web VIPs and simulated Front Ends need ports 80 and 443");
+        return;
+    }
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Loopback addresses of this run's own: a /24 of 127.0.0.0/8 few
+    // others use, its third byte drawn so parallel runs do not collide.
+    let net = format!("127.77.{}", 1 + rand::random::<u8>() % 250);
+    let members: Vec<String> = (11..14).map(|host| format!("{net}.{host}")).collect();
+    let (vip_internal, vip_external) = (format!("{net}.20"), format!("{net}.21"));
+    // The simulated Front Ends serve what the wizard's pool probes and
+    // proxies to: SIP over TLS on 5061, 443 and 80, 4443 and 8080.
+    let member_tables: String = members
+        .iter()
+        .enumerate()
+        .map(|(i, address)| {
+            format!(
+                "[[pool.member]]\nname = \"fe0{}\"\naddress = \"{address}\"\n",
+                i + 1
+            )
+        })
+        .collect();
+    let demo_config = dir.path().join("demo.toml");
+    std::fs::write(
+        &demo_config,
+        format!(
+            r#"[listen]
+admin = "127.0.0.1:0"
+
+[[zone]]
+name = "contoso.test"
+name_servers = [{{ name = "ns1.contoso.test", addresses = ["127.0.0.1"] }}]
+
+[[monitor]]
+name = "sip"
+type = "sip-options"
+transport = "tls"
+port = 5061
+tls_verify = false
+
+[[pool]]
+name = "pool01"
+fqdn = "pool01.contoso.test"
+monitor = "sip"
+
+{member_tables}
+[[virtual_service]]
+name = "internal"
+address = "{vip_internal}"
+port = 443
+extra_ports = [80]
+pool = "pool01"
+
+[[virtual_service]]
+name = "external"
+address = "{vip_external}"
+port = 443
+member_port = 4443
+extra_ports = [{{ port = 80, member_port = 8080 }}]
+pool = "pool01"
+"#
+        ),
+    )
+    .expect("demo config");
+    let check = Command::new(poolgate_e2e::binary())
+        .arg("check-config")
+        .arg(&demo_config)
+        .output()
+        .expect("check-config");
+    assert_passed(&check);
+    let _demo = Peer(
+        Command::new(poolgate_e2e::binary())
+            .args(["demo-members", "--config"])
+            .arg(&demo_config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    );
+    // First boot: no configuration, no administrator.
+    let mut poolgate = Poolgate::start(&dir.path().join("var"), &["--admin-listen", "127.0.0.1:0"]);
+    let artifacts = artifacts().join("wizard");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("wizard.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .arg(members.join(","))
+        .arg(&vip_internal)
+        .arg(&vip_external)
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    // What the browser applied carries traffic: the internal VIP's 80 to
+    // a member's 80, the external VIP's 80 to a member's 8080.
+    for vip in [&vip_internal, &vip_external] {
+        let answer = plain_http_get(&format!("{vip}:80"));
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("poolgate demo member fe0"),
+            "{vip}: {answer}"
+        );
+    }
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
 
 fn path_str(path: &Path) -> &str {

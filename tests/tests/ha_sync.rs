@@ -249,6 +249,42 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
         scripted.get("/api/v1/status").status().as_u16() == 401
     });
 
+    // CA bundles: uploaded and deleted on the active, on the standby too;
+    // the standby refuses its own.
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&ca_key).expect("CA").pem();
+    let put_pem = |client: &AdminClient| {
+        client
+            .request(reqwest::Method::PUT, "/api/v1/ca-bundles/contoso")
+            .header("Content-Type", "application/x-pem-file")
+            .body(pem.clone())
+            .send()
+            .expect("PUT CA bundle")
+            .status()
+            .as_u16()
+    };
+    assert!(matches!(put_pem(&a.client), 200 | 201));
+    wait_for("the CA bundle on the standby", SYNC, || {
+        b.client.get("/api/v1/ca-bundles/contoso").status().as_u16() == 200
+    });
+    assert_eq!(
+        b.client.json("/api/v1/ca-bundles/contoso")["pem"],
+        json!(pem)
+    );
+    assert_eq!(put_pem(&b.client), 409);
+    assert_eq!(
+        a.client
+            .delete("/api/v1/ca-bundles/contoso")
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_for("the CA bundle gone from the standby", SYNC, || {
+        b.client.get("/api/v1/ca-bundles/contoso").status().as_u16() == 404
+    });
+
     // One writer: the standby refuses config PUTs and member actions.
     let config = b.client.json("/api/v1/config");
     let response = b.client.put("/api/v1/config", &config);

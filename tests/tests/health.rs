@@ -513,7 +513,7 @@ async fn failures_are_explained_in_plain_words() {
         ("refused", "connection refused"),
         ("backlog", "timeout after 150 ms"),
         ("mute", "timeout after 150 ms"),
-        ("expired", "TLS: certificate expired"),
+        ("expired", "TLS: certificate expired on 2021-01-01"),
         ("unavailable", "HTTP 503"),
         ("busy", "SIP 486 Busy Here"),
         ("silent", "timeout after 150 ms"),

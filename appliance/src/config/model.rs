@@ -150,6 +150,8 @@ pub struct Monitor {
     pub transport: Transport,
     pub sni: Option<String>,
     pub ca_file: Option<String>,
+    /// The name of a CA bundle in the store; the control task checks it exists.
+    pub ca_bundle: Option<String>,
     pub tls_verify: bool,
 }
 
@@ -191,8 +193,12 @@ pub struct VirtualService {
     pub address: IpAddr,
     /// Where poolgate adds `address` if the host lacks it (`net::addresses`).
     pub interface: Option<String>,
-    /// `port` first, then `extra_ports`.
+    /// The listening ports: `port` first, then `extra_ports`.
     pub ports: Vec<u16>,
+    /// `member_ports[i]` is the member port that connections accepted on
+    /// `ports[i]` go to (the same port unless the config maps it).
+    pub member_ports: Vec<u16>,
+    pub send_proxy: SendProxy,
     pub pool: String,
     pub monitor: String,
     pub scheduler: Scheduler,
@@ -201,4 +207,14 @@ pub struct VirtualService {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub drop_on_down: bool,
+}
+
+impl VirtualService {
+    /// The member port for connections accepted on listening port `port`.
+    pub(crate) fn member_port(&self, port: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .and_then(|i| self.member_ports.get(i).copied())
+    }
 }

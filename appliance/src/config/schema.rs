@@ -217,9 +217,14 @@ pub struct MonitorFile {
     /// TLS-speaking monitors: server name sent in SNI and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
-    /// TLS-speaking monitors: PEM file of CA certificates to verify against.
+    /// TLS-speaking monitors: PEM file on the appliance of CA certificates
+    /// to verify against (prefer `ca_bundle`, which the UI and API manage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// TLS-speaking monitors: the uploaded CA bundle (`/api/v1/ca-bundles`)
+    /// to verify against instead of the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
     /// TLS-speaking monitors: `false` explicitly skips certificate verification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_verify: Option<bool>,
@@ -346,8 +351,18 @@ pub struct VirtualServiceFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     pub port: u16,
+    /// Where connections to `port` go on the member; defaults to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_port: Option<u16>,
+    /// More listening ports on the same address: `80` (the same port on
+    /// the member) or `{ port = 80, member_port = 8080 }`, mixed freely.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub extra_ports: Vec<u16>,
+    pub extra_ports: Vec<ExtraPortFile>,
+    /// `"v2"`: every connection to a member starts with a PROXY protocol
+    /// v2 header carrying the client's address and port; `"none"` (the
+    /// default) sends the client's bytes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_proxy: Option<SendProxy>,
     pub pool: String,
     /// Defaults to the pool's monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,6 +382,102 @@ pub struct VirtualServiceFile {
     /// (otherwise they run until they end by themselves or idle out).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_on_down: bool,
+}
+
+/// One of `virtual_service.extra_ports`, kept in the form it was written
+/// so an export prints it back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExtraPortFile {
+    /// `80`: the same port on the member.
+    Same(u16),
+    /// `{ port = 80, member_port = 8080 }`.
+    Mapped(PortMapFile),
+}
+
+impl ExtraPortFile {
+    /// The listening port.
+    pub(crate) fn port(&self) -> u16 {
+        match self {
+            Self::Same(port) => *port,
+            Self::Mapped(map) => map.port,
+        }
+    }
+
+    /// The member port, when one is given.
+    pub(crate) fn member_port(&self) -> Option<u16> {
+        match self {
+            Self::Same(_) => None,
+            Self::Mapped(map) => map.member_port,
+        }
+    }
+}
+
+/// Serde's `untagged` would answer a bad table with "did not match any
+/// variant"; this says what a mapped port must look like and keeps the
+/// inner field in the error path (`extra_ports[0].member_port`).
+impl<'de> Deserialize<'de> for ExtraPortFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ExtraPortFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number (80) or a table { port = 80, member_port = 8080 }")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                u16::try_from(value).map(ExtraPortFile::Same).map_err(|_| {
+                    E::invalid_value(
+                        serde::de::Unexpected::Unsigned(value),
+                        &"a port between 1 and 65535",
+                    )
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                match u64::try_from(value) {
+                    Ok(value) => self.visit_u64(value),
+                    Err(_) => Err(E::invalid_value(
+                        serde::de::Unexpected::Signed(value),
+                        &"a port between 1 and 65535",
+                    )),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                PortMapFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ExtraPortFile::Mapped)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `{ port = 80, member_port = 8080 }`: a listening port and the member
+/// port its connections go to (the same port when left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapFile {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_port: Option<u16>,
+}
+
+/// What a virtual service sends a member before the client's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SendProxy {
+    /// Nothing: the member sees the proxy's address as the source.
+    #[default]
+    None,
+    /// A PROXY protocol version 2 header (binary) with the client's
+    /// address and port, as HAProxy's `accept-proxy` and nginx's
+    /// `proxy_protocol` read it.
+    V2,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

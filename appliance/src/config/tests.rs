@@ -504,3 +504,205 @@ fn a_zone_without_name_servers_gets_one_at_the_dns_listener() {
         from_toml(&named, "pool.toml").unwrap_or_else(|error| panic!("{wildcard}: {error}"));
     }
 }
+
+/// The example's web-internal service with its ports written as `ports`
+/// (replacing `port = 14443` and `extra_ports = [18080]`).
+fn with_service_ports(ports: &str) -> String {
+    let text = example_text();
+    assert!(text.contains("port = 14443\nextra_ports = [18080]"));
+    let start = text.find("port = 14443\nextra_ports").expect("port line");
+    let end = start + text[start..].find("pool = \"pool01\"").expect("pool line");
+    format!("{}{ports}\n{}", &text[..start], &text[end..])
+}
+
+fn problem_fields(error: &ConfigError) -> Vec<String> {
+    error
+        .problems()
+        .iter()
+        .filter_map(|p| p.field.clone())
+        .collect()
+}
+
+#[test]
+fn ports_map_to_member_ports_in_either_form() {
+    let defaults = from_toml(&example_text(), "f").expect("valid");
+    let vs = &defaults.virtual_services[0];
+    assert_eq!(vs.member_ports, vs.ports, "same port by default");
+    assert_eq!(vs.send_proxy, SendProxy::None);
+
+    let text = with_service_ports(
+        "port = 14443\nmember_port = 4443\n\
+         extra_ports = [18080, { port = 18081, member_port = 8080 }, { port = 18082 }]\n\
+         send_proxy = \"v2\"",
+    );
+    let config = from_toml(&text, "f").unwrap_or_else(|e| panic!("{e}"));
+    let vs = &config.virtual_services[0];
+    assert_eq!(vs.ports, [14443, 18080, 18081, 18082]);
+    assert_eq!(vs.member_ports, [4443, 18080, 8080, 18082]);
+    assert_eq!(vs.member_port(18081), Some(8080));
+    assert_eq!(vs.member_port(1), None);
+    assert_eq!(vs.send_proxy, SendProxy::V2);
+
+    // Export prints what was given: each extra port in its own form.
+    let exported = to_toml(&config);
+    assert!(exported.contains("member_port = 4443"), "{exported}");
+    assert!(exported.contains("send_proxy = \"v2\""), "{exported}");
+    let again = from_toml(&exported, "exported").unwrap_or_else(|e| panic!("{e}\n{exported}"));
+    assert_eq!(again, config);
+    assert_eq!(again.source(), config.source());
+    assert_eq!(
+        config.source().virtual_services[0].extra_ports,
+        [
+            ExtraPortFile::Same(18080),
+            ExtraPortFile::Mapped(PortMapFile {
+                port: 18081,
+                member_port: Some(8080)
+            }),
+            ExtraPortFile::Mapped(PortMapFile {
+                port: 18082,
+                member_port: None
+            }),
+        ]
+    );
+    // Nothing new is written for a service that sets none of it.
+    let plain = to_toml(&defaults);
+    assert!(
+        !plain.contains("member_port") && !plain.contains("send_proxy"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn json_form_mirrors_toml_and_round_trips() {
+    let text = with_service_ports(
+        "port = 14443\nmember_port = 4443\n\
+         extra_ports = [18080, { port = 18081, member_port = 8080 }]\nsend_proxy = \"v2\"",
+    );
+    let config = from_toml(&text, "f").unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_value(config.source()).expect("JSON");
+    let service = &json["virtual_service"][0];
+    assert_eq!(service["member_port"], 4443);
+    assert_eq!(
+        service["extra_ports"],
+        serde_json::json!([18080, {"port": 18081, "member_port": 8080}])
+    );
+    assert_eq!(service["send_proxy"], "v2");
+    let body = serde_json::to_vec(&json).expect("bytes");
+    let again = from_json(&body, "upload").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, config);
+
+    // A bad value inside a mapped port names the inner field.
+    let mut bad = json.clone();
+    bad["virtual_service"][0]["extra_ports"][1]["member_port"] = serde_json::json!(70000);
+    let error = from_json(&serde_json::to_vec(&bad).expect("bytes"), "upload")
+        .expect_err("member port out of range");
+    assert_eq!(
+        problem_fields(&error),
+        ["virtual_service[0].extra_ports[1].member_port"],
+        "{error}"
+    );
+    let mut bad = json.clone();
+    bad["virtual_service"][0]["extra_ports"][1]["target"] = serde_json::json!(1);
+    let error =
+        from_json(&serde_json::to_vec(&bad).expect("bytes"), "upload").expect_err("unknown key");
+    assert!(error.to_string().contains("target"), "{error}");
+    let mut bad = json;
+    bad["virtual_service"][0]["send_proxy"] = serde_json::json!("v1");
+    let error =
+        from_json(&serde_json::to_vec(&bad).expect("bytes"), "upload").expect_err("send_proxy");
+    assert_eq!(
+        problem_fields(&error),
+        ["virtual_service[0].send_proxy"],
+        "{error}"
+    );
+}
+
+#[test]
+fn port_mapping_errors_name_their_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "port = 14443\nmember_port = 0",
+            "virtual_service[0].member_port",
+        ),
+        (
+            "port = 14443\nextra_ports = [{ port = 18080, member_port = 0 }]",
+            "virtual_service[0].extra_ports[0].member_port",
+        ),
+        (
+            "port = 14443\nextra_ports = [{ port = 0, member_port = 8080 }]",
+            "virtual_service[0].extra_ports[0].port",
+        ),
+        (
+            "port = 14443\nextra_ports = [18080, { port = 14443, member_port = 8080 }]",
+            "virtual_service[0].extra_ports[1].port",
+        ),
+        (
+            "port = 14443\nextra_ports = [{ port = 18080, member_port = 8080 }, 18080]",
+            "virtual_service[0].extra_ports[1]",
+        ),
+        (
+            "port = 14443\nextra_ports = [{ port = 18080, member_port = 65536 }]",
+            "virtual_service[0].extra_ports[0].member_port",
+        ),
+        (
+            "port = 14443\nextra_ports = [70000]",
+            "virtual_service[0].extra_ports[0]",
+        ),
+        (
+            "port = 14443\nextra_ports = [{ member_port = 8080 }]",
+            "virtual_service[0].extra_ports[0]",
+        ),
+        (
+            "port = 14443\nsend_proxy = \"v1\"",
+            "virtual_service[0].send_proxy",
+        ),
+    ];
+    for (ports, field) in cases {
+        let error = from_toml(&with_service_ports(ports), "f").expect_err(ports);
+        let fields = problem_fields(&error);
+        assert_eq!(fields, [*field], "{ports}: {error}");
+        assert!(error.problems()[0].line > 0, "{ports}: {error}");
+    }
+    // Two services may listen on different addresses with the same member
+    // port; one address cannot take a port twice across services.
+    let error = from_toml(
+        &with_service_ports("port = 14443\nextra_ports = [{ port = 8443, member_port = 4443 }]"),
+        "f",
+    )
+    .expect_err("clash with the admin listener");
+    assert!(
+        problem_fields(&error).contains(&"virtual_service[0].extra_ports[0].port".to_owned()),
+        "{error}"
+    );
+}
+
+#[test]
+fn diff_sees_member_port_and_send_proxy_as_a_service_change() {
+    let old = from_toml(&example_text(), "f").expect("valid");
+    for ports in [
+        "port = 14443\nmember_port = 4443\nextra_ports = [18080]",
+        "port = 14443\nextra_ports = [{ port = 18080, member_port = 8080 }]",
+        "port = 14443\nextra_ports = [18080]\nsend_proxy = \"v2\"",
+    ] {
+        let new = from_toml(&with_service_ports(ports), "f").unwrap_or_else(|e| panic!("{e}"));
+        let change = diff(Some(&old), &new);
+        assert_eq!(
+            change.services_changed.iter().collect::<Vec<_>>(),
+            ["web-internal"],
+            "{ports}"
+        );
+        assert!(
+            !change.listeners_changed && !change.settings_changed,
+            "{ports}"
+        );
+    }
+    // The same mapping written the other way is the same service.
+    let same = from_toml(
+        &with_service_ports(
+            "port = 14443\nextra_ports = [{ port = 18080 }]\nsend_proxy = \"none\"",
+        ),
+        "f",
+    )
+    .expect("valid");
+    assert!(diff(Some(&old), &same).services_changed.is_empty());
+}

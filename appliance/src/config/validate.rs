@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::model::*;
-use super::path::FieldPath;
+use super::path::{FieldPath, Segment};
 use super::schema::*;
 
 /// Validate a parsed file. Errors come in document order.
@@ -536,6 +536,12 @@ impl Validator {
             "TLS-speaking (tls, https, sip-options over tls)",
         );
         only(
+            "ca_bundle",
+            m.ca_bundle.is_some(),
+            tls,
+            "TLS-speaking (tls, https, sip-options over tls)",
+        );
+        only(
             "tls_verify",
             m.tls_verify.is_some(),
             tls,
@@ -560,6 +566,23 @@ impl Validator {
                 "is pointless with tls_verify = false; remove one of them",
             );
         }
+        if m.ca_bundle.is_some() && m.tls_verify == Some(false) {
+            self.error(
+                path.key("ca_bundle"),
+                "is pointless with tls_verify = false; remove one of them",
+            );
+        }
+        if m.ca_bundle.is_some() && m.ca_file.is_some() {
+            self.error(
+                path.key("ca_bundle"),
+                "and ca_file both name the CAs to trust; keep one (ca_bundle is managed in the UI)",
+            );
+        }
+        if let Some(name) = &m.ca_bundle
+            && let Err(problem) = crate::health::ca::check_name(name)
+        {
+            self.error(path.key("ca_bundle"), problem);
+        }
         if self.errors.len() != errors_before {
             return None;
         }
@@ -579,6 +602,7 @@ impl Validator {
             transport,
             sni: m.sni.clone(),
             ca_file: m.ca_file.clone(),
+            ca_bundle: m.ca_bundle.clone(),
             tls_verify: m.tls_verify.unwrap_or(true),
         })
     }
@@ -762,26 +786,44 @@ impl Validator {
                 unknown_reference("monitor", monitor, monitors),
             );
         }
-        let mut ports = vec![vs.port];
-        ports.extend(&vs.extra_ports);
-        let mut seen = HashSet::new();
-        for (i, port) in ports.iter().enumerate() {
-            let port_path = if i == 0 {
-                path.key("port")
-            } else {
-                path.key("extra_ports").index(i - 1)
+        // (listening port, its field, member port if given, its field)
+        let mut mapped = vec![(
+            vs.port,
+            path.key("port"),
+            vs.member_port,
+            path.key("member_port"),
+        )];
+        for (i, extra) in vs.extra_ports.iter().enumerate() {
+            let item = path.key("extra_ports").index(i);
+            let (port_path, member_path) = match extra {
+                ExtraPortFile::Same(_) => (item.clone(), item),
+                ExtraPortFile::Mapped(_) => (item.key("port"), item.key("member_port")),
             };
-            if *port == 0 {
+            mapped.push((extra.port(), port_path, extra.member_port(), member_path));
+        }
+        let mut seen = HashSet::new();
+        let mut ports = Vec::with_capacity(mapped.len());
+        let mut member_ports = Vec::with_capacity(mapped.len());
+        for (port, port_path, member_port, member_path) in mapped {
+            if port == 0 {
                 self.error(
                     port_path,
                     "a virtual service needs a fixed port between 1 and 65535",
                 );
-            } else if !seen.insert(*port) {
+            } else if !seen.insert(port) {
                 self.error(
                     port_path,
                     format!("port {port} is listed twice for this service"),
                 );
             }
+            if member_port == Some(0) {
+                self.error(
+                    member_path,
+                    "a member port is between 1 and 65535 (leave it out for the listening port)",
+                );
+            }
+            ports.push(port);
+            member_ports.push(member_port.unwrap_or(port));
         }
         if vs.idle_timeout_s == 0 || vs.idle_timeout_s > 86_400 {
             self.error(
@@ -810,6 +852,8 @@ impl Validator {
             address: address?,
             interface: vs.interface.clone(),
             ports,
+            member_ports,
+            send_proxy: vs.send_proxy.unwrap_or_default(),
             pool: vs.pool.clone(),
             monitor: vs.monitor.clone().unwrap_or_else(|| pool.monitor.clone()),
             scheduler: vs.scheduler,
@@ -875,8 +919,13 @@ impl Validator {
             };
             let path = root.item("virtual_service", i);
             tcp.push((SocketAddr::new(ip, vs.port), path.key("port")));
-            for (j, port) in vs.extra_ports.iter().enumerate() {
-                tcp.push((SocketAddr::new(ip, *port), path.key("extra_ports").index(j)));
+            for (j, extra) in vs.extra_ports.iter().enumerate() {
+                let item = path.key("extra_ports").index(j);
+                let item = match extra {
+                    ExtraPortFile::Same(_) => item,
+                    ExtraPortFile::Mapped(_) => item.key("port"),
+                };
+                tcp.push((SocketAddr::new(ip, extra.port()), item));
             }
         }
         for (protocol, sockets) in [("TCP", &tcp), ("UDP", &udp)] {
@@ -887,6 +936,7 @@ impl Validator {
                 let clash = sockets[..i].iter().find(|(other, other_path)| {
                     other.port() == addr.port()
                         && other_path != path
+                        && !same_service(path, other_path)
                         && (other.ip() == addr.ip()
                             || other.ip().is_unspecified()
                             || addr.ip().is_unspecified())
@@ -900,6 +950,16 @@ impl Validator {
             }
         }
     }
+}
+
+/// Both paths lie in one `virtual_service[i]`: a port it lists twice is
+/// reported by `virtual_service` already, once.
+fn same_service(a: &FieldPath, b: &FieldPath) -> bool {
+    let service = |p: &FieldPath| match p.segments() {
+        [Segment::Key(key), Segment::Index(i), ..] if key == "virtual_service" => Some(*i),
+        _ => None,
+    };
+    service(a).is_some() && service(a) == service(b)
 }
 
 fn unknown_reference(what: &str, name: &str, known: &HashSet<String>) -> String {

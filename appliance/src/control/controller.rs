@@ -9,6 +9,8 @@ use super::{
     Preview, Source, Writer,
 };
 use crate::config::{self, AdminState, Config, ConfigDiff, MemberKey};
+use crate::events::{EventKind, NewEvent};
+use crate::health::ca::{self, CaBundle, CaBundles};
 use crate::license::Licensing;
 use crate::net::addresses::HostCheck;
 use crate::state::Inputs;
@@ -26,6 +28,8 @@ pub(crate) struct Controller {
     host_check: Option<HostCheck>,
     /// Whether changes of this appliance's own are committed (HA role).
     writer: Option<tokio::sync::watch::Receiver<Writer>>,
+    /// The CA bundles as stored: monitors' `ca_bundle` must name one.
+    ca_bundles: Arc<CaBundles>,
 }
 
 /// What one change did, before it is published.
@@ -46,6 +50,13 @@ pub(crate) enum Applied {
         member: MemberKey,
         previous: AdminState,
         state: AdminState,
+    },
+    /// A CA bundle was stored (`replaced` one of its name) or deleted.
+    CaBundle {
+        name: String,
+        removed: bool,
+        replaced: bool,
+        bundles: Arc<CaBundles>,
     },
 }
 
@@ -85,6 +96,7 @@ impl Controller {
                 admin: Default::default(),
             },
         };
+        let ca_bundles = Arc::new(stored_ca_bundles(&store)?);
         Ok(Self {
             store,
             licensing,
@@ -92,6 +104,7 @@ impl Controller {
             seq: 0,
             host_check: None,
             writer: None,
+            ca_bundles,
         })
     }
 
@@ -154,14 +167,17 @@ impl Controller {
         self.host_check = Some(check);
     }
 
-    /// The one validator, and the host check if there is one.
+    /// The one validator, then what only the appliance knows: the host
+    /// check if there is one, and that every `ca_bundle` is uploaded.
     fn validate(&self, input: ConfigInput) -> Result<Config, ControlError> {
         let config = validate(input)?;
-        if let Some(check) = &self.host_check {
-            let errors = check.check(&config);
-            if !errors.is_empty() {
-                return Err(ControlError::Invalid(config::host_problems(errors)));
-            }
+        let mut errors = match &self.host_check {
+            Some(check) => check.check(&config),
+            None => Vec::new(),
+        };
+        errors.extend(ca::missing(&config, &self.ca_bundles));
+        if !errors.is_empty() {
+            return Err(ControlError::Invalid(config::host_problems(errors)));
         }
         Ok(config)
     }
@@ -199,6 +215,7 @@ impl Controller {
             self.desired.version,
             self.desired.admin.clone(),
         )
+        .with_ca_bundles(Arc::clone(&self.ca_bundles))
     }
 
     /// Take `change` through the path and commit it. Blocking (the store,
@@ -219,7 +236,75 @@ impl Controller {
                 self.member(member, state, source)
             }
             Change::Peer(change) => self.peer(change, source),
+            Change::PutCaBundle(bundle) => {
+                self.check_writer(source)?;
+                self.put_ca_bundle(*bundle, source)
+            }
+            Change::DeleteCaBundle { name } => {
+                self.check_writer(source)?;
+                self.delete_ca_bundle(name, source)
+            }
         }
+    }
+
+    fn put_ca_bundle(
+        &mut self,
+        bundle: CaBundle,
+        source: &Source,
+    ) -> Result<Applied, ControlError> {
+        let name = bundle.name.clone();
+        let replaced = self.ca_bundles.contains_key(&name);
+        let subjects: Vec<&str> = bundle.info.iter().map(|c| c.subject.as_str()).collect();
+        let event = NewEvent::new(
+            EventKind::System,
+            format!(
+                "CA bundle {name} {} by {} ({})",
+                if replaced { "replaced" } else { "uploaded" },
+                source.actor(),
+                subjects.join("; ")
+            ),
+        )
+        .detail(serde_json::json!({
+            "ca_bundle": name,
+            "sha256_fingerprints": bundle.info.iter().map(|c| c.sha256_fingerprint.as_str()).collect::<Vec<_>>(),
+        }));
+        self.store.put_ca_bundle(&name, &bundle.pem, event)?;
+        let mut bundles = CaBundles::clone(&self.ca_bundles);
+        bundles.insert(name.clone(), Arc::new(bundle));
+        self.ca_bundles = Arc::new(bundles);
+        self.seq += 1;
+        Ok(Applied::CaBundle {
+            name,
+            removed: false,
+            replaced,
+            bundles: Arc::clone(&self.ca_bundles),
+        })
+    }
+
+    fn delete_ca_bundle(&mut self, name: String, source: &Source) -> Result<Applied, ControlError> {
+        if !self.ca_bundles.contains_key(&name) {
+            return Err(ControlError::UnknownCaBundle(name));
+        }
+        let monitors = ca::users(&self.desired.config, &name);
+        if !monitors.is_empty() {
+            return Err(ControlError::CaBundleInUse { name, monitors });
+        }
+        let event = NewEvent::new(
+            EventKind::System,
+            format!("CA bundle {name} deleted by {}", source.actor()),
+        )
+        .detail(serde_json::json!({"ca_bundle": name}));
+        self.store.delete_ca_bundle(&name, event)?;
+        let mut bundles = CaBundles::clone(&self.ca_bundles);
+        bundles.remove(&name);
+        self.ca_bundles = Arc::new(bundles);
+        self.seq += 1;
+        Ok(Applied::CaBundle {
+            name,
+            removed: true,
+            replaced: false,
+            bundles: Arc::clone(&self.ca_bundles),
+        })
     }
 
     /// The config path as a dry run: validate, licence (a refusal is
@@ -413,6 +498,24 @@ impl Controller {
             state,
         })
     }
+}
+
+/// The stored CA bundles, checked again as they are read. One that no
+/// longer passes (a stricter poolgate) is left out and logged: a monitor
+/// that names it fails its probes with the reason, and a new upload fixes it.
+fn stored_ca_bundles(store: &Store) -> Result<CaBundles, ControlError> {
+    let mut bundles = CaBundles::new();
+    for (name, pem) in store.ca_bundles()? {
+        match ca::parse(&name, &pem) {
+            Ok(bundle) => {
+                bundles.insert(name, Arc::new(bundle));
+            }
+            Err(problem) => {
+                tracing::error!(ca_bundle = %name, %problem, "Stored CA bundle no longer passes its checks; upload it again");
+            }
+        }
+    }
+    Ok(bundles)
 }
 
 /// The one validator, whatever form the config came in.

@@ -64,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, AdminState, Config, ConfigDiff, ConfigError, ConfigFile, MemberKey};
 use crate::events::{EventKind, EventLog, NewEvent};
+use crate::health::ca::CaBundle;
 use crate::state::{PublisherHandle, Update};
 use crate::store::{Store, StoreError};
 use pending::Pending;
@@ -144,6 +145,10 @@ pub(crate) enum Change {
     },
     /// A change the HA peer committed (only with [`Source::Peer`]).
     Peer(PeerChange),
+    /// Upload or replace a CA bundle (already checked by `health::ca`).
+    PutCaBundle(Box<CaBundle>),
+    /// Delete a CA bundle no monitor uses.
+    DeleteCaBundle { name: String },
 }
 
 /// What the HA peer committed, as this appliance applies it.
@@ -317,6 +322,12 @@ pub(crate) enum CommittedChange {
         previous: AdminState,
         state: AdminState,
     },
+    /// A CA bundle was uploaded or replaced (`bundle` is the new one), or
+    /// deleted (`None`): what a follower needs to hold the same bundles.
+    CaBundle {
+        name: String,
+        bundle: Option<Arc<CaBundle>>,
+    },
 }
 
 /// One committed change, in commit order: what the UI's history, and the HA
@@ -378,6 +389,14 @@ pub enum ControlError {
         "config version {version} is not newer than version {current} in force; replay refused"
     )]
     Replay { version: i64, current: i64 },
+    /// A CA bundle that monitors still name cannot be deleted.
+    #[error(
+        "CA bundle {name:?} is used by monitor {}; choose another CA bundle in them first",
+        monitors.join(", ")
+    )]
+    CaBundleInUse { name: String, monitors: Vec<String> },
+    #[error("no CA bundle {0:?} is uploaded")]
+    UnknownCaBundle(String),
     /// The task has stopped (shutdown), or the publisher has.
     #[error("the control task has stopped")]
     Stopped,
@@ -407,6 +426,8 @@ enum Reply {
     Member(MemberOutcome),
     Preview(Box<Preview>),
     Confirmed(Confirmed),
+    /// A CA bundle change, with the generation that carries it.
+    CaBundle(u64),
 }
 
 /// Handle to the control task; cheap to clone.
@@ -460,7 +481,7 @@ impl ControlHandle {
     ) -> Result<Confirmed, ControlError> {
         match self.request(Request::Confirm { arrival }, source).await? {
             Reply::Confirmed(confirmed) => Ok(confirmed),
-            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) => {
+            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) | Reply::CaBundle(_) => {
                 unreachable!("a confirmation has a confirmation reply")
             }
         }
@@ -478,7 +499,7 @@ impl ControlHandle {
             .await?
         {
             Reply::Config(outcome) => Ok(*outcome),
-            Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
+            Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
                 unreachable!("a config change has a config reply")
             }
         }
@@ -496,7 +517,7 @@ impl ControlHandle {
             .await?
         {
             Reply::Member(outcome) => Ok(outcome),
-            Reply::Config(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
+            Reply::Config(_) | Reply::Preview(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
                 unreachable!("a member action has a member reply")
             }
         }
@@ -514,7 +535,7 @@ impl ControlHandle {
             .await?
         {
             Reply::Config(outcome) => Ok(outcome.version),
-            Reply::Member(_) => Ok(self.desired().version),
+            Reply::Member(_) | Reply::CaBundle(_) => Ok(self.desired().version),
             Reply::Preview(_) | Reply::Confirmed(_) => {
                 unreachable!("a peer change has a config or member reply")
             }
@@ -530,8 +551,38 @@ impl ControlHandle {
     ) -> Result<Preview, ControlError> {
         match self.request(Request::Preview(input), source).await? {
             Reply::Preview(preview) => Ok(*preview),
-            Reply::Config(_) | Reply::Member(_) | Reply::Confirmed(_) => {
+            Reply::Config(_) | Reply::Member(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
                 unreachable!("a dry run has a preview reply")
+            }
+        }
+    }
+
+    /// Upload or replace a CA bundle; returns the generation that carries
+    /// it (monitors that use it verify with it from their next probe).
+    pub(crate) async fn put_ca_bundle(
+        &self,
+        bundle: CaBundle,
+        source: Source,
+    ) -> Result<u64, ControlError> {
+        self.ca_bundle(Change::PutCaBundle(Box::new(bundle)), source)
+            .await
+    }
+
+    /// Delete a CA bundle that no monitor names.
+    pub(crate) async fn delete_ca_bundle(
+        &self,
+        name: String,
+        source: Source,
+    ) -> Result<u64, ControlError> {
+        self.ca_bundle(Change::DeleteCaBundle { name }, source)
+            .await
+    }
+
+    async fn ca_bundle(&self, change: Change, source: Source) -> Result<u64, ControlError> {
+        match self.request(Request::Change(change), source).await? {
+            Reply::CaBundle(generation) => Ok(generation),
+            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
+                unreachable!("a CA bundle change has a CA bundle reply")
             }
         }
     }
@@ -918,6 +969,31 @@ async fn publish(
                         generation,
                     })
                 }),
+            ),
+            Applied::CaBundle {
+                name,
+                removed,
+                replaced,
+                bundles,
+            } => (
+                Update::CaBundles(Arc::clone(&bundles)),
+                CommittedChange::CaBundle {
+                    name: name.clone(),
+                    bundle: if removed {
+                        None
+                    } else {
+                        bundles.get(&name).cloned()
+                    },
+                },
+                vec![format!(
+                    "CA bundle {name} {}",
+                    match (removed, replaced) {
+                        (true, _) => "deleted",
+                        (false, true) => "replaced",
+                        (false, false) => "uploaded",
+                    }
+                )],
+                Box::new(Reply::CaBundle),
             ),
         };
     // The change is durable already; a publisher that stopped means shutdown.

@@ -149,6 +149,7 @@ async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
             CommittedChange::Member { member, state, .. } => {
                 format!("{} {}", member.1, state.as_str())
             }
+            CommittedChange::CaBundle { name, .. } => format!("ca bundle {name}"),
         })
         .collect();
     assert_eq!(logged, expected);
@@ -160,7 +161,7 @@ async fn concurrent_changes_commit_publish_and_announce_in_one_order() {
         .rev()
         .find_map(|c| match &c.change {
             CommittedChange::Config { config } => Some(config.dns.ttl),
-            CommittedChange::Member { .. } => None,
+            CommittedChange::Member { .. } | CommittedChange::CaBundle { .. } => None,
         })
         .expect("configs were committed");
     assert_eq!(desired.config.dns.ttl, last_config);
@@ -615,4 +616,113 @@ fn a_rebase_drops_the_losing_versions_and_may_move_the_version_back() {
     };
     controller.apply(change, &api()).expect("commit");
     assert_eq!(controller.desired().version, 4);
+}
+
+/// The example with its SIP monitor speaking TLS and verifying with `bundle`.
+fn with_ca_bundle(bundle: Option<&str>) -> ConfigInput {
+    let mut file = example().source().clone();
+    let monitor = file
+        .monitors
+        .iter_mut()
+        .find(|m| m.name == "fe-sip")
+        .expect("fe-sip");
+    monitor.kind = config::MonitorKind::Tls;
+    monitor.ca_bundle = bundle.map(str::to_owned);
+    ConfigInput::Validated(Box::new(config::validate(&file).expect("valid")))
+}
+
+fn test_ca(name: &str) -> CaBundle {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).expect("CA").pem();
+    crate::health::ca::parse(name, &pem).expect("a CA bundle")
+}
+
+#[tokio::test]
+async fn ca_bundles_must_exist_while_monitors_name_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, controller) = controller(dir.path());
+    let (control, publisher, shutdown) = start(controller);
+
+    // Not uploaded: the config is refused on the monitor's field.
+    let error = control
+        .set_config(with_ca_bundle(Some("contoso")), None, api())
+        .await
+        .expect_err("no such bundle");
+    let ControlError::Invalid(invalid) = error else {
+        panic!("{error:?}");
+    };
+    let problem = &invalid.problems()[0];
+    assert_eq!(problem.field.as_deref(), Some("monitor[0].ca_bundle"));
+    assert!(
+        problem.message.contains("\"contoso\""),
+        "{}",
+        problem.message
+    );
+
+    // Uploaded: stored, published, and the config commits.
+    let generation = control
+        .put_ca_bundle(test_ca("contoso"), api())
+        .await
+        .expect("upload");
+    assert!(publisher.current().generation >= generation);
+    assert!(publisher.current().ca_bundles.contains_key("contoso"));
+    assert_eq!(store.ca_bundles().expect("read").len(), 1);
+    control
+        .set_config(with_ca_bundle(Some("contoso")), None, api())
+        .await
+        .expect("commits");
+
+    // In use: not deleted, the answer names the monitor.
+    let error = control
+        .delete_ca_bundle("contoso".into(), api())
+        .await
+        .expect_err("in use");
+    assert!(
+        matches!(&error, ControlError::CaBundleInUse { monitors, .. } if monitors == &["fe-sip"]),
+        "{error:?}"
+    );
+    assert_eq!(store.ca_bundles().expect("read").len(), 1);
+
+    // Unused: deleted; a second delete finds nothing.
+    control
+        .set_config(with_ca_bundle(None), None, api())
+        .await
+        .expect("commits");
+    control
+        .delete_ca_bundle("contoso".into(), api())
+        .await
+        .expect("deleted");
+    assert!(publisher.current().ca_bundles.is_empty());
+    assert!(store.ca_bundles().expect("read").is_empty());
+    assert!(matches!(
+        control.delete_ca_bundle("contoso".into(), api()).await,
+        Err(ControlError::UnknownCaBundle(_))
+    ));
+    shutdown.cancel();
+}
+
+#[test]
+fn stored_ca_bundles_are_loaded_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = controller(dir.path());
+    let bundle = test_ca("contoso");
+    store
+        .put_ca_bundle(
+            "contoso",
+            &bundle.pem,
+            NewEvent::new(EventKind::System, "uploaded"),
+        )
+        .expect("store");
+    let licensing = Licensing::new(store.clone(), Vec::new(), "test".into()).expect("licensing");
+    let controller = Controller::load(store, licensing, example()).expect("load");
+    assert_eq!(
+        controller
+            .inputs()
+            .ca_bundles
+            .get("contoso")
+            .map(|b| &b.pem),
+        Some(&bundle.pem)
+    );
 }

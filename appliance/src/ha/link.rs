@@ -8,10 +8,12 @@
 //! dialer waits [`REDIAL`] between attempts. A session that falls behind
 //! the committed stream closes and catches up on the next link.
 //!
-//! Users and API token hashes follow the admin states in [`lead`] and are
-//! sent again when they change (checked every [`CREDENTIALS_CHECK`]).
-//! Hook for what is not in step yet: certificates and CA bundles would
-//! travel as further message types the same way, applied in [`follow`].
+//! CA bundles go first on a catch-up (a config may name them), then each
+//! upload or deletion as it is committed; the follower applies them through
+//! its control task. Users and API token hashes follow the admin states in
+//! [`lead`] and are sent again when they change (checked every
+//! [`CREDENTIALS_CHECK`]). Hook for what is not in step yet: admin-installed
+//! certificates would travel the same way, applied in [`follow`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -595,12 +597,28 @@ async fn lead<W: AsyncWrite + Unpin>(
         } else {
             (Vec::new(), None)
         };
-        Ok::<_, crate::store::StoreError>((versions, rebase, store.admin_rows()?))
+        Ok::<_, crate::store::StoreError>((
+            versions,
+            rebase,
+            store.admin_rows()?,
+            store.ca_bundles()?,
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    let (versions, rebase, admin) = plan;
+    let (versions, rebase, admin, bundles) = plan;
+    for (name, pem) in bundles {
+        send(
+            writer,
+            &Message::CaBundle {
+                name,
+                pem: Some(pem),
+            },
+        )
+        .await
+        .map_err(io)?;
+    }
     let mut last_sent = peer_version;
     for version in versions {
         last_sent = version.id;
@@ -760,6 +778,10 @@ async fn change_message(
                 rebase: None,
             }))
         }
+        CommittedChange::CaBundle { name, bundle } => Ok(Some(Message::CaBundle {
+            name,
+            pem: bundle.map(|bundle| bundle.pem.clone()),
+        })),
         CommittedChange::Member { member, state, .. } => {
             let (pool, name) = member.clone();
             let changed_at =
@@ -883,6 +905,19 @@ async fn follow<W: AsyncWrite + Unpin>(
                     }
                     Message::Unpair => return peer_unpaired(ha).await,
                     Message::Synced { .. } => {}
+                    Message::CaBundle { name, pem } => {
+                        let applied = match pem {
+                            Some(pem) => match crate::health::ca::parse(&name, &pem) {
+                                Ok(bundle) => ha.control.put_ca_bundle(bundle, source.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+                                Err(why) => Err(why),
+                            },
+                            None => ha.control.delete_ca_bundle(name.clone(), source.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+                        };
+                        if let Err(reason) = applied {
+                            tracing::warn!(peer = %peer.appliance_id, ca_bundle = %name, reason, "CA bundle from the HA peer not applied");
+                            send(writer, &Message::Refused { reason }).await.map_err(io)?;
+                        }
+                    }
                     Message::Credentials { credentials } => {
                         let store = ha.store.clone();
                         let replaced = tokio::task::spawn_blocking(move || store.replace_credentials(&credentials))
@@ -948,6 +983,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Config { .. } => "config",
         Message::Admin { .. } => "admin",
         Message::Credentials { .. } => "credentials",
+        Message::CaBundle { .. } => "ca_bundle",
         Message::Synced { .. } => "synced",
         Message::CaughtUp { .. } => "caught_up",
         Message::Failover { .. } => "failover",

@@ -36,7 +36,10 @@
 //! * Each appliance keeps its own `[listen]` section, network settings,
 //!   appliance id and licence (the peer's licence is shown).
 //!
-//! Not yet in step (a hook left in `link`): certificates and CA bundles.
+//! * CA bundles are in step, through the control task like configs.
+//!
+//! Not yet in step (a hook left in `link`): an admin-installed appliance
+//! certificate (each keeps its own; it is what the peer pins).
 
 mod link;
 mod pin;

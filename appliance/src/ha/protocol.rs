@@ -91,6 +91,12 @@ pub(crate) enum Message {
         state: String,
         changed_at: String,
     },
+    /// A CA bundle (its PEM), or its deletion (`pem` absent).
+    CaBundle {
+        name: String,
+        #[serde(default)]
+        pem: Option<String>,
+    },
     /// Every user and API token, as hashes (the active's, whenever they
     /// change).
     Credentials {

@@ -17,15 +17,25 @@
 //! the port its consumer serves (the pool's registrar port, the virtual
 //! service's first port) for `tcp`, `tls` and `sip-options`, and 80 / 443 for
 //! `http` / `https`.
+//!
+//! TLS-speaking monitors verify the member's certificate against the
+//! monitor's `sni`, else the member's `fqdn`, else its address, with the
+//! roots of the monitor's `ca_bundle` (`ca`, published with the view), its
+//! `ca_file`, or the public web roots; a refusal is explained from the leaf
+//! certificate (`verify`). Each monitor's TLS config sits in one slot its
+//! targets share: a replaced bundle is written into the slot, so targets
+//! keep their state and use it from their next handshake.
 
+pub mod ca;
 mod error;
 pub(crate) mod hysteresis;
 pub mod probe;
 pub(crate) mod sip;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -35,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use hysteresis::{Hysteresis, Transition};
 pub(crate) use probe::{ProbeError, ProbeSpec};
+
+use ca::CaBundles;
 
 use crate::config::{Config, MonitorKind};
 use crate::config::{Monitor, Pool};
@@ -58,6 +70,8 @@ pub(crate) struct TargetKey {
 pub(crate) struct TargetSpec {
     pub monitor: Arc<Monitor>,
     pub address: SocketAddr,
+    /// The member's FQDN, the TLS name unless the monitor sets `sni`.
+    pub fqdn: Option<String>,
 }
 
 /// Every target the config asks for. Pure.
@@ -83,6 +97,7 @@ pub(crate) fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec
             targets.entry(key).or_insert_with(|| TargetSpec {
                 monitor: Arc::clone(&monitor),
                 address: SocketAddr::new(member.address, port),
+                fqdn: member.fqdn.clone(),
             });
         }
     };
@@ -91,8 +106,10 @@ pub(crate) fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec
     }
     for service in &config.virtual_services {
         if let Some(pool) = config.pool(&service.pool) {
+            // A monitor without a port of its own probes what the service
+            // connects to: the member port of its first listening port.
             let port = service
-                .ports
+                .member_ports
                 .first()
                 .copied()
                 .unwrap_or(pool.registrar_port);
@@ -313,6 +330,74 @@ impl BurstStats {
     }
 }
 
+/// The TLS client config of every TLS-speaking monitor in use, each in a
+/// slot its targets share: a changed CA bundle is written into the slot, so
+/// the targets keep running (and their state) and use it from their next
+/// handshake. A changed monitor gets a new slot (its targets restart anyway).
+#[derive(Default)]
+struct TlsSlots {
+    slots: HashMap<String, TlsSlotOf>,
+}
+
+/// One monitor's slot, with what it was built from.
+struct TlsSlotOf {
+    monitor: Arc<Monitor>,
+    bundle: Option<Arc<ca::CaBundle>>,
+    slot: probe::TlsSlot,
+}
+
+impl TlsSlots {
+    /// Build or rebuild the slots `desired` needs; forget the others.
+    fn refresh(&mut self, desired: &BTreeMap<TargetKey, TargetSpec>, bundles: &CaBundles) {
+        let mut wanted: HashMap<&str, &Arc<Monitor>> = HashMap::new();
+        for (key, spec) in desired {
+            if probe::speaks_tls(&spec.monitor) {
+                wanted.insert(key.monitor.as_str(), &spec.monitor);
+            }
+        }
+        self.slots
+            .retain(|name, _| wanted.contains_key(name.as_str()));
+        for (name, monitor) in wanted {
+            let bundle = monitor
+                .ca_bundle
+                .as_ref()
+                .and_then(|b| bundles.get(b))
+                .cloned();
+            match self.slots.get_mut(name) {
+                // Same monitor, same bundle: nothing to do.
+                Some(held) if held.monitor == *monitor && held.bundle == bundle => {}
+                // Same monitor, its bundle replaced: in place.
+                Some(held) if held.monitor == *monitor => {
+                    if let Ok(mut current) = held.slot.write() {
+                        *current = probe::client_config(monitor, bundles);
+                    }
+                    held.bundle = bundle;
+                    tracing::info!(monitor = %name, "CA bundle changed; the next probes use it");
+                }
+                // A new or changed monitor (whose targets restart): a new slot.
+                _ => {
+                    let config = probe::client_config(monitor, bundles);
+                    self.slots.insert(
+                        name.to_owned(),
+                        TlsSlotOf {
+                            monitor: Arc::clone(monitor),
+                            bundle,
+                            slot: Arc::new(RwLock::new(config)),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The slot of `monitor`, if it speaks TLS.
+    fn slot(&self, monitor: &Monitor) -> Option<probe::TlsSlot> {
+        self.slots
+            .get(&monitor.name)
+            .map(|held| Arc::clone(&held.slot))
+    }
+}
+
 struct Running {
     spec: TargetSpec,
     stop: CancellationToken,
@@ -356,11 +441,20 @@ async fn run(events: EventLog, publisher: PublisherHandle, shutdown: Cancellatio
     let mut views = publisher.subscribe();
     let mut running: BTreeMap<TargetKey, Running> = BTreeMap::new();
     let mut version = None;
+    let mut bundles: Arc<CaBundles> = Arc::default();
+    let mut tls = TlsSlots::default();
     let mut spread = Spread::new(rand::random());
     loop {
         let view = Arc::clone(&views.borrow_and_update());
+        if !Arc::ptr_eq(&bundles, &view.ca_bundles) && version == Some(view.config_version) {
+            // Only the bundles changed: new TLS configs in place, from the
+            // next handshake on; every target keeps probing and its state.
+            bundles = Arc::clone(&view.ca_bundles);
+            tls.refresh(&desired_targets(&view.config), &bundles);
+        }
         if version != Some(view.config_version) {
             version = Some(view.config_version);
+            bundles = Arc::clone(&view.ca_bundles);
             let desired = desired_targets(&view.config);
             let current: BTreeMap<TargetKey, TargetSpec> = running
                 .iter()
@@ -373,17 +467,14 @@ async fn run(events: EventLog, publisher: PublisherHandle, shutdown: Cancellatio
                 }
             }
             // One TLS config per monitor, shared by its targets.
-            let mut tls_configs = HashMap::new();
+            tls.refresh(&desired, &bundles);
             for key in &start {
                 let spec = desired[key].clone();
-                let tls = tls_configs
-                    .entry(key.monitor.clone())
-                    .or_insert_with(|| ProbeSpec::new(Arc::clone(&spec.monitor), spec.address).tls)
-                    .clone();
                 let probe = ProbeSpec {
                     monitor: Arc::clone(&spec.monitor),
                     address: spec.address,
-                    tls,
+                    fqdn: spec.fqdn.clone(),
+                    tls: tls.slot(&spec.monitor),
                 };
                 let stop = shutdown.child_token();
                 let interval = spec.monitor.interval;

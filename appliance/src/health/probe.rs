@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -20,33 +20,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::ca::CaBundles;
 pub(crate) use super::error::{ProbeError, io_error};
 use super::sip;
+use super::verify::{Explained, Explaining};
 use crate::config::Monitor;
 use crate::config::{MonitorKind, Transport};
 
 /// Most body a probe reads looking for `body_contains`.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
+/// A monitor's TLS client config, shared by its targets and replaced in
+/// place when its CA bundle is (the next handshake uses the new one; the
+/// targets keep their state). An error here fails every probe with its
+/// reason.
+pub(crate) type TlsSlot = Arc<RwLock<Result<Arc<ClientConfig>, ProbeError>>>;
+
 /// Everything needed to probe one target, built once per (member, monitor).
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeSpec {
     pub monitor: Arc<Monitor>,
     pub address: SocketAddr,
-    /// For TLS-speaking monitors; an error here fails every probe with its reason.
-    pub tls: Option<Result<Arc<ClientConfig>, ProbeError>>,
+    /// The member's FQDN: the TLS name unless the monitor sets `sni`.
+    pub fqdn: Option<String>,
+    /// For TLS-speaking monitors.
+    pub tls: Option<TlsSlot>,
 }
 
 impl ProbeSpec {
-    pub(crate) fn new(monitor: Arc<Monitor>, address: SocketAddr) -> Self {
-        let tls = speaks_tls(&monitor).then(|| client_config(&monitor));
-        Self {
-            monitor,
-            address,
-            tls,
-        }
-    }
-
     /// Run one probe under the monitor's timeout.
     pub(crate) async fn run(&self) -> Result<(), ProbeError> {
         let timeout = self.monitor.timeout;
@@ -82,9 +83,13 @@ impl ProbeSpec {
                 Ok(())
             }
             MonitorKind::Http => {
-                http(monitor, self.address, connect_nodelay(self.address).await?).await
+                let stream = connect_nodelay(self.address).await?;
+                http(monitor, self.address, self.fqdn.as_deref(), stream).await
             }
-            MonitorKind::Https => http(monitor, self.address, self.tls_connect().await?).await,
+            MonitorKind::Https => {
+                let stream = self.tls_connect().await?;
+                http(monitor, self.address, self.fqdn.as_deref(), stream).await
+            }
             MonitorKind::SipOptions => match monitor.transport {
                 Transport::Udp => sip::probe_udp(monitor, self.address).await,
                 Transport::Tcp => {
@@ -102,12 +107,12 @@ impl ProbeSpec {
     }
 
     async fn tls_connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
-        let config = match &self.tls {
-            Some(Ok(config)) => Arc::clone(config),
-            Some(Err(error)) => return Err(error.clone()),
+        let config = match self.tls.as_ref().map(|slot| slot.read()) {
+            Some(Ok(config)) => config.clone()?,
+            Some(Err(_)) => return Err(ProbeError::Tls("settings unavailable".into())),
             None => return Err(ProbeError::Tls("not configured".into())),
         };
-        let name = server_name(&self.monitor, self.address)?;
+        let name = server_name(&self.monitor, self.fqdn.as_deref(), self.address)?;
         let stream = connect_nodelay(self.address).await?;
         TlsConnector::from(config)
             .connect(name, stream)
@@ -116,17 +121,25 @@ impl ProbeSpec {
     }
 }
 
-fn speaks_tls(monitor: &Monitor) -> bool {
+pub(crate) fn speaks_tls(monitor: &Monitor) -> bool {
     matches!(monitor.kind, MonitorKind::Tls | MonitorKind::Https)
         || (monitor.kind == MonitorKind::SipOptions && monitor.transport == Transport::Tls)
 }
 
-/// SNI and the name the certificate is verified against: `sni`, else the
-/// member's address (which then must be in the certificate's SANs).
-fn server_name(monitor: &Monitor, address: SocketAddr) -> Result<ServerName<'static>, ProbeError> {
-    match &monitor.sni {
-        Some(sni) => ServerName::try_from(sni.clone())
-            .map_err(|_| ProbeError::Tls(format!("{sni:?} is not a valid server name"))),
+/// SNI and the name the certificate is verified against: the monitor's
+/// `sni` for every member, else the member's `fqdn`, else its address
+/// (which then must be in the certificate's SANs; no SNI is sent for it).
+fn server_name(
+    monitor: &Monitor,
+    fqdn: Option<&str>,
+    address: SocketAddr,
+) -> Result<ServerName<'static>, ProbeError> {
+    match monitor.sni.as_deref().or(fqdn) {
+        Some(name) => {
+            let name = name.trim_end_matches('.');
+            ServerName::try_from(name.to_owned())
+                .map_err(|_| ProbeError::Tls(format!("{name:?} is not a valid server name")))
+        }
         None => Ok(ServerName::IpAddress(address.ip().into())),
     }
 }
@@ -163,6 +176,11 @@ fn tls_error(error: &io::Error) -> ProbeError {
 
 fn describe_tls(error: &rustls::Error) -> String {
     match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.0.downcast_ref::<Explained>().is_some() =>
+        {
+            other.0.to_string()
+        }
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "certificate expired".into()
@@ -184,48 +202,80 @@ fn describe_tls(error: &rustls::Error) -> String {
     }
 }
 
-/// The rustls client config of a TLS-speaking monitor: roots from `ca_file`
-/// or the bundled web PKI roots, or no verification when `tls_verify = false`.
-pub(crate) fn client_config(monitor: &Monitor) -> Result<Arc<ClientConfig>, ProbeError> {
+/// The rustls client config of a TLS-speaking monitor: roots from its
+/// `ca_bundle` (in `bundles`), its `ca_file`, or the bundled web PKI roots,
+/// with refusals explained (`verify`); or no verification when
+/// `tls_verify = false`.
+pub(crate) fn client_config(
+    monitor: &Monitor,
+    bundles: &CaBundles,
+) -> Result<Arc<ClientConfig>, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| ProbeError::Tls(error.to_string()))?;
-    let mut config = if !monitor.tls_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if !monitor.tls_verify {
+        Arc::new(NoVerification(Arc::clone(&provider)))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &monitor.ca_file {
-            Some(path) => {
-                use rustls::pki_types::CertificateDer;
-                use rustls::pki_types::pem::PemObject;
-                let ca_error = |reason: String| ProbeError::CaFile {
-                    path: path.clone(),
-                    reason,
-                };
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|error| ca_error(error.to_string()))?;
-                for cert in certs {
-                    let cert = cert.map_err(|error| ca_error(error.to_string()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|error| ca_error(describe_tls(&error)))?;
-                }
-                if roots.is_empty() {
-                    return Err(ca_error("no certificates in it".into()));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let (roots, trusted) = roots(monitor, bundles)?;
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|error| {
+                    ProbeError::Tls(format!("cannot verify with {trusted}: {error}"))
+                })?;
+        Arc::new(Explaining::new(inner, trusted))
     };
+    let mut config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     if monitor.kind == MonitorKind::Https {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
     Ok(Arc::new(config))
+}
+
+/// The trust anchors of a verifying monitor and how reasons name them.
+fn roots(
+    monitor: &Monitor,
+    bundles: &CaBundles,
+) -> Result<(rustls::RootCertStore, String), ProbeError> {
+    if let Some(name) = &monitor.ca_bundle {
+        // Validation keeps this from happening: a bundle in use cannot be
+        // deleted, and a config cannot name one that is not uploaded.
+        let bundle = bundles
+            .get(name)
+            .ok_or_else(|| ProbeError::Tls(format!("CA bundle {name:?} is not uploaded")))?;
+        return Ok((bundle.roots(), format!("CA bundle {name:?}")));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &monitor.ca_file {
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let ca_error = |reason: String| ProbeError::CaFile {
+                path: path.clone(),
+                reason,
+            };
+            let certs =
+                CertificateDer::pem_file_iter(path).map_err(|error| ca_error(error.to_string()))?;
+            for cert in certs {
+                let cert = cert.map_err(|error| ca_error(error.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|error| ca_error(describe_tls(&error)))?;
+            }
+            if roots.is_empty() {
+                return Err(ca_error("no certificates in it".into()));
+            }
+            Ok((roots, format!("CA file {path}")))
+        }
+        None => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            Ok((roots, "the public web roots".to_owned()))
+        }
+    }
 }
 
 /// `tls_verify = false`: the handshake must still complete (signatures are
@@ -286,13 +336,25 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 }
 
 /// GET `path` and check the status and, optionally, the body.
-async fn http<S>(monitor: &Monitor, address: SocketAddr, stream: S) -> Result<(), ProbeError>
+async fn http<S>(
+    monitor: &Monitor,
+    address: SocketAddr,
+    fqdn: Option<&str>,
+    stream: S,
+) -> Result<(), ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let http_error = |error: hyper::Error| ProbeError::Http(error.to_string());
-    let host = match (&monitor.host, &monitor.sni) {
-        (Some(host), _) | (None, Some(host)) => host.clone(),
+    // The TLS name (for https) unless `host` says otherwise, so the Host
+    // header and SNI agree.
+    let tls_name = match monitor.kind {
+        MonitorKind::Https => monitor.sni.as_deref().or(fqdn),
+        _ => None,
+    };
+    let host = match (&monitor.host, tls_name) {
+        (Some(host), _) => host.clone(),
+        (None, Some(name)) => name.trim_end_matches('.').to_owned(),
         (None, None) => address.to_string(),
     };
     let request = hyper::Request::get(monitor.path.as_str())
@@ -376,6 +438,31 @@ mod tests {
             )))
             .to_string(),
             "TLS: certificate expired"
+        );
+    }
+
+    #[test]
+    fn the_tls_name_is_sni_else_the_members_fqdn_else_its_address() {
+        let config =
+            crate::config::from_toml(include_str!("../../../examples/lync-pool.toml"), "example")
+                .expect("example");
+        let mut monitor = config.monitors[0].clone();
+        let address = SocketAddr::from(([127, 0, 0, 11], 5061));
+        let name = |monitor: &Monitor, fqdn: Option<&str>| {
+            server_name(monitor, fqdn, address).expect("a name")
+        };
+        assert_eq!(
+            name(&monitor, Some("fe01.contoso.test.")),
+            ServerName::try_from("fe01.contoso.test").expect("dns name")
+        );
+        assert_eq!(
+            name(&monitor, None),
+            ServerName::IpAddress(address.ip().into())
+        );
+        monitor.sni = Some("pool01.contoso.test".into());
+        assert_eq!(
+            name(&monitor, Some("fe01.contoso.test")),
+            ServerName::try_from("pool01.contoso.test").expect("dns name")
         );
     }
 

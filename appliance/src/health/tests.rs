@@ -90,6 +90,21 @@ fn one_target_per_member_and_used_monitor() {
 }
 
 #[test]
+fn a_portless_monitor_of_a_mapped_service_probes_the_member_port() {
+    let mut text = with_members(&[("a", "127.0.0.11")], false);
+    text.push_str(
+        "[[monitor]]\nname = \"fe\"\ntype = \"tcp\"\n\
+         [[virtual_service]]\nname = \"ext\"\naddress = \"127.0.0.1\"\nport = 443\nmember_port = 4443\npool = \"p\"\nmonitor = \"fe\"\n",
+    );
+    let targets = desired_targets(&config(&text));
+    assert_eq!(
+        targets[&key("a", "fe")].address,
+        "127.0.0.11:4443".parse().expect("addr"),
+        "what the service connects to, not the port it listens on"
+    );
+}
+
+#[test]
 fn an_unused_monitor_has_no_targets() {
     let config = config(&with_members(&[("a", "127.0.0.11")], false));
     assert_eq!(
@@ -399,6 +414,7 @@ proptest::proptest! {
                         TargetSpec {
                             monitor: Arc::clone(&monitor),
                             address: SocketAddr::from(([127, 0, 0, 11 + address], 5061)),
+                            fqdn: None,
                         },
                     )
                 })

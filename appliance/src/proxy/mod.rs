@@ -6,8 +6,13 @@
 //! a service added by a reload starts listening and a removed one stops
 //! accepting while its connections finish; an address that cannot be bound
 //! (another process holds the port) is logged once and tried again every
-//! second until it can. A connection accepted on port P
-//! goes to the chosen member's address on the same port P.
+//! second until it can. A connection accepted on port P goes to the chosen
+//! member's address on P's member port (P itself unless the service maps
+//! it); a changed member port or `send_proxy` retargets the listener
+//! without rebinding it. With `send_proxy = "v2"` the member connection
+//! starts with a PROXY protocol v2 header (`proxy_v2`), sent with the
+//! client bytes that have already arrived in one write, before any other
+//! client byte.
 //!
 //! Invariants:
 //! * Members are chosen from the latest view's `ServiceState::candidates`
@@ -27,6 +32,7 @@
 //!   `Limits::proxy` connections per service and per source; over a cap a
 //!   connection is reset at accept, before a member is chosen.
 
+mod proxy_v2;
 mod relay;
 pub(crate) mod schedule;
 
@@ -44,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use relay::{Outcome, RelayMode};
 use schedule::{Balancer, Candidate, PersistTable};
 
-use crate::config::Persistence;
 use crate::config::VirtualService;
+use crate::config::{Persistence, SendProxy};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::net;
 use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
@@ -170,22 +176,31 @@ impl Shared {
     }
 }
 
-/// What a listener's connections need of their service: its settings and
-/// its runtime, resolved by `reconcile` once per config version, so a
-/// connection clones one `Arc` instead of searching and copying the service.
+/// What a listener's connections need of their service: its settings, its
+/// runtime and the member port of this listener's port, resolved by
+/// `reconcile` once per config version, so a connection clones one `Arc`
+/// instead of searching and copying the service.
 #[derive(Debug)]
 struct Target {
-    service: VirtualService,
+    service: Arc<VirtualService>,
     runtime: Arc<ServiceRuntime>,
+    /// Where on the member this listener's connections go.
+    member_port: u16,
     /// The config version it was resolved from.
     version: i64,
 }
 
 impl Target {
-    fn of(view: &PoolView, service: &VirtualService, shared: &Shared) -> Self {
+    fn of(
+        view: &PoolView,
+        service: Arc<VirtualService>,
+        runtime: Arc<ServiceRuntime>,
+        port: u16,
+    ) -> Self {
         Self {
-            service: service.clone(),
-            runtime: shared.service(&service.name),
+            member_port: service.member_port(port).unwrap_or(port),
+            service,
+            runtime,
             version: view.config_version,
         }
     }
@@ -198,7 +213,10 @@ impl Target {
             .virtual_services
             .iter()
             .find(|s| s.address == local.ip() && s.ports.contains(&local.port()))
-            .map(|service| Self::of(view, service, shared))
+            .map(|service| {
+                let runtime = shared.service(&service.name);
+                Self::of(view, Arc::new(service.clone()), runtime, local.port())
+            })
     }
 }
 
@@ -309,11 +327,13 @@ async fn reconcile(
 ) {
     let mut wanted: BTreeMap<SocketAddr, (&VirtualService, Arc<Target>)> = BTreeMap::new();
     for service in &view.config.virtual_services {
-        let target = Arc::new(Target::of(view, service, shared));
+        let settings = Arc::new(service.clone());
+        let runtime = shared.service(&service.name);
         for &port in &service.ports {
+            let target = Target::of(view, Arc::clone(&settings), Arc::clone(&runtime), port);
             wanted.insert(
                 SocketAddr::new(service.address, port),
-                (service, Arc::clone(&target)),
+                (service, Arc::new(target)),
             );
         }
     }
@@ -437,14 +457,37 @@ async fn connection(
         &fresh
     };
     let Target {
-        service, runtime, ..
+        service,
+        runtime,
+        member_port,
+        ..
     } = target;
     let mut excluded: Vec<usize> = Vec::new();
     let mut connected = None;
+    // With PROXY v2: client bytes read ahead to go with the header.
+    let mut early = Vec::new();
     while let Some((index, chosen)) = choose(&view, service, runtime, peer.ip(), &excluded) {
-        let target = SocketAddr::new(chosen.address, local.port());
+        let target = SocketAddr::new(chosen.address, *member_port);
         let attempt =
             tokio::time::timeout(service.connect_timeout, TcpStream::connect(target)).await;
+        let attempt = match (attempt, service.send_proxy) {
+            (Ok(Ok(stream)), SendProxy::V2) => {
+                let header = proxy_v2::Header::new(peer, local);
+                match send_first(
+                    &client,
+                    &stream,
+                    &header,
+                    &mut early,
+                    service.connect_timeout,
+                )
+                .await
+                {
+                    Ok(()) => Ok(Ok(stream)),
+                    Err(error) => Ok(Err(error)),
+                }
+            }
+            (attempt, _) => attempt,
+        };
         match attempt {
             Ok(Ok(stream)) => {
                 connected = Some((chosen, stream));
@@ -473,6 +516,10 @@ async fn connection(
         return;
     };
     let _active = ActiveGuard::new(Arc::clone(&chosen.counters));
+    chosen
+        .counters
+        .bytes_in
+        .fetch_add(early.len() as u64, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
     let _ = member.set_nodelay(true);
     // Registered before relaying, so a reset asked for at any point of the
@@ -505,6 +552,59 @@ async fn connection(
         slot.timed_out(net::Timeout::Idle);
     }
     tracing::debug!(service = %service.name, member = %chosen.member, client = %peer, ?outcome, "Connection ended");
+}
+
+/// Most client bytes read ahead to go in one write with the PROXY header:
+/// a TLS ClientHello or an HTTP request head fits.
+const EARLY_MAX: usize = 16 * 1024;
+
+/// Start `member` with `header` and, in the same write, what `client` has
+/// already sent (read into `early`, kept for another member if this one
+/// fails). Never waits for the client: a protocol where the server speaks
+/// first gets the header alone. A client that closed before sending
+/// anything still gets its EOF relayed, after the header. Bounded by
+/// `timeout` (a fresh connection's send buffer takes a header at once).
+async fn send_first(
+    client: &TcpStream,
+    member: &TcpStream,
+    header: &proxy_v2::Header,
+    early: &mut Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    while early.len() < EARLY_MAX {
+        early.reserve(EARLY_MAX - early.len());
+        match client.try_read_buf(early) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // Nothing more yet (WouldBlock), or a client error that the
+            // relay meets again on its first read and answers as it does
+            // any client reset.
+            Err(_) => break,
+        }
+    }
+    let mut first = Vec::with_capacity(proxy_v2::MAX_LEN + early.len());
+    first.extend_from_slice(header.as_bytes());
+    first.extend_from_slice(early);
+    let write = async {
+        let mut sent = 0;
+        while sent < first.len() {
+            member.writable().await?;
+            match member.try_write(&first[sent..]) {
+                Ok(n) => sent += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "PROXY header not accepted by the member in time",
+            ))
+        })
 }
 
 /// Pick a member for `client`, honouring source-IP persistence while the

@@ -506,6 +506,108 @@ async fn extra_ports_reach_the_same_port_on_the_member() {
     proxy.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapped_ports_reach_their_member_port_and_follow_a_reload() {
+    let (port, extra) = (free_port(), free_port());
+    let (first, second, extra_member) = (free_port(), free_port(), free_port());
+    let _m = members(1, &[first, second, extra_member]).await;
+    let text = |member_port: u16| {
+        config_text(&[port], &[1], "").replacen(
+            "extra_ports = []",
+            &format!(
+                "member_port = {member_port}\n\
+                 extra_ports = [{{ port = {extra}, member_port = {extra_member} }}]"
+            ),
+            1,
+        )
+    };
+    let mut proxy = Proxy::start(&text(first), RelayMode::default()).await;
+    let extra_vip = SocketAddr::new(proxy.vip.ip(), extra);
+    proxy.wait_listening(extra_vip).await;
+    let (mut kept, greeting) = open(proxy.vip, None).await;
+    assert_eq!(greeting, format!("fe01:{first}"));
+    kept.write_all(b"e").await.expect("command");
+    let (_, greeting) = open(extra_vip, None).await;
+    assert_eq!(greeting, format!("fe01:{extra_member}"));
+    // A new member port for the same listening port: the listener stays,
+    // new connections go to the new port, the open one is left alone.
+    proxy.reconfigure(&text(second)).await;
+    let (_, greeting) = open(proxy.vip, None).await;
+    assert_eq!(greeting, format!("fe01:{second}"));
+    echo_once(&mut kept, b"still here").await;
+    proxy.stop().await;
+}
+
+/// A member that reads a PROXY v2 header (16 fixed bytes, then its length)
+/// and reports it with the bytes that came after it in the same read.
+async fn proxy_member(address: SocketAddr) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let listener = TcpListener::bind(address).await.expect("member bind");
+    let bound = listener.local_addr().expect("bound");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut fixed = [0u8; 16];
+                if stream.read_exact(&mut fixed).await.is_err() {
+                    return;
+                }
+                let len = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+                let mut rest = vec![0u8; len];
+                if stream.read_exact(&mut rest).await.is_err() {
+                    return;
+                }
+                let mut header = fixed.to_vec();
+                header.extend(rest);
+                let _ = stream.write_all(b"ok\n").await;
+                let mut line = [0u8; 5];
+                if stream.read_exact(&mut line).await.is_ok() {
+                    header.extend(line);
+                }
+                let _ = tx.send(header);
+            });
+        }
+    });
+    (bound, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_v2_starts_the_member_connection_with_the_clients_address() {
+    let port = free_port();
+    let (member, mut seen) = proxy_member(SocketAddr::new(member_ip(0), port)).await;
+    let proxy = Proxy::start(
+        &config_text(&[port], &[1], "send_proxy = \"v2\""),
+        RelayMode::default(),
+    )
+    .await;
+    assert_eq!(member.port(), port);
+    // A client that speaks first: its bytes follow the header.
+    let mut client = TcpStream::connect(proxy.vip).await.expect("connect");
+    let me = client.local_addr().expect("local");
+    client.write_all(b"hello").await.expect("write");
+    assert_eq!(read_line(&mut client).await, "ok");
+    let header = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("member reports")
+        .expect("member runs");
+    let mut want = proxy_v2::Header::new(me, proxy.vip).as_bytes().to_vec();
+    want.extend(b"hello");
+    assert_eq!(header, want);
+    // A client that waits for the server first still gets its answer.
+    let mut client = TcpStream::connect(proxy.vip).await.expect("connect");
+    let me = client.local_addr().expect("local");
+    assert_eq!(read_line(&mut client).await, "ok");
+    client.write_all(b"later").await.expect("write");
+    let header = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("member reports")
+        .expect("member runs");
+    let mut want = proxy_v2::Header::new(me, proxy.vip).as_bytes().to_vec();
+    want.extend(b"later");
+    assert_eq!(header, want);
+    proxy.stop().await;
+}
+
 async fn distribution(scheduler: &str, weights: &[u32], hold: bool) -> BTreeMap<String, usize> {
     let port = free_port();
     let _m = members(weights.len(), &[port]).await;

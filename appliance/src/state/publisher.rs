@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::view::{CounterTable, DrainProgress, HealthStatus, Inputs, PoolView};
 use crate::config::MemberKey;
 use crate::config::{AdminState, Config, ConfigDiff};
+use crate::health::ca::CaBundles;
 
 /// A change to what the view is built from.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub enum Update {
         member: MemberKey,
         progress: Option<DrainProgress>,
     },
+    /// The set of CA bundles changed (one uploaded, replaced or deleted).
+    CaBundles(Arc<CaBundles>),
 }
 
 impl Inputs {
@@ -62,9 +65,16 @@ impl Inputs {
             health: BTreeMap::new(),
             drain: BTreeMap::new(),
             counters: CounterTable::new(),
+            ca_bundles: Arc::default(),
         };
         inputs.sync_counters();
         inputs
+    }
+
+    /// The CA bundles the first generation carries.
+    pub(crate) fn with_ca_bundles(mut self, bundles: Arc<CaBundles>) -> Self {
+        self.ca_bundles = bundles;
+        self
     }
 
     /// Apply one update. Returns whether anything changed.
@@ -128,6 +138,11 @@ impl Inputs {
                     Some(progress) => self.drain.insert(member, progress.clone()) != Some(progress),
                     None => self.drain.remove(&member).is_some(),
                 }
+            }
+            Update::CaBundles(bundles) => {
+                let changed = bundles != self.ca_bundles;
+                self.ca_bundles = bundles;
+                changed
             }
         }
     }

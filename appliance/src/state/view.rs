@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::config::MemberKey;
 use crate::config::{AdminState, Config, StartState};
+use crate::health::ca::CaBundles;
 
 /// What a monitor last concluded about one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,6 +172,8 @@ pub struct PoolView {
     pub services: Vec<ServiceState>,
     /// Lower-case FQDN (no trailing dot) → answer.
     pub dns: BTreeMap<String, DnsAnswer>,
+    /// The uploaded CA bundles that monitors' `ca_bundle` names refer to.
+    pub(crate) ca_bundles: Arc<CaBundles>,
 }
 
 /// Everything a view is built from.
@@ -182,6 +185,7 @@ pub struct Inputs {
     pub health: HealthTable,
     pub drain: BTreeMap<MemberKey, DrainProgress>,
     pub counters: CounterTable,
+    pub(crate) ca_bundles: Arc<CaBundles>,
 }
 
 impl PoolView {
@@ -343,6 +347,7 @@ impl PoolView {
             pools,
             services,
             dns,
+            ca_bundles: Arc::clone(&inputs.ca_bundles),
         }
     }
 }

@@ -93,6 +93,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX seen_aors_last_seen ON seen_aors (last_seen);
     "#,
+    // 8: CA bundles for TLS health checks (PEM text by name), which
+    // monitors choose with `ca_bundle`.
+    r#"
+    CREATE TABLE ca_bundles (
+        name        TEXT PRIMARY KEY,
+        pem         TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -1,7 +1,8 @@
 //! The appliance's durable state in SQLite, one file per table group:
 //! desired config versions (`config_versions`), members' admin state
 //! (`admin_state`), the event log (`events`), admin users with their
-//! sessions and API tokens (`auth`), settings and licences (`settings`), and
+//! sessions and API tokens (`auth`), settings and licences (`settings`), CA
+//! bundles for TLS health checks (`ca_bundles`), and
 //! the users seen in REGISTERs, bounded in count and age (`seen`). This file
 //! keeps the `Store` handle, opening and migrations, and `transact`.
 //!
@@ -24,6 +25,7 @@
 
 mod admin_state;
 mod auth;
+pub(crate) mod ca_bundles;
 mod config_versions;
 mod events;
 mod migrations;

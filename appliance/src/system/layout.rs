@@ -88,6 +88,9 @@ pub struct Layout {
     /// are applied (`system::network`). `None`: poolgate shows the host's
     /// network and changes nothing (development, a host it does not own).
     pub network: Option<super::network::NetworkLayout>,
+    /// Where keepalived's configuration goes and how it is applied
+    /// (`vrrp::apply`). `None`: poolgate renders it and hands it to nobody.
+    pub vrrp: Option<crate::vrrp::VrrpLayout>,
 }
 
 impl Default for Layout {
@@ -101,6 +104,7 @@ impl Default for Layout {
             reboot_request: None,
             install_request: None,
             network: None,
+            vrrp: None,
         }
     }
 }

@@ -42,6 +42,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(&'static str),
+    /// Something still in use, named in the message (a CA bundle that
+    /// monitors name).
+    #[error("{0}")]
+    InUse(String),
     /// A config change while the admin listener's move awaits confirmation,
     /// or a confirmation with nothing to confirm (or on the old address).
     #[error("{0}")]
@@ -97,6 +101,7 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_)
+            | Self::InUse(_)
             | Self::ConfigChanged { .. }
             | Self::Confirmation(_)
             | Self::Ha(_) => StatusCode::CONFLICT,
@@ -214,7 +219,10 @@ pub(crate) fn control_error(error: ControlError, toml: bool) -> ApiError {
         }
         ControlError::Licence(reason) => ApiError::Licence(reason),
         ControlError::VersionMismatch { current, .. } => ApiError::ConfigChanged { current },
-        error @ ControlError::UnknownMember { .. } => ApiError::NotFound(error.to_string()),
+        error @ (ControlError::UnknownMember { .. } | ControlError::UnknownCaBundle(_)) => {
+            ApiError::NotFound(error.to_string())
+        }
+        error @ ControlError::CaBundleInUse { .. } => ApiError::InUse(error.to_string()),
         ControlError::Store(error) => ApiError::Store(error),
         ControlError::StoredConfig { version, source } => {
             ApiError::Store(StoreError::StoredConfig {

@@ -40,12 +40,18 @@
 //! * `GET /api/v1/system`, `GET|PUT /api/v1/certificate` — version, build,
 //!   root slot and upgrades; the appliance certificate and replacing it
 //!   (`appliance`)
+//! * `GET /api/v1/ca-bundles`, `GET|PUT|DELETE /api/v1/ca-bundles/{name}` —
+//!   CA bundles for TLS health checks: list, one with its PEM, upload or
+//!   replace (PEM body; 422 naming what is wrong), delete (409 naming the
+//!   monitors that use it) (`ca_bundles`)
 //! * `POST /api/v1/system/upgrade` — upload an upgrade bundle (`system`)
 //! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
 //!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
 //!   and reverted unless confirmed in time (`network`)
 //! * `GET /api/v1/ha`, `POST /api/v1/ha/pairing-code`, `POST /api/v1/ha/join`,
 //!   `POST /api/v1/ha/failover`, `DELETE /api/v1/ha` — the HA pair (`ha`)
+//! * `GET|PUT|DELETE /api/v1/ha/vrrp` — this appliance's VRRP settings and
+//!   keepalived's state (`vrrp`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! On the standby of an HA pair, config PUTs, imports and member actions are
@@ -57,6 +63,7 @@
 pub(crate) mod api;
 mod appliance;
 pub(crate) mod auth;
+mod ca_bundles;
 mod configure;
 mod error;
 mod extract;
@@ -69,6 +76,7 @@ pub(crate) mod status;
 mod system;
 pub(crate) mod tls;
 mod ui;
+mod vrrp;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -76,7 +84,7 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
 
-pub(crate) use error::{ApiError, ErrorBody};
+pub(crate) use error::{ApiError, ErrorBody, FieldProblem};
 pub(crate) use state::AppState;
 pub use state::blocking;
 
@@ -325,6 +333,33 @@ pub fn protected_routes() -> Vec<Route> {
             request = appliance::CertificateBody,
             response = crate::certs::CertificateInfo
         ),
+        spec!(
+            GET,
+            "/api/v1/ca-bundles",
+            "CA bundles for TLS health checks: certificates (subject, not_after, fingerprint) and the monitors using each",
+            ca_bundles::list,
+            response = ca_bundles::CaBundleList
+        ),
+        spec!(
+            GET,
+            "/api/v1/ca-bundles/{name}",
+            "One CA bundle, with its PEM text",
+            ca_bundles::get,
+            response = ca_bundles::CaBundleDetail
+        ),
+        spec!(
+            PUT,
+            "/api/v1/ca-bundles/{name}",
+            "Upload or replace a CA bundle (PEM body of CA certificates; 422 naming what is wrong, nothing written)",
+            ca_bundles::put,
+            response = crate::health::ca::CaBundleInfo
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/ca-bundles/{name}",
+            "Delete a CA bundle (409 naming the monitors while any uses it)",
+            ca_bundles::delete
+        ),
         spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
         spec!(
             POST,
@@ -393,6 +428,28 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/ha",
             "Unpair (the peer is told if reachable)",
             ha::unpair
+        ),
+        spec!(
+            GET,
+            "/api/v1/ha/vrrp",
+            "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
+            vrrp::get,
+            response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/ha/vrrp",
+            "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
+            vrrp::put,
+            request = crate::vrrp::VrrpSettings,
+            response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/ha/vrrp",
+            "Turn VRRP off: poolgate holds its addresses itself",
+            vrrp::delete,
+            response = crate::vrrp::VrrpView
         ),
     ]
 }

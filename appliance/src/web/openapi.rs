@@ -88,6 +88,11 @@ pub(crate) fn build() -> Value {
         } else if route.path == "/api/v1/system/upgrade" {
             operation["requestBody"] = json!({"required": true, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "description": "A signed .pgup upgrade bundle, streamed"}}}});
+        } else if route.path.starts_with("/api/v1/ca-bundles/")
+            && route.method == axum::http::Method::PUT
+        {
+            operation["requestBody"] = json!({"required": true, "content": {"application/x-pem-file": {
+                "schema": {"type": "string", "description": "One or more PEM CERTIFICATE sections: the CA certificates to trust (no keys)"}}}});
         } else if matches!(route.method.as_str(), "POST" | "PUT") {
             operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
@@ -170,6 +175,17 @@ mod tests {
         }
         let member = &schemas["MemberFile"]["properties"];
         assert!(member.get("address").is_some(), "{member}");
+        // Extra ports are a number or a { port, member_port } table.
+        let service = &schemas["VirtualServiceFile"]["properties"];
+        for field in ["member_port", "extra_ports", "send_proxy"] {
+            assert!(service.get(field).is_some(), "VirtualServiceFile.{field}");
+        }
+        let extra = schemas["ExtraPortFile"].to_string();
+        assert!(
+            extra.contains("oneOf") && extra.contains("PortMapFile"),
+            "{extra}"
+        );
+        assert!(schemas["SendProxy"].to_string().contains("v2"));
         let put = &document["paths"]["/api/v1/config"]["put"]["requestBody"]["content"];
         assert_eq!(
             put["application/json"]["schema"]["$ref"],

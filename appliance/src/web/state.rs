@@ -39,6 +39,8 @@ pub struct AppState {
     pub(crate) network: Option<Arc<crate::system::network::Network>>,
     /// Counters of the addresses poolgate adds and removes, for `/metrics`.
     pub(crate) addresses: Arc<crate::net::addresses::AddressStats>,
+    /// This appliance's VRRP (`run` sets it).
+    pub(crate) vrrp: Option<Arc<crate::vrrp::Vrrp>>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
     /// The newest view generation the DNS, SIP and admin listeners are in
@@ -79,6 +81,7 @@ impl AppState {
             listeners: Arc::default(),
             network: None,
             addresses: Arc::default(),
+            vrrp: None,
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
             setup_done: Arc::default(),

@@ -21,6 +21,12 @@
 //!   through [`announce`]. Every address added or removed is an event
 //!   (`System`) and counted ([`AddressStats`]).
 //!
+//! * [`Holder`]: who adds and removes the wanted set. poolgate itself, or,
+//!   on an appliance with VRRP settings, keepalived (`vrrp`): then the task
+//!   gives up what it added and leaves the addresses alone, while the host
+//!   check and the placement problems stay, and [`vrrp_wanted`] hands the
+//!   same wanted set to keepalived's configuration.
+//!
 //! On only with `poolgate run --manage-addresses` (the systemd unit passes
 //! it). Needs `CAP_NET_ADMIN` and `CAP_NET_RAW` (the unit grants them).
 //! Without them, adding fails, the failure is an event and a counter, and
@@ -52,6 +58,31 @@ use netlink::Netlink;
 /// How often the host is compared with the config even without a change.
 pub(crate) const RESYNC: Duration = Duration::from_secs(10);
 
+/// Who holds the wanted addresses on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// This task adds and removes them over netlink.
+    Poolgate,
+    /// keepalived does (the appliance is one of a VRRP pair): it adds them
+    /// on the master only, so this task adds nothing and removes its own.
+    Keepalived,
+}
+
+/// The wanted set for keepalived's `virtual_ipaddress` blocks, against this
+/// host now. As `desired`, except that an address held as a host route
+/// (/32, /128) counts as a VIP whoever added it: on the master keepalived
+/// holds them, unmarked, and they must stay in the set.
+pub(crate) fn vrrp_wanted(config: &Config) -> Desired {
+    let mut host = host_interfaces();
+    for interface in &mut host {
+        for address in &mut interface.addresses {
+            let full = if address.ip.is_ipv4() { 32 } else { 128 };
+            address.ours = address.prefix_len == full;
+        }
+    }
+    desired::desired(config, &host)
+}
+
 /// The check a config passes against the host's interfaces before it is
 /// committed or previewed.
 #[derive(Clone)]
@@ -70,6 +101,25 @@ impl HostCheck {
     pub(crate) fn of_host() -> Self {
         Self(Arc::new(|config| {
             desired::check(config, &host_interfaces())
+        }))
+    }
+
+    /// No check of the host's interfaces (addresses are not managed).
+    pub(crate) fn none() -> Self {
+        Self(Arc::new(|_| Vec::new()))
+    }
+
+    /// This check, then `extra` (what the VRRP settings require of a
+    /// config, `vrrp::config_check`).
+    pub(crate) fn and(
+        self,
+        extra: impl Fn(&Config) -> Vec<FieldError> + Send + Sync + 'static,
+    ) -> Self {
+        let first = self.0;
+        Self(Arc::new(move |config| {
+            let mut out = first(config);
+            out.extend(extra(config));
+            out
         }))
     }
 
@@ -169,6 +219,7 @@ pub(crate) async fn spawn(
     control: ControlHandle,
     events: EventLog,
     stats: Arc<AddressStats>,
+    mut holder: tokio::sync::watch::Receiver<Holder>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let mut owner = match Netlink::open() {
@@ -189,7 +240,9 @@ pub(crate) async fn spawn(
         }
     };
     let mut committed = control.subscribe();
-    owner.reconcile(&control.desired().config).await;
+    owner
+        .reconcile(&control.desired().config, *holder.borrow_and_update())
+        .await;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,8 +252,10 @@ pub(crate) async fn spawn(
                 () = stop.cancelled() => break,
                 _ = committed.recv() => {}
                 _ = tick.tick() => {}
+                changed = holder.changed() => if changed.is_err() { break },
             }
-            owner.reconcile(&control.desired().config).await;
+            let holder = *holder.borrow_and_update();
+            owner.reconcile(&control.desired().config, holder).await;
         }
         owner.release().await;
     })
@@ -217,7 +272,7 @@ struct Owner {
 }
 
 impl Owner {
-    async fn reconcile(&mut self, config: &Config) {
+    async fn reconcile(&mut self, config: &Config, holder: Holder) {
         let host = match self.netlink.interfaces().await {
             Ok(host) => host,
             Err(error) => {
@@ -239,7 +294,11 @@ impl Owner {
             }
             self.problems = desired.problems.clone();
         }
-        self.apply(&desired, &host).await;
+        match holder {
+            Holder::Poolgate => self.apply(&desired, &host).await,
+            // keepalived holds them: give up any poolgate still has.
+            Holder::Keepalived => self.apply(&Desired::default(), &host).await,
+        }
     }
 
     /// Remove every address poolgate holds (at shutdown).

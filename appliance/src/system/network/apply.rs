@@ -213,7 +213,7 @@ fn write_and_reload(
 /// networkd files of earlier settings that these do not have.
 fn write(layout: &NetworkLayout, rendered: &Rendered) -> Result<(), ApplyError> {
     let dir = &layout.networkd_dir;
-    fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    create_readable_dirs(dir)?;
     for entry in fs::read_dir(dir).map_err(file_error("list", dir))? {
         let entry = entry.map_err(file_error("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -238,9 +238,40 @@ fn write(layout: &NetworkLayout, rendered: &Rendered) -> Result<(), ApplyError> 
     fs::rename(&part, &layout.localtime).map_err(file_error("replace", &layout.localtime))
 }
 
+/// Let every user read and enter `dir`, which holds a file networkd or
+/// chronyd reads: an earlier version created its directories 0700.
+fn readable_by_all(dir: &Path) -> Result<(), ApplyError> {
+    let mode = fs::metadata(dir)
+        .map_err(file_error("read the mode of", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o055 != 0o055 {
+        fs::set_permissions(dir, fs::Permissions::from_mode((mode | 0o055) & 0o7777))
+            .map_err(file_error("set the mode of", dir))?;
+    }
+    Ok(())
+}
+
+/// Create `dir` and its missing parents, each 0755 whatever the umask (the
+/// root step runs with poolgate's 0077): networkd and chronyd read what is
+/// in them as their own users.
+fn create_readable_dirs(dir: &Path) -> Result<(), ApplyError> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    fs::create_dir_all(dir).map_err(file_error("create", dir))?;
+    for created in missing {
+        fs::set_permissions(created, fs::Permissions::from_mode(0o755))
+            .map_err(file_error("set the mode of", created))?;
+    }
+    Ok(())
+}
+
 fn write_whole(path: &Path, text: &str) -> Result<(), ApplyError> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(file_error("create", parent))?;
+        create_readable_dirs(parent)?;
+        readable_by_all(parent)?;
     }
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
@@ -253,7 +284,7 @@ fn write_whole(path: &Path, text: &str) -> Result<(), ApplyError> {
 }
 
 /// Run one fixed command, bounded in time; what went wrong, if anything.
-fn run(argv: &[&str]) -> Option<String> {
+pub(crate) fn run(argv: &[&str]) -> Option<String> {
     let mut child = match Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -282,5 +313,29 @@ fn run(argv: &[&str]) -> Option<String> {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_the_directories_made_for_them_are_readable_by_all() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let file = root.path().join("chrony/sub/poolgate.sources");
+        write_whole(&file, "server 198.51.100.1 iburst\n").expect("written");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o644);
+        assert_eq!(mode(&root.path().join("chrony/sub")), 0o755);
+        assert_eq!(mode(&root.path().join("chrony")), 0o755);
+        // A directory an earlier version left owner-only is opened up.
+        fs::set_permissions(
+            root.path().join("chrony/sub"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .expect("chmod");
+        write_whole(&file, "server 198.51.100.2 iburst\n").expect("written again");
+        assert_eq!(mode(&root.path().join("chrony/sub")), 0o755);
     }
 }

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
+/// One fixed command, bounded in time (the VRRP root step runs its own).
+pub(crate) use apply::run as run_bounded;
 pub use apply::{ApplyError, ApplyResult, NetworkLayout, serve_request};
 pub use model::{InterfaceSettings, NetworkSettings, RouteSettings, VlanSettings};
 pub use observe::Observed;
@@ -211,11 +213,20 @@ impl Network {
         };
         // Stored first: a restart before the confirmation reverts.
         self.store_setting(PENDING_KEY, &pending).await?;
-        if let Err(error) = self.apply(pending.id, &pending.settings).await {
-            self.clear_setting(PENDING_KEY).await?;
-            // Half-written files are put back as they were.
-            let _ = self.apply(pending.id + 1, &pending.previous).await;
-            return Err(error);
+        let said = match self.apply(pending.id, &pending.settings).await {
+            Ok(said) => said,
+            Err(error) => {
+                self.clear_setting(PENDING_KEY).await?;
+                // Half-written files are put back as they were.
+                let _ = self.apply(pending.id + 1, &pending.previous).await;
+                return Err(error);
+            }
+        };
+        let mut detail = serde_json::json!({ "id": pending.id, "changes": pending.changes });
+        // A reload that failed (chrony not running, say): the files are
+        // written and take effect at the next boot; the admin sees why not now.
+        if !said.is_empty() {
+            detail["reload"] = said.into();
         }
         self.events.record(
             NewEvent::new(
@@ -225,7 +236,7 @@ impl Network {
                     pending.deadline
                 ),
             )
-            .detail(serde_json::json!({ "id": pending.id, "changes": pending.changes })),
+            .detail(detail),
         );
         inner
             .pending

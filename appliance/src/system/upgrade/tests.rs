@@ -29,6 +29,7 @@ impl Fake {
             reboot_request: None,
             install_request: None,
             network: None,
+            vrrp: None,
         };
         std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
         std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
