@@ -861,3 +861,70 @@ pub mod network {
         }
     }
 }
+
+/// Network namespaces a test makes for itself (root only), and `ip` to
+/// build them. Every namespace made here is removed on drop, however the
+/// test ends.
+pub mod netns {
+    use std::os::fd::AsFd;
+    use std::process::Command;
+
+    /// Run `ip` with `args`; panics with its stderr if it fails. Its stdout.
+    pub fn ip(args: &[&str]) -> String {
+        let output = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            output.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Run `f` on a thread inside namespace `ns`: sockets it opens, and
+    /// processes and threads it starts, live there.
+    pub fn in_netns<T: Send + 'static>(
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
+    /// A network namespace of the test's own, named `prefix` plus the
+    /// process id and a random tag, with `lo` up; removed on drop.
+    #[derive(Debug)]
+    pub struct Netns(pub String);
+
+    impl Netns {
+        pub fn new(prefix: &str) -> Self {
+            let name = format!(
+                "{prefix}{}{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            );
+            ip(&["netns", "add", &name]);
+            let netns = Self(name);
+            ip(&["-n", &netns.0, "link", "set", "lo", "up"]);
+            netns
+        }
+
+        /// [`in_netns`], waited for; a panic in `f` is the caller's.
+        pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+            match in_netns(&self.0, f).join() {
+                Ok(value) => value,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+}

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use poolgate::license::document;
+use poolgate_e2e::netns::{Netns, ip};
 use poolgate_e2e::{Peer, Poolgate, loopback_example, network, upgrade, wait_for};
 
 /// One browser at a time: each runs a poolgate and a Chromium.
@@ -311,26 +312,6 @@ fn the_system_page_edits_the_network_and_confirms_it() {
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
 }
 
-/// Run `ip` with `args`; panics with its output if it fails.
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A network namespace of the test's own, removed however the test ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 #[test]
 fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
     if !nix::unistd::geteuid().is_root() {
@@ -343,12 +324,7 @@ fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
     let browser_dir = browser_dir();
     // Interface pg0 (one end of a veth pair) with the address the browser
     // comes in on.
-    let ns = Netns(format!(
-        "pgui{}{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    ));
-    ip(&["netns", "add", &ns.0]);
+    let ns = Netns::new("pgui");
     // No IPv6 in the namespace: link-local addresses finishing DAD after
     // the browser starts are network changes it aborts navigations for.
     for key in ["all", "default"] {
@@ -359,7 +335,6 @@ fn a_network_change_that_moves_the_admin_address_is_confirmed_at_the_new_one() {
             .expect("run sysctl");
         assert!(status.success(), "sysctl in {}", ns.0);
     }
-    ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
     ip(&[
         "-n", &ns.0, "link", "add", "pg0", "type", "veth", "peer", "name", "pg1",
     ]);

@@ -15,12 +15,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use poolgate_e2e::dig::{Dig, dig};
+use poolgate_e2e::netns::Netns;
 use poolgate_e2e::{AdminClient, Peer, Poolgate, poolgate_cli, wait_for};
 
 const POOLGATE: &str = "127.0.0.53";
@@ -29,50 +29,6 @@ const UNBOUND: &str = "127.0.0.1";
 /// The pool's DNS TTL: a drain must show through Unbound's cache within it.
 const TTL: u32 = 3;
 const MONITOR_PORT: u16 = 15061;
-
-/// The test's network namespace, removed on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("pgdel{}{:04x}", std::process::id(), rand::random::<u16>());
-        ip(&["netns", "add", &name]);
-        let netns = Self(name);
-        ip(&["-n", &netns.0, "link", "set", "lo", "up"]);
-        netns
-    }
-
-    /// Run `f` on a thread inside the namespace; sockets it opens and
-    /// processes and threads it starts live there.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        });
-        match thread.join() {
-            Ok(value) => value,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 fn poolgate_config() -> String {
     let mut text = format!(
@@ -233,7 +189,7 @@ fn a_delegated_pool_resolves_through_nsd_and_unbound() {
         eprintln!("skipped: needs root for a network namespace");
         return;
     }
-    let netns = Netns::new();
+    let netns = Netns::new("pgdel");
     netns.run(run);
 }
 

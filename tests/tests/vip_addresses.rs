@@ -14,12 +14,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use poolgate_e2e::netns::{in_netns, ip};
 use poolgate_e2e::{AdminClient, Poolgate, wait_for};
 
 const PORT: u16 = 15060;
@@ -27,18 +27,6 @@ const VIP4: &str = "198.51.100.20";
 const VIP6: &str = "2001:db8:100::20";
 /// What the client's neighbour table says before poolgate announces.
 const STALE_MAC: &str = "02:00:00:00:00:99";
-
-/// Run `ip` with `args`; panics with its output if it fails.
-fn ip(args: &[&str]) -> String {
-    let output = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn in_ns(ns: &str, command: &[&str]) -> String {
     let mut args = vec!["netns", "exec", ns];
@@ -108,20 +96,6 @@ impl Lab {
     fn appliance_addresses(&self) -> String {
         ip(&["-n", &self.appliance, "-br", "addr", "show", "dev", "eth0"])
     }
-}
-
-/// Run `f` on a thread inside network namespace `ns`; sockets it opens (and
-/// threads it starts) live there.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
 }
 
 /// The member: answers each connection with the family it came in on.
