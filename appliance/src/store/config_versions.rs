@@ -25,6 +25,16 @@ pub(crate) struct StoredVersion {
     pub toml: String,
 }
 
+/// A row of `id, created_at, source, toml`.
+fn stored_version(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVersion> {
+    Ok(StoredVersion {
+        id: row.get(0)?,
+        created_at: row.get(1)?,
+        source: row.get(2)?,
+        toml: row.get(3)?,
+    })
+}
+
 impl Store {
     /// The latest committed config version, if any, as stored.
     pub(crate) fn latest_config(&self) -> Result<Option<StoredVersion>, StoreError> {
@@ -33,14 +43,7 @@ impl Store {
             .query_row(
                 "SELECT id, created_at, source, toml FROM config_versions ORDER BY id DESC LIMIT 1",
                 [],
-                |row| {
-                    Ok(StoredVersion {
-                        id: row.get(0)?,
-                        created_at: row.get(1)?,
-                        source: row.get(2)?,
-                        toml: row.get(3)?,
-                    })
-                },
+                stored_version,
             )
             .optional()?)
     }
@@ -52,14 +55,7 @@ impl Store {
             .query_row(
                 "SELECT id, created_at, source, toml FROM config_versions WHERE id = ?1",
                 params![id],
-                |row| {
-                    Ok(StoredVersion {
-                        id: row.get(0)?,
-                        created_at: row.get(1)?,
-                        source: row.get(2)?,
-                        toml: row.get(3)?,
-                    })
-                },
+                stored_version,
             )
             .optional()?)
     }
