@@ -92,6 +92,85 @@ pub enum InstallError {
     Unread(String),
 }
 
+/// What a root step that applies settings (the network, VRRP) answers:
+/// the request's id, whether it applied them, and what went wrong or what
+/// the system's tools said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepResult {
+    pub id: u64,
+    pub applied: bool,
+    pub message: String,
+}
+
+/// The unprivileged side of a settings step: send `body` (request `id`)
+/// as `request`, and wait up to `wait` for the answer named `result_name`
+/// beside it. `Ok(Ok(message))`: applied; `Ok(Err(message))`: refused.
+pub(crate) fn ask_step(
+    request: &Path,
+    body: &[u8],
+    id: u64,
+    result_name: &str,
+    wait: Duration,
+) -> Result<Result<String, String>, InstallError> {
+    let answer = ask(
+        request,
+        body,
+        &beside(request, result_name),
+        wait,
+        |bytes| {
+            serde_json::from_slice::<StepResult>(bytes)
+                .ok()
+                .filter(|answer| answer.id == id)
+        },
+    )?;
+    Ok(if answer.applied {
+        Ok(answer.message)
+    } else {
+        Err(answer.message)
+    })
+}
+
+/// The root side of a settings step: take the request at `request_path`
+/// (at most `limit` bytes), read it as `R` (`what` names it in a refusal),
+/// `apply` it and answer as `result_name`. `Ok(None)`: no request; a
+/// request that is not an `R` is answered [`Unread`] and is the error.
+pub(crate) fn serve_step<R: serde::de::DeserializeOwned>(
+    request_path: &Path,
+    limit: u64,
+    result_name: &str,
+    what: &str,
+    id: impl FnOnce(&R) -> u64,
+    apply: impl FnOnce(&R) -> Result<String, String>,
+) -> Result<Option<StepResult>, InstallError> {
+    let Some(taken) = take(request_path, limit, result_name)? else {
+        return Ok(None);
+    };
+    let request: R = match serde_json::from_slice(&taken.bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            let reason = format!("not a {what} request: {error}");
+            refuse_unread(&taken.dir, &taken.dir_path, result_name, &reason);
+            return Err(InstallError::Unread(reason));
+        }
+    };
+    let id = id(&request);
+    let result = match apply(&request) {
+        Ok(message) => StepResult {
+            id,
+            applied: true,
+            message,
+        },
+        Err(message) => StepResult {
+            id,
+            applied: false,
+            message,
+        },
+    };
+    write_result(&taken.dir, &taken.dir_path, result_name, &result)?;
+    Ok(Some(result))
+}
+
 /// The root step's answer to a request it could not read (not a regular
 /// file, too long, not the request's form): written where the result goes,
 /// so the request's sender learns at once instead of waiting out its bound.

@@ -115,13 +115,7 @@ pub(crate) struct ApplyRequest {
 }
 
 /// What the root step did with a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApplyResult {
-    pub id: u64,
-    pub applied: bool,
-    pub message: String,
-}
+pub type ApplyResult = install::StepResult;
 
 /// Apply `request` through the root step when the layout names one, else
 /// in process. Returns what the reload said.
@@ -130,23 +124,8 @@ pub(crate) fn apply(layout: &VrrpLayout, request: &ApplyRequest) -> Result<Strin
         return write_and_reload(layout, request);
     };
     let body = serde_json::to_vec(request).expect("a request serialises");
-    let id = request.id;
-    let answer = install::ask(
-        path,
-        &body,
-        &path.with_file_name(RESULT_FILE),
-        RESULT_WAIT,
-        |bytes| {
-            serde_json::from_slice::<ApplyResult>(bytes)
-                .ok()
-                .filter(|answer| answer.id == id)
-        },
-    )?;
-    if answer.applied {
-        Ok(answer.message)
-    } else {
-        Err(ApplyError::Refused(answer.message))
-    }
+    install::ask_step(path, &body, request.id, RESULT_FILE, RESULT_WAIT)?
+        .map_err(ApplyError::Refused)
 }
 
 /// The root step (`poolgate system apply-vrrp`): take the request, apply
@@ -156,31 +135,14 @@ pub fn serve_request(layout: &VrrpLayout) -> Result<Option<ApplyResult>, ApplyEr
         .request
         .as_deref()
         .ok_or_else(|| ApplyError::Refused("the system layout names no VRRP request".into()))?;
-    let Some(taken) = install::take(path, REQUEST_LIMIT, RESULT_FILE)? else {
-        return Ok(None);
-    };
-    let request = match serde_json::from_slice::<ApplyRequest>(&taken.bytes) {
-        Ok(request) => request,
-        Err(error) => {
-            let reason = format!("not a VRRP request: {error}");
-            install::refuse_unread(&taken.dir, &taken.dir_path, RESULT_FILE, &reason);
-            return Err(ApplyError::Refused(reason));
-        }
-    };
-    let result = match write_and_reload(layout, &request) {
-        Ok(message) => ApplyResult {
-            id: request.id,
-            applied: true,
-            message,
-        },
-        Err(error) => ApplyResult {
-            id: request.id,
-            applied: false,
-            message: error.to_string(),
-        },
-    };
-    install::write_result(&taken.dir, &taken.dir_path, RESULT_FILE, &result)?;
-    Ok(Some(result))
+    Ok(install::serve_step(
+        path,
+        REQUEST_LIMIT,
+        RESULT_FILE,
+        "VRRP",
+        |request: &ApplyRequest| request.id,
+        |request| write_and_reload(layout, request).map_err(|error| error.to_string()),
+    )?)
 }
 
 /// The text of keepalived.conf for `request` with `layout`'s paths, after

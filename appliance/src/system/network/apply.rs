@@ -108,14 +108,7 @@ struct ApplyRequest {
 }
 
 /// What the root step did with a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApplyResult {
-    pub id: u64,
-    pub applied: bool,
-    /// What went wrong, or what a reload command said.
-    pub message: String,
-}
+pub type ApplyResult = install::StepResult;
 
 /// Apply `settings` (already validated by the caller) as request `id`:
 /// through the root step when the layout names one, else in process.
@@ -133,17 +126,7 @@ pub(crate) fn apply(
         settings: settings.clone(),
     })
     .expect("a request serialises");
-    let result = request.with_file_name(RESULT_FILE);
-    let answer = install::ask(request, &body, &result, RESULT_WAIT, |bytes| {
-        serde_json::from_slice::<ApplyResult>(bytes)
-            .ok()
-            .filter(|answer| answer.id == id)
-    })?;
-    if answer.applied {
-        Ok(answer.message)
-    } else {
-        Err(ApplyError::Refused(answer.message))
-    }
+    install::ask_step(request, &body, id, RESULT_FILE, RESULT_WAIT)?.map_err(ApplyError::Refused)
 }
 
 /// The root step (`poolgate system apply-network`): take the request the
@@ -153,30 +136,14 @@ pub fn serve_request(layout: &NetworkLayout) -> Result<Option<ApplyResult>, Appl
         .request
         .as_deref()
         .ok_or_else(|| ApplyError::Refused("the system layout names no network request".into()))?;
-    let Some(taken) = install::take(request_path, REQUEST_LIMIT, RESULT_FILE)? else {
-        return Ok(None);
-    };
-    let result = match serde_json::from_slice::<ApplyRequest>(&taken.bytes) {
-        Err(error) => {
-            let reason = format!("not a network request: {error}");
-            install::refuse_unread(&taken.dir, &taken.dir_path, RESULT_FILE, &reason);
-            return Err(ApplyError::Refused(reason));
-        }
-        Ok(request) => match write_and_reload(layout, &request.settings) {
-            Ok(message) => ApplyResult {
-                id: request.id,
-                applied: true,
-                message,
-            },
-            Err(error) => ApplyResult {
-                id: request.id,
-                applied: false,
-                message: error.to_string(),
-            },
-        },
-    };
-    install::write_result(&taken.dir, &taken.dir_path, RESULT_FILE, &result)?;
-    Ok(Some(result))
+    Ok(install::serve_step(
+        request_path,
+        REQUEST_LIMIT,
+        RESULT_FILE,
+        "network",
+        |request: &ApplyRequest| request.id,
+        |request| write_and_reload(layout, &request.settings).map_err(|error| error.to_string()),
+    )?)
 }
 
 /// Validate (again: the root step believes nothing it did not check),
