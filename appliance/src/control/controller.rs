@@ -374,7 +374,14 @@ impl Controller {
         let version = self
             .store
             .record_config(&config, &source.to_string(), &diff, record)?;
-        let mut admin = current.admin.clone();
+        Ok(self.hold(version, config, diff, false))
+    }
+
+    /// Hold `config`, committed as `version` with `diff` from the config
+    /// held until now, as the desired state, with the admin states the diff
+    /// sets.
+    fn hold(&mut self, version: i64, config: Config, diff: ConfigDiff, replace: bool) -> Applied {
+        let mut admin = self.desired.admin.clone();
         diff.apply_admin(&mut admin);
         let config = Arc::new(config);
         self.desired = Arc::new(Desired {
@@ -383,11 +390,11 @@ impl Controller {
             admin,
         });
         self.seq += 1;
-        Ok(Applied::Config {
+        Applied::Config {
             config,
             diff: Box::new(diff),
-            replace: false,
-        })
+            replace,
+        }
     }
 
     /// A change the HA peer committed: its config under its version (with
@@ -420,20 +427,7 @@ impl Controller {
                 let stored_source = format!("{source} ({origin})");
                 self.store
                     .record_peer_config(&config, &stored_source, &diff, version, rebase)?;
-                let mut admin = current.admin.clone();
-                diff.apply_admin(&mut admin);
-                let config = Arc::new(config);
-                self.desired = Arc::new(Desired {
-                    version,
-                    config: Arc::clone(&config),
-                    admin,
-                });
-                self.seq += 1;
-                Ok(Applied::Config {
-                    config,
-                    diff: Box::new(diff),
-                    replace: rebase.is_some(),
-                })
+                Ok(self.hold(version, config, diff, rebase.is_some()))
             }
             PeerChange::Admin {
                 member,
