@@ -631,18 +631,6 @@ fn check(request: &Request, body_available: usize) -> Result<usize, String> {
     Ok(length)
 }
 
-impl Echo {
-    /// What to echo in the answer to a request from `source`: the top Via
-    /// with `received` and `rport` as a response carries them.
-    pub(crate) fn stamped(&self, source: SocketAddr) -> Self {
-        let mut echo = self.clone();
-        if let Some(top) = echo.vias.first_mut() {
-            *top = stamp_via(top, source);
-        }
-        echo
-    }
-}
-
 /// The top Via header value of a request from `source` as its response
 /// carries it: a valueless `rport` gets the source port and `received` the
 /// source address (RFC 3581 §4, both whenever `rport` is asked for), and

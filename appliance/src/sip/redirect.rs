@@ -108,18 +108,18 @@ pub fn decide(view: &PoolView, parsed: &Parsed, source: SocketAddr) -> Decision 
         Err(MessageError::Unreadable(_)) => return Decision::Drop(DropReason::Unaddressable),
         Err(_) if !parsed.echo.addressable() => return Decision::Drop(DropReason::Unaddressable),
         Err(MessageError::Invalid { reason, .. }) => {
-            return respond(&parsed.echo.stamped(source), 400, reason, &[]);
+            return respond(&Answer::new(parsed, source), 400, reason, &[]);
         }
         Err(MessageError::Version(_)) => {
             return respond(
-                &parsed.echo.stamped(source),
+                &Answer::new(parsed, source),
                 505,
                 "Version Not Supported",
                 &[],
             );
         }
     };
-    let echo = &parsed.echo.stamped(source);
+    let echo = &Answer::new(parsed, source);
     if request.method == "ACK" {
         return Decision::Drop(DropReason::Ack);
     }
@@ -178,7 +178,7 @@ fn addressed_member(view: &PoolView, request: &Request) -> Option<String> {
 /// `482` for a request that came back after following a `301` to
 /// `member`: poolgate only redirects, so sending it on is the client's (or
 /// its proxy's) job; answering `301` again would loop for ever.
-fn looped(echo: &Echo, member: &str) -> Decision {
+fn looped(echo: &Answer<'_>, member: &str) -> Decision {
     let warning = format!(
         "399 poolgate \"the Request-URI names pool member {member}; poolgate redirects, it does not proxy: send the request to the member\""
     );
@@ -186,7 +186,7 @@ fn looped(echo: &Echo, member: &str) -> Decision {
 }
 
 /// `301` to the physical sequence of the user named by `target`.
-fn redirect(view: &PoolView, request: &Request, echo: &Echo, target: &str) -> Decision {
+fn redirect(view: &PoolView, request: &Request, echo: &Answer<'_>, target: &str) -> Decision {
     let Ok(aor) = registrar::canonical_aor(target) else {
         return respond(echo, 400, "Cannot read the address-of-record", &[]);
     };
@@ -249,7 +249,7 @@ fn q_value(position: usize) -> String {
     format!("0.{}", digits.trim_end_matches('0'))
 }
 
-fn unavailable(echo: &Echo) -> Decision {
+fn unavailable(echo: &Answer<'_>) -> Decision {
     respond(
         echo,
         503,
@@ -288,7 +288,31 @@ fn address_uri(value: &str) -> &str {
 /// (RFC 3261 §8.2.6.2). The parser never lets a control character into
 /// what it echoes; a value that holds one anyway is left out rather than
 /// sent (it could end the header early or start a new one).
-fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> Decision {
+/// What an answer echoes (the request's `Echo`) and where the request came
+/// from, which the top Via of the answer names (`message::stamp_via`).
+struct Answer<'a> {
+    echo: &'a Echo,
+    source: SocketAddr,
+}
+
+impl<'a> Answer<'a> {
+    fn new(parsed: &'a Parsed, source: SocketAddr) -> Self {
+        Self {
+            echo: &parsed.echo,
+            source,
+        }
+    }
+}
+
+impl std::ops::Deref for Answer<'_> {
+    type Target = Echo;
+
+    fn deref(&self) -> &Echo {
+        self.echo
+    }
+}
+
+fn respond(echo: &Answer<'_>, status: u16, reason: &str, extra: &[(&str, &str)]) -> Decision {
     let mut out = String::with_capacity(512);
     // A reason phrase may hold any text but control characters.
     let reason: String = reason
@@ -296,8 +320,12 @@ fn respond(echo: &Echo, status: u16, reason: &str, extra: &[(&str, &str)]) -> De
         .filter(|c| !c.is_control() || *c == '\t')
         .collect();
     let _ = write!(out, "SIP/2.0 {status} {reason}\r\n");
-    for via in echo.vias.iter().filter(|v| safe(v)) {
-        let _ = write!(out, "Via: {via}\r\n");
+    for (index, via) in echo.vias.iter().enumerate().filter(|(_, v)| safe(v)) {
+        if index == 0 {
+            let _ = write!(out, "Via: {}\r\n", message::stamp_via(via, echo.source));
+        } else {
+            let _ = write!(out, "Via: {via}\r\n");
+        }
     }
     if let Some(from) = echo.from.as_deref().filter(|v| safe(v)) {
         let _ = write!(out, "From: {from}\r\n");
