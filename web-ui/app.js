@@ -167,6 +167,18 @@ function suggest(id, names) {
   list.replaceChildren(...names.map((name) => el("option", { value: name })));
 }
 
+// A member's addresses; with several, each says its own health for the
+// pool's monitor (a dual-stack member is up while either is).
+function addressCell(m, monitor) {
+  const addresses = m.addresses || [{ address: m.address, health: {} }];
+  if (addresses.length === 1) return el("td", {}, addresses[0].address);
+  return el("td", {}, ...addresses.flatMap((a, n) => {
+    const state = (a.health[monitor] || {}).state || "unknown";
+    return [n ? el("br") : null, el("span", { "data-address": a.address, class: `health-${state}`, title: `${monitor}: ${state}` },
+      a.address, state === "up" ? "" : ` (${state})`)];
+  }));
+}
+
 function renderStatus(status) {
   record(status);
   suggest("pool-names", status.pools.map((p) => p.name));
@@ -177,7 +189,7 @@ function renderStatus(status) {
     const rows = pool.members.map((m) => {
       const key = `${pool.name}/${m.name}`;
       return el("tr", { "data-member": m.name, "data-admin-state": m.admin_state },
-        el("td", {}, m.name), el("td", {}, m.address),
+        el("td", {}, m.name), addressCell(m, pool.monitor),
         el("td", { class: `state-${m.admin_state}` }, m.admin_state),
         healthCell(m.health), drainCell(key, m),
         el("td", { class: "connections" }, el("span", { class: "count" }, m.active_connections), chart(history.get(key) || [])),
@@ -271,7 +283,8 @@ const POOL_FIELDS = [
   ["drain_timeout_s", "Drain timeout (s)", "int?"], ["drop_at_deadline", "Reset connections at the drain deadline", "bool"],
 ];
 const MEMBER_FIELDS = [
-  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text"],
+  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text?"],
+  ["addresses", "Or, dual-stack: an IPv4 and an IPv6 address", "strs?"],
   ["weight", "Weight", "int"], ["state", "Admin state", ["enabled", "draining", "disabled"]],
 ];
 const SERVICE_FIELDS = [
@@ -585,6 +598,12 @@ function applianceDnsAddress(config) {
 }
 
 const bare = (name) => name.trim().toLowerCase().replace(/\.$/, "");
+// A member row's address input: one address, or a dual-stack member's IPv4
+// and IPv6 addresses separated by a comma or space.
+function memberAddresses(text) {
+  const list = text.split(/[\s,]+/).filter(Boolean);
+  return list.length > 1 ? { addresses: list } : { address: text.trim() };
+}
 
 // A name in `zone` as a record name: relative when inside, else absolute.
 function recordName(fqdn, zone) {
@@ -666,11 +685,12 @@ function buildFromTemplate(config, values, form) {
   const poolIndex = config.pool.push({ name, fqdn, ...(web ? { aliases: [`sip.${zoneName}`] } : {}),
     monitor: monitorName, registrar_port: 5061, registrar_transport: "tls",
     member: wizardRows.map((row) => ({ name: row.name, ...(row.fqdn ? { fqdn: bare(row.fqdn) } : {}),
-      address: row.address, weight: 1, state: "enabled" })) }) - 1;
+      ...memberAddresses(row.address), weight: 1, state: "enabled" })) }) - 1;
   mark("pool_fqdn", `pool[${poolIndex}].fqdn`);
   wizardRows.forEach((_, i) => {
     const row = $("wizard-members").tBodies[0].rows[i];
     for (const key of ["name", "fqdn", "address"]) row.querySelector(`[name=member_${key}]`).dataset.path = `pool[${poolIndex}].member[${i}].${key}`;
+    if (/[\s,]/.test(wizardRows[i].address.trim())) row.querySelector("[name=member_address]").dataset.path = `pool[${poolIndex}].member[${i}].addresses`;
   });
   if (web) {
     const common = { pool: name, monitor: monitorName, scheduler: "least-connections", idle_timeout_s: 1800, connect_timeout_ms: 3000 };
