@@ -1,0 +1,277 @@
+//! Full backup and restore between two real appliances with separate data
+//! directories, and the support bundle.
+//!
+//! Appliance A (config from a file, a drained and a disabled member, an API
+//! token, a CA bundle) is backed up; a fresh appliance B (another appliance
+//! id, its own admin password) previews the archive, refuses a flipped byte
+//! and a wrong passphrase with nothing changed, then restores it: B has A's
+//! config version, admin states, users (A's password logs in, B's old one
+//! does not, B's session ended), CA bundle and certificate. A's support
+//! bundle holds none of A's secrets.
+
+use std::path::Path;
+
+use base64::Engine;
+use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
+use serde_json::{Value, json};
+
+const PASSWORD_A: &str = "correct horse battery staple";
+const PASSWORD_B: &str = "another appliance's password";
+const PASSPHRASE: &str = "a passphrase for the backup";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn admin_states(client: &AdminClient) -> Vec<(String, String)> {
+    let status = client.json("/api/v1/status");
+    let mut states = Vec::new();
+    for pool in status["pools"].as_array().into_iter().flatten() {
+        for m in pool["members"].as_array().into_iter().flatten() {
+            states.push((
+                m["name"].as_str().expect("name").to_owned(),
+                m["admin_state"].as_str().expect("state").to_owned(),
+            ));
+        }
+    }
+    states
+}
+
+fn status_of(response: reqwest::blocking::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// What B holds, to show a refused restore changed nothing.
+fn state_of(client: &AdminClient) -> (Value, Vec<(String, String)>, Value, Value) {
+    (
+        client.json("/api/v1/system")["config_version"].clone(),
+        admin_states(client),
+        client.json("/api/v1/certificate")["sha256_fingerprint"].clone(),
+        client.json("/api/v1/ca-bundles"),
+    )
+}
+
+fn ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Contoso Test Root CA");
+    params.self_signed(&key).expect("CA cert").pem()
+}
+
+fn db_values(data_dir: &Path, sql: &str) -> Vec<String> {
+    let db = rusqlite::Connection::open(data_dir.join("poolgate.db")).expect("open A's database");
+    let mut stmt = db.prepare(sql).expect("prepare");
+    stmt.query_map([], |row| row.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Poolgate::start_with_config(&dir_a, &loopback_example(), &[]);
+    let mut client_a = AdminClient::setup_and_login(a.address("admin"), PASSWORD_A);
+    // A's state: two admin states set, an API token, a CA bundle.
+    let members = admin_states(&client_a);
+    assert!(members.len() >= 2, "{members:?}");
+    for (member, action) in [(&members[0].0, "drain"), (&members[1].0, "disable")] {
+        let response = client_a.post(
+            &format!("/api/v1/pools/pool01/members/{member}/{action}"),
+            &json!({}),
+        );
+        assert_eq!(response.status().as_u16(), 200, "{action} {member}");
+    }
+    let (code, token) = status_of(client_a.post("/api/v1/tokens", &json!({"name": "scripts"})));
+    assert!(code == 200 || code == 201, "token: {code} {token}");
+    let token_secret = token["token"].as_str().expect("token secret").to_owned();
+    let uploaded = client_a
+        .request(reqwest::Method::PUT, "/api/v1/ca-bundles/contoso")
+        .body(ca_pem())
+        .send()
+        .expect("PUT CA bundle");
+    assert_eq!(uploaded.status().as_u16(), 200);
+    let state_a = state_of(&client_a);
+    assert!(state_a.0.as_i64().expect("version") >= 1);
+
+    // A short passphrase makes no backup.
+    let (code, body) =
+        status_of(client_a.post("/api/v1/system/backup", &json!({"passphrase": "short"})));
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "passphrase", "{body}");
+    let response = client_a.post(
+        "/api/v1/system/backup",
+        &json!({"passphrase": PASSPHRASE, "network": true}),
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(".pgbackup")),
+        "{:?}",
+        response.headers()
+    );
+    let archive = response.bytes().expect("archive").to_vec();
+    assert_eq!(&archive[..8], b"PGBACKUP");
+    let key_pem = std::fs::read_to_string(dir_a.join("tls/admin-key.pem")).expect("A's key");
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        !String::from_utf8_lossy(&archive).contains(&key_body[..40]),
+        "the key is not readable in the archive"
+    );
+
+    // A's support bundle: what support needs, no secret.
+    let response = client_a.get("/api/v1/system/support-bundle");
+    assert_eq!(response.status().as_u16(), 200);
+    let bundle = response.bytes().expect("bundle").to_vec();
+    let unpacked = dir.path().join("support");
+    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    std::fs::write(dir.path().join("support.tar.gz"), &bundle).expect("write bundle");
+    let untar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(dir.path().join("support.tar.gz"))
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .expect("tar");
+    assert!(untar.success());
+    let root = unpacked.join("poolgate-support");
+    let mut text = String::new();
+    for name in [
+        "manifest.json",
+        "system.json",
+        "status.json",
+        "config.toml",
+        "events.json",
+        "licence.json",
+        "network.json",
+    ] {
+        let file = std::fs::read_to_string(root.join(name))
+            .unwrap_or_else(|e| panic!("{name} in the bundle: {e}"));
+        text.push_str(&file);
+    }
+    assert!(text.contains("pool01"), "the config and status are there");
+    assert!(text.contains("committed from"), "events are there");
+    let mut secrets = vec![PASSWORD_A.to_owned(), token_secret.clone(), key_body];
+    secrets.extend(db_values(&dir_a, "SELECT password_hash FROM admin_users"));
+    secrets.extend(db_values(&dir_a, "SELECT token_hash FROM api_tokens"));
+    secrets.extend(db_values(&dir_a, "SELECT id_hash FROM sessions"));
+    assert!(secrets.len() >= 5);
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret is in the bundle");
+    }
+    assert!(!text.contains("PRIVATE KEY"));
+
+    // A fails: B replaces it (and takes over its virtual service ports).
+    let mut a = a;
+    a.terminate(std::time::Duration::from_secs(20));
+
+    // B: a fresh appliance of its own.
+    let b = Poolgate::start(&dir_b, &["--admin-listen", "127.0.0.1:0"]);
+    let mut client_b = AdminClient::setup_and_login(b.address("admin"), PASSWORD_B);
+    let before = state_of(&client_b);
+    assert_ne!(before.2, state_a.2, "B made a certificate of its own");
+
+    // Refused, with the reason, and nothing changed.
+    let mut flipped = archive.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    for (what, body) in [
+        (
+            "flipped byte",
+            json!({"passphrase": PASSPHRASE, "archive": b64(&flipped)}),
+        ),
+        (
+            "wrong passphrase",
+            json!({"passphrase": "not the passphrase", "archive": b64(&archive)}),
+        ),
+        (
+            "not a backup",
+            json!({"passphrase": PASSPHRASE, "archive": b64(b"PK\x03\x04 a zip file")}),
+        ),
+    ] {
+        for path in ["/api/v1/system/restore/preview", "/api/v1/system/restore"] {
+            let (code, answer) = status_of(client_b.post(path, &body));
+            assert_eq!(code, 422, "{what} at {path}: {answer}");
+            assert_eq!(answer["fields"][0]["field"], "archive", "{answer}");
+            let message = answer["fields"][0]["message"].as_str().unwrap_or("");
+            let expected = if what == "not a backup" {
+                "not a poolgate backup"
+            } else {
+                "wrong passphrase, or the archive was changed"
+            };
+            assert!(message.contains(expected), "{what}: {answer}");
+        }
+    }
+    assert_eq!(
+        state_of(&client_b),
+        before,
+        "a refused restore changed nothing"
+    );
+    AdminClient::new(b.address("admin")).login("admin", PASSWORD_B);
+
+    // The preview says what would change.
+    let body = json!({"passphrase": PASSPHRASE, "archive": b64(&archive)});
+    let (code, preview) = status_of(client_b.post("/api/v1/system/restore/preview", &body));
+    assert_eq!(code, 200, "{preview}");
+    assert_eq!(preview["config_version_now"], before.0, "{preview}");
+    assert_eq!(preview["config_version_restored"], state_a.0, "{preview}");
+    assert_eq!(preview["other_appliance"], true, "{preview}");
+    assert_eq!(preview["users_changed"], json!(["admin"]), "{preview}");
+    assert_eq!(preview["certificate_now"], before.2, "{preview}");
+    assert_eq!(preview["certificate_restored"], state_a.2, "{preview}");
+    assert_eq!(
+        preview["ca_bundles_restored"],
+        json!(["contoso"]),
+        "{preview}"
+    );
+    assert_eq!(preview["sessions_end"], true, "{preview}");
+    assert_eq!(state_of(&client_b), before, "a preview changes nothing");
+
+    // The restore.
+    let (code, restored) = status_of(client_b.post("/api/v1/system/restore", &body));
+    assert_eq!(code, 200, "{restored}");
+    assert_eq!(restored["version"], state_a.0, "{restored}");
+    assert_eq!(restored["certificate_installed"], true, "{restored}");
+    // B's session ended; B's old password no longer logs in, A's does.
+    assert_eq!(client_b.get("/api/v1/session").status().as_u16(), 401);
+    let refused = AdminClient::new(b.address("admin")).post(
+        "/api/v1/session",
+        &json!({"username": "admin", "password": PASSWORD_B}),
+    );
+    assert_eq!(refused.status().as_u16(), 401);
+    client_b.login("admin", PASSWORD_A);
+    assert_eq!(state_of(&client_b), state_a, "B has A's state");
+    // A's API token works on B.
+    let mut scripted = AdminClient::new(b.address("admin"));
+    scripted.bearer = Some(token_secret.clone());
+    assert_eq!(scripted.get("/api/v1/status").status().as_u16(), 200);
+    // B presents A's certificate on its TLS handshakes from now on.
+    let events = client_b.json("/api/v1/events?kind=system");
+    assert!(
+        events.to_string().contains("Restored from a backup"),
+        "{events}"
+    );
+    // And after a restart, B reads back what it restored.
+    drop(scripted);
+    let mut b = b;
+    b.terminate(std::time::Duration::from_secs(20));
+    let b = Poolgate::start(&dir_b, &["--admin-listen", "127.0.0.1:0"]);
+    let mut client_b = AdminClient::new(b.address("admin"));
+    client_b.login("admin", PASSWORD_A);
+    assert_eq!(
+        state_of(&client_b),
+        state_a,
+        "B keeps A's state over a restart"
+    );
+}
