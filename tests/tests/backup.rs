@@ -275,3 +275,101 @@ fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
         "B keeps A's state over a restart"
     );
 }
+
+/// The console: a backup of a stopped appliance, restored into another's
+/// data directory (preview first, a wrong passphrase refused), and the
+/// restored appliance starts with it.
+#[test]
+fn the_console_backs_up_a_stopped_appliance_and_restores_it_into_another() {
+    use poolgate_e2e::poolgate_cli;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let a = Poolgate::start_with_config(&dir_a, &loopback_example(), &[]);
+    let client_a = AdminClient::setup_and_login(a.address("admin"), PASSWORD_A);
+    let member = admin_states(&client_a)[0].0.clone();
+    let drained = client_a.post(
+        &format!("/api/v1/pools/pool01/members/{member}/drain"),
+        &json!({}),
+    );
+    assert_eq!(drained.status().as_u16(), 200);
+    let state_a = state_of(&client_a);
+    drop(client_a);
+    let mut a = a;
+    a.terminate(std::time::Duration::from_secs(20));
+
+    let archive = dir.path().join("a.pgbackup");
+    let out = poolgate_cli(
+        &[
+            "admin",
+            "backup",
+            "--data-dir",
+            &path(&dir_a),
+            &path(&archive),
+        ],
+        &format!("{PASSPHRASE}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Never overwritten.
+    let again = poolgate_cli(
+        &[
+            "admin",
+            "backup",
+            "--data-dir",
+            &path(&dir_a),
+            &path(&archive),
+        ],
+        &format!("{PASSPHRASE}\n"),
+    );
+    assert!(!again.status.success());
+
+    // B ran once (it has an appliance id and a password of its own).
+    let b = Poolgate::start(&dir_b, &["--admin-listen", "127.0.0.1:0"]);
+    drop(AdminClient::setup_and_login(b.address("admin"), PASSWORD_B));
+    let mut b = b;
+    b.terminate(std::time::Duration::from_secs(20));
+    let restore = |extra: &[&str], passphrase: &str| {
+        let mut args = vec!["admin", "restore", "--data-dir"];
+        let (data, file) = (path(&dir_b), path(&archive));
+        args.push(&data);
+        args.extend_from_slice(extra);
+        args.push(&file);
+        poolgate_cli(&args, &format!("{passphrase}\n"))
+    };
+    let wrong = restore(&[], "not the passphrase");
+    assert_eq!(wrong.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let preview = restore(&["--preview"], PASSPHRASE);
+    assert!(
+        preview.status.success(),
+        "{}",
+        String::from_utf8_lossy(&preview.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&preview.stdout).expect("preview JSON");
+    assert_eq!(shown["config_version_now"], 0, "{shown}");
+    assert_eq!(shown["config_version_restored"], state_a.0, "{shown}");
+    let restored = restore(&[], PASSPHRASE);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+
+    let b = Poolgate::start(&dir_b, &["--admin-listen", "127.0.0.1:0"]);
+    let mut client_b = AdminClient::new(b.address("admin"));
+    let refused = client_b.post(
+        "/api/v1/session",
+        &json!({"username": "admin", "password": PASSWORD_B}),
+    );
+    assert_eq!(refused.status().as_u16(), 401);
+    client_b.login("admin", PASSWORD_A);
+    assert_eq!(state_of(&client_b), state_a, "B starts with A's state");
+}

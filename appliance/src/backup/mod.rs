@@ -32,6 +32,7 @@
 //!   invalid — but reported, with what to do; this appliance keeps its own
 //!   licence or evaluation.
 
+mod console;
 pub(crate) mod format;
 pub(crate) mod support;
 
@@ -46,6 +47,7 @@ use crate::health::ca::{self, CaBundles};
 use crate::license::{LicenceError, Licensing};
 use crate::store::{AdminRow, Credentials, LicenceRow, Restore, Store, StoreError, VersionRow};
 
+pub use console::{ConsoleRestore, backup_data_dir, restore_data_dir};
 pub use format::{FormatError, MAX_ARCHIVE_BYTES, MIN_PASSPHRASE_LEN};
 
 /// The payload's own version, inside the encrypted archive.
@@ -129,6 +131,15 @@ pub(crate) fn collect(
         }
         None => None,
     };
+    collect_with(store, certificate, network)
+}
+
+/// [`collect`] with the certificate already read.
+fn collect_with(
+    store: &Store,
+    certificate: Option<CertificatePem>,
+    network: bool,
+) -> Result<Snapshot, BackupError> {
     let setting = |key: &str| -> Result<Option<serde_json::Value>, StoreError> {
         Ok(store
             .setting(key)?
@@ -211,15 +222,41 @@ pub(crate) struct Plan {
     pub bundles: CaBundles,
     pub certificate: Option<CertificateInfo>,
     pub licences: Vec<LicenceVerdict>,
-    /// The archive's `[listen]` differs from this appliance's (kept).
+    /// This appliance's `[listen]` (or its admin address) was kept where
+    /// the archive's differs.
     pub listen_differs: bool,
 }
 
-/// Check everything in `snapshot` against this appliance (whose `[listen]`
-/// is `own_listen`), writing nothing. Blocking (the licensing clock).
+/// What of this appliance's `[listen]` a restore keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeepListen<'a> {
+    /// All of it: the appliance has a config of its own, with its addresses.
+    All(&'a Config),
+    /// Only the admin listener (a fresh appliance taking over from the one
+    /// backed up: DNS and SIP listen where they did there, while the admin
+    /// keeps reaching the UI where it is now).
+    Admin(&'a Config),
+    /// Nothing (a console restore into a data directory without a config).
+    Nothing,
+}
+
+impl<'a> KeepListen<'a> {
+    /// For the config in force: all of it if one is stored, else the admin.
+    pub(crate) fn of(desired: &'a crate::control::Desired) -> Self {
+        if desired.stored() {
+            Self::All(&desired.config)
+        } else {
+            Self::Admin(&desired.config)
+        }
+    }
+}
+
+/// Check everything in `snapshot` against this appliance, keeping what
+/// `keep` says of its `[listen]`. Writes nothing. Blocking (the licensing
+/// clock).
 pub(crate) fn plan(
     snapshot: Snapshot,
-    own: &Config,
+    keep: KeepListen<'_>,
     licensing: &Licensing,
 ) -> Result<Plan, BackupError> {
     let mut bundles = CaBundles::new();
@@ -245,8 +282,15 @@ pub(crate) fn plan(
                 let archived = config::from_toml(&latest.toml, &name)
                     .map_err(|e| contents("config", e.to_string()))?;
                 let mut file = archived.source().clone();
-                let differs = file.listen != own.source().listen;
-                file.listen = own.source().listen.clone();
+                let archived_listen = file.listen.clone();
+                match keep {
+                    KeepListen::All(own) => file.listen = own.source().listen.clone(),
+                    KeepListen::Admin(own) => {
+                        file.listen.admin = own.source().listen.admin.clone();
+                    }
+                    KeepListen::Nothing => {}
+                }
+                let differs = file.listen != archived_listen;
                 let config = config::from_toml(&config::file_to_toml(&file), &name)
                     .map_err(|e| contents("config", e.to_string()))?;
                 let missing = ca::missing(&config, &bundles);
@@ -438,8 +482,10 @@ pub(crate) struct PreviewBody {
     pub ca_bundles_restored: Vec<String>,
     pub licence_now: Option<String>,
     pub licences: Vec<LicenceVerdict>,
-    /// The archive's `[listen]` section differs from this appliance's,
-    /// which is kept: change it in the config afterwards if wanted.
+    /// This appliance keeps its own `[listen]` section where the archive's
+    /// differs (an appliance with a config of its own keeps all of it; a
+    /// fresh one keeps its admin address and takes the archive's DNS and SIP
+    /// listeners): change it in the config afterwards if wanted.
     pub listen_kept: bool,
     /// The archive holds network (or VRRP) settings: never applied by a
     /// restore; they are in `network_settings`/`vrrp_settings` for the

@@ -146,7 +146,7 @@ async fn read_plan(state: &AppState, body: Body) -> Result<(backup::Plan, Previe
         .collect();
     tokio::task::spawn_blocking(move || {
         let snapshot = backup::open(&archive, &body.passphrase)?;
-        let plan = backup::plan(snapshot, &desired.config, &licensing)?;
+        let plan = backup::plan(snapshot, backup::KeepListen::of(&desired), &licensing)?;
         let current = backup::Current {
             version: desired.version,
             admin: desired.admin.clone(),
