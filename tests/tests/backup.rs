@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use base64::Engine;
+use poolgate::license::document::{self, Licence, Limits};
 use poolgate_e2e::{AdminClient, Poolgate, loopback_example};
 use serde_json::{Value, json};
 
@@ -52,6 +53,31 @@ fn state_of(client: &AdminClient) -> (Value, Vec<(String, String)>, Value, Value
     )
 }
 
+/// A vendor key the test binary trusts (`test-license-keys`), and a
+/// licence for `appliance_id` signed with it.
+fn vendor_key(dir: &Path) -> (ed25519_dalek::SigningKey, String) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let file = dir.join("keys.txt");
+    std::fs::write(&file, document::key_hex(&key.verifying_key())).expect("write keys");
+    (key, file.to_str().expect("utf-8").to_owned())
+}
+
+fn licence(key: &ed25519_dalek::SigningKey, appliance_id: &str) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    document::sign(
+        &Licence {
+            id: "L-1001".into(),
+            customer: "Contoso Ltd".into(),
+            issued: now - time::Duration::minutes(1),
+            not_before: None,
+            expires: None,
+            appliance_id: appliance_id.into(),
+            limits: Limits::default(),
+        },
+        key,
+    )
+}
+
 fn ca_pem() -> String {
     let key = rcgen::KeyPair::generate().expect("CA key");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -75,9 +101,20 @@ fn db_values(data_dir: &Path, sql: &str) -> Vec<String> {
 fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    let a = Poolgate::start_with_config(&dir_a, &loopback_example(), &[]);
-    let mut client_a = AdminClient::setup_and_login(a.address("admin"), PASSWORD_A);
-    // A's state: two admin states set, an API token, a CA bundle.
+    let (vendor, keys) = vendor_key(dir.path());
+    let env = [("POOLGATE_TEST_LICENSE_KEYS", keys.as_str())];
+    let a = Poolgate::start_with_config_env(&dir_a, &loopback_example(), &[], &env);
+    let client_a = AdminClient::setup_and_login(a.address("admin"), PASSWORD_A);
+    // A's state: a licence, two admin states set, an API token, a CA bundle.
+    let id_a = client_a.json("/api/v1/system")["appliance_id"]
+        .as_str()
+        .expect("appliance id")
+        .to_owned();
+    let licence_a = licence(&vendor, &id_a);
+    let (code, status) =
+        status_of(client_a.post("/api/v1/license", &json!({"license": licence_a})));
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["state"], "licensed", "{status}");
     let members = admin_states(&client_a);
     assert!(members.len() >= 2, "{members:?}");
     for (member, action) in [(&members[0].0, "drain"), (&members[1].0, "disable")] {
@@ -162,7 +199,12 @@ fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
     }
     assert!(text.contains("pool01"), "the config and status are there");
     assert!(text.contains("committed from"), "events are there");
-    let mut secrets = vec![PASSWORD_A.to_owned(), token_secret.clone(), key_body];
+    let mut secrets = vec![
+        PASSWORD_A.to_owned(),
+        token_secret.clone(),
+        key_body,
+        licence_a,
+    ];
     secrets.extend(db_values(&dir_a, "SELECT password_hash FROM admin_users"));
     secrets.extend(db_values(&dir_a, "SELECT token_hash FROM api_tokens"));
     secrets.extend(db_values(&dir_a, "SELECT id_hash FROM sessions"));
@@ -177,7 +219,7 @@ fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
     a.terminate(std::time::Duration::from_secs(20));
 
     // B: a fresh appliance of its own.
-    let b = Poolgate::start(&dir_b, &["--admin-listen", "127.0.0.1:0"]);
+    let b = Poolgate::start_with_env(&dir_b, &["--admin-listen", "127.0.0.1:0"], &env);
     let mut client_b = AdminClient::setup_and_login(b.address("admin"), PASSWORD_B);
     let before = state_of(&client_b);
     assert_ne!(before.2, state_a.2, "B made a certificate of its own");
@@ -236,6 +278,17 @@ fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
         "{preview}"
     );
     assert_eq!(preview["sessions_end"], true, "{preview}");
+    // A's licence is bound to A: reported with what to do, not installed.
+    let verdict = &preview["licences"][0];
+    assert_eq!(verdict["license_id"], "L-1001", "{preview}");
+    assert_eq!(verdict["restored"], false, "{preview}");
+    assert_eq!(verdict["bound_to"], id_a.as_str(), "{preview}");
+    assert!(
+        verdict["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("re-issue")),
+        "{preview}"
+    );
     assert_eq!(state_of(&client_b), before, "a preview changes nothing");
 
     // The restore.
@@ -252,6 +305,14 @@ fn a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state() {
     assert_eq!(refused.status().as_u16(), 401);
     client_b.login("admin", PASSWORD_A);
     assert_eq!(state_of(&client_b), state_a, "B has A's state");
+    // B keeps its own evaluation; A's licence is kept for the re-issue.
+    let licence_b = client_b.json("/api/v1/license");
+    assert_eq!(licence_b["state"], "evaluation", "{licence_b}");
+    assert_eq!(
+        licence_b["other_appliance_licences"][0]["bound_to"],
+        id_a.as_str(),
+        "{licence_b}"
+    );
     // A's API token works on B.
     let mut scripted = AdminClient::new(b.address("admin"));
     scripted.bearer = Some(token_secret.clone());

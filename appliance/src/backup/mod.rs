@@ -413,7 +413,15 @@ impl Plan {
             })
             .cloned()
             .collect();
+        let other: Vec<&LicenceVerdict> = self
+            .licences
+            .iter()
+            .filter(|v| v.bound_to.is_some())
+            .collect();
+        let other_licences =
+            (!other.is_empty()).then(|| serde_json::to_string(&other).expect("verdicts serialise"));
         Restore {
+            other_licences,
             versions,
             admin: s.admin_states.clone(),
             credentials: s.credentials.clone(),

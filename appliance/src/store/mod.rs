@@ -50,7 +50,7 @@ pub use auth::{
 pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;
-pub(crate) use restore::{AdminRow, LicenceRow, Restore, VersionRow};
+pub(crate) use restore::{AdminRow, LicenceRow, OTHER_APPLIANCE_LICENCES, Restore, VersionRow};
 pub(crate) use seen::SeenLimits;
 pub use settings::SettingWrite;
 

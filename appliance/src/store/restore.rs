@@ -50,9 +50,17 @@ pub(crate) struct Restore {
     pub credentials: Credentials,
     pub ca_bundles: Vec<(String, String)>,
     pub licences: Vec<LicenceRow>,
+    /// Licences from the archive bound to another appliance, kept (JSON)
+    /// under [`OTHER_APPLIANCE_LICENCES`] for the licence page; `None`
+    /// removes an earlier restore's.
+    pub other_licences: Option<String>,
     /// Shown in the restore's event.
     pub summary: String,
 }
+
+/// Settings key of the licences a restore brought that are bound to
+/// another appliance (what to re-issue).
+pub(crate) const OTHER_APPLIANCE_LICENCES: &str = "restore.other_appliance_licences";
 
 impl Store {
     /// Every config version, oldest first.
@@ -151,6 +159,16 @@ impl Store {
                     params![name, pem, now],
                 )?;
             }
+            match &from.other_licences {
+                Some(value) => super::SettingWrite::Set {
+                    key: OTHER_APPLIANCE_LICENCES,
+                    value,
+                },
+                None => super::SettingWrite::Remove {
+                    key: OTHER_APPLIANCE_LICENCES,
+                },
+            }
+            .run(tx)?;
             for l in &from.licences {
                 tx.execute(
                     "INSERT INTO licences (licence_id, text, installed_at) VALUES (?1, ?2, ?3)",
@@ -171,5 +189,109 @@ impl Store {
             }));
             Ok(((), Some(event)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::auth::{TokenRow, UserRow};
+    use super::*;
+
+    fn user(name: &str, hash: &str) -> UserRow {
+        UserRow {
+            username: name.into(),
+            password_hash: hash.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn restore(users: Vec<UserRow>, tokens: Vec<TokenRow>) -> Restore {
+        Restore {
+            versions: vec![VersionRow {
+                id: 7,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                source: "API (admin)".into(),
+                toml: "# version 7".into(),
+            }],
+            admin: vec![AdminRow {
+                pool: "pool01".into(),
+                member: "fe01".into(),
+                state: "draining".into(),
+                changed_at: "2026-01-01T00:00:00Z".into(),
+            }],
+            credentials: Credentials { users, tokens },
+            ca_bundles: vec![("contoso".into(), "PEM".into())],
+            licences: Vec::new(),
+            other_licences: Some("[]".into()),
+            summary: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_restore_replaces_every_table_and_ends_every_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .set_first_password("admin", "a first password")
+            .expect("password");
+        let (secret, _) = store
+            .create_session("admin", std::time::Duration::from_secs(3600))
+            .expect("session");
+        store
+            .restore(&restore(
+                vec![user("admin", "$restored"), user("ops", "$ops")],
+                Vec::new(),
+            ))
+            .expect("restore");
+        assert!(store.session(&secret).expect("read").is_none());
+        let history = store.config_history().expect("history");
+        assert_eq!(history.iter().map(|v| v.id).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(store.admin_history().expect("admin")[0].state, "draining");
+        let users = store.credentials().expect("users").users;
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].password_hash, "$restored");
+        assert_eq!(store.ca_bundles().expect("bundles")[0].0, "contoso");
+        assert_eq!(
+            store
+                .setting(OTHER_APPLIANCE_LICENCES)
+                .expect("setting")
+                .as_deref(),
+            Some("[]")
+        );
+    }
+
+    #[test]
+    fn a_restore_that_fails_part_way_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .set_first_password("admin", "a first password")
+            .expect("password");
+        let (secret, _) = store
+            .create_session("admin", std::time::Duration::from_secs(3600))
+            .expect("session");
+        let before = store.credentials().expect("before");
+        // A token of a user the archive lacks: the foreign key refuses it,
+        // after every table was already emptied in the transaction.
+        let orphan = TokenRow {
+            username: "nobody".into(),
+            name: "scripts".into(),
+            token_hash: "abc".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            revoked_at: None,
+            expires_at: None,
+        };
+        store
+            .restore(&restore(vec![user("admin", "$restored")], vec![orphan]))
+            .expect_err("refused");
+        assert_eq!(store.credentials().expect("after"), before);
+        assert!(store.session(&secret).expect("read").is_some());
+        assert!(store.config_history().expect("history").is_empty());
+        assert!(store.ca_bundles().expect("bundles").is_empty());
+        assert_eq!(
+            store.setting(OTHER_APPLIANCE_LICENCES).expect("setting"),
+            None
+        );
     }
 }
