@@ -11,6 +11,13 @@
 //! A preview takes the same path as a dry run: it stops before the commit
 //! and returns the diff.
 //!
+//! A restored backup ([`Change::Restore`], checked whole by `crate::backup`
+//! first) replaces config history, admin states, users, CA bundles and
+//! licences in one store transaction, then publishes the CA bundles and the
+//! config as a replacement (the version may move back); it is refused on a
+//! standby and while an admin listener move awaits confirmation, as a
+//! config change is.
+//!
 //! Invariants:
 //! * Requests reach the task over one mpsc channel, each with a oneshot for
 //!   its reply, so changes are applied one at a time in one order: the order
