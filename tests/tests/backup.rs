@@ -434,3 +434,41 @@ fn the_console_backs_up_a_stopped_appliance_and_restores_it_into_another() {
     client_b.login("admin", PASSWORD_A);
     assert_eq!(state_of(&client_b), state_a, "B starts with A's state");
 }
+
+/// The System page's Backup & restore panel in headless Chromium
+/// (`tests/browser/backup.mjs`).
+#[test]
+fn the_system_page_backs_up_previews_and_restores() {
+    let browser = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/browser first (.ci/run does)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut poolgate =
+        Poolgate::start_with_config(&dir.path().join("var"), &loopback_example(), &[]);
+    drop(AdminClient::setup_and_login(
+        poolgate.address("admin"),
+        PASSWORD_A,
+    ));
+    let artifacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/browser-artifacts/backup");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = std::process::Command::new("node")
+        .arg(browser.join("backup.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        poolgate
+            .terminate(std::time::Duration::from_secs(10))
+            .success()
+    );
+}
