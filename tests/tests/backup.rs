@@ -472,3 +472,51 @@ fn the_system_page_backs_up_previews_and_restores() {
             .success()
     );
 }
+
+/// An appliance in an HA pair refuses a restore (its peer would be left
+/// out of step) and says how to do it instead.
+#[test]
+fn an_appliance_in_an_ha_pair_refuses_a_restore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = loopback_example();
+    config.remove("virtual_service");
+    let sync_a = format!("127.0.0.1:{}", poolgate_e2e::free_port());
+    let sync_b = format!("127.0.0.2:{}", poolgate_e2e::free_port());
+    let a = Poolgate::start_with_config(&dir.path().join("a"), &config, &["--ha-listen", &sync_a]);
+    let client_a = AdminClient::setup_and_login(a.address("admin"), PASSWORD_A);
+    let b = Poolgate::start(
+        &dir.path().join("b"),
+        &["--admin-listen", "127.0.0.2:0", "--ha-listen", &sync_b],
+    );
+    let client_b = AdminClient::setup_and_login(b.address("admin"), PASSWORD_A);
+    let archive = client_a
+        .post("/api/v1/system/backup", &json!({"passphrase": PASSPHRASE}))
+        .bytes()
+        .expect("archive")
+        .to_vec();
+    let code: Value = client_a
+        .post("/api/v1/ha/pairing-code", &json!({}))
+        .json()
+        .expect("JSON");
+    let joined = client_b.post(
+        "/api/v1/ha/join",
+        &json!({"peer": sync_a, "code": code["code"]}),
+    );
+    assert_eq!(
+        joined.status().as_u16(),
+        200,
+        "{}",
+        joined.text().unwrap_or_default()
+    );
+    let body = json!({"passphrase": PASSPHRASE, "archive": b64(&archive)});
+    for client in [&client_a, &client_b] {
+        let (code, answer) = status_of(client.post("/api/v1/system/restore", &body));
+        assert_eq!(code, 409, "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unpair")),
+            "{answer}"
+        );
+    }
+}

@@ -14,7 +14,8 @@
 //!   force. Every session ends (log in again with a restored user).
 //!   A wrong passphrase, a changed byte, an archive of an unknown version or
 //!   contents that do not pass the checks: 422 naming the reason, nothing
-//!   changed. Bodies over 48 MiB (archives over 32 MiB) are refused.
+//!   changed. Bodies over 48 MiB (archives over 32 MiB) are refused. In an
+//!   HA pair: 409 (unpair, restore, pair again).
 //! * `GET /api/v1/system/support-bundle` — a tar.gz for the vendor's
 //!   support, every secret removed (`backup::support`).
 
@@ -177,6 +178,14 @@ pub(crate) async fn restore(
     Extension(principal): Extension<Principal>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    // The peer would see config versions move back and users change under
+    // it; a pair is restored by unpairing, restoring one, pairing again.
+    if state.ha.as_ref().is_some_and(|ha| ha.pair().is_some()) {
+        return Err(ApiError::Ha(
+            "this appliance is in an HA pair: unpair it (DELETE /api/v1/ha), restore, then pair the peer again"
+                .to_owned(),
+        ));
+    }
     let (plan, preview) = read_plan(&state, body).await?;
     let certificate = plan.snapshot.certificate.clone();
     let outcome = state
