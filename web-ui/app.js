@@ -69,7 +69,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); }
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -1411,6 +1411,9 @@ async function loadLicence() {
   $("licence-status").textContent = `${data.state}: ${data.message}`;
   $("licence-status").dataset.state = data.state;
   $("appliance-id").textContent = data.appliance_id;
+  const elsewhere = data.other_appliance_licences || [];
+  $("licence-elsewhere").hidden = !elsewhere.length;
+  $("licence-elsewhere").textContent = elsewhere.map((l) => `Licence ${l.license_id} (restored from a backup): ${l.message}`).join(" ");
 }
 
 $("licence-form").addEventListener("submit", async (event) => {
@@ -1421,6 +1424,103 @@ $("licence-form").addEventListener("submit", async (event) => {
   $("licence-error").textContent = "";
   event.target.reset();
   loadLicence();
+});
+
+// ---------------------------------------------------------------- system → backup & restore
+
+let restoreBody = null; // the previewed {passphrase, archive} awaiting "Restore now"
+
+function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function resetRestore() {
+  restoreBody = null;
+  $("restore-preview").hidden = true;
+}
+
+$("backup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  if (form.get("passphrase") !== form.get("repeat")) { $("backup-error").textContent = "The two passphrases differ."; return; }
+  const response = await fetch("/api/v1/system/backup", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
+    body: JSON.stringify({ passphrase: form.get("passphrase"), network: form.get("network") === "on" }),
+  });
+  if (response.status !== 200) {
+    let data = null;
+    try { data = await response.json(); } catch (_) { /* empty body */ }
+    $("backup-error").textContent = errorText(data);
+    return;
+  }
+  $("backup-error").textContent = "";
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "poolgate.pgbackup";
+  download(await response.blob(), name);
+  event.target.reset();
+});
+
+function fileBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function restoreFacts(p) {
+  const list = (items) => (items && items.length ? items.join(", ") : "none");
+  const admin = p.admin_states.map((a) => `${a.pool}/${a.member}: ${a.now || "—"} → ${a.restored || "—"}`);
+  const facts = [
+    ["Made", `${p.made_at} by poolgate ${p.made_by_version} on appliance ${p.from_appliance}${p.other_appliance ? " (another appliance)" : ""}`],
+    ["Config version", `${p.config_version_now} now → ${p.config_version_restored} (${p.config_versions_in_archive} versions in the backup)`],
+    ["Admin states", list(admin)],
+    ["Users added", list(p.users_added)],
+    ["Users removed", list(p.users_removed)],
+    ["Passwords changed", list(p.users_changed)],
+    ["API tokens", `${p.api_tokens_now} now → ${p.api_tokens_restored}`],
+    ["Certificate", p.certificate_restored ? `${p.certificate_subject_restored} (SHA-256 ${p.certificate_restored})${p.certificate_restored === p.certificate_now ? ", the one in use" : ""}` : "none in the backup"],
+    ["CA bundles", `${list(p.ca_bundles_now)} now → ${list(p.ca_bundles_restored)}`],
+    ["Licences", list(p.licences.map((l) => `${l.license_id}: ${l.message}`))],
+  ];
+  if (p.listen_kept) facts.push(["Listen addresses", "this appliance's own are kept where the backup's differ"]);
+  if (p.network_settings || p.vrrp_settings) facts.push(["Network settings", "in the backup, not applied: set them under Network"]);
+  facts.push(["Sessions", "everyone is logged out"]);
+  return facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]);
+}
+
+$("restore-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  resetRestore();
+  const form = new FormData(event.target);
+  const file = form.get("archive");
+  if (!(file instanceof File) || !file.size) { $("restore-error").textContent = "Choose a backup file."; return; }
+  const body = { passphrase: String(form.get("passphrase")), archive: await fileBase64(file) };
+  const { status, data } = await api("POST", "/api/v1/system/restore/preview", body);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  $("restore-error").textContent = "";
+  restoreBody = body;
+  document.querySelector("#restore-preview dl").replaceChildren(...restoreFacts(data));
+  $("restore-preview").hidden = false;
+});
+
+$("restore-apply").addEventListener("click", async () => {
+  if (!restoreBody || !confirm("Restore this backup? Everyone is logged out.")) return;
+  const { status, data } = await api("POST", "/api/v1/system/restore", restoreBody);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  resetRestore();
+  $("restore-form").reset();
+  csrf = null;
+  if (stream) stream.close();
+  show("login");
+  $("login-error").textContent = `Restored config version ${data.version}. Log in with a user from the backup.`;
 });
 
 // ---------------------------------------------------------------- session
