@@ -691,10 +691,7 @@ fn a_dual_stack_member_is_answered_probed_connected_and_drained_on_both_families
     );
 
     // The IPv6 VIP connects to fe01's IPv6 address and, fe02 having none, to its IPv4 one.
-    let mut seen = BTreeSet::new();
-    for _ in 0..6 {
-        seen.insert(rt.block_on(greeting(vip)));
-    }
+    let seen: BTreeSet<String> = (0..6).map(|_| rt.block_on(greeting(vip))).collect();
     assert_eq!(seen, set(&["fe01 over IPv6", "fe02 over IPv4"]));
 
     // Draining takes both of fe01's addresses out of the pool's answers.
@@ -756,10 +753,7 @@ fn a_dual_stack_member_is_answered_probed_connected_and_drained_on_both_families
         fe01["addresses"][1]["health"]["fe"]["state"], "down",
         "{fe01}"
     );
-    let mut seen = BTreeSet::new();
-    for _ in 0..6 {
-        seen.insert(rt.block_on(greeting(vip)));
-    }
+    let seen: BTreeSet<String> = (0..6).map(|_| rt.block_on(greeting(vip))).collect();
     assert_eq!(seen, set(&["fe01 over IPv4", "fe02 over IPv4"]));
     poolgate.terminate(Duration::from_secs(10));
 }

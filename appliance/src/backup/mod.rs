@@ -45,7 +45,7 @@ use crate::certs::{CertificateInfo, Certificates};
 use crate::config::{self, AdminState, Config};
 use crate::health::ca::{self, CaBundles};
 use crate::license::{LicenceError, Licensing};
-use crate::store::{AdminRow, Credentials, LicenceRow, Restore, Store, StoreError, VersionRow};
+use crate::store::{AdminRow, Credentials, LicenceRow, Restore, Store, StoreError, StoredVersion};
 
 pub use console::{ConsoleRestore, backup_data_dir, restore_data_dir};
 pub use format::{FormatError, MAX_ARCHIVE_BYTES, MIN_PASSPHRASE_LEN};
@@ -64,7 +64,7 @@ pub(crate) struct Snapshot {
     pub made_at: String,
     pub poolgate_version: String,
     pub appliance_id: String,
-    pub config_versions: Vec<VersionRow>,
+    pub config_versions: Vec<StoredVersion>,
     pub admin_states: Vec<AdminRow>,
     pub credentials: Credentials,
     pub certificate: Option<CertificatePem>,

@@ -6,7 +6,7 @@ fn snapshot() -> Snapshot {
         made_at: "2026-01-01T00:00:00Z".into(),
         poolgate_version: "0.1.0".into(),
         appliance_id: "pg-a".into(),
-        config_versions: vec![VersionRow {
+        config_versions: vec![StoredVersion {
             id: 3,
             created_at: "2026-01-01T00:00:00Z".into(),
             source: "API (admin)".into(),

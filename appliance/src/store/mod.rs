@@ -47,10 +47,11 @@ pub use auth::{
     Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
     valid_username,
 };
+pub(crate) use config_versions::StoredVersion;
 pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;
-pub(crate) use restore::{AdminRow, LicenceRow, OTHER_APPLIANCE_LICENCES, Restore, VersionRow};
+pub(crate) use restore::{AdminRow, LicenceRow, OTHER_APPLIANCE_LICENCES, Restore};
 pub(crate) use seen::SeenLimits;
 pub use settings::SettingWrite;
 

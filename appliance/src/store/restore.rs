@@ -12,17 +12,9 @@
 
 use rusqlite::params;
 
+use super::config_versions::StoredVersion;
 use super::{Credentials, Store, StoreError};
 use crate::events::{EventKind, NewEvent};
-
-/// One stored config version, as a backup carries it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct VersionRow {
-    pub id: i64,
-    pub created_at: String,
-    pub source: String,
-    pub toml: String,
-}
 
 /// One member's admin state and when it was set.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,7 +37,7 @@ pub(crate) struct LicenceRow {
 /// `crate::backup`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Restore {
-    pub versions: Vec<VersionRow>,
+    pub versions: Vec<StoredVersion>,
     pub admin: Vec<AdminRow>,
     pub credentials: Credentials,
     pub ca_bundles: Vec<(String, String)>,
@@ -64,19 +56,8 @@ pub(crate) const OTHER_APPLIANCE_LICENCES: &str = "restore.other_appliance_licen
 
 impl Store {
     /// Every config version, oldest first.
-    pub(crate) fn config_history(&self) -> Result<Vec<VersionRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, created_at, source, toml FROM config_versions ORDER BY id")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(VersionRow {
-                id: row.get(0)?,
-                created_at: row.get(1)?,
-                source: row.get(2)?,
-                toml: row.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    pub(crate) fn config_history(&self) -> Result<Vec<StoredVersion>, StoreError> {
+        self.config_versions_after(0, usize::MAX)
     }
 
     /// Every member's admin state as stored, with its time.
@@ -208,7 +189,7 @@ mod tests {
 
     fn restore(users: Vec<UserRow>, tokens: Vec<TokenRow>) -> Restore {
         Restore {
-            versions: vec![VersionRow {
+            versions: vec![StoredVersion {
                 id: 7,
                 created_at: "2026-01-01T00:00:00Z".into(),
                 source: "API (admin)".into(),
