@@ -49,6 +49,7 @@ pub(crate) mod drain;
 pub(crate) mod events;
 pub(crate) mod ha;
 pub mod health;
+pub mod ldap;
 pub mod license;
 pub(crate) mod listeners;
 pub(crate) mod metrics;

@@ -32,7 +32,7 @@ mod error;
 pub(crate) mod hysteresis;
 pub mod probe;
 pub(crate) mod sip;
-mod verify;
+pub(crate) mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

@@ -56,6 +56,9 @@
 //!   `POST /api/v1/ha/failover`, `DELETE /api/v1/ha` — the HA pair (`ha`)
 //! * `GET|PUT|DELETE /api/v1/ha/vrrp` — this appliance's VRRP settings and
 //!   keepalived's state (`vrrp`)
+//! * `GET|PUT|DELETE /api/v1/auth/ldap`, `POST /api/v1/auth/ldap/test` —
+//!   Active Directory / LDAP login settings and the test button (`ldap`;
+//!   admin only)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! On the standby of an HA pair, config PUTs, imports and member actions are
@@ -74,6 +77,7 @@ mod error;
 mod extract;
 mod ha;
 pub(crate) mod history;
+mod ldap;
 mod network;
 mod openapi;
 mod state;
@@ -483,6 +487,36 @@ pub fn protected_routes() -> Vec<Route> {
             "Turn VRRP off: poolgate holds its addresses itself",
             vrrp::delete,
             response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            GET,
+            "/api/v1/auth/ldap",
+            "Directory (AD / LDAP) login settings, the service account's password shown as ********",
+            ldap::get,
+            response = ldap::LdapPage
+        ),
+        spec!(
+            PUT,
+            "/api/v1/auth/ldap",
+            "Store directory login settings (422 naming the field, nothing stored; ******** keeps the stored password)",
+            ldap::put,
+            request = crate::ldap::LdapSettings,
+            response = ldap::LdapPage
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/auth/ldap",
+            "Turn directory login off: local users only",
+            ldap::delete,
+            response = ldap::LdapPage
+        ),
+        spec!(
+            POST,
+            "/api/v1/auth/ldap/test",
+            "Try one directory login (with the settings sent, or the stored ones): who the user is and the role, or where it stopped",
+            ldap::test,
+            request = ldap::TestBody,
+            response = ldap::TestResult
         ),
     ]
 }
