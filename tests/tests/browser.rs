@@ -9,12 +9,17 @@
 //! (`tests/browser/network-move.mjs`; needs root, skipped otherwise); and
 //! a Skype for Business pool built with the pool-template wizard on an
 //! empty appliance against simulated Front Ends (`tests/browser/wizard.mjs`;
-//! the web VIPs take 443 and 80, so it needs root or low unprivileged ports).
+//! the web VIPs take 443 and 80, so it needs root or low unprivileged ports);
+//! and two appliances on loopback (127.0.0.1 and 127.0.0.2, their own data
+//! directories, ports and `--ha-listen`) paired through the HA card of one
+//! with a code made on the other's, the standby read-only with a link to
+//! the active, a failover from the standby's page, and an unpair
+//! (`tests/browser/ha.mjs`).
 //! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
 //! (the rollback's in its `rollback/` folder, the network's in `network/`
-//! and `network-move/`, the wizard's in `wizard/`).
+//! and `network-move/`, the wizard's in `wizard/`, the HA pair's in `ha/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +29,9 @@ use std::time::Duration;
 
 use poolgate::license::document;
 use poolgate_e2e::netns::{Netns, ip};
-use poolgate_e2e::{Peer, Poolgate, loopback_example, network, upgrade, wait_for};
+use poolgate_e2e::{
+    AdminClient, Peer, Poolgate, free_port, loopback_example, network, upgrade, wait_for,
+};
 
 /// One browser at a time: each runs a poolgate and a Chromium.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -555,6 +562,63 @@ pool = "pool01"
         );
     }
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// One appliance of an HA pair on loopback address `ip`: its own admin
+/// port (fixed, since the peer is told the configured admin address) and
+/// DNS listener, no SIP listeners or virtual services (both share a host).
+fn ha_appliance(dir: &Path, ip: &str) -> (Poolgate, String, String) {
+    let mut config = loopback_example();
+    let listen = config["listen"].as_table_mut().expect("[listen]");
+    let admin = format!("{ip}:{}", free_port());
+    listen.insert("admin".into(), admin.clone().into());
+    listen.insert(
+        "dns".into(),
+        vec![toml::Value::from(format!("{ip}:0"))].into(),
+    );
+    listen.remove("sip_udp");
+    listen.remove("sip_tcp");
+    config.remove("virtual_service");
+    let sync = format!("{ip}:{}", free_port());
+    let poolgate =
+        Poolgate::start_with_config(&dir.join(ip), &config, &["--ha-listen", sync.as_str()]);
+    // Set up here; the browser logs in with the same password.
+    let _setup = AdminClient::setup_and_login(poolgate.address("admin"), HA_PASSWORD);
+    (poolgate, admin, sync)
+}
+
+/// The harness's password (`tests/browser/harness.mjs`).
+const HA_PASSWORD: &str = "correct horse battery staple";
+
+#[test]
+fn the_ha_page_pairs_two_appliances_fails_over_and_unpairs() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut a, admin_a, sync_a) = ha_appliance(dir.path(), "127.0.0.1");
+    let (mut b, admin_b, _sync_b) = ha_appliance(dir.path(), "127.0.0.2");
+    let artifacts = artifacts().join("ha");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("ha.mjs"))
+        .arg(format!("https://{admin_a}/"))
+        .arg(format!("https://{admin_b}/"))
+        .arg(&sync_a)
+        .arg(&artifacts)
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    // What the browser did holds on both: unpaired, each on its own.
+    for address in [&admin_a, &admin_b] {
+        let mut client = AdminClient::new(address.parse().expect("address"));
+        client.login("admin", HA_PASSWORD);
+        let ha = client.json("/api/v1/ha");
+        assert_eq!(ha["role"], "standalone", "{address}: {ha}");
+    }
+    assert!(a.terminate(Duration::from_secs(10)).success());
+    assert!(b.terminate(Duration::from_secs(10)).success());
 }
 
 fn path_str(path: &Path) -> &str {

@@ -1,0 +1,148 @@
+// System → High availability in headless Chromium, on two appliances at
+// once: both single at first (the header says so); a pairing code made on
+// A's page, shown once with its expiry; on B's page a malformed peer
+// address and a wrong code named next to their fields, then a join with
+// A's sync address and the code; both pages show the pair (role, peer,
+// link up, in sync); B's header says standby, its Status and
+// Configuration tabs carry the banner linking to A's admin UI, and its
+// change buttons are disabled while A's are not; a VRRP settings error
+// shown next to its field; B made active from its own page (confirmed),
+// the roles swap on both; last, unpaired from B (confirmed), both single.
+// Usage: node ha.mjs BASE_A BASE_B SYNC_A ARTIFACT_DIR
+// (both appliances set up with the harness's password, each with
+// `--ha-listen`; SYNC_A is A's sync address, IP:port).
+import { newPage, password, run } from "./harness.mjs";
+
+const [baseA, baseB, syncA, artifacts] = process.argv.slice(2);
+
+async function login(page, url) {
+  await page.goto(url);
+  await page.locator("#login").waitFor({ state: "visible" });
+  await page.fill("#login-form input[name=password]", password);
+  await page.click("#login-form button");
+  await page.locator("#dashboard").waitFor({ state: "visible" });
+}
+
+const role = (page, name) => page.locator(`#ha-role[data-role=${name}]`).waitFor();
+const fact = (page, name, text) => page.locator(`#ha-facts [data-fact=${name}]`, { hasText: text }).waitFor();
+const tab = (page, name) => page.click(`#tabs button[data-tab=${name}]`);
+
+async function memberButtons(page, disabled) {
+  const buttons = page.locator("#pools button[data-action]");
+  await buttons.first().waitFor();
+  const want = disabled ? "disabled" : "enabled";
+  // The buttons are drawn again on every status event: wait for the state.
+  await page.waitForFunction(([wanted]) => {
+    const all = [...document.querySelectorAll("#pools button[data-action]")];
+    return all.length > 0 && all.every((b) => b.disabled === (wanted === "disabled"));
+  }, [want]);
+}
+
+await run(artifacts, 120_000, async (browser, shot) => {
+  const a = await newPage(browser);
+  const b = await newPage(browser);
+  for (const page of [a, b]) page.on("dialog", (dialog) => dialog.accept());
+  await login(a, baseA);
+  await login(b, baseB);
+  await role(a, "standalone");
+  await role(b, "standalone");
+  if ((await a.locator("#ha-role").textContent()) !== "single") throw new Error("the header of a single appliance");
+  if (await b.locator("#ha-banner").isVisible()) throw new Error("a banner on a single appliance");
+
+  // A: a pairing code, shown once with its expiry.
+  await tab(a, "system");
+  await a.locator("#ha-unpaired").waitFor({ state: "visible" });
+  await a.locator("#ha-self dd", { hasText: syncA }).waitFor();
+  await a.click("#ha-code-create");
+  await a.locator("#ha-code").waitFor({ state: "visible" });
+  const code = (await a.locator("#ha-code-value").textContent()).trim();
+  if (!/^[A-Z0-9]{4}(-[A-Z0-9]{4}){3}$/.test(code)) throw new Error(`pairing code ${code}`);
+  if (!(await a.locator("#ha-code-expires").textContent()).trim()) throw new Error("no expiry shown");
+  await a.locator("#ha-code-peer", { hasText: syncA }).waitFor();
+  await shot(a, "a-pairing-code");
+
+  // B: errors next to their fields, then the join.
+  await tab(b, "system");
+  await b.locator("#ha-unpaired").waitFor({ state: "visible" });
+  await b.fill("#ha-join-form input[name=peer]", "not an address");
+  await b.fill("#ha-join-form input[name=code]", code);
+  await b.click("#ha-join-form button[type=submit]");
+  await b.locator('#ha-join-form .field-error[data-error-for="peer"]').waitFor();
+  await shot(b, "b-join-field-error");
+  await b.fill("#ha-join-form input[name=peer]", syncA);
+  await b.fill("#ha-join-form input[name=code]", "AAAA-AAAA-AAAA-AAAA");
+  await b.click("#ha-join-form button[type=submit]");
+  await b.locator('#ha-join-form .field-error[data-error-for="code"]').waitFor();
+  if (await b.locator('#ha-join-form .field-error[data-error-for="peer"]').count()) throw new Error("a stale field error");
+  await b.fill("#ha-join-form input[name=code]", code);
+  await b.click("#ha-join-form button[type=submit]");
+  await b.locator("#ha-paired").waitFor({ state: "visible" });
+
+  // Both show the pair.
+  await fact(b, "role", "standby");
+  await fact(b, "peer-address", syncA);
+  await fact(b, "link", "up");
+  await fact(b, "sync", "in sync");
+  await role(b, "standby");
+  await a.locator("#ha-paired").waitFor({ state: "visible" });
+  await fact(a, "role", "active");
+  await fact(a, "link", "up");
+  await role(a, "active");
+  const fingerprintA = (await a.request.get(`${baseA}api/v1/ha`).then((r) => r.json())).fingerprint;
+  await fact(b, "peer-fingerprint", fingerprintA);
+  if (await b.locator("#ha-banner").isVisible()) throw new Error("the standby's banner on the System tab");
+  await shot(a, "a-paired-active");
+  await shot(b, "b-paired-standby");
+
+  // B, the standby: read-only, with the banner linking to A.
+  await tab(b, "status");
+  await b.locator("#ha-banner").waitFor({ state: "visible" });
+  const href = await b.locator("#ha-active-link").getAttribute("href");
+  if (href !== baseA) throw new Error(`the banner links to ${href}, not ${baseA}`);
+  await memberButtons(b, true);
+  await shot(b, "b-standby-status");
+  await tab(b, "config");
+  await b.locator("#ha-banner").waitFor({ state: "visible" });
+  if (!(await b.locator("#config-review").isDisabled())) throw new Error("Review enabled on the standby");
+  await tab(a, "status");
+  await memberButtons(a, false);
+  if (await a.locator("#ha-banner").isVisible()) throw new Error("a banner on the active");
+
+  // VRRP: a settings error next to its field, nothing stored.
+  await tab(b, "system");
+  await b.click("#vrrp-edit summary");
+  await b.fill("#vrrp-form input[name=interface]", "no/such");
+  await b.fill("#vrrp-form input[name=virtual_router_id]", "51");
+  await b.fill("#vrrp-form input[name=priority]", "100");
+  await b.click("#vrrp-form button[type=submit]");
+  await b.locator('#vrrp-form .field-error[data-error-for="interface"]').waitFor();
+  const vrrp = await b.request.get(`${baseB}api/v1/ha/vrrp`).then((r) => r.json());
+  if (vrrp.settings !== null) throw new Error("refused VRRP settings were stored");
+  await shot(b, "b-vrrp-field-error");
+
+  // B made active from its page: the roles swap.
+  await b.locator("#ha-failover").waitFor({ state: "visible" });
+  if (await b.locator("#ha-force-label").isVisible()) throw new Error("force offered while the link is up");
+  await b.click("#ha-failover");
+  await fact(b, "role", "active");
+  await role(b, "active");
+  await role(a, "standby");
+  await a.locator("#ha-banner").waitFor({ state: "visible" });
+  const back = await a.locator("#ha-active-link").getAttribute("href");
+  if (back !== baseB) throw new Error(`A's banner links to ${back}, not ${baseB}`);
+  await memberButtons(a, true);
+  await tab(b, "status");
+  await memberButtons(b, false);
+  await shot(a, "a-now-standby");
+  await shot(b, "b-now-active");
+
+  // Unpaired from B: both single again.
+  await tab(b, "system");
+  await b.click("#ha-unpair");
+  await b.locator("#ha-unpaired").waitFor({ state: "visible" });
+  await role(b, "standalone");
+  await role(a, "standalone");
+  await memberButtons(a, false);
+  if (await a.locator("#ha-banner").isVisible()) throw new Error("the banner stays after unpairing");
+  await shot(b, "b-unpaired");
+});
