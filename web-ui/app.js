@@ -1458,6 +1458,16 @@ function activeAdminUrl(view) {
   return `https://${authority(splitAddress(peer.address)[0], port)}/`;
 }
 
+// `api`, with a network failure (the appliance restarting, the link to it
+// lost) as an answer: the HA card polls and must go on polling.
+async function haApi(method, path, body) {
+  try {
+    return await api(method, path, body);
+  } catch (_) {
+    return { status: 0, data: { error: "The appliance did not answer." } };
+  }
+}
+
 function standby() {
   return Boolean(haView && haView.role === "standby");
 }
@@ -1500,8 +1510,9 @@ function haHeader() {
 }
 
 async function loadHa() {
-  const { status, data } = await api("GET", "/api/v1/ha");
+  const { status, data } = await haApi("GET", "/api/v1/ha");
   if (status === 401) { stopHa(); return; }
+  if (status === 0) { $("ha-role").title = "The appliance did not answer: the role shown is the last one known"; return; }
   const was = haView && haView.role;
   haView = status === 200 ? data : null;
   if (haView && haView.role === "standby" && (was !== "standby" || !vrrpView)) await loadVrrp(false);
@@ -1560,6 +1571,10 @@ function renderHa(status) {
     const listening = Boolean(view.sync_listen);
     $("ha-code-create").disabled = !listening;
     for (const control of $("ha-join-form").querySelectorAll("input, button")) control.disabled = !listening;
+    // The code shown goes once it has expired (a code used pairs, and the
+    // card changes).
+    const shownUntil = Date.parse($("ha-code-expires").getAttribute("datetime") || "");
+    if (!$("ha-code").hidden && !(shownUntil > Date.now())) $("ha-code").hidden = true;
     const open = view.pairing_code_expires_at;
     $("ha-code-open").hidden = !open || !$("ha-code").hidden;
     $("ha-code-open").textContent = open ? `A pairing code is open until ${open}; creating a new one replaces it.` : "";
@@ -1604,7 +1619,7 @@ $("ha-force").addEventListener("change", () => renderHa(200));
 
 $("ha-code-create").addEventListener("click", async () => {
   $("ha-code-error").textContent = "";
-  const { status, data } = await api("POST", "/api/v1/ha/pairing-code", {});
+  const { status, data } = await haApi("POST", "/api/v1/ha/pairing-code", {});
   if (status !== 200) { $("ha-code-error").textContent = errorText(data); return; }
   $("ha-code-value").textContent = data.code;
   $("ha-code-expires").textContent = data.expires_at;
@@ -1627,7 +1642,7 @@ $("ha-join-form").addEventListener("submit", async (event) => {
   const button = event.target.querySelector("button[type=submit]");
   button.disabled = true;
   $("ha-join-status").textContent = "Joining…";
-  const { status, data } = await api("POST", "/api/v1/ha/join", { peer: String(form.get("peer")).trim(), code: String(form.get("code")).trim() });
+  const { status, data } = await haApi("POST", "/api/v1/ha/join", { peer: String(form.get("peer")).trim(), code: String(form.get("code")).trim() });
   button.disabled = false;
   $("ha-join-status").textContent = "";
   if (status === 200) { event.target.reset(); haView = data; haHeader(); renderHa(200); loadHa(); return; }
@@ -1643,7 +1658,7 @@ $("ha-failover").addEventListener("click", async () => {
   if (!confirm(question)) return;
   $("ha-action-error").textContent = "";
   $("ha-failover").disabled = true;
-  const { status, data } = await api("POST", "/api/v1/ha/failover", { force });
+  const { status, data } = await haApi("POST", "/api/v1/ha/failover", { force });
   if (status !== 200) $("ha-action-error").textContent = errorText(data);
   await loadHa();
 });
@@ -1651,7 +1666,7 @@ $("ha-failover").addEventListener("click", async () => {
 $("ha-unpair").addEventListener("click", async () => {
   if (!confirm("Unpair? The appliances stop keeping each other in step, and each goes on as a single appliance with the configuration it has.")) return;
   $("ha-action-error").textContent = "";
-  const { status, data } = await api("DELETE", "/api/v1/ha");
+  const { status, data } = await haApi("DELETE", "/api/v1/ha");
   if (status !== 200) $("ha-action-error").textContent = errorText(data);
   else if (!data.peer_told) $("ha-action-error").textContent = "Unpaired here; the peer could not be told: unpair it on its own page too.";
   await loadHa();
@@ -1663,7 +1678,8 @@ const VRRP_FIELDS = ["interface", "virtual_router_id", "priority", "advert_inter
   "source_v6", "peer_v6", "management_address"];
 
 async function loadVrrp(render) {
-  const { status, data } = await api("GET", "/api/v1/ha/vrrp");
+  const { status, data } = await haApi("GET", "/api/v1/ha/vrrp");
+  if (status === 0) return;
   vrrpView = status === 200 ? data : null;
   if (render) renderVrrp(status);
 }
@@ -1732,7 +1748,7 @@ function vrrpSettings(form) {
 
 async function saveVrrp(method, body) {
   clearVrrpErrors();
-  const { status, data } = await api(method, "/api/v1/ha/vrrp", body);
+  const { status, data } = await haApi(method, "/api/v1/ha/vrrp", body);
   if (status === 200) {
     vrrpView = data;
     vrrpEdited = false;

@@ -6,14 +6,52 @@
 // link up, in sync); B's header says standby, its Status and
 // Configuration tabs carry the banner linking to A's admin UI, and its
 // change buttons are disabled while A's are not; a VRRP settings error
-// shown next to its field; B made active from its own page (confirmed),
-// the roles swap on both; last, unpaired from B (confirmed), both single.
-// Usage: node ha.mjs BASE_A BASE_B SYNC_A ARTIFACT_DIR
+// shown next to its field. Then a split: A is restarted where B cannot
+// reach it (the test does it, asked through a file in CONTROL_DIR), B's
+// page offers the forced takeover only now, B takes the active role, and
+// both commit a change of their own; A is restarted where B reaches it
+// again, B's longer history wins, and A's page lists A's change as not
+// applied, A now the standby linking to B. A made active again from its
+// own page (confirmed): the roles swap on both. Last, unpaired from B
+// (confirmed): both single.
+// Usage: node ha.mjs BASE_A BASE_B SYNC_A ARTIFACT_DIR CONTROL_DIR
 // (both appliances set up with the harness's password, each with
 // `--ha-listen`; SYNC_A is A's sync address, IP:port).
+import { existsSync, writeFileSync } from "node:fs";
 import { newPage, password, run } from "./harness.mjs";
 
-const [baseA, baseB, syncA, artifacts] = process.argv.slice(2);
+const [baseA, baseB, syncA, artifacts, control] = process.argv.slice(2);
+
+// Ask the test for `what` (a file in CONTROL_DIR) and wait until it says
+// `done` (at most 60 s).
+async function ask(what, done) {
+  writeFileSync(`${control}/${what}`, "");
+  for (let i = 0; i < 600 && !existsSync(`${control}/${done}`); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!existsSync(`${control}/${done}`)) throw new Error(`the test did not do ${what}`);
+}
+
+// Log in again after a restart, if the session did not survive it.
+async function reopen(page, url) {
+  await page.goto(url);
+  await page.locator("#login:visible, #dashboard:visible").first().waitFor();
+  if (await page.locator("#login").isVisible()) {
+    await page.fill("#login-form input[name=password]", password);
+    await page.click("#login-form button");
+    await page.locator("#dashboard").waitFor({ state: "visible" });
+  }
+}
+
+// A config change committed through the page's own API helper (a new DNS
+// TTL): its version.
+async function commitTtl(page, ttl) {
+  return page.evaluate(async (value) => {
+    const current = await api("GET", "/api/v1/config");
+    current.data.dns.ttl = value;
+    const { status, data } = await api("PUT", "/api/v1/config", current.data);
+    if (status !== 200) throw new Error(`PUT config: ${status} ${JSON.stringify(data)}`);
+    return data.version;
+  }, ttl);
+}
 
 async function login(page, url) {
   await page.goto(url);
@@ -38,7 +76,7 @@ async function memberButtons(page, disabled) {
   }, [want]);
 }
 
-await run(artifacts, 120_000, async (browser, shot) => {
+await run(artifacts, 180_000, async (browser, shot) => {
   const a = await newPage(browser);
   const b = await newPage(browser);
   for (const page of [a, b]) page.on("dialog", (dialog) => dialog.accept());
@@ -120,21 +158,55 @@ await run(artifacts, 120_000, async (browser, shot) => {
   if (vrrp.settings !== null) throw new Error("refused VRRP settings were stored");
   await shot(b, "b-vrrp-field-error");
 
-  // B made active from its page: the roles swap.
-  await b.locator("#ha-failover").waitFor({ state: "visible" });
-  if (await b.locator("#ha-force-label").isVisible()) throw new Error("force offered while the link is up");
+  // A split: A restarted where B cannot reach it. Only now is the forced
+  // takeover offered on B, explained; B takes the active role.
+  await ask("isolate-a", "a-isolated");
+  await fact(b, "link", "down");
+  await b.locator("#ha-force-label").waitFor({ state: "visible" });
+  await b.locator("#ha-force-help").waitFor({ state: "visible" });
+  if (!(await b.locator("#ha-failover").isDisabled())) throw new Error("failover offered without the link or force");
+  await shot(b, "b-link-down");
+  await b.check("#ha-force");
   await b.click("#ha-failover");
   await fact(b, "role", "active");
   await role(b, "active");
+  // Each commits a change of its own; B's history is the longer.
+  await commitTtl(b, 61);
+  await commitTtl(b, 62);
+  await reopen(a, baseA);
+  await role(a, "active");
+  const lost = await commitTtl(a, 71);
+  // A where B reaches it again: B's history wins, A's change is not applied.
+  await ask("rejoin-a", "a-back");
+  await reopen(a, baseA);
   await role(a, "standby");
+  await tab(a, "system");
+  await fact(a, "link", "up");
+  await a.locator(`#ha-not-applied-list tr[data-version="${lost}"]`).waitFor();
+  await fact(a, "sync", "in sync");
+  await shot(a, "a-not-applied");
+  await tab(a, "status");
   await a.locator("#ha-banner").waitFor({ state: "visible" });
   const back = await a.locator("#ha-active-link").getAttribute("href");
   if (back !== baseB) throw new Error(`A's banner links to ${back}, not ${baseB}`);
   await memberButtons(a, true);
+  await role(b, "active");
+
+  // A made active again from its page, through the link: the roles swap.
+  await tab(a, "system");
+  await a.locator("#ha-failover").waitFor({ state: "visible" });
+  if (await a.locator("#ha-force-label").isVisible()) throw new Error("force offered while the link is up");
+  await a.click("#ha-failover");
+  await fact(a, "role", "active");
+  await role(a, "active");
+  await role(b, "standby");
   await tab(b, "status");
-  await memberButtons(b, false);
-  await shot(a, "a-now-standby");
-  await shot(b, "b-now-active");
+  await b.locator("#ha-banner").waitFor({ state: "visible" });
+  await memberButtons(b, true);
+  await tab(a, "status");
+  await memberButtons(a, false);
+  await shot(a, "a-active-again");
+  await shot(b, "b-standby-again");
 
   // Unpaired from B: both single again.
   await tab(b, "system");
@@ -143,6 +215,8 @@ await run(artifacts, 120_000, async (browser, shot) => {
   await role(b, "standalone");
   await role(a, "standalone");
   await memberButtons(a, false);
-  if (await a.locator("#ha-banner").isVisible()) throw new Error("the banner stays after unpairing");
+  await tab(b, "status");
+  await memberButtons(b, false);
+  if (await b.locator("#ha-banner").isVisible()) throw new Error("the banner stays after unpairing");
   await shot(b, "b-unpaired");
 });
