@@ -1444,15 +1444,15 @@ function splitAddress(text) {
 }
 
 // Where the active's admin UI is: the shared management address if the
-// VRRP settings name one, else the peer's admin listener (its sync
-// address's IP when it listens on every address).
-function activeAdminUrl(view) {
+// VRRP settings name one (unless `shared` is false), else the peer's admin
+// listener (its sync address's IP when it listens on every address).
+function activeAdminUrl(view, shared = true) {
   const peer = view && view.peer;
   if (!peer) return null;
   const [adminHost, adminPort] = peer.admin_address ? splitAddress(peer.admin_address) : [null, null];
   const port = adminPort || location.port || "443";
   const management = vrrpView && vrrpView.settings && vrrpView.settings.management_address;
-  if (management) return `https://${authority(management, port)}/`;
+  if (management && shared) return `https://${authority(management, port)}/`;
   if (adminHost && !["0.0.0.0", "::"].includes(adminHost)) return `https://${authority(adminHost, port)}/`;
   if (!peer.admin_address) return null;
   return `https://${authority(splitAddress(peer.address)[0], port)}/`;
@@ -1582,7 +1582,7 @@ function renderHa(status) {
   }
   $("ha-code").hidden = true;
   const peer = view.peer;
-  const adminUrl = activeAdminUrl(view);
+  const adminUrl = activeAdminUrl(view, false);
   const adminText = peer.admin_address || "not known yet";
   facts($("ha-facts"), [
     ["Role", HA_ROLE_TEXT[view.role] || view.role, "role"],

@@ -6,7 +6,9 @@
 // link up, in sync); B's header says standby, its Status and
 // Configuration tabs carry the banner linking to A's admin UI, and its
 // change buttons are disabled while A's are not; a VRRP settings error
-// shown next to its field. Then a split: A is restarted where B cannot
+// shown next to its field, then settings with a shared management address
+// that the address table lists with its instance and the banner links to.
+// Then a split: A is restarted where B cannot
 // reach it (the test does it, asked through a file in CONTROL_DIR), B's
 // page offers the forced takeover only now, B takes the active role, and
 // both commit a change of their own; A is restarted where B reaches it
@@ -157,6 +159,30 @@ await run(artifacts, 180_000, async (browser, shot) => {
   const vrrp = await b.request.get(`${baseB}api/v1/ha/vrrp`).then((r) => r.json());
   if (vrrp.settings !== null) throw new Error("refused VRRP settings were stored");
   await shot(b, "b-vrrp-field-error");
+  // Valid settings with a shared management address (stored only: no
+  // keepalived runs here, nothing is sent): it is listed with its instance,
+  // and the standby's banner links to it. Then VRRP off again.
+  await b.fill("#vrrp-form input[name=interface]", "lo");
+  await b.fill("#vrrp-form input[name=source_v4]", "192.0.2.2");
+  await b.fill("#vrrp-form input[name=peer_v4]", "192.0.2.1");
+  await b.fill("#vrrp-form input[name=management_address]", "192.0.2.30");
+  await b.click("#vrrp-form button[type=submit]");
+  await b.locator("#vrrp-held", { hasText: "keepalived holds" }).waitFor();
+  const management = b.locator('#vrrp-addresses tr[data-address="192.0.2.30"]');
+  await management.locator("td", { hasText: "poolgate_v4" }).waitFor();
+  await management.locator('[data-state="unknown"]').waitFor();
+  if (await b.locator("#vrrp-form .field-error").count()) throw new Error("field errors stay after saving");
+  await shot(b, "b-vrrp-saved");
+  await tab(b, "status");
+  const adminPort = new URL(baseA).port;
+  const shared = await b.locator("#ha-active-link").getAttribute("href");
+  if (shared !== `https://192.0.2.30:${adminPort}/`) throw new Error(`the banner links to ${shared}, not the management address`);
+  await tab(b, "system");
+  await b.click("#vrrp-off");
+  await b.locator("#vrrp-held", { hasText: "poolgate holds" }).waitFor();
+  await tab(b, "status");
+  if ((await b.locator("#ha-active-link").getAttribute("href")) !== baseA) throw new Error("the banner does not link to A again");
+  await tab(b, "system");
 
   // A split: A restarted where B cannot reach it. Only now is the forced
   // takeover offered on B, explained; B takes the active role.

@@ -16,7 +16,11 @@ use axum::response::Json;
 
 use super::auth::Principal;
 use super::{ApiError, AppState};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use crate::config::Config;
+use crate::net::addresses::desired::Wanted;
 use crate::vrrp::{VrrpError, VrrpSettings, VrrpView};
 
 /// `GET|PUT|DELETE /api/v1/ha/vrrp`: the view, and the addresses the pair
@@ -40,16 +44,17 @@ pub(crate) struct VrrpAddress {
     pub instance: Option<&'static str>,
 }
 
-/// The addresses keepalived holds with these settings: the config's VIPs
-/// on this host, and the management address. Blocking (reads the host's
-/// interfaces).
-fn addresses(view: &VrrpView, config: &Config) -> Vec<VrrpAddress> {
+/// The addresses keepalived holds with `settings`: `wanted` (the config's
+/// VIPs as placed on this host) and the management address.
+fn addresses(
+    settings: Option<&VrrpSettings>,
+    wanted: BTreeMap<IpAddr, Wanted>,
+) -> Vec<VrrpAddress> {
     use crate::vrrp::render::{INSTANCE_V4, INSTANCE_V6};
-    let settings = view.settings.as_ref();
-    let instance = |ip: std::net::IpAddr| {
+    let instance = |ip: IpAddr| {
         let paired = settings.is_some_and(|s| match ip {
-            std::net::IpAddr::V4(_) => s.source_v4.is_some(),
-            std::net::IpAddr::V6(_) => s.source_v6.is_some(),
+            IpAddr::V4(_) => s.source_v4.is_some(),
+            IpAddr::V6(_) => s.source_v6.is_some(),
         });
         paired.then_some(if ip.is_ipv4() {
             INSTANCE_V4
@@ -57,8 +62,7 @@ fn addresses(view: &VrrpView, config: &Config) -> Vec<VrrpAddress> {
             INSTANCE_V6
         })
     };
-    let mut out: Vec<VrrpAddress> = crate::net::addresses::vrrp_wanted(config)
-        .wanted
+    let mut out: Vec<VrrpAddress> = wanted
         .into_iter()
         .map(|(ip, wanted)| VrrpAddress {
             address: ip.to_string(),
@@ -84,9 +88,11 @@ fn addresses(view: &VrrpView, config: &Config) -> Vec<VrrpAddress> {
     out
 }
 
+/// Blocking: places the VIPs against the host's interfaces.
 fn page(view: VrrpView, config: &Config) -> VrrpPage {
+    let wanted = crate::net::addresses::vrrp_wanted(config).wanted;
     VrrpPage {
-        addresses: addresses(&view, config),
+        addresses: addresses(view.settings.as_ref(), wanted),
         view,
     }
 }
@@ -141,4 +147,83 @@ pub(crate) async fn delete(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<VrrpPage>, ApiError> {
     set(&state, &principal, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(management: Option<&str>) -> VrrpSettings {
+        VrrpSettings {
+            interface: "eth0".to_owned(),
+            source_v4: Some("198.51.100.11".parse().expect("ip")),
+            peer_v4: Some("198.51.100.12".parse().expect("ip")),
+            source_v6: None,
+            peer_v6: None,
+            virtual_router_id: 51,
+            priority: 150,
+            advert_interval_s: 1,
+            preempt: false,
+            management_address: management.map(|ip| ip.parse().expect("ip")),
+        }
+    }
+
+    fn wanted(list: &[(&str, &str)]) -> BTreeMap<IpAddr, Wanted> {
+        list.iter()
+            .map(|(ip, user)| {
+                (
+                    ip.parse().expect("ip"),
+                    Wanted {
+                        interface: "eth0".into(),
+                        users: vec![(*user).to_owned()],
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_address_names_the_instance_of_its_family_and_the_management_address_is_one() {
+        let vips = wanted(&[
+            ("198.51.100.20", "virtual service web"),
+            ("2001:db8::20", "virtual service web6"),
+        ]);
+        let list = addresses(Some(&settings(Some("198.51.100.30"))), vips);
+        let seen: Vec<_> = list
+            .iter()
+            .map(|a| (a.address.as_str(), a.instance, a.used_by.join(", ")))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "198.51.100.20",
+                    Some("poolgate_v4"),
+                    "virtual service web".to_owned()
+                ),
+                // No IPv6 pair in the settings: no instance holds it.
+                ("2001:db8::20", None, "virtual service web6".to_owned()),
+                (
+                    "198.51.100.30",
+                    Some("poolgate_v4"),
+                    "management address".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_management_address_that_is_a_vip_is_listed_once_and_without_settings_none_has_an_instance()
+    {
+        let vips = wanted(&[("198.51.100.20", "virtual service web")]);
+        let list = addresses(Some(&settings(Some("198.51.100.20"))), vips.clone());
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            list[0].used_by,
+            ["virtual service web", "management address"]
+        );
+        let off = addresses(None, vips);
+        assert_eq!(off.len(), 1);
+        assert_eq!(off[0].instance, None);
+    }
 }
