@@ -73,7 +73,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); }
   haTab(name);
 }
 
@@ -172,6 +172,18 @@ function suggest(id, names) {
   list.replaceChildren(...names.map((name) => el("option", { value: name })));
 }
 
+// A member's addresses; with several, each says its own health for the
+// pool's monitor (a dual-stack member is up while either is).
+function addressCell(m, monitor) {
+  const addresses = m.addresses || [{ address: m.address, health: {} }];
+  if (addresses.length === 1) return el("td", {}, addresses[0].address);
+  return el("td", {}, ...addresses.flatMap((a, n) => {
+    const state = (a.health[monitor] || {}).state || "unknown";
+    return [n ? el("br") : null, el("span", { "data-address": a.address, class: `health-${state}`, title: `${monitor}: ${state}` },
+      a.address, state === "up" ? "" : ` (${state})`)];
+  }));
+}
+
 function renderStatus(status) {
   record(status);
   suggest("pool-names", status.pools.map((p) => p.name));
@@ -182,7 +194,7 @@ function renderStatus(status) {
     const rows = pool.members.map((m) => {
       const key = `${pool.name}/${m.name}`;
       return el("tr", { "data-member": m.name, "data-admin-state": m.admin_state },
-        el("td", {}, m.name), el("td", {}, m.address),
+        el("td", {}, m.name), addressCell(m, pool.monitor),
         el("td", { class: `state-${m.admin_state}` }, m.admin_state),
         healthCell(m.health), drainCell(key, m),
         el("td", { class: "connections" }, el("span", { class: "count" }, m.active_connections), chart(history.get(key) || [])),
@@ -277,7 +289,8 @@ const POOL_FIELDS = [
   ["drain_timeout_s", "Drain timeout (s)", "int?"], ["drop_at_deadline", "Reset connections at the drain deadline", "bool"],
 ];
 const MEMBER_FIELDS = [
-  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text"],
+  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text?"],
+  ["addresses", "Or, dual-stack: an IPv4 and an IPv6 address", "strs?"],
   ["weight", "Weight", "int"], ["state", "Admin state", ["enabled", "draining", "disabled"]],
 ];
 const SERVICE_FIELDS = [
@@ -591,6 +604,12 @@ function applianceDnsAddress(config) {
 }
 
 const bare = (name) => name.trim().toLowerCase().replace(/\.$/, "");
+// A member row's address input: one address, or a dual-stack member's IPv4
+// and IPv6 addresses separated by a comma or space.
+function memberAddresses(text) {
+  const list = text.split(/[\s,]+/).filter(Boolean);
+  return list.length > 1 ? { addresses: list } : { address: text.trim() };
+}
 
 // A name in `zone` as a record name: relative when inside, else absolute.
 function recordName(fqdn, zone) {
@@ -672,11 +691,12 @@ function buildFromTemplate(config, values, form) {
   const poolIndex = config.pool.push({ name, fqdn, ...(web ? { aliases: [`sip.${zoneName}`] } : {}),
     monitor: monitorName, registrar_port: 5061, registrar_transport: "tls",
     member: wizardRows.map((row) => ({ name: row.name, ...(row.fqdn ? { fqdn: bare(row.fqdn) } : {}),
-      address: row.address, weight: 1, state: "enabled" })) }) - 1;
+      ...memberAddresses(row.address), weight: 1, state: "enabled" })) }) - 1;
   mark("pool_fqdn", `pool[${poolIndex}].fqdn`);
   wizardRows.forEach((_, i) => {
     const row = $("wizard-members").tBodies[0].rows[i];
     for (const key of ["name", "fqdn", "address"]) row.querySelector(`[name=member_${key}]`).dataset.path = `pool[${poolIndex}].member[${i}].${key}`;
+    if (/[\s,]/.test(wizardRows[i].address.trim())) row.querySelector("[name=member_address]").dataset.path = `pool[${poolIndex}].member[${i}].addresses`;
   });
   if (web) {
     const common = { pool: name, monitor: monitorName, scheduler: "least-connections", idle_timeout_s: 1800, connect_timeout_ms: 3000 };
@@ -1397,6 +1417,9 @@ async function loadLicence() {
   $("licence-status").textContent = `${data.state}: ${data.message}`;
   $("licence-status").dataset.state = data.state;
   $("appliance-id").textContent = data.appliance_id;
+  const elsewhere = data.other_appliance_licences || [];
+  $("licence-elsewhere").hidden = !elsewhere.length;
+  $("licence-elsewhere").textContent = elsewhere.map((l) => `Licence ${l.license_id} (restored from a backup): ${l.message}`).join(" ");
 }
 
 $("licence-form").addEventListener("submit", async (event) => {
@@ -1511,7 +1534,7 @@ function haHeader() {
 
 async function loadHa() {
   const { status, data } = await haApi("GET", "/api/v1/ha");
-  if (status === 401) { stopHa(); return; }
+  if (status === 401) { stopHa(); haView = null; haHeader(); return; }
   if (status === 0) { $("ha-role").title = "The appliance did not answer: the role shown is the last one known"; return; }
   const was = haView && haView.role;
   haView = status === 200 ? data : null;
@@ -1768,6 +1791,103 @@ $("vrrp-form").addEventListener("submit", (event) => {
 $("vrrp-off").addEventListener("click", () => {
   if (!confirm("Turn VRRP off? keepalived gives up the addresses and poolgate holds them itself again.")) return;
   saveVrrp("DELETE");
+});
+
+// ---------------------------------------------------------------- system → backup & restore
+
+let restoreBody = null; // the previewed {passphrase, archive} awaiting "Restore now"
+
+function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function resetRestore() {
+  restoreBody = null;
+  $("restore-preview").hidden = true;
+}
+
+$("backup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  if (form.get("passphrase") !== form.get("repeat")) { $("backup-error").textContent = "The two passphrases differ."; return; }
+  const response = await fetch("/api/v1/system/backup", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
+    body: JSON.stringify({ passphrase: form.get("passphrase"), network: form.get("network") === "on" }),
+  });
+  if (response.status !== 200) {
+    let data = null;
+    try { data = await response.json(); } catch (_) { /* empty body */ }
+    $("backup-error").textContent = errorText(data);
+    return;
+  }
+  $("backup-error").textContent = "";
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "poolgate.pgbackup";
+  download(await response.blob(), name);
+  event.target.reset();
+});
+
+function fileBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function restoreFacts(p) {
+  const list = (items) => (items && items.length ? items.join(", ") : "none");
+  const admin = p.admin_states.map((a) => `${a.pool}/${a.member}: ${a.now || "—"} → ${a.restored || "—"}`);
+  const facts = [
+    ["Made", `${p.made_at} by poolgate ${p.made_by_version} on appliance ${p.from_appliance}${p.other_appliance ? " (another appliance)" : ""}`],
+    ["Config version", `${p.config_version_now} now → ${p.config_version_restored} (${p.config_versions_in_archive} versions in the backup)`],
+    ["Admin states", list(admin)],
+    ["Users added", list(p.users_added)],
+    ["Users removed", list(p.users_removed)],
+    ["Passwords changed", list(p.users_changed)],
+    ["API tokens", `${p.api_tokens_now} now → ${p.api_tokens_restored}`],
+    ["Certificate", p.certificate_restored ? `${p.certificate_subject_restored} (SHA-256 ${p.certificate_restored})${p.certificate_restored === p.certificate_now ? ", the one in use" : ""}` : "none in the backup"],
+    ["CA bundles", `${list(p.ca_bundles_now)} now → ${list(p.ca_bundles_restored)}`],
+    ["Licences", list(p.licences.map((l) => `${l.license_id}: ${l.message}`))],
+  ];
+  if (p.listen_kept) facts.push(["Listen addresses", "this appliance's own are kept where the backup's differ"]);
+  if (p.network_settings || p.vrrp_settings) facts.push(["Network settings", "in the backup, not applied: set them under Network"]);
+  facts.push(["Sessions", "everyone is logged out"]);
+  return facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]);
+}
+
+$("restore-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  resetRestore();
+  const form = new FormData(event.target);
+  const file = form.get("archive");
+  if (!(file instanceof File) || !file.size) { $("restore-error").textContent = "Choose a backup file."; return; }
+  const body = { passphrase: String(form.get("passphrase")), archive: await fileBase64(file) };
+  const { status, data } = await api("POST", "/api/v1/system/restore/preview", body);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  $("restore-error").textContent = "";
+  restoreBody = body;
+  document.querySelector("#restore-preview dl").replaceChildren(...restoreFacts(data));
+  $("restore-preview").hidden = false;
+});
+
+$("restore-apply").addEventListener("click", async () => {
+  if (!restoreBody || !confirm("Restore this backup? Everyone is logged out.")) return;
+  const { status, data } = await api("POST", "/api/v1/system/restore", restoreBody);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  resetRestore();
+  $("restore-form").reset();
+  csrf = null;
+  if (stream) stream.close();
+  show("login");
+  $("login-error").textContent = `Restored config version ${data.version}. Log in with a user from the backup.`;
 });
 
 // ---------------------------------------------------------------- session

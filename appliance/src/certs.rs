@@ -288,6 +288,20 @@ impl Certificates {
         Ok(Arc::new(config))
     }
 
+    /// The certificate chain and key files in use (PEM), and whether
+    /// poolgate generated the certificate: what a full backup carries.
+    /// Blocking (file reads).
+    pub(crate) fn pem_pair(&self) -> Result<(String, String, bool), TlsError> {
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let (cert, key) = (read(&self.cert_path)?, read(&self.key_path)?);
+        let generated = self
+            .current()
+            .cert
+            .first()
+            .is_some_and(|leaf| self.generated_certificates().contains(leaf));
+        Ok((cert, key, generated))
+    }
+
     /// Check a PEM certificate (chain) and key; only if they pass, write
     /// them to the data directory and present them from the next handshake.
     /// Blocking (file writes): call it off the async threads.
@@ -573,6 +587,22 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
     let path = path.to_owned();
     move |source| TlsError::Io { path, source }
+}
+
+/// Check a PEM certificate (chain) and key as an install would (they
+/// parse, belong together and are valid now), installing nothing.
+pub(crate) fn check_pair(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<CertificateInfo, CertificateProblem> {
+    let provider = rustls::crypto::ring::default_provider();
+    let pair = checked_pair(
+        cert_pem,
+        key_pem,
+        &provider,
+        Some(time::OffsetDateTime::now_utc()),
+    )?;
+    describe(&pair.cert)
 }
 
 /// Parse a PEM chain and key and check they belong together (and, with
