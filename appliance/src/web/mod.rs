@@ -467,7 +467,7 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/ha/vrrp",
             "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
             vrrp::get,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             PUT,
@@ -475,14 +475,14 @@ pub fn protected_routes() -> Vec<Route> {
             "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
             vrrp::put,
             request = crate::vrrp::VrrpSettings,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             DELETE,
             "/api/v1/ha/vrrp",
             "Turn VRRP off: poolgate holds its addresses itself",
             vrrp::delete,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
     ]
 }
