@@ -185,7 +185,11 @@ pub(crate) fn render(
         let _ = writeln!(w, "    interface {}", settings.interface);
         let _ = writeln!(w, "    virtual_router_id {}", settings.virtual_router_id);
         let _ = writeln!(w, "    priority {}", settings.priority);
-        let _ = writeln!(w, "    advert_int {}", settings.advert_interval_s);
+        let _ = writeln!(
+            w,
+            "    advert_int {}",
+            settings.advert_interval_s.keepalived()
+        );
         if !settings.preempt {
             let _ = writeln!(w, "    nopreempt");
         }
