@@ -292,6 +292,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         app_state.licensing.clone(),
         appliance_id.clone(),
         options.ha_listen,
+        Some(Arc::clone(&vrrp)),
     )?;
     let ha_listener = match options.ha_listen {
         Some(address) => Some(crate::ha::bind(address, &gates).await?),

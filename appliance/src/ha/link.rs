@@ -78,7 +78,15 @@ pub(crate) async fn serve(
         let Some(listener) = listener else { return };
         accept(Arc::clone(&ha), listener, shutdown.clone()).await;
     };
-    tokio::join!(accepting, dial(Arc::clone(&ha), shutdown.clone()));
+    let keepalived = async {
+        let Some(vrrp) = ha.vrrp.clone() else { return };
+        super::keepalived::follow(Arc::clone(&ha), vrrp, shutdown.clone()).await;
+    };
+    tokio::join!(
+        accepting,
+        dial(Arc::clone(&ha), shutdown.clone()),
+        keepalived
+    );
 }
 
 async fn accept(ha: Arc<Ha>, mut listener: net::Listener, shutdown: CancellationToken) {
@@ -483,6 +491,13 @@ async fn run<W: AsyncWrite + Unpin>(
         .ok()
         .and_then(Result::ok)
         .and_then(|status| serde_json::to_value(status).ok());
+    let changed_alone = match pair.synced {
+        Some(synced) => ha
+            .blocking(move |ha| ha.own_versions_after(synced).map(|own| !own.is_empty()))
+            .await
+            .map_err(|e| e.to_string())?,
+        None => false,
+    };
     let hello = Message::Hello {
         appliance_id: ha.appliance_id.clone(),
         role: pair.role,
@@ -491,6 +506,7 @@ async fn run<W: AsyncWrite + Unpin>(
         admin_address: desired.config.listen.admin.to_string(),
         joiner: pair.joiner,
         licence,
+        changed_alone,
     };
     send(writer, &hello).await.map_err(|e| e.to_string())?;
     let first = tokio::time::timeout(FIRST_MESSAGE, frames.recv())
@@ -506,6 +522,7 @@ async fn run<W: AsyncWrite + Unpin>(
         admin_address,
         joiner,
         licence,
+        changed_alone: peer_changed_alone,
     } = first.message
     else {
         return Err("the peer's first message was not a hello".into());
@@ -525,33 +542,49 @@ async fn run<W: AsyncWrite + Unpin>(
         link.peer_licence = licence;
         link.last_error = None;
     });
-    tracing::info!(peer = %appliance_id, protocol = session_protocol, peer_role = role.as_str(), peer_version = version, "HA sync link up");
-    // Both claim the same role: the split-brain rule decides.
-    if role == pair.role {
-        let us = Side {
-            appliance_id: &ha.appliance_id,
-            version: desired.version,
-            joiner: pair.joiner,
-        };
-        let them = Side {
-            appliance_id: &appliance_id,
-            version,
-            joiner,
-        };
-        let won = protocol::wins(&us, &them);
-        let why = format!(
-            "both appliances were {} when the link came up; by the split-brain rule (higher config version, then the joined side) {} wins (versions: this {} , peer {version})",
-            role.as_str(),
-            if won { "this appliance" } else { "the peer" },
-            desired.version
-        );
+    tracing::info!(peer = %appliance_id, protocol = session_protocol, peer_role = role.as_str(), peer_version = version, peer_changed_alone, changed_alone, "HA sync link up");
+    let us = Side {
+        appliance_id: &ha.appliance_id,
+        version: desired.version,
+        joiner: pair.joiner,
+        role: pair.role,
+        changed_alone,
+    };
+    let them = Side {
+        appliance_id: &appliance_id,
+        version,
+        joiner,
+        role,
+        changed_alone: peer_changed_alone,
+    };
+    if let protocol::Decision::Active(won, rule) = protocol::decide(&us, &them) {
         let next = if won { Role::Active } else { Role::Standby };
-        if pair.role == Role::Active && !won {
-            tracing::warn!(peer = %appliance_id, "Split brain resolved: the peer's history wins; re-syncing from it");
+        let winner = if won { "this appliance" } else { "the peer" };
+        let why = match rule {
+            protocol::Rule::OnlyOneChanged => format!(
+                "split-brain rule: only {winner} committed changes while the link was down, so its history wins (versions: this {}, peer {version})",
+                desired.version
+            ),
+            protocol::Rule::Versions => format!(
+                "split-brain rule: this appliance was {}, the peer {}{}; by the higher config version, then the joined side, {winner} wins (versions: this {}, peer {version})",
+                pair.role.as_str(),
+                role.as_str(),
+                if changed_alone && peer_changed_alone {
+                    ", and both committed changes while the link was down"
+                } else {
+                    ""
+                },
+                desired.version
+            ),
+        };
+        if next != pair.role {
+            if next == Role::Standby {
+                tracing::warn!(peer = %appliance_id, "Split brain resolved: the peer's history wins; re-syncing from it");
+            }
+            ha.blocking(move |ha| ha.set_role(next, &why))
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        ha.blocking(move |ha| ha.set_role(next, &why))
-            .await
-            .map_err(|e| e.to_string())?;
     }
     let peer = PeerHello {
         appliance_id,
@@ -660,10 +693,16 @@ async fn lead<W: AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(PING);
     let mut check = tokio::time::interval(CREDENTIALS_CHECK);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
+    let mut writer_changes = ha.writer();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = &mut silence => return Err("the peer went silent".into()),
+            changed = writer_changes.changed() => {
+                if changed.is_err() || ha.role() != Some(Role::Active) {
+                    return Err("this appliance is no longer active (keepalived); a new hello follows".into());
+                }
+            }
             _ = ping.tick() => send(writer, &Message::Ping).await.map_err(io)?,
             _ = check.tick() => {
                 let now = credentials_of(ha).await?;
@@ -688,6 +727,10 @@ async fn lead<W: AsyncWrite + Unpin>(
             },
             command = commands.recv() => match command {
                 Some(Command::Failover { new_active, done }) => {
+                    // Give up the role first, so there is never a moment with two.
+                    ha.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     send(writer, &Message::Failover { new_active }).await.map_err(io)?;
                     let _ = done.send(Ok(()));
                     return Ok(());
@@ -817,10 +860,16 @@ async fn follow<W: AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(PING);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
     let mut failover: Option<oneshot::Sender<Result<(), String>>> = None;
+    let mut writer_changes = ha.writer();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = &mut silence => return Err("the peer went silent".into()),
+            changed = writer_changes.changed() => {
+                if changed.is_err() || ha.role() != Some(Role::Standby) {
+                    return Err("this appliance is no longer standby (keepalived); a new hello follows".into());
+                }
+            }
             _ = ping.tick() => send(writer, &Message::Ping).await.map_err(io)?,
             command = commands.recv() => match command {
                 Some(Command::Failover { new_active, done }) => {

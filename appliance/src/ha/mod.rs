@@ -41,6 +41,7 @@
 //! Not yet in step (a hook left in `link`): an admin-installed appliance
 //! certificate (each keeps its own; it is what the peer pins).
 
+mod keepalived;
 mod link;
 mod pin;
 pub(crate) mod protocol;
@@ -203,6 +204,9 @@ pub(crate) struct Ha {
     /// that was unpaired keeps dialling); all are counted.
     refusal_log: Mutex<crate::net::limits::LogLimit>,
     pub(crate) stats: Stats,
+    /// keepalived, whose state drives the role while VRRP settings are
+    /// stored (`keepalived`).
+    vrrp: Option<Arc<crate::vrrp::Vrrp>>,
 }
 
 /// The pair as stored, for the start (before the HA side runs).
@@ -226,6 +230,7 @@ impl Ha {
         licensing: Licensing,
         appliance_id: String,
         sync_listen: Option<SocketAddr>,
+        vrrp: Option<Arc<crate::vrrp::Vrrp>>,
     ) -> Result<Arc<Self>, StoreError> {
         let pair = match store.setting(PAIR_KEY)? {
             Some(text) => match serde_json::from_str::<Pair>(&text) {
@@ -260,6 +265,7 @@ impl Ha {
             wake: Notify::new(),
             refusal_log: Mutex::new(crate::net::limits::LogLimit::new(REFUSAL_LOG_EVERY)),
             stats: Stats::default(),
+            vrrp,
         }))
     }
 
@@ -290,9 +296,34 @@ impl Ha {
     }
 
     /// Change the role, with the reason for its event: the one place the
-    /// role changes (the failover request, the split-brain rule; later the
-    /// VRRP state). Blocking (the store).
+    /// role changes (the failover request, the split-brain rule, and
+    /// keepalived's state through [`Ha::set_role_by_keepalived`]). An
+    /// active that becomes standby for any reason but keepalived's own
+    /// makes keepalived give the addresses up if it holds them, so the VIPs
+    /// follow the role. Blocking (the store).
     pub(crate) fn set_role(&self, role: Role, reason: &str) -> Result<(), StoreError> {
+        let was = self.role();
+        self.change_role(role, reason)?;
+        if was == Some(Role::Active)
+            && role == Role::Standby
+            && let Some(vrrp) = &self.vrrp
+            && keepalived::holds_addresses(vrrp)
+        {
+            vrrp.give_up(vrrp.give_up_hold(), reason);
+        }
+        Ok(())
+    }
+
+    /// The role keepalived's state gives (`keepalived`). Blocking.
+    pub(crate) fn set_role_by_keepalived(
+        &self,
+        role: Role,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.change_role(role, reason)
+    }
+
+    fn change_role(&self, role: Role, reason: &str) -> Result<(), StoreError> {
         let changed = self.update(|pair| {
             let changed = pair.role != role;
             pair.role = role;
@@ -569,11 +600,8 @@ impl Ha {
                 "the peer is not connected; a failover needs the link (or, on the standby, {\"force\": true})".into(),
             ));
         };
-        if pair.role == Role::Active {
-            // Give up the role first, so there is never a moment with two.
-            self.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
-                .await?;
-        }
+        // On the active, the session gives up the role before it tells the
+        // peer, so there is never a moment with two.
         let (done, answered) = oneshot::channel();
         let sent = session
             .send(Command::Failover {
@@ -599,9 +627,14 @@ impl Ha {
             (Role::Standby, Err(why)) => Err(HaError::State(format!(
                 "failover not done: {why}; this appliance stays standby"
             ))),
-            // Already standby: the peer takes over when it hears of it (or
-            // at the next hello, by the split-brain rule).
-            (Role::Active, _) => Ok(Role::Standby),
+            (Role::Active, Ok(())) => Ok(Role::Standby),
+            // The link closed first: give up the role anyway; the peer
+            // takes over when it hears of it (keepalived, or the next hello).
+            (Role::Active, Err(_)) => {
+                self.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
+                    .await?;
+                Ok(Role::Standby)
+            }
         }
     }
 
@@ -609,11 +642,7 @@ impl Ha {
     /// committed itself (not the peer's) as not applied, before the
     /// winner's history replaces them. Blocking (the store).
     fn record_not_applied(&self, base: i64) -> Result<(), StoreError> {
-        let dropped = self.store.config_versions_after(base, 10_000)?;
-        let own: Vec<_> = dropped
-            .into_iter()
-            .filter(|version| !version.source.starts_with("HA peer"))
-            .collect();
+        let own = self.own_versions_after(base)?;
         if own.is_empty() {
             return Ok(());
         }
@@ -652,6 +681,20 @@ impl Ha {
             pair.not_applied.drain(..excess);
         })?;
         Ok(())
+    }
+
+    /// The config versions after `base` this appliance committed itself
+    /// (not the peer's). Blocking (the store).
+    fn own_versions_after(
+        &self,
+        base: i64,
+    ) -> Result<Vec<crate::store::StoredVersion>, StoreError> {
+        Ok(self
+            .store
+            .config_versions_after(base, 10_000)?
+            .into_iter()
+            .filter(|version| !version.source.starts_with("HA peer"))
+            .collect())
     }
 
     /// Run `call` off the async threads.
