@@ -184,6 +184,10 @@ impl Keepalived {
 
 impl Drop for Keepalived {
     fn drop(&mut self) {
+        // A failed test shows what keepalived saw.
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+        }
         let vrrp: Option<i32> = std::fs::read_to_string(&self.vrrp_pid)
             .ok()
             .and_then(|pid| pid.trim().parse().ok());

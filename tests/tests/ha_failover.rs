@@ -243,10 +243,11 @@ fn the_pair_fails_over_with_keepalived_and_keeps_config_and_drain() {
         "the standby holds the synced VIP too: {conf_b}"
     );
     assert!(conf_a.contains("advert_int 0.5\n"), "{conf_a}");
+    // A's first (with nopreempt the first to time out becomes master).
     let keepalived_a = Keepalived::start(&lab.a, dir.path(), "a", &conf_a);
-    let keepalived_b = Keepalived::start(&lab.b, dir.path(), "b", &conf_b);
     wait_for_vip(&lab, &lab.a, Instant::now());
     wait_for_state(&mut admin_a, "A", "MASTER");
+    let keepalived_b = Keepalived::start(&lab.b, dir.path(), "b", &conf_b);
     wait_for_state(&mut admin_b, "B", "BACKUP");
     wait_for_role(&mut admin_a, "A", "active");
     wait_for_role(&mut admin_b, "B", "standby");

@@ -50,6 +50,7 @@ global_defs {
     vrrp_notify_fifo /var/lib/poolgate/vrrp-notify.fifo
     script_user poolgate
     enable_script_security
+    vrrp_rt_priority 20
 }
 
 vrrp_script poolgate_serving {
