@@ -13,7 +13,8 @@
 //! its control task. Users and API token hashes follow the admin states in
 //! [`lead`] and are sent again when they change (checked every
 //! [`CREDENTIALS_CHECK`]). Hook for what is not in step yet: admin-installed
-//! certificates would travel the same way, applied in [`follow`].
+//! certificates would travel the same way, applied in [`follow`] (they are
+//! not what the link pins: that is the sync identity, `identity`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -90,7 +91,7 @@ pub(crate) async fn serve(
 }
 
 async fn accept(ha: Arc<Ha>, mut listener: net::Listener, shutdown: CancellationToken) {
-    let config = match super::pin::server_config(&ha.certificates, Arc::clone(&ha.pins)) {
+    let config = match super::pin::server_config(&ha.identity, Arc::clone(&ha.pins)) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "HA sync listener cannot build its TLS config; not serving");
@@ -185,7 +186,7 @@ async fn connect(
         .parse()
         .map_err(|_| format!("{address} is not IP:port"))?;
     let seen = Arc::new(Mutex::new(None));
-    let config = super::pin::client_config(&ha.certificates, expected, Arc::clone(&seen))
+    let config = super::pin::client_config(&ha.identity, expected, Arc::clone(&seen))
         .map_err(|error| error.to_string())?;
     let tcp = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(address))
         .await
@@ -204,12 +205,7 @@ async fn connect(
 }
 
 fn own_fingerprint(ha: &Ha) -> String {
-    ha.certificates
-        .current()
-        .cert
-        .first()
-        .map(|der| protocol::fingerprint(der.as_ref()))
-        .unwrap_or_default()
+    super::identity::fingerprint(&ha.identity)
 }
 
 /// What a successful join learnt of the peer.

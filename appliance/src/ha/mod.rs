@@ -41,6 +41,7 @@
 //! Not yet in step (a hook left in `link`): an admin-installed appliance
 //! certificate (each keeps its own; it is what the peer pins).
 
+pub(crate) mod identity;
 mod keepalived;
 mod link;
 mod pin;
@@ -54,7 +55,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::certs::Certificates;
 use crate::control::{ControlHandle, Writer};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::license::Licensing;
@@ -187,7 +187,8 @@ pub(crate) struct Ha {
     store: Store,
     events: EventLog,
     control: ControlHandle,
-    certificates: Arc<Certificates>,
+    /// The sync link's own key pair and certificate (what the peer pins).
+    identity: Arc<rustls::sign::CertifiedKey>,
     licensing: Licensing,
     appliance_id: String,
     /// Where this appliance's sync listener is, if it has one.
@@ -226,7 +227,7 @@ impl Ha {
         store: Store,
         events: EventLog,
         control: ControlHandle,
-        certificates: Arc<Certificates>,
+        identity: Arc<rustls::sign::CertifiedKey>,
         licensing: Licensing,
         appliance_id: String,
         sync_listen: Option<SocketAddr>,
@@ -249,7 +250,7 @@ impl Ha {
             store,
             events,
             control,
-            certificates,
+            identity,
             licensing,
             appliance_id,
             sync_listen,
@@ -713,12 +714,7 @@ impl Ha {
         use std::sync::atomic::Ordering::Relaxed;
         let pair = self.pair();
         let link = lock(&self.link).clone();
-        let own_fingerprint = self
-            .certificates
-            .current()
-            .cert
-            .first()
-            .map(|der| protocol::fingerprint(der.as_ref()));
+        let own_fingerprint = Some(identity::fingerprint(&self.identity));
         HaStatus {
             paired: pair.is_some(),
             role: pair
@@ -780,7 +776,8 @@ pub(crate) struct HaStatus {
     /// `standalone`, `active` or `standby`.
     pub role: &'static str,
     pub appliance_id: String,
-    /// SHA-256 of this appliance's certificate (what the peer pins).
+    /// SHA-256 of this appliance's sync certificate (what the peer pins;
+    /// not the admin certificate, which is renewed and replaced).
     pub fingerprint: Option<String>,
     pub sync_listen: Option<String>,
     pub config_version: i64,
