@@ -9,7 +9,7 @@
 //! * **Pairing**: `POST /api/v1/ha/pairing-code` on A gives a code (10
 //!   minutes, single use, three wrong tries burn it; A keeps only a key
 //!   derived from it, in memory). `POST /api/v1/ha/join` on B dials A's sync
-//!   listener with B's certificate, sends a proof (HMAC over both
+//!   listener with B's sync certificate, sends a proof (HMAC over both
 //!   certificates' fingerprints keyed by the code, `protocol::proof`), and
 //!   checks A's proof back. Then each pins the other's certificate (`pin`):
 //!   every later connection is mutual TLS that accepts exactly that one.
@@ -22,24 +22,34 @@
 //!   them through its own control task (`Source::Peer`), durable then
 //!   published, and acknowledges each version (`synced`).
 //! * **One writer**: [`Ha::set_role`] is the one place the role changes
-//!   (today from the API's failover and from the split-brain rule; the VRRP
-//!   state will drive it later); the control task refuses changes of the
-//!   standby's own.
-//! * **Split brain**: when both sides say active (or both standby) at a
-//!   hello, `protocol::wins` decides; the loser records each of its config
-//!   versions after the last synced one as not applied (an event each,
-//!   listed in `GET /api/v1/ha`), becomes standby and takes the winner's
-//!   latest version with a rebase.
+//!   (from the API's failover, the split-brain rule, and keepalived's
+//!   state through `keepalived`); the control task refuses changes of the
+//!   standby's own. With VRRP settings stored, keepalived's MASTER makes
+//!   this appliance active and BACKUP or FAULT standby; an active that
+//!   gives up the role for another reason makes keepalived give up the
+//!   addresses (`Vrrp::give_up`). A session ends when the role changes
+//!   under it; the next hello sees the new roles.
+//! * **Split brain**: each hello says whether its side committed config
+//!   versions of its own after the last synced one (`changed_alone`).
+//!   `protocol::decide`: if only one did, its history wins whatever the
+//!   roles are now; if both did, or both claim the same role,
+//!   `protocol::wins` (higher version, then the joined side); otherwise
+//!   the roles stand. The loser records each of its config versions after
+//!   the last synced one as not applied (an event each, listed in
+//!   `GET /api/v1/ha`), becomes standby and takes the winner's latest
+//!   version with a rebase.
 //! * Users and API token hashes are in step too: the standby takes the
 //!   active's (a password the active changed later ends the user's sessions
 //!   on the standby, as a change does locally).
 //! * Each appliance keeps its own `[listen]` section, network settings,
 //!   appliance id and licence (the peer's licence is shown).
+//! * The link's TLS identity is its own (`identity`, made once), not the
+//!   admin certificate: renewing or replacing that one keeps the pin.
 //!
 //! * CA bundles are in step, through the control task like configs.
 //!
-//! Not yet in step (a hook left in `link`): an admin-installed appliance
-//! certificate (each keeps its own; it is what the peer pins).
+//! Not in step (a hook left in `link`): an admin-installed appliance
+//! certificate (each keeps its own: it names that appliance's addresses).
 
 pub(crate) mod identity;
 mod keepalived;
