@@ -295,11 +295,13 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         store.clone(),
         events.clone(),
         control.clone(),
-        sync_identity,
         app_state.licensing.clone(),
-        appliance_id.clone(),
-        options.ha_listen,
-        Some(Arc::clone(&vrrp)),
+        crate::ha::Local {
+            appliance_id: appliance_id.clone(),
+            sync_listen: options.ha_listen,
+            identity: sync_identity,
+            vrrp: Some(Arc::clone(&vrrp)),
+        },
     )?;
     let ha_listener = match options.ha_listen {
         Some(address) => Some(crate::ha::bind(address, &gates).await?),

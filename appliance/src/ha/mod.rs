@@ -231,18 +231,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What this appliance is to the pair: its id, its sync listener and
+/// identity, and its keepalived.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub appliance_id: String,
+    pub sync_listen: Option<SocketAddr>,
+    /// The sync link's own key pair and certificate (`identity`).
+    pub identity: Arc<rustls::sign::CertifiedKey>,
+    pub vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+}
+
 impl Ha {
     /// The pair as stored. Blocking (the store).
     pub(crate) fn load(
         store: Store,
         events: EventLog,
         control: ControlHandle,
-        identity: Arc<rustls::sign::CertifiedKey>,
         licensing: Licensing,
-        appliance_id: String,
-        sync_listen: Option<SocketAddr>,
-        vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+        local: Local,
     ) -> Result<Arc<Self>, StoreError> {
+        let Local {
+            appliance_id,
+            sync_listen,
+            identity,
+            vrrp,
+        } = local;
         let pair = match store.setting(PAIR_KEY)? {
             Some(text) => match serde_json::from_str::<Pair>(&text) {
                 Ok(pair) => Some(pair),
