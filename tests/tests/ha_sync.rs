@@ -423,6 +423,14 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(b.ha()["role"], "active");
     let lost = b.set_ttl(11);
+    let response = b
+        .client
+        .post("/api/v1/pools/pool01/members/fe01/drain", &json!({}));
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "a member action during the split"
+    );
     b.process.terminate(Duration::from_secs(20));
 
     // The old active comes back alone and commits twice.
@@ -441,14 +449,25 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
     assert_eq!(ha_b["config_version"], json!(winner));
     assert_eq!(b.ttl(), 22);
     let not_applied = ha_b["not_applied"].as_array().expect("list");
-    assert_eq!(not_applied.len(), 1, "{ha_b}");
-    assert_eq!(not_applied[0]["version"], json!(lost));
+    let (members, configs): (Vec<&Value>, Vec<&Value>) = not_applied
+        .iter()
+        .partition(|entry| entry["member"].is_string());
+    assert_eq!(configs.len(), 1, "{ha_b}");
+    assert_eq!(configs[0]["version"], json!(lost));
     assert!(
-        not_applied[0]["source"]
+        configs[0]["source"]
             .as_str()
             .is_some_and(|s| s.contains("admin")),
         "{ha_b}"
     );
+    // The member action made on the losing side is listed too, and the
+    // member is as the winner has it.
+    assert_eq!(members.len(), 1, "{ha_b}");
+    assert_eq!(members[0]["member"], "pool01/fe01");
+    assert_eq!(members[0]["admin_state"], "draining");
+    wait_for("the winner's admin state on the loser", SYNC, || {
+        b.client.members()[0]["admin_state"] == "enabled"
+    });
     let events = b.client.json("/api/v1/events?kind=ha");
     let messages: Vec<&str> = events["events"]
         .as_array()
@@ -460,6 +479,12 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
         messages
             .iter()
             .any(|m| m.contains(&format!("Config version {lost}")) && m.contains("not applied")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("Member action on pool01/fe01") && m.contains("not applied")),
         "{messages:?}"
     );
     assert!(

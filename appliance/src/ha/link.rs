@@ -36,6 +36,8 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 const SILENCE: Duration = Duration::from_secs(45);
 const PING: Duration = Duration::from_secs(15);
 const REDIAL: Duration = Duration::from_secs(1);
+/// How often a frame from the peer is noted as "the link was up then".
+const HEARD_EVERY: Duration = Duration::from_secs(5);
 const CONNECT: Duration = Duration::from_secs(10);
 /// How often the active looks whether users or tokens changed.
 const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
@@ -399,6 +401,28 @@ async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
         .map_err(|error| error.to_string())
 }
 
+/// When a frame from the peer last moved `Pair::linked_at` on: at most
+/// every [`HEARD_EVERY`] (the peer pings every [`PING`]).
+#[derive(Debug)]
+struct Heard(tokio::time::Instant);
+
+impl Default for Heard {
+    fn default() -> Self {
+        Self(tokio::time::Instant::now())
+    }
+}
+
+impl Heard {
+    fn due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.0) < HEARD_EVERY {
+            return false;
+        }
+        self.0 = now;
+        true
+    }
+}
+
 /// What the reader task hands the session.
 type Incoming = Result<protocol::Frame, String>;
 
@@ -487,13 +511,21 @@ async fn run<W: AsyncWrite + Unpin>(
         .ok()
         .and_then(Result::ok)
         .and_then(|status| serde_json::to_value(status).ok());
-    let changed_alone = match pair.synced {
-        Some(synced) => ha
-            .blocking(move |ha| ha.own_versions_after(synced).map(|own| !own.is_empty()))
-            .await
-            .map_err(|e| e.to_string())?,
-        None => false,
-    };
+    // What this side did while the peer could not hear of it: config
+    // versions after the last synced one, member actions after the link
+    // was last known up.
+    let synced_base = pair.synced;
+    let (versions_alone, members_alone) = ha
+        .blocking(move |ha| {
+            let versions = match synced_base {
+                Some(synced) => !ha.own_versions_after(synced)?.is_empty(),
+                None => false,
+            };
+            Ok((versions, ha.own_admin_after_link()?))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let changed_alone = versions_alone || !members_alone.is_empty();
     let hello = Message::Hello {
         appliance_id: ha.appliance_id.clone(),
         role: pair.role,
@@ -582,6 +614,14 @@ async fn run<W: AsyncWrite + Unpin>(
                 .map_err(|e| e.to_string())?;
         }
     }
+    // Standby after a split: the active's admin states replace the member
+    // actions made here meanwhile.
+    if ha.role() == Some(Role::Standby) && !members_alone.is_empty() {
+        ha.blocking(move |ha| ha.record_members_not_applied(&members_alone))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
     let peer = PeerHello {
         appliance_id,
         role,
@@ -690,6 +730,7 @@ async fn lead<W: AsyncWrite + Unpin>(
     let mut check = tokio::time::interval(CREDENTIALS_CHECK);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
     let mut writer_changes = ha.writer();
+    let mut heard = Heard::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -741,6 +782,9 @@ async fn lead<W: AsyncWrite + Unpin>(
             frame = frames.recv() => {
                 let Some(frame) = frame else { return Err("the peer closed the link".into()) };
                 silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
+                if heard.due() {
+                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                }
                 let frame = match frame {
                     Ok(frame) => frame,
                     Err(why) => {
@@ -751,9 +795,13 @@ async fn lead<W: AsyncWrite + Unpin>(
                 match frame.message {
                     Message::Ping => {}
                     Message::Synced { version } => {
-                        ha.blocking(move |ha| ha.update(|pair| pair.synced = Some(version)).map(|_| ()))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        // Also the standby's answer to a member action: it has it.
+                        ha.blocking(move |ha| {
+                            ha.update(|pair| pair.synced = Some(version))?;
+                            ha.linked()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
                         let current = ha.control.desired().version;
                         ha.set_link(|link| {
                             link.peer_version = Some(version);
@@ -857,6 +905,7 @@ async fn follow<W: AsyncWrite + Unpin>(
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
     let mut failover: Option<oneshot::Sender<Result<(), String>>> = None;
     let mut writer_changes = ha.writer();
+    let mut heard = Heard::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -882,6 +931,9 @@ async fn follow<W: AsyncWrite + Unpin>(
             frame = frames.recv() => {
                 let Some(frame) = frame else { return Err("the peer closed the link".into()) };
                 silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
+                if heard.due() {
+                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                }
                 let frame = match frame {
                     Ok(frame) => frame,
                     Err(why) => {
@@ -933,7 +985,12 @@ async fn follow<W: AsyncWrite + Unpin>(
                         if let Err(error) = ha.control.peer(change, source.clone()).await {
                             tracing::warn!(peer = %peer.appliance_id, %error, "Admin state from the HA peer not applied");
                             send(writer, &Message::Refused { reason: error.to_string() }).await.map_err(io)?;
+                            continue;
                         }
+                        // The acknowledgement: the active's member action is in step.
+                        ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                        let version = ha.control.desired().version;
+                        send(writer, &Message::Synced { version }).await.map_err(io)?;
                     }
                     Message::Failover { new_active } if new_active == ha.appliance_id => {
                         ha.blocking(|ha| ha.set_role(Role::Active, "failover requested on the peer, which handed over the active role"))

@@ -30,14 +30,15 @@
 //!   addresses (`Vrrp::give_up`). A session ends when the role changes
 //!   under it; the next hello sees the new roles.
 //! * **Split brain**: each hello says whether its side committed config
-//!   versions of its own after the last synced one (`changed_alone`).
+//!   versions of its own after the last synced one, or member actions
+//!   after the link was last known up (`Pair::linked_at`): `changed_alone`.
 //!   `protocol::decide`: if only one did, its history wins whatever the
 //!   roles are now; if both did, or both claim the same role,
 //!   `protocol::wins` (higher version, then the joined side); otherwise
 //!   the roles stand. The loser records each of its config versions after
-//!   the last synced one as not applied (an event each, listed in
-//!   `GET /api/v1/ha`), becomes standby and takes the winner's latest
-//!   version with a rebase.
+//!   the last synced one, and each of those member actions, as not applied
+//!   (an event each, listed in `GET /api/v1/ha`), becomes standby and
+//!   takes the winner's latest version with a rebase and its admin states.
 //! * Users and API token hashes are in step too: the standby takes the
 //!   active's (a password the active changed later ends the user's sessions
 //!   on the standby, as a change does locally).
@@ -100,16 +101,28 @@ pub(crate) struct Pair {
     pub paired_at: String,
     #[serde(default)]
     pub not_applied: Vec<NotApplied>,
+    /// The last time the link was known up (a ping, a change in step, the
+    /// link's end): member actions of this appliance after it were made
+    /// while the peer could not hear of them.
+    #[serde(default)]
+    pub linked_at: Option<String>,
 }
 
 /// A change committed on the losing side of a split, replaced by the
 /// winner's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct NotApplied {
+    /// The config version (for a member action: the one in force then).
     pub version: i64,
     pub source: String,
     pub committed_at: String,
     pub recorded_at: String,
+    /// For a member action: `pool/member`.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// For a member action: the admin state it set.
+    #[serde(default)]
+    pub admin_state: Option<String>,
 }
 
 /// What is known of the link now.
@@ -530,6 +543,7 @@ impl Ha {
             synced: None,
             paired_at: crate::clock::now_rfc3339(),
             not_applied: Vec::new(),
+            linked_at: None,
         };
         self.blocking(move |ha| ha.replace_pair(Some(pair))).await?;
         self.events.record(
@@ -557,6 +571,7 @@ impl Ha {
             synced: None,
             paired_at: crate::clock::now_rfc3339(),
             not_applied: Vec::new(),
+            linked_at: None,
         };
         self.replace_pair(Some(pair))?;
         self.events.record(
@@ -701,7 +716,88 @@ impl Ha {
                     source: version.source.clone(),
                     committed_at: version.created_at.clone(),
                     recorded_at: recorded_at.clone(),
+                    member: None,
+                    admin_state: None,
                 }));
+            let excess = pair.not_applied.len().saturating_sub(NOT_APPLIED_KEPT);
+            pair.not_applied.drain(..excess);
+        })?;
+        Ok(())
+    }
+
+    /// Note that the link is up now (`Pair::linked_at`). Blocking.
+    fn linked(&self) -> Result<(), StoreError> {
+        let now = crate::clock::now_rfc3339();
+        self.update(|pair| pair.linked_at = Some(now)).map(|_| ())
+    }
+
+    /// Member admin states set here after the link was last known up:
+    /// actions the peer never heard of. Blocking (the store).
+    fn own_admin_after_link(
+        &self,
+    ) -> Result<Vec<(crate::config::MemberKey, crate::config::AdminState, String)>, StoreError>
+    {
+        use time::format_description::well_known::Rfc3339;
+        let parse = |text: &str| time::OffsetDateTime::parse(text, &Rfc3339).ok();
+        let Some(linked) = self
+            .pair()
+            .and_then(|pair| pair.linked_at)
+            .and_then(|at| parse(&at))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .admin_rows()?
+            .into_iter()
+            .filter(|(_, _, changed_at)| parse(changed_at).is_some_and(|at| at > linked))
+            .collect())
+    }
+
+    /// Record member actions made here during a split as not applied: the
+    /// winner's admin states replace them. Blocking (the store).
+    fn record_members_not_applied(
+        &self,
+        actions: &[(crate::config::MemberKey, crate::config::AdminState, String)],
+    ) -> Result<(), StoreError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let recorded_at = crate::clock::now_rfc3339();
+        let version = self.control.desired().version;
+        for ((pool, member), state, changed_at) in actions {
+            tracing::warn!(%pool, %member, state = state.as_str(), %changed_at, "Member action not applied: the peer's history won after a split");
+            self.events.record(
+                NewEvent::new(
+                    EventKind::Ha,
+                    format!(
+                        "Member action on {pool}/{member} ({}, at {changed_at}) not applied: the peer's history won after a split; the member is as the peer has it",
+                        state.as_str()
+                    ),
+                )
+                .detail(serde_json::json!({
+                    "not_applied": true,
+                    "pool": pool,
+                    "member": member,
+                    "admin_state": state.as_str(),
+                    "changed_at": changed_at,
+                })),
+            );
+        }
+        self.update(|pair| {
+            pair.not_applied
+                .extend(
+                    actions
+                        .iter()
+                        .map(|((pool, member), state, changed_at)| NotApplied {
+                            version,
+                            source: "member action".to_owned(),
+                            committed_at: changed_at.clone(),
+                            recorded_at: recorded_at.clone(),
+                            member: Some(format!("{pool}/{member}")),
+                            admin_state: Some(state.as_str().to_owned()),
+                        }),
+                );
             let excess = pair.not_applied.len().saturating_sub(NOT_APPLIED_KEPT);
             pair.not_applied.drain(..excess);
         })?;

@@ -75,8 +75,9 @@ pub(crate) enum Message {
         #[serde(default)]
         licence: Option<serde_json::Value>,
         /// Whether this side committed config versions of its own after
-        /// the last synced one (it was active while the link was down).
-        /// Absent from an older peer: `false`.
+        /// the last synced one, or member actions after the link was last
+        /// known up (it was active while the link was down). Absent from
+        /// an older peer: `false`.
         #[serde(default)]
         changed_alone: bool,
     },
