@@ -18,12 +18,16 @@
 //!   identically (`dig`).
 //! * A failover asked through the API on the standby makes keepalived move
 //!   the VIP too.
+//! * Split brain (needs nft): A and B drop each other's packets while the
+//!   client reaches both; both become active, each makes different changes;
+//!   when the link returns the higher version (B) wins, A ends standby at
+//!   B's version with its config change and member action listed as not
+//!   applied, and the VIP on B alone.
 //!
 //! Timing is printed, never asserted (a move must happen within a generous
 //! 15 s). Needs root, `ip netns`, keepalived and dig; skips with a message
 //! otherwise. Not covered here: connection state (connections open through
-//! the failed unit are lost), a split brain with VRRP (the rule is tested
-//! on loopback in `ha_sync.rs` and in `ha::protocol`'s unit tests).
+//! the failed unit are lost), a pair booted from two images.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -310,7 +314,8 @@ fn the_pair_fails_over_with_keepalived_and_keeps_config_and_drain() {
     same_answers(&lab, &[A, B]);
 
     let attempts: Attempts = Arc::default();
-    let client = client_loop(&lab.client, Arc::clone(&attempts), Arc::clone(&stop));
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let client = client_loop(&lab.client, Arc::clone(&attempts), Arc::clone(&client_stop));
     wait_for_successes(&attempts, 20);
 
     // 1. kill -9 of the active's poolgate: B takes the VIP and the role.
@@ -407,13 +412,142 @@ fn the_pair_fails_over_with_keepalived_and_keeps_config_and_drain() {
     assert!(!lab.holds_vip(&lab.a));
     same_answers(&lab, &[A, B]);
 
-    stop.store(true, Ordering::Relaxed);
+    client_stop.store(true, Ordering::Relaxed);
     client.join().expect("client thread");
+    let total = attempts.lock().expect("attempts").len();
+    eprintln!("{total} connection attempts in all");
+
+    // 4. Split brain: A and B stop hearing each other (VRRP and the sync
+    // link), while the client still reaches both. Both become active; each
+    // makes changes; the link returns and the rule decides.
+    if split_brain(&lab, dir.path(), &mut admin_a, &mut admin_b) {
+        same_answers(&lab, &[A, B]);
+    }
+
+    stop.store(true, Ordering::Relaxed);
     member.join().expect("member thread");
     drop(keepalived_a);
     drop(keepalived_b);
     drop(poolgate_a);
     drop(poolgate_b);
-    let total = attempts.lock().expect("attempts").len();
-    eprintln!("{total} connection attempts in all");
+}
+
+/// Drop everything `ns` receives from `from` (or, with `None`, lift it).
+fn cut(dir: &std::path::Path, ns: &str, from: Option<&str>) {
+    let rules = match from {
+        Some(from) => format!(
+            "table inet split {{}}\ndelete table inet split\ntable inet split {{\n    chain input {{\n        type filter hook input priority -10; policy accept;\n        ip saddr {from} drop\n    }}\n}}\n"
+        ),
+        None => "table inet split {}\ndelete table inet split\n".to_owned(),
+    };
+    let file = dir.join(format!("{ns}-split.nft"));
+    std::fs::write(&file, rules).expect("write rules");
+    ip(&[
+        "netns",
+        "exec",
+        ns,
+        "nft",
+        "-f",
+        file.to_str().expect("utf-8"),
+    ]);
+}
+
+fn set_ttl(admin: &mut Admin, ttl: i64) -> i64 {
+    admin.with(move |admin| {
+        let mut config = admin.json("/api/v1/config");
+        config["dns"]["ttl"] = json!(ttl);
+        let put = admin.put("/api/v1/config", &config);
+        assert_eq!(
+            put.status().as_u16(),
+            200,
+            "{}",
+            put.text().unwrap_or_default()
+        );
+        put.json::<Value>().expect("JSON")["version"]
+            .as_i64()
+            .expect("version")
+    })
+}
+
+/// The split brain of the acceptance list, B active before it. Returns
+/// whether it ran (it needs nft).
+fn split_brain(lab: &Lab, dir: &std::path::Path, admin_a: &mut Admin, admin_b: &mut Admin) -> bool {
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nft {
+        eprintln!(
+            "nft not installed (tests/install-deps installs it): the split brain is not tested"
+        );
+        return false;
+    }
+    let before = ha(admin_b)["config_version"].as_i64().expect("version");
+    cut(dir, &lab.a, Some(B));
+    cut(dir, &lab.b, Some(A));
+    let split = Instant::now();
+    wait_for_state(admin_a, "A", "MASTER");
+    wait_for_role(admin_a, "A", "active");
+    assert_eq!(ha(admin_b)["role"], "active", "both active");
+    eprintln!(
+        "split: A active too after {} ms",
+        split.elapsed().as_millis()
+    );
+
+    // Different changes on each: A one config change and a member action,
+    // B two config changes (the higher version).
+    let lost = set_ttl(admin_a, 51);
+    admin_a.with(|admin| {
+        let enable = admin.post("/api/v1/pools/p/members/m2/enable", &json!({}));
+        assert_eq!(
+            enable.status().as_u16(),
+            200,
+            "{}",
+            enable.text().unwrap_or_default()
+        );
+    });
+    set_ttl(admin_b, 52);
+    let winner = set_ttl(admin_b, 53);
+    assert!(lost > before && winner > lost, "{before} {lost} {winner}");
+
+    // The link returns: B's history wins, A re-syncs from it and its
+    // keepalived gives up the VIP.
+    cut(dir, &lab.a, None);
+    cut(dir, &lab.b, None);
+    let restored = Instant::now();
+    wait_for_role(admin_a, "A", "standby");
+    wait_for_role(admin_b, "B", "active");
+    let version = wait_in_sync(admin_a, admin_b);
+    assert_eq!(version, winner);
+    wait_for_vip(lab, &lab.b, restored);
+    wait_for("A to give up the VIP", MOVE_BOUND, || {
+        !lab.holds_vip(&lab.a)
+    });
+    wait_for_state(admin_a, "A", "BACKUP");
+    eprintln!(
+        "split resolved {} ms after the link returned: both at version {version}",
+        restored.elapsed().as_millis()
+    );
+    let status = ha(admin_a);
+    let not_applied = status["not_applied"].as_array().expect("list");
+    assert!(
+        not_applied
+            .iter()
+            .any(|e| e["version"] == lost && e["member"].is_null()),
+        "A's config change listed: {status}"
+    );
+    assert!(
+        not_applied
+            .iter()
+            .any(|e| e["member"] == "p/m2" && e["admin_state"] == "enabled"),
+        "A's member action listed: {status}"
+    );
+    assert_eq!(
+        admin_state(admin_a, "m2"),
+        "draining",
+        "as the winner has it"
+    );
+    let ttl = admin_a.with(|admin| admin.json("/api/v1/config")["dns"]["ttl"].clone());
+    assert_eq!(ttl, 53);
+    true
 }
