@@ -535,6 +535,7 @@ async fn run<W: AsyncWrite + Unpin>(
         joiner: pair.joiner,
         licence,
         changed_alone,
+        keepalived: ha.keepalived_drives_role(),
     };
     send(writer, &hello).await.map_err(|e| e.to_string())?;
     let first = tokio::time::timeout(FIRST_MESSAGE, frames.recv())
@@ -551,6 +552,7 @@ async fn run<W: AsyncWrite + Unpin>(
         joiner,
         licence,
         changed_alone: peer_changed_alone,
+        keepalived: peer_keepalived,
     } = first.message
     else {
         return Err("the peer's first message was not a hello".into());
@@ -577,6 +579,7 @@ async fn run<W: AsyncWrite + Unpin>(
         joiner: pair.joiner,
         role: pair.role,
         changed_alone,
+        keepalived: ha.keepalived_drives_role(),
     };
     let them = Side {
         appliance_id: &appliance_id,
@@ -584,6 +587,7 @@ async fn run<W: AsyncWrite + Unpin>(
         joiner,
         role,
         changed_alone: peer_changed_alone,
+        keepalived: peer_keepalived,
     };
     if let protocol::Decision::Active(won, rule) = protocol::decide(&us, &them) {
         let next = if won { Role::Active } else { Role::Standby };

@@ -352,6 +352,13 @@ impl Ha {
         Ok(())
     }
 
+    /// Whether keepalived's state drives the role (VRRP settings stored).
+    pub(crate) fn keepalived_drives_role(&self) -> bool {
+        self.vrrp
+            .as_ref()
+            .is_some_and(|vrrp| vrrp.settings().is_some())
+    }
+
     /// The role keepalived's state gives (`keepalived`). Blocking.
     pub(crate) fn set_role_by_keepalived(
         &self,

@@ -80,6 +80,10 @@ pub(crate) enum Message {
         /// an older peer: `false`.
         #[serde(default)]
         changed_alone: bool,
+        /// Whether keepalived's state drives this side's role (VRRP
+        /// settings stored). Absent from an older peer: `false`.
+        #[serde(default)]
+        keepalived: bool,
     },
     /// A committed config version, in order. With `rebase`, the follower's
     /// versions after it are dropped first.
@@ -243,6 +247,8 @@ pub(crate) struct Side<'a> {
     pub role: Role,
     /// It committed config versions of its own after the last synced one.
     pub changed_alone: bool,
+    /// keepalived's state drives its role.
+    pub keepalived: bool,
 }
 
 /// What the hellos decide about the roles, seen from `us`.
@@ -268,15 +274,20 @@ pub(crate) enum Rule {
 /// own after the last synced version was active without the other: when
 /// only one did, its history wins whatever the roles are now (with VRRP,
 /// keepalived may already have made it standby as the link came back);
-/// when both did, or both claim the same role, [`wins`] decides; otherwise
-/// the roles stand (keepalived's or the admin's choice). Pure, symmetric:
-/// both sides reach the same answer.
+/// when both did, [`wins`] decides. When neither did, the roles stand
+/// (keepalived's or the admin's choice), except that two sides claiming
+/// the same role without keepalived on both are told apart by [`wins`]:
+/// with keepalived on both, two standbys wait for its MASTER and two
+/// actives for its election (two masters that hear each other settle
+/// within an advert). Pure, symmetric: both sides reach the same answer.
 pub(crate) fn decide(us: &Side<'_>, peer: &Side<'_>) -> Decision {
     match (us.changed_alone, peer.changed_alone) {
         (true, false) => Decision::Active(true, Rule::OnlyOneChanged),
         (false, true) => Decision::Active(false, Rule::OnlyOneChanged),
         (true, true) => Decision::Active(wins(us, peer), Rule::Versions),
-        (false, false) if us.role == peer.role => Decision::Active(wins(us, peer), Rule::Versions),
+        (false, false) if us.role == peer.role && !(us.keepalived && peer.keepalived) => {
+            Decision::Active(wins(us, peer), Rule::Versions)
+        }
         (false, false) => Decision::Keep,
     }
 }
@@ -335,6 +346,7 @@ mod tests {
                 joiner: false,
                 licence: None,
                 changed_alone: true,
+                keepalived: true,
             },
             Message::Config {
                 version: 8,
@@ -371,6 +383,7 @@ mod tests {
             Message::Hello {
                 licence: None,
                 changed_alone: false,
+                keepalived: false,
                 ..
             }
         ));
@@ -424,6 +437,7 @@ mod tests {
             joiner,
             role: Role::Active,
             changed_alone: false,
+            keepalived: false,
         };
         let (a, b) = (side("a", 5, false), side("b", 7, true));
         assert!(wins(&b, &a) && !wins(&a, &b), "higher version");
@@ -448,6 +462,7 @@ mod tests {
             joiner,
             role,
             changed_alone,
+            keepalived: false,
         };
         use Role::{Active, Standby};
         // keepalived made the changed side standby as the link came back:
@@ -481,6 +496,21 @@ mod tests {
         );
         assert_eq!(decide(&a, &b), Decision::Active(true, Rule::Versions));
         assert_eq!(decide(&b, &a), Decision::Active(false, Rule::Versions));
+        // With keepalived on both, neither changed: keepalived decides.
+        let with = |side: Side<'static>| Side {
+            keepalived: true,
+            ..side
+        };
+        let (a, b) = (
+            with(side("a", 9, false, Standby, false)),
+            with(side("b", 9, true, Standby, false)),
+        );
+        assert_eq!(decide(&a, &b), Decision::Keep);
+        let (a, b) = (
+            with(side("a", 9, false, Active, true)),
+            with(side("b", 9, true, Active, false)),
+        );
+        assert_eq!(decide(&a, &b), Decision::Active(true, Rule::OnlyOneChanged));
         // Symmetric whatever the inputs: exactly one active, or both keep.
         for ca in [false, true] {
             for cb in [false, true] {

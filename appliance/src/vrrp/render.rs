@@ -38,6 +38,12 @@ use crate::web::FieldProblem;
 /// The realtime priority (SCHED_RR) of keepalived's VRRP process: above
 /// every ordinary process, below the kernel's own realtime threads.
 const VRRP_RT_PRIORITY: u8 = 20;
+/// The CPU time (µs) the realtime VRRP process may use between blocking
+/// system calls before the kernel kills it (RLIMIT_RTTIME). keepalived's
+/// 10 ms default was exceeded on a busy virtual machine while taking the
+/// addresses over (the child was killed and respawned as BACKUP); 200 ms
+/// still stops a runaway loop.
+const VRRP_RLIMIT_RTTIME_US: u32 = 200_000;
 
 /// Name of the sync group and prefix of the instances.
 pub(crate) const GROUP: &str = "poolgate";
@@ -166,6 +172,7 @@ pub(crate) fn render(
     // that reads the master's adverts late takes the addresses from a
     // master that is still running (and with nopreempt keeps them).
     let _ = writeln!(w, "    vrrp_rt_priority {VRRP_RT_PRIORITY}");
+    let _ = writeln!(w, "    vrrp_rlimit_rttime {VRRP_RLIMIT_RTTIME_US}");
     let _ = writeln!(w, "}}\n");
     let _ = writeln!(w, "vrrp_script poolgate_serving {{");
     let _ = writeln!(

@@ -51,6 +51,7 @@ global_defs {
     script_user poolgate
     enable_script_security
     vrrp_rt_priority 20
+    vrrp_rlimit_rttime 200000
 }
 
 vrrp_script poolgate_serving {
