@@ -28,6 +28,7 @@ mod admin_state;
 mod auth;
 pub(crate) mod ca_bundles;
 mod config_versions;
+pub(crate) use config_versions::StoredVersion;
 mod events;
 mod migrations;
 mod restore;
