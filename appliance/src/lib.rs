@@ -54,6 +54,7 @@ pub mod proxy;
 pub mod sip;
 pub mod state;
 pub mod store;
+pub mod syslog;
 pub mod system;
 pub mod vrrp;
 pub mod web;

@@ -52,6 +52,8 @@
 //!   `POST /api/v1/ha/failover`, `DELETE /api/v1/ha` — the HA pair (`ha`)
 //! * `GET|PUT|DELETE /api/v1/ha/vrrp` — this appliance's VRRP settings and
 //!   keepalived's state (`vrrp`)
+//! * `GET|PUT|DELETE /api/v1/system/syslog` — remote syslog collectors
+//!   and their state (`syslog`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! On the standby of an HA pair, config PUTs, imports and member actions are
@@ -73,6 +75,7 @@ mod network;
 mod openapi;
 mod state;
 pub(crate) mod status;
+mod syslog;
 mod system;
 pub(crate) mod tls;
 mod ui;
@@ -450,6 +453,28 @@ pub fn protected_routes() -> Vec<Route> {
             "Turn VRRP off: poolgate holds its addresses itself",
             vrrp::delete,
             response = crate::vrrp::VrrpView
+        ),
+        spec!(
+            GET,
+            "/api/v1/system/syslog",
+            "Remote syslog settings and each collector's state (connected, sent, dropped, last error)",
+            syslog::get,
+            response = crate::syslog::SyslogView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/system/syslog",
+            "Store remote syslog settings (422 naming the field, nothing stored); every event goes to the collectors as RFC 5424",
+            syslog::put,
+            request = crate::syslog::SyslogSettings,
+            response = crate::syslog::SyslogView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/system/syslog",
+            "Turn remote syslog off",
+            syslog::delete,
+            response = crate::syslog::SyslogView
         ),
     ]
 }

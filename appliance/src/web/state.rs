@@ -41,6 +41,8 @@ pub struct AppState {
     pub(crate) addresses: Arc<crate::net::addresses::AddressStats>,
     /// This appliance's VRRP (`run` sets it).
     pub(crate) vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+    /// Remote syslog (`run` sets it).
+    pub(crate) syslog: Option<Arc<crate::syslog::Syslog>>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
     /// The newest view generation the DNS, SIP and admin listeners are in
@@ -82,6 +84,7 @@ impl AppState {
             network: None,
             addresses: Arc::default(),
             vrrp: None,
+            syslog: None,
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
             setup_done: Arc::default(),
