@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub manage_addresses: bool,
     /// The HA sync listener (`crate::ha`); without it no pairing.
     pub ha_listen: Option<SocketAddr>,
+    /// The AgentX subagent (`crate::snmp`); without it no SNMP.
+    pub snmp: Option<crate::snmp::SnmpOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +287,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let syslog = syslog::Syslog::load(store.clone(), events.clone())?;
     let syslog_task = syslog.spawn(publisher.clone(), shutdown.child_token());
     app_state.syslog = Some(syslog);
+    let snmp_task = match options.snmp.clone() {
+        Some(snmp) => tokio::spawn(crate::snmp::serve(
+            snmp,
+            publisher.clone(),
+            store.clone(),
+            app_state.licensing.clone(),
+            shutdown.child_token(),
+        )),
+        None => tokio::spawn(async {}),
+    };
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
@@ -389,6 +401,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = proxy_task.await;
     let _ = fail_open_task.await;
     let _ = syslog_task.await;
+    let _ = snmp_task.await;
     addresses_stop.cancel();
     let _ = addresses_task.await;
     let _ = control_task.await;

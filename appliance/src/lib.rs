@@ -52,6 +52,7 @@ pub(crate) mod metrics;
 pub(crate) mod net;
 pub mod proxy;
 pub mod sip;
+pub mod snmp;
 pub mod state;
 pub mod store;
 pub mod syslog;

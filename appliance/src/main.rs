@@ -75,6 +75,11 @@ enum Command {
         /// it the appliance cannot be paired.
         #[arg(long)]
         ha_listen: Option<SocketAddr>,
+        /// snmpd's AgentX socket (its `agentXSocket`): poolgate connects
+        /// as a subagent serving POOLGATE-MIB and sends its notifications
+        /// through snmpd. Without it there is no SNMP.
+        #[arg(long)]
+        agentx_socket: Option<PathBuf>,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -228,6 +233,7 @@ fn main() -> ExitCode {
             confirm_timeout_s,
             manage_addresses,
             ha_listen,
+            agentx_socket,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -240,6 +246,8 @@ fn main() -> ExitCode {
                 confirm_timeout: Duration::from_secs(confirm_timeout_s),
                 manage_addresses,
                 ha_listen,
+                snmp: agentx_socket
+                    .map(|agentx_socket| poolgate::snmp::SnmpOptions { agentx_socket }),
             }),
             Err(error) => Err(error),
         },

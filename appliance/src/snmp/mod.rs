@@ -1,0 +1,292 @@
+//! SNMP: net-snmp's snmpd does the protocol and its security (v2c
+//! communities, v3 users with authPriv, trap sinks); poolgate is an AgentX
+//! subagent (RFC 2741) of it, serving POOLGATE-MIB (`mib/POOLGATE-MIB.txt`,
+//! under the placeholder enterprise number 32473) and sending its
+//! notifications through it. Design note: `docs/decisions/1101-snmp-agentx.md`.
+//!
+//! * [`mib`]: the MIB's values, built from the status document, and the
+//!   get/getnext lookups;
+//! * [`agentx`]: the session with snmpd (open, register, answers, notify).
+//!
+//! [`serve`] keeps one session open to the master agent's socket
+//! (reconnecting with a backoff from 1 s doubling to 30 s while snmpd is
+//! away), answers its requests from the pool view of that moment, and
+//! turns events of the event table into notifications ([`notification`]):
+//! member down and up, drained and drain overdue, HA role changes, and a
+//! daily licence-expiry warning from 14 days before the end. Events are
+//! read after the last id seen, as remote syslog reads them; while no
+//! session is open they wait (at most one batch a poll is sent).
+
+pub(crate) mod agentx;
+pub(crate) mod mib;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::state::PublisherHandle;
+use crate::store::{Event, Store};
+use crate::web::status::StatusBody;
+
+use mib::Value;
+
+/// How often the event table is read for new events.
+const POLL: Duration = Duration::from_millis(200);
+const BATCH: usize = 256;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the licence is checked for an end within [`EXPIRY_WARNING_DAYS`].
+const LICENCE_CHECK: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// `pgNotifications` numbers (the MIB's).
+const MEMBER_DOWN: u32 = 1;
+const MEMBER_UP: u32 = 2;
+const MEMBER_DRAINED: u32 = 3;
+const DRAIN_OVERDUE: u32 = 4;
+const LICENCE_EXPIRING: u32 = 5;
+const HA_ROLE_CHANGED: u32 = 6;
+
+/// `pgNotifyObjects` numbers.
+const NOTIFY_POOL: u32 = 1;
+const NOTIFY_MEMBER: u32 = 2;
+const NOTIFY_MONITOR: u32 = 3;
+const NOTIFY_TEXT: u32 = 4;
+
+/// A notification to send: its OID and its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Notification {
+    pub trap: Vec<u32>,
+    pub objects: Vec<(Vec<u32>, Value)>,
+}
+
+fn text(n: u32, value: &str) -> (Vec<u32>, Value) {
+    (mib::notify_object(n), Value::Text(value.to_owned()))
+}
+
+/// The notification an event makes, if any.
+pub(crate) fn notification(event: &Event) -> Option<Notification> {
+    let detail = |key: &str| event.detail.as_ref().and_then(|d| d.get(key));
+    let detail_str = |key: &str| detail(key).and_then(serde_json::Value::as_str);
+    let pool = event.pool.as_deref().unwrap_or_default();
+    let member = event.member.as_deref().unwrap_or_default();
+    let about_member = |n: u32, monitor: Option<&str>| {
+        let mut objects = vec![text(NOTIFY_POOL, pool), text(NOTIFY_MEMBER, member)];
+        if let Some(monitor) = monitor {
+            objects.push(text(NOTIFY_MONITOR, monitor));
+        }
+        objects.push(text(NOTIFY_TEXT, &event.message));
+        Notification {
+            trap: mib::notification(n),
+            objects,
+        }
+    };
+    match event.kind.as_str() {
+        "health" => {
+            let trap = match detail_str("to")? {
+                "down" => MEMBER_DOWN,
+                "up" => MEMBER_UP,
+                _ => return None,
+            };
+            Some(about_member(
+                trap,
+                Some(detail_str("monitor").unwrap_or_default()),
+            ))
+        }
+        "drain" if detail("overdue").and_then(serde_json::Value::as_bool) == Some(true) => {
+            Some(about_member(DRAIN_OVERDUE, None))
+        }
+        "drain" if event.message.contains(" drained") => Some(about_member(MEMBER_DRAINED, None)),
+        "ha" if detail_str("role").is_some() => Some(Notification {
+            trap: mib::notification(HA_ROLE_CHANGED),
+            objects: vec![text(NOTIFY_TEXT, &event.message)],
+        }),
+        _ => None,
+    }
+}
+
+/// Where the subagent connects.
+#[derive(Debug, Clone)]
+pub struct SnmpOptions {
+    /// snmpd's AgentX socket (`agentXSocket` in snmpd.conf).
+    pub agentx_socket: PathBuf,
+}
+
+/// Serve POOLGATE-MIB to snmpd until `shutdown`.
+pub(crate) async fn serve(
+    options: SnmpOptions,
+    publisher: PublisherHandle,
+    store: Store,
+    licensing: crate::license::Licensing,
+    shutdown: CancellationToken,
+) {
+    let started = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    let mut cursor = None;
+    let mut licence_due = tokio::time::Instant::now();
+    loop {
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            opened = agentx::Session::open(&options.agentx_socket, started) => opened,
+        };
+        let mut session = match opened {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(socket = %options.agentx_socket.display(), %error, "Cannot open an AgentX session with snmpd");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_secs(1);
+        tracing::info!(socket = %options.agentx_socket.display(), "AgentX session open: serving POOLGATE-MIB");
+        if cursor.is_none() {
+            cursor = newest_id(&store).await;
+        }
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    session.close().await;
+                    return;
+                }
+                pdu = session.next_pdu() => {
+                    let bytes = match pdu {
+                        Ok(bytes) => bytes,
+                        Err(error) => break error,
+                    };
+                    let tree = || mib::Tree::of(&StatusBody::of(&publisher.current()));
+                    if let Err(error) = session.answer(&bytes, tree).await {
+                        break error;
+                    }
+                }
+                _ = tick.tick() => {
+                    let mut due = Vec::new();
+                    if let Some(after) = cursor {
+                        let store = store.clone();
+                        if let Ok(Ok(events)) = tokio::task::spawn_blocking(move || store.events_after(after, BATCH)).await {
+                            for event in events {
+                                cursor = Some(event.id);
+                                due.extend(notification(&event));
+                            }
+                        }
+                    } else {
+                        cursor = newest_id(&store).await;
+                    }
+                    if tokio::time::Instant::now() >= licence_due {
+                        licence_due += LICENCE_CHECK;
+                        due.extend(licence_warning(&licensing).await);
+                    }
+                    let mut failed = None;
+                    for notification in due {
+                        if let Err(error) = session.notify(&notification.trap, notification.objects).await {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                    if let Some(error) = failed {
+                        break error;
+                    }
+                }
+            }
+        };
+        tracing::warn!(%ended, "AgentX session with snmpd ended; reconnecting");
+    }
+}
+
+async fn newest_id(store: &Store) -> Option<i64> {
+    let store = store.clone();
+    let newest = tokio::task::spawn_blocking(move || {
+        store.events(&crate::store::EventFilter {
+            after: None,
+            limit: 1,
+            ..Default::default()
+        })
+    })
+    .await;
+    match newest {
+        Ok(Ok(events)) => Some(events.first().map_or(0, |e| e.id)),
+        _ => None,
+    }
+}
+
+/// `pgLicenceExpiring` when the licence (or evaluation) ends within
+/// [`EXPIRY_WARNING_DAYS`].
+async fn licence_warning(licensing: &crate::license::Licensing) -> Option<Notification> {
+    let licensing = licensing.clone();
+    let status = tokio::task::spawn_blocking(move || licensing.status())
+        .await
+        .ok()?
+        .ok()?;
+    let days = status.days_left?;
+    (0..=EXPIRY_WARNING_DAYS)
+        .contains(&days)
+        .then(|| Notification {
+            trap: mib::notification(LICENCE_EXPIRING),
+            objects: vec![text(
+                NOTIFY_TEXT,
+                &format!("The licence ends in {days} day(s): {}", status.message),
+            )],
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, message: &str, detail: serde_json::Value) -> Event {
+        Event {
+            id: 1,
+            at: String::new(),
+            kind: kind.into(),
+            pool: Some("pool01".into()),
+            member: Some("fe01".into()),
+            message: message.into(),
+            detail: Some(detail),
+        }
+    }
+
+    #[test]
+    fn events_become_the_mibs_notifications() {
+        let down = event(
+            "health",
+            "fe-sip: up -> down",
+            serde_json::json!({"monitor": "fe-sip", "to": "down"}),
+        );
+        let n = notification(&down).expect("a trap");
+        assert_eq!(n.trap, mib::notification(MEMBER_DOWN));
+        assert_eq!(
+            n.objects,
+            vec![
+                text(NOTIFY_POOL, "pool01"),
+                text(NOTIFY_MEMBER, "fe01"),
+                text(NOTIFY_MONITOR, "fe-sip"),
+                text(NOTIFY_TEXT, "fe-sip: up -> down"),
+            ]
+        );
+        let drained = event(
+            "drain",
+            "pool01/fe01 drained: ready to take offline",
+            serde_json::json!({"overdue": false}),
+        );
+        assert_eq!(
+            notification(&drained).map(|n| n.trap),
+            Some(mib::notification(MEMBER_DRAINED))
+        );
+        let overdue = event("drain", "x overdue", serde_json::json!({"overdue": true}));
+        assert_eq!(
+            notification(&overdue).map(|n| n.trap),
+            Some(mib::notification(DRAIN_OVERDUE))
+        );
+        let role = event("ha", "now standby", serde_json::json!({"role": "standby"}));
+        assert_eq!(
+            notification(&role).map(|n| n.trap),
+            Some(mib::notification(HA_ROLE_CHANGED))
+        );
+        assert!(notification(&event("admin", "drain", serde_json::json!({}))).is_none());
+    }
+}
