@@ -80,6 +80,8 @@ pub enum RunError {
     Vrrp(#[from] vrrp::VrrpError),
     #[error(transparent)]
     Syslog(#[from] syslog::SyslogError),
+    #[error(transparent)]
+    Snmp(#[from] crate::snmp::SnmpError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -287,6 +289,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let syslog = syslog::Syslog::load(store.clone(), events.clone())?;
     let syslog_task = syslog.spawn(publisher.clone(), shutdown.child_token());
     app_state.syslog = Some(syslog);
+    app_state.snmp = Some(crate::snmp::Snmp::load(
+        store.clone(),
+        events.clone(),
+        options.system_layout.snmp.clone(),
+    )?);
     let snmp_task = match options.snmp.clone() {
         Some(snmp) => tokio::spawn(crate::snmp::serve(
             snmp,

@@ -201,6 +201,12 @@ enum SystemCommand {
         #[arg(long)]
         system_layout: Option<PathBuf>,
     },
+    /// Take poolgate's SNMP request, validate it again, write snmpd.conf
+    /// and reload snmpd (the image's poolgate-snmp.path runs it as root).
+    ApplySnmp {
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +283,9 @@ fn main() -> ExitCode {
         Command::System {
             command: SystemCommand::ApplyVrrp { system_layout },
         } => apply_vrrp(system_layout.as_deref()),
+        Command::System {
+            command: SystemCommand::ApplySnmp { system_layout },
+        } => apply_snmp(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
         Command::VrrpCheck { health_file } => {
             return match poolgate::vrrp::check(&health_file) {
@@ -630,6 +639,19 @@ fn apply_vrrp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCod
         .vrrp
         .context("the system layout has no [vrrp] table")?;
     match poolgate::vrrp::serve_request(&vrrp)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to apply."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_snmp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let layout = layout(system_layout)?;
+    let snmp = layout
+        .snmp
+        .context("the system layout has no [snmp] table")?;
+    match poolgate::snmp::serve_request(&snmp)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to apply."),
     }

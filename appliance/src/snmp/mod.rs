@@ -6,7 +6,11 @@
 //!
 //! * [`mib`]: the MIB's values, built from the status document, and the
 //!   get/getnext lookups;
-//! * [`agentx`]: the session with snmpd (open, register, answers, notify).
+//! * [`agentx`]: the session with snmpd (open, register, answers, notify);
+//! * [`settings`]: the v2c community, v3 users and trap sinks (settings
+//!   store, `GET|PUT|DELETE /api/v1/system/snmp`) and the snmpd.conf they
+//!   render to; [`apply`]: its hand-over to snmpd by a root step
+//!   (`poolgate system apply-snmp`).
 //!
 //! [`serve`] keeps one session open to the master agent's socket
 //! (reconnecting with a backoff from 1 s doubling to 30 s while snmpd is
@@ -18,7 +22,9 @@
 //! session is open they wait (at most one batch a poll is sent).
 
 pub(crate) mod agentx;
+pub(crate) mod apply;
 pub(crate) mod mib;
+pub(crate) mod settings;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +36,9 @@ use crate::store::{Event, Store};
 use crate::web::status::StatusBody;
 
 use mib::Value;
+
+pub use apply::{SnmpApplyError, SnmpLayout, serve_request};
+pub use settings::{SnmpSettings, SnmpUser, TrapSink, TrapVersion};
 
 /// How often the event table is read for new events.
 const POLL: Duration = Duration::from_millis(200);
@@ -288,5 +297,123 @@ mod tests {
             Some(mib::notification(HA_ROLE_CHANGED))
         );
         assert!(notification(&event("admin", "drain", serde_json::json!({}))).is_none());
+    }
+}
+
+/// The stored settings key of [`SnmpSettings`].
+pub(crate) const SETTINGS_KEY: &str = "snmp.settings";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnmpError {
+    #[error("invalid SNMP settings")]
+    Invalid(Vec<crate::web::FieldProblem>),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the stored SNMP settings cannot be read: {0}")]
+    Stored(String),
+    #[error(transparent)]
+    Apply(#[from] SnmpApplyError),
+}
+
+/// What `GET /api/v1/system/snmp` shows.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SnmpView {
+    /// `None`: SNMP is off. Passwords and communities show as `********`.
+    pub settings: Option<SnmpSettings>,
+    /// The snmpd.conf the settings render to, secrets masked.
+    pub snmpd_conf: Option<String>,
+    /// Whether a root step hands it to snmpd (`false`: shown only).
+    pub applied_by_root_step: bool,
+}
+
+/// This appliance's SNMP settings and their hand-over to snmpd.
+#[derive(Debug)]
+pub struct Snmp {
+    store: Store,
+    events: crate::events::EventLog,
+    settings: std::sync::Mutex<Option<SnmpSettings>>,
+    layout: Option<SnmpLayout>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Snmp {
+    pub(crate) fn load(
+        store: Store,
+        events: crate::events::EventLog,
+        layout: Option<SnmpLayout>,
+    ) -> Result<std::sync::Arc<Self>, SnmpError> {
+        let settings = match store.setting(SETTINGS_KEY)? {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<SnmpSettings>(&text)
+                    .map_err(|e| SnmpError::Stored(e.to_string()))?,
+            ),
+        };
+        Ok(std::sync::Arc::new(Self {
+            store,
+            events,
+            settings: std::sync::Mutex::new(settings),
+            layout,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }))
+    }
+
+    fn current(&self) -> Option<SnmpSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn view(&self) -> SnmpView {
+        let settings = self.current();
+        let paths = self.layout.clone().unwrap_or_default().paths();
+        let snmpd_conf = settings
+            .as_ref()
+            .map(|s| settings::render(&s.redacted(), &paths));
+        SnmpView {
+            settings: settings.map(|s| s.redacted()),
+            snmpd_conf,
+            applied_by_root_step: self.layout.as_ref().is_some_and(|l| l.request.is_some()),
+        }
+    }
+
+    /// Validate, store and hand over `settings` (`None` turns SNMP off);
+    /// 422 naming the field, nothing stored, when they are invalid. The
+    /// hand-over happens only with a layout. Blocking (store, root step).
+    pub(crate) fn set(&self, settings: Option<SnmpSettings>, actor: &str) -> Result<(), SnmpError> {
+        let message = match &settings {
+            Some(new) => {
+                let problems = settings::validate(new);
+                if !problems.is_empty() {
+                    return Err(SnmpError::Invalid(problems));
+                }
+                let text = serde_json::to_string(new).expect("settings serialise");
+                self.store.set_setting(SETTINGS_KEY, &text)?;
+                format!(
+                    "SNMP settings changed by {actor}: v2c {}, {} v3 user(s), {} trap sink(s)",
+                    if new.community.is_some() { "on" } else { "off" },
+                    new.users.len(),
+                    new.trap_sinks.len()
+                )
+            }
+            None => {
+                self.store.remove_setting(SETTINGS_KEY)?;
+                format!("SNMP turned off by {actor}")
+            }
+        };
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings.clone();
+        tracing::info!(%actor, "{message}");
+        self.events.record(crate::events::NewEvent::new(
+            crate::events::EventKind::System,
+            message,
+        ));
+        if let Some(layout) = &self.layout {
+            let id = self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            apply::apply(layout, &apply::ApplyRequest { id, settings })?;
+        }
+        Ok(())
     }
 }

@@ -305,7 +305,8 @@ impl Syslog {
 impl Render for Syslog {
     fn render(&self, out: &mut MetricsWriter) {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let families: [(&str, &str, fn(&ServerStats) -> u64); 3] = [
+        type Read = fn(&ServerStats) -> u64;
+        let families: [(&str, &str, Read); 3] = [
             (
                 "poolgate_syslog_sent_total",
                 "Messages sent to a remote syslog collector.",

@@ -54,6 +54,8 @@
 //!   keepalived's state (`vrrp`)
 //! * `GET|PUT|DELETE /api/v1/system/syslog` — remote syslog collectors
 //!   and their state (`syslog`)
+//! * `GET|PUT|DELETE /api/v1/system/snmp` — the SNMP community, v3 users
+//!   and trap sinks, and the snmpd.conf they render to (`snmp`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! On the standby of an HA pair, config PUTs, imports and member actions are
@@ -73,6 +75,7 @@ mod ha;
 pub(crate) mod history;
 mod network;
 mod openapi;
+mod snmp;
 mod state;
 pub(crate) mod status;
 mod syslog;
@@ -475,6 +478,28 @@ pub fn protected_routes() -> Vec<Route> {
             "Turn remote syslog off",
             syslog::delete,
             response = crate::syslog::SyslogView
+        ),
+        spec!(
+            GET,
+            "/api/v1/system/snmp",
+            "SNMP settings (secrets masked) and the snmpd.conf they render to",
+            snmp::get,
+            response = crate::snmp::SnmpView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/system/snmp",
+            "Store SNMP settings (422 naming the field, nothing stored) and hand them to snmpd",
+            snmp::put,
+            request = crate::snmp::SnmpSettings,
+            response = crate::snmp::SnmpView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/system/snmp",
+            "Turn SNMP off: snmpd is stopped",
+            snmp::delete,
+            response = crate::snmp::SnmpView
         ),
     ]
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub(crate) vrrp: Option<Arc<crate::vrrp::Vrrp>>,
     /// Remote syslog (`run` sets it).
     pub(crate) syslog: Option<Arc<crate::syslog::Syslog>>,
+    /// SNMP settings (`run` sets it).
+    pub(crate) snmp: Option<Arc<crate::snmp::Snmp>>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
     /// The newest view generation the DNS, SIP and admin listeners are in
@@ -85,6 +87,7 @@ impl AppState {
             addresses: Arc::default(),
             vrrp: None,
             syslog: None,
+            snmp: None,
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
             setup_done: Arc::default(),
