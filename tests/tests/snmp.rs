@@ -147,11 +147,11 @@ struct Agents {
 }
 
 impl Agents {
+    /// snmpd with a config this test writes.
     fn start(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).expect("agents dir");
         let (port, trap_port) = (free_port(), free_port());
         let socket = dir.join("agentx.sock");
-        let d = dir.display();
         std::fs::write(
             dir.join("snmpd.conf"),
             format!(
@@ -166,6 +166,13 @@ impl Agents {
             ),
         )
         .expect("write snmpd.conf");
+        Self::launch(dir, port, trap_port, socket, &dir.join("snmpd.conf"))
+    }
+
+    /// snmptrapd on `trap_port`, then snmpd with `conf`, which listens on
+    /// `port` and opens the AgentX `socket`.
+    fn launch(dir: &Path, port: u16, trap_port: u16, socket: PathBuf, conf: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("agents dir");
         std::fs::write(dir.join("snmptrapd.conf"), "authCommunity log traps\n")
             .expect("write snmptrapd.conf");
         let trapd = Command::new("snmptrapd")
@@ -188,7 +195,7 @@ impl Agents {
             .args(["-f", "-C", "-Lf"])
             .arg(dir.join("snmpd.log"))
             .arg("-c")
-            .arg(dir.join("snmpd.conf"))
+            .arg(conf)
             .arg("-p")
             .arg(dir.join("snmpd.pid"))
             .env("SNMP_PERSISTENT_DIR", dir.join("snmpd-state"))
@@ -214,9 +221,17 @@ impl Agents {
     /// `snmpwalk -v3 -l authPriv` of POOLGATE-MIB with these passwords:
     /// its numeric output lines, and what it said on stderr.
     fn walk(&self, auth: &str, privacy: &str) -> (String, Vec<String>) {
+        self.walk_with(&[
+            "-v3", "-l", "authPriv", "-u", USER, "-a", "SHA", "-A", auth, "-x", "AES", "-X",
+            privacy,
+        ])
+    }
+
+    /// `snmpwalk` of POOLGATE-MIB with these security arguments.
+    fn walk_with(&self, security: &[&str]) -> (String, Vec<String>) {
         let output = Command::new("snmpwalk")
-            .args(["-v3", "-l", "authPriv", "-u", USER, "-a", "SHA", "-A", auth])
-            .args(["-x", "AES", "-X", privacy, "-On", "-t", "1", "-r", "1"])
+            .args(security)
+            .args(["-On", "-t", "1", "-r", "1"])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg(ROOT)
             .env("MIBS", "")
@@ -369,5 +384,106 @@ fn snmpwalk_v3_shows_members_and_snmptrapd_gets_their_traps() {
     for want in ["\"pool01\"", "\"fe01\"", "\"fe-sip\"", "up -> down"] {
         assert!(down.contains(want), "{want} in {down}");
     }
+    poolgate.terminate(Duration::from_secs(10));
+}
+
+/// The settings of the API, rendered by poolgate into the snmpd.conf of
+/// its system layout (in process here: the layout names no root-step
+/// request), are what a real snmpd runs with.
+#[test]
+fn settings_from_the_api_render_an_snmpd_conf_that_snmpd_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents_dir = dir.path().join("snmp");
+    std::fs::create_dir_all(&agents_dir).expect("mkdir");
+    let (port, trap_port) = (free_port(), free_port());
+    let socket = agents_dir.join("agentx.sock");
+    let conf = agents_dir.join("rendered/snmpd.conf");
+    let layout = poolgate_e2e::upgrade::fake_layout(dir.path());
+    let mut text = std::fs::read_to_string(&layout).expect("layout");
+    text.push_str(&format!(
+        "\n[snmp]\nsnmpd_conf = {conf:?}\nagent_address = \"udp:127.0.0.1:{port}\"\n\
+         agentx_socket = {socket:?}\nagentx_group = \"root\"\nreload = false\n"
+    ));
+    std::fs::write(&layout, text).expect("write layout");
+
+    let member_port = {
+        let probe = TcpListener::bind((MEMBER_IP, 0)).expect("free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let _member = Member::start(format!("{MEMBER_IP}:{member_port}").parse().expect("addr"));
+    let socket_arg = socket.to_str().expect("utf-8").to_owned();
+    let layout_arg = layout.to_str().expect("utf-8").to_owned();
+    let mut poolgate = Poolgate::start_with_config(
+        &dir.path().join("data"),
+        &config(member_port),
+        &[
+            "--agentx-socket",
+            &socket_arg,
+            "--system-layout",
+            &layout_arg,
+        ],
+    );
+    let admin = AdminClient::setup_and_login(poolgate.address("admin"), "correct horse battery");
+
+    // Field-named refusals; nothing written.
+    let bad = json!({"users": [{"name": USER, "auth_password": "short", "priv_password": PRIV}],
+                     "trap_sinks": [{"host": "127.0.0.1", "version": "v3", "user": "nobody"}]});
+    let response = admin.put("/api/v1/system/snmp", &bad);
+    assert_eq!(response.status().as_u16(), 422);
+    let body: serde_json::Value = response.json().expect("JSON");
+    let fields: Vec<&str> = body["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["users[0].auth_password", "trap_sinks[0].user"],
+        "{body}"
+    );
+    assert!(!conf.exists());
+
+    let settings = json!({
+        "community": "ro-public",
+        "community_sources": ["127.0.0.0/8"],
+        "users": [{"name": USER, "auth_password": AUTH, "priv_password": PRIV}],
+        "trap_sinks": [{"host": "127.0.0.1", "port": trap_port, "version": "v2c", "community": "traps"}]
+    });
+    let response = admin.put("/api/v1/system/snmp", &settings);
+    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text());
+    let view = admin.json("/api/v1/system/snmp");
+    assert_eq!(view["settings"]["users"][0]["auth_password"], "********");
+    let shown = view["snmpd_conf"].as_str().expect("rendered text");
+    assert!(
+        !shown.contains(AUTH) && !shown.contains("ro-public"),
+        "{shown}"
+    );
+    assert!(conf.exists());
+
+    let agents = Agents::launch(&agents_dir, port, trap_port, socket, &conf);
+    wait_for("fe01 up over SNMP v3", Duration::from_secs(20), || {
+        let (_, walked) = agents.walk(AUTH, PRIV);
+        value_of(&walked, &member_oid(5, "fe01")) == Some("INTEGER: 2")
+    });
+    let (_, v2c) = agents.walk_with(&["-v2c", "-c", "ro-public"]);
+    assert_eq!(
+        value_of(&v2c, &member_oid(4, "fe01")),
+        Some("INTEGER: 1"),
+        "{v2c:#?}"
+    );
+    let (_, wrong) = agents.walk_with(&["-v2c", "-c", "not-the-community"]);
+    assert!(wrong.is_empty(), "{wrong:#?}");
+
+    let response = admin.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
+    assert!(response.status().is_success(), "{:?}", response.text());
+    let drained = format!("{ROOT}.0.3\t");
+    wait_for("the drained trap", Duration::from_secs(20), || {
+        agents.traps().contains(&drained)
+    });
+
+    let response = admin.delete("/api/v1/system/snmp");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(!conf.exists());
     poolgate.terminate(Duration::from_secs(10));
 }

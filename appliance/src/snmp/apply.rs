@@ -27,6 +27,9 @@ const RESULT_WAIT: Duration = Duration::from_secs(30);
 pub struct SnmpLayout {
     /// snmpd.conf (the unit's drop-in points snmpd at it).
     pub snmpd_conf: PathBuf,
+    /// Where snmpd listens (its `agentAddress`; default UDP 161 on every
+    /// address).
+    pub agent_address: String,
     /// The AgentX socket snmpd opens and `poolgate run --agentx-socket`
     /// connects to.
     pub agentx_socket: PathBuf,
@@ -42,6 +45,7 @@ impl Default for SnmpLayout {
     fn default() -> Self {
         Self {
             snmpd_conf: PathBuf::from("/var/lib/appliance/snmp/snmpd.conf"),
+            agent_address: "udp:161,udp6:161".to_owned(),
             agentx_socket: PathBuf::from("/run/snmpd-agentx/master"),
             agentx_group: "poolgate".to_owned(),
             request: None,
@@ -53,6 +57,7 @@ impl Default for SnmpLayout {
 impl SnmpLayout {
     pub(crate) fn paths(&self) -> RenderPaths {
         RenderPaths {
+            agent_address: self.agent_address.clone(),
             agentx_socket: self.agentx_socket.clone(),
             agentx_group: self.agentx_group.clone(),
         }

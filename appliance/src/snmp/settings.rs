@@ -244,6 +244,8 @@ pub(crate) fn validate(settings: &SnmpSettings) -> Vec<FieldProblem> {
 /// Where the rendered snmpd.conf points snmpd.
 #[derive(Debug, Clone)]
 pub(crate) struct RenderPaths {
+    /// Where snmpd listens (`agentAddress`).
+    pub agent_address: String,
     /// The AgentX socket snmpd opens and poolgate connects to.
     pub agentx_socket: std::path::PathBuf,
     /// The group that may connect to it (poolgate's).
@@ -255,11 +257,11 @@ pub(crate) fn render(settings: &SnmpSettings, paths: &RenderPaths) -> String {
     let mut out = String::from(
         "# Rendered by poolgate from its SNMP settings (PUT /api/v1/system/snmp);\n\
          # changes made here are overwritten.\n\
-         agentAddress udp:161,udp6:161\n\
          master agentx\n",
     );
     out.push_str(&format!(
-        "agentXSocket {}\nagentXPerms 0660 0750 root {}\n",
+        "agentAddress {}\nagentXSocket {}\nagentXPerms 0660 0750 root {}\n",
+        paths.agent_address,
         paths.agentx_socket.display(),
         paths.agentx_group
     ));
@@ -338,6 +340,7 @@ mod tests {
 
     fn paths() -> RenderPaths {
         RenderPaths {
+            agent_address: "udp:161,udp6:161".into(),
             agentx_socket: "/run/snmpd/agentx".into(),
             agentx_group: "poolgate".into(),
         }
@@ -350,6 +353,7 @@ mod tests {
         let text = render(&settings, &paths());
         for line in [
             "master agentx",
+            "agentAddress udp:161,udp6:161",
             "agentXSocket /run/snmpd/agentx",
             "agentXPerms 0660 0750 root poolgate",
             "rocommunity monitoring 10.1.0.0/16 -V poolgate",
