@@ -133,6 +133,7 @@ pub(crate) async fn serve(
     let mut backoff = Duration::from_secs(1);
     let mut cursor = None;
     let mut licence_due = tokio::time::Instant::now();
+    let mut reported = false;
     loop {
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -141,7 +142,11 @@ pub(crate) async fn serve(
         let mut session = match opened {
             Ok(session) => session,
             Err(error) => {
-                tracing::warn!(socket = %options.agentx_socket.display(), %error, "Cannot open an AgentX session with snmpd");
+                // Once per outage: snmpd is away until SNMP is set up.
+                if !reported {
+                    tracing::warn!(socket = %options.agentx_socket.display(), %error, "Cannot open an AgentX session with snmpd; retrying");
+                    reported = true;
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
@@ -151,6 +156,7 @@ pub(crate) async fn serve(
             }
         };
         backoff = Duration::from_secs(1);
+        reported = false;
         tracing::info!(socket = %options.agentx_socket.display(), "AgentX session open: serving POOLGATE-MIB");
         if cursor.is_none() {
             cursor = newest_id(&store).await;
