@@ -73,7 +73,7 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); loadSyslog(); loadSnmp(); }
   haTab(name);
 }
 
@@ -1408,6 +1408,70 @@ $("ca-bundle-form").addEventListener("submit", async (event) => {
   event.target.reset();
   loadCaBundles();
 });
+
+// ---------------------------------------------------------------- system → remote syslog, SNMP
+
+// Both are appliance settings edited as their JSON: the API names the field
+// of every problem (servers[0].ca_bundle), which is shown as it comes.
+function settingsErrors(data) {
+  return Array.isArray(data.fields) && data.fields.length
+    ? data.fields.map((f) => `${f.field}: ${f.message}`).join(" ") : errorText(data);
+}
+
+function parseSettings(text, error) {
+  try { return JSON.parse(text); } catch (e) { error.textContent = `Not JSON: ${e.message}`; return null; }
+}
+
+const SYSLOG_EXAMPLE = { servers: [{ host: "logs.example.com", transport: "tcp+tls", ca_bundle: "corp", min_severity: "notice" }] };
+
+async function loadSyslog() {
+  const { status, data } = await api("GET", "/api/v1/system/syslog");
+  if (status !== 200) return;
+  const rows = data.servers.map((s) => el("tr", { "data-server": s.server },
+    el("td", {}, s.server), el("td", {}, s.connected ? "yes" : "no"), el("td", {}, String(s.sent)),
+    el("td", {}, String(s.dropped)), el("td", {}, s.last_error || "—")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "hint" }, "Remote syslog is off.")));
+  document.querySelector("#syslog-servers tbody").replaceChildren(...rows);
+  document.querySelector("#syslog-form textarea").value = JSON.stringify(data.settings || SYSLOG_EXAMPLE, null, 2);
+}
+
+async function saveSyslog(method, body) {
+  const { status, data } = await api(method, "/api/v1/system/syslog", body);
+  $("syslog-error").textContent = status === 200 ? "" : settingsErrors(data);
+  if (status === 200) loadSyslog();
+}
+
+$("syslog-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const settings = parseSettings(new FormData(event.target).get("settings"), $("syslog-error"));
+  if (settings) saveSyslog("PUT", settings);
+});
+$("syslog-off").addEventListener("click", () => saveSyslog("DELETE"));
+
+const SNMP_EXAMPLE = { users: [{ name: "nms", auth_password: "", priv_password: "" }], trap_sinks: [] };
+
+async function loadSnmp() {
+  const { status, data } = await api("GET", "/api/v1/system/snmp");
+  if (status !== 200) return;
+  $("snmp-state").textContent = data.settings
+    ? `On: ${data.settings.users.length} v3 user(s), v2c ${data.settings.community ? "on" : "off"}, ${data.settings.trap_sinks.length} trap sink(s)${data.applied_by_root_step ? "" : " (not handed to snmpd on this host)"}.`
+    : "SNMP is off.";
+  document.querySelector("#snmp-form textarea").value = JSON.stringify(data.settings || SNMP_EXAMPLE, null, 2);
+  $("snmp-conf").textContent = data.snmpd_conf || "";
+}
+
+async function saveSnmp(method, body) {
+  const { status, data } = await api(method, "/api/v1/system/snmp", body);
+  $("snmp-error").textContent = status === 200 ? "" : settingsErrors(data);
+  if (status === 200) loadSnmp();
+}
+
+$("snmp-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const settings = parseSettings(new FormData(event.target).get("settings"), $("snmp-error"));
+  if (settings) saveSnmp("PUT", settings);
+});
+$("snmp-off").addEventListener("click", () => saveSnmp("DELETE"));
 
 async function loadLicence() {
   const { status, data } = await api("GET", "/api/v1/license");
