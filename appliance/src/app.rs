@@ -17,7 +17,7 @@ use crate::control::{self, Change, ConfigInput, ControlError, Controller};
 use crate::license::{self, Licensing};
 use crate::state;
 use crate::store::StoreError;
-use crate::{certs, dns, events, health, listeners, net, proxy, sip, system, vrrp, web};
+use crate::{certs, dns, events, health, listeners, net, proxy, sip, syslog, system, vrrp, web};
 
 /// Options of `poolgate run`.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub manage_addresses: bool,
     /// The HA sync listener (`crate::ha`); without it no pairing.
     pub ha_listen: Option<SocketAddr>,
+    /// The AgentX subagent (`crate::snmp`); without it no SNMP.
+    pub snmp: Option<crate::snmp::SnmpOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,10 @@ pub enum RunError {
     Network(#[from] system::network::NetworkError),
     #[error(transparent)]
     Vrrp(#[from] vrrp::VrrpError),
+    #[error(transparent)]
+    Syslog(#[from] syslog::SyslogError),
+    #[error(transparent)]
+    Snmp(#[from] crate::snmp::SnmpError),
 }
 
 /// The config a fresh appliance runs with: only the admin listener.
@@ -280,18 +286,46 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.listeners_applied = applied;
     app_state.addresses = address_stats;
     app_state.vrrp = Some(Arc::clone(&vrrp));
+    let syslog = syslog::Syslog::load(store.clone(), events.clone())?;
+    let syslog_task = syslog.spawn(publisher.clone(), shutdown.child_token());
+    app_state.syslog = Some(syslog);
+    app_state.snmp = Some(crate::snmp::Snmp::load(
+        store.clone(),
+        events.clone(),
+        options.system_layout.snmp.clone(),
+    )?);
+    let snmp_task = match options.snmp.clone() {
+        Some(snmp) => tokio::spawn(crate::snmp::serve(
+            snmp,
+            publisher.clone(),
+            store.clone(),
+            app_state.licensing.clone(),
+            shutdown.child_token(),
+        )),
+        None => tokio::spawn(async {}),
+    };
     app_state.upgrades = Arc::new(system::reboot::Upgrades::new(
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
     ));
+    // The sync link's own identity, apart from the admin certificate.
+    let sync_identity = crate::ha::identity::load_or_create(
+        &options.data_dir,
+        &appliance_id,
+        &certificates,
+        crate::ha::stored_pair(&store)?.is_some(),
+    )?;
     let ha = crate::ha::Ha::load(
         store.clone(),
         events.clone(),
         control.clone(),
-        Arc::clone(&certificates),
         app_state.licensing.clone(),
-        appliance_id.clone(),
-        options.ha_listen,
+        crate::ha::Local {
+            appliance_id: appliance_id.clone(),
+            sync_listen: options.ha_listen,
+            identity: sync_identity,
+            vrrp: Some(Arc::clone(&vrrp)),
+        },
     )?;
     let ha_listener = match options.ha_listen {
         Some(address) => Some(crate::ha::bind(address, &gates).await?),
@@ -383,6 +417,8 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let _ = network_task.await;
     let _ = proxy_task.await;
     let _ = fail_open_task.await;
+    let _ = syslog_task.await;
+    let _ = snmp_task.await;
     addresses_stop.cancel();
     let _ = addresses_task.await;
     let _ = control_task.await;

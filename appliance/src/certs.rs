@@ -269,6 +269,19 @@ impl Certificates {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The certificate (chain) and key in use now, as PEM text: what the HA
+    /// sync identity of a pair made before it had one of its own starts
+    /// from. Blocking (file reads).
+    pub(crate) fn current_pem(&self) -> Result<String, TlsError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        Ok(format!(
+            "{}{}",
+            read(&self.cert_path)?,
+            read(&self.key_path)?
+        ))
+    }
+
     /// Details of the certificate presented now.
     pub(crate) fn info(&self) -> Result<CertificateInfo, CertificateProblem> {
         describe(&self.current().cert)
@@ -605,6 +618,13 @@ pub(crate) fn check_pair(
     describe(&pair.cert)
 }
 
+/// A certificate chain and its key from one PEM text holding both,
+/// checked to belong together (no validity check: for a pinned identity).
+pub(crate) fn pinned_pair(pem: &str) -> Result<CertifiedKey, String> {
+    let provider = rustls::crypto::ring::default_provider();
+    checked_pair(pem, pem, &provider, None).map_err(|problem| problem.to_string())
+}
+
 /// Parse a PEM chain and key and check they belong together (and, with
 /// `now`, that the certificate is valid at that time).
 fn checked_pair(
@@ -753,7 +773,7 @@ fn finish_install(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
 }
 
 /// Write a file only its owner can read, durably, replacing it atomically.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

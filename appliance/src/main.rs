@@ -75,6 +75,11 @@ enum Command {
         /// it the appliance cannot be paired.
         #[arg(long)]
         ha_listen: Option<SocketAddr>,
+        /// snmpd's AgentX socket (its `agentXSocket`): poolgate connects
+        /// as a subagent serving POOLGATE-MIB and sends its notifications
+        /// through snmpd. Without it there is no SNMP.
+        #[arg(long)]
+        agentx_socket: Option<PathBuf>,
     },
     /// Check an upgrade bundle and install it into the inactive root slot,
     /// then reboot into it.
@@ -196,6 +201,12 @@ enum SystemCommand {
         #[arg(long)]
         system_layout: Option<PathBuf>,
     },
+    /// Take poolgate's SNMP request, validate it again, write snmpd.conf
+    /// and reload snmpd (the image's poolgate-snmp.path runs it as root).
+    ApplySnmp {
+        #[arg(long)]
+        system_layout: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +262,7 @@ fn main() -> ExitCode {
             confirm_timeout_s,
             manage_addresses,
             ha_listen,
+            agentx_socket,
         } => match layout(system_layout.as_deref()) {
             Ok(system_layout) => run(RunOptions {
                 data_dir,
@@ -263,6 +275,8 @@ fn main() -> ExitCode {
                 confirm_timeout: Duration::from_secs(confirm_timeout_s),
                 manage_addresses,
                 ha_listen,
+                snmp: agentx_socket
+                    .map(|agentx_socket| poolgate::snmp::SnmpOptions { agentx_socket }),
             }),
             Err(error) => Err(error),
         },
@@ -292,6 +306,9 @@ fn main() -> ExitCode {
         Command::System {
             command: SystemCommand::ApplyVrrp { system_layout },
         } => apply_vrrp(system_layout.as_deref()),
+        Command::System {
+            command: SystemCommand::ApplySnmp { system_layout },
+        } => apply_snmp(system_layout.as_deref()),
         Command::CheckConfig { file } => return check_config(&file),
         Command::VrrpCheck { health_file } => {
             return match poolgate::vrrp::check(&health_file) {
@@ -730,6 +747,19 @@ fn apply_vrrp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCod
         .vrrp
         .context("the system layout has no [vrrp] table")?;
     match poolgate::vrrp::serve_request(&vrrp)? {
+        Some(result) => println!("{}", serde_json::to_string(&result)?),
+        None => println!("Nothing to apply."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_snmp(system_layout: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    poolgate::system::init_logging();
+    let layout = layout(system_layout)?;
+    let snmp = layout
+        .snmp
+        .context("the system layout has no [snmp] table")?;
+    match poolgate::snmp::serve_request(&snmp)? {
         Some(result) => println!("{}", serde_json::to_string(&result)?),
         None => println!("Nothing to apply."),
     }

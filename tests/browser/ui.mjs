@@ -158,6 +158,23 @@ await run(artifacts, 180_000, async (browser, shot) => {
     await page.click("#ca-bundle-list tr[data-bundle=contoso] button");
     await page.locator("#ca-bundle-list tr[data-bundle=contoso]").waitFor({ state: "detached" });
   }
+  // Remote syslog and SNMP: a field error is shown with its field; a UDP
+  // collector on loopback (nothing listens: datagrams only) is saved,
+  // listed and turned off again.
+  await page.locator("#syslog-servers tbody", { hasText: "Remote syslog is off." }).waitFor();
+  await page.fill("#syslog-form textarea", JSON.stringify({ servers: [{ host: "127.0.0.1", transport: "tcp+tls", ca_bundle: "nowhere" }] }));
+  await page.click("#syslog-form button[type=submit]");
+  await page.locator("#syslog-error", { hasText: "servers[0].ca_bundle" }).waitFor();
+  await page.fill("#syslog-form textarea", JSON.stringify({ servers: [{ host: "127.0.0.1", port: 9, transport: "udp" }] }));
+  await page.click("#syslog-form button[type=submit]");
+  await page.locator("#syslog-servers tr[data-server='127.0.0.1:9/udp']").waitFor();
+  await page.fill("#snmp-form textarea", JSON.stringify({ users: [{ name: "nms", auth_password: "short", priv_password: "long-enough-1" }] }));
+  await page.click("#snmp-form button[type=submit]");
+  await page.locator("#snmp-error", { hasText: "users[0].auth_password" }).waitFor();
+  await page.locator("#syslog").scrollIntoViewIfNeeded();
+  await shot(page, "syslog-snmp");
+  await page.click("#syslog-off");
+  await page.locator("#syslog-servers tbody", { hasText: "Remote syslog is off." }).waitFor();
   await page.locator("#licence-status[data-state=evaluation]").waitFor();
   await page.fill("#licence-form textarea", "PGLIC1.damaged");
   await page.click("#licence-form button");

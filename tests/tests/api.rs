@@ -908,6 +908,22 @@ fn every_route_is_exercised() {
             "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
         ),
         (
+            "PUT /api/v1/system/syslog",
+            "tests/syslog.rs: a_member_down_reaches_rsyslog_over_tls_and_udp_as_rfc_5424",
+        ),
+        (
+            "DELETE /api/v1/system/syslog",
+            "tests/syslog.rs: a_member_down_reaches_rsyslog_over_tls_and_udp_as_rfc_5424",
+        ),
+        (
+            "PUT /api/v1/system/snmp",
+            "tests/snmp.rs: settings_from_the_api_render_an_snmpd_conf_that_snmpd_serves",
+        ),
+        (
+            "DELETE /api/v1/system/snmp",
+            "tests/snmp.rs: settings_from_the_api_render_an_snmpd_conf_that_snmpd_serves",
+        ),
+        (
             "POST /api/v1/system/upgrade",
             "tests/upgrade.rs: the_api_refuses_bad_uploads_then_installs_and_schedules_the_reboot",
         ),

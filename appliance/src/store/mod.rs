@@ -28,6 +28,7 @@ mod admin_state;
 mod auth;
 pub(crate) mod ca_bundles;
 mod config_versions;
+pub(crate) use config_versions::StoredVersion;
 mod events;
 mod migrations;
 mod restore;
@@ -47,7 +48,6 @@ pub use auth::{
     Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
     valid_username,
 };
-pub(crate) use config_versions::StoredVersion;
 pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;

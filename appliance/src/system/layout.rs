@@ -91,6 +91,9 @@ pub struct Layout {
     /// Where keepalived's configuration goes and how it is applied
     /// (`vrrp::apply`). `None`: poolgate renders it and hands it to nobody.
     pub vrrp: Option<crate::vrrp::VrrpLayout>,
+    /// Where snmpd's configuration goes and how it is applied
+    /// (`snmp::apply`). `None`: poolgate renders it and hands it to nobody.
+    pub snmp: Option<crate::snmp::SnmpLayout>,
 }
 
 impl Default for Layout {
@@ -105,6 +108,7 @@ impl Default for Layout {
             install_request: None,
             network: None,
             vrrp: None,
+            snmp: None,
         }
     }
 }

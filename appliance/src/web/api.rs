@@ -555,6 +555,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(ha) = &state.ha {
         ha.stats.render(&mut out);
     }
+    if let Some(syslog) = &state.syslog {
+        syslog.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out.finish()).into_response()
 }
 

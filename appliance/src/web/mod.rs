@@ -56,6 +56,10 @@
 //!   `POST /api/v1/ha/failover`, `DELETE /api/v1/ha` — the HA pair (`ha`)
 //! * `GET|PUT|DELETE /api/v1/ha/vrrp` — this appliance's VRRP settings and
 //!   keepalived's state (`vrrp`)
+//! * `GET|PUT|DELETE /api/v1/system/syslog` — remote syslog collectors
+//!   and their state (`syslog`)
+//! * `GET|PUT|DELETE /api/v1/system/snmp` — the SNMP community, v3 users
+//!   and trap sinks, and the snmpd.conf they render to (`snmp`)
 //! * `GET|PUT|DELETE /api/v1/auth/ldap`, `POST /api/v1/auth/ldap/test` —
 //!   Active Directory / LDAP login settings and the test button (`ldap`;
 //!   admin only)
@@ -80,8 +84,10 @@ pub(crate) mod history;
 mod ldap;
 mod network;
 mod openapi;
+mod snmp;
 mod state;
 pub(crate) mod status;
+mod syslog;
 mod system;
 pub(crate) mod tls;
 mod ui;
@@ -471,7 +477,7 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/ha/vrrp",
             "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
             vrrp::get,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             PUT,
@@ -479,14 +485,58 @@ pub fn protected_routes() -> Vec<Route> {
             "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
             vrrp::put,
             request = crate::vrrp::VrrpSettings,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             DELETE,
             "/api/v1/ha/vrrp",
             "Turn VRRP off: poolgate holds its addresses itself",
             vrrp::delete,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
+        ),
+        spec!(
+            GET,
+            "/api/v1/system/syslog",
+            "Remote syslog settings and each collector's state (connected, sent, dropped, last error)",
+            syslog::get,
+            response = crate::syslog::SyslogView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/system/syslog",
+            "Store remote syslog settings (422 naming the field, nothing stored); every event goes to the collectors as RFC 5424",
+            syslog::put,
+            request = crate::syslog::SyslogSettings,
+            response = crate::syslog::SyslogView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/system/syslog",
+            "Turn remote syslog off",
+            syslog::delete,
+            response = crate::syslog::SyslogView
+        ),
+        spec!(
+            GET,
+            "/api/v1/system/snmp",
+            "SNMP settings (secrets masked) and the snmpd.conf they render to",
+            snmp::get,
+            response = crate::snmp::SnmpView
+        ),
+        spec!(
+            PUT,
+            "/api/v1/system/snmp",
+            "Store SNMP settings (422 naming the field, nothing stored) and hand them to snmpd",
+            snmp::put,
+            request = crate::snmp::SnmpSettings,
+            response = crate::snmp::SnmpView
+        ),
+        spec!(
+            DELETE,
+            "/api/v1/system/snmp",
+            "Turn SNMP off: snmpd is stopped",
+            snmp::delete,
+            response = crate::snmp::SnmpView
         ),
         spec!(
             GET,

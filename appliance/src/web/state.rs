@@ -41,6 +41,10 @@ pub struct AppState {
     pub(crate) addresses: Arc<crate::net::addresses::AddressStats>,
     /// This appliance's VRRP (`run` sets it).
     pub(crate) vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+    /// Remote syslog (`run` sets it).
+    pub(crate) syslog: Option<Arc<crate::syslog::Syslog>>,
+    /// SNMP settings (`run` sets it).
+    pub(crate) snmp: Option<Arc<crate::snmp::Snmp>>,
     /// Where handlers record what they did (and whose counters `/metrics` shows).
     pub events: crate::events::EventLog,
     /// The newest view generation the DNS, SIP and admin listeners are in
@@ -82,6 +86,8 @@ impl AppState {
             network: None,
             addresses: Arc::default(),
             vrrp: None,
+            syslog: None,
+            snmp: None,
             events,
             listeners_applied: tokio::sync::watch::channel(0).1,
             setup_done: Arc::default(),

@@ -30,6 +30,7 @@ impl Fake {
             install_request: None,
             network: None,
             vrrp: None,
+            snmp: None,
         };
         std::fs::write(&layout.root_a, vec![b'A'; SLOT_SIZE]).expect("slot a");
         std::fs::write(&layout.root_b, vec![b'B'; SLOT_SIZE]).expect("slot b");
