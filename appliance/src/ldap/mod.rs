@@ -300,7 +300,10 @@ impl LdapFailure {
 }
 
 /// The TLS client config for `settings`' CA bundle.
-fn tls_config(settings: &LdapSettings, bundles: &CaBundles) -> Result<Arc<ClientConfig>, LdapFailure> {
+fn tls_config(
+    settings: &LdapSettings,
+    bundles: &CaBundles,
+) -> Result<Arc<ClientConfig>, LdapFailure> {
     let bundle = bundles.get(&settings.ca_bundle).ok_or_else(|| {
         LdapFailure::Settings(format!(
             "the CA bundle {:?} is gone: upload it again or choose another",
@@ -399,9 +402,11 @@ pub(crate) async fn login(
             .set_conn_timeout(timeout)
             .set_config(Arc::clone(&tls))
             .set_starttls(!ldaps);
-        let connected =
-            tokio::time::timeout(timeout * 2, LdapConnAsync::with_settings(connection, server))
-                .await;
+        let connected = tokio::time::timeout(
+            timeout * 2,
+            LdapConnAsync::with_settings(connection, server),
+        )
+        .await;
         let (conn, mut ldap) = match connected {
             Ok(Ok(pair)) => pair,
             Ok(Err(error)) => {
@@ -432,7 +437,10 @@ async fn against(
 ) -> Result<LdapLogin, LdapFailure> {
     let filter = format!("({}={})", settings.user_attribute, ldap_escape(user));
     let bind_as = |who: &str, error: &ldap3::LdapError| {
-        LdapFailure::Bind(format!("{server} refused the bind as {who}: {}", words(error)))
+        LdapFailure::Bind(format!(
+            "{server} refused the bind as {who}: {}",
+            words(error)
+        ))
     };
     let bind = |result: Result<ldap3::LdapResult, ldap3::LdapError>| {
         result.and_then(ldap3::LdapResult::success)
@@ -448,7 +456,9 @@ async fn against(
             let account = settings.bind_dn.as_deref().unwrap_or_default();
             let secret = settings.bind_password.as_deref().unwrap_or_default();
             if secret.is_empty() {
-                return Err(LdapFailure::Settings("the service account has no password".into()));
+                return Err(LdapFailure::Settings(
+                    "the service account has no password".into(),
+                ));
             }
             bind(ldap.simple_bind(account, secret).await)
                 .map_err(|e| bind_as(&format!("the service account {account}"), &e))?;
@@ -496,7 +506,12 @@ async fn find_user(
     server: &str,
 ) -> Result<(String, Vec<String>), LdapFailure> {
     let found = ldap
-        .search(&settings.user_base, Scope::Subtree, filter, vec!["memberOf"])
+        .search(
+            &settings.user_base,
+            Scope::Subtree,
+            filter,
+            vec!["memberOf"],
+        )
         .await
         .and_then(ldap3::SearchResult::success)
         .map_err(|error| {

@@ -2,7 +2,10 @@ use super::*;
 
 fn settings() -> LdapSettings {
     LdapSettings {
-        servers: vec!["ldaps://dc1.contoso.test".into(), "ldap://dc2.contoso.test:389".into()],
+        servers: vec![
+            "ldaps://dc1.contoso.test".into(),
+            "ldap://dc2.contoso.test:389".into(),
+        ],
         ca_bundle: "contoso".into(),
         bind: BindMode::User,
         user_bind: Some("{user}@contoso.test".into()),
@@ -39,7 +42,11 @@ fn fields(settings: &LdapSettings) -> Vec<String> {
 fn good_settings_pass_and_each_problem_names_its_field() {
     assert_eq!(fields(&settings()), Vec::<String>::new());
     let mut bad = settings();
-    bad.servers = vec!["dc1.contoso.test".into(), "ldaps://dc1/x".into(), "ldap://dc1:99999".into()];
+    bad.servers = vec![
+        "dc1.contoso.test".into(),
+        "ldaps://dc1/x".into(),
+        "ldap://dc1:99999".into(),
+    ];
     bad.ca_bundle = "nope".into();
     bad.user_bind = Some("contoso\\someone".into());
     bad.user_base = " ".into();
@@ -67,9 +74,15 @@ fn good_settings_pass_and_each_problem_names_its_field() {
 
 #[test]
 fn server_urls_are_ldaps_or_ldap_with_starttls() {
-    assert_eq!(server_url("ldaps://dc1.contoso.test"), Ok((true, "dc1.contoso.test".into())));
+    assert_eq!(
+        server_url("ldaps://dc1.contoso.test"),
+        Ok((true, "dc1.contoso.test".into()))
+    );
     assert_eq!(server_url("ldap://dc1:389/"), Ok((false, "dc1".into())));
-    assert_eq!(server_url("ldaps://[2001:db8::1]:636"), Ok((true, "2001:db8::1".into())));
+    assert_eq!(
+        server_url("ldaps://[2001:db8::1]:636"),
+        Ok((true, "2001:db8::1".into()))
+    );
     assert!(server_url("ldapi:///run/slapd").is_err());
     assert!(server_url("ldaps://user@dc1").is_err());
 }
@@ -80,15 +93,24 @@ fn user_names_are_escaped_for_dns_and_filters() {
         user_bind_name("uid={user},ou=people,dc=contoso,dc=test", "a,b=c"),
         "uid=a\\2cb\\3dc,ou=people,dc=contoso,dc=test"
     );
-    assert_eq!(user_bind_name("{user}@contoso.test", "erin"), "erin@contoso.test");
+    assert_eq!(
+        user_bind_name("{user}@contoso.test", "erin"),
+        "erin@contoso.test"
+    );
     // The filter a hostile name reaches the directory as.
     assert_eq!(ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
 }
 
 #[test]
 fn an_empty_password_never_reaches_a_bind() {
-    assert!(matches!(check_credentials("erin", ""), Err(LdapFailure::Refused(_))));
-    assert!(matches!(check_credentials("er\nin", "pw"), Err(LdapFailure::Refused(_))));
+    assert!(matches!(
+        check_credentials("erin", ""),
+        Err(LdapFailure::Refused(_))
+    ));
+    assert!(matches!(
+        check_credentials("er\nin", "pw"),
+        Err(LdapFailure::Refused(_))
+    ));
     assert!(check_credentials("erin", "pw").is_ok());
 }
 

@@ -59,9 +59,14 @@ pub(crate) async fn put(
     state.events.record(
         NewEvent::new(
             EventKind::System,
-            format!("Directory login set up ({} servers)", settings.servers.len()),
+            format!(
+                "Directory login set up ({} servers)",
+                settings.servers.len()
+            ),
         )
-        .detail(serde_json::json!({ "actor": principal.username, "settings": settings.redacted() })),
+        .detail(
+            serde_json::json!({ "actor": principal.username, "settings": settings.redacted() }),
+        ),
     );
     Ok(Json(LdapPage {
         settings: Some(settings.redacted()),
@@ -74,8 +79,11 @@ pub(crate) async fn delete(
 ) -> Result<Json<LdapPage>, ApiError> {
     state.store.remove_setting(ldap::SETTINGS_KEY)?;
     state.events.record(
-        NewEvent::new(EventKind::System, "Directory login turned off: local users only")
-            .detail(serde_json::json!({ "actor": principal.username })),
+        NewEvent::new(
+            EventKind::System,
+            "Directory login turned off: local users only",
+        )
+        .detail(serde_json::json!({ "actor": principal.username })),
     );
     Ok(Json(LdapPage { settings: None }))
 }
