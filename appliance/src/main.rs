@@ -446,6 +446,14 @@ fn set_password(
         tokens: keep_tokens,
     };
     let changed = store.change_password(username, &password, &keep)?;
+    store.record_console_change(
+        "admin set-password",
+        username,
+        serde_json::json!({
+            "sessions_ended": changed.sessions_ended,
+            "tokens_revoked": changed.tokens_revoked,
+        }),
+    )?;
     eprintln!(
         "Password set for {username}; {} session(s) ended, {} API token(s) revoked.",
         changed.sessions_ended, changed.tokens_revoked

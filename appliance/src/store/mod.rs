@@ -2,7 +2,7 @@
 //! desired config versions (`config_versions`), members' admin state
 //! (`admin_state`), the event log (`events`), admin users with their
 //! sessions and API tokens (`auth`), settings and licences (`settings`), CA
-//! bundles for TLS health checks (`ca_bundles`), and
+//! bundles for TLS health checks (`ca_bundles`), the audit log (`audit`), and
 //! the users seen in REGISTERs, bounded in count and age (`seen`). This file
 //! keeps the `Store` handle, opening and migrations, and `transact`.
 //!
@@ -24,6 +24,7 @@
 //! The API is synchronous; async callers use `spawn_blocking`.
 
 mod admin_state;
+mod audit;
 mod auth;
 pub(crate) mod ca_bundles;
 mod config_versions;
@@ -42,8 +43,8 @@ use crate::events::NewEvent;
 
 pub(crate) use auth::Credentials;
 pub use auth::{
-    Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
-    valid_username,
+    BUILTIN_ADMIN, Keep, MIN_PASSWORD_LEN, PasswordChange, Role, Session, TokenAuth, TokenInfo,
+    UserChange, UserInfo, new_secret, secret_hash, valid_username,
 };
 pub use events::Event;
 pub(crate) use events::EventFilter;
