@@ -10,11 +10,19 @@
 //!   and stylesheet (no data; the page logs in through the API)
 //!
 //! Protected routes (session cookie + CSRF header for changes, or a Bearer
-//! API token):
+//! API token), each with the least role it needs (`Access`, in the tables
+//! below): reads and self-service (log out, own password, own tokens) for
+//! every role, member actions for operators, all else for admins:
 //! * `GET /api/v1/session`, `DELETE /api/v1/session` — who am I, log out
 //! * `PUT /api/v1/session/password` — change the password (`auth`: other
 //!   sessions end, tokens are revoked unless `keep_tokens`)
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
+//!   (an admin sees and revokes all; anyone else their own; a token has its
+//!   creator's role or a lower one)
+//! * `GET|POST /api/v1/users`, `GET|PUT|DELETE /api/v1/users/{name}` —
+//!   local users and their roles (`users`; admin only)
+//! * `GET /api/v1/audit` — the audit log: filters, paging, CSV/JSON export;
+//!   `GET /api/v1/config/versions/{id}` — a stored config version (`audit`)
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
 //! * `GET /api/v1/status/history` — connections per member, last ten minutes
