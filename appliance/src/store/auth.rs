@@ -1010,6 +1010,47 @@ mod role_tests {
     }
 
     #[test]
+    fn roles_travel_with_users_and_tokens_to_the_standby() {
+        let (_a_dir, active) = store();
+        active
+            .create_user("ops", PASSWORD, Role::Operator)
+            .expect("create");
+        active
+            .create_token("ops", "runbook", None, Role::Viewer)
+            .expect("token");
+        let credentials = active.credentials().expect("credentials");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let standby = Store::open(dir.path()).expect("store");
+        let (session, _) = {
+            standby.replace_credentials(&credentials).expect("replace");
+            standby
+                .create_session("ops", Role::Operator, std::time::Duration::from_secs(60))
+                .expect("session")
+        };
+        assert_eq!(
+            standby.user_role("ops").expect("role"),
+            Some(Role::Operator)
+        );
+        assert_eq!(standby.tokens().expect("tokens")[0].role, Role::Viewer);
+        // A demotion on the active ends the user's sessions on the standby.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        active
+            .update_user("ops", None, Some(Role::Viewer), None)
+            .expect("demote");
+        standby
+            .replace_credentials(&active.credentials().expect("credentials"))
+            .expect("replace");
+        assert_eq!(standby.user_role("ops").expect("role"), Some(Role::Viewer));
+        assert!(standby.session(&session).expect("session").is_none());
+        // An older active sends no roles: its users were all admins.
+        let old: UserRow = serde_json::from_value(serde_json::json!({
+            "username": "admin", "password_hash": "x", "created_at": "t", "updated_at": "t"
+        }))
+        .expect("old row");
+        assert_eq!(old.role, Role::Admin);
+    }
+
+    #[test]
     fn the_audit_log_filters_pages_and_keeps_the_newest() {
         use crate::audit::{Actor, AuditFilter, AuditKind, Interface, NewAudit};
         let (_dir, store) = store();

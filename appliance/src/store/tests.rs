@@ -218,7 +218,7 @@ fn sessions_and_tokens_store_only_hashes() {
     let (secret, session) = store
         .create_session(
             "admin",
-            crate::store::Role::Admin,
+            Role::Admin,
             std::time::Duration::from_secs(60),
         )
         .expect("session");
@@ -228,7 +228,7 @@ fn sessions_and_tokens_store_only_hashes() {
     assert_eq!(store.session(&secret).expect("lookup"), None);
 
     let (id, token) = store
-        .create_token("admin", "backup script", None, crate::store::Role::Admin)
+        .create_token("admin", "backup script", None, Role::Admin)
         .expect("token");
     assert_eq!(
         store.token_user(&token).expect("lookup").as_deref(),
@@ -258,7 +258,7 @@ fn expired_sessions_are_refused() {
     let (secret, _) = store
         .create_session(
             "admin",
-            crate::store::Role::Admin,
+            Role::Admin,
             std::time::Duration::ZERO,
         )
         .expect("session");
@@ -328,13 +328,13 @@ fn a_new_password_ends_sessions_and_revokes_tokens_unless_kept() {
         .expect("set");
     let hour = std::time::Duration::from_secs(3600);
     let (mine, _) = store
-        .create_session("admin", crate::store::Role::Admin, hour)
+        .create_session("admin", Role::Admin, hour)
         .expect("session");
     let (other, _) = store
-        .create_session("admin", crate::store::Role::Admin, hour)
+        .create_session("admin", Role::Admin, hour)
         .expect("session");
     let (_, token) = store
-        .create_token("admin", "script", None, crate::store::Role::Admin)
+        .create_token("admin", "script", None, Role::Admin)
         .expect("token");
 
     let keep = Keep {
@@ -388,10 +388,10 @@ fn tokens_expire_and_note_their_last_use() {
         .expect("set");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (old_id, old) = store
-        .create_token("admin", "expired", Some(now - 1), crate::store::Role::Admin)
+        .create_token("admin", "expired", Some(now - 1), Role::Admin)
         .expect("token");
     let (id, live) = store
-        .create_token("admin", "live", Some(now + 3600), crate::store::Role::Admin)
+        .create_token("admin", "live", Some(now + 3600), Role::Admin)
         .expect("token");
     assert_eq!(store.use_token(&old).expect("lookup"), None);
     assert!(!store.token_active(old_id).expect("active"));
@@ -584,7 +584,7 @@ fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_session
     );
     assert!(a.set_first_password("admin", "a long password").expect("a"));
     let (token, _) = a
-        .create_token("admin", "script", None, crate::store::Role::Admin)
+        .create_token("admin", "script", None, Role::Admin)
         .expect("token");
     // B set up later: its own password is newer, so taking A's keeps the
     // session of the admin who just joined.
@@ -592,12 +592,12 @@ fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_session
         b.set_first_password("admin", "another password")
             .expect("b")
     );
-    b.create_token("admin", "b's own", None, crate::store::Role::Admin)
+    b.create_token("admin", "b's own", None, Role::Admin)
         .expect("token");
     let (session, _) = b
         .create_session(
             "admin",
-            crate::store::Role::Admin,
+            Role::Admin,
             std::time::Duration::from_secs(600),
         )
         .expect("session");
