@@ -216,11 +216,7 @@ fn sessions_and_tokens_store_only_hashes() {
             .expect("second setup refused")
     );
     let (secret, session) = store
-        .create_session(
-            "admin",
-            Role::Admin,
-            std::time::Duration::from_secs(60),
-        )
+        .create_session("admin", Role::Admin, std::time::Duration::from_secs(60))
         .expect("session");
     assert_eq!(store.session(&secret).expect("lookup"), Some(session));
     assert_eq!(store.session("not-a-session").expect("lookup"), None);
@@ -256,11 +252,7 @@ fn expired_sessions_are_refused() {
         .set_password("admin", "a long enough secret")
         .expect("set");
     let (secret, _) = store
-        .create_session(
-            "admin",
-            Role::Admin,
-            std::time::Duration::ZERO,
-        )
+        .create_session("admin", Role::Admin, std::time::Duration::ZERO)
         .expect("session");
     assert_eq!(store.session(&secret).expect("lookup"), None);
 }
@@ -595,11 +587,7 @@ fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_session
     b.create_token("admin", "b's own", None, Role::Admin)
         .expect("token");
     let (session, _) = b
-        .create_session(
-            "admin",
-            Role::Admin,
-            std::time::Duration::from_secs(600),
-        )
+        .create_session("admin", Role::Admin, std::time::Duration::from_secs(600))
         .expect("session");
     assert!(
         b.replace_credentials(&a.credentials().expect("read"))
