@@ -36,7 +36,7 @@
 #![warn(unreachable_pub)]
 
 pub mod app;
-pub(crate) mod audit;
+pub mod audit;
 pub mod certs;
 pub(crate) mod clock;
 pub mod config;

@@ -447,6 +447,7 @@ fn set_password(
     };
     let changed = store.change_password(username, &password, &keep)?;
     store.record_console_change(
+        poolgate::audit::AuditKind::User,
         "admin set-password",
         username,
         serde_json::json!({
@@ -484,6 +485,12 @@ fn license(command: LicenseCommand) -> anyhow::Result<ExitCode> {
             let licensing = licensing(&data_dir)?;
             match licensing.install(&text)? {
                 Ok(licence) => {
+                    existing_store(&data_dir)?.record_console_change(
+                        poolgate::audit::AuditKind::License,
+                        "license install",
+                        &licence.id,
+                        serde_json::json!({"customer": licence.customer}),
+                    )?;
                     println!("Installed licence {} for {}.", licence.id, licence.customer);
                     Ok(ExitCode::SUCCESS)
                 }
@@ -572,6 +579,12 @@ fn upgrade(
     };
     describe_plan(file, &plan);
     let pending = upgrader.install_file(file, &plan, &store, "console")?;
+    store.record_console_change(
+        poolgate::audit::AuditKind::Upgrade,
+        "upgrade",
+        &pending.to_version,
+        serde_json::json!({"file": file.display().to_string(), "slot": pending.to_slot.partlabel()}),
+    )?;
     println!(
         "Installed {} in slot {}; the database is backed up.",
         pending.to_version,

@@ -306,7 +306,7 @@ fn changing_or_removing_a_user_ends_their_sessions_and_tokens() {
 
 #[test]
 fn config_puts_and_drains_are_audited_with_who_where_and_how() {
-    let (_dir, _poolgate, address) = start();
+    let (dir, _poolgate, address) = start();
     let admin = AdminClient::setup_and_login(address, PASSWORD);
     add_user(&admin, "ops", OPS_PASSWORD, "operator");
     add_user(&admin, "watcher", VIEWER_PASSWORD, "viewer");
@@ -448,4 +448,24 @@ fn config_puts_and_drains_are_audited_with_who_where_and_how() {
     );
     let json_export = viewer.json("/api/v1/audit?format=json&kind=config");
     assert_eq!(json_export["entries"].as_array().expect("entries").len(), 2);
+
+    // The console's password change is on record too, as the console.
+    let data_dir = dir.path().join("var");
+    let output = poolgate_e2e::poolgate_cli(
+        &[
+            "admin",
+            "set-password",
+            "--data-dir",
+            data_dir.to_str().expect("path"),
+        ],
+        "a console password 1\n",
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(admin.get("/api/v1/status").status().as_u16(), 401);
+    let console = viewer.json("/api/v1/audit?kind=user&limit=1");
+    let entry = &console["entries"][0];
+    assert_eq!(entry["interface"], "console", "{console}");
+    assert_eq!(entry["action"], "admin set-password");
+    assert_eq!(entry["target"], "admin");
+    assert_eq!(entry["address"], Value::Null);
 }

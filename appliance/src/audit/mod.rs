@@ -61,7 +61,7 @@ pub(crate) struct Actor {
 /// What a change was about: the `kind` filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum AuditKind {
+pub enum AuditKind {
     Config,
     Member,
     User,

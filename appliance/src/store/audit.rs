@@ -20,6 +20,7 @@ impl Store {
     /// system user running it.
     pub fn record_console_change(
         &self,
+        kind: AuditKind,
         action: &str,
         target: &str,
         detail: serde_json::Value,
@@ -35,7 +36,7 @@ impl Store {
                 interface: Interface::Console,
                 token_id: None,
             },
-            kind: AuditKind::User,
+            kind,
             action: action.to_owned(),
             target: Some(target.to_owned()),
             status: None,
