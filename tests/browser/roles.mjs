@@ -52,6 +52,15 @@ await run(artifacts, 90_000, async (browser, shot) => {
   const refused = await page.evaluate(async () => (await api("PUT", "/api/v1/config", {})).status);
   if (refused !== 403) throw new Error(`config PUT as operator answered ${refused}`);
 
+  // The System page still lets the operator change their own password, and
+  // nothing else.
+  await page.click("#tabs button[data-tab=system]");
+  await page.locator("#password-form").waitFor({ state: "visible" });
+  for (const form of ["certificate-form", "licence-form", "upgrade-form"]) {
+    if (await page.locator(`#${form}`).isVisible()) throw new Error(`${form} is shown to an operator`);
+  }
+  await page.click("#tabs button[data-tab=status]");
+
   // The operator drains a member.
   const fe01 = page.locator("tr[data-member=fe01]");
   await fe01.locator("button[data-action=drain]").click();
