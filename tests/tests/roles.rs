@@ -429,6 +429,13 @@ fn config_puts_and_drains_are_audited_with_who_where_and_how() {
         assert_eq!(body["fields"][0]["field"], field, "{body}");
     }
 
+    for query in ["usr=ops", "before=latest"] {
+        let response = viewer.get(&format!("/api/v1/audit?{query}"));
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: Value = response.json().expect("a JSON error");
+        assert!(body["error"].is_string(), "{body}");
+    }
+
     // Export.
     let csv = viewer.get("/api/v1/audit?format=csv&kind=member");
     assert_eq!(csv.status().as_u16(), 200);

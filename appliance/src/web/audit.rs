@@ -48,8 +48,11 @@ fn time_bound(field: &str, text: Option<String>) -> Result<Option<String>, ApiEr
 
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Query(query): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // An unknown parameter (a misspelt filter) or a non-number id is a 400
+    // saying which, rather than a filter silently not applied.
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let csv = match query.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
