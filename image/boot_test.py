@@ -12,7 +12,10 @@ TCG.
 First boot: wait for POOLGATE_READY, GET /api/v1/health over HTTPS, read the
 one-time setup code from the serial console, set the admin password with it,
 log in, and PUT a pool config that adds DNS and SIP listeners: they are
-live, so the pool name is answered over DNS at once. Power off with ACPI.
+live, so the pool name is answered over DNS at once. The HA pieces start:
+the sync listener gives a pairing code, and VRRP settings make the root step
+start keepalived, which reports MASTER (no peer) through its notify FIFO;
+VRRP is turned off again. Power off with ACPI.
 Second boot: setup is refused (the password survived on the data
 partition), login works, the pool name is answered over DNS and a SIP
 OPTIONS gets 200 (the config survived too). Power off with ACPI again. Finally the ESP shows
@@ -69,6 +72,10 @@ CONFIG = {
         ],
     }],
 }
+
+
+# The guest's address under QEMU's user-mode network.
+GUEST_ADDRESS = "10.0.2.15"
 
 
 class Failed(Exception):
@@ -305,6 +312,39 @@ def sip_options(port, timeout=30):
     raise Failed(f"SIP OPTIONS: no answer within {timeout} s")
 
 
+def check_ha(api, timeout=60):
+    """The HA pieces of the image start: poolgate's sync listener is up (a
+    pairing code is given), and VRRP settings make the root step
+    (poolgate-vrrp.path) write keepalived's configuration and start
+    keepalived (Debian's package), whose state comes back through the
+    notify FIFO: with no peer answering, MASTER of the management address.
+    VRRP is turned off again afterwards."""
+    code = api.expect("POST", "/api/v1/ha/pairing-code", 200, {}).get("code", "")
+    if not re.fullmatch(r"[A-Z2-9]{4}(-[A-Z2-9]{4}){3}", code):
+        raise Failed(f"POST /api/v1/ha/pairing-code: {code!r} is not a pairing code")
+    view = api.expect("GET", "/api/v1/system/network", 200)
+    nic = next((i["name"] for i in view["observed"]["interfaces"]
+                if any(a.startswith(GUEST_ADDRESS + "/") for a in i["addresses"])), None)
+    if nic is None:
+        raise Failed(f"no interface holds {GUEST_ADDRESS}: {view['observed']}")
+    settings = {"interface": nic, "source_v4": GUEST_ADDRESS, "peer_v4": "10.0.2.16",
+                "virtual_router_id": 51, "priority": 100, "management_address": "10.0.2.20"}
+    api.expect("PUT", "/api/v1/ha/vrrp", 200, settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        view = api.expect("GET", "/api/v1/ha/vrrp", 200)
+        states = {i["name"]: i["state"] for i in view["instances"]}
+        if states.get("poolgate_v4") == "MASTER" and view["addresses_held_by"] == "keepalived":
+            break
+        if time.monotonic() > deadline:
+            events = api.expect("GET", "/api/v1/events?kind=system", 200)
+            raise Failed(f"keepalived did not report MASTER within {timeout} s: {states}; "
+                         f"events: {[e['message'] for e in events['events'][:5]]}")
+        time.sleep(1)
+    api.expect("DELETE", "/api/v1/ha/vrrp", 200)
+    return states
+
+
 def first_boot(vm, args):
     found = vm.wait_for(r"POOLGATE_READY version=(\S+) slot=(\S+)", args.ready_timeout)
     ready_s = time.monotonic() - vm.started
@@ -327,6 +367,7 @@ def first_boot(vm, args):
     log(f"DNS {POOL_FQDN} right after the PUT: {addresses}")
     if "grown to the end of" not in vm.console():
         raise Failed("the data partition was not grown on first boot")
+    log(f"HA: pairing code given, keepalived started and reported {check_ha(api)}")
     return ready_s
 
 
@@ -449,7 +490,7 @@ def main():
         return 1
     log("data partition: " + ", ".join(f"{p} {m:o}" for p, (m, _) in modes.items()))
     log(f"boot to ready ({accel}): first {timings['first']:.1f} s, second {timings['second']:.1f} s")
-    print("image-test: 4 passed, 0 failed")
+    print("image-test: 5 passed, 0 failed")
     return 0
 
 

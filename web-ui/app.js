@@ -9,6 +9,10 @@
 // System → Network applies a network change at once and counts down to its
 // deadline; a change that moves the admin address is confirmed on arrival
 // at the new address (`#confirm=network:ID`, `#confirm=admin`).
+// System → High availability pairs two appliances, swaps their roles and
+// keeps this one's VRRP settings; the role is in the header of every page,
+// and the standby's pool and member change buttons are disabled, with a
+// banner linking to the active.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -71,9 +75,10 @@ function selectTab(name) {
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
-  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); }
+  if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); }
   if (name === "users") loadUsers();
   if (name === "audit") loadAudit();
+  haTab(name);
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -171,6 +176,18 @@ function suggest(id, names) {
   list.replaceChildren(...names.map((name) => el("option", { value: name })));
 }
 
+// A member's addresses; with several, each says its own health for the
+// pool's monitor (a dual-stack member is up while either is).
+function addressCell(m, monitor) {
+  const addresses = m.addresses || [{ address: m.address, health: {} }];
+  if (addresses.length === 1) return el("td", {}, addresses[0].address);
+  return el("td", {}, ...addresses.flatMap((a, n) => {
+    const state = (a.health[monitor] || {}).state || "unknown";
+    return [n ? el("br") : null, el("span", { "data-address": a.address, class: `health-${state}`, title: `${monitor}: ${state}` },
+      a.address, state === "up" ? "" : ` (${state})`)];
+  }));
+}
+
 function renderStatus(status) {
   record(status);
   suggest("pool-names", status.pools.map((p) => p.name));
@@ -181,7 +198,7 @@ function renderStatus(status) {
     const rows = pool.members.map((m) => {
       const key = `${pool.name}/${m.name}`;
       return el("tr", { "data-member": m.name, "data-admin-state": m.admin_state },
-        el("td", {}, m.name), el("td", {}, m.address),
+        el("td", {}, m.name), addressCell(m, pool.monitor),
         el("td", { class: `state-${m.admin_state}` }, m.admin_state),
         healthCell(m.health), drainCell(key, m),
         el("td", { class: "connections" }, el("span", { class: "count" }, m.active_connections), chart(history.get(key) || [])),
@@ -205,6 +222,7 @@ function renderStatus(status) {
           el("td", {}, m.name), el("td", {}, el("span", { class: `dot ${m.health}` }), m.health),
           el("td", {}, m.active_connections), el("td", {}, m.total_connections))))));
   }
+  haReadOnly();
 }
 
 function startStream() {
@@ -275,7 +293,8 @@ const POOL_FIELDS = [
   ["drain_timeout_s", "Drain timeout (s)", "int?"], ["drop_at_deadline", "Reset connections at the drain deadline", "bool"],
 ];
 const MEMBER_FIELDS = [
-  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text"],
+  ["name", "Name", "text"], ["fqdn", "FQDN", "text?"], ["address", "Address", "text?"],
+  ["addresses", "Or, dual-stack: an IPv4 and an IPv6 address", "strs?"],
   ["weight", "Weight", "int"], ["state", "Admin state", ["enabled", "draining", "disabled"]],
 ];
 const SERVICE_FIELDS = [
@@ -589,6 +608,12 @@ function applianceDnsAddress(config) {
 }
 
 const bare = (name) => name.trim().toLowerCase().replace(/\.$/, "");
+// A member row's address input: one address, or a dual-stack member's IPv4
+// and IPv6 addresses separated by a comma or space.
+function memberAddresses(text) {
+  const list = text.split(/[\s,]+/).filter(Boolean);
+  return list.length > 1 ? { addresses: list } : { address: text.trim() };
+}
 
 // A name in `zone` as a record name: relative when inside, else absolute.
 function recordName(fqdn, zone) {
@@ -670,11 +695,12 @@ function buildFromTemplate(config, values, form) {
   const poolIndex = config.pool.push({ name, fqdn, ...(web ? { aliases: [`sip.${zoneName}`] } : {}),
     monitor: monitorName, registrar_port: 5061, registrar_transport: "tls",
     member: wizardRows.map((row) => ({ name: row.name, ...(row.fqdn ? { fqdn: bare(row.fqdn) } : {}),
-      address: row.address, weight: 1, state: "enabled" })) }) - 1;
+      ...memberAddresses(row.address), weight: 1, state: "enabled" })) }) - 1;
   mark("pool_fqdn", `pool[${poolIndex}].fqdn`);
   wizardRows.forEach((_, i) => {
     const row = $("wizard-members").tBodies[0].rows[i];
     for (const key of ["name", "fqdn", "address"]) row.querySelector(`[name=member_${key}]`).dataset.path = `pool[${poolIndex}].member[${i}].${key}`;
+    if (/[\s,]/.test(wizardRows[i].address.trim())) row.querySelector("[name=member_address]").dataset.path = `pool[${poolIndex}].member[${i}].addresses`;
   });
   if (web) {
     const common = { pool: name, monitor: monitorName, scheduler: "least-connections", idle_timeout_s: 1800, connect_timeout_ms: 3000 };
@@ -1395,6 +1421,9 @@ async function loadLicence() {
   $("licence-status").textContent = `${data.state}: ${data.message}`;
   $("licence-status").dataset.state = data.state;
   $("appliance-id").textContent = data.appliance_id;
+  const elsewhere = data.other_appliance_licences || [];
+  $("licence-elsewhere").hidden = !elsewhere.length;
+  $("licence-elsewhere").textContent = elsewhere.map((l) => `Licence ${l.license_id} (restored from a backup): ${l.message}`).join(" ");
 }
 
 $("licence-form").addEventListener("submit", async (event) => {
@@ -1564,6 +1593,464 @@ $("audit-filter").addEventListener("change", () => loadAudit());
 $("audit-older").addEventListener("click", () => loadAudit("older"));
 $("audit-newer").addEventListener("click", () => loadAudit("newer"));
 
+// ---------------------------------------------------------------- system → HA
+
+// The HA pair: the role in the header of every page, and on the standby a
+// banner (on the pages that change the pool config or member states) with
+// a link to the active, and those pages' change buttons disabled. The HA
+// card on the System tab pairs, fails over, unpairs, and keeps this
+// appliance's VRRP settings; all of it follows GET /api/v1/ha, polled.
+const HA_POLL_MS = 2000;
+let haView = null; // the last GET /api/v1/ha (null: HA not available)
+let vrrpView = null; // the last GET /api/v1/ha/vrrp
+let haTimer = null;
+let vrrpEdited = false;
+// The page's change buttons the standby disables (the Status and Configuration tabs).
+const HA_CHANGE_BUTTONS = "#pools button[data-action], #config-review, #preview-apply, #wizard-review, #import-form button[type=submit]";
+const HA_ROLE_TEXT = { active: "active", standby: "standby", standalone: "single" };
+const SYNC_TEXT = {
+  unknown: "not known yet", catching_up: "catching up", in_sync: "in sync", following: "following the active",
+  unpaired: "unpaired",
+};
+
+// `host` and `port` as the authority of a URL (IPv6 in brackets).
+function authority(host, port) {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+// "IP:port", "[IPv6]:port" or a bare IP, as [host, port or null].
+function splitAddress(text) {
+  const bracketed = /^\[([^\]]+)\]:(\d+)$/.exec(text);
+  if (bracketed) return [bracketed[1], bracketed[2]];
+  const parts = text.split(":");
+  if (parts.length === 2) return [parts[0], parts[1]];
+  return [text, null];
+}
+
+// Where the active's admin UI is: the shared management address if the
+// VRRP settings name one (unless `shared` is false), else the peer's admin
+// listener (its sync address's IP when it listens on every address).
+function activeAdminUrl(view, shared = true) {
+  const peer = view && view.peer;
+  if (!peer) return null;
+  const [adminHost, adminPort] = peer.admin_address ? splitAddress(peer.admin_address) : [null, null];
+  const port = adminPort || location.port || "443";
+  const management = vrrpView && vrrpView.settings && vrrpView.settings.management_address;
+  if (management && shared) return `https://${authority(management, port)}/`;
+  if (adminHost && !["0.0.0.0", "::"].includes(adminHost)) return `https://${authority(adminHost, port)}/`;
+  if (!peer.admin_address) return null;
+  return `https://${authority(splitAddress(peer.address)[0], port)}/`;
+}
+
+// `api`, with a network failure (the appliance restarting, the link to it
+// lost) as an answer: the HA card polls and must go on polling.
+async function haApi(method, path, body) {
+  try {
+    return await api(method, path, body);
+  } catch (_) {
+    return { status: 0, data: { error: "The appliance did not answer." } };
+  }
+}
+
+function standby() {
+  return Boolean(haView && haView.role === "standby");
+}
+
+// Disable (or give back) the change buttons; only those this disabled are
+// enabled again, so other reasons for a disabled button stay.
+function haReadOnly() {
+  const readOnly = standby();
+  for (const button of document.querySelectorAll(HA_CHANGE_BUTTONS)) {
+    if (readOnly && !button.disabled) {
+      button.disabled = true;
+      button.dataset.haDisabled = "";
+      button.title = "Read-only on the standby: make changes on the active";
+    } else if (!readOnly && button.dataset.haDisabled !== undefined) {
+      button.disabled = false;
+      delete button.dataset.haDisabled;
+      button.removeAttribute("title");
+    }
+  }
+}
+
+// The header's role and the standby's banner, on the tabs that change the
+// pool config or member states.
+function haHeader() {
+  const role = $("ha-role");
+  role.hidden = !haView;
+  if (haView) {
+    role.textContent = HA_ROLE_TEXT[haView.role] || haView.role;
+    role.dataset.role = haView.role;
+    role.title = haView.role === "standalone" ? "Not part of an HA pair" : `HA role: ${haView.role}`;
+  }
+  const tab = document.querySelector("#tabs button.active");
+  const banner = $("ha-banner");
+  banner.hidden = !standby() || !tab || !["status", "config"].includes(tab.dataset.tab);
+  const url = standby() ? activeAdminUrl(haView) : null;
+  const target = $("ha-banner-active");
+  if (url) target.replaceChildren("Make changes on the active: ", el("a", { href: url, id: "ha-active-link" }, url.replace(/\/$/, "")), ".");
+  else target.replaceChildren("Make changes on the active (its address is known once the link is up).");
+  haReadOnly();
+}
+
+async function loadHa() {
+  const { status, data } = await haApi("GET", "/api/v1/ha");
+  if (status === 401) { stopHa(); haView = null; haHeader(); return; }
+  if (status === 0) { $("ha-role").title = "The appliance did not answer: the role shown is the last one known"; return; }
+  const was = haView && haView.role;
+  haView = status === 200 ? data : null;
+  if (haView && haView.role === "standby" && (was !== "standby" || !vrrpView)) await loadVrrp(false);
+  haHeader();
+  if (!document.querySelector("[data-panel=system]").hidden) {
+    renderHa(status);
+    loadVrrp(true);
+  }
+}
+
+// On every tab switch: the banner follows the tab; the System tab's card
+// is filled at once.
+function haTab(name) {
+  haHeader();
+  if (name === "system") loadHa();
+}
+
+function startHa() {
+  stopHa();
+  loadHa();
+  haTimer = setInterval(loadHa, HA_POLL_MS);
+}
+
+function stopHa() {
+  if (haTimer) { clearInterval(haTimer); haTimer = null; }
+}
+
+function linkText(view) {
+  if (view.link === "up") return "up";
+  return view.link_error ? `down: ${view.link_error}` : "down";
+}
+
+function renderHa(status) {
+  const unavailable = !haView;
+  $("ha-unavailable").hidden = !unavailable;
+  if (unavailable) {
+    $("ha-unavailable").textContent = status === 404
+      ? "HA is not available on this listener." : "The HA state cannot be read now.";
+    $("ha-unpaired").hidden = true;
+    $("ha-paired").hidden = true;
+    return;
+  }
+  const view = haView;
+  $("ha-summary").textContent = view.paired ? `(${view.role}, link ${view.link})` : "(not paired)";
+  $("ha-unpaired").hidden = view.paired;
+  $("ha-paired").hidden = !view.paired;
+  $("ha").dataset.role = view.role;
+  $("ha").dataset.link = view.link;
+  $("ha").dataset.sync = view.sync;
+  if (!view.paired) {
+    facts($("ha-self"), [
+      ["This appliance", view.appliance_id],
+      ["Its sync address", view.sync_listen || "none: start poolgate with --ha-listen to pair it"],
+      ["Its certificate (SHA-256)", view.fingerprint || "—"],
+    ]);
+    const listening = Boolean(view.sync_listen);
+    $("ha-code-create").disabled = !listening;
+    for (const control of $("ha-join-form").querySelectorAll("input, button")) control.disabled = !listening;
+    // The code shown goes once it has expired (a code used pairs, and the
+    // card changes).
+    const shownUntil = Date.parse($("ha-code-expires").getAttribute("datetime") || "");
+    if (!$("ha-code").hidden && !(shownUntil > Date.now())) $("ha-code").hidden = true;
+    const open = view.pairing_code_expires_at;
+    $("ha-code-open").hidden = !open || !$("ha-code").hidden;
+    $("ha-code-open").textContent = open ? `A pairing code is open until ${open}; creating a new one replaces it.` : "";
+    return;
+  }
+  $("ha-code").hidden = true;
+  const peer = view.peer;
+  const adminUrl = activeAdminUrl(view, false);
+  const adminText = peer.admin_address || "not known yet";
+  facts($("ha-facts"), [
+    ["Role", HA_ROLE_TEXT[view.role] || view.role, "role"],
+    ["This appliance", `${view.appliance_id} (certificate ${view.fingerprint || "—"})`, "self"],
+    ["Peer", peer.appliance_id, "peer"],
+    ["Peer address", `${peer.address}${peer.joined_it ? " (its sync listener; this appliance joined it)" : " (it joined this appliance)"}`, "peer-address"],
+    ["Peer certificate (SHA-256, pinned)", peer.fingerprint, "peer-fingerprint"],
+    ["Peer admin address", view.role === "standby" && adminUrl ? el("a", { href: adminUrl }, adminText) : adminText, "peer-admin"],
+    ["Link", linkText(view), "link"],
+    ["Sync", SYNC_TEXT[view.sync] || view.sync, "sync"],
+    ["Config version here", view.config_version, "config-version"],
+    ["Config version on the peer", peer.config_version === null ? "not known yet" : peer.config_version, "peer-config-version"],
+    ["Last synced config version", view.last_synced_version === null ? "none yet" : view.last_synced_version, "last-synced"],
+    ["Paired since", peer.paired_at, "paired-at"],
+  ]);
+  $("ha-not-applied").hidden = !view.not_applied.length;
+  document.querySelector("#ha-not-applied-list tbody").replaceChildren(...view.not_applied.map((change) =>
+    el("tr", { "data-version": change.version }, el("td", {}, change.version), el("td", {}, change.source),
+      el("td", {}, change.committed_at), el("td", {}, change.recorded_at))));
+  const linkUp = view.link === "up";
+  const isStandby = view.role === "standby";
+  $("ha-failover").hidden = !isStandby;
+  $("ha-force-label").hidden = !isStandby || linkUp;
+  $("ha-force-help").hidden = !isStandby || linkUp;
+  if (linkUp) $("ha-force").checked = false;
+  $("ha-failover").disabled = isStandby && !linkUp && !$("ha-force").checked;
+  $("ha-failover-help").textContent = isStandby
+    ? linkUp ? "The roles swap through the link: the peer becomes the standby first, then this one the active."
+      : "The link to the peer is down: a swap needs it. Only force this if the active is really down."
+    : "This appliance is the active: it commits the changes. Make the peer active from the peer's page.";
+}
+
+$("ha-force").addEventListener("change", () => renderHa(200));
+
+$("ha-code-create").addEventListener("click", async () => {
+  $("ha-code-error").textContent = "";
+  const { status, data } = await haApi("POST", "/api/v1/ha/pairing-code", {});
+  if (status !== 200) { $("ha-code-error").textContent = errorText(data); return; }
+  $("ha-code-value").textContent = data.code;
+  $("ha-code-expires").textContent = data.expires_at;
+  $("ha-code-expires").setAttribute("datetime", data.expires_at);
+  $("ha-code-peer").textContent = haView && haView.sync_listen ? haView.sync_listen : "this appliance's sync address";
+  $("ha-code").hidden = false;
+  $("ha-code-open").hidden = true;
+});
+
+function clearJoinErrors() {
+  $("ha-join-errors").replaceChildren();
+  for (const node of $("ha-join-form").querySelectorAll(".field-error")) node.remove();
+  for (const input of $("ha-join-form").querySelectorAll(".invalid")) input.classList.remove("invalid");
+}
+
+$("ha-join-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearJoinErrors();
+  const form = new FormData(event.target);
+  const button = event.target.querySelector("button[type=submit]");
+  button.disabled = true;
+  $("ha-join-status").textContent = "Joining…";
+  const { status, data } = await haApi("POST", "/api/v1/ha/join", { peer: String(form.get("peer")).trim(), code: String(form.get("code")).trim() });
+  button.disabled = false;
+  $("ha-join-status").textContent = "";
+  if (status === 200) { event.target.reset(); haView = data; haHeader(); renderHa(200); loadHa(); return; }
+  if (status === 422 && data && data.fields) showFieldErrors(data.fields, $("ha-join-errors"), $("ha-join-form"));
+  else $("ha-join-errors").replaceChildren(el("li", {}, errorText(data)));
+});
+
+$("ha-failover").addEventListener("click", async () => {
+  const force = !$("ha-force").hidden && $("ha-force").checked;
+  const question = force
+    ? "Take the active role without the peer? If the peer is still active, both are active until the link returns, and the changes made on the losing side are then listed as not applied."
+    : "Make this appliance the active? The peer becomes the standby, and changes are made here from then on.";
+  if (!confirm(question)) return;
+  $("ha-action-error").textContent = "";
+  $("ha-failover").disabled = true;
+  const { status, data } = await haApi("POST", "/api/v1/ha/failover", { force });
+  if (status !== 200) $("ha-action-error").textContent = errorText(data);
+  await loadHa();
+});
+
+$("ha-unpair").addEventListener("click", async () => {
+  if (!confirm("Unpair? The appliances stop keeping each other in step, and each goes on as a single appliance with the configuration it has.")) return;
+  $("ha-action-error").textContent = "";
+  const { status, data } = await haApi("DELETE", "/api/v1/ha");
+  if (status !== 200) $("ha-action-error").textContent = errorText(data);
+  else if (!data.peer_told) $("ha-action-error").textContent = "Unpaired here; the peer could not be told: unpair it on its own page too.";
+  await loadHa();
+});
+
+// ---- VRRP
+
+const VRRP_FIELDS = ["interface", "virtual_router_id", "priority", "advert_interval_s", "source_v4", "peer_v4",
+  "source_v6", "peer_v6", "management_address"];
+
+async function loadVrrp(render) {
+  const { status, data } = await haApi("GET", "/api/v1/ha/vrrp");
+  if (status === 0) return;
+  vrrpView = status === 200 ? data : null;
+  if (render) renderVrrp(status);
+}
+
+function renderVrrp(status) {
+  const view = vrrpView;
+  $("vrrp-held").textContent = !view ? (status === 503 ? "(not available on this appliance)" : "")
+    : view.addresses_held_by === "keepalived" ? "(keepalived holds the addresses)" : "(off: poolgate holds its addresses itself)";
+  $("vrrp-edit").hidden = !view;
+  if (!view) return;
+  const states = new Map(view.instances.map((instance) => [instance.name, instance]));
+  const addressRows = view.addresses.map((address) => {
+    const state = address.instance && states.get(address.instance);
+    const text = !view.settings ? "— (VRRP off)" : !address.instance ? "no VRRP for this family"
+      : state ? state.state : "unknown (keepalived has not reported yet)";
+    return el("tr", { "data-address": address.address },
+      el("td", {}, address.address), el("td", {}, address.interface), el("td", {}, address.used_by.join(", ")),
+      el("td", {}, address.instance || "—"), el("td", { "data-state": state ? state.state : "unknown" }, text));
+  });
+  if (!addressRows.length) addressRows.push(el("tr", {}, el("td", { colspan: "5", class: "hint" }, "No virtual address in the configuration.")));
+  document.querySelector("#vrrp-addresses tbody").replaceChildren(...addressRows);
+  const instanceRows = view.instances.map((instance) => el("tr", { "data-instance": instance.name },
+    el("td", {}, `${instance.name}${instance.kind === "group" ? " (sync group)" : ""}`),
+    el("td", { "data-state": instance.state }, instance.state), el("td", {}, instance.priority), el("td", {}, instance.since)));
+  if (!instanceRows.length) instanceRows.push(el("tr", {}, el("td", { colspan: "4", class: "hint" },
+    view.settings ? "keepalived has not reported a state yet." : "VRRP is off.")));
+  document.querySelector("#vrrp-instances tbody").replaceChildren(...instanceRows);
+  $("vrrp-off").disabled = !view.settings;
+  if (!vrrpEdited) fillVrrpForm(view.settings);
+  if (view.problems.length && !vrrpEdited) {
+    $("vrrp-errors").replaceChildren(...view.problems.map((p) => el("li", {}, `${p.field}: ${p.message}`)));
+  }
+}
+
+function fillVrrpForm(settings) {
+  const form = $("vrrp-form");
+  for (const name of VRRP_FIELDS) {
+    const value = settings ? settings[name] : null;
+    form.elements[name].value = value === null || value === undefined ? "" : String(value);
+  }
+  form.elements.preempt.checked = Boolean(settings && settings.preempt);
+}
+
+function clearVrrpErrors() {
+  $("vrrp-errors").replaceChildren();
+  for (const node of $("vrrp-form").querySelectorAll(".field-error")) node.remove();
+  for (const input of $("vrrp-form").querySelectorAll(".invalid")) input.classList.remove("invalid");
+}
+
+$("vrrp-form").addEventListener("input", () => { vrrpEdited = true; });
+
+// The form as VRRP settings: empty optional fields left out, numbers as
+// numbers (a value that is not one is sent as written, for the field error).
+function vrrpSettings(form) {
+  const settings = { interface: form.elements.interface.value.trim(), preempt: form.elements.preempt.checked };
+  for (const name of ["virtual_router_id", "priority", "advert_interval_s"]) {
+    const text = form.elements[name].value.trim();
+    if (text !== "") settings[name] = /^\d+$/.test(text) ? Number(text) : text;
+  }
+  for (const name of ["source_v4", "peer_v4", "source_v6", "peer_v6", "management_address"]) {
+    const text = form.elements[name].value.trim();
+    if (text !== "") settings[name] = text;
+  }
+  return settings;
+}
+
+async function saveVrrp(method, body) {
+  clearVrrpErrors();
+  const { status, data } = await haApi(method, "/api/v1/ha/vrrp", body);
+  if (status === 200) {
+    vrrpView = data;
+    vrrpEdited = false;
+    renderVrrp(200);
+    $("vrrp-errors").replaceChildren(el("li", { class: "saved" }, method === "PUT" ? "Saved: keepalived holds the addresses." : "VRRP is off: poolgate holds its addresses itself."));
+    return;
+  }
+  if (status === 422 && data && data.fields) showFieldErrors(data.fields, $("vrrp-errors"), $("vrrp-form"));
+  else $("vrrp-errors").replaceChildren(el("li", {}, errorText(data)));
+}
+
+$("vrrp-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  saveVrrp("PUT", vrrpSettings(event.target));
+});
+
+$("vrrp-off").addEventListener("click", () => {
+  if (!confirm("Turn VRRP off? keepalived gives up the addresses and poolgate holds them itself again.")) return;
+  saveVrrp("DELETE");
+});
+
+// ---------------------------------------------------------------- system → backup & restore
+
+let restoreBody = null; // the previewed {passphrase, archive} awaiting "Restore now"
+
+function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function resetRestore() {
+  restoreBody = null;
+  $("restore-preview").hidden = true;
+}
+
+$("backup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  if (form.get("passphrase") !== form.get("repeat")) { $("backup-error").textContent = "The two passphrases differ."; return; }
+  const response = await fetch("/api/v1/system/backup", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
+    body: JSON.stringify({ passphrase: form.get("passphrase"), network: form.get("network") === "on" }),
+  });
+  if (response.status !== 200) {
+    let data = null;
+    try { data = await response.json(); } catch (_) { /* empty body */ }
+    $("backup-error").textContent = errorText(data);
+    return;
+  }
+  $("backup-error").textContent = "";
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "poolgate.pgbackup";
+  download(await response.blob(), name);
+  event.target.reset();
+});
+
+function fileBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function restoreFacts(p) {
+  const list = (items) => (items && items.length ? items.join(", ") : "none");
+  const admin = p.admin_states.map((a) => `${a.pool}/${a.member}: ${a.now || "—"} → ${a.restored || "—"}`);
+  const facts = [
+    ["Made", `${p.made_at} by poolgate ${p.made_by_version} on appliance ${p.from_appliance}${p.other_appliance ? " (another appliance)" : ""}`],
+    ["Config version", `${p.config_version_now} now → ${p.config_version_restored} (${p.config_versions_in_archive} versions in the backup)`],
+    ["Admin states", list(admin)],
+    ["Users added", list(p.users_added)],
+    ["Users removed", list(p.users_removed)],
+    ["Passwords changed", list(p.users_changed)],
+    ["API tokens", `${p.api_tokens_now} now → ${p.api_tokens_restored}`],
+    ["Certificate", p.certificate_restored ? `${p.certificate_subject_restored} (SHA-256 ${p.certificate_restored})${p.certificate_restored === p.certificate_now ? ", the one in use" : ""}` : "none in the backup"],
+    ["CA bundles", `${list(p.ca_bundles_now)} now → ${list(p.ca_bundles_restored)}`],
+    ["Licences", list(p.licences.map((l) => `${l.license_id}: ${l.message}`))],
+  ];
+  if (p.listen_kept) facts.push(["Listen addresses", "this appliance's own are kept where the backup's differ"]);
+  if (p.network_settings || p.vrrp_settings) facts.push(["Network settings", "in the backup, not applied: set them under Network"]);
+  facts.push(["Sessions", "everyone is logged out"]);
+  return facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]);
+}
+
+$("restore-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  resetRestore();
+  const form = new FormData(event.target);
+  const file = form.get("archive");
+  if (!(file instanceof File) || !file.size) { $("restore-error").textContent = "Choose a backup file."; return; }
+  const body = { passphrase: String(form.get("passphrase")), archive: await fileBase64(file) };
+  const { status, data } = await api("POST", "/api/v1/system/restore/preview", body);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  $("restore-error").textContent = "";
+  restoreBody = body;
+  document.querySelector("#restore-preview dl").replaceChildren(...restoreFacts(data));
+  $("restore-preview").hidden = false;
+});
+
+$("restore-apply").addEventListener("click", async () => {
+  if (!restoreBody || !confirm("Restore this backup? Everyone is logged out.")) return;
+  const { status, data } = await api("POST", "/api/v1/system/restore", restoreBody);
+  if (status !== 200) { $("restore-error").textContent = errorText(data); return; }
+  resetRestore();
+  $("restore-form").reset();
+  csrf = null;
+  if (stream) stream.close();
+  show("login");
+  $("login-error").textContent = `Restored config version ${data.version}. Log in with a user from the backup.`;
+});
+
 // ---------------------------------------------------------------- session
 
 async function enterDashboard(username, userRole) {
@@ -1576,6 +2063,7 @@ async function enterDashboard(username, userRole) {
   if (data) renderStatus(data);
   loadLicence();
   startStream();
+  startHa();
   confirmOnArrival();
 }
 
@@ -1620,6 +2108,10 @@ $("logout").addEventListener("click", async () => {
   await api("DELETE", "/api/v1/session");
   csrf = null;
   if (stream) stream.close();
+  stopHa();
+  haView = null;
+  vrrpView = null;
+  haHeader();
   if (netTimer) { clearInterval(netTimer); netTimer = null; }
   netWatch = null;
   netEdited = false;

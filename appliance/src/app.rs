@@ -284,14 +284,24 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         system::upgrade::Upgrader::new(options.system_layout.clone(), options.data_dir.clone()),
         options.reboot,
     ));
+    // The sync link's own identity, apart from the admin certificate.
+    let sync_identity = crate::ha::identity::load_or_create(
+        &options.data_dir,
+        &appliance_id,
+        &certificates,
+        crate::ha::stored_pair(&store)?.is_some(),
+    )?;
     let ha = crate::ha::Ha::load(
         store.clone(),
         events.clone(),
         control.clone(),
-        Arc::clone(&certificates),
         app_state.licensing.clone(),
-        appliance_id.clone(),
-        options.ha_listen,
+        crate::ha::Local {
+            appliance_id: appliance_id.clone(),
+            sync_listen: options.ha_listen,
+            identity: sync_identity,
+            vrrp: Some(Arc::clone(&vrrp)),
+        },
     )?;
     let ha_listener = match options.ha_listen {
         Some(address) => Some(crate::ha::bind(address, &gates).await?),

@@ -269,6 +269,19 @@ impl Certificates {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The certificate (chain) and key in use now, as PEM text: what the HA
+    /// sync identity of a pair made before it had one of its own starts
+    /// from. Blocking (file reads).
+    pub(crate) fn current_pem(&self) -> Result<String, TlsError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        Ok(format!(
+            "{}{}",
+            read(&self.cert_path)?,
+            read(&self.key_path)?
+        ))
+    }
+
     /// Details of the certificate presented now.
     pub(crate) fn info(&self) -> Result<CertificateInfo, CertificateProblem> {
         describe(&self.current().cert)
@@ -286,6 +299,20 @@ impl Certificates {
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
+    }
+
+    /// The certificate chain and key files in use (PEM), and whether
+    /// poolgate generated the certificate: what a full backup carries.
+    /// Blocking (file reads).
+    pub(crate) fn pem_pair(&self) -> Result<(String, String, bool), TlsError> {
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(io_error(path));
+        let (cert, key) = (read(&self.cert_path)?, read(&self.key_path)?);
+        let generated = self
+            .current()
+            .cert
+            .first()
+            .is_some_and(|leaf| self.generated_certificates().contains(leaf));
+        Ok((cert, key, generated))
     }
 
     /// Check a PEM certificate (chain) and key; only if they pass, write
@@ -575,6 +602,29 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + use<> {
     move |source| TlsError::Io { path, source }
 }
 
+/// Check a PEM certificate (chain) and key as an install would (they
+/// parse, belong together and are valid now), installing nothing.
+pub(crate) fn check_pair(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<CertificateInfo, CertificateProblem> {
+    let provider = rustls::crypto::ring::default_provider();
+    let pair = checked_pair(
+        cert_pem,
+        key_pem,
+        &provider,
+        Some(time::OffsetDateTime::now_utc()),
+    )?;
+    describe(&pair.cert)
+}
+
+/// A certificate chain and its key from one PEM text holding both,
+/// checked to belong together (no validity check: for a pinned identity).
+pub(crate) fn pinned_pair(pem: &str) -> Result<CertifiedKey, String> {
+    let provider = rustls::crypto::ring::default_provider();
+    checked_pair(pem, pem, &provider, None).map_err(|problem| problem.to_string())
+}
+
 /// Parse a PEM chain and key and check they belong together (and, with
 /// `now`, that the certificate is valid at that time).
 fn checked_pair(
@@ -723,7 +773,7 @@ fn finish_install(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
 }
 
 /// Write a file only its owner can read, durably, replacing it atomically.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -45,8 +45,12 @@ pub(crate) fn endpoints(config: &Config) -> Vec<(String, SocketAddr)> {
             ports.extend(&service.member_ports);
         }
         for member in &pool.members {
-            for port in &ports {
-                out.insert((member.name.clone(), SocketAddr::new(member.address, *port)));
+            for (address, port) in member
+                .addresses
+                .iter()
+                .flat_map(|a| ports.iter().map(move |p| (a, p)))
+            {
+                out.insert((member.name.clone(), SocketAddr::new(*address, *port)));
             }
         }
     }
@@ -76,7 +80,8 @@ pub(crate) fn tls_endpoints(config: &Config) -> BTreeSet<SocketAddr> {
                 out.extend(
                     pool.members
                         .iter()
-                        .map(|m| SocketAddr::new(m.address, port)),
+                        .flat_map(|m| &m.addresses)
+                        .map(|a| SocketAddr::new(*a, port)),
                 );
             }
         }

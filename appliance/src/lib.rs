@@ -21,6 +21,8 @@
 //! * `web`: the admin listener (UI, REST API, authentication);
 //! * `certs`: the certificate store shared by HTTPS and SIP over TLS;
 //! * `license`: licence documents and the licensing clock;
+//! * `backup`: the encrypted full backup, its restore (checked, previewed,
+//!   applied through `control`) and the support bundle;
 //! * `ha`: the HA pair: pairing, pinned mutual TLS, config and admin-state
 //!   sync to the standby, one writer, the split-brain rule;
 //! * `metrics`: the Prometheus text `/metrics` serves;
@@ -37,6 +39,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod certs;
 pub(crate) mod clock;
 pub mod config;

@@ -211,6 +211,29 @@ enum AdminCommand {
         #[arg(long)]
         keep_tokens: bool,
     },
+    /// Write an encrypted full backup of a stopped appliance to FILE; the
+    /// passphrase (at least 10 characters) is read from standard input.
+    Backup {
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// Where the archive goes (created owner-only; never overwritten).
+        file: PathBuf,
+        /// Include the network and VRRP settings.
+        #[arg(long)]
+        network: bool,
+    },
+    /// Restore a backup into a stopped appliance's data directory (the
+    /// passphrase from standard input); prints what changes. Start
+    /// poolgate afterwards.
+    Restore {
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// The `.pgbackup` archive.
+        file: PathBuf,
+        /// Only print what would change; write nothing.
+        #[arg(long)]
+        preview: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -288,6 +311,22 @@ fn main() -> ExitCode {
                     keep_tokens,
                 },
         } => set_password(&data_dir, &username, keep_tokens),
+        Command::Admin {
+            command:
+                AdminCommand::Backup {
+                    data_dir,
+                    file,
+                    network,
+                },
+        } => backup(&data_dir, &file, network),
+        Command::Admin {
+            command:
+                AdminCommand::Restore {
+                    data_dir,
+                    file,
+                    preview,
+                },
+        } => restore(&data_dir, &file, preview),
         Command::License { command } => license(command),
         Command::DemoMembers { config } => demo_members(&config),
         Command::Registrar { config, uri, pool } => {
@@ -460,6 +499,75 @@ fn set_password(
         changed.sessions_ended, changed.tokens_revoked
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A passphrase from the terminal (asked twice when `confirm`) or the
+/// first line of standard input.
+fn read_passphrase(confirm: bool) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Backup passphrase: ")?;
+        if confirm && rpassword::prompt_password("Repeat it: ")? != first {
+            bail!("the two passphrases differ; nothing written");
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn backup(
+    data_dir: &std::path::Path,
+    file: &std::path::Path,
+    network: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    existing_store(data_dir)?;
+    let passphrase = read_passphrase(true)?;
+    let archive = poolgate::backup::backup_data_dir(data_dir, &passphrase, network)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot create {}", file.display()))?;
+    out.write_all(&archive)?;
+    out.sync_all()?;
+    eprintln!(
+        "Backup written to {} ({} bytes).",
+        file.display(),
+        archive.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore(
+    data_dir: &std::path::Path,
+    file: &std::path::Path,
+    preview: bool,
+) -> anyhow::Result<ExitCode> {
+    existing_store(data_dir)?;
+    let archive = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let passphrase = read_passphrase(false)?;
+    match poolgate::backup::restore_data_dir(data_dir, &archive, &passphrase, !preview) {
+        Ok(outcome) => {
+            println!("{}", serde_json::to_string_pretty(&outcome.preview)?);
+            if outcome.applied {
+                eprintln!(
+                    "Restored into {}; every session ended. Start poolgate to serve the restored config.",
+                    data_dir.display()
+                );
+            } else {
+                eprintln!("Preview only: nothing written.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("poolgate: {error}; nothing changed");
+            Ok(ExitCode::from(65))
+        }
+    }
 }
 
 fn licensing(data_dir: &std::path::Path) -> anyhow::Result<poolgate::license::Licensing> {

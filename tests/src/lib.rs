@@ -149,6 +149,14 @@ impl Poolgate {
         Self::start_command(command, data_dir, &args, &[])
     }
 
+    /// `poolgate run` inside network namespace `netns` from what the data
+    /// directory stores (no config file), with `extra` arguments.
+    pub fn start_in_netns_stored(netns: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns]).arg(binary());
+        Self::start_command(command, data_dir, extra, &[])
+    }
+
     fn start_command(
         mut command: Command,
         data_dir: &Path,
@@ -861,6 +869,8 @@ pub mod network {
         }
     }
 }
+
+pub mod vrrp_lab;
 
 /// Network namespaces a test makes for itself (root only), and `ip` to
 /// build them. Every namespace made here is removed on drop, however the

@@ -940,6 +940,18 @@ fn every_route_is_exercised() {
             "tests/ha_sync.rs: a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs",
         ),
         (
+            "POST /api/v1/system/backup",
+            "tests/backup.rs: a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state",
+        ),
+        (
+            "POST /api/v1/system/restore/preview",
+            "tests/backup.rs: a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state",
+        ),
+        (
+            "POST /api/v1/system/restore",
+            "tests/backup.rs: a_backup_of_a_restored_onto_a_fresh_b_gives_b_the_same_state",
+        ),
+        (
             "PUT /api/v1/ca-bundles/{name}",
             "tests/health_tls.rs: front_ends_with_an_internal_ca_are_green_and_bad_certificates_are_explained",
         ),

@@ -10,13 +10,18 @@
 //! a Skype for Business pool built with the pool-template wizard on an
 //! empty appliance against simulated Front Ends (`tests/browser/wizard.mjs`;
 //! the web VIPs take 443 and 80, so it needs root or low unprivileged ports);
+//! and two appliances on loopback (127.0.0.1 and 127.0.0.2, their own data
+//! directories, ports and `--ha-listen`) paired through the HA card of one
+//! with a code made on the other's, the standby read-only with a link to
+//! the active, a failover from the standby's page, and an unpair
+//! (`tests/browser/ha.mjs`);
 //! and roles (`tests/browser/roles.mjs`): the admin adds an operator, who
 //! drains a member and cannot open the configuration editor.
 //! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
 //! (the rollback's in its `rollback/` folder, the network's in `network/`
-//! and `network-move/`, the wizard's in `wizard/`).
+//! and `network-move/`, the wizard's in `wizard/`, the HA pair's in `ha/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +31,9 @@ use std::time::Duration;
 
 use poolgate::license::document;
 use poolgate_e2e::netns::{Netns, ip};
-use poolgate_e2e::{Peer, Poolgate, loopback_example, network, upgrade, wait_for};
+use poolgate_e2e::{
+    AdminClient, Peer, Poolgate, free_port, loopback_example, network, upgrade, wait_for,
+};
 
 /// One browser at a time: each runs a poolgate and a Chromium.
 static BROWSER: Mutex<()> = Mutex::new(());
@@ -578,6 +585,106 @@ pool = "pool01"
         );
     }
     assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+/// One appliance of an HA pair on loopback address `ip`: its own admin
+/// port (fixed, since the peer is told the configured admin address) and
+/// DNS listener, no SIP listeners or virtual services (both share a host).
+/// Set up with the harness's password (the browser logs in with it).
+fn ha_appliance(dir: &Path, ip: &str, sync: &str) -> (Poolgate, String) {
+    let mut config = loopback_example();
+    let listen = config["listen"].as_table_mut().expect("[listen]");
+    let admin = format!("{ip}:{}", free_port());
+    listen.insert("admin".into(), admin.clone().into());
+    listen.insert(
+        "dns".into(),
+        vec![toml::Value::from(format!("{ip}:0"))].into(),
+    );
+    listen.remove("sip_udp");
+    listen.remove("sip_tcp");
+    config.remove("virtual_service");
+    let poolgate = Poolgate::start_with_config(&dir.join(ip), &config, &["--ha-listen", sync]);
+    let _setup = AdminClient::setup_and_login(poolgate.address("admin"), HA_PASSWORD);
+    (poolgate, admin)
+}
+
+/// The harness's password (`tests/browser/harness.mjs`).
+const HA_PASSWORD: &str = "correct horse battery staple";
+
+#[test]
+fn the_ha_page_pairs_two_appliances_fails_over_and_unpairs() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sync_a = format!("127.0.0.1:{}", free_port());
+    let sync_b = format!("127.0.0.2:{}", free_port());
+    let (mut a, admin_a) = ha_appliance(dir.path(), "127.0.0.1", &sync_a);
+    let (mut b, admin_b) = ha_appliance(dir.path(), "127.0.0.2", &sync_b);
+    let control = dir.path().join("control");
+    std::fs::create_dir(&control).expect("control dir");
+    let artifacts = artifacts().join("ha");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let mut node = Peer(
+        Command::new("node")
+            .arg(browser_dir.join("ha.mjs"))
+            .arg(format!("https://{admin_a}/"))
+            .arg(format!("https://{admin_b}/"))
+            .arg(&sync_a)
+            .arg(&artifacts)
+            .arg(&control)
+            .stdout(std::fs::File::create(dir.path().join("node.out")).expect("node.out"))
+            .stderr(std::fs::File::create(dir.path().join("node.err")).expect("node.err"))
+            .spawn()
+            .expect("run node"),
+    );
+    // The split the browser asks for: A restarted on a sync address B
+    // does not know (B's dials fail, A takes changes alone), then on its
+    // own again.
+    let restart_a = |a: &mut Poolgate, sync: &str| {
+        assert!(a.terminate(Duration::from_secs(10)).success());
+        *a = Poolgate::start(&dir.path().join("127.0.0.1"), &["--ha-listen", sync]);
+        a.address("admin");
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(200);
+    let (mut isolated, mut back) = (false, false);
+    while node.0.try_wait().expect("node status").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the browser test runs too long"
+        );
+        if !isolated && control.join("isolate-a").exists() {
+            restart_a(&mut a, &format!("127.0.0.1:{}", free_port()));
+            std::fs::write(control.join("a-isolated"), "").expect("control file");
+            isolated = true;
+        }
+        if !back && control.join("rejoin-a").exists() {
+            restart_a(&mut a, &sync_a);
+            std::fs::write(control.join("a-back"), "").expect("control file");
+            back = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Files rather than pipes: nothing reads them while the browser runs.
+    let output = std::process::Output {
+        status: node.0.wait().expect("node status"),
+        stdout: std::fs::read(dir.path().join("node.out")).expect("node.out"),
+        stderr: std::fs::read(dir.path().join("node.err")).expect("node.err"),
+    };
+    assert_passed(&output);
+    // What the browser did holds on both: unpaired, each on its own, and
+    // A's change of the split replaced by B's history.
+    for address in [&admin_a, &admin_b] {
+        let mut client = AdminClient::new(address.parse().expect("address"));
+        client.login("admin", HA_PASSWORD);
+        let ha = client.json("/api/v1/ha");
+        assert_eq!(ha["role"], "standalone", "{address}: {ha}");
+        let ttl = client.json("/api/v1/config")["dns"]["ttl"].clone();
+        assert_eq!(ttl, 62, "{address}: the TTL B set last");
+    }
+    assert!(a.terminate(Duration::from_secs(10)).success());
+    assert!(b.terminate(Duration::from_secs(10)).success());
 }
 
 fn path_str(path: &Path) -> &str {

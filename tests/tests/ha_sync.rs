@@ -338,10 +338,11 @@ fn a_pair_syncs_configs_and_drains_refuses_strangers_and_unpairs() {
     });
     let _ = stranger.0.kill();
 
-    // A replayed old version, sent with the active's own certificate to
-    // the standby, is refused and logged; nothing changes.
-    let a_cert = a.data_dir.join("tls/admin-cert.pem");
-    let a_key = a.data_dir.join("tls/admin-key.pem");
+    // A replayed old version, sent with the active's own sync identity
+    // (certificate and key in one file) to the standby, is refused and
+    // logged; nothing changes.
+    let a_cert = a.data_dir.join("tls/ha-sync.pem");
+    let a_key = a_cert.clone();
     let mut replayer = s_client(b.sync, Some((&a_cert, &a_key)));
     let replies = lines(&mut replayer);
     let current = b.version();
@@ -422,6 +423,14 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(b.ha()["role"], "active");
     let lost = b.set_ttl(11);
+    let response = b
+        .client
+        .post("/api/v1/pools/pool01/members/fe01/drain", &json!({}));
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "a member action during the split"
+    );
     b.process.terminate(Duration::from_secs(20));
 
     // The old active comes back alone and commits twice.
@@ -440,14 +449,25 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
     assert_eq!(ha_b["config_version"], json!(winner));
     assert_eq!(b.ttl(), 22);
     let not_applied = ha_b["not_applied"].as_array().expect("list");
-    assert_eq!(not_applied.len(), 1, "{ha_b}");
-    assert_eq!(not_applied[0]["version"], json!(lost));
+    let (members, configs): (Vec<&Value>, Vec<&Value>) = not_applied
+        .iter()
+        .partition(|entry| entry["member"].is_string());
+    assert_eq!(configs.len(), 1, "{ha_b}");
+    assert_eq!(configs[0]["version"], json!(lost));
     assert!(
-        not_applied[0]["source"]
+        configs[0]["source"]
             .as_str()
             .is_some_and(|s| s.contains("admin")),
         "{ha_b}"
     );
+    // The member action made on the losing side is listed too, and the
+    // member is as the winner has it.
+    assert_eq!(members.len(), 1, "{ha_b}");
+    assert_eq!(members[0]["member"], "pool01/fe01");
+    assert_eq!(members[0]["admin_state"], "draining");
+    wait_for("the winner's admin state on the loser", SYNC, || {
+        b.client.members()[0]["admin_state"] == "enabled"
+    });
     let events = b.client.json("/api/v1/events?kind=ha");
     let messages: Vec<&str> = events["events"]
         .as_array()
@@ -462,6 +482,12 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
         "{messages:?}"
     );
     assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("Member action on pool01/fe01") && m.contains("not applied")),
+        "{messages:?}"
+    );
+    assert!(
         messages.iter().any(|m| m.contains("now standby")),
         "a role change with its reason: {messages:?}"
     );
@@ -470,4 +496,71 @@ fn after_a_split_the_higher_version_wins_and_the_losers_changes_are_listed() {
     wait_for("the next change on the standby", SYNC, || {
         b.version() == next
     });
+}
+
+/// A new self-signed admin certificate and key (PEM) for `name`.
+fn admin_certificate(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(90);
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn replacing_an_appliance_certificate_keeps_the_pin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Appliance::start(dir.path(), "127.0.0.1", sync_address("127.0.0.1"));
+    let b = Appliance::start(dir.path(), "127.0.0.2", sync_address("127.0.0.2"));
+    pair(&a, &b);
+    let (pinned_a, pinned_b) = (a.ha()["fingerprint"].clone(), b.ha()["fingerprint"].clone());
+    assert_eq!(b.ha()["peer"]["fingerprint"], pinned_a);
+
+    // The sync link has its own certificate, not the admin one.
+    let admin_fingerprint = |client: &AdminClient| {
+        client.json("/api/v1/certificate")["sha256_fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .replace(':', "")
+            .to_ascii_lowercase()
+    };
+    assert_ne!(
+        Some(admin_fingerprint(&a.client).as_str()),
+        pinned_a.as_str()
+    );
+
+    // Both admin certificates replaced: the link stays up, changes flow.
+    for (appliance, name) in [(&a, "a.contoso.test"), (&b, "b.contoso.test")] {
+        let before = admin_fingerprint(&appliance.client);
+        let (cert, key) = admin_certificate(name);
+        let response = appliance.client.put(
+            "/api/v1/certificate",
+            &json!({"certificate": cert, "key": key}),
+        );
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{}",
+            response.text().unwrap_or_default()
+        );
+        assert_ne!(admin_fingerprint(&appliance.client), before, "replaced");
+    }
+    assert_eq!(a.ha()["fingerprint"], pinned_a, "the pin did not move");
+    assert_eq!(b.ha()["fingerprint"], pinned_b);
+    let version = a.set_ttl(61);
+    wait_for("the change on the standby", SYNC, || b.version() == version);
+
+    // A new link (the active restarted) with the new admin certificates in
+    // place: the pins still hold.
+    a.process.terminate(Duration::from_secs(20));
+    a.restart();
+    wait_in_sync(&a, &b);
+    assert_eq!(a.ha()["fingerprint"], pinned_a);
+    let version = a.set_ttl(62);
+    wait_for("the next change on the standby", SYNC, || {
+        b.version() == version
+    });
+    assert_eq!(a.ha()["refused_connections"], 0, "{}", a.ha());
 }

@@ -601,3 +601,159 @@ async fn healthy_peers_are_up() {
     );
     poolgate.terminate(Duration::from_secs(10));
 }
+
+/// A member listener that greets each connection with `name` and closes.
+async fn greeter(address: SocketAddr, name: &'static str) -> Server {
+    Server::start(address, move |mut stream| async move {
+        let _ = stream.write_all(name.as_bytes()).await;
+    })
+    .await
+}
+
+/// What the member behind `vip` says on a new connection.
+async fn greeting(vip: SocketAddr) -> String {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(vip))
+            .await
+            .expect("connect in time")
+            .expect("connect to the VIP");
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut text)).await;
+    text
+}
+
+/// Poll (bounded) until `check` holds on what `probe` returns.
+fn until<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    check: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = probe();
+        if check(&seen) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "{what}: last saw {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_dual_stack_member_is_answered_probed_connected_and_drained_on_both_families() {
+    use poolgate_e2e::dig::dig;
+    use std::collections::BTreeSet;
+    let port = free_port("127.0.0.11");
+    let vip = address("[::1]", free_port("::1"));
+    let text = format!(
+        "[listen]\nadmin = \"127.0.0.1:0\"\ndns = [\"127.0.0.1:0\"]\n\n[dns]\nfail_open = false\n\n\
+         [[zone]]\nname = \"test\"\n\n\
+         [[monitor]]\nname = \"fe\"\ntype = \"tcp\"\nport = {port}\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 1\n\n\
+         [[pool]]\nname = \"pool\"\nfqdn = \"pool.test\"\nmonitor = \"fe\"\n\n\
+         [[pool.member]]\nname = \"fe01\"\nfqdn = \"fe01.test\"\naddresses = [\"127.0.0.11\", \"::1\"]\n\n\
+         [[pool.member]]\nname = \"fe02\"\naddress = \"127.0.0.12\"\n\n\
+         [[virtual_service]]\nname = \"web6\"\naddress = \"::1\"\nport = {}\nmember_port = {port}\npool = \"pool\"\nmonitor = \"fe\"\nscheduler = \"round-robin\"\n",
+        vip.port()
+    );
+    let config: toml::Table = text.parse().expect("TOML");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _fe01_v4 = rt.block_on(greeter(address("127.0.0.11", port), "fe01 over IPv4"));
+    let fe01_v6 = rt.block_on(greeter(address("[::1]", port), "fe01 over IPv6"));
+    let _fe02 = rt.block_on(greeter(address("127.0.0.12", port), "fe02 over IPv4"));
+    let (_dir, mut poolgate, store) = start(&config);
+    let dns = poolgate.listening(&["dns-udp"])["dns-udp"][0];
+    let client = poolgate_e2e::AdminClient::setup_and_login(
+        poolgate.address("admin"),
+        "correct horse battery staple",
+    );
+    let answers =
+        |name: &str, rtype: &str| -> BTreeSet<String> { dig(dns, &[name, rtype]).data(rtype) };
+    let set =
+        |items: &[&str]| -> BTreeSet<String> { items.iter().map(|s| (*s).to_owned()).collect() };
+
+    // A and AAAA: each address answered once its own probe says up.
+    until(
+        "A of the pool",
+        || answers("pool.test", "A"),
+        |a| *a == set(&["127.0.0.11", "127.0.0.12"]),
+    );
+    until(
+        "AAAA of the pool",
+        || answers("pool.test", "AAAA"),
+        |a| *a == set(&["::1"]),
+    );
+    assert_eq!(answers("fe01.test", "AAAA"), set(&["::1"]));
+    let fe01 = client.members()[0].clone();
+    assert_eq!(fe01["addresses"][1]["address"], "::1", "{fe01}");
+    assert_eq!(
+        fe01["addresses"][1]["health"]["fe"]["state"], "up",
+        "{fe01}"
+    );
+
+    // The IPv6 VIP connects to fe01's IPv6 address and, fe02 having none, to its IPv4 one.
+    let seen: BTreeSet<String> = (0..6).map(|_| rt.block_on(greeting(vip))).collect();
+    assert_eq!(seen, set(&["fe01 over IPv6", "fe02 over IPv4"]));
+
+    // Draining takes both of fe01's addresses out of the pool's answers.
+    let drain = client.post(
+        "/api/v1/pools/pool/members/fe01/drain",
+        &serde_json::json!({}),
+    );
+    assert_eq!(drain.status().as_u16(), 200);
+    until(
+        "A after the drain",
+        || answers("pool.test", "A"),
+        |a| *a == set(&["127.0.0.12"]),
+    );
+    assert!(answers("pool.test", "AAAA").is_empty());
+    for _ in 0..4 {
+        assert_eq!(
+            rt.block_on(greeting(vip)),
+            "fe02 over IPv4",
+            "a drained member gets no new connection"
+        );
+    }
+    let enable = client.post(
+        "/api/v1/pools/pool/members/fe01/enable",
+        &serde_json::json!({}),
+    );
+    assert_eq!(enable.status().as_u16(), 200);
+    until(
+        "AAAA after enable",
+        || answers("pool.test", "AAAA"),
+        |a| *a == set(&["::1"]),
+    );
+
+    // fe01's IPv6 address stops answering: its own probe says so, the AAAA
+    // goes, the A stays, and the VIP connects to fe01 over IPv4.
+    rt.block_on(async { drop(fe01_v6) });
+    let down = wait_event(
+        &store,
+        "pool",
+        "fe on ::1: up -> down",
+        Duration::from_secs(10),
+    );
+    assert_eq!(down.member.as_deref(), Some("fe01"));
+    assert_eq!(down.detail.expect("detail")["address"], "::1");
+    until(
+        "AAAA with IPv6 down",
+        || answers("pool.test", "AAAA"),
+        BTreeSet::is_empty,
+    );
+    assert_eq!(
+        answers("pool.test", "A"),
+        set(&["127.0.0.11", "127.0.0.12"])
+    );
+    let fe01 = client.members()[0].clone();
+    assert_eq!(
+        fe01["health"]["fe"]["state"], "up",
+        "up while one address is: {fe01}"
+    );
+    assert_eq!(
+        fe01["addresses"][1]["health"]["fe"]["state"], "down",
+        "{fe01}"
+    );
+    let seen: BTreeSet<String> = (0..6).map(|_| rt.block_on(greeting(vip))).collect();
+    assert_eq!(seen, set(&["fe01 over IPv4", "fe02 over IPv4"]));
+    poolgate.terminate(Duration::from_secs(10));
+}

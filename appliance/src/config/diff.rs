@@ -144,7 +144,7 @@ fn compare<K: Ord + Clone, V: PartialEq>(
 pub fn diff(old: Option<&Config>, new: &Config) -> ConfigDiff {
     let old_members = members(old);
     let new_members = members(Some(new));
-    let identity = |m: &&Member| (m.fqdn.clone(), m.address, m.weight);
+    let identity = |m: &&Member| (m.fqdn.clone(), m.addresses.clone(), m.weight);
     let (members_added, members_removed, members_changed) = compare(
         &old_members
             .iter()

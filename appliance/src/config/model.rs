@@ -180,7 +180,8 @@ pub struct DrainAgent {
 pub struct Member {
     pub name: String,
     pub fqdn: Option<String>,
-    pub address: IpAddr,
+    /// One address, or one IPv4 and one IPv6 (in the config's order).
+    pub addresses: Vec<IpAddr>,
     pub weight: u32,
     /// The admin state the config asks for; the store's admin state wins at
     /// run time (see `store`).

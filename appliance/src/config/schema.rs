@@ -306,7 +306,16 @@ pub struct MemberFile {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
-    pub address: String,
+    /// The member's address; a dual-stack member names `addresses`
+    /// instead (exactly one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A dual-stack member's addresses: one IPv4 and one IPv6 (either
+    /// alone is the same as `address`). Each is answered in DNS and probed
+    /// on its own; a virtual service connects to the one of its listener's
+    /// family while it is up, else to the other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
     #[serde(default)]

@@ -45,7 +45,7 @@ fn typed_config_has_parsed_values() {
     let config = from_toml(&example_text(), "lync-pool.toml").expect("valid");
     let pool = config.pool("pool01").expect("pool");
     assert_eq!(pool.members.len(), 3);
-    assert_eq!(pool.members[0].address.to_string(), "127.0.0.11");
+    assert_eq!(pool.members[0].addresses[0].to_string(), "127.0.0.11");
     assert_eq!(pool.aliases, vec!["sip.contoso.test".to_owned()]);
     let vs = &config.virtual_services[0];
     assert_eq!(vs.ports, vec![14443, 18080]);
@@ -705,4 +705,70 @@ fn diff_sees_member_port_and_send_proxy_as_a_service_change() {
     )
     .expect("valid");
     assert!(diff(Some(&old), &same).services_changed.is_empty());
+}
+
+#[test]
+fn a_dual_stack_member_names_one_address_per_family() {
+    let dual = example_text().replacen(
+        "address = \"127.0.0.12\"",
+        "addresses = [\"127.0.0.12\", \"::1\"]",
+        1,
+    );
+    let config = from_toml(&dual, "dual.toml").expect("valid");
+    let member = &config.pool("pool01").expect("pool").members[1];
+    assert_eq!(
+        member.addresses,
+        vec![
+            "127.0.0.12".parse::<std::net::IpAddr>().expect("ip"),
+            "::1".parse().expect("ip")
+        ]
+    );
+    assert_eq!(
+        from_toml(&to_toml(&config), "again").expect("round trip"),
+        config
+    );
+
+    for (what, addresses, field, says) in [
+        (
+            "both keys",
+            "address = \"127.0.0.12\"\naddresses = [\"::1\"]",
+            "pool[0].member[1].addresses",
+            "not both",
+        ),
+        (
+            "two IPv4",
+            "addresses = [\"127.0.0.12\", \"127.0.0.22\"]",
+            "pool[0].member[1].addresses[1]",
+            "second IPv4",
+        ),
+        (
+            "three",
+            "addresses = [\"127.0.0.12\", \"::1\", \"::2\"]",
+            "pool[0].member[1].addresses",
+            "at most",
+        ),
+        (
+            "not an address",
+            "addresses = [\"127.0.0.12\", \"fe02\"]",
+            "pool[0].member[1].addresses[1]",
+            "not an IP address",
+        ),
+        (
+            "another member's",
+            "addresses = [\"::1\", \"127.0.0.11\"]",
+            "pool[0].member[1].addresses[1]",
+            "already member \"fe01\"'s",
+        ),
+        ("none", "", "pool[0].member[1].address", "missing"),
+    ] {
+        let text = example_text().replacen("address = \"127.0.0.12\"", addresses, 1);
+        let error = from_toml(&text, "f").expect_err(what);
+        assert!(
+            error
+                .problems()
+                .iter()
+                .any(|p| p.field.as_deref() == Some(field) && p.message.contains(says)),
+            "{what}: {error}"
+        );
+    }
 }

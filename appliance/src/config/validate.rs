@@ -185,6 +185,67 @@ impl Validator {
         }
     }
 
+    /// A member's `address` or `addresses` (exactly one of them; at most one
+    /// address per family), each with its field; `None` after an error.
+    fn member_addresses(
+        &mut self,
+        member: &MemberFile,
+        path: &FieldPath,
+    ) -> Option<Vec<(IpAddr, FieldPath)>> {
+        match (&member.address, member.addresses.as_slice()) {
+            (Some(_), [_, ..]) => {
+                self.error(
+                    path.key("addresses"),
+                    "name either `address` or `addresses`, not both",
+                );
+                None
+            }
+            (None, []) => {
+                self.error(
+                    path.key("address"),
+                    "missing: the member's IP address (or `addresses` for a dual-stack member)",
+                );
+                None
+            }
+            (Some(address), []) => {
+                let field = path.key("address");
+                Some(vec![(self.ip_addr(address, field.clone())?, field)])
+            }
+            (None, list) => {
+                if list.len() > 2 {
+                    self.error(
+                        path.key("addresses"),
+                        format!(
+                            "{} addresses: a member has one IPv4 and one IPv6 address at most",
+                            list.len()
+                        ),
+                    );
+                    return None;
+                }
+                let mut parsed = Vec::with_capacity(list.len());
+                for (i, value) in list.iter().enumerate() {
+                    let field = path.item("addresses", i);
+                    let address = self.ip_addr(value, field.clone())?;
+                    if parsed
+                        .iter()
+                        .any(|(a, _): &(IpAddr, FieldPath)| a.is_ipv4() == address.is_ipv4())
+                    {
+                        self.error(
+                            field,
+                            format!(
+                                "a second {} address: a member has one IPv4 and one IPv6 address at most",
+                                if address.is_ipv4() { "IPv4" } else { "IPv6" }
+                            ),
+                        );
+                        return None;
+                    }
+                    parsed.push((address, field));
+                }
+                Some(parsed)
+            }
+        }
+    }
+
     fn dns_name(&mut self, value: &str, path: FieldPath) -> Option<String> {
         match normalise_dns_name(value) {
             Some(name) => Some(name),
@@ -695,14 +756,14 @@ impl Validator {
             .filter_map(|(i, member)| {
                 let path = path.item("member", i);
                 self.unique(&mut names, &member.name, &path.key("name"), "member");
-                let address = self.ip_addr(&member.address, path.key("address"));
-                if let Some(address) = address
-                    && let Some(other) = addresses.insert(address, member.name.clone())
-                {
-                    self.error(
-                        path.key("address"),
-                        format!("{address} is already member {other:?}'s address; each member needs its own"),
-                    );
+                let member_addresses = self.member_addresses(member, &path);
+                for (address, field) in member_addresses.iter().flatten() {
+                    if let Some(other) = addresses.insert(*address, member.name.clone()) {
+                        self.error(
+                            field.clone(),
+                            format!("{address} is already member {other:?}'s address; each member needs its own"),
+                        );
+                    }
                 }
                 if !(1..=MAX_WEIGHT).contains(&member.weight) {
                     self.error(path.key("weight"), format!("must be between 1 and {MAX_WEIGHT}"));
@@ -720,7 +781,7 @@ impl Validator {
                 Some(Member {
                     name: member.name.clone(),
                     fqdn: member_fqdn,
-                    address: address?,
+                    addresses: member_addresses?.into_iter().map(|(a, _)| a).collect(),
                     weight: member.weight,
                     state: member.state,
                 })

@@ -51,6 +51,14 @@ pub(crate) enum Applied {
         previous: AdminState,
         state: AdminState,
     },
+    /// A backup was restored: a config that replaces the one in force
+    /// whatever its version, with every member's admin state in `diff`, and
+    /// the restored CA bundles.
+    Restored {
+        config: Arc<Config>,
+        diff: Box<ConfigDiff>,
+        bundles: Arc<CaBundles>,
+    },
     /// A CA bundle was stored (`replaced` one of its name) or deleted.
     CaBundle {
         name: String,
@@ -244,7 +252,49 @@ impl Controller {
                 self.check_writer(source)?;
                 self.delete_ca_bundle(name, source)
             }
+            Change::Restore(plan) => {
+                self.check_writer(source)?;
+                self.restore(*plan)
+            }
         }
+    }
+
+    /// Write a checked backup to the store in one transaction, then hold
+    /// its config (with every member's admin state from the archive) and
+    /// CA bundles. An archive without any config keeps the config in force.
+    fn restore(&mut self, plan: crate::backup::Plan) -> Result<Applied, ControlError> {
+        self.store.restore(&plan.rows())?;
+        let admin = self.store.admin_states()?;
+        let current = Arc::clone(&self.desired);
+        let (version, config) = match &plan.config {
+            Some(config) => (plan.version, Config::clone(config)),
+            None => (0, Config::clone(&current.config)),
+        };
+        let mut diff = config::diff(current.stored().then_some(current.config.as_ref()), &config);
+        diff.admin_states = config
+            .pools
+            .iter()
+            .flat_map(|pool| {
+                pool.members.iter().map(|member| {
+                    let key = (pool.name.clone(), member.name.clone());
+                    let state = admin.get(&key).copied().unwrap_or(AdminState::Enabled);
+                    (key, state)
+                })
+            })
+            .collect();
+        let config = Arc::new(config);
+        self.desired = Arc::new(Desired {
+            version,
+            config: Arc::clone(&config),
+            admin,
+        });
+        self.ca_bundles = Arc::new(plan.bundles);
+        self.seq += 1;
+        Ok(Applied::Restored {
+            config,
+            diff: Box::new(diff),
+            bundles: Arc::clone(&self.ca_bundles),
+        })
     }
 
     fn put_ca_bundle(

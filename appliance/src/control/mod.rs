@@ -11,6 +11,13 @@
 //! A preview takes the same path as a dry run: it stops before the commit
 //! and returns the diff.
 //!
+//! A restored backup ([`Change::Restore`], checked whole by `crate::backup`
+//! first) replaces config history, admin states, users, CA bundles and
+//! licences in one store transaction, then publishes the CA bundles and the
+//! config as a replacement (the version may move back); it is refused on a
+//! standby and while an admin listener move awaits confirmation, as a
+//! config change is.
+//!
 //! Invariants:
 //! * Requests reach the task over one mpsc channel, each with a oneshot for
 //!   its reply, so changes are applied one at a time in one order: the order
@@ -149,6 +156,9 @@ pub(crate) enum Change {
     PutCaBundle(Box<CaBundle>),
     /// Delete a CA bundle no monitor uses.
     DeleteCaBundle { name: String },
+    /// Replace config history, admin states, users, CA bundles and
+    /// licences with a checked backup (`crate::backup`).
+    Restore(Box<crate::backup::Plan>),
 }
 
 /// What the HA peer committed, as this appliance applies it.
@@ -428,6 +438,8 @@ enum Reply {
     Confirmed(Confirmed),
     /// A CA bundle change, with the generation that carries it.
     CaBundle(u64),
+    /// A restored backup.
+    Restored(ConfigOutcome),
 }
 
 /// Handle to the control task; cheap to clone.
@@ -481,7 +493,11 @@ impl ControlHandle {
     ) -> Result<Confirmed, ControlError> {
         match self.request(Request::Confirm { arrival }, source).await? {
             Reply::Confirmed(confirmed) => Ok(confirmed),
-            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) | Reply::CaBundle(_) => {
+            Reply::Config(_)
+            | Reply::Member(_)
+            | Reply::Preview(_)
+            | Reply::CaBundle(_)
+            | Reply::Restored(_) => {
                 unreachable!("a confirmation has a confirmation reply")
             }
         }
@@ -499,7 +515,11 @@ impl ControlHandle {
             .await?
         {
             Reply::Config(outcome) => Ok(*outcome),
-            Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
+            Reply::Member(_)
+            | Reply::Preview(_)
+            | Reply::Confirmed(_)
+            | Reply::CaBundle(_)
+            | Reply::Restored(_) => {
                 unreachable!("a config change has a config reply")
             }
         }
@@ -517,7 +537,11 @@ impl ControlHandle {
             .await?
         {
             Reply::Member(outcome) => Ok(outcome),
-            Reply::Config(_) | Reply::Preview(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
+            Reply::Config(_)
+            | Reply::Preview(_)
+            | Reply::Confirmed(_)
+            | Reply::CaBundle(_)
+            | Reply::Restored(_) => {
                 unreachable!("a member action has a member reply")
             }
         }
@@ -536,7 +560,7 @@ impl ControlHandle {
         {
             Reply::Config(outcome) => Ok(outcome.version),
             Reply::Member(_) | Reply::CaBundle(_) => Ok(self.desired().version),
-            Reply::Preview(_) | Reply::Confirmed(_) => {
+            Reply::Preview(_) | Reply::Confirmed(_) | Reply::Restored(_) => {
                 unreachable!("a peer change has a config or member reply")
             }
         }
@@ -551,7 +575,11 @@ impl ControlHandle {
     ) -> Result<Preview, ControlError> {
         match self.request(Request::Preview(input), source).await? {
             Reply::Preview(preview) => Ok(*preview),
-            Reply::Config(_) | Reply::Member(_) | Reply::Confirmed(_) | Reply::CaBundle(_) => {
+            Reply::Config(_)
+            | Reply::Member(_)
+            | Reply::Confirmed(_)
+            | Reply::CaBundle(_)
+            | Reply::Restored(_) => {
                 unreachable!("a dry run has a preview reply")
             }
         }
@@ -581,8 +609,34 @@ impl ControlHandle {
     async fn ca_bundle(&self, change: Change, source: Source) -> Result<u64, ControlError> {
         match self.request(Request::Change(change), source).await? {
             Reply::CaBundle(generation) => Ok(generation),
-            Reply::Config(_) | Reply::Member(_) | Reply::Preview(_) | Reply::Confirmed(_) => {
+            Reply::Config(_)
+            | Reply::Member(_)
+            | Reply::Preview(_)
+            | Reply::Confirmed(_)
+            | Reply::Restored(_) => {
                 unreachable!("a CA bundle change has a CA bundle reply")
+            }
+        }
+    }
+
+    /// Restore a checked backup: the store replaces what it holds in one
+    /// transaction, then the restored config and CA bundles are published.
+    pub(crate) async fn restore(
+        &self,
+        plan: crate::backup::Plan,
+        source: Source,
+    ) -> Result<ConfigOutcome, ControlError> {
+        match self
+            .request(Request::Change(Change::Restore(Box::new(plan))), source)
+            .await?
+        {
+            Reply::Restored(outcome) => Ok(outcome),
+            Reply::Config(_)
+            | Reply::Member(_)
+            | Reply::Preview(_)
+            | Reply::Confirmed(_)
+            | Reply::CaBundle(_) => {
+                unreachable!("a restore has a restore reply")
             }
         }
     }
@@ -685,7 +739,9 @@ async fn run(
                 let _ = reply.send(confirm(&mut pending, arrival, &source, &outputs, store).await);
                 continue;
             }
-            Request::Change(Change::Config { .. }) if pending.revert().is_some() => {
+            Request::Change(Change::Config { .. } | Change::Restore(_))
+                if pending.revert().is_some() =>
+            {
                 let admin_move = pending.revert().map(|revert| revert.admin_move);
                 let _ = reply.send(Err(awaiting(admin_move)));
                 continue;
@@ -995,6 +1051,36 @@ async fn publish(
                 )],
                 Box::new(Reply::CaBundle),
             ),
+            Applied::Restored {
+                config,
+                diff,
+                bundles,
+            } => {
+                // The bundles first: the restored config may name them.
+                publisher
+                    .apply(Update::CaBundles(bundles))
+                    .await
+                    .ok_or(ControlError::Stopped)?;
+                let mut summary = vec![format!("Restored from a backup: config version {version}")];
+                summary.extend(diff.summary());
+                (
+                    Update::Replace {
+                        config: Arc::clone(&config),
+                        version,
+                        diff: ConfigDiff::clone(&diff),
+                    },
+                    CommittedChange::Config { config },
+                    summary,
+                    Box::new(move |generation| {
+                        Reply::Restored(ConfigOutcome {
+                            version,
+                            diff: *diff,
+                            generation,
+                            confirm_by: None,
+                        })
+                    }),
+                )
+            }
         };
     // The change is durable already; a publisher that stopped means shutdown.
     let generation = publisher.apply(update).await.ok_or(ControlError::Stopped)?;

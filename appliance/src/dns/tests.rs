@@ -121,6 +121,7 @@ fn view_with(states: &[(AdminState, bool)], fail_open: bool) -> PoolView {
         });
         inputs.apply(Update::Health {
             member: member_key(m),
+            address: member_ip(m),
             monitor: "fe-sip".into(),
             status: health(*up),
         });
@@ -903,6 +904,7 @@ async fn fail_open_episode_is_recorded_once() {
         publisher
             .apply(Update::Health {
                 member: member_key(m),
+                address: member_ip(m),
                 monitor: "fe-sip".into(),
                 status: health(false),
             })
@@ -922,6 +924,7 @@ async fn fail_open_episode_is_recorded_once() {
     publisher
         .apply(Update::Health {
             member: member_key(0),
+            address: member_ip(0),
             monitor: "fe-sip".into(),
             status: health(true),
         })

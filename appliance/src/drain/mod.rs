@@ -111,7 +111,7 @@ pub(crate) async fn run(
                 {
                     entry.agent_polled = Some(Instant::now());
                     let (answers, key, address) =
-                        (Arc::clone(&agents), key.clone(), member.address);
+                        (Arc::clone(&agents), key.clone(), member.addresses[0]);
                     let (port, path) = (agent.port, agent.path.clone());
                     tokio::spawn(async move {
                         let sessions =

@@ -13,7 +13,8 @@
 //! its control task. Users and API token hashes follow the admin states in
 //! [`lead`] and are sent again when they change (checked every
 //! [`CREDENTIALS_CHECK`]). Hook for what is not in step yet: admin-installed
-//! certificates would travel the same way, applied in [`follow`].
+//! certificates would travel the same way, applied in [`follow`] (they are
+//! not what the link pins: that is the sync identity, `identity`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -35,6 +36,8 @@ const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 const SILENCE: Duration = Duration::from_secs(45);
 const PING: Duration = Duration::from_secs(15);
 const REDIAL: Duration = Duration::from_secs(1);
+/// How often a frame from the peer is noted as "the link was up then".
+const HEARD_EVERY: Duration = Duration::from_secs(5);
 const CONNECT: Duration = Duration::from_secs(10);
 /// How often the active looks whether users or tokens changed.
 const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
@@ -78,11 +81,19 @@ pub(crate) async fn serve(
         let Some(listener) = listener else { return };
         accept(Arc::clone(&ha), listener, shutdown.clone()).await;
     };
-    tokio::join!(accepting, dial(Arc::clone(&ha), shutdown.clone()));
+    let keepalived = async {
+        let Some(vrrp) = ha.vrrp.clone() else { return };
+        super::keepalived::follow(Arc::clone(&ha), vrrp, shutdown.clone()).await;
+    };
+    tokio::join!(
+        accepting,
+        dial(Arc::clone(&ha), shutdown.clone()),
+        keepalived
+    );
 }
 
 async fn accept(ha: Arc<Ha>, mut listener: net::Listener, shutdown: CancellationToken) {
-    let config = match super::pin::server_config(&ha.certificates, Arc::clone(&ha.pins)) {
+    let config = match super::pin::server_config(&ha.identity, Arc::clone(&ha.pins)) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "HA sync listener cannot build its TLS config; not serving");
@@ -177,7 +188,7 @@ async fn connect(
         .parse()
         .map_err(|_| format!("{address} is not IP:port"))?;
     let seen = Arc::new(Mutex::new(None));
-    let config = super::pin::client_config(&ha.certificates, expected, Arc::clone(&seen))
+    let config = super::pin::client_config(&ha.identity, expected, Arc::clone(&seen))
         .map_err(|error| error.to_string())?;
     let tcp = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(address))
         .await
@@ -196,12 +207,7 @@ async fn connect(
 }
 
 fn own_fingerprint(ha: &Ha) -> String {
-    ha.certificates
-        .current()
-        .cert
-        .first()
-        .map(|der| protocol::fingerprint(der.as_ref()))
-        .unwrap_or_default()
+    super::identity::fingerprint(&ha.identity)
 }
 
 /// What a successful join learnt of the peer.
@@ -395,6 +401,28 @@ async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
         .map_err(|error| error.to_string())
 }
 
+/// When a frame from the peer last moved `Pair::linked_at` on: at most
+/// every [`HEARD_EVERY`] (the peer pings every [`PING`]).
+#[derive(Debug)]
+struct Heard(tokio::time::Instant);
+
+impl Default for Heard {
+    fn default() -> Self {
+        Self(tokio::time::Instant::now())
+    }
+}
+
+impl Heard {
+    fn due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.0) < HEARD_EVERY {
+            return false;
+        }
+        self.0 = now;
+        true
+    }
+}
+
 /// What the reader task hands the session.
 type Incoming = Result<protocol::Frame, String>;
 
@@ -483,6 +511,21 @@ async fn run<W: AsyncWrite + Unpin>(
         .ok()
         .and_then(Result::ok)
         .and_then(|status| serde_json::to_value(status).ok());
+    // What this side did while the peer could not hear of it: config
+    // versions after the last synced one, member actions after the link
+    // was last known up.
+    let synced_base = pair.synced;
+    let (versions_alone, members_alone) = ha
+        .blocking(move |ha| {
+            let versions = match synced_base {
+                Some(synced) => !ha.own_versions_after(synced)?.is_empty(),
+                None => false,
+            };
+            Ok((versions, ha.own_admin_after_link()?))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let changed_alone = versions_alone || !members_alone.is_empty();
     let hello = Message::Hello {
         appliance_id: ha.appliance_id.clone(),
         role: pair.role,
@@ -491,6 +534,8 @@ async fn run<W: AsyncWrite + Unpin>(
         admin_address: desired.config.listen.admin.to_string(),
         joiner: pair.joiner,
         licence,
+        changed_alone,
+        keepalived: ha.keepalived_drives_role(),
     };
     send(writer, &hello).await.map_err(|e| e.to_string())?;
     let first = tokio::time::timeout(FIRST_MESSAGE, frames.recv())
@@ -506,6 +551,8 @@ async fn run<W: AsyncWrite + Unpin>(
         admin_address,
         joiner,
         licence,
+        changed_alone: peer_changed_alone,
+        keepalived: peer_keepalived,
     } = first.message
     else {
         return Err("the peer's first message was not a hello".into());
@@ -525,34 +572,60 @@ async fn run<W: AsyncWrite + Unpin>(
         link.peer_licence = licence;
         link.last_error = None;
     });
-    tracing::info!(peer = %appliance_id, protocol = session_protocol, peer_role = role.as_str(), peer_version = version, "HA sync link up");
-    // Both claim the same role: the split-brain rule decides.
-    if role == pair.role {
-        let us = Side {
-            appliance_id: &ha.appliance_id,
-            version: desired.version,
-            joiner: pair.joiner,
-        };
-        let them = Side {
-            appliance_id: &appliance_id,
-            version,
-            joiner,
-        };
-        let won = protocol::wins(&us, &them);
-        let why = format!(
-            "both appliances were {} when the link came up; by the split-brain rule (higher config version, then the joined side) {} wins (versions: this {} , peer {version})",
-            role.as_str(),
-            if won { "this appliance" } else { "the peer" },
-            desired.version
-        );
+    tracing::info!(peer = %appliance_id, protocol = session_protocol, peer_role = role.as_str(), peer_version = version, peer_changed_alone, changed_alone, "HA sync link up");
+    let us = Side {
+        appliance_id: &ha.appliance_id,
+        version: desired.version,
+        joiner: pair.joiner,
+        role: pair.role,
+        changed_alone,
+        keepalived: ha.keepalived_drives_role(),
+    };
+    let them = Side {
+        appliance_id: &appliance_id,
+        version,
+        joiner,
+        role,
+        changed_alone: peer_changed_alone,
+        keepalived: peer_keepalived,
+    };
+    if let protocol::Decision::Active(won, rule) = protocol::decide(&us, &them) {
         let next = if won { Role::Active } else { Role::Standby };
-        if pair.role == Role::Active && !won {
-            tracing::warn!(peer = %appliance_id, "Split brain resolved: the peer's history wins; re-syncing from it");
+        let winner = if won { "this appliance" } else { "the peer" };
+        let why = match rule {
+            protocol::Rule::OnlyOneChanged => format!(
+                "split-brain rule: only {winner} committed changes while the link was down, so its history wins (versions: this {}, peer {version})",
+                desired.version
+            ),
+            protocol::Rule::Versions => format!(
+                "split-brain rule: this appliance was {}, the peer {}{}; by the higher config version, then the joined side, {winner} wins (versions: this {}, peer {version})",
+                pair.role.as_str(),
+                role.as_str(),
+                if changed_alone && peer_changed_alone {
+                    ", and both committed changes while the link was down"
+                } else {
+                    ""
+                },
+                desired.version
+            ),
+        };
+        if next != pair.role {
+            if next == Role::Standby {
+                tracing::warn!(peer = %appliance_id, "Split brain resolved: the peer's history wins; re-syncing from it");
+            }
+            ha.blocking(move |ha| ha.set_role(next, &why))
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        ha.blocking(move |ha| ha.set_role(next, &why))
+    }
+    // Standby after a split: the active's admin states replace the member
+    // actions made here meanwhile.
+    if ha.role() == Some(Role::Standby) && !members_alone.is_empty() {
+        ha.blocking(move |ha| ha.record_members_not_applied(&members_alone))
             .await
             .map_err(|e| e.to_string())?;
     }
+    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
     let peer = PeerHello {
         appliance_id,
         role,
@@ -660,10 +733,17 @@ async fn lead<W: AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(PING);
     let mut check = tokio::time::interval(CREDENTIALS_CHECK);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
+    let mut writer_changes = ha.writer();
+    let mut heard = Heard::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = &mut silence => return Err("the peer went silent".into()),
+            changed = writer_changes.changed() => {
+                if changed.is_err() || ha.role() != Some(Role::Active) {
+                    return Err("this appliance is no longer active (keepalived); a new hello follows".into());
+                }
+            }
             _ = ping.tick() => send(writer, &Message::Ping).await.map_err(io)?,
             _ = check.tick() => {
                 let now = credentials_of(ha).await?;
@@ -688,6 +768,10 @@ async fn lead<W: AsyncWrite + Unpin>(
             },
             command = commands.recv() => match command {
                 Some(Command::Failover { new_active, done }) => {
+                    // Give up the role first, so there is never a moment with two.
+                    ha.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     send(writer, &Message::Failover { new_active }).await.map_err(io)?;
                     let _ = done.send(Ok(()));
                     return Ok(());
@@ -702,6 +786,9 @@ async fn lead<W: AsyncWrite + Unpin>(
             frame = frames.recv() => {
                 let Some(frame) = frame else { return Err("the peer closed the link".into()) };
                 silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
+                if heard.due() {
+                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                }
                 let frame = match frame {
                     Ok(frame) => frame,
                     Err(why) => {
@@ -712,9 +799,13 @@ async fn lead<W: AsyncWrite + Unpin>(
                 match frame.message {
                     Message::Ping => {}
                     Message::Synced { version } => {
-                        ha.blocking(move |ha| ha.update(|pair| pair.synced = Some(version)).map(|_| ()))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        // Also the standby's answer to a member action: it has it.
+                        ha.blocking(move |ha| {
+                            ha.update(|pair| pair.synced = Some(version))?;
+                            ha.linked()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
                         let current = ha.control.desired().version;
                         ha.set_link(|link| {
                             link.peer_version = Some(version);
@@ -817,10 +908,17 @@ async fn follow<W: AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(PING);
     let mut silence = Box::pin(tokio::time::sleep(SILENCE));
     let mut failover: Option<oneshot::Sender<Result<(), String>>> = None;
+    let mut writer_changes = ha.writer();
+    let mut heard = Heard::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = &mut silence => return Err("the peer went silent".into()),
+            changed = writer_changes.changed() => {
+                if changed.is_err() || ha.role() != Some(Role::Standby) {
+                    return Err("this appliance is no longer standby (keepalived); a new hello follows".into());
+                }
+            }
             _ = ping.tick() => send(writer, &Message::Ping).await.map_err(io)?,
             command = commands.recv() => match command {
                 Some(Command::Failover { new_active, done }) => {
@@ -837,6 +935,9 @@ async fn follow<W: AsyncWrite + Unpin>(
             frame = frames.recv() => {
                 let Some(frame) = frame else { return Err("the peer closed the link".into()) };
                 silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
+                if heard.due() {
+                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                }
                 let frame = match frame {
                     Ok(frame) => frame,
                     Err(why) => {
@@ -888,7 +989,12 @@ async fn follow<W: AsyncWrite + Unpin>(
                         if let Err(error) = ha.control.peer(change, source.clone()).await {
                             tracing::warn!(peer = %peer.appliance_id, %error, "Admin state from the HA peer not applied");
                             send(writer, &Message::Refused { reason: error.to_string() }).await.map_err(io)?;
+                            continue;
                         }
+                        // The acknowledgement: the active's member action is in step.
+                        ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+                        let version = ha.control.desired().version;
+                        send(writer, &Message::Synced { version }).await.map_err(io)?;
                     }
                     Message::Failover { new_active } if new_active == ha.appliance_id => {
                         ha.blocking(|ha| ha.set_role(Role::Active, "failover requested on the peer, which handed over the active role"))

@@ -9,7 +9,7 @@
 //! * **Pairing**: `POST /api/v1/ha/pairing-code` on A gives a code (10
 //!   minutes, single use, three wrong tries burn it; A keeps only a key
 //!   derived from it, in memory). `POST /api/v1/ha/join` on B dials A's sync
-//!   listener with B's certificate, sends a proof (HMAC over both
+//!   listener with B's sync certificate, sends a proof (HMAC over both
 //!   certificates' fingerprints keyed by the code, `protocol::proof`), and
 //!   checks A's proof back. Then each pins the other's certificate (`pin`):
 //!   every later connection is mutual TLS that accepts exactly that one.
@@ -22,25 +22,38 @@
 //!   them through its own control task (`Source::Peer`), durable then
 //!   published, and acknowledges each version (`synced`).
 //! * **One writer**: [`Ha::set_role`] is the one place the role changes
-//!   (today from the API's failover and from the split-brain rule; the VRRP
-//!   state will drive it later); the control task refuses changes of the
-//!   standby's own.
-//! * **Split brain**: when both sides say active (or both standby) at a
-//!   hello, `protocol::wins` decides; the loser records each of its config
-//!   versions after the last synced one as not applied (an event each,
-//!   listed in `GET /api/v1/ha`), becomes standby and takes the winner's
-//!   latest version with a rebase.
+//!   (from the API's failover, the split-brain rule, and keepalived's
+//!   state through `keepalived`); the control task refuses changes of the
+//!   standby's own. With VRRP settings stored, keepalived's MASTER makes
+//!   this appliance active and BACKUP or FAULT standby; an active that
+//!   gives up the role for another reason makes keepalived give up the
+//!   addresses (`Vrrp::give_up`). A session ends when the role changes
+//!   under it; the next hello sees the new roles.
+//! * **Split brain**: each hello says whether its side committed config
+//!   versions of its own after the last synced one, or member actions
+//!   after the link was last known up (`Pair::linked_at`): `changed_alone`.
+//!   `protocol::decide`: if only one did, its history wins whatever the
+//!   roles are now; if both did, or both claim the same role,
+//!   `protocol::wins` (higher version, then the joined side); otherwise
+//!   the roles stand. The loser records each of its config versions after
+//!   the last synced one, and each of those member actions, as not applied
+//!   (an event each, listed in `GET /api/v1/ha`), becomes standby and
+//!   takes the winner's latest version with a rebase and its admin states.
 //! * Users and API token hashes are in step too: the standby takes the
 //!   active's (a password the active changed later ends the user's sessions
 //!   on the standby, as a change does locally).
 //! * Each appliance keeps its own `[listen]` section, network settings,
 //!   appliance id and licence (the peer's licence is shown).
+//! * The link's TLS identity is its own (`identity`, made once), not the
+//!   admin certificate: renewing or replacing that one keeps the pin.
 //!
 //! * CA bundles are in step, through the control task like configs.
 //!
-//! Not yet in step (a hook left in `link`): an admin-installed appliance
-//! certificate (each keeps its own; it is what the peer pins).
+//! Not in step (a hook left in `link`): an admin-installed appliance
+//! certificate (each keeps its own: it names that appliance's addresses).
 
+pub(crate) mod identity;
+mod keepalived;
 mod link;
 mod pin;
 pub(crate) mod protocol;
@@ -53,7 +66,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::certs::Certificates;
 use crate::control::{ControlHandle, Writer};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::license::Licensing;
@@ -89,16 +101,28 @@ pub(crate) struct Pair {
     pub paired_at: String,
     #[serde(default)]
     pub not_applied: Vec<NotApplied>,
+    /// The last time the link was known up (a ping, a change in step, the
+    /// link's end): member actions of this appliance after it were made
+    /// while the peer could not hear of them.
+    #[serde(default)]
+    pub linked_at: Option<String>,
 }
 
 /// A change committed on the losing side of a split, replaced by the
 /// winner's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct NotApplied {
+    /// The config version (for a member action: the one in force then).
     pub version: i64,
     pub source: String,
     pub committed_at: String,
     pub recorded_at: String,
+    /// For a member action: `pool/member`.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// For a member action: the admin state it set.
+    #[serde(default)]
+    pub admin_state: Option<String>,
 }
 
 /// What is known of the link now.
@@ -186,7 +210,8 @@ pub(crate) struct Ha {
     store: Store,
     events: EventLog,
     control: ControlHandle,
-    certificates: Arc<Certificates>,
+    /// The sync link's own key pair and certificate (what the peer pins).
+    identity: Arc<rustls::sign::CertifiedKey>,
     licensing: Licensing,
     appliance_id: String,
     /// Where this appliance's sync listener is, if it has one.
@@ -203,6 +228,9 @@ pub(crate) struct Ha {
     /// that was unpaired keeps dialling); all are counted.
     refusal_log: Mutex<crate::net::limits::LogLimit>,
     pub(crate) stats: Stats,
+    /// keepalived, whose state drives the role while VRRP settings are
+    /// stored (`keepalived`).
+    vrrp: Option<Arc<crate::vrrp::Vrrp>>,
 }
 
 /// The pair as stored, for the start (before the HA side runs).
@@ -216,17 +244,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What this appliance is to the pair: its id, its sync listener and
+/// identity, and its keepalived.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub appliance_id: String,
+    pub sync_listen: Option<SocketAddr>,
+    /// The sync link's own key pair and certificate (`identity`).
+    pub identity: Arc<rustls::sign::CertifiedKey>,
+    pub vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+}
+
 impl Ha {
     /// The pair as stored. Blocking (the store).
     pub(crate) fn load(
         store: Store,
         events: EventLog,
         control: ControlHandle,
-        certificates: Arc<Certificates>,
         licensing: Licensing,
-        appliance_id: String,
-        sync_listen: Option<SocketAddr>,
+        local: Local,
     ) -> Result<Arc<Self>, StoreError> {
+        let Local {
+            appliance_id,
+            sync_listen,
+            identity,
+            vrrp,
+        } = local;
         let pair = match store.setting(PAIR_KEY)? {
             Some(text) => match serde_json::from_str::<Pair>(&text) {
                 Ok(pair) => Some(pair),
@@ -244,7 +287,7 @@ impl Ha {
             store,
             events,
             control,
-            certificates,
+            identity,
             licensing,
             appliance_id,
             sync_listen,
@@ -260,6 +303,7 @@ impl Ha {
             wake: Notify::new(),
             refusal_log: Mutex::new(crate::net::limits::LogLimit::new(REFUSAL_LOG_EVERY)),
             stats: Stats::default(),
+            vrrp,
         }))
     }
 
@@ -290,9 +334,41 @@ impl Ha {
     }
 
     /// Change the role, with the reason for its event: the one place the
-    /// role changes (the failover request, the split-brain rule; later the
-    /// VRRP state). Blocking (the store).
+    /// role changes (the failover request, the split-brain rule, and
+    /// keepalived's state through [`Ha::set_role_by_keepalived`]). An
+    /// active that becomes standby for any reason but keepalived's own
+    /// makes keepalived give the addresses up if it holds them, so the VIPs
+    /// follow the role. Blocking (the store).
     pub(crate) fn set_role(&self, role: Role, reason: &str) -> Result<(), StoreError> {
+        let was = self.role();
+        self.change_role(role, reason)?;
+        if was == Some(Role::Active)
+            && role == Role::Standby
+            && let Some(vrrp) = &self.vrrp
+            && keepalived::holds_addresses(vrrp)
+        {
+            vrrp.give_up(vrrp.give_up_hold(), reason);
+        }
+        Ok(())
+    }
+
+    /// Whether keepalived's state drives the role (VRRP settings stored).
+    pub(crate) fn keepalived_drives_role(&self) -> bool {
+        self.vrrp
+            .as_ref()
+            .is_some_and(|vrrp| vrrp.settings().is_some())
+    }
+
+    /// The role keepalived's state gives (`keepalived`). Blocking.
+    pub(crate) fn set_role_by_keepalived(
+        &self,
+        role: Role,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.change_role(role, reason)
+    }
+
+    fn change_role(&self, role: Role, reason: &str) -> Result<(), StoreError> {
         let changed = self.update(|pair| {
             let changed = pair.role != role;
             pair.role = role;
@@ -474,6 +550,7 @@ impl Ha {
             synced: None,
             paired_at: crate::clock::now_rfc3339(),
             not_applied: Vec::new(),
+            linked_at: None,
         };
         self.blocking(move |ha| ha.replace_pair(Some(pair))).await?;
         self.events.record(
@@ -501,6 +578,7 @@ impl Ha {
             synced: None,
             paired_at: crate::clock::now_rfc3339(),
             not_applied: Vec::new(),
+            linked_at: None,
         };
         self.replace_pair(Some(pair))?;
         self.events.record(
@@ -569,11 +647,8 @@ impl Ha {
                 "the peer is not connected; a failover needs the link (or, on the standby, {\"force\": true})".into(),
             ));
         };
-        if pair.role == Role::Active {
-            // Give up the role first, so there is never a moment with two.
-            self.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
-                .await?;
-        }
+        // On the active, the session gives up the role before it tells the
+        // peer, so there is never a moment with two.
         let (done, answered) = oneshot::channel();
         let sent = session
             .send(Command::Failover {
@@ -599,9 +674,14 @@ impl Ha {
             (Role::Standby, Err(why)) => Err(HaError::State(format!(
                 "failover not done: {why}; this appliance stays standby"
             ))),
-            // Already standby: the peer takes over when it hears of it (or
-            // at the next hello, by the split-brain rule).
-            (Role::Active, _) => Ok(Role::Standby),
+            (Role::Active, Ok(())) => Ok(Role::Standby),
+            // The link closed first: give up the role anyway; the peer
+            // takes over when it hears of it (keepalived, or the next hello).
+            (Role::Active, Err(_)) => {
+                self.blocking(|ha| ha.set_role(Role::Standby, "failover requested by the admin"))
+                    .await?;
+                Ok(Role::Standby)
+            }
         }
     }
 
@@ -609,11 +689,7 @@ impl Ha {
     /// committed itself (not the peer's) as not applied, before the
     /// winner's history replaces them. Blocking (the store).
     fn record_not_applied(&self, base: i64) -> Result<(), StoreError> {
-        let dropped = self.store.config_versions_after(base, 10_000)?;
-        let own: Vec<_> = dropped
-            .into_iter()
-            .filter(|version| !version.source.starts_with("HA peer"))
-            .collect();
+        let own = self.own_versions_after(base)?;
         if own.is_empty() {
             return Ok(());
         }
@@ -647,11 +723,106 @@ impl Ha {
                     source: version.source.clone(),
                     committed_at: version.created_at.clone(),
                     recorded_at: recorded_at.clone(),
+                    member: None,
+                    admin_state: None,
                 }));
             let excess = pair.not_applied.len().saturating_sub(NOT_APPLIED_KEPT);
             pair.not_applied.drain(..excess);
         })?;
         Ok(())
+    }
+
+    /// Note that the link is up now (`Pair::linked_at`). Blocking.
+    fn linked(&self) -> Result<(), StoreError> {
+        let now = crate::clock::now_rfc3339();
+        self.update(|pair| pair.linked_at = Some(now)).map(|_| ())
+    }
+
+    /// Member admin states set here after the link was last known up:
+    /// actions the peer never heard of. Blocking (the store).
+    fn own_admin_after_link(
+        &self,
+    ) -> Result<Vec<(crate::config::MemberKey, crate::config::AdminState, String)>, StoreError>
+    {
+        use time::format_description::well_known::Rfc3339;
+        let parse = |text: &str| time::OffsetDateTime::parse(text, &Rfc3339).ok();
+        let Some(linked) = self
+            .pair()
+            .and_then(|pair| pair.linked_at)
+            .and_then(|at| parse(&at))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .store
+            .admin_rows()?
+            .into_iter()
+            .filter(|(_, _, changed_at)| parse(changed_at).is_some_and(|at| at > linked))
+            .collect())
+    }
+
+    /// Record member actions made here during a split as not applied: the
+    /// winner's admin states replace them. Blocking (the store).
+    fn record_members_not_applied(
+        &self,
+        actions: &[(crate::config::MemberKey, crate::config::AdminState, String)],
+    ) -> Result<(), StoreError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let recorded_at = crate::clock::now_rfc3339();
+        let version = self.control.desired().version;
+        for ((pool, member), state, changed_at) in actions {
+            tracing::warn!(%pool, %member, state = state.as_str(), %changed_at, "Member action not applied: the peer's history won after a split");
+            self.events.record(
+                NewEvent::new(
+                    EventKind::Ha,
+                    format!(
+                        "Member action on {pool}/{member} ({}, at {changed_at}) not applied: the peer's history won after a split; the member is as the peer has it",
+                        state.as_str()
+                    ),
+                )
+                .detail(serde_json::json!({
+                    "not_applied": true,
+                    "pool": pool,
+                    "member": member,
+                    "admin_state": state.as_str(),
+                    "changed_at": changed_at,
+                })),
+            );
+        }
+        self.update(|pair| {
+            pair.not_applied
+                .extend(
+                    actions
+                        .iter()
+                        .map(|((pool, member), state, changed_at)| NotApplied {
+                            version,
+                            source: "member action".to_owned(),
+                            committed_at: changed_at.clone(),
+                            recorded_at: recorded_at.clone(),
+                            member: Some(format!("{pool}/{member}")),
+                            admin_state: Some(state.as_str().to_owned()),
+                        }),
+                );
+            let excess = pair.not_applied.len().saturating_sub(NOT_APPLIED_KEPT);
+            pair.not_applied.drain(..excess);
+        })?;
+        Ok(())
+    }
+
+    /// The config versions after `base` this appliance committed itself
+    /// (not the peer's). Blocking (the store).
+    fn own_versions_after(
+        &self,
+        base: i64,
+    ) -> Result<Vec<crate::store::StoredVersion>, StoreError> {
+        Ok(self
+            .store
+            .config_versions_after(base, 10_000)?
+            .into_iter()
+            .filter(|version| !version.source.starts_with("HA peer"))
+            .collect())
     }
 
     /// Run `call` off the async threads.
@@ -670,12 +841,7 @@ impl Ha {
         use std::sync::atomic::Ordering::Relaxed;
         let pair = self.pair();
         let link = lock(&self.link).clone();
-        let own_fingerprint = self
-            .certificates
-            .current()
-            .cert
-            .first()
-            .map(|der| protocol::fingerprint(der.as_ref()));
+        let own_fingerprint = Some(identity::fingerprint(&self.identity));
         HaStatus {
             paired: pair.is_some(),
             role: pair
@@ -737,7 +903,8 @@ pub(crate) struct HaStatus {
     /// `standalone`, `active` or `standby`.
     pub role: &'static str,
     pub appliance_id: String,
-    /// SHA-256 of this appliance's certificate (what the peer pins).
+    /// SHA-256 of this appliance's sync certificate (what the peer pins;
+    /// not the admin certificate, which is renewed and replaced).
     pub fingerprint: Option<String>,
     pub sync_listen: Option<String>,
     pub config_version: i64,

@@ -1,4 +1,5 @@
-//! Certificate pinning for the sync link: TLS configs whose verifiers accept
+//! Certificate pinning for the sync link: TLS configs that present the
+//! sync identity (`identity`) and whose verifiers accept
 //! exactly the pinned peer certificate (by SHA-256 of its DER), in both
 //! directions, and nothing else. There is no CA: the pin is the trust,
 //! made on first use during pairing and protected by the pairing code
@@ -16,11 +17,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
 use super::protocol::fingerprint;
-use crate::certs::Certificates;
 
 /// The ALPN protocol of the sync link.
 pub(crate) const ALPN: &[u8] = b"poolgate-ha/1";
@@ -60,7 +61,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// The listener's config: presents the appliance certificate, demands a
 /// client certificate and checks it against `pins`.
 pub(crate) fn server_config(
-    certificates: &Arc<Certificates>,
+    identity: &Arc<CertifiedKey>,
     pins: Arc<Pins>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
     let provider = provider();
@@ -71,7 +72,7 @@ pub(crate) fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::clone(certificates) as _);
+        .with_cert_resolver(Arc::new(Identity(Arc::clone(identity))));
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }
@@ -81,7 +82,7 @@ pub(crate) fn server_config(
 /// certificate, which it records in `seen` to be pinned once the peer has
 /// proved it knows the code).
 pub(crate) fn client_config(
-    certificates: &Arc<Certificates>,
+    identity: &Arc<CertifiedKey>,
     expected: Option<String>,
     seen: Arc<Mutex<Option<String>>>,
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
@@ -95,18 +96,24 @@ pub(crate) fn client_config(
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(Arc::new(ClientIdentity(Arc::clone(certificates))));
+        .with_client_cert_resolver(Arc::new(Identity(Arc::clone(identity))));
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The appliance certificate as a client certificate.
+/// The sync identity (`identity`), presented on both ends of the link.
 #[derive(Debug)]
-struct ClientIdentity(Arc<Certificates>);
+struct Identity(Arc<CertifiedKey>);
 
-impl ResolvesClientCert for ClientIdentity {
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+impl ResolvesClientCert for Identity {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+        Some(Arc::clone(&self.0))
     }
 
     fn has_certs(&self) -> bool {

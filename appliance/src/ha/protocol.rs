@@ -74,6 +74,16 @@ pub(crate) enum Message {
         /// This side's licence, shown on the peer (each keeps its own).
         #[serde(default)]
         licence: Option<serde_json::Value>,
+        /// Whether this side committed config versions of its own after
+        /// the last synced one, or member actions after the link was last
+        /// known up (it was active while the link was down). Absent from
+        /// an older peer: `false`.
+        #[serde(default)]
+        changed_alone: bool,
+        /// Whether keepalived's state drives this side's role (VRRP
+        /// settings stored). Absent from an older peer: `false`.
+        #[serde(default)]
+        keepalived: bool,
     },
     /// A committed config version, in order. With `rebase`, the follower's
     /// versions after it are dropped first.
@@ -234,6 +244,52 @@ pub(crate) struct Side<'a> {
     pub appliance_id: &'a str,
     pub version: i64,
     pub joiner: bool,
+    pub role: Role,
+    /// It committed config versions of its own after the last synced one.
+    pub changed_alone: bool,
+    /// keepalived's state drives its role.
+    pub keepalived: bool,
+}
+
+/// What the hellos decide about the roles, seen from `us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Keep the roles as they are (they differ, and nothing would be lost).
+    Keep,
+    /// `us` is active (`true`) or standby (`false`), by [`Rule`].
+    Active(bool, Rule),
+}
+
+/// Which part of the rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Only one side committed changes of its own during the split: its
+    /// history wins, so nothing is lost.
+    OnlyOneChanged,
+    /// Both did (or both claim the same role): [`wins`].
+    Versions,
+}
+
+/// The split-brain rule at a hello. A side that committed changes of its
+/// own after the last synced version was active without the other: when
+/// only one did, its history wins whatever the roles are now (with VRRP,
+/// keepalived may already have made it standby as the link came back);
+/// when both did, [`wins`] decides. When neither did, the roles stand
+/// (keepalived's or the admin's choice), except that two sides claiming
+/// the same role without keepalived on both are told apart by [`wins`]:
+/// with keepalived on both, two standbys wait for its MASTER and two
+/// actives for its election (two masters that hear each other settle
+/// within an advert). Pure, symmetric: both sides reach the same answer.
+pub(crate) fn decide(us: &Side<'_>, peer: &Side<'_>) -> Decision {
+    match (us.changed_alone, peer.changed_alone) {
+        (true, false) => Decision::Active(true, Rule::OnlyOneChanged),
+        (false, true) => Decision::Active(false, Rule::OnlyOneChanged),
+        (true, true) => Decision::Active(wins(us, peer), Rule::Versions),
+        (false, false) if us.role == peer.role && !(us.keepalived && peer.keepalived) => {
+            Decision::Active(wins(us, peer), Rule::Versions)
+        }
+        (false, false) => Decision::Keep,
+    }
 }
 
 /// When both sides claim the same role (both active after a split, or both
@@ -289,6 +345,8 @@ mod tests {
                 admin_address: "127.0.0.1:8443".into(),
                 joiner: false,
                 licence: None,
+                changed_alone: true,
+                keepalived: true,
             },
             Message::Config {
                 version: 8,
@@ -322,7 +380,12 @@ mod tests {
         let frame = decode(older).expect("older hello");
         assert!(matches!(
             frame.message,
-            Message::Hello { licence: None, .. }
+            Message::Hello {
+                licence: None,
+                changed_alone: false,
+                keepalived: false,
+                ..
+            }
         ));
         let newer = br#"{"protocol":2,"type":"synced","version":4,"acked_at":"later"}"#;
         let frame = decode(newer).expect("newer synced");
@@ -372,6 +435,9 @@ mod tests {
             appliance_id: id,
             version,
             joiner,
+            role: Role::Active,
+            changed_alone: false,
+            keepalived: false,
         };
         let (a, b) = (side("a", 5, false), side("b", 7, true));
         assert!(wins(&b, &a) && !wins(&a, &b), "higher version");
@@ -384,6 +450,83 @@ mod tests {
             for (ja, jb) in [(false, true), (true, false), (false, false)] {
                 let (a, b) = (side("a", va, ja), side("b", vb, jb));
                 assert_ne!(wins(&a, &b), wins(&b, &a));
+            }
+        }
+    }
+
+    #[test]
+    fn the_side_that_changed_alone_wins_whatever_the_roles_are_now() {
+        let side = |id, version, joiner, role, changed_alone| Side {
+            appliance_id: id,
+            version,
+            joiner,
+            role,
+            changed_alone,
+            keepalived: false,
+        };
+        use Role::{Active, Standby};
+        // keepalived made the changed side standby as the link came back:
+        // it becomes active again, nothing it did is lost.
+        let (a, b) = (
+            side("a", 9, false, Active, false),
+            side("b", 10, true, Standby, true),
+        );
+        assert_eq!(
+            decide(&a, &b),
+            Decision::Active(false, Rule::OnlyOneChanged)
+        );
+        assert_eq!(decide(&b, &a), Decision::Active(true, Rule::OnlyOneChanged));
+        // Both changed: the versions rule, even with roles that differ.
+        let (a, b) = (
+            side("a", 12, false, Standby, true),
+            side("b", 11, true, Active, true),
+        );
+        assert_eq!(decide(&a, &b), Decision::Active(true, Rule::Versions));
+        assert_eq!(decide(&b, &a), Decision::Active(false, Rule::Versions));
+        // Neither changed, roles differ: they stand.
+        let (a, b) = (
+            side("a", 9, false, Active, false),
+            side("b", 9, true, Standby, false),
+        );
+        assert_eq!(decide(&a, &b), Decision::Keep);
+        // Neither changed, same role: the versions rule.
+        let (a, b) = (
+            side("a", 9, false, Standby, false),
+            side("b", 9, true, Standby, false),
+        );
+        assert_eq!(decide(&a, &b), Decision::Active(true, Rule::Versions));
+        assert_eq!(decide(&b, &a), Decision::Active(false, Rule::Versions));
+        // With keepalived on both, neither changed: keepalived decides.
+        let with = |side: Side<'static>| Side {
+            keepalived: true,
+            ..side
+        };
+        let (a, b) = (
+            with(side("a", 9, false, Standby, false)),
+            with(side("b", 9, true, Standby, false)),
+        );
+        assert_eq!(decide(&a, &b), Decision::Keep);
+        let (a, b) = (
+            with(side("a", 9, false, Active, true)),
+            with(side("b", 9, true, Active, false)),
+        );
+        assert_eq!(decide(&a, &b), Decision::Active(true, Rule::OnlyOneChanged));
+        // Symmetric whatever the inputs: exactly one active, or both keep.
+        for ca in [false, true] {
+            for cb in [false, true] {
+                for (ra, rb) in [
+                    (Active, Active),
+                    (Active, Standby),
+                    (Standby, Active),
+                    (Standby, Standby),
+                ] {
+                    let (a, b) = (side("a", 3, false, ra, ca), side("b", 4, true, rb, cb));
+                    match (decide(&a, &b), decide(&b, &a)) {
+                        (Decision::Keep, Decision::Keep) => assert_ne!(ra, rb),
+                        (Decision::Active(x, _), Decision::Active(y, _)) => assert_ne!(x, y),
+                        other => panic!("asymmetric: {other:?}"),
+                    }
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Health monitors: one target per (member, monitor) that something uses — a
+//! Health monitors: one target per (member address, monitor) that something
+//! uses (a dual-stack member has two addresses, each probed on its own) — a
 //! pool's monitor for its members (DNS and registrar eligibility) and each
 //! virtual service's monitor for its pool's members. Each target runs on its
 //! own task, on its own interval, starting at an offset spread evenly over
@@ -34,7 +35,7 @@ pub(crate) mod sip;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -57,12 +58,13 @@ use crate::state::{Health, HealthStatus, PublisherHandle, Update};
 /// largest burst at shutdown (used by the health benchmark).
 pub(crate) const BURST_STATS_ENV: &str = "POOLGATE_HEALTH_BURST_STATS";
 
-/// One (member, monitor) pair.
+/// One (member address, monitor) pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct TargetKey {
     pub pool: String,
     pub member: String,
     pub monitor: String,
+    pub address: IpAddr,
 }
 
 /// What a target probes; a target is restarted when this changes.
@@ -72,6 +74,8 @@ pub(crate) struct TargetSpec {
     pub address: SocketAddr,
     /// The member's FQDN, the TLS name unless the monitor sets `sni`.
     pub fqdn: Option<String>,
+    /// The member has more than one address: its events name this one.
+    pub several: bool,
 }
 
 /// Every target the config asks for. Pure.
@@ -88,17 +92,21 @@ pub(crate) fn desired_targets(config: &Config) -> BTreeMap<TargetKey, TargetSpec
         });
         let monitor = Arc::new(monitor.clone());
         for member in &pool.members {
-            let key = TargetKey {
-                pool: pool.name.clone(),
-                member: member.name.clone(),
-                monitor: monitor_name.to_owned(),
-            };
-            // The pool's own use comes first and wins a shared monitor.
-            targets.entry(key).or_insert_with(|| TargetSpec {
-                monitor: Arc::clone(&monitor),
-                address: SocketAddr::new(member.address, port),
-                fqdn: member.fqdn.clone(),
-            });
+            for &address in &member.addresses {
+                let key = TargetKey {
+                    pool: pool.name.clone(),
+                    member: member.name.clone(),
+                    monitor: monitor_name.to_owned(),
+                    address,
+                };
+                // The pool's own use comes first and wins a shared monitor.
+                targets.entry(key).or_insert_with(|| TargetSpec {
+                    monitor: Arc::clone(&monitor),
+                    address: SocketAddr::new(address, port),
+                    fqdn: member.fqdn.clone(),
+                    several: member.addresses.len() > 1,
+                });
+            }
         }
     };
     for pool in &config.pools {
@@ -146,13 +154,17 @@ pub(crate) struct Report {
     /// The last failure's reason when going down; `None` when going up.
     pub reason: Option<String>,
     pub since: String,
+    /// Name the address in the event (a member with several).
+    pub several: bool,
 }
 
 /// Probe on the `cadence`'s deadlines (measured from `epoch`, shared by
 /// every target), feeding the hysteresis, and send each transition to
 /// `reports`. Ends when `stop` is cancelled or the receiver is gone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_target(
     key: TargetKey,
+    several: bool,
     mut hysteresis: Hysteresis,
     epoch: Instant,
     mut cadence: Cadence,
@@ -183,6 +195,7 @@ pub(crate) async fn run_target(
                     transition,
                     reason: (transition.to == Health::Down).then_some(reason).flatten(),
                     since: crate::clock::now_rfc3339(),
+                    several,
                 };
                 if stop.is_cancelled() || reports.send(report).await.is_err() {
                     return;
@@ -487,6 +500,7 @@ async fn run(events: EventLog, publisher: PublisherHandle, shutdown: Cancellatio
                 };
                 let task = tokio::spawn(run_target(
                     key.clone(),
+                    spec.several,
                     hysteresis,
                     grid_epoch,
                     cadence,
@@ -554,25 +568,32 @@ fn transition_records(report: Report) -> (Update, NewEvent) {
         transition,
         reason,
         since,
+        several,
     } = report;
     let from = health_word(transition.from);
     let to = health_word(transition.to);
     match &reason {
         Some(reason) => {
-            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, reason = ?reason, "Health changed")
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, address = %key.address, from, to, reason = ?reason, "Health changed")
         }
         None => {
-            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, from, to, "Health changed")
+            tracing::info!(pool = %key.pool, member = %key.member, monitor = %key.monitor, address = %key.address, from, to, "Health changed")
         }
     }
+    let probed = if several {
+        format!("{} on {}", key.monitor, key.address)
+    } else {
+        key.monitor.clone()
+    };
     let message = match &reason {
-        Some(reason) => format!("{}: {from} -> {to} ({reason})", key.monitor),
-        None => format!("{}: {from} -> {to}", key.monitor),
+        Some(reason) => format!("{probed}: {from} -> {to} ({reason})"),
+        None => format!("{probed}: {from} -> {to}"),
     };
     let event = NewEvent::new(EventKind::Health, message)
         .member(&key.pool, &key.member)
         .detail(serde_json::json!({
             "monitor": key.monitor,
+            "address": key.address.to_string(),
             "from": from,
             "to": to,
             "reason": reason,
@@ -580,6 +601,7 @@ fn transition_records(report: Report) -> (Update, NewEvent) {
     let update = Update::Health {
         member: (key.pool, key.member),
         monitor: key.monitor,
+        address: key.address,
         status: HealthStatus {
             state: transition.to,
             reason,

@@ -53,11 +53,22 @@ fn with_members(members: &[(&str, &str)], service: bool) -> String {
     text
 }
 
+/// The key of member a (127.0.0.11) or b (127.0.0.12).
 fn key(member: &str, monitor: &str) -> TargetKey {
+    let address = match member {
+        "a" => "127.0.0.11",
+        "b" => "127.0.0.12",
+        _ => "127.0.0.1",
+    };
+    key_at(member, monitor, address)
+}
+
+fn key_at(member: &str, monitor: &str, address: &str) -> TargetKey {
     TargetKey {
         pool: "p".into(),
         member: member.into(),
         monitor: monitor.into(),
+        address: address.parse().expect("ip"),
     }
 }
 
@@ -135,7 +146,13 @@ fn plan_touches_only_what_changed() {
         stop,
         vec![key("a", "web"), key("b", "sip"), key("b", "web")]
     );
-    assert_eq!(start, vec![key("b", "sip"), key("c", "sip")]);
+    assert_eq!(
+        start,
+        vec![
+            key_at("b", "sip", "127.0.0.22"),
+            key_at("c", "sip", "127.0.0.13")
+        ]
+    );
 
     // A monitor change restarts every target of that monitor only.
     let changed = desired_targets(&config(
@@ -176,6 +193,7 @@ async fn transitions_arrive_on_the_probe_that_completes_a_run() {
     let begin = Instant::now();
     let task = tokio::spawn(run_target(
         key("a", "sip"),
+        false,
         Hysteresis::new(2, 3, StartState::Up),
         begin,
         Cadence::new(Duration::from_millis(300), Duration::from_secs(1)),
@@ -220,6 +238,7 @@ async fn a_stopped_target_sends_nothing_more() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_target(
         key("a", "sip"),
+        false,
         Hysteresis::new(1, 1, StartState::Up),
         Instant::now(),
         Cadence::new(Duration::ZERO, Duration::from_secs(1)),
@@ -415,6 +434,7 @@ proptest::proptest! {
                             monitor: Arc::clone(&monitor),
                             address: SocketAddr::from(([127, 0, 0, 11 + address], 5061)),
                             fqdn: None,
+                            several: false,
                         },
                     )
                 })
@@ -436,4 +456,38 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_dual_stack_member_has_a_target_per_address() {
+    let text = with_members(&[("a", "127.0.0.11")], false).replacen(
+        "address = \"127.0.0.11\"",
+        "addresses = [\"127.0.0.11\", \"::1\"]",
+        1,
+    );
+    let targets = desired_targets(&config(&text));
+    let v4 = key("a", "sip");
+    let v6 = key_at("a", "sip", "::1");
+    assert_eq!(
+        targets.keys().cloned().collect::<Vec<_>>(),
+        vec![v4.clone(), v6.clone()]
+    );
+    assert_eq!(
+        targets[&v4].address,
+        "127.0.0.11:15061".parse().expect("addr")
+    );
+    assert_eq!(targets[&v6].address, "[::1]:15061".parse().expect("addr"));
+    assert!(targets[&v6].several);
+    // Its events name the address.
+    let (_, event) = transition_records(Report {
+        key: v6,
+        transition: Transition {
+            from: Health::Up,
+            to: Health::Down,
+        },
+        reason: Some("connection refused".into()),
+        since: String::new(),
+        several: true,
+    });
+    assert_eq!(event.message, "sip on ::1: up -> down (connection refused)");
 }

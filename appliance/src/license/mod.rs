@@ -260,6 +260,24 @@ impl Licensing {
         ))
     }
 
+    /// This appliance's id (what a licence must be bound to).
+    pub(crate) fn appliance_id(&self) -> &str {
+        &self.appliance_id
+    }
+
+    /// Check a licence text (from a backup) as an activation would, storing
+    /// nothing: the licence, or why this appliance cannot use it.
+    pub(crate) fn check(&self, text: &str) -> Result<Result<Licence, LicenceError>, StoreError> {
+        let now = self.now()?;
+        Ok(document::verify(text, &self.keys, &self.appliance_id, now))
+    }
+
+    /// A licence's contents, signature checked but not its appliance or
+    /// dates (to name what a licence bound elsewhere is).
+    pub(crate) fn decode(&self, text: &str) -> Result<Licence, LicenceError> {
+        document::decode(text, &self.keys)
+    }
+
     /// Verify and store a licence; on error nothing changes.
     pub fn install(&self, text: &str) -> Result<Result<Licence, LicenceError>, StoreError> {
         let now = self.now()?;

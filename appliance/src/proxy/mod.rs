@@ -666,13 +666,13 @@ fn choose(
         Chosen {
             pool: pool.name.clone(),
             member: member.name.clone(),
-            address: member.address,
+            address: state.connect_to.get(index).copied()?,
             counters: Arc::clone(&member.counters),
         },
     ))
 }
 
-/// Resolves when the service's monitor marks `chosen` down. A member removed
+/// Resolves when the service's monitor marks `chosen`'s address down. A member removed
 /// from the config keeps its connections (reloads never cut traffic).
 async fn went_down(
     mut views: watch::Receiver<Arc<PoolView>>,
@@ -688,8 +688,7 @@ async fn went_down(
             {
                 None => false,
                 Some(member) => member
-                    .health
-                    .get(&service.monitor)
+                    .health_of(&service.monitor, chosen.address)
                     .is_some_and(|h| h.state == Health::Down),
             }
         };

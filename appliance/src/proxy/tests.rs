@@ -139,15 +139,16 @@ impl Proxy {
     async fn health(&self, member: &str, up: bool) {
         let state = if up { Health::Up } else { Health::Down };
         self.publisher
-            .apply(Update::Health {
-                member: ("pool".into(), member.into()),
-                monitor: "web".into(),
-                status: HealthStatus {
+            .apply(Update::health_of(
+                &self.config,
+                ("pool".into(), member.into()),
+                "web",
+                HealthStatus {
                     state,
                     reason: None,
                     since: None,
                 },
-            })
+            ))
             .await
             .expect("publisher runs");
     }

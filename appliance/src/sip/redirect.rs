@@ -212,7 +212,7 @@ fn redirect(view: &PoolView, request: &Request, echo: &Answer<'_>, target: &str)
         .enumerate()
         .map(|(position, &index)| {
             let member = &pool.members[index];
-            let host = match (&member.fqdn, member.address) {
+            let host = match (&member.fqdn, member.address_like(echo.source.ip())) {
                 (Some(fqdn), _) => fqdn.clone(),
                 (None, std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
                 (None, address) => address.to_string(),

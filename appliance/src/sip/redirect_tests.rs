@@ -117,7 +117,7 @@ fn contact_hosts(text: &str) -> Vec<String> {
 
 fn host_of(view: &PoolView, member: usize) -> String {
     let m = &view.pools[0].members[member];
-    m.fqdn.clone().unwrap_or_else(|| m.address.to_string())
+    m.fqdn.clone().unwrap_or_else(|| m.addresses[0].to_string())
 }
 
 #[test]
@@ -269,11 +269,12 @@ async fn a_failed_home_moves_the_user_to_the_next_member() {
 
     let home = before.pools[0].members[ranking.logical[0]].name.clone();
     handle
-        .apply(Update::Health {
-            member: ("pool01".into(), home),
-            monitor: "fe-sip".into(),
-            status: down(),
-        })
+        .apply(Update::health_of(
+            &before.config,
+            ("pool01".into(), home),
+            "fe-sip",
+            down(),
+        ))
         .await
         .expect("publisher applies health");
     let after = handle.current();
@@ -287,11 +288,12 @@ async fn a_failed_home_moves_the_user_to_the_next_member() {
 
     for member in ["fe01", "fe02", "fe03", "fe04"] {
         handle
-            .apply(Update::Health {
-                member: ("pool01".into(), member.into()),
-                monitor: "fe-sip".into(),
-                status: down(),
-            })
+            .apply(Update::health_of(
+                &before.config,
+                ("pool01".into(), member.into()),
+                "fe-sip",
+                down(),
+            ))
             .await
             .expect("publisher applies health");
     }

@@ -287,7 +287,7 @@ pub(crate) fn member_for_host(view: &PoolView, host: &str) -> Option<(usize, usi
                 m.fqdn
                     .as_deref()
                     .is_some_and(|f| f.eq_ignore_ascii_case(host))
-                    || ip == Some(m.address)
+                    || ip.is_some_and(|ip| m.addresses.contains(&ip))
             })
             .map(|m| (p, m))
     })

@@ -7,6 +7,7 @@
 //! refused.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,6 +42,8 @@ pub enum Update {
     Health {
         member: MemberKey,
         monitor: String,
+        /// Which of the member's addresses was probed.
+        address: IpAddr,
         status: HealthStatus,
     },
     Drain {
@@ -49,6 +52,29 @@ pub enum Update {
     },
     /// The set of CA bundles changed (one uploaded, replaced or deleted).
     CaBundles(Arc<CaBundles>),
+}
+
+#[cfg(test)]
+impl Update {
+    /// A health update for the first address of `member` in `config` (or
+    /// an unspecified address when the config has no such member).
+    pub(crate) fn health_of(
+        config: &Config,
+        member: MemberKey,
+        monitor: &str,
+        status: HealthStatus,
+    ) -> Self {
+        let address = config
+            .pool(&member.0)
+            .and_then(|p| p.members.iter().find(|m| m.name == member.1))
+            .map_or(IpAddr::from([0, 0, 0, 0]), |m| m.addresses[0]);
+        Self::Health {
+            member,
+            monitor: monitor.to_owned(),
+            address,
+            status,
+        }
+    }
 }
 
 impl Inputs {
@@ -121,12 +147,15 @@ impl Inputs {
             Update::Health {
                 member,
                 monitor,
+                address,
                 status,
             } => {
-                if !self.has_member(&member) || self.config.monitor(&monitor).is_none() {
+                if !self.has_address(&member, address) || self.config.monitor(&monitor).is_none() {
                     return false;
                 }
-                self.health.insert((member, monitor), status.clone()) != Some(status)
+                self.health
+                    .insert((member, monitor, address), status.clone())
+                    != Some(status)
             }
             Update::Drain { member, progress } => {
                 if !self.has_member(&member) {
@@ -149,9 +178,9 @@ impl Inputs {
 
     fn take_config(&mut self, config: Arc<Config>, version: i64, diff: &ConfigDiff) {
         for key in diff.members_removed.iter().chain(&diff.members_changed) {
-            self.health.retain(|(member, _), _| member != key);
+            self.health.retain(|(member, _, _), _| member != key);
         }
-        self.health.retain(|(_, monitor), _| {
+        self.health.retain(|(_, monitor, _), _| {
             !diff.monitors_removed.contains(monitor) && !diff.monitors_changed.contains(monitor)
         });
         diff.apply_admin(&mut self.admin);
@@ -174,6 +203,14 @@ impl Inputs {
         self.config
             .pool(pool)
             .is_some_and(|p| p.members.iter().any(|m| &m.name == member))
+    }
+
+    fn has_address(&self, (pool, member): &MemberKey, address: IpAddr) -> bool {
+        self.config.pool(pool).is_some_and(|p| {
+            p.members
+                .iter()
+                .any(|m| &m.name == member && m.addresses.contains(&address))
+        })
     }
 
     /// Keep counter handles of members that stay, add new ones, drop the rest.

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -83,7 +84,8 @@ fn config_for(pools: &[Vec<MemberSpec>], fail_open: bool, start: StartState) -> 
                     .map(|(m, spec)| MemberFile {
                         name: format!("fe{m}"),
                         fqdn: spec.has_fqdn.then(|| format!("fe{m}.pool{p}.test")),
-                        address: format!("127.0.{p}.{}", m + 11),
+                        address: Some(format!("127.0.{p}.{}", m + 11)),
+                        addresses: Vec::new(),
                         weight: 1,
                         state: spec.state,
                     })
@@ -120,12 +122,14 @@ fn inputs_for(pools: &[Vec<MemberSpec>], config: config::Config) -> Inputs {
         for (m, spec) in members.iter().enumerate() {
             let key: MemberKey = (format!("pool{p}"), format!("fe{m}"));
             inputs.admin.insert(key.clone(), spec.state);
+            let address: IpAddr = format!("127.0.{p}.{}", m + 11).parse().expect("ip");
+            inputs.health.insert(
+                (key.clone(), "sip".into(), address),
+                status(spec.pool_health),
+            );
             inputs
                 .health
-                .insert((key.clone(), "sip".into()), status(spec.pool_health));
-            inputs
-                .health
-                .insert((key, "web".into()), status(spec.web_health));
+                .insert((key, "web".into(), address), status(spec.web_health));
         }
     }
     inputs
@@ -152,7 +156,7 @@ proptest! {
             prop_assert_eq!(pool.members.len(), configured.members.len());
             for ((member, configured), spec) in pool.members.iter().zip(&configured.members).zip(specs) {
                 prop_assert_eq!(&member.name, &configured.name);
-                prop_assert_eq!(member.address, configured.address);
+                prop_assert_eq!(&member.addresses, &configured.addresses);
                 prop_assert_eq!(member.admin_state, spec.state);
                 let up = spec.pool_health.unwrap_or(start == StartState::Up);
                 prop_assert_eq!(member.eligible, spec.state == AdminState::Enabled && up);
@@ -162,7 +166,7 @@ proptest! {
             for member in &pool.members {
                 if member.admin_state != AdminState::Enabled {
                     // Draining and disabled members never get new work.
-                    prop_assert!(!answer.addresses.contains(&member.address));
+                    prop_assert!(!answer.addresses.contains(&member.addresses[0]));
                 }
                 if let Some(fqdn) = &member.fqdn {
                     prop_assert_eq!(
@@ -220,7 +224,7 @@ proptest! {
             }
         }
         for key in diff.members_changed.iter().chain(&diff.members_added) {
-            prop_assert!(!inputs.health.keys().any(|(member, _)| member == key));
+            prop_assert!(!inputs.health.keys().any(|(member, _, _)| member == key));
         }
         prop_assert_eq!(inputs.counters.len(), new.pools.iter().map(|p| p.members.len()).sum::<usize>());
     }
@@ -246,8 +250,18 @@ fn updates_for_unknown_members_are_ignored() {
     assert!(!inputs.apply(Update::Health {
         member: ("pool0".into(), "fe0".into()),
         monitor: "nope".into(),
+        address: "127.0.0.11".parse().expect("ip"),
         status: status(Some(false)),
     }));
+    assert!(
+        !inputs.apply(Update::Health {
+            member: ("pool0".into(), "fe0".into()),
+            monitor: "sip".into(),
+            address: "127.0.0.99".parse().expect("ip"),
+            status: status(Some(false)),
+        }),
+        "an address the member does not have"
+    );
     assert!(!inputs.admin.contains_key(&ghost));
 }
 
@@ -339,4 +353,126 @@ fn drain_progress_goes_when_the_member_stops_draining() {
         progress: Some(progress()),
     }));
     assert!(inputs.drain.is_empty());
+}
+
+/// Pool `p` with fe1 on 127.0.0.11 and ::11 (fe1.p.test) and fe2 on
+/// 127.0.0.12; services on 127.0.0.1 and ::1 with monitor `web`.
+fn dual_stack_inputs() -> Inputs {
+    let text = "[listen]\nadmin = \"127.0.0.1:0\"\n\n[[zone]]\nname = \"test\"\n\n\
+        [[monitor]]\nname = \"sip\"\ntype = \"tcp\"\nport = 5061\n\n\
+        [[monitor]]\nname = \"web\"\ntype = \"tcp\"\nport = 443\n\n\
+        [[pool]]\nname = \"p\"\nfqdn = \"p.test\"\nmonitor = \"sip\"\n\
+        [[pool.member]]\nname = \"fe1\"\nfqdn = \"fe1.p.test\"\naddresses = [\"127.0.0.11\", \"::11\"]\n\
+        [[pool.member]]\nname = \"fe2\"\naddress = \"127.0.0.12\"\n\n\
+        [[virtual_service]]\nname = \"v4\"\naddress = \"127.0.0.1\"\nport = 443\npool = \"p\"\nmonitor = \"web\"\n\n\
+        [[virtual_service]]\nname = \"v6\"\naddress = \"::1\"\nport = 443\npool = \"p\"\nmonitor = \"web\"\n";
+    let config = config::from_toml(text, "dual.toml").unwrap_or_else(|e| panic!("{e}"));
+    Inputs::new(Arc::new(config), 1, BTreeMap::new())
+}
+
+fn set_health(inputs: &mut Inputs, member: &str, monitor: &str, address: &str, up: bool) {
+    assert!(inputs.apply(Update::Health {
+        member: ("p".into(), member.into()),
+        monitor: monitor.into(),
+        address: address.parse().expect("ip"),
+        status: status(Some(up)),
+    }));
+}
+
+#[test]
+fn a_dual_stack_member_is_answered_and_connected_per_address() {
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    let mut inputs = dual_stack_inputs();
+    for (member, address) in [
+        ("fe1", "127.0.0.11"),
+        ("fe1", "::11"),
+        ("fe2", "127.0.0.12"),
+    ] {
+        set_health(&mut inputs, member, "sip", address, true);
+        set_health(&mut inputs, member, "web", address, true);
+    }
+    let view = PoolView::build(&inputs, 1);
+    assert_eq!(
+        view.dns["p.test"].addresses,
+        vec![ip("127.0.0.11"), ip("::11"), ip("127.0.0.12")],
+        "A and AAAA of the dual-stack member"
+    );
+    assert_eq!(
+        view.dns["fe1.p.test"].addresses,
+        vec![ip("127.0.0.11"), ip("::11")]
+    );
+    let service = |view: &PoolView, name: &str| -> (Vec<usize>, Vec<IpAddr>) {
+        let s = view
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .expect("service");
+        (s.candidates.clone(), s.connect_to.clone())
+    };
+    // Each listener's family first.
+    assert_eq!(
+        service(&view, "v4").1,
+        vec![ip("127.0.0.11"), ip("127.0.0.12")]
+    );
+    assert_eq!(service(&view, "v6").1, vec![ip("::11"), ip("127.0.0.12")]);
+
+    // Its IPv6 address goes down: the pool answers only its IPv4 one, the
+    // member stays up, and the IPv6 service connects to IPv4.
+    set_health(&mut inputs, "fe1", "sip", "::11", false);
+    set_health(&mut inputs, "fe1", "web", "::11", false);
+    let view = PoolView::build(&inputs, 2);
+    assert_eq!(
+        view.dns["p.test"].addresses,
+        vec![ip("127.0.0.11"), ip("127.0.0.12")]
+    );
+    let fe1 = &view.pools[0].members[0];
+    assert_eq!(fe1.health["sip"].state, Health::Up);
+    assert_eq!(
+        fe1.health_of("sip", ip("::11")).map(|h| h.state),
+        Some(Health::Down)
+    );
+    assert!(fe1.eligible);
+    assert_eq!(
+        service(&view, "v6"),
+        (vec![0, 1], vec![ip("127.0.0.11"), ip("127.0.0.12")])
+    );
+
+    // Both down: the member is down, with both reasons.
+    set_health(&mut inputs, "fe1", "sip", "127.0.0.11", false);
+    let view = PoolView::build(&inputs, 3);
+    let fe1 = &view.pools[0].members[0];
+    assert_eq!(fe1.health["sip"].state, Health::Down);
+    assert_eq!(
+        fe1.health["sip"].reason.as_deref(),
+        Some("127.0.0.11: down; ::11: down")
+    );
+    assert_eq!(view.dns["p.test"].addresses, vec![ip("127.0.0.12")]);
+
+    // Draining takes both out of the pool's answer; disabling out of its own too.
+    set_health(&mut inputs, "fe1", "sip", "127.0.0.11", true);
+    set_health(&mut inputs, "fe1", "sip", "::11", true);
+    for (state, own) in [
+        (AdminState::Draining, vec![ip("127.0.0.11"), ip("::11")]),
+        (AdminState::Disabled, vec![]),
+    ] {
+        inputs.apply(Update::AdminState {
+            member: ("p".into(), "fe1".into()),
+            state,
+        });
+        let view = PoolView::build(&inputs, 4);
+        assert_eq!(
+            view.dns["p.test"].addresses,
+            vec![ip("127.0.0.12")],
+            "{state:?}"
+        );
+        assert_eq!(
+            view.dns
+                .get("fe1.p.test")
+                .map(|a| a.addresses.clone())
+                .unwrap_or_default(),
+            own,
+            "{state:?}"
+        );
+        assert!(view.services.iter().all(|s| !s.candidates.contains(&0)));
+    }
 }

@@ -58,6 +58,88 @@ impl HealthStatus {
     }
 }
 
+impl HealthStatus {
+    /// A member's health for one monitor from its addresses' (in the
+    /// member's order): up while any address is up; down when all are; else
+    /// unknown. A member with one address has exactly that address's. When
+    /// down, the reason names each address's; `since` is the latest change.
+    pub(crate) fn of_addresses(each: &[(IpAddr, &Self)]) -> Self {
+        if let [(_, only)] = each {
+            return (*only).clone();
+        }
+        let state = if each.iter().any(|(_, h)| h.state == Health::Up) {
+            Health::Up
+        } else if each.iter().any(|(_, h)| h.state == Health::Unknown) || each.is_empty() {
+            Health::Unknown
+        } else {
+            Health::Down
+        };
+        let reason = (state == Health::Down).then(|| {
+            each.iter()
+                .map(|(address, h)| match &h.reason {
+                    Some(reason) => format!("{address}: {reason}"),
+                    None => format!("{address}: down"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let since = each.iter().filter_map(|(_, h)| h.since.clone()).max();
+        Self {
+            state,
+            reason,
+            since,
+        }
+    }
+}
+
+impl MemberView {
+    /// The member's address of `like`'s family, else its first.
+    pub(crate) fn address_like(&self, like: IpAddr) -> IpAddr {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == like.is_ipv4())
+            .unwrap_or(self.addresses[0])
+    }
+
+    /// The health of one of the member's addresses for `monitor`.
+    pub(crate) fn health_of(&self, monitor: &str, address: IpAddr) -> Option<&HealthStatus> {
+        let i = self.addresses.iter().position(|a| *a == address)?;
+        self.address_health.get(i)?.get(monitor)
+    }
+
+    /// The member's addresses `monitor` counts up, in the member's order.
+    pub(crate) fn up_addresses<'a>(
+        &'a self,
+        monitor: &'a str,
+        start: StartState,
+    ) -> impl Iterator<Item = IpAddr> + 'a {
+        self.addresses
+            .iter()
+            .zip(&self.address_health)
+            .filter(move |(_, h)| h.get(monitor).is_some_and(|h| h.counts_up(start)))
+            .map(|(a, _)| *a)
+    }
+
+    /// Where a new connection through a listener on `listener` goes: the
+    /// member's address of the same family while `monitor` counts it up,
+    /// else another address it counts up, else the same family's (or the
+    /// first) address.
+    pub(crate) fn connect_address(
+        &self,
+        monitor: &str,
+        start: StartState,
+        listener: IpAddr,
+    ) -> IpAddr {
+        let same = |a: &IpAddr| a.is_ipv4() == listener.is_ipv4();
+        let mut up: Vec<IpAddr> = self.up_addresses(monitor, start).collect();
+        up.sort_by_key(|a| !same(a));
+        up.first()
+            .copied()
+            .unwrap_or_else(|| self.address_like(listener))
+    }
+}
+
 /// Drain progress of a member whose admin state is `draining`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DrainProgress {
@@ -108,18 +190,22 @@ impl MemberCounters {
 /// across generations.
 pub(crate) type CounterTable = BTreeMap<MemberKey, Arc<MemberCounters>>;
 
-/// Health per (member, monitor).
-pub(crate) type HealthTable = BTreeMap<(MemberKey, String), HealthStatus>;
+/// Health per (member, monitor, member address).
+pub(crate) type HealthTable = BTreeMap<(MemberKey, String, IpAddr), HealthStatus>;
 
 #[derive(Debug)]
 pub struct MemberView {
     pub name: String,
     pub fqdn: Option<String>,
-    pub address: IpAddr,
+    /// One address, or an IPv4 and an IPv6 one.
+    pub addresses: Vec<IpAddr>,
     pub weight: u32,
     pub admin_state: AdminState,
-    /// Per monitor that uses this member (the pool's and its services').
+    /// Per monitor that uses this member (the pool's and its services'):
+    /// up while any of its addresses is (`HealthStatus::of_addresses`).
     pub health: BTreeMap<String, HealthStatus>,
+    /// `address_health[i]`: the health of `addresses[i]` per monitor.
+    pub address_health: Vec<BTreeMap<String, HealthStatus>>,
     pub drain: Option<DrainProgress>,
     pub counters: Arc<MemberCounters>,
     /// Precomputed: enabled and up for the pool's monitor.
@@ -150,6 +236,10 @@ pub struct ServiceState {
     pub monitor: String,
     /// Indices into the pool's members eligible for new connections.
     pub candidates: Vec<usize>,
+    /// `connect_to[i]`: the address of the pool's member `i` a new
+    /// connection goes to: the one of the listener's family while it is up,
+    /// else another that is up, else the listener's family's.
+    pub connect_to: Vec<IpAddr>,
 }
 
 /// One DNS name's health-filtered answer.
@@ -219,15 +309,33 @@ impl PoolView {
                 .map(|member| {
                     let key = (pool.name.clone(), member.name.clone());
                     let admin_state = inputs.admin.get(&key).copied().unwrap_or(member.state);
+                    let address_health: Vec<BTreeMap<String, HealthStatus>> = member
+                        .addresses
+                        .iter()
+                        .map(|&address| {
+                            monitors
+                                .iter()
+                                .map(|monitor| {
+                                    let status = inputs
+                                        .health
+                                        .get(&(key.clone(), (*monitor).to_owned(), address))
+                                        .cloned()
+                                        .unwrap_or_else(HealthStatus::unknown);
+                                    ((*monitor).to_owned(), status)
+                                })
+                                .collect()
+                        })
+                        .collect();
                     let health: BTreeMap<String, HealthStatus> = monitors
                         .iter()
                         .map(|monitor| {
-                            let status = inputs
-                                .health
-                                .get(&(key.clone(), (*monitor).to_owned()))
-                                .cloned()
-                                .unwrap_or_else(HealthStatus::unknown);
-                            ((*monitor).to_owned(), status)
+                            let each: Vec<(IpAddr, &HealthStatus)> = member
+                                .addresses
+                                .iter()
+                                .zip(&address_health)
+                                .filter_map(|(a, h)| Some((*a, h.get(*monitor)?)))
+                                .collect();
+                            ((*monitor).to_owned(), HealthStatus::of_addresses(&each))
                         })
                         .collect();
                     let eligible = admin_state == AdminState::Enabled
@@ -244,10 +352,11 @@ impl PoolView {
                     MemberView {
                         name: member.name.clone(),
                         fqdn: member.fqdn.clone(),
-                        address: member.address,
+                        addresses: member.addresses.clone(),
                         weight: member.weight,
                         admin_state,
                         health,
+                        address_health,
                         drain,
                         counters: inputs.counters.get(&key).cloned().unwrap_or_default(),
                         eligible,
@@ -277,8 +386,8 @@ impl PoolView {
             .filter_map(|service| {
                 let pool_index = pools.iter().position(|pool| pool.name == service.pool)?;
                 let start = start_of(&service.monitor);
-                let candidates = pools[pool_index]
-                    .members
+                let members = &pools[pool_index].members;
+                let candidates = members
                     .iter()
                     .enumerate()
                     .filter(|(_, m)| {
@@ -289,6 +398,10 @@ impl PoolView {
                     })
                     .map(|(i, _)| i)
                     .collect();
+                let connect_to = members
+                    .iter()
+                    .map(|m| m.connect_address(&service.monitor, start, service.address))
+                    .collect();
                 Some(ServiceState {
                     name: service.name.clone(),
                     address: service.address,
@@ -296,22 +409,24 @@ impl PoolView {
                     pool: pool_index,
                     monitor: service.monitor.clone(),
                     candidates,
+                    connect_to,
                 })
             })
             .collect();
 
         let mut dns = BTreeMap::new();
         for (pool_index, pool) in pools.iter().enumerate() {
+            let pool_start = start_of(&pool.monitor);
             let addresses: Vec<IpAddr> = if pool.failed_open {
                 pool.members
                     .iter()
                     .filter(|m| m.admin_state == AdminState::Enabled)
-                    .map(|m| m.address)
+                    .flat_map(|m| m.addresses.iter().copied())
                     .collect()
             } else {
                 pool.eligible
                     .iter()
-                    .map(|&i| pool.members[i].address)
+                    .flat_map(|&i| pool.members[i].up_addresses(&pool.monitor, pool_start))
                     .collect()
             };
             for name in std::iter::once(&pool.fqdn).chain(&pool.aliases) {
@@ -331,7 +446,7 @@ impl PoolView {
                     dns.insert(
                         fqdn.clone(),
                         DnsAnswer {
-                            addresses: vec![member.address],
+                            addresses: member.addresses.clone(),
                             pool: pool_index,
                             member: Some(member_index),
                         },

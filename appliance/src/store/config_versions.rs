@@ -15,8 +15,8 @@ use super::{SettingWrite, Store, StoreError};
 use crate::config::{self, Config, ConfigDiff};
 use crate::events::{EventKind, NewEvent};
 
-/// One committed config version as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One committed config version as stored (and as a backup carries it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredVersion {
     pub id: i64,
     pub created_at: String,
@@ -100,14 +100,7 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT id, created_at, source, toml FROM config_versions WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![base, limit as i64], |row| {
-            Ok(StoredVersion {
-                id: row.get(0)?,
-                created_at: row.get(1)?,
-                source: row.get(2)?,
-                toml: row.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![base, limit as i64], stored_version)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

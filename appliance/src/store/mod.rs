@@ -2,7 +2,9 @@
 //! desired config versions (`config_versions`), members' admin state
 //! (`admin_state`), the event log (`events`), admin users with their
 //! sessions and API tokens (`auth`), settings and licences (`settings`), CA
-//! bundles for TLS health checks (`ca_bundles`), the audit log (`audit`), and
+//! bundles for TLS health checks (`ca_bundles`), the audit log (`audit`),
+//! what a full backup reads and a restore replaces in one transaction
+//! (`restore`), and
 //! the users seen in REGISTERs, bounded in count and age (`seen`). This file
 //! keeps the `Store` handle, opening and migrations, and `transact`.
 //!
@@ -30,6 +32,7 @@ pub(crate) mod ca_bundles;
 mod config_versions;
 mod events;
 mod migrations;
+mod restore;
 mod seen;
 pub(crate) mod seen_writer;
 mod settings;
@@ -46,9 +49,11 @@ pub use auth::{
     BUILTIN_ADMIN, Keep, MIN_PASSWORD_LEN, PasswordChange, Role, Session, TokenAuth, TokenInfo,
     UserChange, UserInfo, new_secret, secret_hash, valid_username,
 };
+pub(crate) use config_versions::StoredVersion;
 pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;
+pub(crate) use restore::{AdminRow, LicenceRow, OTHER_APPLIANCE_LICENCES, Restore};
 pub(crate) use seen::SeenLimits;
 pub use settings::SettingWrite;
 

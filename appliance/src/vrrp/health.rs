@@ -94,12 +94,21 @@ fn write(path: &Path, temp: &Path, ms: u64) -> std::io::Result<()> {
     std::fs::rename(temp, path)
 }
 
+/// A request to withhold the health file (`Vrrp::give_up`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GiveUp {
+    pub until: tokio::time::Instant,
+    pub reason: String,
+}
+
 /// Keep `path` fresh while `liveness` holds and `enabled` says VRRP is on,
-/// until `stop`; the file is removed when any of those ends.
+/// until `stop`; the file is removed when any of those ends, and while
+/// `giving_up` names a time still to come.
 pub(crate) async fn run(
     path: PathBuf,
     liveness: Liveness,
     mut enabled: tokio::sync::watch::Receiver<bool>,
+    mut giving_up: tokio::sync::watch::Receiver<Option<GiveUp>>,
     stop: CancellationToken,
 ) {
     let temp = path.with_extension("tmp");
@@ -111,8 +120,23 @@ pub(crate) async fn run(
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
             changed = enabled.changed() => if changed.is_err() { break },
+            changed = giving_up.changed() => if changed.is_err() { break },
         }
         let on = *enabled.borrow_and_update();
+        let yielding = giving_up
+            .borrow_and_update()
+            .as_ref()
+            .filter(|give_up| tokio::time::Instant::now() < give_up.until)
+            .map(|give_up| give_up.reason.clone());
+        if on && let Some(reason) = yielding {
+            let _ = std::fs::remove_file(&path);
+            let problem = format!("giving the addresses up: {reason}");
+            if reported.as_ref() != Some(&problem) {
+                tracing::info!(%reason, "Health file withheld: keepalived gives the addresses up");
+                reported = Some(problem);
+            }
+            continue;
+        }
         let problem = match (on, liveness.ended()) {
             (false, _) => None,
             (true, Some(task)) => Some(format!("the {task} task ended")),

@@ -99,6 +99,9 @@ pub struct Vrrp {
     paths: render::Paths,
     /// Where the configuration is handed over; `None`: shown only.
     layout: Option<VrrpLayout>,
+    /// Until when (and why) the health file is withheld so keepalived
+    /// gives the addresses up (`give_up`).
+    giving_up: watch::Sender<Option<health::GiveUp>>,
 }
 
 fn holder_of(settings: &Option<VrrpSettings>) -> Holder {
@@ -141,7 +144,46 @@ impl Vrrp {
             states: watch::Sender::new(state::States::new()),
             paths,
             layout,
+            giving_up: watch::Sender::new(None),
         }))
+    }
+
+    /// keepalived's last reported state per instance, as it changes.
+    pub(crate) fn states(&self) -> watch::Receiver<state::States> {
+        self.states.subscribe()
+    }
+
+    /// Make keepalived give the addresses up for `hold`: the health file is
+    /// withheld, the check fails, the instances go to FAULT (their adverts
+    /// say priority 0, so the peer takes over at once), and after `hold`
+    /// the file is written again and keepalived comes back as BACKUP while
+    /// the peer holds them (`nopreempt`). How the HA side makes keepalived
+    /// follow a role it gave up (a failover, the split-brain rule).
+    pub(crate) fn give_up(&self, hold: std::time::Duration, reason: &str) {
+        if self.settings.borrow().is_none() {
+            return;
+        }
+        tracing::warn!(
+            reason,
+            hold_ms = hold.as_millis() as u64,
+            "Giving up the VRRP addresses"
+        );
+        self.giving_up.send_replace(Some(health::GiveUp {
+            until: tokio::time::Instant::now() + hold,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    /// How long [`Vrrp::give_up`] must hold for the peer to take over even
+    /// if it missed the priority-0 advert: its master-down interval (three
+    /// adverts and the skew), one check interval, and a margin.
+    pub(crate) fn give_up_hold(&self) -> std::time::Duration {
+        let advert = self
+            .settings
+            .borrow()
+            .as_ref()
+            .map_or(1000, |s| u64::from(s.advert_interval_cs()) * 10);
+        std::time::Duration::from_millis(advert * 4 + 2000)
     }
 
     /// The stored settings, in the watch [`Vrrp::load`] takes (made before
@@ -383,6 +425,7 @@ impl Vrrp {
             self.paths.health_file.clone(),
             liveness,
             enabled,
+            self.giving_up.subscribe(),
             stop,
         ));
         tokio::spawn(async move {

@@ -23,6 +23,9 @@
 //!   master to a `nopreempt` backup).
 //! * `vrrp_notify_fifo`: every state change as a line poolgate reads
 //!   (`state`).
+//! * `vrrp_rt_priority`: the VRRP process runs with realtime scheduling,
+//!   so adverts are sent and read on time however busy the host is (a late
+//!   read makes a backup take the addresses from a live master).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +34,16 @@ use std::path::PathBuf;
 
 use super::settings::VrrpSettings;
 use crate::web::FieldProblem;
+
+/// The realtime priority (SCHED_RR) of keepalived's VRRP process: above
+/// every ordinary process, below the kernel's own realtime threads.
+const VRRP_RT_PRIORITY: u8 = 20;
+/// The CPU time (µs) the realtime VRRP process may use between blocking
+/// system calls before the kernel kills it (RLIMIT_RTTIME). keepalived's
+/// 10 ms default was exceeded on a busy virtual machine while taking the
+/// addresses over (the child was killed and respawned as BACKUP); 200 ms
+/// still stops a runaway loop.
+const VRRP_RLIMIT_RTTIME_US: u32 = 200_000;
 
 /// Name of the sync group and prefix of the instances.
 pub(crate) const GROUP: &str = "poolgate";
@@ -155,6 +168,11 @@ pub(crate) fn render(
     let _ = writeln!(w, "    vrrp_notify_fifo {}", paths.notify_fifo.display());
     let _ = writeln!(w, "    script_user {}", paths.script_user);
     let _ = writeln!(w, "    enable_script_security");
+    // Realtime scheduling for the VRRP process: on a busy host a backup
+    // that reads the master's adverts late takes the addresses from a
+    // master that is still running (and with nopreempt keeps them).
+    let _ = writeln!(w, "    vrrp_rt_priority {VRRP_RT_PRIORITY}");
+    let _ = writeln!(w, "    vrrp_rlimit_rttime {VRRP_RLIMIT_RTTIME_US}");
     let _ = writeln!(w, "}}\n");
     let _ = writeln!(w, "vrrp_script poolgate_serving {{");
     let _ = writeln!(
@@ -185,7 +203,11 @@ pub(crate) fn render(
         let _ = writeln!(w, "    interface {}", settings.interface);
         let _ = writeln!(w, "    virtual_router_id {}", settings.virtual_router_id);
         let _ = writeln!(w, "    priority {}", settings.priority);
-        let _ = writeln!(w, "    advert_int {}", settings.advert_interval_s);
+        let _ = writeln!(
+            w,
+            "    advert_int {}",
+            settings.advert_interval_s.keepalived()
+        );
         if !settings.preempt {
             let _ = writeln!(w, "    nopreempt");
         }

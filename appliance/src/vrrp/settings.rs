@@ -13,9 +13,57 @@ use serde::{Deserialize, Serialize};
 
 use crate::web::FieldProblem;
 
-/// Advertisement interval bounds, seconds (VRRPv3 allows up to 40.95 s;
-/// failover takes about three intervals, so more than 10 s is no HA).
-pub(crate) const MAX_ADVERT_INTERVAL_S: u8 = 10;
+/// Advertisement interval bounds, centiseconds (VRRPv3 counts in
+/// centiseconds up to 40.95 s; failover takes about three intervals, so
+/// more than 10 s is no HA, and under 0.1 s a busy host misses adverts).
+pub(crate) const MIN_ADVERT_INTERVAL_CS: u16 = 10;
+pub(crate) const MAX_ADVERT_INTERVAL_CS: u16 = 1000;
+/// The default: 0.5 s, so a lost master is replaced within 3 s (three
+/// adverts and the skew: about 1.7 s; decision 1000 has the figures).
+pub(crate) const DEFAULT_ADVERT_INTERVAL_CS: u16 = 50;
+
+/// The advert interval: seconds in JSON (`0.5`, `1`), centiseconds inside,
+/// as VRRPv3 carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertInterval(pub u16);
+
+impl AdvertInterval {
+    /// As keepalived's `advert_int` takes it: seconds, at most two decimals.
+    pub(crate) fn keepalived(self) -> String {
+        let (s, cs) = (self.0 / 100, self.0 % 100);
+        match cs {
+            0 => s.to_string(),
+            cs if cs % 10 == 0 => format!("{s}.{}", cs / 10),
+            cs => format!("{s}.{cs:02}"),
+        }
+    }
+}
+
+impl Serialize for AdvertInterval {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(100) {
+            serializer.serialize_u16(self.0 / 100)
+        } else {
+            serializer.serialize_f64(f64::from(self.0) / 100.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdvertInterval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        let cs = (seconds * 100.0).round();
+        if !seconds.is_finite()
+            || (seconds * 100.0 - cs).abs() > 1e-6
+            || !(0.0..=65535.0).contains(&cs)
+        {
+            return Err(serde::de::Error::custom(
+                "seconds from 0.1 to 10 in steps of 0.01 (VRRPv3 counts centiseconds)",
+            ));
+        }
+        Ok(Self(cs as u16))
+    }
+}
 
 /// How this appliance takes part in the pair's VRRP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,9 +92,10 @@ pub struct VrrpSettings {
     pub virtual_router_id: u8,
     /// 1–254; the higher one becomes master when both start.
     pub priority: u8,
-    /// Seconds between adverts, 1–10 (default 1).
+    /// Seconds between adverts, 0.1–10 in steps of 0.01 (default 0.5).
     #[serde(default = "default_advert_interval")]
-    pub advert_interval_s: u8,
+    #[schema(value_type = f64)]
+    pub advert_interval_s: AdvertInterval,
     /// Take the addresses back from a lower-priority master once this one
     /// is up again (default off: failback is the admin's decision).
     #[serde(default)]
@@ -57,8 +106,15 @@ pub struct VrrpSettings {
     pub management_address: Option<IpAddr>,
 }
 
-fn default_advert_interval() -> u8 {
-    1
+fn default_advert_interval() -> AdvertInterval {
+    AdvertInterval(DEFAULT_ADVERT_INTERVAL_CS)
+}
+
+impl VrrpSettings {
+    /// The advert interval in centiseconds.
+    pub(crate) fn advert_interval_cs(&self) -> u16 {
+        self.advert_interval_s.0
+    }
 }
 
 fn problem(field: &str, message: impl Into<String>) -> FieldProblem {
@@ -162,10 +218,10 @@ pub(crate) fn validate(settings: &VrrpSettings) -> Vec<FieldProblem> {
             "from 1 to 254 (255 is for the owner of the addresses, which neither appliance is)",
         ));
     }
-    if settings.advert_interval_s == 0 || settings.advert_interval_s > MAX_ADVERT_INTERVAL_S {
+    if !(MIN_ADVERT_INTERVAL_CS..=MAX_ADVERT_INTERVAL_CS).contains(&settings.advert_interval_cs()) {
         out.push(problem(
             "advert_interval_s",
-            format!("from 1 to {MAX_ADVERT_INTERVAL_S} seconds"),
+            "from 0.1 to 10 seconds, in steps of 0.01",
         ));
     }
     if let Some(ip) = settings.management_address {

@@ -48,7 +48,7 @@ impl VrrpState {
         })
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Master => "MASTER",
             Self::Backup => "BACKUP",

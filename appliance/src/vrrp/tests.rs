@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use super::render::{Paths, Vips, render, render_nft};
-use super::settings::{VrrpSettings, validate};
+use super::settings::{AdvertInterval, VrrpSettings, validate};
 
 fn settings() -> VrrpSettings {
     VrrpSettings {
@@ -12,7 +12,7 @@ fn settings() -> VrrpSettings {
         peer_v6: None,
         virtual_router_id: 51,
         priority: 150,
-        advert_interval_s: 1,
+        advert_interval_s: AdvertInterval(100),
         preempt: false,
         management_address: None,
     }
@@ -50,6 +50,8 @@ global_defs {
     vrrp_notify_fifo /var/lib/poolgate/vrrp-notify.fifo
     script_user poolgate
     enable_script_security
+    vrrp_rt_priority 20
+    vrrp_rlimit_rttime 200000
 }
 
 vrrp_script poolgate_serving {
@@ -159,7 +161,7 @@ fn every_bad_field_is_named() {
     s.interface = "eth 0".to_owned();
     s.virtual_router_id = 0;
     s.priority = 255;
-    s.advert_interval_s = 0;
+    s.advert_interval_s = AdvertInterval(5);
     assert_eq!(
         fields(&s),
         [
@@ -196,7 +198,7 @@ fn every_bad_field_is_named() {
     assert_eq!(fields(&s), ["management_address"], "an appliance's own");
 
     let mut s = settings();
-    s.advert_interval_s = 11;
+    s.advert_interval_s = AdvertInterval(1001);
     assert_eq!(fields(&s), ["advert_interval_s"]);
 }
 
@@ -210,8 +212,35 @@ fn unknown_fields_and_wrong_types_are_refused_when_parsed() {
         r#"{"interface":"eth0","source_v4":"198.51.100.11","peer_v4":"198.51.100.12","virtual_router_id":51,"priority":100}"#,
     )
     .expect("defaults");
-    assert_eq!(parsed.advert_interval_s, 1);
+    assert_eq!(parsed.advert_interval_s, AdvertInterval(50));
     assert!(!parsed.preempt);
+}
+
+#[test]
+fn the_advert_interval_is_seconds_in_centisecond_steps() {
+    let with = |value: &str| {
+        serde_json::from_str::<VrrpSettings>(&format!(
+            r#"{{"interface":"eth0","source_v4":"198.51.100.11","peer_v4":"198.51.100.12","virtual_router_id":51,"priority":100,"advert_interval_s":{value}}}"#
+        ))
+    };
+    for (json, cs, text) in [
+        ("1", 100, "1"),
+        ("0.5", 50, "0.5"),
+        ("0.25", 25, "0.25"),
+        ("2.1", 210, "2.1"),
+    ] {
+        let parsed = with(json).expect(json);
+        assert_eq!(parsed.advert_interval_s, AdvertInterval(cs), "{json}");
+        assert_eq!(parsed.advert_interval_s.keepalived(), text);
+        let back = serde_json::to_value(&parsed).expect("serialise");
+        assert_eq!(back["advert_interval_s"].to_string(), json, "round trip");
+    }
+    for json in ["0.005", "-1", "\"1\"", "1e9"] {
+        assert!(with(json).is_err(), "{json}");
+    }
+    let mut s = settings();
+    s.advert_interval_s = AdvertInterval(10);
+    assert!(validate(&s).is_empty(), "0.1 s is allowed");
 }
 
 #[test]

@@ -656,8 +656,21 @@ pub(crate) async fn license_status(State(state): State<AppState>) -> Result<Json
     let licensing = state.licensing.clone();
     let status = tokio::task::spawn_blocking(move || licensing.status()).await??;
     let usage = crate::license::Usage::of(&state.publisher.current().config);
+    let licensed = status.state == crate::license::LicenceState::Licensed;
     let mut body = serde_json::to_value(status).expect("status serialises");
     body["usage"] = serde_json::to_value(usage).expect("usage serialises");
+    // Until a licence of its own is in force: licences a restored backup brought that are bound to another
+    // appliance: what to ask the vendor to re-issue (`crate::backup`).
+    let other = blocking(&state, |store| {
+        store.setting(crate::store::OTHER_APPLIANCE_LICENCES)
+    })
+    .await?;
+    if let Some(other) = other
+        .filter(|_| !licensed)
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+    {
+        body["other_appliance_licences"] = other;
+    }
     Ok(Json(body))
 }
 

@@ -53,6 +53,10 @@
 //!   replace (PEM body; 422 naming what is wrong), delete (409 naming the
 //!   monitors that use it) (`ca_bundles`)
 //! * `POST /api/v1/system/upgrade` — upload an upgrade bundle (`system`)
+//! * `POST /api/v1/system/backup`, `POST /api/v1/system/restore/preview`,
+//!   `POST /api/v1/system/restore`, `GET /api/v1/system/support-bundle` —
+//!   the encrypted full backup, its preview and restore, and the support
+//!   bundle without secrets; admin-only (`backup`)
 //! * `GET|PUT /api/v1/system/network`, `POST /api/v1/system/network/preview`,
 //!   `POST /api/v1/system/network/confirm` — the appliance's network, applied
 //!   and reverted unless confirmed in time (`network`)
@@ -72,6 +76,7 @@ pub(crate) mod api;
 mod appliance;
 mod audit;
 pub(crate) mod auth;
+mod backup;
 mod ca_bundles;
 mod configure;
 mod error;
@@ -487,6 +492,38 @@ pub fn protected_routes() -> Vec<Route> {
             system::upgrade
         ),
         spec!(
+            ADMIN,
+            POST,
+            "/api/v1/system/backup",
+            "Download an encrypted full backup (admin only; passphrase in the body, at least 10 characters)",
+            backup::backup,
+            request = backup::BackupBody
+        ),
+        spec!(
+            ADMIN,
+            POST,
+            "/api/v1/system/restore/preview",
+            "What restoring a backup would change (admin only); writes nothing",
+            backup::preview,
+            request = backup::RestoreBody,
+            response = crate::backup::PreviewBody
+        ),
+        spec!(
+            ADMIN,
+            POST,
+            "/api/v1/system/restore",
+            "Restore a backup in one transaction (admin only); 422 naming the reason and nothing changed if it cannot; every session ends",
+            backup::restore,
+            request = backup::RestoreBody
+        ),
+        spec!(
+            ADMIN,
+            GET,
+            "/api/v1/system/support-bundle",
+            "A tar.gz for support: events, status, versions, upgrades, config and network settings, secrets removed (admin only)",
+            backup::support_bundle
+        ),
+        spec!(
             VIEWER,
             GET,
             "/api/v1/system/network",
@@ -563,7 +600,7 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/ha/vrrp",
             "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
             vrrp::get,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             ADMIN,
@@ -572,7 +609,7 @@ pub fn protected_routes() -> Vec<Route> {
             "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
             vrrp::put,
             request = crate::vrrp::VrrpSettings,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
         spec!(
             ADMIN,
@@ -580,7 +617,7 @@ pub fn protected_routes() -> Vec<Route> {
             "/api/v1/ha/vrrp",
             "Turn VRRP off: poolgate holds its addresses itself",
             vrrp::delete,
-            response = crate::vrrp::VrrpView
+            response = vrrp::VrrpPage
         ),
     ]
 }

@@ -44,7 +44,11 @@ pub(crate) struct PoolStatus {
 pub(crate) struct MemberStatus {
     pub name: String,
     pub fqdn: Option<String>,
+    /// The member's first address (its only one unless dual-stack).
     pub address: String,
+    /// Every address with its health per monitor (a dual-stack member has
+    /// two; `health` is up while any of them is).
+    pub addresses: Vec<AddressStatus>,
     pub weight: u32,
     /// `enabled`, `draining` or `disabled`.
     pub admin_state: &'static str,
@@ -55,6 +59,13 @@ pub(crate) struct MemberStatus {
     pub health: BTreeMap<String, HealthStatus>,
     pub active_connections: u64,
     pub registrations: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AddressStatus {
+    pub address: String,
+    /// Per monitor that probes this member.
+    pub health: BTreeMap<String, HealthStatus>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -161,7 +172,16 @@ impl MemberStatus {
         Self {
             name: member.name.clone(),
             fqdn: member.fqdn.clone(),
-            address: member.address.to_string(),
+            address: member.addresses[0].to_string(),
+            addresses: member
+                .addresses
+                .iter()
+                .zip(&member.address_health)
+                .map(|(address, health)| AddressStatus {
+                    address: address.to_string(),
+                    health: health_bodies(health),
+                })
+                .collect(),
             weight: member.weight,
             admin_state: member.admin_state.as_str(),
             eligible: member.eligible,
@@ -174,22 +194,25 @@ impl MemberStatus {
                 since: drain.since.clone(),
                 overdue: drain.overdue,
             }),
-            health: member
-                .health
-                .iter()
-                .map(|(monitor, health)| {
-                    let body = HealthStatus {
-                        state: health_text(health.state),
-                        reason: health.reason.clone(),
-                        since: health.since.clone(),
-                    };
-                    (monitor.clone(), body)
-                })
-                .collect(),
+            health: health_bodies(&member.health),
             active_connections: active,
             registrations: member.counters.registrations.load(Relaxed),
         }
     }
+}
+
+fn health_bodies(health: &BTreeMap<String, state::HealthStatus>) -> BTreeMap<String, HealthStatus> {
+    health
+        .iter()
+        .map(|(monitor, health)| {
+            let body = HealthStatus {
+                state: health_text(health.state),
+                reason: health.reason.clone(),
+                since: health.since.clone(),
+            };
+            (monitor.clone(), body)
+        })
+        .collect()
 }
 
 fn health_text(health: state::Health) -> &'static str {
