@@ -477,3 +477,34 @@ fn config_puts_and_drains_are_audited_with_who_where_and_how() {
     assert_eq!(entry["target"], "admin");
     assert_eq!(entry["address"], Value::Null);
 }
+
+#[test]
+fn a_restored_backup_gives_each_user_the_role_they_had() {
+    use base64::Engine;
+    let (_dir, _poolgate, address) = start();
+    let admin = AdminClient::setup_and_login(address, PASSWORD);
+    add_user(&admin, "ops", OPS_PASSWORD, "operator");
+    let passphrase = "a backup passphrase";
+    let response = admin.post("/api/v1/system/backup", &json!({"passphrase": passphrase}));
+    assert_eq!(response.status().as_u16(), 200);
+    let archive = response.bytes().expect("archive");
+    // Promoted after the backup: the restore puts the operator back.
+    assert_eq!(
+        admin
+            .put("/api/v1/users/ops", &json!({"role": "admin"}))
+            .status()
+            .as_u16(),
+        200
+    );
+    let body = json!({
+        "passphrase": passphrase,
+        "archive": base64::engine::general_purpose::STANDARD.encode(&archive),
+    });
+    let restored = admin.post("/api/v1/system/restore", &body);
+    assert_eq!(restored.status().as_u16(), 200);
+    let mut admin = AdminClient::new(address);
+    admin.login("admin", PASSWORD);
+    assert_eq!(admin.json("/api/v1/users/ops")["role"], "operator");
+    let ops = logged_in(address, "ops", OPS_PASSWORD);
+    assert_eq!(ops.put("/api/v1/config", &json!({})).status().as_u16(), 403);
+}
