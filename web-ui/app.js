@@ -69,11 +69,15 @@ function el(tag, attrs, ...children) {
 // ---------------------------------------------------------------- tabs
 
 function selectTab(name) {
+  const tabButton = document.querySelector(`#tabs button[data-tab="${name}"]`);
+  if (tabButton && !mayUse(tabButton.dataset.needs)) return; // the role may not open it
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === name);
   for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
   if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); loadSyslog(); loadSnmp(); }
+  if (name === "users") loadUsers();
+  if (name === "audit") loadAudit();
   haTab(name);
 }
 
@@ -199,9 +203,9 @@ function renderStatus(status) {
         healthCell(m.health), drainCell(key, m),
         el("td", { class: "connections" }, el("span", { class: "count" }, m.active_connections), chart(history.get(key) || [])),
         el("td", {},
-          el("button", { onclick: () => act(pool.name, m.name, "drain"), "data-action": "drain" }, "Drain"), " ",
-          el("button", { onclick: () => act(pool.name, m.name, "enable"), "data-action": "enable" }, "Enable"), " ",
-          el("button", { class: "danger", onclick: () => act(pool.name, m.name, "disable"), "data-action": "disable" }, "Disable")));
+          el("button", { onclick: () => act(pool.name, m.name, "drain"), "data-action": "drain", "data-needs": "operator" }, "Drain"), " ",
+          el("button", { onclick: () => act(pool.name, m.name, "enable"), "data-action": "enable", "data-needs": "operator" }, "Enable"), " ",
+          el("button", { class: "danger", onclick: () => act(pool.name, m.name, "disable"), "data-action": "disable", "data-needs": "operator" }, "Disable")));
     });
     pools.append(
       el("h3", {}, `${pool.name} — ${pool.fqdn}`, pool.failed_open ? " (no member eligible: answering with all enabled)" : ""),
@@ -246,7 +250,7 @@ async function loadEvents() {
   if (status !== 200) return;
   $("events").replaceChildren(...data.events.map((e) => {
     const who = e.member && !e.message.includes(`${e.pool}/${e.member}`) ? `${e.pool}/${e.member} ` : "";
-    return el("li", { "data-kind": e.kind }, el("time", {}, e.at), el("span", { class: "kind" }, e.kind), who, e.message);
+    return el("li", { "data-kind": e.kind }, el("time", { datetime: e.at }, localTime(e.at)), el("span", { class: "kind" }, e.kind), el("span", {}, who, e.message));
   }));
 }
 
@@ -1496,6 +1500,163 @@ $("licence-form").addEventListener("submit", async (event) => {
   loadLicence();
 });
 
+// ---------------------------------------------------------------- users and roles
+
+// The logged-in role decides what the page shows (`data-needs` elements are
+// hidden by the stylesheet for lower roles); the appliance decides what it
+// allows, whatever the page shows.
+let role = null;
+const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
+
+function setRole(value) {
+  role = value || null;
+  if (role) document.body.dataset.role = role;
+  else delete document.body.dataset.role;
+  $("who-role").textContent = role ? `(${role})` : "";
+}
+
+function mayUse(needs) {
+  if (!needs) return true;
+  return role !== null && ROLE_RANK[role] >= ROLE_RANK[needs];
+}
+
+// An RFC 3339 time as this browser's local time, to the second, in a form
+// that keeps its width ("2026-12-02 07:41:05").
+function localTime(text) {
+  const at = new Date(text);
+  if (Number.isNaN(at.getTime())) return text;
+  const two = (n) => String(n).padStart(2, "0");
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())} ${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`;
+}
+
+function roleSelect(current, onchange) {
+  const select = el("select", { "data-field": "role", onchange: (event) => onchange(event.target.value) },
+    ...["viewer", "operator", "admin"].map((r) => el("option", { value: r, selected: r === current }, r)));
+  return select;
+}
+
+async function loadUsers() {
+  const { status, data } = await api("GET", "/api/v1/users");
+  if (status !== 200) { $("users-error").textContent = errorText(data); return; }
+  $("users-error").textContent = "";
+  $("users-table").tBodies[0].replaceChildren(...data.users.map((u) => el("tr", { "data-user": u.username },
+    el("td", {}, u.username, u.builtin ? el("span", { class: "hint" }, " (built-in)") : ""),
+    el("td", {}, u.builtin ? u.role : roleSelect(u.role, (value) => changeUser(u.username, { role: value }))),
+    el("td", {}, u.sessions), el("td", {}, u.tokens),
+    el("td", {}, el("time", { datetime: u.updated_at }, localTime(u.updated_at))),
+    el("td", {},
+      el("button", { "data-action": "password", onclick: () => {
+        const password = prompt(`New password for ${u.username} (at least 10 characters):`);
+        if (password) changeUser(u.username, { password });
+      } }, "Set password"), " ",
+      u.builtin ? "" : el("button", { class: "danger", "data-action": "remove", onclick: () => removeUser(u.username) }, "Remove")))));
+}
+
+async function changeUser(name, body) {
+  const what = body.role ? `make ${name} ${body.role}` : `set a new password for ${name}`;
+  if (!confirm(`${what}? Their sessions end and their API tokens are revoked.`)) { loadUsers(); return; }
+  const { status, data } = await api("PUT", `/api/v1/users/${encodeURIComponent(name)}`, body);
+  $("users-error").textContent = status === 200 ? "" : errorText(data);
+  loadUsers();
+}
+
+async function removeUser(name) {
+  if (!confirm(`Remove ${name}? Their sessions end and their API tokens go with them.`)) return;
+  const { status, data } = await api("DELETE", `/api/v1/users/${encodeURIComponent(name)}`);
+  $("users-error").textContent = status === 204 ? "" : errorText(data);
+  loadUsers();
+}
+
+$("user-add").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const body = { username: form.get("username").trim(), password: form.get("password"), role: form.get("role") };
+  const { status, data } = await api("POST", "/api/v1/users", body);
+  if (status !== 201) { $("user-add-error").textContent = errorText(data); return; }
+  $("user-add-error").textContent = "";
+  event.target.reset();
+  loadUsers();
+});
+
+// The audit log, newest first, a page at a time: `pages` holds the `before`
+// of each page shown so far, so "Newer" goes back.
+const AUDIT_PAGE = 50;
+let auditPages = [null];
+
+function auditQuery(before) {
+  const query = new URLSearchParams();
+  for (const [key, value] of new FormData($("audit-filter"))) {
+    if (!value.trim()) continue;
+    // datetime-local is the browser's local time: sent as UTC.
+    query.set(key, key === "since" || key === "until" ? new Date(value).toISOString() : value.trim());
+  }
+  const exportQuery = new URLSearchParams(query);
+  exportQuery.set("format", "csv");
+  $("audit-csv").href = `/api/v1/audit?${exportQuery}`;
+  exportQuery.set("format", "json");
+  exportQuery.set("limit", "1000");
+  $("audit-json").href = `/api/v1/audit?${exportQuery}`;
+  query.set("limit", String(AUDIT_PAGE));
+  if (before) query.set("before", String(before));
+  return query;
+}
+
+function auditDetail(entry) {
+  const detail = entry.detail;
+  if (!detail) return el("td", { class: "wrap" });
+  const cell = el("td", { class: "wrap" }, Object.entries(detail).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", "));
+  if (detail.before_version && detail.after_version && detail.before_version !== detail.after_version) {
+    cell.append(" ", el("button", { "data-action": "diff", onclick: () => showDiff(detail.before_version, detail.after_version) }, "Diff"));
+  }
+  return cell;
+}
+
+async function loadAudit(direction) {
+  if (direction === "older") auditPages.push(Number($("audit-older").dataset.before));
+  else if (direction === "newer") auditPages.pop();
+  else auditPages = [null];
+  const before = auditPages[auditPages.length - 1];
+  const { status, data } = await api("GET", `/api/v1/audit?${auditQuery(before)}`);
+  if (status !== 200) return;
+  $("audit-table").tBodies[0].replaceChildren(...data.entries.map((e) => el("tr", { "data-kind": e.kind, "data-user": e.username },
+    el("td", {}, el("time", { datetime: e.at }, localTime(e.at))),
+    el("td", {}, e.username), el("td", {}, e.role || ""), el("td", {}, e.address || ""),
+    el("td", {}, e.interface + (e.token_id ? ` #${e.token_id}` : "")),
+    el("td", {}, e.kind), el("td", {}, e.action + (e.target ? ` ${e.target}` : "")),
+    el("td", {}, e.status === null || e.status === undefined ? "" : String(e.status)),
+    auditDetail(e))));
+  $("audit-older").hidden = !data.next_before;
+  $("audit-older").dataset.before = data.next_before || "";
+  $("audit-newer").hidden = auditPages.length <= 1;
+}
+
+// A line diff of two config versions (longest common subsequence; configs
+// are a few hundred lines).
+async function showDiff(beforeId, afterId) {
+  const [a, b] = await Promise.all([beforeId, afterId].map((id) => api("GET", `/api/v1/config/versions/${id}`)));
+  const out = $("audit-diff");
+  out.hidden = false;
+  if (a.status !== 200 || b.status !== 200) { out.textContent = errorText(a.status !== 200 ? a.data : b.data); return; }
+  const x = a.data.toml.split("\n"), y = b.data.toml.split("\n");
+  const n = x.length, m = y.length;
+  if (n * m > 4_000_000) { out.textContent = `version ${beforeId}:\n${a.data.toml}\n\nversion ${afterId}:\n${b.data.toml}`; return; }
+  const lcs = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  const lines = [el("div", {}, `version ${beforeId} → ${afterId}`)];
+  let i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && x[i] === y[j]) { lines.push(el("div", {}, `  ${x[i]}`)); i++; j++; }
+    else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) { lines.push(el("div", { class: "add" }, `+ ${y[j]}`)); j++; }
+    else { lines.push(el("div", { class: "del" }, `- ${x[i]}`)); i++; }
+  }
+  out.replaceChildren(...lines);
+}
+
+$("audit-filter").addEventListener("submit", (event) => { event.preventDefault(); loadAudit(); });
+$("audit-filter").addEventListener("change", () => loadAudit());
+$("audit-older").addEventListener("click", () => loadAudit("older"));
+$("audit-newer").addEventListener("click", () => loadAudit("newer"));
+
 // ---------------------------------------------------------------- system → HA
 
 // The HA pair: the role in the header of every page, and on the standby a
@@ -1956,7 +2117,8 @@ $("restore-apply").addEventListener("click", async () => {
 
 // ---------------------------------------------------------------- session
 
-async function enterDashboard(username) {
+async function enterDashboard(username, userRole) {
+  setRole(userRole);
   $("who").textContent = username;
   show("dashboard");
   selectTab("status");
@@ -1979,7 +2141,7 @@ async function boot() {
   const session = await api("GET", "/api/v1/session");
   if (session.status === 200) {
     csrf = session.data.csrf_token;
-    return enterDashboard(session.data.username);
+    return enterDashboard(session.data.username, session.data.role);
   }
   show("login");
 }
@@ -2003,7 +2165,7 @@ $("login-form").addEventListener("submit", async (event) => {
   csrf = data.csrf_token;
   event.target.reset();
   $("login-error").textContent = "";
-  enterDashboard(data.username);
+  enterDashboard(data.username, data.role);
 });
 
 $("logout").addEventListener("click", async () => {
@@ -2022,6 +2184,7 @@ $("logout").addEventListener("click", async () => {
   pending = null;
   renderEditor();
   $("preview").hidden = true;
+  setRole(null);
   show("login");
 });
 

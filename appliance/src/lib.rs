@@ -38,6 +38,7 @@
 #![warn(unreachable_pub)]
 
 pub mod app;
+pub mod audit;
 pub mod backup;
 pub mod certs;
 pub(crate) mod clock;

@@ -502,6 +502,15 @@ fn set_password(
         tokens: keep_tokens,
     };
     let changed = store.change_password(username, &password, &keep)?;
+    store.record_console_change(
+        poolgate::audit::AuditKind::User,
+        "admin set-password",
+        username,
+        serde_json::json!({
+            "sessions_ended": changed.sessions_ended,
+            "tokens_revoked": changed.tokens_revoked,
+        }),
+    )?;
     eprintln!(
         "Password set for {username}; {} session(s) ended, {} API token(s) revoked.",
         changed.sessions_ended, changed.tokens_revoked
@@ -601,6 +610,12 @@ fn license(command: LicenseCommand) -> anyhow::Result<ExitCode> {
             let licensing = licensing(&data_dir)?;
             match licensing.install(&text)? {
                 Ok(licence) => {
+                    existing_store(&data_dir)?.record_console_change(
+                        poolgate::audit::AuditKind::License,
+                        "license install",
+                        &licence.id,
+                        serde_json::json!({"customer": licence.customer}),
+                    )?;
                     println!("Installed licence {} for {}.", licence.id, licence.customer);
                     Ok(ExitCode::SUCCESS)
                 }
@@ -689,6 +704,12 @@ fn upgrade(
     };
     describe_plan(file, &plan);
     let pending = upgrader.install_file(file, &plan, &store, "console")?;
+    store.record_console_change(
+        poolgate::audit::AuditKind::Upgrade,
+        "upgrade",
+        &pending.to_version,
+        serde_json::json!({"file": file.display().to_string(), "slot": pending.to_slot.partlabel()}),
+    )?;
     println!(
         "Installed {} in slot {}; the database is backed up.",
         pending.to_version,

@@ -867,6 +867,18 @@ fn every_route_is_exercised() {
         ("POST /api/v1/tokens", "every_route_does_its_job"),
         ("DELETE /api/v1/tokens/{id}", "every_route_does_its_job"),
         (
+            "POST /api/v1/users",
+            "tests/roles.rs: changing_or_removing_a_user_ends_their_sessions_and_tokens",
+        ),
+        (
+            "PUT /api/v1/users/{name}",
+            "tests/roles.rs: changing_or_removing_a_user_ends_their_sessions_and_tokens",
+        ),
+        (
+            "DELETE /api/v1/users/{name}",
+            "tests/roles.rs: changing_or_removing_a_user_ends_their_sessions_and_tokens",
+        ),
+        (
             "PUT /api/v1/config",
             "config_export_preview_and_toml_import",
         ),
@@ -998,6 +1010,7 @@ fn every_route_is_exercised() {
                 "/api/v1/registrar/what-if?pool=pool01&member=fe01".to_owned()
             }
             "/assets/{file}" => "/assets/style.css".to_owned(),
+            "/api/v1/users/{name}" => "/api/v1/users/admin".to_owned(),
             "/api/v1/status/stream" => continue, // status_stream_sends_status_events
             other => concrete(other),
         };

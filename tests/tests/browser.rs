@@ -14,7 +14,9 @@
 //! directories, ports and `--ha-listen`) paired through the HA card of one
 //! with a code made on the other's, the standby read-only with a link to
 //! the active, a failover from the standby's page, and an unpair
-//! (`tests/browser/ha.mjs`).
+//! (`tests/browser/ha.mjs`);
+//! and roles (`tests/browser/roles.mjs`): the admin adds an operator, who
+//! drains a member and cannot open the configuration editor.
 //! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
@@ -271,6 +273,27 @@ fn the_system_page_shows_a_rollback_and_its_reason() {
     let _ = std::fs::remove_dir_all(&artifacts);
     let output = Command::new("node")
         .arg(browser_dir.join("rollback.mjs"))
+        .arg(format!("https://{}/", poolgate.address("admin")))
+        .arg(&artifacts)
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn an_operator_drains_a_member_but_cannot_open_the_config_editor() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut poolgate =
+        Poolgate::start_with_config(&dir.path().join("var"), &loopback_example(), &[]);
+    let artifacts = artifacts().join("roles");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("roles.mjs"))
         .arg(format!("https://{}/", poolgate.address("admin")))
         .arg(&artifacts)
         .output()

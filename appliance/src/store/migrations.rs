@@ -102,6 +102,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_at  TEXT NOT NULL
     );
     "#,
+    // 9: roles. Users, their sessions and their API tokens each carry one
+    // (`admin`, `operator`, `viewer`); every user before this was an admin.
+    // The audit log: every change, who made it, from where and through
+    // which interface, bounded like the event log.
+    r#"
+    ALTER TABLE admin_users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
+        CHECK (role IN ('admin', 'operator', 'viewer'));
+    ALTER TABLE sessions ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
+        CHECK (role IN ('admin', 'operator', 'viewer'));
+    ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'
+        CHECK (role IN ('admin', 'operator', 'viewer'));
+    CREATE TABLE audit_log (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         TEXT NOT NULL,
+        username   TEXT NOT NULL,
+        role       TEXT,
+        address    TEXT,
+        interface  TEXT NOT NULL,
+        token_id   INTEGER,
+        kind       TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT,
+        status     INTEGER,
+        detail     TEXT
+    );
+    CREATE INDEX audit_log_user ON audit_log (username, id);
+    CREATE INDEX audit_log_kind ON audit_log (kind, id);
+    "#,
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;

@@ -2,8 +2,9 @@
 //! desired config versions (`config_versions`), members' admin state
 //! (`admin_state`), the event log (`events`), admin users with their
 //! sessions and API tokens (`auth`), settings and licences (`settings`), CA
-//! bundles for TLS health checks (`ca_bundles`), what a full backup reads
-//! and a restore replaces in one transaction (`restore`), and
+//! bundles for TLS health checks (`ca_bundles`), the audit log (`audit`),
+//! what a full backup reads and a restore replaces in one transaction
+//! (`restore`), and
 //! the users seen in REGISTERs, bounded in count and age (`seen`). This file
 //! keeps the `Store` handle, opening and migrations, and `transact`.
 //!
@@ -25,10 +26,10 @@
 //! The API is synchronous; async callers use `spawn_blocking`.
 
 mod admin_state;
+mod audit;
 mod auth;
 pub(crate) mod ca_bundles;
 mod config_versions;
-pub(crate) use config_versions::StoredVersion;
 mod events;
 mod migrations;
 mod restore;
@@ -45,9 +46,10 @@ use crate::events::NewEvent;
 
 pub(crate) use auth::Credentials;
 pub use auth::{
-    Keep, MIN_PASSWORD_LEN, PasswordChange, Session, TokenAuth, TokenInfo, new_secret, secret_hash,
-    valid_username,
+    BUILTIN_ADMIN, Keep, MIN_PASSWORD_LEN, PasswordChange, Role, Session, TokenAuth, TokenInfo,
+    UserChange, UserInfo, new_secret, secret_hash, valid_username,
 };
+pub(crate) use config_versions::StoredVersion;
 pub use events::Event;
 pub(crate) use events::EventFilter;
 pub use migrations::LATEST as SCHEMA_VERSION;

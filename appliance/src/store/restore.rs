@@ -124,14 +124,14 @@ impl Store {
             }
             for u in &from.credentials.users {
                 tx.execute(
-                    "INSERT INTO admin_users (username, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![u.username, u.password_hash, u.created_at, u.updated_at],
+                    "INSERT INTO admin_users (username, password_hash, created_at, updated_at, role) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![u.username, u.password_hash, u.created_at, u.updated_at, u.role.as_str()],
                 )?;
             }
             for t in &from.credentials.tokens {
                 tx.execute(
-                    "INSERT INTO api_tokens (username, name, token_hash, created_at, revoked_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![t.username, t.name, t.token_hash, t.created_at, t.revoked_at, t.expires_at],
+                    "INSERT INTO api_tokens (username, name, token_hash, created_at, revoked_at, expires_at, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![t.username, t.name, t.token_hash, t.created_at, t.revoked_at, t.expires_at, t.role.as_str()],
                 )?;
             }
             for (name, pem) in &from.ca_bundles {
@@ -181,6 +181,7 @@ mod tests {
     fn user(name: &str, hash: &str) -> UserRow {
         UserRow {
             username: name.into(),
+            role: super::super::Role::Admin,
             password_hash: hash.into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             updated_at: "2026-01-01T00:00:00Z".into(),
@@ -217,7 +218,11 @@ mod tests {
             .set_first_password("admin", "a first password")
             .expect("password");
         let (secret, _) = store
-            .create_session("admin", std::time::Duration::from_secs(3600))
+            .create_session(
+                "admin",
+                super::super::Role::Admin,
+                std::time::Duration::from_secs(3600),
+            )
             .expect("session");
         store
             .restore(&restore(
@@ -250,7 +255,11 @@ mod tests {
             .set_first_password("admin", "a first password")
             .expect("password");
         let (secret, _) = store
-            .create_session("admin", std::time::Duration::from_secs(3600))
+            .create_session(
+                "admin",
+                super::super::Role::Admin,
+                std::time::Duration::from_secs(3600),
+            )
             .expect("session");
         let before = store.credentials().expect("before");
         // A token of a user the archive lacks: the foreign key refuses it,
@@ -258,6 +267,7 @@ mod tests {
         let orphan = TokenRow {
             username: "nobody".into(),
             name: "scripts".into(),
+            role: super::super::Role::Admin,
             token_hash: "abc".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             revoked_at: None,

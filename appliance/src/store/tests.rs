@@ -216,7 +216,7 @@ fn sessions_and_tokens_store_only_hashes() {
             .expect("second setup refused")
     );
     let (secret, session) = store
-        .create_session("admin", std::time::Duration::from_secs(60))
+        .create_session("admin", Role::Admin, std::time::Duration::from_secs(60))
         .expect("session");
     assert_eq!(store.session(&secret).expect("lookup"), Some(session));
     assert_eq!(store.session("not-a-session").expect("lookup"), None);
@@ -224,7 +224,7 @@ fn sessions_and_tokens_store_only_hashes() {
     assert_eq!(store.session(&secret).expect("lookup"), None);
 
     let (id, token) = store
-        .create_token("admin", "backup script", None)
+        .create_token("admin", "backup script", None, Role::Admin)
         .expect("token");
     assert_eq!(
         store.token_user(&token).expect("lookup").as_deref(),
@@ -239,8 +239,8 @@ fn sessions_and_tokens_store_only_hashes() {
         )
         .expect("count");
     assert_eq!(stored, 0, "the secret itself is never stored");
-    assert!(store.revoke_token(id).expect("revoke"));
-    assert!(!store.revoke_token(id).expect("revoke twice"));
+    assert!(store.revoke_token(id, None).expect("revoke"));
+    assert!(!store.revoke_token(id, None).expect("revoke twice"));
     assert_eq!(store.token_user(&token).expect("lookup"), None);
 }
 
@@ -252,7 +252,7 @@ fn expired_sessions_are_refused() {
         .set_password("admin", "a long enough secret")
         .expect("set");
     let (secret, _) = store
-        .create_session("admin", std::time::Duration::ZERO)
+        .create_session("admin", Role::Admin, std::time::Duration::ZERO)
         .expect("session");
     assert_eq!(store.session(&secret).expect("lookup"), None);
 }
@@ -319,9 +319,15 @@ fn a_new_password_ends_sessions_and_revokes_tokens_unless_kept() {
         .set_password("admin", "a long enough secret")
         .expect("set");
     let hour = std::time::Duration::from_secs(3600);
-    let (mine, _) = store.create_session("admin", hour).expect("session");
-    let (other, _) = store.create_session("admin", hour).expect("session");
-    let (_, token) = store.create_token("admin", "script", None).expect("token");
+    let (mine, _) = store
+        .create_session("admin", Role::Admin, hour)
+        .expect("session");
+    let (other, _) = store
+        .create_session("admin", Role::Admin, hour)
+        .expect("session");
+    let (_, token) = store
+        .create_token("admin", "script", None, Role::Admin)
+        .expect("token");
 
     let keep = Keep {
         session: Some(mine.clone()),
@@ -374,10 +380,10 @@ fn tokens_expire_and_note_their_last_use() {
         .expect("set");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (old_id, old) = store
-        .create_token("admin", "expired", Some(now - 1))
+        .create_token("admin", "expired", Some(now - 1), Role::Admin)
         .expect("token");
     let (id, live) = store
-        .create_token("admin", "live", Some(now + 3600))
+        .create_token("admin", "live", Some(now + 3600), Role::Admin)
         .expect("token");
     assert_eq!(store.use_token(&old).expect("lookup"), None);
     assert!(!store.token_active(old_id).expect("active"));
@@ -569,16 +575,19 @@ fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_session
         Store::open(dir_b.path()).expect("b"),
     );
     assert!(a.set_first_password("admin", "a long password").expect("a"));
-    let (token, _) = a.create_token("admin", "script", None).expect("token");
+    let (token, _) = a
+        .create_token("admin", "script", None, Role::Admin)
+        .expect("token");
     // B set up later: its own password is newer, so taking A's keeps the
     // session of the admin who just joined.
     assert!(
         b.set_first_password("admin", "another password")
             .expect("b")
     );
-    b.create_token("admin", "b's own", None).expect("token");
+    b.create_token("admin", "b's own", None, Role::Admin)
+        .expect("token");
     let (session, _) = b
-        .create_session("admin", std::time::Duration::from_secs(600))
+        .create_session("admin", Role::Admin, std::time::Duration::from_secs(600))
         .expect("session");
     assert!(
         b.replace_credentials(&a.credentials().expect("read"))
@@ -596,7 +605,7 @@ fn credentials_from_the_ha_active_replace_ours_and_a_newer_password_ends_session
     );
     // A revokes its token and changes the password: B follows, and the
     // session ends.
-    assert!(a.revoke_token(token).expect("revoke"));
+    assert!(a.revoke_token(token, None).expect("revoke"));
     std::thread::sleep(std::time::Duration::from_millis(5));
     a.set_password("admin", "a newer long password")
         .expect("password");

@@ -180,13 +180,49 @@ pub(crate) async fn login(
     state.login_limiter.succeeded(&reservation);
     let username = body.username;
     let name = username.clone();
-    let (secret, session) = blocking(&state, move |store| {
-        store.create_session(&name, auth::SESSION_LIFETIME)
+    let created = blocking(&state, move |store| {
+        let Some(role) = store.user_role(&name)? else {
+            return Ok(None);
+        };
+        let identity = auth::identity::Identity::Local {
+            username: name.clone(),
+            role,
+        };
+        let Some(role) = auth::identity::role_of(&identity, &[]) else {
+            return Ok(None);
+        };
+        store
+            .create_session(&name, role, auth::SESSION_LIFETIME)
+            .map(Some)
     })
     .await?;
-    tracing::info!(%source, ?username, "Logged in");
+    // The user was removed between the check and the session.
+    let Some((secret, session)) = created else {
+        return Err(ApiError::Unauthorized);
+    };
+    tracing::info!(%source, ?username, role = %session.role, "Logged in");
+    let actor = crate::audit::Actor {
+        username: username.clone(),
+        role: Some(session.role),
+        address: Some(source),
+        interface: crate::audit::Interface::Ui,
+        token_id: None,
+    };
+    auth::record(
+        &state,
+        crate::audit::NewAudit {
+            actor,
+            kind: crate::audit::AuditKind::Session,
+            action: "POST /api/v1/session".to_owned(),
+            target: Some(username.clone()),
+            status: Some(200),
+            detail: None,
+        },
+    )
+    .await;
     let mut response = Json(json!({
         "username": username,
+        "role": session.role,
         "csrf_token": session.csrf,
         "expires_at": session.expires_at,
     }))
@@ -271,7 +307,12 @@ pub(crate) async fn change_password(
 }
 
 pub(crate) async fn session_info(Extension(principal): Extension<Principal>) -> Json<Value> {
-    Json(json!({"username": principal.username, "csrf_token": principal.csrf}))
+    Json(json!({
+        "username": principal.username,
+        "role": principal.role,
+        "csrf_token": principal.csrf,
+        "token_id": principal.token_id,
+    }))
 }
 
 pub(crate) async fn logout(
@@ -303,6 +344,9 @@ pub(crate) struct TokenBody {
     /// An RFC 3339 time in the future.
     #[serde(default)]
     expires_at: Option<String>,
+    /// What the token may do: the creator's role (the default) or a lower one.
+    #[serde(default)]
+    role: Option<crate::store::Role>,
 }
 
 /// The most a token may be given: ten years.
@@ -364,21 +408,36 @@ pub(crate) async fn create_token(
         ));
     }
     let expires = token_expiry(&body)?;
+    let role = body.role.unwrap_or(principal.role);
+    if role > principal.role {
+        return Err(ApiError::invalid(
+            "role",
+            format!(
+                "a token can have your role ({}) or a lower one",
+                principal.role
+            ),
+        ));
+    }
     let name = body.name.clone();
     let (id, token) = blocking(&state, move |store| {
         store.create_token(
             &principal.username,
             &name,
             expires.map(time::OffsetDateTime::unix_timestamp),
+            role,
         )
     })
     .await?;
     let expires_at = expires.map(crate::clock::rfc3339);
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": body.name, "token": token, "expires_at": expires_at})),
+        Json(json!({"id": id, "name": body.name, "role": role, "token": token, "expires_at": expires_at})),
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(crate::audit::AuditDetail(
+        json!({"token_id": id, "name": body.name, "role": role}),
+    ));
+    Ok(response)
 }
 
 /// `GET /api/v1/tokens`
@@ -387,21 +446,33 @@ pub(crate) struct TokenList {
     pub tokens: Vec<crate::store::TokenInfo>,
 }
 
+/// An admin sees every token; anyone else their own.
 pub(crate) async fn list_tokens(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<TokenList>, ApiError> {
-    let tokens = blocking(&state, |store| store.tokens()).await?;
+    let mut tokens = blocking(&state, |store| store.tokens()).await?;
+    if principal.role < crate::store::Role::Admin {
+        tokens.retain(|token| token.username == principal.username);
+    }
     Ok(Json(TokenList { tokens }))
 }
 
+/// An admin revokes any token; anyone else only their own.
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no token {id:?}")))?;
-    if blocking(&state, move |store| store.revoke_token(id)).await? {
+    let owner = (principal.role < crate::store::Role::Admin).then(|| principal.username.clone());
+    if blocking(&state, move |store| {
+        store.revoke_token(id, owner.as_deref())
+    })
+    .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no active token {id}")))
@@ -433,13 +504,14 @@ pub(crate) async fn put_config(
     Extension(principal): Extension<Principal>,
     headers: axum::http::HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let toml = is_toml(&headers);
     let input = config_input(&headers, &body)?;
     let expected = expected_version(&headers)?;
     let source = Source::Api {
         user: principal.username,
     };
+    let before = state.control.desired().version;
     let outcome = state
         .control
         .set_config(input, expected, source)
@@ -456,12 +528,23 @@ pub(crate) async fn put_config(
         )
         .await;
     }
-    Ok(Json(json!({
+    let changed = !outcome.diff.is_empty();
+    let mut response = Json(json!({
         "version": outcome.version,
-        "changed": !outcome.diff.is_empty(),
+        "changed": changed,
         "generation": outcome.generation,
         "confirm_by": outcome.confirm_by.map(crate::clock::rfc3339),
-    })))
+    }))
+    .into_response();
+    // Both versions' ids: `GET /api/v1/config/versions/{id}` shows each.
+    response
+        .extensions_mut()
+        .insert(crate::audit::AuditDetail(json!({
+            "before_version": before,
+            "after_version": outcome.version,
+            "changed": changed,
+        })));
+    Ok(response)
 }
 
 /// `POST /api/v1/pools/{pool}/members/{member}/{action}`: drain, enable, disable.
@@ -469,7 +552,7 @@ pub(crate) async fn member_action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((pool, member, action)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = match action.as_str() {
         "drain" => AdminState::Draining,
         "enable" => AdminState::Enabled,
@@ -488,13 +571,23 @@ pub(crate) async fn member_action(
         .set_admin_state((pool.clone(), member.clone()), target, source)
         .await
         .map_err(|error| control_error(error, false))?;
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "pool": pool,
         "member": member,
         "admin_state": outcome.state.as_str(),
         "previous": outcome.previous.as_str(),
         "generation": outcome.generation,
-    })))
+    }))
+    .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::audit::AuditDetail(json!({
+            "pool": pool,
+            "member": member,
+            "admin_state": outcome.state.as_str(),
+            "previous": outcome.previous.as_str(),
+        })));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,20 @@
 //!
 //! A session or token checked once is not trusted forever: long-lived
 //! responses (the status stream) call [`still_valid`] as they go.
+//!
+//! Roles: every protected route declares the least [`Role`] it needs
+//! (`web::Access`), and this layer, built per route from the route tables,
+//! refuses a principal below it with 403 before the handler runs. A
+//! session carries the role its user had at login ([`identity`] maps an
+//! authenticated identity to one), a token the role it was created with,
+//! never above its user's current role.
+//!
+//! Audit: the layer extracts the [`Actor`] (user, role, address, interface)
+//! once, into a request extension, and records every authenticated
+//! state-changing request in the audit log with its answer's status (a
+//! refused one too), with whatever `AuditDetail` the handler attached.
 
+pub(crate) mod identity;
 pub(crate) mod limiter;
 pub(crate) mod setup_code;
 
@@ -32,6 +45,8 @@ use axum::response::Response;
 use tokio::sync::Semaphore;
 
 use super::{ApiError, AppState, blocking};
+use crate::audit::{Actor, AuditDetail, AuditKind, Interface, NewAudit};
+use crate::store::Role;
 
 pub(crate) const SESSION_COOKIE: &str = "poolgate_session";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
@@ -46,16 +61,93 @@ pub(crate) struct Principal {
     pub csrf: Option<String>,
     /// The API token's id, when authenticated by token.
     pub token_id: Option<i64>,
+    /// What the session or token may do.
+    pub role: Role,
+}
+
+impl Principal {
+    /// The actor of what this principal does from `address`.
+    pub(crate) fn actor(&self, address: Option<IpAddr>) -> Actor {
+        Actor {
+            username: self.username.clone(),
+            role: Some(self.role),
+            address,
+            interface: if self.token_id.is_some() {
+                Interface::Token
+            } else {
+                Interface::Ui
+            },
+            token_id: self.token_id,
+        }
+    }
+}
+
+/// What the layer in front of one protected route knows: the app, the
+/// least role the route needs, and the route's pattern (for the audit log).
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    pub state: AppState,
+    pub min: Role,
+    pub path: &'static str,
 }
 
 pub(crate) async fn require_auth(
-    State(state): State<AppState>,
+    State(guard): State<Guard>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state, request.method(), request.headers()).await?;
-    request.extensions_mut().insert(principal);
-    Ok(next.run(request).await)
+    let state = &guard.state;
+    let principal = authenticate(state, request.method(), request.headers()).await?;
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let actor = principal.actor(address);
+    let method = request.method().clone();
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let action = format!("{method} {}", request.uri().path());
+    let allowed = principal.role >= guard.min;
+    let response = if allowed {
+        request.extensions_mut().insert(principal);
+        request.extensions_mut().insert(actor.clone());
+        next.run(request).await
+    } else {
+        tracing::info!(username = ?actor.username, role = %actor.role.unwrap_or(Role::Viewer), %action, "Refused: role too low");
+        axum::response::IntoResponse::into_response(ApiError::Forbidden(needs(guard.min)))
+    };
+    if changes {
+        let detail = response
+            .extensions()
+            .get::<AuditDetail>()
+            .map(|d| d.0.clone());
+        let entry = NewAudit {
+            actor,
+            kind: AuditKind::of_path(guard.path),
+            action,
+            target: None,
+            status: Some(response.status().as_u16()),
+            detail,
+        };
+        record(state, entry).await;
+    }
+    Ok(response)
+}
+
+/// Record an audit entry. A failure to record is logged, never turned into
+/// a failure of the change, which has happened.
+pub(crate) async fn record(state: &AppState, entry: NewAudit) {
+    if let Err(error) = blocking(state, move |store| store.record_audit(&entry)).await {
+        tracing::warn!(%error, "Audit entry not recorded");
+    }
+}
+
+/// Why a role was refused: the least role the route needs.
+pub(crate) const fn needs(min: Role) -> &'static str {
+    match min {
+        Role::Viewer => "this needs a user role",
+        Role::Operator => "this needs the operator or admin role",
+        Role::Admin => "this needs the admin role",
+    }
 }
 
 async fn authenticate(
@@ -79,6 +171,7 @@ async fn authenticate(
             session: None,
             csrf: None,
             token_id: Some(token.id),
+            role: token.role,
         });
     }
     let secret = session_cookie(headers).ok_or(ApiError::Unauthorized)?;
@@ -98,6 +191,7 @@ async fn authenticate(
         session: Some(secret),
         csrf: Some(session.csrf),
         token_id: None,
+        role: session.role,
     })
 }
 

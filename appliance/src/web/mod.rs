@@ -10,11 +10,19 @@
 //!   and stylesheet (no data; the page logs in through the API)
 //!
 //! Protected routes (session cookie + CSRF header for changes, or a Bearer
-//! API token):
+//! API token), each with the least role it needs (`Access`, in the tables
+//! below): reads and self-service (log out, own password, own tokens) for
+//! every role, member actions for operators, all else for admins:
 //! * `GET /api/v1/session`, `DELETE /api/v1/session` — who am I, log out
 //! * `PUT /api/v1/session/password` — change the password (`auth`: other
 //!   sessions end, tokens are revoked unless `keep_tokens`)
 //! * `GET|POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` — API tokens
+//!   (an admin sees and revokes all; anyone else their own; a token has its
+//!   creator's role or a lower one)
+//! * `GET|POST /api/v1/users`, `GET|PUT|DELETE /api/v1/users/{name}` —
+//!   local users and their roles (`users`; admin only)
+//! * `GET /api/v1/audit` — the audit log: filters, paging, CSV/JSON export;
+//!   `GET /api/v1/config/versions/{id}` — a stored config version (`audit`)
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
 //! * `GET /api/v1/status/history` — connections per member, last ten minutes
@@ -73,6 +81,7 @@
 
 pub(crate) mod api;
 mod appliance;
+mod audit;
 pub(crate) mod auth;
 mod backup;
 mod ca_bundles;
@@ -91,6 +100,7 @@ mod syslog;
 mod system;
 pub(crate) mod tls;
 mod ui;
+mod users;
 mod vrrp;
 
 use axum::Router;
@@ -98,6 +108,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::json;
+
+pub use crate::store::Role;
 
 pub(crate) use error::{ApiError, ErrorBody, FieldProblem};
 pub(crate) use state::AppState;
@@ -113,11 +125,13 @@ pub(crate) struct ListenedOn(pub std::net::SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReachedAt(pub std::net::SocketAddr);
 
-/// One route: method, path, a one-line summary and the Rust types of its
-/// JSON request and response bodies (for the OpenAPI document), and its
-/// handler.
+/// One route: who may use it, method, path, a one-line summary and the Rust
+/// types of its JSON request and response bodies (for the OpenAPI
+/// document), and its handler.
 #[derive(Debug)]
 pub struct Route {
+    /// Required: a route cannot be declared without saying who may use it.
+    pub access: Access,
     pub method: Method,
     pub path: &'static str,
     pub summary: &'static str,
@@ -125,6 +139,23 @@ pub struct Route {
     pub response: Option<Body>,
     pub handler: MethodRouter<AppState>,
 }
+
+/// Who may use a route: anyone (the open routes), or a logged-in user
+/// (session or API token) holding at least a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    Role(Role),
+}
+
+const OPEN: Access = Access::Open;
+/// Reads, and what every user does for themselves (log out, change their
+/// own password, their own API tokens).
+const VIEWER: Access = Access::Role(Role::Viewer);
+/// Member actions: drain, enable, disable.
+const OPERATOR: Access = Access::Role(Role::Operator);
+/// Every other change.
+const ADMIN: Access = Access::Role(Role::Admin);
 
 /// A body type's schema, generated from the Rust type (`utoipa::ToSchema`).
 #[derive(Debug, Clone, Copy)]
@@ -145,9 +176,10 @@ fn body<T: utoipa::ToSchema>() -> Body {
 }
 
 macro_rules! spec {
-    ($method:ident, $path:literal, $summary:literal, $handler:expr
+    ($access:expr, $method:ident, $path:literal, $summary:literal, $handler:expr
         $(, request = $request:ty)? $(, response = $response:ty)?) => {
         Route {
+            access: $access,
             method: Method::$method,
             path: $path,
             summary: $summary,
@@ -162,12 +194,14 @@ macro_rules! spec {
 pub fn open_routes() -> Vec<Route> {
     vec![
         spec!(
+            OPEN,
             GET,
             "/api/v1/health",
             "Liveness, version, and whether first-boot setup is due",
             api::health
         ),
         spec!(
+            OPEN,
             POST,
             "/api/v1/setup",
             "Set the first admin password (409 once one exists)",
@@ -175,6 +209,7 @@ pub fn open_routes() -> Vec<Route> {
             request = api::SetupBody
         ),
         spec!(
+            OPEN,
             POST,
             "/api/v1/session",
             "Log in: session cookie and CSRF token",
@@ -182,13 +217,15 @@ pub fn open_routes() -> Vec<Route> {
             request = api::LoginBody
         ),
         spec!(
+            OPEN,
             GET,
             "/api/v1/openapi.json",
             "This document",
             openapi::document
         ),
-        spec!(GET, "/", "The web UI", ui::index),
+        spec!(OPEN, GET, "/", "The web UI", ui::index),
         spec!(
+            OPEN,
             GET,
             "/assets/{file}",
             "The web UI's script and stylesheet",
@@ -201,13 +238,15 @@ pub fn open_routes() -> Vec<Route> {
 pub fn protected_routes() -> Vec<Route> {
     vec![
         spec!(
+            VIEWER,
             GET,
             "/api/v1/session",
             "The logged-in user and CSRF token",
             api::session_info
         ),
-        spec!(DELETE, "/api/v1/session", "Log out", api::logout),
+        spec!(VIEWER, DELETE, "/api/v1/session", "Log out", api::logout),
         spec!(
+            VIEWER,
             PUT,
             "/api/v1/session/password",
             "Change the password: other sessions end, API tokens are revoked unless kept",
@@ -215,6 +254,7 @@ pub fn protected_routes() -> Vec<Route> {
             request = api::PasswordBody
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/tokens",
             "List API tokens (never their secrets)",
@@ -222,6 +262,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = api::TokenList
         ),
         spec!(
+            VIEWER,
             POST,
             "/api/v1/tokens",
             "Create an API token; the secret is shown once",
@@ -229,12 +270,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = api::TokenBody
         ),
         spec!(
+            VIEWER,
             DELETE,
             "/api/v1/tokens/{id}",
             "Revoke an API token",
             api::revoke_token
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/status",
             "Pools, members, health, drain progress, virtual services",
@@ -242,12 +285,14 @@ pub fn protected_routes() -> Vec<Route> {
             response = status::StatusBody
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/status/stream",
             "The status document as server-sent events",
             ui::status_stream
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/status/history",
             "Active connections per member over the last ten minutes",
@@ -255,6 +300,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = history::HistoryBody
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/config",
             "The desired config as JSON",
@@ -262,6 +308,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::config::ConfigFile
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/config",
             "Replace the desired config (422 with field errors, nothing written)",
@@ -269,12 +316,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = crate::config::ConfigFile
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/config/export",
             "The desired config as TOML (what `poolgate export` prints)",
             configure::export
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/config/confirm",
             "Keep a moved admin listener (only on its new address, before confirm_by)",
@@ -282,6 +331,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = configure::ConfirmBody
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/config/preview",
             "What a config (JSON or TOML) would change; validates, writes nothing",
@@ -289,12 +339,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = crate::config::ConfigFile
         ),
         spec!(
+            OPERATOR,
             POST,
             "/api/v1/pools/{pool}/members/{member}/{action}",
             "Drain, enable or disable a member",
             api::member_action
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/events",
             "The event log",
@@ -302,12 +354,69 @@ pub fn protected_routes() -> Vec<Route> {
             response = api::EventList
         ),
         spec!(
+            VIEWER,
+            GET,
+            "/api/v1/audit",
+            "The audit log: who changed what, from where, through which interface (filters, paging, CSV or JSON export)",
+            audit::list,
+            response = audit::AuditList
+        ),
+        spec!(
+            VIEWER,
+            GET,
+            "/api/v1/config/versions/{id}",
+            "One committed config version as stored (TOML), e.g. an audit entry's before or after",
+            audit::config_version,
+            response = audit::ConfigVersion
+        ),
+        spec!(
+            ADMIN,
+            GET,
+            "/api/v1/users",
+            "Local users with their roles, live sessions and API tokens",
+            users::list,
+            response = users::UserList
+        ),
+        spec!(
+            ADMIN,
+            POST,
+            "/api/v1/users",
+            "Add a local user (409 if the name is taken)",
+            users::create,
+            request = users::NewUserBody
+        ),
+        spec!(
+            ADMIN,
+            GET,
+            "/api/v1/users/{name}",
+            "One local user",
+            users::get,
+            response = crate::store::UserInfo
+        ),
+        spec!(
+            ADMIN,
+            PUT,
+            "/api/v1/users/{name}",
+            "Change a user's role and/or password: their sessions end and tokens are revoked (409 for the last or built-in admin)",
+            users::update,
+            request = users::UserUpdateBody
+        ),
+        spec!(
+            ADMIN,
+            DELETE,
+            "/api/v1/users/{name}",
+            "Remove a user with their sessions and tokens (409 for the last or built-in admin)",
+            users::delete
+        ),
+        spec!(
+            VIEWER,
             GET,
             "/api/v1/license",
             "Licence status and current use",
             api::license_status
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/license",
             "Activate a licence",
@@ -315,6 +424,7 @@ pub fn protected_routes() -> Vec<Route> {
             request = api::LicenceBody
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/registrar",
             "A SIP user's home server and failover order",
@@ -322,18 +432,21 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::sip::registrar::Lookup
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/registrar/what-if",
             "The share of users who would move if a member were drained",
             api::registrar_what_if
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/system",
             "Version, build, appliance id, certificate, root slot and upgrades",
             appliance::system
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/certificate",
             "The appliance certificate (admin listener and SIP over TLS)",
@@ -341,6 +454,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::certs::CertificateInfo
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/certificate",
             "Replace the appliance certificate and key (PEM), checked first",
@@ -349,6 +463,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::certs::CertificateInfo
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/ca-bundles",
             "CA bundles for TLS health checks: certificates (subject, not_after, fingerprint) and the monitors using each",
@@ -356,6 +471,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ca_bundles::CaBundleList
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/ca-bundles/{name}",
             "One CA bundle, with its PEM text",
@@ -363,6 +479,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ca_bundles::CaBundleDetail
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/ca-bundles/{name}",
             "Upload or replace a CA bundle (PEM body of CA certificates; 422 naming what is wrong, nothing written)",
@@ -370,19 +487,22 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::health::ca::CaBundleInfo
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/ca-bundles/{name}",
             "Delete a CA bundle (409 naming the monitors while any uses it)",
             ca_bundles::delete
         ),
-        spec!(GET, "/metrics", "Prometheus metrics", api::metrics),
+        spec!(VIEWER, GET, "/metrics", "Prometheus metrics", api::metrics),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/upgrade",
             "Upload an upgrade bundle (raw body): verify, install, reboot",
             system::upgrade
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/backup",
             "Download an encrypted full backup (admin only; passphrase in the body, at least 10 characters)",
@@ -390,6 +510,7 @@ pub fn protected_routes() -> Vec<Route> {
             request = backup::BackupBody
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/restore/preview",
             "What restoring a backup would change (admin only); writes nothing",
@@ -398,6 +519,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::backup::PreviewBody
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/restore",
             "Restore a backup in one transaction (admin only); 422 naming the reason and nothing changed if it cannot; every session ends",
@@ -405,12 +527,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = backup::RestoreBody
         ),
         spec!(
+            ADMIN,
             GET,
             "/api/v1/system/support-bundle",
             "A tar.gz for support: events, status, versions, upgrades, config and network settings, secrets removed (admin only)",
             backup::support_bundle
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/system/network",
             "The network settings, the change awaiting confirmation, and the host's interfaces, routes and NTP state",
@@ -418,6 +542,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::system::network::NetworkView
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/system/network",
             "Apply network settings (422 naming the field, nothing applied); they are reverted unless confirmed before the deadline",
@@ -425,6 +550,7 @@ pub fn protected_routes() -> Vec<Route> {
             request = crate::system::network::NetworkSettings
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/network/preview",
             "What network settings would change; validates, applies nothing",
@@ -432,12 +558,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = crate::system::network::NetworkSettings
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/system/network/confirm",
             "Keep the network change awaiting confirmation",
             network::confirm
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/ha",
             "The HA pair: role, peer, link and sync state, last synced version, changes not applied",
@@ -445,6 +573,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::ha::HaStatus
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/ha/pairing-code",
             "A one-time pairing code (10 minutes, single use), shown once",
@@ -452,6 +581,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ha::PairingCode
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/ha/join",
             "Pair with the appliance whose sync listener is at `peer`, using its pairing code",
@@ -460,6 +590,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::ha::HaStatus
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/ha/failover",
             "Swap the active and standby roles through the link (force: take the active role without the peer)",
@@ -467,12 +598,14 @@ pub fn protected_routes() -> Vec<Route> {
             request = ha::FailoverBody
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/ha",
             "Unpair (the peer is told if reachable)",
             ha::unpair
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/ha/vrrp",
             "VRRP settings, who holds the addresses, keepalived's state per instance, and the keepalived.conf they render to",
@@ -480,6 +613,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = vrrp::VrrpPage
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/ha/vrrp",
             "Store VRRP settings (422 naming the field, nothing stored); keepalived then holds the VIPs",
@@ -488,6 +622,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = vrrp::VrrpPage
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/ha/vrrp",
             "Turn VRRP off: poolgate holds its addresses itself",
@@ -495,6 +630,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = vrrp::VrrpPage
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/system/syslog",
             "Remote syslog settings and each collector's state (connected, sent, dropped, last error)",
@@ -502,6 +638,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::syslog::SyslogView
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/system/syslog",
             "Store remote syslog settings (422 naming the field, nothing stored); every event goes to the collectors as RFC 5424",
@@ -510,6 +647,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::syslog::SyslogView
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/system/syslog",
             "Turn remote syslog off",
@@ -517,6 +655,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::syslog::SyslogView
         ),
         spec!(
+            VIEWER,
             GET,
             "/api/v1/system/snmp",
             "SNMP settings (secrets masked) and the snmpd.conf they render to",
@@ -524,6 +663,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::snmp::SnmpView
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/system/snmp",
             "Store SNMP settings (422 naming the field, nothing stored) and hand them to snmpd",
@@ -532,6 +672,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::snmp::SnmpView
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/system/snmp",
             "Turn SNMP off: snmpd is stopped",
@@ -539,6 +680,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::snmp::SnmpView
         ),
         spec!(
+            ADMIN,
             GET,
             "/api/v1/auth/ldap",
             "Directory (AD / LDAP) login settings, the service account's password shown as ********",
@@ -546,6 +688,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ldap::LdapPage
         ),
         spec!(
+            ADMIN,
             PUT,
             "/api/v1/auth/ldap",
             "Store directory login settings (422 naming the field, nothing stored; ******** keeps the stored password)",
@@ -554,6 +697,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ldap::LdapPage
         ),
         spec!(
+            ADMIN,
             DELETE,
             "/api/v1/auth/ldap",
             "Turn directory login off: local users only",
@@ -561,6 +705,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = ldap::LdapPage
         ),
         spec!(
+            ADMIN,
             POST,
             "/api/v1/auth/ldap/test",
             "Try one directory login (with the settings sent, or the stored ones): who the user is and the role, or where it stopped",
@@ -571,19 +716,33 @@ pub fn protected_routes() -> Vec<Route> {
     ]
 }
 
-fn build(routes: Vec<Route>) -> Router<AppState> {
+/// The routes, each protected route behind the authentication layer with
+/// its own least role.
+fn build(state: &AppState, routes: Vec<Route>) -> Router<AppState> {
     routes.into_iter().fold(Router::new(), |router, route| {
-        router.route(route.path, route.handler)
+        let handler = match route.access {
+            Access::Open => route.handler,
+            Access::Role(min) => route
+                .handler
+                .route_layer(axum::middleware::from_fn_with_state(
+                    auth::Guard {
+                        state: state.clone(),
+                        min,
+                        path: route.path,
+                    },
+                    auth::require_auth,
+                )),
+        };
+        router.route(route.path, handler)
     })
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    let protected = build(protected_routes()).route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_auth,
-    ));
-    build(open_routes())
-        .merge(protected)
+    let routes = open_routes()
+        .into_iter()
+        .chain(protected_routes())
+        .collect();
+    build(&state, routes)
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

@@ -1,7 +1,8 @@
 //! `GET /api/v1/openapi.json`: an OpenAPI 3.1 document generated from the
 //! route tables the router itself is built from, so it can never list a
 //! route that does not exist or miss one that does. Protected routes carry
-//! both security schemes (session cookie, bearer token). Request and
+//! both security schemes (session cookie, bearer token) and the least role
+//! they need (`x-required-role`: viewer, operator or admin). Request and
 //! response bodies refer to schemas generated from the Rust types the
 //! handlers (de)serialise (`utoipa::ToSchema`), so a field added to a type
 //! is in the document too.
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use axum::response::Json;
 use serde_json::{Value, json};
 
-use super::{ErrorBody, Route, auth, body, open_routes, protected_routes};
+use super::{Access, ErrorBody, Route, auth, body, open_routes, protected_routes};
 
 /// A generated schema, or a reference to one.
 pub(crate) type Schema = utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
@@ -30,7 +31,8 @@ pub(crate) fn build() -> Value {
     let error = body::<ErrorBody>();
     (error.collect)(&mut schemas);
     let error_content = json!({"application/json": {"schema": reference(&(error.name)())}});
-    let mut add = |route: &Route, protected: bool| {
+    let mut add = |route: &Route| {
+        let protected = matches!(route.access, Access::Role(_));
         let parameters: Vec<Value> = route
             .path
             .split('/')
@@ -53,7 +55,10 @@ pub(crate) fn build() -> Value {
         };
         if protected {
             failure("401", "No or invalid credentials");
-            failure("403", "Missing CSRF token, or refused by the licence");
+            failure(
+                "403",
+                "Missing CSRF token, a role below the one required, or refused by the licence",
+            );
         }
         if matches!(route.method.as_str(), "POST" | "PUT") {
             failure("400", "The body is not JSON");
@@ -96,6 +101,9 @@ pub(crate) fn build() -> Value {
         } else if matches!(route.method.as_str(), "POST" | "PUT") {
             operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }
+        if let Access::Role(role) = route.access {
+            operation["x-required-role"] = json!(role.as_str());
+        }
         operation["security"] = if protected {
             json!([{"session": [], "csrf": []}, {"token": []}])
         } else {
@@ -106,11 +114,8 @@ pub(crate) fn build() -> Value {
             .or_default()
             .insert(route.method.as_str().to_ascii_lowercase(), operation);
     };
-    for route in open_routes() {
-        add(&route, false);
-    }
-    for route in protected_routes() {
-        add(&route, true);
+    for route in open_routes().iter().chain(&protected_routes()) {
+        add(route);
     }
     let schemas: BTreeMap<String, Schema> = schemas.into_iter().collect();
     json!({

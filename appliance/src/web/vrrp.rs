@@ -162,7 +162,7 @@ mod tests {
             peer_v6: None,
             virtual_router_id: 51,
             priority: 150,
-            advert_interval_s: 1,
+            advert_interval_s: crate::vrrp::settings::AdvertInterval(100),
             preempt: false,
             management_address: management.map(|ip| ip.parse().expect("ip")),
         }
