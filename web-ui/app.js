@@ -76,7 +76,7 @@ function selectTab(name) {
   if (name === "config" && !edited) loadConfig(); // keep edits across tab switches
   if (name === "events") loadEvents();
   if (name === "system") { loadSystem(); loadLicence(); reloadNetwork(); loadCaBundles(); resetRestore(); loadSyslog(); loadSnmp(); }
-  if (name === "users") loadUsers();
+  if (name === "users") { loadUsers(); loadDirectory(); }
   if (name === "audit") loadAudit();
   haTab(name);
 }
@@ -2189,3 +2189,44 @@ $("logout").addEventListener("click", async () => {
 });
 
 boot();
+
+// Users → Directory login: the settings as JSON (the API's field errors
+// shown as they come), and a test login that says where it stopped.
+const DIRECTORY_EXAMPLE = { servers: ["ldaps://dc1.contoso.com"], ca_bundle: "contoso", bind: "user",
+  user_bind: "{user}@contoso.com", user_base: "dc=contoso,dc=com", user_attribute: "sAMAccountName",
+  groups: [{ group: "CN=poolgate-admins,OU=Groups,DC=contoso,DC=com", role: "admin" }] };
+
+async function loadDirectory() {
+  const { status, data } = await api("GET", "/api/v1/auth/ldap");
+  if (status !== 200) return;
+  $("directory-state").textContent = data.settings
+    ? `On: ${data.settings.servers.join(", ")}, ${data.settings.groups.length} group mapping(s).` : "Off: local users only.";
+  document.querySelector("#directory-form textarea").value = JSON.stringify(data.settings || DIRECTORY_EXAMPLE, null, 2);
+}
+
+async function saveDirectory(method, body) {
+  const { status, data } = await api(method, "/api/v1/auth/ldap", body);
+  $("directory-error").textContent = status === 200 ? "" : settingsErrors(data);
+  if (status === 200) loadDirectory();
+}
+
+$("directory-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const settings = parseSettings(new FormData(event.target).get("settings"), $("directory-error"));
+  if (settings) saveDirectory("PUT", settings);
+});
+$("directory-off").addEventListener("click", () => saveDirectory("DELETE"));
+$("directory-test").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const settings = parseSettings(document.querySelector("#directory-form textarea").value, $("directory-error"));
+  if (!settings) return;
+  const { status, data } = await api("POST", "/api/v1/auth/ldap/test",
+    { username: form.get("username"), password: form.get("password"), settings });
+  const out = $("directory-result");
+  if (status !== 200) { out.textContent = settingsErrors(data); out.className = "error"; return; }
+  out.className = data.ok ? "" : "error";
+  out.textContent = data.ok
+    ? `OK: ${data.login.dn} (via ${data.login.server}) logs in as ${data.login.role}; groups: ${data.login.groups.join("; ") || "none"}.`
+    : `Refused: ${data.error}`;
+});

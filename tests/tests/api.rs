@@ -920,6 +920,18 @@ fn every_route_is_exercised() {
             "tests/vrrp.rs: the_vip_moves_to_the_peer_when_poolgate_dies_hangs_or_loses_its_link",
         ),
         (
+            "PUT /api/v1/auth/ldap",
+            "tests/ldap.rs: directory_users_map_to_roles_and_every_failure_says_why",
+        ),
+        (
+            "DELETE /api/v1/auth/ldap",
+            "tests/ldap.rs: directory_users_map_to_roles_and_every_failure_says_why",
+        ),
+        (
+            "POST /api/v1/auth/ldap/test",
+            "tests/ldap.rs: directory_users_map_to_roles_and_every_failure_says_why",
+        ),
+        (
             "PUT /api/v1/system/syslog",
             "tests/syslog.rs: a_member_down_reaches_rsyslog_over_tls_and_udp_as_rfc_5424",
         ),

@@ -269,6 +269,39 @@ fn directory_users_map_to_roles_and_every_failure_says_why() {
     let star = error_of(&test_login(&admin, "*", "alice-secret", None));
     assert!(star.contains("no entry"), "{star}");
 
+    // Logging in: the directory's users get their groups' roles.
+    let address = poolgate.address("admin");
+    let session = |user: &str, password: &str| -> u16 {
+        AdminClient::new(address)
+            .post(
+                "/api/v1/session",
+                &json!({ "username": user, "password": password }),
+            )
+            .status()
+            .as_u16()
+    };
+    let mut oscar = AdminClient::new(address);
+    oscar.login("oscar", "oscar-secret");
+    assert_eq!(oscar.json("/api/v1/session")["role"], "operator");
+    let drain = oscar.post("/api/v1/pools/pool01/members/fe02/drain", &json!({}));
+    assert_eq!(drain.status().as_u16(), 200, "an operator drains");
+    let config = oscar.json("/api/v1/config");
+    assert_eq!(oscar.put("/api/v1/config", &config).status().as_u16(), 403);
+    let mut alice = AdminClient::new(address);
+    alice.login("alice", "alice-secret");
+    assert_eq!(alice.json("/api/v1/session")["role"], "admin");
+    for (user, password) in [
+        ("nina", "nina-secret"),
+        ("alice", "not-her-password"),
+        ("alice", ""),
+        ("*)(uid=*", "alice-secret"),
+    ] {
+        assert_eq!(session(user, password), 401, "{user}");
+    }
+    // A directory user has no password here: only the directory logs it in.
+    let users = admin.json("/api/v1/users");
+    assert!(users.to_string().contains("oscar"), "{users}");
+
     // StartTLS on the plain port, binding as the user through a DN template.
     let mut starttls = settings(&slapd);
     starttls["servers"] = json!([format!("ldap://127.0.0.1:{}", slapd.ldap)]);
@@ -302,6 +335,9 @@ fn directory_users_map_to_roles_and_every_failure_says_why() {
     drop(slapd);
     let down = error_of(&test_login(&admin, "alice", "alice-secret", None));
     assert!(down.starts_with("no directory server answered"), "{down}");
+    // With the directory down, the local admin still logs in; directory users do not.
+    assert_eq!(session("admin", PASSWORD), 200);
+    assert_eq!(session("alice", "alice-secret"), 401);
 
     // Turned off.
     assert_eq!(admin.delete("/api/v1/auth/ldap").status().as_u16(), 200);

@@ -14,7 +14,8 @@
 //! 3. read the user's groups: the `memberOf` values of the user's entry, or
 //!    with `group_base` the groups under it that list the user as a
 //!    `member` / `uniqueMember`;
-//! 4. the first `groups` mapping whose DN is among them gives the role.
+//! 4. the highest role any of them is mapped to (`groups`) is the user's;
+//!    in none of them, the login is refused.
 //!
 //! Invariants:
 //! * An empty password is refused before any bind: an LDAP simple bind with
@@ -33,7 +34,9 @@ use rustls::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::health::ca::CaBundles;
+use crate::store::Role;
 use crate::web::FieldProblem;
+use crate::web::auth::identity::{Identity, role_of};
 
 /// Settings store key of the LDAP settings (JSON).
 pub(crate) const SETTINGS_KEY: &str = "auth.ldap";
@@ -97,7 +100,7 @@ pub struct LdapSettings {
     /// user's DN) instead of reading the user's `memberOf`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_base: Option<String>,
-    /// Group → role, first match wins (put the admin group first).
+    /// Group → role; a user in several gets the highest.
     pub groups: Vec<GroupRole>,
     /// Bound on each step (connect, TLS, bind, search), 500–30,000 ms.
     #[serde(default = "default_timeout_ms")]
@@ -265,7 +268,7 @@ pub struct LdapLogin {
     pub server: String,
     pub dn: String,
     pub groups: Vec<String>,
-    /// The role of the first mapping that matched.
+    /// The highest role the user's groups are mapped to.
     pub role: String,
 }
 
@@ -291,12 +294,13 @@ pub enum LdapFailure {
     Settings(String),
 }
 
-impl LdapFailure {
-    /// Whether a local account of the same name may still be tried: the
-    /// directory did not say the password is wrong.
-    pub(crate) fn is_outage(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::Settings(_))
-    }
+/// The settings' group → role mapping as the login's role rule takes it.
+fn group_roles(settings: &LdapSettings) -> Vec<(String, Role)> {
+    settings
+        .groups
+        .iter()
+        .filter_map(|g| Some((g.group.trim().to_owned(), Role::parse(&g.role)?)))
+        .collect()
 }
 
 /// The TLS client config for `settings`' CA bundle.
@@ -471,15 +475,12 @@ async fn against(
         Some(base) => groups_under(ldap, base, &dn, server).await?,
         None => member_of,
     };
-    let role = settings
-        .groups
-        .iter()
-        .find(|mapping| {
-            groups
-                .iter()
-                .any(|group| group.eq_ignore_ascii_case(mapping.group.trim()))
-        })
-        .map(|mapping| mapping.role.clone())
+    let identity = Identity::Directory {
+        username: user.to_owned(),
+        groups: groups.clone(),
+    };
+    let role = role_of(&identity, &group_roles(settings))
+        .map(|role| role.as_str().to_owned())
         .ok_or_else(|| {
             LdapFailure::NoRole(format!(
                 "{dn} is in none of the mapped groups (its groups: {})",

@@ -112,6 +112,20 @@ fn stored_role(text: &str) -> Role {
 /// a directory login is down).
 pub const BUILTIN_ADMIN: &str = "admin";
 
+/// The password hash of a user the directory logged in (`crate::ldap`):
+/// no password verifies against it, so such a user logs in only through the
+/// directory; the row carries the role the groups gave at the last login.
+pub(crate) const DIRECTORY_USER: &str = "!directory";
+
+/// What a directory login may do with a user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectoryName {
+    /// A local user of that name exists: only its local password counts.
+    Local,
+    /// Unknown here, or a directory user before: the directory decides.
+    Directory,
+}
+
 /// A logged-in user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -274,6 +288,8 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()?;
+        // A directory user's row holds no password: only the directory checks it.
+        let hash = hash.filter(|hash| hash != DIRECTORY_USER);
         let Some(hash) = hash else {
             let dummy = PasswordHash::new(dummy_hash()?)
                 .map_err(|error| StoreError::PasswordHash(error.to_string()))?;
@@ -476,6 +492,45 @@ impl Store {
 
 impl Store {
     /// A user's current role; `None` for no such user.
+    /// Whether `username` is a local user's or free for the directory.
+    pub(crate) fn directory_name(&self, username: &str) -> Result<DirectoryName, StoreError> {
+        let hash: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT password_hash FROM admin_users WHERE username = ?1",
+                params![username],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(match hash {
+            Some(hash) if hash != DIRECTORY_USER => DirectoryName::Local,
+            _ => DirectoryName::Directory,
+        })
+    }
+
+    /// Record a directory login of `username` with the role its groups gave
+    /// (a user row without a password), then start its session. A local
+    /// user of that name is never taken over: `None`.
+    pub(crate) fn directory_session(
+        &self,
+        username: &str,
+        role: Role,
+        lifetime: std::time::Duration,
+    ) -> Result<Option<(String, Session)>, StoreError> {
+        let now = now_rfc3339();
+        let changed = self.conn().execute(
+            "INSERT INTO admin_users (username, password_hash, created_at, updated_at, role)
+             VALUES (?1, ?2, ?3, ?3, ?4)
+             ON CONFLICT (username) DO UPDATE SET role = ?4, updated_at = ?3
+             WHERE admin_users.password_hash = ?2",
+            params![username, DIRECTORY_USER, now, role.as_str()],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.create_session(username, role, lifetime).map(Some)
+    }
+
     pub(crate) fn user_role(&self, username: &str) -> Result<Option<Role>, StoreError> {
         let role: Option<String> = self
             .conn()

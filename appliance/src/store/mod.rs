@@ -44,11 +44,11 @@ use rusqlite::{Connection, Transaction};
 
 use crate::events::NewEvent;
 
-pub(crate) use auth::Credentials;
 pub use auth::{
     BUILTIN_ADMIN, Keep, MIN_PASSWORD_LEN, PasswordChange, Role, Session, TokenAuth, TokenInfo,
     UserChange, UserInfo, new_secret, secret_hash, valid_username,
 };
+pub(crate) use auth::{Credentials, DirectoryName};
 pub(crate) use config_versions::StoredVersion;
 pub use events::Event;
 pub(crate) use events::EventFilter;

@@ -158,7 +158,7 @@ pub(crate) async fn login(
             tracing::debug!(%source, username = ?auth::for_log(&body.username), "Login refused: too many attempts");
             ApiError::RateLimited { retry_after_s }
         })?;
-    let (username, password) = (body.username.clone(), body.password);
+    let (username, password) = (body.username.clone(), body.password.clone());
     let ok = match state
         .hashing
         .run(&state.store, move |store| {
@@ -172,7 +172,14 @@ pub(crate) async fn login(
             return Err(gate_refused(&state, busy));
         }
     };
-    if !ok {
+    // Not a local user's password: the directory, if one is set up and
+    // the name is not a local user's (a local account is never shadowed).
+    let directory = if ok {
+        None
+    } else {
+        directory_login(&state, &body.username, &body.password).await
+    };
+    if !ok && directory.is_none() {
         AuthStats::count(&state.login_limiter.stats.login_failures);
         tracing::info!(%source, username = ?auth::for_log(&body.username), "Login failed");
         return Err(ApiError::Unauthorized);
@@ -181,6 +188,9 @@ pub(crate) async fn login(
     let username = body.username;
     let name = username.clone();
     let created = blocking(&state, move |store| {
+        if let Some(role) = directory {
+            return store.directory_session(&name, role, auth::SESSION_LIFETIME);
+        }
         let Some(role) = store.user_role(&name)? else {
             return Ok(None);
         };
@@ -234,6 +244,40 @@ pub(crate) async fn login(
             .expect("cookie is a valid header value"),
     );
     Ok(response)
+}
+
+/// The role the directory gives `username` with `password`, when directory
+/// login is set up, the name is not a local user's, and the directory says
+/// yes; why not goes to the log (the client only learns it failed).
+async fn directory_login(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Option<crate::store::Role> {
+    let settings = match super::ldap::stored(state) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(%error, "Directory login settings unreadable; local users only");
+            return None;
+        }
+    };
+    let name = username.to_owned();
+    let free = blocking(state, move |store| store.directory_name(&name)).await;
+    if !matches!(free, Ok(crate::store::DirectoryName::Directory)) {
+        return None;
+    }
+    let bundles = std::sync::Arc::clone(&state.publisher.current().ca_bundles);
+    match crate::ldap::login(&settings, &bundles, username, password).await {
+        Ok(login) => {
+            tracing::info!(username = ?auth::for_log(username), dn = %login.dn, role = %login.role, server = %login.server, "Directory login");
+            crate::store::Role::parse(&login.role)
+        }
+        Err(error) => {
+            tracing::info!(username = ?auth::for_log(username), reason = %error, "Directory login refused");
+            None
+        }
+    }
 }
 
 /// A password change by the logged-in user.

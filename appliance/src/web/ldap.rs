@@ -1,5 +1,6 @@
 //! Users → Directory login: the Active Directory / LDAP settings and the
-//! test button (`crate::ldap`). Admin only.
+//! test button (`crate::ldap`). Reading is for every role (the service
+//! account's password is never shown); changes and the test are admin's.
 //!
 //! * `GET /api/v1/auth/ldap` — the settings (`null` when off), the service
 //!   account's password shown as `********`

@@ -69,8 +69,7 @@
 //! * `GET|PUT|DELETE /api/v1/system/snmp` — the SNMP community, v3 users
 //!   and trap sinks, and the snmpd.conf they render to (`snmp`)
 //! * `GET|PUT|DELETE /api/v1/auth/ldap`, `POST /api/v1/auth/ldap/test` —
-//!   Active Directory / LDAP login settings and the test button (`ldap`;
-//!   admin only)
+//!   Active Directory / LDAP login settings and the test button (`ldap`)
 //! * `GET /metrics` — Prometheus text format
 //!
 //! On the standby of an HA pair, config PUTs, imports and member actions are
@@ -680,7 +679,7 @@ pub fn protected_routes() -> Vec<Route> {
             response = crate::snmp::SnmpView
         ),
         spec!(
-            ADMIN,
+            VIEWER,
             GET,
             "/api/v1/auth/ldap",
             "Directory (AD / LDAP) login settings, the service account's password shown as ********",

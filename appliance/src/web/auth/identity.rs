@@ -11,7 +11,6 @@ pub(crate) enum Identity {
     /// A local user, with the role stored for them.
     Local { username: String, role: Role },
     /// A directory user with the groups the directory lists.
-    #[allow(dead_code)] // the directory login is built on this next
     Directory {
         username: String,
         groups: Vec<String>,
