@@ -205,6 +205,7 @@ mod tests {
             name: name.into(),
             fqdn: None,
             address: "192.0.2.1".into(),
+            addresses: Vec::new(),
             weight: 1,
             admin_state: admin,
             eligible: true,
