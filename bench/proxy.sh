@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The VIP proxy against HAProxy (mode tcp), same three members, same load
+# The VIP proxy against HAProxy (mode tcp), same members (three for HTTP,
+# one for iperf3, whose two connections must meet one server), same load
 # generators, interleaved: each round runs HAProxy then poolgate, ROUNDS
 # rounds, at each core count in SCALE (the servers pinned with taskset,
 # poolgate's worker threads and HAProxy's nbthread = the cores given).
@@ -30,9 +31,10 @@ for tool in haproxy iperf3 wrk nginx python3 taskset setsid strace valgrind; do
 done
 build_poolgate
 
-# Each idle proxied connection costs the proxy two descriptors.
+# Each idle proxied connection costs the proxy two descriptors; HAProxy
+# wants 2 x maxconn and some to spare, maxconn = the idle connections + 500.
 ulimit -n "$(ulimit -Hn)"
-max_idle=$(( ($(ulimit -n) - 200) / 2 ))
+max_idle=$(( ($(ulimit -n) - 2000) / 2 ))
 if [ "$IDLE_CONNECTIONS" -gt "$max_idle" ]; then
     echo "# open-files limit $(ulimit -n): idle-connection test capped at $max_idle connections"
     IDLE_CONNECTIONS=$max_idle
@@ -40,7 +42,7 @@ fi
 
 bench_header proxy "$(haproxy -v | head -1)" "$(iperf3 -v | head -1)" "$(wrk -v 2>&1 | head -1)" \
     "$(nginx -v 2>&1) (members)"
-echo "# members ${MEMBERS[*]} (nginx answering 200 \"ok\", iperf3 -s each); wrk -c$WRK_CONNECTIONS; idle connections $IDLE_CONNECTIONS; relay ${POOLGATE_RELAY:-auto}"
+echo "# members ${MEMBERS[*]} (nginx answering 200 \"ok\"; round robin), bulk member ${MEMBERS[0]} (iperf3 -s; its control and data connections must meet one server); wrk -c$WRK_CONNECTIONS; idle connections $IDLE_CONNECTIONS; relay ${POOLGATE_RELAY:-auto}"
 
 # --- the members: nginx on all three addresses, one iperf3 server each,
 # on the load generators' cores; started once for the whole run. ---
@@ -69,10 +71,9 @@ $listen        location / { return 200 "ok\n"; }
 }
 NGINX
     spawn taskset -c "$1" nginx -c "$work/nginx/nginx.conf"
-    for m in "${MEMBERS[@]}"; do
-        spawn taskset -c "$1" iperf3 -s -B "$m" -p "$IPERF_PORT" >/dev/null 2>&1
-    done
-    for m in "${MEMBERS[@]}"; do wait_tcp "$m" "$IPERF_PORT"; wait_tcp "$m" "$HTTP_PORT"; done
+    spawn taskset -c "$1" iperf3 -s -B "${MEMBERS[0]}" -p "$IPERF_PORT" >/dev/null 2>&1
+    wait_tcp "${MEMBERS[0]}" "$IPERF_PORT"
+    for m in "${MEMBERS[@]}"; do wait_tcp "$m" "$HTTP_PORT"; done
 }
 
 haproxy_config() { # threads
@@ -81,7 +82,7 @@ haproxy_config() { # threads
     cat >"$work/haproxy.cfg" <<HAPROXY
 global
     nbthread $1
-    maxconn $max_idle
+    maxconn $((IDLE_CONNECTIONS + 500))
 defaults
     mode tcp
     balance roundrobin
@@ -94,7 +95,7 @@ frontend bulk
     default_backend bulk
 backend bulk
     option splice-auto
-$servers
+    server fe01 ${MEMBERS[0]}
 frontend http
     bind $HAPROXY_VIP:$HTTP_PORT
     default_backend http
@@ -128,12 +129,27 @@ TOML
         done
         cat <<TOML
 
+[[pool]]
+name = "bulk"
+fqdn = "bulk.bench.test"
+monitor = "web"
+
+[[pool.member]]
+name = "bulk01"
+address = "${MEMBERS[0]}"
+
 [[virtual_service]]
-name = "bench"
+name = "http"
+address = "$POOLGATE_VIP"
+port = $HTTP_PORT
+pool = "pool"
+scheduler = "round-robin"
+
+[[virtual_service]]
+name = "bulk"
 address = "$POOLGATE_VIP"
 port = $IPERF_PORT
-extra_ports = [$HTTP_PORT]
-pool = "pool"
+pool = "bulk"
 scheduler = "round-robin"
 TOML
     } >"$work/poolgate.toml"
@@ -172,7 +188,13 @@ stop_side() {
 
 gbits() { # host cpus
     timeout $((DURATION + 30)) taskset -c "$2" iperf3 -c "$1" -p "$IPERF_PORT" -t "$DURATION" -J |
-        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
+        python3 -c '
+import json, sys
+run = json.load(sys.stdin)
+if run.get("error"):
+    print("iperf3: " + run["error"], file=sys.stderr)
+else:
+    print("%.2f" % (run["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
 rps() { # host cpus threads [extra wrk args]
     local host=$1 cpus=$2 threads=$3
@@ -187,12 +209,29 @@ idle_rss_per_conn() { # host pid -> bytes per idle proxied connection
     timeout 120 python3 - "$1" "$HTTP_PORT" "$IDLE_CONNECTIONS" "$work/idle.ready" <<'PY' &
 import socket, sys, time
 host, port, n, ready = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-socks = [socket.create_connection((host, port), timeout=10) for _ in range(n)]
+# poolgate's accept layer caps one source at 1,000 connections: spread the
+# connections over source addresses 127.1.0.1 and up, 500 each.
+socks = []
+for i in range(n):
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind(("127.1.%d.%d" % (i // 500 // 250, i // 500 % 250 + 1), 0))
+    s.connect((host, port))
+    socks.append(s)
 open(ready, "w").close()
 time.sleep(6)
 PY
     client=$!
-    for _ in $(seq 600); do [ -e "$work/idle.ready" ] && break; sleep 0.1; done
+    for _ in $(seq 600); do
+        [ -e "$work/idle.ready" ] && break
+        kill -0 "$client" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ ! -e "$work/idle.ready" ]; then
+        wait "$client" || true
+        echo "  (idle connections: the client did not open them all)" >&2
+        return 0
+    fi
     sleep 2
     after=$(rss_kib "$2")
     wait "$client" || true
