@@ -65,9 +65,13 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_tcp() { # host port [tries of 0.1 s]
+wait_tcp() { # host port [tries of 0.1 s] [pid that must stay alive]
     for _ in $(seq "${3:-100}"); do
         (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+            echo "the server for $1:$2 exited" >&2
+            return 1
+        fi
         sleep 0.1
     done
     echo "nothing listens on $1:$2" >&2

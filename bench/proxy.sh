@@ -32,9 +32,10 @@ done
 build_poolgate
 
 # Each idle proxied connection costs the proxy two descriptors; HAProxy
-# wants 2 x maxconn and some to spare, maxconn = the idle connections + 500.
-ulimit -n "$(ulimit -Hn)"
-max_idle=$(( ($(ulimit -n) - 2000) / 2 ))
+# asks for about 2.5 x maxconn at start, maxconn = the idle connections + 500.
+# As root the hard limit can be raised; otherwise take what is allowed.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+max_idle=$(( $(ulimit -n) * 2 / 5 - 1000 ))
 if [ "$IDLE_CONNECTIONS" -gt "$max_idle" ]; then
     echo "# open-files limit $(ulimit -n): idle-connection test capped at $max_idle connections"
     IDLE_CONNECTIONS=$max_idle
@@ -172,7 +173,7 @@ start_side() {
     fi
     server_pid=$spawned
     # Under callgrind start-up takes a while.
-    wait_tcp "$server_host" "$HTTP_PORT" 600 || { tail -5 "$work/$side.log" >&2; exit 1; }
+    wait_tcp "$server_host" "$HTTP_PORT" 600 "$server_pid" || { tail -5 "$work/$side.log" >&2; exit 1; }
     # poolgate proxies once the monitor has seen a member up.
     for _ in $(seq 100); do
         timeout 5 python3 "$BENCH_DIR/load.py" close "$server_host" "$HTTP_PORT" 1 2>/dev/null && return 0

@@ -62,7 +62,7 @@ def main():
     all_cores = sorted({c for by in scaling.values() for c in by})
     if len(all_cores) > 1:
         print()
-        print("scaling (medians) " + "  ".join(f"{f'{peer}@{c}':>12} {f'poolgate@{c}':>12}" for c in all_cores))
+        print(f"{'scaling (medians)':<34} " + "  ".join(f"{f'{peer}@{c}':>12} {f'poolgate@{c}':>12}" for c in all_cores))
         for figure, by_cores in scaling.items():
             cells = []
             for c in all_cores:
@@ -71,7 +71,7 @@ def main():
                     f"{fmt(medians[peer]) if peer in medians else '-':>12} "
                     f"{fmt(medians['poolgate']) if 'poolgate' in medians else '-':>12}"
                 )
-            print(f"{figure[:17]:<17} " + "  ".join(cells))
+            print(f"{figure:<34} " + "  ".join(cells))
     return 0
 
 
