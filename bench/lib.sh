@@ -10,6 +10,7 @@
 #   COUNTS     1: also count syscalls and instructions per operation (default 1)
 #   COUNT_OPS  operations under strace -c (default 2000)
 #   CG_OPS     operations under callgrind (default 300)
+#   CG_IDLE    seconds without load that measure callgrind's background rate (default 2)
 #   BENCH_OUT  a folder to keep every sample in (samples-<bench>.tsv)
 #   BENCH_KEEP 1: keep the work folder (logs, strace and callgrind output)
 #   POOLGATE   the poolgate binary (default: a release build of this tree)
@@ -159,23 +160,37 @@ count_syscalls() { # figure cores side ops pid -- load command...
         sort -k2 -rn | head -5 | tr '\n' ' ' | sed "s/^/    $side top syscalls per op: /; s/ \$/\n/" >&2
 }
 
-# --- instructions per operation: the server runs under callgrind; counters
-# are zeroed after a warm-up, a fixed number of operations runs, and the
-# dump of every process in the server's tree is summed. ---
+# --- instructions per operation: the server runs under callgrind. After a
+# warm-up its counters are zeroed and dumped over CG_IDLE seconds without
+# load (timers, health probes: the background rate), then zeroed again, a
+# fixed number of operations runs, and the dump of every process in the
+# server's tree is summed, less the background rate over the load's time. ---
 # Prefix a server's command with "${CALLGRIND[@]}" --callgrind-out-file=DIR/%p.out.
 CALLGRIND=(valgrind --tool=callgrind --trace-children=yes --dump-instr=no --collect-jumps=no)
+CG_IDLE=${CG_IDLE:-2}
+callgrind_window() { # prefix pids... -> instructions since the last zeroing
+    local prefix=$1
+    shift
+    find "$prefix" -name '*.out*' >"$prefix/before"
+    callgrind_control -d "$@" >/dev/null 2>&1
+    find "$prefix" -name '*.out*' | grep -vxFf "$prefix/before" | xargs -r awk '/^totals:/ { s += $2 } END { print s + 0 }'
+}
 count_instructions() { # figure cores side ops prefix pid -- load command...
     local figure=$1 cores=$2 side=$3 ops=$4 prefix=$5 pid=$6
     shift 7
-    local pids
-    pids=$(descendants "$pid" | tr '\n' ' ')
-    # shellcheck disable=SC2086
-    callgrind_control -z $pids >/dev/null 2>&1
-    find "$prefix" -name '*.out*' >"$prefix/before"
+    local pids idle start end total
+    read -ra pids <<<"$(descendants "$pid" | tr '\n' ' ')"
+    callgrind_control -z "${pids[@]}" >/dev/null 2>&1
+    sleep "$CG_IDLE"
+    idle=$(callgrind_window "$prefix" "${pids[@]}")
+    callgrind_control -z "${pids[@]}" >/dev/null 2>&1
+    start=$(date +%s.%N)
     "$@" >"$prefix/load.out" 2>&1 || echo "  (load for $figure, $side ended with an error: $(tail -1 "$prefix/load.out"))" >&2
-    # shellcheck disable=SC2086
-    callgrind_control -d $pids >/dev/null 2>&1
-    local total
-    total=$(find "$prefix" -name '*.out*' | grep -vxFf "$prefix/before" | xargs -r awk '/^totals:/ { s += $2 } END { print s + 0 }')
-    sample "$figure" "instructions/op" lower "$cores" "$side" "$((total / ops))"
+    end=$(date +%s.%N)
+    total=$(callgrind_window "$prefix" "${pids[@]}")
+    sample "$figure" "instructions/op" lower "$cores" "$side" "$(python3 -c '
+import sys
+total, idle, idle_s, load_s, ops = (float(a) for a in sys.argv[1:])
+print(int(max(0.0, total - idle / idle_s * load_s) / ops))' "$total" "$idle" "$CG_IDLE" "$(python3 -c "print($end - $start)")" "$ops")"
+    echo "    $side: $total instructions in the load window, background $((${idle%.*} / CG_IDLE))/s subtracted" >&2
 }
