@@ -103,7 +103,7 @@ bench_header() { # bench name, then "peer: version" lines
     local describe
     describe=$(git -C "$BENCH_DIR/.." describe --always --dirty 2>/dev/null || echo unknown)
     echo "# bench $BENCH_NAME, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "# poolgate $describe ($POOLGATE)"
+    echo "# poolgate binary $POOLGATE: $("$POOLGATE" version 2>/dev/null || echo "no version"); tree $describe"
     echo "# nproc $NCPU, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# cpu $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     local peer
