@@ -1,39 +1,29 @@
 #!/usr/bin/env bash
-# DNS throughput: dnsperf against poolgate and against NSD serving the same
-# pool (pool01.contoso.test, 4 A records) as a static zone, side by side in
-# one run. Each server is pinned to one core (taskset), dnsperf to another.
-# Prints queries per second over UDP and TCP and poolgate's ratio to NSD.
-# Needs the Debian packages dnsperf and nsd. Every run is bounded (-l).
+# DNS: poolgate against NSD serving the same pool (pool01.contoso.test,
+# four A records, as a static zone for NSD), interleaved: each round runs
+# NSD then poolgate with the same dnsperf load, ROUNDS rounds, at each core
+# count in SCALE (servers pinned with taskset; NSD server-count = the cores
+# given, rrl off; poolgate's worker threads = the cores given; its response
+# rate limit off too). Over UDP and TCP: queries/s and the queries lost
+# (sent, never answered) at the same offered load: dnsperf with the same
+# clients and outstanding queries for both, and with DNS_QPS set, the same
+# fixed rate (-Q). With COUNTS=1, syscalls (strace -c, COUNT_OPS queries)
+# and instructions (callgrind, CG_OPS queries) per UDP query, one core each.
+# Loopback only; every run is bounded (-l, timeout); processes stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
-DURATION=${DNS_BENCH_SECONDS:-10}
-SERVER_CPU=${DNS_BENCH_SERVER_CPU:-1}
-CLIENT_CPU=${DNS_BENCH_CLIENT_CPU:-0}
-for tool in dnsperf nsd taskset; do
-    command -v "$tool" >/dev/null || { echo "dns.sh: $tool not installed (apt-get install dnsperf nsd)" >&2; exit 1; }
+DNS_QPS=${DNS_QPS:-}
+for tool in dnsperf nsd dig taskset setsid strace valgrind python3; do
+    command -v "$tool" >/dev/null || { echo "dns bench: $tool missing (bench/run installs it), skipped"; exit 0; }
 done
+build_poolgate
+bench_header dns "$(nsd -v 2>&1 | head -1)" "dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }')"
+echo "# query: pool01.contoso.test A (4 records); udp: dnsperf -c 4 -q 400; tcp: -c 20 -q 200${DNS_QPS:+; offered rate -Q $DNS_QPS}"
 
-if [ -z "${POOLGATE_BIN:-}" ]; then
-    cargo build --locked --release -p poolgate --bin poolgate >&2
-    POOLGATE_BIN=target/release/poolgate
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PG_PORT=$(free_port)
 NSD_PORT=$(free_port)
-
-cat > "$work/poolgate.toml" <<TOML
+cat >"$work/poolgate.toml" <<TOML
 [listen]
 admin = "127.0.0.1:0"
 dns = ["127.0.0.1:$PG_PORT"]
@@ -56,10 +46,9 @@ registrar_port = 5061
 registrar_transport = "tls"
 TOML
 for m in 1 2 3 4; do
-    printf '[[pool.member]]\nname = "fe0%s"\naddress = "127.0.0.1%s"\n' "$m" "$m" >> "$work/poolgate.toml"
+    printf '[[pool.member]]\nname = "fe0%s"\naddress = "127.0.0.1%s"\n' "$m" "$m" >>"$work/poolgate.toml"
 done
-
-cat > "$work/contoso.test.zone" <<ZONE
+cat >"$work/contoso.test.zone" <<ZONE
 \$ORIGIN contoso.test.
 \$TTL 3600
 @       IN SOA contoso.test. hostmaster.contoso.test. 1 3600 600 604800 30
@@ -69,10 +58,11 @@ pool01 30 IN A 127.0.0.12
 pool01 30 IN A 127.0.0.13
 pool01 30 IN A 127.0.0.14
 ZONE
-cat > "$work/nsd.conf" <<CONF
+nsd_config() { # server-count
+    cat >"$work/nsd.conf" <<CONF
 server:
     ip-address: 127.0.0.1@$NSD_PORT
-    server-count: 1
+    server-count: $1
     username: ""
     chroot: ""
     zonesdir: "$work"
@@ -90,34 +80,87 @@ zone:
     name: contoso.test
     zonefile: contoso.test.zone
 CONF
-echo "pool01.contoso.test A" > "$work/queries"
+}
+echo "pool01.contoso.test A" >"$work/queries"
 
-taskset -c "$SERVER_CPU" nsd -d -c "$work/nsd.conf" 2>"$work/nsd.err" &
-pids+=($!)
-RUST_LOG=warn taskset -c "$SERVER_CPU" "$POOLGATE_BIN" run --data-dir "$work/var" --config "$work/poolgate.toml" 2>"$work/poolgate.err" &
-pids+=($!)
+# The members stay up (poolgate's tcp monitor), for at most an hour.
+spawn taskset -c "$(client_cpus 1)" python3 "$BENCH_DIR/members.py" 3600 5061 127.0.0.11 127.0.0.12 127.0.0.13 127.0.0.14 \
+    >"$work/members.log" 2>&1
+for _ in $(seq 100); do grep -q ready "$work/members.log" && break; sleep 0.1; done
+wait_tcp 127.0.0.14 5061
 
-wait_up() {
-    for _ in $(seq 100); do
+wait_dns() { # port [tries of 0.1 s]
+    for _ in $(seq "${2:-100}"); do
         dig @127.0.0.1 -p "$1" +time=1 +tries=1 pool01.contoso.test A 2>/dev/null | grep -q "status: NOERROR" && return 0
         sleep 0.1
     done
-    echo "dns.sh: no DNS answer on port $1" >&2; cat "$work"/*.err >&2; exit 1
+    echo "dns bench: no DNS answer on port $1" >&2
+    exit 1
 }
-wait_up "$NSD_PORT"
-wait_up "$PG_PORT"
-
-qps() { # port mode
-    local extra=()
-    [ "$2" = tcp ] && extra=(-m tcp -c 20 -q 200) || extra=(-c 4 -q 400)
-    taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$1" -d "$work/queries" -l "$DURATION" "${extra[@]}" 2>&1 \
-        | awk '/Queries per second/ {print int($4)}'
+start_side() { # side cores [wrapper...] -> $server_pid, $server_port
+    local side=$1 cores=$2
+    shift 2
+    if [ "$side" = nsd ]; then
+        nsd_config "$cores"
+        rm -f "$work/nsd.pid" "$work/xfrd.state"
+        spawn taskset -c "$(server_cpus "$cores")" "$@" nsd -d -c "$work/nsd.conf" 2>"$work/nsd.err"
+        server_port=$NSD_PORT
+    else
+        rm -rf "$work/var"
+        RUST_LOG=warn spawn taskset -c "$(server_cpus "$cores")" "$@" "$POOLGATE" run --data-dir "$work/var" \
+            --config "$work/poolgate.toml" 2>"$work/poolgate.err"
+        server_port=$PG_PORT
+    fi
+    server_pid=$spawned
+    wait_dns "$server_port" 600
+}
+stop_side() {
+    stop_group "$server_pid"
+    sleep 0.3
 }
 
-printf '%-6s %12s %12s %8s\n' mode nsd_qps poolgate_qps ratio
-for mode in udp tcp; do
-    nsd_qps=$(qps "$NSD_PORT" "$mode")
-    pg_qps=$(qps "$PG_PORT" "$mode")
-    ratio=$(python3 -c "print(f'{$pg_qps / max($nsd_qps, 1):.2f}')")
-    printf '%-6s %12s %12s %8s\n' "$mode" "$nsd_qps" "$pg_qps" "${ratio}x"
+dnsperf_run() { # port mode cpus [extra dnsperf args] -> "qps lost"
+    local port=$1 mode=$2 cpus=$3
+    shift 3
+    local extra=(-c 4 -q 400)
+    [ "$mode" = tcp ] && extra=(-m tcp -c 20 -q 200)
+    [ -n "$DNS_QPS" ] && extra+=(-Q "$DNS_QPS")
+    timeout $((DURATION + 30)) taskset -c "$cpus" dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" \
+        "${extra[@]}" "$@" 2>&1 | awk '/Queries lost:/ { lost = $3 } /Queries per second:/ { qps = int($4) } END { print qps, lost }'
+}
+
+for cores in $SCALE; do
+    ccpus=$(client_cpus "$cores")
+    for round in $(seq "$ROUNDS"); do
+        echo "# round $round/$ROUNDS at $cores core(s)" >&2
+        for side in nsd poolgate; do
+            start_side "$side" "$cores"
+            for mode in udp tcp; do
+                read -r qps lost < <(dnsperf_run "$server_port" "$mode" "$ccpus" -l "$DURATION")
+                sample "$mode queries/s" q/s higher "$cores" "$side" "$qps"
+                sample "$mode lost queries" queries lower "$cores" "$side" "$lost"
+            done
+            stop_side
+        done
+    done
 done
+
+if [ "$COUNTS" = 1 ]; then
+    echo "# counts: each server on one core; $COUNT_OPS UDP queries under strace -c, $CG_OPS under callgrind (dnsperf -c 1 -q 10)" >&2
+    for side in nsd poolgate; do
+        start_side "$side" 1
+        count_syscalls "syscalls per udp query" 1 "$side" "$COUNT_OPS" "$server_pid" -- \
+            timeout 300 dnsperf -s 127.0.0.1 -p "$server_port" -d "$work/queries" -c 1 -q 10 -n "$COUNT_OPS"
+        stop_side
+        mkdir -p "$work/cg-$side"
+        start_side "$side" 1 "${CALLGRIND[@]}" --callgrind-out-file="$work/cg-$side/%p.out" --log-file="$work/cg-$side/%p.log"
+        dnsperf -s 127.0.0.1 -p "$server_port" -d "$work/queries" -c 1 -q 10 -n 50 >/dev/null 2>&1 || true
+        count_instructions "instructions per udp query" 1 "$side" "$CG_OPS" "$work/cg-$side" "$server_pid" -- \
+            timeout 300 dnsperf -s 127.0.0.1 -p "$server_port" -d "$work/queries" -c 1 -q 10 -n "$CG_OPS" -t 30
+        stop_side
+    done
+fi
+
+echo
+summary nsd
+echo "goals (issue 19): udp >= 1.2x NSD with no more lost queries than NSD, tcp >= 1.5x"

@@ -1,40 +1,31 @@
 #!/usr/bin/env bash
 # REGISTER -> 301 per second: poolgate against Kamailio's dispatcher module
 # configured to answer the same redirect (hash over the To URI, three
-# members), measured in the same run with the same sipp load. Every run is
-# bounded: CALLS calls per sipp, a global sipp timeout, peers killed on exit.
-#
-# Needs: sipp (sip-tester), kamailio; a release build of poolgate.
-# Environment: CALLS (default 100000), SIPPS (parallel sipp processes, default 2).
+# members, one Contact each), interleaved: each round runs Kamailio then
+# poolgate with the same sipp load, ROUNDS rounds, at each core count in
+# SCALE (servers pinned with taskset; Kamailio children = poolgate's worker
+# threads = the cores given). Each measurement is SIPPS sipp processes (one
+# per load-generator core unless set) x CALLS calls, its rate over the wall
+# time of the slowest; failed calls are counted per side. With COUNTS=1,
+# syscalls (strace -c, COUNT_OPS calls) and instructions (callgrind, CG_OPS
+# calls) per REGISTER, one core each.
+# Loopback only; every sipp has a global timeout; processes stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
-CALLS=${CALLS:-100000}
-SIPPS=${SIPPS:-2}
+CALLS=${CALLS:-20000}
 # Calls per second each sipp tries to start; -l caps the calls in flight.
 RATE=${RATE:-100000}
-for tool in sipp kamailio; do
-    command -v "$tool" >/dev/null || { echo "sip bench: $tool not installed; skipping"; exit 0; }
+for tool in sipp kamailio taskset setsid strace valgrind python3; do
+    command -v "$tool" >/dev/null || { echo "sip bench: $tool missing (bench/run installs it), skipped"; exit 0; }
 done
-cargo build -q --locked --release -p poolgate --bin poolgate
-POOLGATE=target/release/poolgate
+build_poolgate
+bench_header sip "$(kamailio -v | head -1 | sed 's/^version: //')" "$(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1)"
+echo "# load: ${SIPPS:-one per load-generator core} sipp x $CALLS REGISTER over UDP, -r $RATE -l 200, 301 expected"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# --- poolgate -------------------------------------------------------------
 pg_port=$(free_port)
 admin_port=$(free_port)
+km_port=$(free_port)
 cat >"$work/poolgate.toml" <<TOML
 [listen]
 admin = "127.0.0.1:$admin_port"
@@ -72,22 +63,19 @@ address = "127.0.0.12"
 name = "fe03"
 address = "127.0.0.13"
 TOML
-RUST_LOG=warn "$POOLGATE" run --data-dir "$work/pg" --config "$work/poolgate.toml" 2>"$work/poolgate.log" &
-pids+=($!)
 
-# --- Kamailio: dispatcher, alg 2 (hash over To URI), stateless 301 ---------
-km_port=$(free_port)
 modules=$(dirname "$(find /usr/lib -name dispatcher.so -path '*kamailio*' | head -1)")
 cat >"$work/dispatcher.list" <<LIST
 1 sip:127.0.0.11:15061;transport=tls
 1 sip:127.0.0.12:15061;transport=tls
 1 sip:127.0.0.13:15061;transport=tls
 LIST
-cat >"$work/kamailio.cfg" <<CFG
+kamailio_config() { # children
+    cat >"$work/kamailio.cfg" <<CFG
 #!KAMAILIO
 debug=0
 log_stderror=yes
-children=$(nproc)
+children=$1
 disable_tcp=yes
 listen=udp:127.0.0.1:$km_port
 mpath="$modules/"
@@ -111,43 +99,107 @@ request_route {
     exit;
 }
 CFG
-kamailio -DD -E -f "$work/kamailio.cfg" -P "$work/kamailio.pid" >"$work/kamailio.log" 2>&1 &
-pids+=($!)
+}
 
-# Wait until both answer one REGISTER.
-probe() {
-    sipp -sf bench/sip-register.xml -t u1 -m 1 -i 127.0.0.1 -p "$(free_port)" \
+# The members stay up (poolgate's tcp monitor), for at most an hour.
+spawn taskset -c "$(client_cpus 1)" python3 "$BENCH_DIR/members.py" 3600 15061 127.0.0.11 127.0.0.12 127.0.0.13 \
+    >"$work/members.log" 2>&1
+for _ in $(seq 100); do grep -q ready "$work/members.log" && break; sleep 0.1; done
+wait_tcp 127.0.0.13 15061
+
+probe() { # target
+    timeout 10 sipp -sf "$BENCH_DIR/sip-register.xml" -t u1 -m 1 -i 127.0.0.1 -p "$(free_port)" \
         -timeout 3s -timeout_error -nostdin "$1" >/dev/null 2>&1
 }
-for target in "127.0.0.1:$pg_port" "127.0.0.1:$km_port"; do
-    for _ in $(seq 50); do probe "$target" && break; sleep 0.2; done
-    probe "$target" || { echo "sip bench: $target does not answer"; cat "$work"/*.log; exit 1; }
-done
-
-# Run SIPPS sipp processes, CALLS calls each, against one target; print
-# calls per second over the wall time of the slowest.
-measure() {
-    local target=$1 start end ok=0 i
-    local spids=()
-    start=$(date +%s.%N)
-    for i in $(seq "$SIPPS"); do
-        sipp -sf bench/sip-register.xml -t u1 -m "$CALLS" -r "$RATE" -l 200 \
-            -i 127.0.0.1 -p "$(free_port)" -timeout 60s -timeout_error -nostdin \
-            "$target" >"$work/sipp-$i.out" 2>&1 &
-        spids+=($!)
-    done
-    for pid in "${spids[@]}"; do wait "$pid" && ok=$((ok + 1)); done
-    end=$(date +%s.%N)
-    python3 -c "print(f'{$SIPPS * $CALLS / ($end - $start):.0f}')"
-    for out in "$work"/sipp-*.out; do
-        grep "Failed call" "$out" | tail -1 | awk -v t="$target" '{print "  " t " failed calls: " $(NF)}' >&2 || true
-    done
-    [ "$ok" -eq "$SIPPS" ] || echo "sip bench: $((SIPPS - ok)) sipp run(s) against $target had failed calls" >&2
+start_side() { # side cores [wrapper...] -> $server_pid, $target
+    local side=$1 cores=$2
+    shift 2
+    if [ "$side" = kamailio ]; then
+        kamailio_config "$cores"
+        spawn taskset -c "$(server_cpus "$cores")" "$@" kamailio -DD -E -f "$work/kamailio.cfg" \
+            -P "$work/kamailio.pid" >"$work/kamailio.log" 2>&1
+        target=127.0.0.1:$km_port
+    else
+        rm -rf "$work/pg"
+        RUST_LOG=warn spawn taskset -c "$(server_cpus "$cores")" "$@" "$POOLGATE" run --data-dir "$work/pg" \
+            --config "$work/poolgate.toml" >"$work/poolgate.log" 2>&1
+        target=127.0.0.1:$pg_port
+    fi
+    server_pid=$spawned
+    # Under callgrind start-up takes a while.
+    for _ in $(seq 120); do probe "$target" && return 0; sleep 0.5; done
+    echo "sip bench: $side does not answer on $target" >&2
+    tail -5 "$work/$side.log" >&2
+    exit 1
+}
+stop_side() {
+    stop_group "$server_pid"
+    sleep 0.3
 }
 
-echo "sip bench: $SIPPS sipp x $CALLS REGISTER->301 calls over UDP"
-pg_rate=$(measure "127.0.0.1:$pg_port")
-km_rate=$(measure "127.0.0.1:$km_port")
-echo "poolgate: $pg_rate REGISTER/s"
-echo "kamailio: $km_rate REGISTER/s (dispatcher, alg 2)"
-python3 -c "print(f'ratio poolgate/kamailio: {$pg_rate / $km_rate:.2f}x (goal >= 1.0x)')"
+# sipps calls cpus -> "calls/s failed"
+measure() {
+    local sipps=$1 calls=$2 cpus=$3 start end i pid
+    local spids=()
+    start=$(date +%s.%N)
+    for i in $(seq "$sipps"); do
+        taskset -c "$cpus" sipp -sf "$BENCH_DIR/sip-register.xml" -t u1 -m "$calls" -r "$RATE" -l 200 \
+            -i 127.0.0.1 -p "$(free_port)" -timeout 120s -timeout_error -nostdin \
+            -trace_stat -stf "$work/sipp-$i.csv" "$target" >"$work/sipp-$i.out" 2>&1 &
+        spids+=($!)
+    done
+    for pid in "${spids[@]}"; do wait "$pid" || true; done
+    end=$(date +%s.%N)
+    # The last line of each statistics file holds the cumulative counters.
+    local failed=0 f
+    for i in $(seq "$sipps"); do
+        f=$(python3 - "$work/sipp-$i.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1]), delimiter=";"))
+head, last = rows[0], rows[-1]
+print(int(last[head.index("FailedCall(C)")]))
+PY
+) || f=$calls
+        failed=$((failed + f))
+    done
+    rm -f "$work"/sipp-*.csv
+    python3 -c "import sys; print('%.0f' % ((int(sys.argv[1]) * int(sys.argv[2]) - int(sys.argv[4])) / (float(sys.argv[3]))), sys.argv[4])" \
+        "$sipps" "$calls" "$(python3 -c "print($end - $start)")" "$failed"
+}
+
+for cores in $SCALE; do
+    ccpus=$(client_cpus "$cores")
+    sipps=${SIPPS:-$(client_count "$cores")}
+    for round in $(seq "$ROUNDS"); do
+        echo "# round $round/$ROUNDS at $cores core(s)" >&2
+        for side in kamailio poolgate; do
+            start_side "$side" "$cores"
+            read -r rate failed < <(measure "$sipps" "$CALLS" "$ccpus")
+            sample "REGISTER->301/s" calls/s higher "$cores" "$side" "$rate"
+            sample "failed calls" calls lower "$cores" "$side" "$failed"
+            stop_side
+        done
+    done
+done
+
+if [ "$COUNTS" = 1 ]; then
+    echo "# counts: each server on one core; $COUNT_OPS REGISTERs under strace -c, $CG_OPS under callgrind (one sipp, -r 200 -l 10)" >&2
+    count_load() { # calls
+        timeout 200 sipp -sf "$BENCH_DIR/sip-register.xml" -t u1 -m "$1" -r 200 -l 10 -i 127.0.0.1 \
+            -p "$(free_port)" -timeout 180s -timeout_error -nostdin "$target"
+    }
+    for side in kamailio poolgate; do
+        start_side "$side" 1
+        count_syscalls "syscalls per REGISTER" 1 "$side" "$COUNT_OPS" "$server_pid" -- count_load "$COUNT_OPS"
+        stop_side
+        mkdir -p "$work/cg-$side"
+        start_side "$side" 1 "${CALLGRIND[@]}" --callgrind-out-file="$work/cg-$side/%p.out" --log-file="$work/cg-$side/%p.log"
+        count_load 20 >/dev/null 2>&1 || true
+        count_instructions "instructions per REGISTER" 1 "$side" "$CG_OPS" "$work/cg-$side" "$server_pid" -- count_load "$CG_OPS"
+        stop_side
+    done
+fi
+
+echo
+summary kamailio
+echo "goals (issue 19): REGISTER->301 >= 1.5x Kamailio with no failed calls"

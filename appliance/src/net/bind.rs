@@ -22,6 +22,11 @@ use tokio::net::{TcpListener, UdpSocket};
 static NONLOCAL: AtomicBool = AtomicBool::new(false);
 /// The accept queue of a TCP listener (what tokio's `bind` uses).
 const BACKLOG: i32 = 1024;
+/// `SO_RCVBUF` / `SO_SNDBUF` asked for a UDP listener (DNS, SIP): 1 MiB, as
+/// NSD sets. The kernel default (208 KiB, about 270 small datagrams) drops a
+/// burst of a few hundred queries before the worker reads them; the kernel
+/// caps the request at `net.core.rmem_max` / `wmem_max` without an error.
+const UDP_BUFFER: usize = 1 << 20;
 
 /// Let listeners bind addresses the host does not hold yet: set once at
 /// start when poolgate itself adds its addresses.
@@ -51,9 +56,16 @@ pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<TcpListener> 
     TcpListener::from_std(socket.into())
 }
 
-/// A UDP socket on `address`, with `IP_FREEBIND` when allowed.
+/// A UDP socket on `address`, with `IP_FREEBIND` when allowed and 1 MiB
+/// socket buffers each way (best effort: a smaller buffer still works).
 pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
+    if let Err(error) = socket
+        .set_recv_buffer_size(UDP_BUFFER)
+        .and_then(|()| socket.set_send_buffer_size(UDP_BUFFER))
+    {
+        tracing::warn!(%address, %error, "Cannot size the UDP socket buffers; the defaults stay");
+    }
     UdpSocket::from_std(socket.into())
 }
 
