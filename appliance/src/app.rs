@@ -325,6 +325,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             sync_listen: options.ha_listen,
             identity: sync_identity,
             vrrp: Some(Arc::clone(&vrrp)),
+            certificates: Some(Arc::clone(&certificates)),
         },
     )?;
     let ha_listener = match options.ha_listen {

@@ -531,22 +531,30 @@ fn replacing_an_appliance_certificate_keeps_the_pin() {
         pinned_a.as_str()
     );
 
-    // Both admin certificates replaced: the link stays up, changes flow.
-    for (appliance, name) in [(&a, "a.contoso.test"), (&b, "b.contoso.test")] {
-        let before = admin_fingerprint(&appliance.client);
-        let (cert, key) = admin_certificate(name);
-        let response = appliance.client.put(
-            "/api/v1/certificate",
-            &json!({"certificate": cert, "key": key}),
-        );
-        assert_eq!(
-            response.status().as_u16(),
-            200,
-            "{}",
-            response.text().unwrap_or_default()
-        );
-        assert_ne!(admin_fingerprint(&appliance.client), before, "replaced");
-    }
+    // The admin certificate installed on the active is installed on the
+    // standby too (the standby refuses its own install: one writer); the
+    // link stays up and changes flow.
+    let (cert, key) = admin_certificate("pool.contoso.test");
+    let body = json!({"certificate": cert, "key": key});
+    let refused = b.client.put("/api/v1/certificate", &body);
+    assert_eq!(
+        refused.status().as_u16(),
+        409,
+        "the standby installs nothing"
+    );
+    let before = admin_fingerprint(&a.client);
+    let response = a.client.put("/api/v1/certificate", &body);
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().unwrap_or_default()
+    );
+    let installed = admin_fingerprint(&a.client);
+    assert_ne!(installed, before, "replaced");
+    wait_for("the certificate on the standby", SYNC, || {
+        admin_fingerprint(&b.client) == installed
+    });
     assert_eq!(a.ha()["fingerprint"], pinned_a, "the pin did not move");
     assert_eq!(b.ha()["fingerprint"], pinned_b);
     let version = a.set_ttl(61);
@@ -558,6 +566,12 @@ fn replacing_an_appliance_certificate_keeps_the_pin() {
     a.restart();
     wait_in_sync(&a, &b);
     assert_eq!(a.ha()["fingerprint"], pinned_a);
+    assert_eq!(
+        admin_fingerprint(&a.client),
+        installed,
+        "kept across the restart"
+    );
+    assert_eq!(admin_fingerprint(&b.client), installed);
     let version = a.set_ttl(62);
     wait_for("the next change on the standby", SYNC, || {
         b.version() == version

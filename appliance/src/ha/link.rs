@@ -12,9 +12,11 @@
 //! upload or deletion as it is committed; the follower applies them through
 //! its control task. Users and API token hashes follow the admin states in
 //! [`lead`] and are sent again when they change (checked every
-//! [`CREDENTIALS_CHECK`]). Hook for what is not in step yet: admin-installed
-//! certificates would travel the same way, applied in [`follow`] (they are
-//! not what the link pins: that is the sync identity, `identity`).
+//! [`CREDENTIALS_CHECK`]). An admin-installed appliance certificate travels
+//! the same way to a peer speaking protocol 2 and is installed by
+//! [`follow`] unless it is the one in use (a generated one stays each
+//! appliance's own; neither is what the link pins: that is the sync
+//! identity, `identity`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -490,6 +492,8 @@ struct PeerHello {
     role: Role,
     version: i64,
     synced: Option<i64>,
+    /// The protocol this session speaks (the lower of the two).
+    protocol: u32,
 }
 
 async fn run<W: AsyncWrite + Unpin>(
@@ -631,6 +635,7 @@ async fn run<W: AsyncWrite + Unpin>(
         role,
         version,
         synced,
+        protocol: session_protocol,
     };
     match ha.role() {
         Some(Role::Active) => lead(ha, writer, frames, commands, committed, &peer, shutdown).await,
@@ -724,6 +729,12 @@ async fn lead<W: AsyncWrite + Unpin>(
     )
     .await
     .map_err(io)?;
+    // An admin-installed certificate, to a peer that takes it.
+    let carries_certificate = peer.protocol >= 2;
+    let mut certificate = installed_certificate(ha).await?;
+    if let (true, Some(message)) = (carries_certificate, &certificate) {
+        send(writer, message).await.map_err(io)?;
+    }
     send(writer, &Message::CaughtUp { version: last_sent })
         .await
         .map_err(io)?;
@@ -752,6 +763,13 @@ async fn lead<W: AsyncWrite + Unpin>(
                     send(writer, &Message::Credentials { credentials: credentials.clone() })
                         .await
                         .map_err(io)?;
+                }
+                let now = installed_certificate(ha).await?;
+                if now != certificate {
+                    certificate = now;
+                    if let (true, Some(message)) = (carries_certificate, &certificate) {
+                        send(writer, message).await.map_err(io)?;
+                    }
                 }
             }
             change = committed.recv() => match change {
@@ -834,6 +852,43 @@ async fn lead<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// The appliance certificate as a message, if the admin installed it (a
+/// generated one names this appliance: each keeps its own).
+async fn installed_certificate(ha: &Ha) -> Result<Option<Message>, String> {
+    let Some(certificates) = ha.certificates.clone() else {
+        return Ok(None);
+    };
+    let pair = tokio::task::spawn_blocking(move || certificates.pem_pair())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(match pair {
+        (_, _, true) => None,
+        (certificate, key, false) => Some(Message::Certificate { certificate, key }),
+    })
+}
+
+/// Install the active's certificate here unless it is the one in use;
+/// `Ok(true)` when it was installed.
+async fn take_certificate(ha: &Ha, certificate: String, key: String) -> Result<bool, String> {
+    let Some(certificates) = ha.certificates.clone() else {
+        return Ok(false);
+    };
+    tokio::task::spawn_blocking(move || {
+        let (current, _, _) = certificates.pem_pair().map_err(|e| e.to_string())?;
+        if current == certificate {
+            return Ok(false);
+        }
+        match certificates.install(&certificate, &key) {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(problem)) => Err(problem.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 async fn credentials_of(ha: &Ha) -> Result<crate::store::Credentials, String> {
@@ -1024,6 +1079,19 @@ async fn follow<W: AsyncWrite + Unpin>(
                             send(writer, &Message::Refused { reason }).await.map_err(io)?;
                         }
                     }
+                    Message::Certificate { certificate, key } => {
+                        match take_certificate(ha, certificate, key).await {
+                            Ok(true) => {
+                                tracing::info!(peer = %peer.appliance_id, "Appliance certificate taken from the HA active");
+                                ha.events.record(NewEvent::new(EventKind::System, "Appliance certificate installed from the HA active"));
+                            }
+                            Ok(false) => {}
+                            Err(reason) => {
+                                tracing::warn!(peer = %peer.appliance_id, reason, "Appliance certificate from the HA peer not installed");
+                                send(writer, &Message::Refused { reason }).await.map_err(io)?;
+                            }
+                        }
+                    }
                     Message::Credentials { credentials } => {
                         let store = ha.store.clone();
                         let replaced = tokio::task::spawn_blocking(move || store.replace_credentials(&credentials))
@@ -1089,6 +1157,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Config { .. } => "config",
         Message::Admin { .. } => "admin",
         Message::Credentials { .. } => "credentials",
+        Message::Certificate { .. } => "certificate",
         Message::CaBundle { .. } => "ca_bundle",
         Message::Synced { .. } => "synced",
         Message::CaughtUp { .. } => "caught_up",

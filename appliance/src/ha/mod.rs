@@ -66,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::certs::Certificates;
 use crate::control::{ControlHandle, Writer};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::license::Licensing;
@@ -212,6 +213,9 @@ pub(crate) struct Ha {
     control: ControlHandle,
     /// The sync link's own key pair and certificate (what the peer pins).
     identity: Arc<rustls::sign::CertifiedKey>,
+    /// The appliance certificate (admin and SIP-TLS listeners): one the
+    /// admin installed on the active is installed on the standby too.
+    certificates: Option<Arc<Certificates>>,
     licensing: Licensing,
     appliance_id: String,
     /// Where this appliance's sync listener is, if it has one.
@@ -253,6 +257,7 @@ pub(crate) struct Local {
     /// The sync link's own key pair and certificate (`identity`).
     pub identity: Arc<rustls::sign::CertifiedKey>,
     pub vrrp: Option<Arc<crate::vrrp::Vrrp>>,
+    pub certificates: Option<Arc<Certificates>>,
 }
 
 impl Ha {
@@ -269,6 +274,7 @@ impl Ha {
             sync_listen,
             identity,
             vrrp,
+            certificates,
         } = local;
         let pair = match store.setting(PAIR_KEY)? {
             Some(text) => match serde_json::from_str::<Pair>(&text) {
@@ -288,6 +294,7 @@ impl Ha {
             events,
             control,
             identity,
+            certificates,
             licensing,
             appliance_id,
             sync_listen,

@@ -16,8 +16,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// This version's protocol number.
-pub(crate) const PROTOCOL: u32 = 1;
+/// This version's protocol number. 2: the admin-installed appliance
+/// certificate travels (`Message::Certificate`), sent only to a peer that
+/// speaks 2.
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// The longest line (a config's TOML travels in one).
 pub(crate) const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -101,6 +103,9 @@ pub(crate) enum Message {
         state: String,
         changed_at: String,
     },
+    /// The active's admin-installed appliance certificate chain and key
+    /// (PEM), which the standby installs too (protocol 2).
+    Certificate { certificate: String, key: String },
     /// A CA bundle (its PEM), or its deletion (`pem` absent).
     CaBundle {
         name: String,

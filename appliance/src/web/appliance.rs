@@ -92,6 +92,14 @@ pub(crate) async fn install_certificate(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body: CertificateBody = super::api::parse_json(&body)?;
+    // One writer: the standby takes the active's certificate over the link.
+    if let Some(ha) = &state.ha
+        && ha.role() == Some(crate::ha::Role::Standby)
+    {
+        return Err(ApiError::Ha(
+            "this appliance is the standby of an HA pair: install the certificate on the active, and it follows here".into(),
+        ));
+    }
     for (field, text) in [("certificate", &body.certificate), ("key", &body.key)] {
         if text.len() > MAX_PEM_BYTES {
             return Err(ApiError::invalid(
