@@ -42,6 +42,9 @@
 //! * Users and API token hashes are in step too: the standby takes the
 //!   active's (a password the active changed later ends the user's sessions
 //!   on the standby, as a change does locally).
+//! * An admin-installed appliance certificate is in step (protocol 2):
+//!   the standby installs the active's, and refuses an install of its own;
+//!   a generated one stays each appliance's own.
 //! * Each appliance keeps its own `[listen]` section, network settings,
 //!   appliance id and licence (the peer's licence is shown).
 //! * The link's TLS identity is its own (`identity`, made once), not the

@@ -368,13 +368,20 @@ mod tests {
             Message::Synced { version: 8 },
             Message::Unpair,
             Message::Ping,
+            Message::Certificate {
+                certificate: "-----BEGIN CERTIFICATE-----".into(),
+                key: "-----BEGIN PRIVATE KEY-----".into(),
+            },
         ];
         for message in messages {
             let line = encode(&message);
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
             let text = String::from_utf8(line.clone()).expect("utf-8");
-            assert!(text.starts_with("{\"protocol\":1,"), "{text}");
+            assert!(
+                text.starts_with(&format!("{{\"protocol\":{PROTOCOL},")),
+                "{text}"
+            );
             assert_eq!(decode(&line).expect("decodes").message, message);
         }
     }
@@ -404,6 +411,7 @@ mod tests {
     fn n_and_n_minus_one_interoperate_and_nothing_further() {
         assert_eq!(negotiate(PROTOCOL), Ok(PROTOCOL));
         assert_eq!(negotiate(PROTOCOL + 1), Ok(PROTOCOL));
+        assert_eq!(negotiate(PROTOCOL - 1), Ok(PROTOCOL - 1), "N-1 peers");
         assert!(negotiate(PROTOCOL + 2).is_err());
         assert!(negotiate(0).is_err());
     }
