@@ -420,6 +420,30 @@ pub fn wait_for_state(admin: &mut Admin, what: &str, state: &str) {
     }
 }
 
+/// One failover as a client sees it: wait until `to` holds the VIP (since
+/// `since`, when it was provoked) and `served` more attempts succeeded, then
+/// print how long the move took and what the client loop saw as `what`, and
+/// check every attempt after the move succeeded. Returns the move's time.
+pub fn measure_move(
+    lab: &Lab,
+    attempts: &Attempts,
+    to: &str,
+    since: Instant,
+    served: usize,
+    what: &str,
+) -> Duration {
+    let moved = wait_for_vip(lab, to, since);
+    let moved_at = Instant::now();
+    wait_for_successes(attempts, served);
+    let (failed, after, failed_after) = tally(attempts, since, moved_at, Instant::now());
+    eprintln!(
+        "{what}: the VIP moved in {} ms; {failed} attempts failed during the failover, {after} after it ({failed_after} failed)",
+        moved.as_millis()
+    );
+    assert_eq!(failed_after, 0, "every attempt after the failover succeeds");
+    moved
+}
+
 /// Wait until `ns` holds the VIP; how long it took from `since`.
 pub fn wait_for_vip(lab: &Lab, ns: &str, since: Instant) -> Duration {
     loop {

@@ -403,6 +403,37 @@ async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
         .map_err(|error| error.to_string())
 }
 
+/// A frame from the peer as either session takes it: the link is alive
+/// (the silence deadline moves, the pair notes it was linked now and then);
+/// a frame that could not be read is answered `refused`. `Ok(None)`: nothing
+/// to act on.
+async fn arrived<W: AsyncWrite + Unpin>(
+    ha: &Arc<Ha>,
+    writer: &mut W,
+    frame: Option<Incoming>,
+    silence: &mut std::pin::Pin<Box<tokio::time::Sleep>>,
+    heard: &mut Heard,
+) -> Result<Option<Message>, String> {
+    let Some(frame) = frame else {
+        return Err("the peer closed the link".into());
+    };
+    silence
+        .as_mut()
+        .reset(tokio::time::Instant::now() + SILENCE);
+    if heard.due() {
+        ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
+    }
+    match frame {
+        Ok(frame) => Ok(Some(frame.message)),
+        Err(reason) => {
+            send(writer, &Message::Refused { reason })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+    }
+}
+
 /// When a frame from the peer last moved `Pair::linked_at` on: at most
 /// every [`HEARD_EVERY`] (the peer pings every [`PING`]).
 #[derive(Debug)]
@@ -802,19 +833,10 @@ async fn lead<W: AsyncWrite + Unpin>(
                 None => return Ok(()),
             },
             frame = frames.recv() => {
-                let Some(frame) = frame else { return Err("the peer closed the link".into()) };
-                silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
-                if heard.due() {
-                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
-                }
-                let frame = match frame {
-                    Ok(frame) => frame,
-                    Err(why) => {
-                        send(writer, &Message::Refused { reason: why }).await.map_err(io)?;
-                        continue;
-                    }
+                let Some(message) = arrived(ha, writer, frame, &mut silence, &mut heard).await? else {
+                    continue;
                 };
-                match frame.message {
+                match message {
                     Message::Ping => {}
                     Message::Synced { version } => {
                         // Also the standby's answer to a member action: it has it.
@@ -988,19 +1010,10 @@ async fn follow<W: AsyncWrite + Unpin>(
                 None => return Ok(()),
             },
             frame = frames.recv() => {
-                let Some(frame) = frame else { return Err("the peer closed the link".into()) };
-                silence.as_mut().reset(tokio::time::Instant::now() + SILENCE);
-                if heard.due() {
-                    ha.blocking(Ha::linked).await.map_err(|e| e.to_string())?;
-                }
-                let frame = match frame {
-                    Ok(frame) => frame,
-                    Err(why) => {
-                        send(writer, &Message::Refused { reason: why }).await.map_err(io)?;
-                        continue;
-                    }
+                let Some(message) = arrived(ha, writer, frame, &mut silence, &mut heard).await? else {
+                    continue;
                 };
-                match frame.message {
+                match message {
                     Message::Ping => {}
                     Message::Config { version, toml, origin, rebase } => {
                         if let Some(base) = rebase
