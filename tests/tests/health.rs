@@ -683,12 +683,14 @@ fn a_dual_stack_member_is_answered_probed_connected_and_drained_on_both_families
         |a| *a == set(&["::1"]),
     );
     assert_eq!(answers("fe01.test", "AAAA"), set(&["::1"]));
-    let fe01 = client.members()[0].clone();
-    assert_eq!(fe01["addresses"][1]["address"], "::1", "{fe01}");
-    assert_eq!(
-        fe01["addresses"][1]["health"]["fe"]["state"], "up",
-        "{fe01}"
+    // An address not yet probed counts up under the monitor's start state, so
+    // the AAAA can come before the IPv6 probe's first result: wait for that.
+    let fe01 = until(
+        "fe01's IPv6 address probed up",
+        || client.members()[0].clone(),
+        |m| m["addresses"][1]["health"]["fe"]["state"] == "up",
     );
+    assert_eq!(fe01["addresses"][1]["address"], "::1", "{fe01}");
 
     // The IPv6 VIP connects to fe01's IPv6 address and, fe02 having none, to its IPv4 one.
     let seen: BTreeSet<String> = (0..6).map(|_| rt.block_on(greeting(vip))).collect();
