@@ -354,6 +354,10 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     app_state.ha = Some(ha);
     let history_task = tokio::spawn(web::history::run(
         publisher.clone(),
+        web::history::Sources {
+            dns: Arc::clone(&app_state.dns_stats),
+            sip: Arc::clone(&app_state.sip_stats),
+        },
         control.subscribe(),
         Arc::clone(&app_state.history),
         shutdown.child_token(),

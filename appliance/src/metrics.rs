@@ -18,7 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::config::AdminState;
-use crate::state::{MemberCounters, PoolView};
+use crate::state::{MemberCounters, PoolView, ServiceCounters};
 
 /// The `Content-Type` of the text exposition format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -175,6 +175,22 @@ impl Render for PoolView {
                 family.sample(*labels, values[i]);
             }
         }
+        let services: Vec<_> = self
+            .services
+            .iter()
+            .map(|service| {
+                (
+                    [("service", service.name.as_str())],
+                    service_counters(&service.counters),
+                )
+            })
+            .collect();
+        for (i, (name, kind, help)) in SERVICE_COUNTERS.into_iter().enumerate() {
+            let mut family = out.family(name, kind, help);
+            for (labels, values) in &services {
+                family.sample(labels, values[i]);
+            }
+        }
         out.gauge(
             "poolgate_view_generation",
             "Generation of the published pool view.",
@@ -184,7 +200,7 @@ impl Render for PoolView {
 }
 
 /// The families of [`member_counters`], in its order.
-const MEMBER_COUNTERS: [(&str, Kind, &str); 4] = [
+const MEMBER_COUNTERS: [(&str, Kind, &str); 8] = [
     (
         "poolgate_member_active_connections",
         Kind::Gauge,
@@ -205,26 +221,87 @@ const MEMBER_COUNTERS: [(&str, Kind, &str); 4] = [
         Kind::Counter,
         "Connects from the VIP proxy to the member that failed or timed out.",
     ),
+    (
+        "poolgate_member_bytes_in_total",
+        Kind::Counter,
+        "Bytes proxied from clients to the member.",
+    ),
+    (
+        "poolgate_member_bytes_out_total",
+        Kind::Counter,
+        "Bytes proxied from the member to clients.",
+    ),
+    (
+        "poolgate_member_went_up_total",
+        Kind::Counter,
+        "Health transitions to up of any of the member's (monitor, address) probes.",
+    ),
+    (
+        "poolgate_member_went_down_total",
+        Kind::Counter,
+        "Health transitions to down of any of the member's (monitor, address) probes.",
+    ),
 ];
+
+/// The families of [`service_counters`], in its order.
+const SERVICE_COUNTERS: [(&str, Kind, &str); 4] = [
+    (
+        "poolgate_service_active_connections",
+        Kind::Gauge,
+        "Connections open through the virtual service.",
+    ),
+    (
+        "poolgate_service_connections_total",
+        Kind::Counter,
+        "Connections proxied by the virtual service since start.",
+    ),
+    (
+        "poolgate_service_bytes_in_total",
+        Kind::Counter,
+        "Bytes the virtual service proxied from clients to members.",
+    ),
+    (
+        "poolgate_service_bytes_out_total",
+        Kind::Counter,
+        "Bytes the virtual service proxied from members to clients.",
+    ),
+];
+
+/// A virtual service's counters as [`SERVICE_COUNTERS`] renders them.
+fn service_counters(counters: &ServiceCounters) -> [u64; 4] {
+    let ServiceCounters {
+        active_connections,
+        total_connections,
+        bytes_in,
+        bytes_out,
+    } = counters;
+    [active_connections, total_connections, bytes_in, bytes_out].map(|c| c.load(Relaxed))
+}
 
 /// A member's counters as [`MEMBER_COUNTERS`] renders them. Every field is
 /// named, so a new counter is rendered here or left out on purpose.
-fn member_counters(counters: &MemberCounters) -> [u64; 4] {
+fn member_counters(counters: &MemberCounters) -> [u64; 8] {
     let MemberCounters {
         active_connections,
         total_connections,
-        // Bytes are in the status API; the reset signal is no counter.
-        bytes_in: _,
-        bytes_out: _,
+        bytes_in,
+        bytes_out,
         registrations,
+        // The reset signal is no counter.
         reset: _,
         connect_failures,
+        went_up,
+        went_down,
     } = counters;
     [
         active_connections,
         total_connections,
         registrations,
         connect_failures,
+        bytes_in,
+        bytes_out,
+        went_up,
+        went_down,
     ]
     .map(|counter| counter.load(Relaxed))
 }

@@ -291,7 +291,7 @@ fn every_route_does_its_job() {
 
     // Connections per member over the last minutes: sampled from the start.
     let history = client.json("/api/v1/status/history");
-    assert_eq!(history["interval_s"], 5);
+    assert_eq!(history["interval_s"], 10);
     assert_eq!(
         history["samples"][0]["members"]["pool01/fe01"], 0,
         "{history}"

@@ -27,7 +27,7 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -62,9 +62,64 @@ pub struct DnsStats {
     pub rrl_dropped: AtomicU64,
     /// UDP answers over the response-rate limit, sent empty with TC set.
     pub rrl_slipped: AtomicU64,
+    /// Answers sent or offered, by kind.
+    pub answers: AnswerCounts,
     /// The accept layer's gates, where the `dns-tcp` listeners' gate lives;
     /// its refusals are also `poolgate_dns_tcp_rejected_total`.
     pub gates: Arc<net::Registry>,
+}
+
+/// Answers by what they said: records, no data, no such name, refused,
+/// server failure, or another code (FORMERR, NOTAUTH, NOTIMP).
+#[derive(Debug, Default)]
+pub struct AnswerCounts {
+    pub data: AtomicU64,
+    pub nodata: AtomicU64,
+    pub nxdomain: AtomicU64,
+    pub refused: AtomicU64,
+    pub servfail: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl AnswerCounts {
+    /// Each kind's name (as the metrics label it) and its count.
+    pub(crate) fn by_kind(&self) -> [(&'static str, u64); 6] {
+        let Self {
+            data,
+            nodata,
+            nxdomain,
+            refused,
+            servfail,
+            other,
+        } = self;
+        [
+            ("data", data),
+            ("nodata", nodata),
+            ("nxdomain", nxdomain),
+            ("refused", refused),
+            ("servfail", servfail),
+            ("other", other),
+        ]
+        .map(|(kind, count)| (kind, count.load(Ordering::Relaxed)))
+    }
+
+    /// Count one answer: its code and, from its header, whether it holds
+    /// records.
+    pub(crate) fn count(&self, rcode: hickory_proto::op::ResponseCode, answer: &[u8]) {
+        use hickory_proto::op::ResponseCode;
+        let counter = match rcode {
+            ResponseCode::NoError => {
+                // ANCOUNT is bytes 6..8 of the header.
+                let records = answer.get(6..8).is_some_and(|n| n != [0, 0]);
+                if records { &self.data } else { &self.nodata }
+            }
+            ResponseCode::NXDomain => &self.nxdomain,
+            ResponseCode::Refused => &self.refused,
+            ResponseCode::ServFail => &self.servfail,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl DnsStats {
@@ -85,6 +140,7 @@ impl Render for DnsStats {
             send_errors,
             rrl_dropped,
             rrl_slipped,
+            answers,
             // Rendered with every other listener's gate by the registry, and
             // read here for `poolgate_dns_tcp_rejected_total`.
             gates: _,
@@ -127,6 +183,14 @@ impl Render for DnsStats {
             ),
         ] {
             out.counter(name, help, value);
+        }
+        let mut by_kind = out.family(
+            "poolgate_dns_answers_total",
+            Kind::Counter,
+            "DNS answers by kind: data, nodata, nxdomain, refused, servfail, other.",
+        );
+        for (kind, count) in answers.by_kind() {
+            by_kind.sample(&[("kind", kind)], count);
         }
         // Published before the accept layer's per-listener families; kept
         // under its name, read from the `dns-tcp` gate.

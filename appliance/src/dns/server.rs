@@ -406,6 +406,7 @@ impl DnsStats {
                 if truncated {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
                 }
+                self.answers.count(rcode, &bytes);
                 if rcode == hickory_proto::op::ResponseCode::FormErr {
                     self.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "Malformed DNS query; answered FORMERR");

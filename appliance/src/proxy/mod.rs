@@ -54,7 +54,7 @@ use crate::config::VirtualService;
 use crate::config::{Persistence, SendProxy};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::net;
-use crate::state::{Health, MemberCounters, PoolView, PublisherHandle};
+use crate::state::{Health, MemberCounters, PoolView, PublisherHandle, ServiceCounters};
 
 /// Most client addresses one service remembers for source-IP persistence.
 const PERSIST_CAPACITY: usize = 100_000;
@@ -184,6 +184,7 @@ impl Shared {
 struct Target {
     service: Arc<VirtualService>,
     runtime: Arc<ServiceRuntime>,
+    counters: Arc<ServiceCounters>,
     /// Where on the member this listener's connections go.
     member_port: u16,
     /// The config version it was resolved from.
@@ -197,10 +198,17 @@ impl Target {
         runtime: Arc<ServiceRuntime>,
         port: u16,
     ) -> Self {
+        let counters = view
+            .services
+            .iter()
+            .find(|s| s.name == service.name)
+            .map(|s| Arc::clone(&s.counters))
+            .unwrap_or_default();
         Self {
             member_port: service.member_port(port).unwrap_or(port),
             service,
             runtime,
+            counters,
             version: view.config_version,
         }
     }
@@ -297,21 +305,35 @@ impl Drop for LiveGuard {
     }
 }
 
-/// Counts one connection as active on its member for as long as it lives.
+/// Counts one connection as active on its member and its service for as
+/// long as it lives.
 #[derive(Debug)]
-pub(crate) struct ActiveGuard(Arc<MemberCounters>);
+pub(crate) struct ActiveGuard {
+    member: Arc<MemberCounters>,
+    service: Arc<ServiceCounters>,
+}
 
 impl ActiveGuard {
-    pub(crate) fn new(counters: Arc<MemberCounters>) -> Self {
-        counters.active_connections.fetch_add(1, Ordering::Relaxed);
-        counters.total_connections.fetch_add(1, Ordering::Relaxed);
-        Self(counters)
+    pub(crate) fn new(member: Arc<MemberCounters>, service: Arc<ServiceCounters>) -> Self {
+        for (active, total) in [
+            (&member.active_connections, &member.total_connections),
+            (&service.active_connections, &service.total_connections),
+        ] {
+            active.fetch_add(1, Ordering::Relaxed);
+            total.fetch_add(1, Ordering::Relaxed);
+        }
+        Self { member, service }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+        self.member
+            .active_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        self.service
+            .active_connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -459,6 +481,7 @@ async fn connection(
     let Target {
         service,
         runtime,
+        counters: service_counters,
         member_port,
         ..
     } = target;
@@ -515,11 +538,10 @@ async fn connection(
         tracing::warn!(service = %service.name, client = %peer, "No member available; closing the client connection");
         return;
     };
-    let _active = ActiveGuard::new(Arc::clone(&chosen.counters));
-    chosen
-        .counters
-        .bytes_in
-        .fetch_add(early.len() as u64, Ordering::Relaxed);
+    let _active = ActiveGuard::new(Arc::clone(&chosen.counters), Arc::clone(service_counters));
+    for bytes in [&chosen.counters.bytes_in, &service_counters.bytes_in] {
+        bytes.fetch_add(early.len() as u64, Ordering::Relaxed);
+    }
     let _ = client.set_nodelay(true);
     let _ = member.set_nodelay(true);
     // Registered before relaying, so a reset asked for at any point of the
@@ -530,7 +552,10 @@ async fn connection(
         &client,
         &member,
         service.idle_timeout,
-        &chosen.counters,
+        relay::Meters {
+            member: &chosen.counters,
+            service: service_counters,
+        },
     );
     let outcome = tokio::select! {
         outcome = relayed => outcome,

@@ -27,7 +27,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::net::Activity;
-use crate::state::MemberCounters;
+use crate::state::{MemberCounters, ServiceCounters};
 
 /// Largest chunk moved per system call.
 const CHUNK: usize = 64 * 1024;
@@ -85,14 +85,22 @@ struct Broken {
     error: io::Error,
 }
 
+/// Where a relayed connection's bytes are counted: its member's and its
+/// virtual service's counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meters<'a> {
+    pub member: &'a MemberCounters,
+    pub service: &'a ServiceCounters,
+}
+
 /// Relay until both directions are closed, one side resets, or nothing moves
-/// for `idle`. Counts bytes into `counters` (in = client → member).
+/// for `idle`. Counts bytes into `meters` (in = client → member).
 pub(crate) async fn relay(
     mode: RelayMode,
     client: &TcpStream,
     member: &TcpStream,
     idle: Duration,
-    counters: &MemberCounters,
+    meters: Meters<'_>,
 ) -> Outcome {
     // Shared by both directions and the idle watch; nothing is ever in
     // flight here, so it is idle once no byte moved for `idle`.
@@ -104,7 +112,7 @@ pub(crate) async fn relay(
                 from: (client, Side::Client),
                 to: (member, Side::Member),
                 activity: &activity,
-                bytes: &counters.bytes_in,
+                bytes: [&meters.member.bytes_in, &meters.service.bytes_in],
             },
         );
         let downstream = pump(
@@ -113,7 +121,7 @@ pub(crate) async fn relay(
                 from: (member, Side::Member),
                 to: (client, Side::Client),
                 activity: &activity,
-                bytes: &counters.bytes_out,
+                bytes: [&meters.member.bytes_out, &meters.service.bytes_out],
             },
         );
         tokio::select! {
@@ -162,7 +170,8 @@ struct Direction<'a> {
     to: (&'a TcpStream, Side),
     /// Shared by both directions.
     activity: &'a Activity,
-    bytes: &'a AtomicU64,
+    /// The member's and the service's count of this direction.
+    bytes: [&'a AtomicU64; 2],
 }
 
 impl Direction<'_> {
@@ -182,7 +191,9 @@ impl Direction<'_> {
 
     /// `n` more bytes went through.
     fn moved(&self, n: usize) {
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        for bytes in self.bytes {
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
         self.activity.touch();
     }
 }

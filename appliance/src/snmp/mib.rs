@@ -145,16 +145,13 @@ impl Tree {
             if !push_name(&mut index, &service.name) {
                 continue;
             }
-            let sum = |f: fn(&crate::web::status::ServiceMemberStatus) -> u64| {
-                service.members.iter().map(f).sum::<u64>()
-            };
             let columns = [
                 (2, Value::Text(service.address.clone())),
                 (3, Value::Text(service.pool.clone())),
-                (4, gauge(sum(|m| m.active_connections))),
-                (5, Value::Counter64(sum(|m| m.total_connections))),
-                (6, Value::Counter64(sum(|m| m.bytes_in))),
-                (7, Value::Counter64(sum(|m| m.bytes_out))),
+                (4, gauge(service.active_connections)),
+                (5, Value::Counter64(service.total_connections)),
+                (6, Value::Counter64(service.bytes_in)),
+                (7, Value::Counter64(service.bytes_out)),
             ];
             for (column, value) in columns {
                 let mut name = oid(&[1, 3, 1, column]);
@@ -246,6 +243,10 @@ mod tests {
                 ports: vec![443],
                 pool: "p".into(),
                 monitor: "fe-sip".into(),
+                active_connections: 5,
+                total_connections: 30,
+                bytes_in: 300,
+                bytes_out: 3000,
                 members: ["fe01", "fe02"]
                     .into_iter()
                     .map(|name| ServiceMemberStatus {
@@ -281,6 +282,11 @@ mod tests {
             tree.get(&member_oid(3, 1)),
             Some(&Value::Text("192.0.2.1".into()))
         );
+        // The service's own counters, not its members' (which count
+        // every service's connections).
+        let mut service = oid(&[1, 3, 1, 5, 3]);
+        service.extend(b"web".iter().map(|b| u32::from(*b)));
+        assert_eq!(tree.get(&service), Some(&Value::Counter64(30)));
         // 2 members x 7 columns, 2 x 2 health, 6 service columns; the
         // member with a too long name is left out.
         assert_eq!(tree.len(), 14 + 4 + 6);
@@ -307,9 +313,8 @@ mod tests {
             walked += 1;
         }
         assert_eq!(walked, tree.len());
-        // The services sum their members.
         let mut active = oid(&[1, 3, 1, 4, 3]);
         active.extend(b"web".iter().map(|b| u32::from(*b)));
-        assert_eq!(tree.get(&active), Some(&Value::Gauge(4)));
+        assert_eq!(tree.get(&active), Some(&Value::Gauge(5)));
     }
 }

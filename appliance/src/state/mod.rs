@@ -9,7 +9,7 @@ pub(crate) mod view;
 pub use publisher::{PublisherHandle, Update, spawn};
 pub use view::{
     DnsAnswer, DrainProgress, DrainState, Health, HealthStatus, Inputs, MemberCounters, MemberView,
-    PoolState, PoolView, ServiceState,
+    PoolState, PoolView, ServiceCounters, ServiceState,
 };
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::view::{CounterTable, DrainProgress, HealthStatus, Inputs, PoolView};
+use super::view::{
+    CounterTable, DrainProgress, Health, HealthStatus, Inputs, PoolView, ServiceCounterTable,
+};
 use crate::config::MemberKey;
 use crate::config::{AdminState, Config, ConfigDiff};
 use crate::health::ca::CaBundles;
@@ -91,6 +94,7 @@ impl Inputs {
             health: BTreeMap::new(),
             drain: BTreeMap::new(),
             counters: CounterTable::new(),
+            service_counters: ServiceCounterTable::new(),
             ca_bundles: Arc::default(),
         };
         inputs.sync_counters();
@@ -153,9 +157,20 @@ impl Inputs {
                 if !self.has_address(&member, address) || self.config.monitor(&monitor).is_none() {
                     return false;
                 }
-                self.health
-                    .insert((member, monitor, address), status.clone())
-                    != Some(status)
+                let counters = self.counters.get(&member).cloned();
+                let before = self
+                    .health
+                    .insert((member, monitor, address), status.clone());
+                if let Some(counters) = counters
+                    && before.as_ref().map(|b| b.state) != Some(status.state)
+                {
+                    match status.state {
+                        Health::Up => counters.went_up.fetch_add(1, Relaxed),
+                        Health::Down => counters.went_down.fetch_add(1, Relaxed),
+                        Health::Unknown => 0,
+                    };
+                }
+                before != Some(status)
             }
             Update::Drain { member, progress } => {
                 if !self.has_member(&member) {
@@ -224,6 +239,15 @@ impl Inputs {
             }
         }
         self.counters = counters;
+        let mut services = ServiceCounterTable::new();
+        for service in &self.config.virtual_services {
+            let handle = self
+                .service_counters
+                .remove(&service.name)
+                .unwrap_or_default();
+            services.insert(service.name.clone(), handle);
+        }
+        self.service_counters = services;
     }
 }
 

@@ -173,6 +173,10 @@ pub struct MemberCounters {
     pub reset: tokio::sync::Notify,
     /// Connects to this member that failed or timed out (VIP proxy).
     pub connect_failures: AtomicU64,
+    /// Health transitions of any of the member's (monitor, address)
+    /// targets to up, and to down.
+    pub went_up: AtomicU64,
+    pub went_down: AtomicU64,
 }
 
 impl MemberCounters {
@@ -189,6 +193,21 @@ impl MemberCounters {
 /// The counter handles of every configured member, kept by the publisher
 /// across generations.
 pub(crate) type CounterTable = BTreeMap<MemberKey, Arc<MemberCounters>>;
+
+/// Per-virtual-service counters, over all its ports and members; like
+/// `MemberCounters` they live outside the snapshot.
+#[derive(Debug, Default)]
+pub struct ServiceCounters {
+    pub active_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    /// Client → member.
+    pub bytes_in: AtomicU64,
+    /// Member → client.
+    pub bytes_out: AtomicU64,
+}
+
+/// The counter handles of every configured virtual service, by name.
+pub(crate) type ServiceCounterTable = BTreeMap<String, Arc<ServiceCounters>>;
 
 /// Health per (member, monitor, member address).
 pub(crate) type HealthTable = BTreeMap<(MemberKey, String, IpAddr), HealthStatus>;
@@ -240,6 +259,7 @@ pub struct ServiceState {
     /// connection goes to: the one of the listener's family while it is up,
     /// else another that is up, else the listener's family's.
     pub connect_to: Vec<IpAddr>,
+    pub counters: Arc<ServiceCounters>,
 }
 
 /// One DNS name's health-filtered answer.
@@ -275,6 +295,7 @@ pub struct Inputs {
     pub health: HealthTable,
     pub drain: BTreeMap<MemberKey, DrainProgress>,
     pub counters: CounterTable,
+    pub service_counters: ServiceCounterTable,
     pub(crate) ca_bundles: Arc<CaBundles>,
 }
 
@@ -410,6 +431,11 @@ impl PoolView {
                     monitor: service.monitor.clone(),
                     candidates,
                     connect_to,
+                    counters: inputs
+                        .service_counters
+                        .get(&service.name)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
             })
             .collect();

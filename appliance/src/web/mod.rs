@@ -26,6 +26,7 @@
 //! * `GET /api/v1/status` — pools, members, health, drain, virtual services
 //! * `GET /api/v1/status/stream` — the same as server-sent events
 //! * `GET /api/v1/status/history` — connections per member, last ten minutes
+//! * `GET /api/v1/statistics` — the last hour as rates (`after`, `minutes`)
 //! * `GET|PUT /api/v1/config` — desired config as JSON (PUT also takes TOML;
 //!   it validates: 422 with field errors and nothing written; it answers the
 //!   `version` in force, whether it `changed`, the `generation` of the pool
@@ -297,6 +298,14 @@ pub fn protected_routes() -> Vec<Route> {
             "Active connections per member over the last ten minutes",
             history::history,
             response = history::HistoryBody
+        ),
+        spec!(
+            VIEWER,
+            GET,
+            "/api/v1/statistics",
+            "The last hour in 10 s intervals: connections and bytes/s per virtual service and member, health transitions, DNS queries and answers/s by kind, SIP requests and redirects/s (`after`: samples past that seq; `minutes`: 1-60)",
+            history::statistics,
+            response = history::StatisticsBody
         ),
         spec!(
             VIEWER,

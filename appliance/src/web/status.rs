@@ -96,6 +96,12 @@ pub(crate) struct ServiceStatus {
     pub ports: Vec<u16>,
     pub pool: String,
     pub monitor: String,
+    /// The service's own connections and bytes, over all its ports (a
+    /// member's counters below are the member's over every service).
+    pub active_connections: u64,
+    pub total_connections: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     pub members: Vec<ServiceMemberStatus>,
 }
 
@@ -136,6 +142,10 @@ impl StatusBody {
                     ports: service.ports.clone(),
                     pool: pool.name.clone(),
                     monitor: service.monitor.clone(),
+                    active_connections: service.counters.active_connections.load(Relaxed),
+                    total_connections: service.counters.total_connections.load(Relaxed),
+                    bytes_in: service.counters.bytes_in.load(Relaxed),
+                    bytes_out: service.counters.bytes_out.load(Relaxed),
                     members: pool
                         .members
                         .iter()
