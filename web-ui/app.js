@@ -243,19 +243,55 @@ function startStream() {
 
 // ---------------------------------------------------------------- events
 
-async function loadEvents() {
-  const query = new URLSearchParams({ limit: "100" });
-  for (const [key, value] of new FormData($("events-filter"))) if (value.trim()) query.set(key, value.trim());
-  const { status, data } = await api("GET", `/api/v1/events?${query}`);
-  if (status !== 200) return;
-  $("events").replaceChildren(...data.events.map((e) => {
-    const who = e.member && !e.message.includes(`${e.pool}/${e.member}`) ? `${e.pool}/${e.member} ` : "";
-    return el("li", { "data-kind": e.kind }, el("time", { datetime: e.at }, localTime(e.at)), el("span", { class: "kind" }, e.kind), el("span", {}, who, e.message));
-  }));
+// The event log, newest first, a page at a time, as the audit log pages:
+// `eventPages` holds the `before` of each page shown so far, so "Newer"
+// goes back. A call without a direction (the live status stream, the tab)
+// reloads the page shown; a filter change starts again at the newest. Only
+// the answer to the latest request is shown: the stream's reloads must not
+// land over a page asked for since.
+const EVENTS_PAGE = 50;
+let eventPages = [null];
+let eventsRequest = 0;
+
+function eventsQuery(before) {
+  const query = new URLSearchParams();
+  for (const [key, value] of new FormData($("events-filter"))) {
+    if (!value.trim()) continue;
+    // datetime-local is the browser's local time: sent as UTC.
+    query.set(key, key === "since" || key === "until" ? new Date(value).toISOString() : value.trim());
+  }
+  const exportQuery = new URLSearchParams(query);
+  exportQuery.set("format", "csv");
+  $("events-csv").href = `/api/v1/events?${exportQuery}`;
+  exportQuery.set("format", "json");
+  exportQuery.set("limit", "1000");
+  $("events-json").href = `/api/v1/events?${exportQuery}`;
+  query.set("limit", String(EVENTS_PAGE));
+  if (before) query.set("before", String(before));
+  return query;
 }
 
-$("events-filter").addEventListener("submit", (event) => { event.preventDefault(); loadEvents(); });
-$("events-filter").addEventListener("change", () => loadEvents());
+async function loadEvents(direction) {
+  if (direction === "older") eventPages.push(Number($("events-older").dataset.before));
+  else if (direction === "newer") eventPages.pop();
+  else if (direction === "filter") eventPages = [null];
+  const before = eventPages[eventPages.length - 1];
+  const request = ++eventsRequest;
+  const { status, data } = await api("GET", `/api/v1/events?${eventsQuery(before)}`);
+  if (request !== eventsRequest || status !== 200) return;
+  $("events-table").tBodies[0].replaceChildren(...data.events.map((e) => el("tr", { "data-kind": e.kind, "data-id": e.id },
+    el("td", {}, el("time", { datetime: e.at }, localTime(e.at))),
+    el("td", {}, e.kind), el("td", {}, e.pool || ""), el("td", {}, e.member || ""),
+    el("td", { class: "wrap" }, e.message))));
+  $("events-older").hidden = !data.next_before;
+  $("events-older").dataset.before = data.next_before || "";
+  $("events-newer").hidden = eventPages.length <= 1;
+}
+
+$("events-filter").addEventListener("submit", (event) => { event.preventDefault(); loadEvents("filter"); });
+$("events-filter").addEventListener("change", () => loadEvents("filter"));
+$("events-older").addEventListener("click", () => loadEvents("older"));
+$("events-newer").addEventListener("click", () => loadEvents("newer"));
 
 // ---------------------------------------------------------------- registrar
 

@@ -25,7 +25,8 @@
 //!   applied through `control`) and the support bundle;
 //! * `ha`: the HA pair: pairing, pinned mutual TLS, config and admin-state
 //!   sync to the standby, one writer, the split-brain rule;
-//! * `metrics`: the Prometheus text `/metrics` serves;
+//! * `metrics`: the Prometheus text `/metrics` serves; `csv`: the CSV the
+//!   logs export;
 //! * `system`: signals, systemd notification, logging, reboots and upgrades
 //!   by image swap (nothing there knows about pools);
 //! * `demo`: a self-contained demo pool; `app`: wiring it all into a running
@@ -44,6 +45,7 @@ pub mod certs;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
+pub(crate) mod csv;
 pub mod demo;
 pub mod dns;
 pub(crate) mod drain;

@@ -34,6 +34,6 @@ await run(artifacts, 90_000, async (browser, shot) => {
 
   await page.click("#tabs button[data-tab=events]");
   await page.selectOption("#events-filter select[name=kind]", "upgrade");
-  await page.locator("#events li[data-kind=upgrade]", { hasText: `Rolled back to ${running}` }).waitFor();
+  await page.locator("#events-table tr[data-kind=upgrade]", { hasText: `Rolled back to ${running}` }).waitFor();
   await shot(page, "events-rollback");
 });

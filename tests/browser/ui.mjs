@@ -2,8 +2,9 @@
 // flow: first-boot password, login, three green members, one stopped (red
 // with a reason), another drained to "ready to take offline" and enabled,
 // registrar lookup, config edits with field errors, export and import with
-// a diff preview, event filters, the system page and licence, a firmware
-// upgrade (refused, checked, installed, then scheduled), a password change, logout.
+// a diff preview, the event log (filters, paging, time range, export), the
+// system page and licence, a firmware upgrade (refused, checked, installed,
+// then scheduled), a password change, logout.
 // Usage: node ui.mjs BASE_URL ARTIFACT_DIR [LICENCE_FILE] [CONTROL_DIR]
 // with UPGRADE_BUNDLE and UPGRADE_TAMPERED naming a good and a tampered
 // bundle the appliance's test upgrade key signed, and UPGRADE_VERSION the
@@ -61,7 +62,7 @@ await run(artifacts, 180_000, async (browser, shot) => {
   await page.locator("#last-change", { hasText: "pool01/fe02 becomes draining" }).waitFor();
   await shot(page, "drained");
   await tab(page, "events");
-  await page.locator("#events li", { hasText: "ready to take offline" }).waitFor();
+  await page.locator("#events-table tbody tr", { hasText: "ready to take offline" }).waitFor();
   await tab(page, "status");
   await page.locator("tr[data-member=fe02] button[data-action=enable]").click();
   await page.locator("tr[data-member=fe02][data-admin-state=enabled]").waitFor();
@@ -117,21 +118,99 @@ await run(artifacts, 180_000, async (browser, shot) => {
   await page.locator("#import-errors li", { hasText: "line" }).waitFor();
   await shot(page, "import-error");
 
-  // Event filters.
+  // Event filters: a table of time, kind, pool, member and message.
   await tab(page, "events");
+  const headings = await page.locator("#events-table thead th").allTextContents();
+  if (headings.join() !== "Time,Kind,Pool,Member,Message") throw new Error(`event columns ${headings}`);
   await page.selectOption("#events-filter select[name=kind]", "config");
-  await page.locator("#events li[data-kind=config]", { hasText: "Config version 3 committed" }).waitFor();
-  await page.waitForFunction(() => [...document.querySelectorAll("#events li")].every((li) => li.dataset.kind === "config"));
+  await page.locator("#events-table tr[data-kind=config]", { hasText: "Config version 3 committed" }).waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll("#events-table tbody tr")].every((tr) => tr.dataset.kind === "config"));
   await shot(page, "events-config");
   await page.selectOption("#events-filter select[name=kind]", "");
   await page.fill("#events-filter input[name=member]", "fe02");
   await page.click("#events-filter button[type=submit]");
-  await page.locator("#events li[data-kind=drain]", { hasText: "ready to take offline" }).waitFor();
+  await page.locator("#events-table tr[data-kind=drain]", { hasText: "ready to take offline" }).waitFor();
   await page.waitForFunction(() => {
-    const items = [...document.querySelectorAll("#events li")];
-    return items.length > 0 && items.every((li) => li.textContent.includes("fe02"));
+    const rows = [...document.querySelectorAll("#events-table tbody tr")];
+    return rows.length > 0 && rows.every((tr) => tr.cells[3].textContent === "fe02");
   });
-  await page.fill("#events-filter input[name=member]", "");
+  const time = await page.locator("#events-table tbody tr td:first-child time").first();
+  if (!/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(await time.textContent())) throw new Error(`event time not local: ${await time.textContent()}`);
+  if (Number.isNaN(Date.parse(await time.getAttribute("datetime")))) throw new Error("an event time without its datetime");
+
+  // Paging: 60 admin actions on fe01 are more than a page of 50, newest first.
+  const acted = await page.evaluate(async () => {
+    for (let i = 0; i < 30; i++) {
+      for (const action of ["disable", "enable"]) {
+        const { status } = await api("POST", `/api/v1/pools/pool01/members/fe01/${action}`, {});
+        if (status !== 200) return `${action}: ${status}`;
+      }
+    }
+    return "done";
+  });
+  if (acted !== "done") throw new Error(`member actions: ${acted}`);
+  await page.selectOption("#events-filter select[name=kind]", "admin");
+  await page.fill("#events-filter input[name=pool]", "pool01");
+  await page.fill("#events-filter input[name=member]", "fe01");
+  await page.click("#events-filter button[type=submit]");
+  const eventIds = () => page.locator("#events-table tbody tr").evaluateAll((rows) => rows.map((tr) => Number(tr.dataset.id)));
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll("#events-table tbody tr")];
+    return rows.length === 50 && rows.every((tr) => tr.dataset.kind === "admin" && tr.cells[2].textContent === "pool01" && tr.cells[3].textContent === "fe01");
+  });
+  await page.locator("#events-older").waitFor({ state: "visible" });
+  if (await page.locator("#events-newer").isVisible()) throw new Error("Newer shown on the newest page");
+  const newest = await eventIds();
+  if (!newest.every((id, i) => i === 0 || id < newest[i - 1])) throw new Error(`not newest first: ${newest}`);
+  await shot(page, "events-page-1");
+  await page.click("#events-older");
+  await page.locator("#events-newer").waitFor({ state: "visible" });
+  await page.waitForFunction((last) => {
+    const rows = [...document.querySelectorAll("#events-table tbody tr")];
+    return rows.length > 0 && Number(rows[0].dataset.id) < last;
+  }, newest[49]);
+  const older = await eventIds();
+  if (older.length < 10 || older.length >= 50) throw new Error(`second page of ${older.length}`);
+  if (await page.locator("#events-older").isVisible()) throw new Error("Older shown on the last page");
+  await shot(page, "events-page-2");
+  await page.click("#events-newer");
+  await page.locator("#events-newer").waitFor({ state: "hidden" });
+  await page.waitForFunction((first) => Number(document.querySelector("#events-table tbody tr")?.dataset.id) === first, newest[0]);
+
+  // The export links carry the filter: the CSV has its header and the same events.
+  const csvHref = await page.getAttribute("#events-csv", "href");
+  for (const part of ["format=csv", "kind=admin", "pool=pool01", "member=fe01"]) {
+    if (!csvHref.includes(part)) throw new Error(`CSV link ${csvHref} lacks ${part}`);
+  }
+  const fetched = (href) => page.evaluate(async (url) => {
+    const response = await fetch(url, { credentials: "same-origin" });
+    return { status: response.status, type: response.headers.get("content-type"), text: await response.text() };
+  }, href);
+  const csv = await fetched(csvHref);
+  if (csv.status !== 200 || !csv.type.startsWith("text/csv")) throw new Error(`CSV export: ${csv.status} ${csv.type}`);
+  const lines = csv.text.split("\r\n").filter((line) => line);
+  if (lines[0] !== "id,at,kind,pool,member,message,detail") throw new Error(`CSV header: ${lines[0]}`);
+  if (lines.length - 1 !== newest.length + older.length) throw new Error(`CSV of ${lines.length - 1} events, the pages showed ${newest.length + older.length}`);
+  if (!lines.slice(1).every((line) => line.includes(",admin,pool01,fe01,"))) throw new Error(`CSV not filtered:\n${csv.text}`);
+  if (!lines[1].startsWith(`${newest[0]},`)) throw new Error(`CSV not newest first: ${lines[1]}`);
+  const json = JSON.parse((await fetched(await page.getAttribute("#events-json", "href"))).text);
+  if (json.events.length !== lines.length - 1 || json.events.some((e) => e.kind !== "admin")) throw new Error("JSON export differs from the CSV");
+
+  // A time range: from tomorrow, nothing; from an hour ago, the actions again.
+  const localInput = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+  await page.fill("#events-filter input[name=since]", localInput(new Date(Date.now() + 86_400_000)));
+  await page.click("#events-filter button[type=submit]");
+  await page.waitForFunction(() => document.querySelectorAll("#events-table tbody tr").length === 0);
+  if (!(await page.getAttribute("#events-csv", "href")).includes("since=")) throw new Error("the CSV link lacks the time range");
+  if (await page.locator("#events-older").isVisible()) throw new Error("Older shown for an empty range");
+  await page.fill("#events-filter input[name=since]", localInput(new Date(Date.now() - 3_600_000)));
+  await page.fill("#events-filter input[name=until]", localInput(new Date(Date.now() + 3_600_000)));
+  await page.click("#events-filter button[type=submit]");
+  await page.waitForFunction(() => document.querySelectorAll("#events-table tbody tr").length === 50);
+  await shot(page, "events-range");
+  for (const field of ["pool", "member", "since", "until"]) await page.fill(`#events-filter input[name=${field}]`, "");
+  await page.selectOption("#events-filter select[name=kind]", "");
+  await page.click("#events-filter button[type=submit]");
 
   // System page: version, certificate; licence refused then installed.
   await tab(page, "system");
@@ -269,8 +348,8 @@ await run(artifacts, 180_000, async (browser, shot) => {
 
     await tab(page, "events");
     await page.selectOption("#events-filter select[name=kind]", "upgrade");
-    await page.locator("#events li[data-kind=upgrade]", { hasText: "refused: component root: its SHA-256 does not match" }).waitFor();
-    await page.locator("#events li[data-kind=upgrade]", { hasText: "installed in slot root-b" }).first().waitFor();
+    await page.locator("#events-table tr[data-kind=upgrade]", { hasText: "refused: component root: its SHA-256 does not match" }).waitFor();
+    await page.locator("#events-table tr[data-kind=upgrade]", { hasText: "installed in slot root-b" }).first().waitFor();
     await shot(page, "events-upgrade");
     await page.selectOption("#events-filter select[name=kind]", "");
   }

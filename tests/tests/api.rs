@@ -1051,3 +1051,118 @@ fn the_event_filter_names_only_kinds_that_exist() {
     let response = client.get("/api/v1/events?kind=health");
     assert_eq!(response.status().as_u16(), 200);
 }
+
+#[test]
+fn the_event_log_pages_newest_first_filters_by_time_and_exports_csv() {
+    // fe01's admin actions (setup is an admin event too, of no member).
+    const FE01: &str = "kind=admin&pool=pool01&member=fe01";
+    let (_dir, _poolgate, admin) = start();
+    let client = AdminClient::setup_and_login(admin, PASSWORD);
+    for _ in 0..3 {
+        for action in ["disable", "enable"] {
+            let path = format!("/api/v1/pools/pool01/members/fe01/{action}");
+            assert_eq!(client.post(&path, &json!({})).status().as_u16(), 200);
+        }
+    }
+    let ids = |body: &Value| -> Vec<i64> {
+        body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["id"].as_i64().expect("id"))
+            .collect()
+    };
+    let all = client.json(&format!("/api/v1/events?{FE01}"));
+    let all_ids = ids(&all);
+    assert_eq!(all_ids.len(), 6, "{all}");
+    assert!(all_ids.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert_eq!(all["next_before"], Value::Null, "a part page is the last");
+
+    // Paging: `next_before` leads to the older page, which ends the log.
+    let first = client.json(&format!("/api/v1/events?{FE01}&limit=4"));
+    assert_eq!(ids(&first), all_ids[..4]);
+    let next = first["next_before"].as_i64().expect("a next page");
+    assert_eq!(next, all_ids[3]);
+    let second = client.json(&format!("/api/v1/events?{FE01}&limit=4&before={next}"));
+    assert_eq!(ids(&second), all_ids[4..]);
+    assert_eq!(second["next_before"], Value::Null);
+    // Tailing with `after` is oldest first, as before.
+    let tail = client.json(&format!("/api/v1/events?{FE01}&after=0&limit=2"));
+    assert_eq!(ids(&tail), [all_ids[5], all_ids[4]]);
+    assert_eq!(tail["next_before"], Value::Null);
+
+    // Time bounds, inclusive, in any offset.
+    let events = all["events"].as_array().expect("events");
+    let (newest, oldest) = (&events[0], &events[5]);
+    let oldest_at = oldest["at"].as_str().expect("at");
+    let until = client.json(&format!("/api/v1/events?{FE01}&until={oldest_at}"));
+    assert_eq!(ids(&until), [all_ids[5]], "{until}");
+    let newest_at = newest["at"].as_str().expect("at");
+    let since = client.json(&format!("/api/v1/events?{FE01}&since={newest_at}"));
+    assert_eq!(ids(&since), [all_ids[0]], "{since}");
+    for (query, expected) in [
+        ("since=2999-01-01T00:00:00Z", 0),
+        ("until=2000-01-01T00:00:00Z", 0),
+        ("since=2000-01-01T01:00:00%2B01:00", 6),
+        ("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z", 6),
+        ("since=&until=", 6),
+        ("colour=blue", 6),
+    ] {
+        let body = client.json(&format!("/api/v1/events?{FE01}&{query}"));
+        assert_eq!(ids(&body).len(), expected, "{query}: {body}");
+    }
+
+    // Bad values name their parameter; an id that is no number is a 400.
+    for (query, field) in [
+        ("since=yesterday", "since"),
+        ("until=2027-13-01T00:00:00Z", "until"),
+        ("format=xml", "format"),
+        ("kind=everything", "kind"),
+    ] {
+        let response = client.get(&format!("/api/v1/events?{query}"));
+        assert_eq!(response.status().as_u16(), 422, "{query}");
+        let body: Value = response.json().expect("JSON");
+        assert_eq!(body["fields"][0]["field"], field, "{body}");
+    }
+    for query in ["before=latest", "after=-", "limit=all"] {
+        let response = client.get(&format!("/api/v1/events?{query}"));
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: Value = response.json().expect("a JSON error");
+        assert!(body["error"].is_string(), "{body}");
+    }
+
+    // Export: CSV with a header, one line per event, the filter applied.
+    let csv = client.get(&format!("/api/v1/events?format=csv&{FE01}"));
+    assert_eq!(csv.status().as_u16(), 200);
+    let headers = csv.headers();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/csv")
+    );
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"poolgate-events.csv\""
+    );
+    let text = csv.text().expect("CSV");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,at,kind,pool,member,message,detail");
+    assert_eq!(lines.len(), 7, "{text}");
+    assert!(lines[1].starts_with(&format!("{},{newest_at},admin,pool01,fe01,", all_ids[0])));
+    // The newest is fe01 enabled again; its detail is JSON in one quoted cell.
+    for part in [
+        r#","{"""#,
+        r#"""from"":""disabled"""#,
+        r#"""to"":""enabled"""#,
+    ] {
+        assert!(lines[1].contains(part), "{part} in {}", lines[1]);
+    }
+    assert!(lines[1].ends_with(r#"}""#), "{}", lines[1]);
+    let page = client.get(&format!(
+        "/api/v1/events?format=csv&{FE01}&limit=2&before={next}"
+    ));
+    assert_eq!(page.text().expect("CSV").lines().count(), 3);
+    let json_export = client.json(&format!("/api/v1/events?format=json&{FE01}&limit=1000"));
+    assert_eq!(ids(&json_export), all_ids);
+}

@@ -177,47 +177,44 @@ pub(crate) struct AuditFilter {
     pub limit: usize,
 }
 
-/// CSV of entries, RFC 4180 quoting; `detail` as compact JSON.
+/// CSV of entries (`crate::csv`); `detail` as compact JSON.
 pub(crate) fn to_csv(entries: &[AuditEntry]) -> String {
-    let mut out = String::from(
-        "id,at,username,role,address,interface,token_id,kind,action,target,status,detail\r\n",
-    );
-    for entry in entries {
-        let fields = [
-            entry.id.to_string(),
-            entry.at.clone(),
-            entry.username.clone(),
-            entry.role.clone().unwrap_or_default(),
-            entry.address.clone().unwrap_or_default(),
-            entry.interface.clone(),
-            entry.token_id.map(|id| id.to_string()).unwrap_or_default(),
-            entry.kind.clone(),
-            entry.action.clone(),
-            entry.target.clone().unwrap_or_default(),
-            entry.status.map(|s| s.to_string()).unwrap_or_default(),
-            entry
-                .detail
-                .as_ref()
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
-    }
-    out
-}
-
-fn csv_field(field: &str) -> String {
-    // A leading =, +, - or @ would be a formula in a spreadsheet: quoted
-    // and prefixed with ' so it stays text.
-    let formula = field.starts_with(['=', '+', '-', '@']);
-    if formula || field.contains([',', '"', '\r', '\n']) {
-        let prefix = if formula { "'" } else { "" };
-        format!("\"{prefix}{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_owned()
-    }
+    crate::csv::document(
+        &[
+            "id",
+            "at",
+            "username",
+            "role",
+            "address",
+            "interface",
+            "token_id",
+            "kind",
+            "action",
+            "target",
+            "status",
+            "detail",
+        ],
+        entries.iter().map(|entry| {
+            [
+                entry.id.to_string(),
+                entry.at.clone(),
+                entry.username.clone(),
+                entry.role.clone().unwrap_or_default(),
+                entry.address.clone().unwrap_or_default(),
+                entry.interface.clone(),
+                entry.token_id.map(|id| id.to_string()).unwrap_or_default(),
+                entry.kind.clone(),
+                entry.action.clone(),
+                entry.target.clone().unwrap_or_default(),
+                entry.status.map(|s| s.to_string()).unwrap_or_default(),
+                entry
+                    .detail
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            ]
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -247,13 +244,5 @@ mod tests {
         for kind in AuditKind::ALL {
             assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
         }
-    }
-
-    #[test]
-    fn csv_quotes_what_needs_it_and_defuses_formulas() {
-        assert_eq!(csv_field("admin"), "admin");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
     }
 }

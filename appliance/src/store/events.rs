@@ -31,10 +31,15 @@ pub(crate) const EVENTS_KEPT: i64 = 100_000;
 pub(crate) struct EventFilter {
     /// Oldest first after this id; `None`: the newest first.
     pub after: Option<i64>,
+    /// Only ids below this one: the next (older) page of a newest-first read.
+    pub before: Option<i64>,
     pub limit: usize,
     pub kind: Option<EventKind>,
     pub pool: Option<String>,
     pub member: Option<String>,
+    /// RFC 3339 bounds on `at`, inclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
 }
 
 impl Store {
@@ -74,10 +79,11 @@ impl Store {
     }
 
     /// Events matching `filter`: oldest first after `filter.after`, else
-    /// the newest first. The filtering happens in SQL, with only the
-    /// conditions the filter has, so the index on pool, member and id
-    /// serves the per-pool and per-member queries (an `?n IS NULL OR`
-    /// condition would keep SQLite from using it).
+    /// the newest first (below `filter.before`, if given). The filtering
+    /// happens in SQL, with only the conditions the filter has, so the index
+    /// on pool, member and id serves the per-pool and per-member queries,
+    /// paged or not (an `?n IS NULL OR` condition would keep SQLite from
+    /// using it).
     pub(crate) fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let sql = events_sql(filter);
         let conn = self.conn();
@@ -88,6 +94,9 @@ impl Store {
             filter.kind.map(EventKind::as_str),
             filter.pool,
             filter.member,
+            filter.before,
+            filter.since,
+            filter.until,
             limit
         ];
         let rows = stmt.query_map(params, |row| {
@@ -106,9 +115,10 @@ impl Store {
     }
 }
 
-/// The query of `filter`. Every shape binds the same five parameters
-/// (`?5`, the limit, is always named, so all five count); those of absent
-/// conditions are unused.
+/// The query of `filter`. Every shape binds the same eight parameters
+/// (`?8`, the limit, is always named, so all eight count); those of absent
+/// conditions are unused. The times are compared as times (`julianday`),
+/// not as text: a stored time has as many fractional digits as it needs.
 pub(super) fn events_sql(filter: &EventFilter) -> String {
     let order = if filter.after.is_some() {
         "ASC"
@@ -120,6 +130,15 @@ pub(super) fn events_sql(filter: &EventFilter) -> String {
         (filter.kind.is_some(), " AND kind = ?2"),
         (filter.pool.is_some(), " AND pool = ?3"),
         (filter.member.is_some(), " AND member = ?4"),
+        (filter.before.is_some(), " AND id < ?5"),
+        (
+            filter.since.is_some(),
+            " AND julianday(at) >= julianday(?6)",
+        ),
+        (
+            filter.until.is_some(),
+            " AND julianday(at) <= julianday(?7)",
+        ),
     ] {
         if present {
             conditions.push_str(condition);
@@ -127,7 +146,7 @@ pub(super) fn events_sql(filter: &EventFilter) -> String {
     }
     format!(
         "SELECT id, at, kind, pool, member, message, detail FROM events
-         WHERE {conditions} ORDER BY id {order} LIMIT ?5"
+         WHERE {conditions} ORDER BY id {order} LIMIT ?8"
     )
 }
 

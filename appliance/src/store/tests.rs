@@ -520,26 +520,139 @@ fn seen_users_are_counted_over_all_pools() {
 fn a_per_member_event_query_uses_the_member_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let filter = EventFilter {
-        limit: 5,
+    // Tailing, the newest, and a page further back: each one a range of
+    // the index.
+    for (after, before) in [(None, None), (Some(0), None), (None, Some(500))] {
+        let filter = EventFilter {
+            after,
+            before,
+            limit: 5,
+            pool: Some("pool01".into()),
+            member: Some("fe03".into()),
+            ..EventFilter::default()
+        };
+        let sql = format!("EXPLAIN QUERY PLAN {}", events::events_sql(&filter));
+        let conn = store.conn();
+        let mut stmt = conn.prepare(&sql).expect("prepare");
+        let plan: Vec<String> = stmt
+            .query_map(
+                params![
+                    0,
+                    None::<String>,
+                    "pool01",
+                    "fe03",
+                    before,
+                    None::<String>,
+                    None::<String>,
+                    5
+                ],
+                |row| row.get(3),
+            )
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            plan.iter().any(|step| step.contains("events_member")),
+            "{after:?} {before:?}: {plan:?}"
+        );
+    }
+}
+
+#[test]
+fn every_event_query_shape_binds_the_same_parameters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    for shape in 0..128u32 {
+        let has = |bit: u32| shape & (1 << bit) != 0;
+        let filter = EventFilter {
+            after: has(0).then_some(0),
+            before: has(1).then_some(10),
+            limit: 5,
+            kind: has(2).then_some(EventKind::Health),
+            pool: has(3).then(|| "pool01".to_owned()),
+            member: has(4).then(|| "fe01".to_owned()),
+            since: has(5).then(|| "2027-01-31T08:00:00Z".to_owned()),
+            until: has(6).then(|| "2027-01-31T09:00:00Z".to_owned()),
+        };
+        let sql = events::events_sql(&filter);
+        assert!(!sql.contains("IS NULL"), "{sql}");
+        store
+            .events(&filter)
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+}
+
+#[test]
+fn events_page_newest_first_and_within_a_time_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let event = |i: usize| NewEvent {
+        kind: if i.is_multiple_of(2) {
+            EventKind::Health
+        } else {
+            EventKind::Admin
+        },
         pool: Some("pool01".into()),
-        member: Some("fe03".into()),
-        ..EventFilter::default()
+        member: Some("fe01".into()),
+        message: format!("event {i}"),
+        detail: None,
     };
-    let sql = format!("EXPLAIN QUERY PLAN {}", events::events_sql(&filter));
-    let conn = store.conn();
-    let mut stmt = conn.prepare(&sql).expect("prepare");
-    let plan: Vec<String> = stmt
-        .query_map(params![0, None::<String>, "pool01", "fe03", 5], |row| {
-            row.get(3)
+    {
+        // One event a minute from 08:00, with as many fractional digits as
+        // the clock gave (text order is not time order then).
+        let conn = store.conn();
+        for i in 0..10 {
+            let at = if i == 3 {
+                "2027-01-31T08:03:00.5Z".to_owned()
+            } else {
+                format!("2027-01-31T08:{i:02}:00Z")
+            };
+            events::insert_event(&conn, &at, &event(i)).expect("insert");
+        }
+    }
+    let read = |filter: EventFilter| -> Vec<String> {
+        store
+            .events(&filter)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    };
+    let first = store
+        .events(&EventFilter {
+            limit: 4,
+            ..EventFilter::default()
         })
-        .expect("plan")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert!(
-        plan.iter().any(|step| step.contains("events_member")),
-        "{plan:?}"
-    );
+        .expect("events");
+    let names: Vec<&str> = first.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(names, ["event 9", "event 8", "event 7", "event 6"]);
+    let older = read(EventFilter {
+        before: Some(first[3].id),
+        limit: 4,
+        ..EventFilter::default()
+    });
+    assert_eq!(older, ["event 5", "event 4", "event 3", "event 2"]);
+    let admin_older = read(EventFilter {
+        before: Some(first[3].id),
+        kind: Some(EventKind::Admin),
+        limit: 10,
+        ..EventFilter::default()
+    });
+    assert_eq!(admin_older, ["event 5", "event 3", "event 1"]);
+    let range = read(EventFilter {
+        since: Some("2027-01-31T08:03:00Z".into()),
+        until: Some("2027-01-31T08:05:00Z".into()),
+        limit: 10,
+        ..EventFilter::default()
+    });
+    assert_eq!(range, ["event 5", "event 4", "event 3"]);
+    let tail = read(EventFilter {
+        after: Some(first[3].id),
+        since: Some("2027-01-31T08:08:00Z".into()),
+        limit: 10,
+        ..EventFilter::default()
+    });
+    assert_eq!(tail, ["event 8", "event 9"]);
 }
 
 #[test]

@@ -21,7 +21,6 @@ use super::extract::{config_input, expected_version, is_toml};
 use super::{ApiError, AppState, blocking};
 use crate::config::AdminState;
 use crate::control::Source;
-use crate::events::EventKind;
 
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let view = state.publisher.current();
@@ -632,49 +631,6 @@ pub(crate) async fn member_action(
             "previous": outcome.previous.as_str(),
         })));
     Ok(response)
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventQuery {
-    after: Option<i64>,
-    limit: Option<usize>,
-    kind: Option<String>,
-    pool: Option<String>,
-    member: Option<String>,
-}
-
-/// `GET /api/v1/events`
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct EventList {
-    pub events: Vec<crate::store::Event>,
-}
-
-/// The event log: newest first, or oldest first after `after`.
-pub(crate) async fn events(
-    State(state): State<AppState>,
-    Query(query): Query<EventQuery>,
-) -> Result<Json<EventList>, ApiError> {
-    let kind = query
-        .kind
-        .map(|kind| {
-            EventKind::parse(&kind).ok_or_else(|| {
-                let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                ApiError::invalid(
-                    "kind",
-                    format!("no event kind {kind:?}; one of {}", kinds.join(", ")),
-                )
-            })
-        })
-        .transpose()?;
-    let filter = crate::store::EventFilter {
-        after: query.after,
-        limit: query.limit.unwrap_or(100).clamp(1, 1000),
-        kind,
-        pool: query.pool,
-        member: query.member,
-    };
-    let events = blocking(&state, move |store| store.events(&filter)).await?;
-    Ok(Json(EventList { events }))
 }
 
 /// Prometheus text exposition of the current view and counters: each

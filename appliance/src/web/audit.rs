@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
+use super::extract::time_bound;
 use super::{ApiError, AppState, blocking};
 use crate::audit::{AUDIT_KEPT, AuditEntry, AuditFilter, AuditKind};
 
@@ -33,17 +34,6 @@ pub(crate) struct AuditList {
     pub entries: Vec<AuditEntry>,
     /// The `before` of the next (older) page, if there may be one.
     pub next_before: Option<i64>,
-}
-
-fn time_bound(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
-    text.map(|text| {
-        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-            .map(|at| crate::clock::rfc3339(at.to_offset(time::UtcOffset::UTC)))
-            .map_err(|_| {
-                ApiError::invalid(field, "use an RFC 3339 time such as 2027-01-31T08:00:00Z")
-            })
-    })
-    .transpose()
 }
 
 pub(crate) async fn list(
@@ -87,8 +77,8 @@ pub(crate) async fn list(
     let filter = AuditFilter {
         username: query.user.filter(|user| !user.is_empty()),
         kind,
-        since: time_bound("since", query.since.filter(|s| !s.is_empty()))?,
-        until: time_bound("until", query.until.filter(|s| !s.is_empty()))?,
+        since: time_bound("since", query.since)?,
+        until: time_bound("until", query.until)?,
         before: query.before,
         limit,
     };

@@ -1,6 +1,7 @@
 //! Reading what a request asks for, before any handler acts on it: a
 //! config body as the control task takes it (TOML by its content type, JSON
-//! otherwise) and the config version an `If-Match` header names.
+//! otherwise), the config version an `If-Match` header names, and the time
+//! bounds of a log query (`since`, `until`).
 
 use axum::http::{HeaderMap, header};
 
@@ -56,6 +57,22 @@ pub(crate) fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, ApiEr
         })
 }
 
+/// A time bound of a log query (`since`, `until`): RFC 3339 with any
+/// offset, as UTC in the form the logs store (`crate::clock::rfc3339`); an
+/// empty one is no bound (an empty form field); 422 naming `field` for
+/// anything else.
+pub(crate) fn time_bound(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
+    text.filter(|text| !text.is_empty())
+        .map(|text| {
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .map(|at| crate::clock::rfc3339(at.to_offset(time::UtcOffset::UTC)))
+                .map_err(|_| {
+                    ApiError::invalid(field, "use an RFC 3339 time such as 2027-01-31T08:00:00Z")
+                })
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +89,21 @@ mod tests {
         ] {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
             assert_eq!(is_toml(&headers), toml, "{value}");
+        }
+    }
+
+    #[test]
+    fn time_bounds_are_utc_and_name_their_field() {
+        let bound = |text: &str| time_bound("since", Some(text.to_owned()));
+        assert_eq!(
+            bound("2027-01-31T09:30:00+01:00").expect("bound"),
+            Some("2027-01-31T08:30:00Z".to_owned())
+        );
+        assert_eq!(bound("").expect("no bound"), None);
+        assert_eq!(time_bound("since", None).expect("no bound"), None);
+        match bound("yesterday") {
+            Err(ApiError::Invalid(problems)) => assert_eq!(problems[0].field, "since"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -39,8 +39,11 @@
 //! * `GET /api/v1/config/export`, `POST /api/v1/config/preview` — the config
 //!   as TOML; what a new config would change, writing nothing (`configure`)
 //! * `POST /api/v1/pools/{pool}/members/{member}/{drain|enable|disable}`
-//! * `GET /api/v1/events` — event log (`after`, `limit`, `kind`, `pool`,
-//!   `member`; an unknown `kind` is 422); the newest 100,000 are kept
+//! * `GET /api/v1/events` — the event log: filters (`kind`, `pool`,
+//!   `member`, `since`, `until`), paging newest first (`before`, the
+//!   answer's `next_before`) or tailing oldest first (`after`), `limit`,
+//!   CSV/JSON export (`format`); an unknown `kind` or an unreadable time is
+//!   422 (`event_log`); the newest 100,000 are kept
 //! * `GET|POST /api/v1/license` — licence status; activation (`{"license": …}`)
 //! * `GET /api/v1/registrar?uri=…` — a user's registrar sequences: logical,
 //!   physical, home, backup_mode (400 for an unreadable URI)
@@ -87,6 +90,7 @@ mod backup;
 mod ca_bundles;
 mod configure;
 mod error;
+mod event_log;
 mod extract;
 mod ha;
 pub(crate) mod history;
@@ -357,9 +361,9 @@ pub fn protected_routes() -> Vec<Route> {
             VIEWER,
             GET,
             "/api/v1/events",
-            "The event log",
-            api::events,
-            response = api::EventList
+            "The event log: health transitions, admin actions, drain milestones, commits (filters, paging, CSV or JSON export)",
+            event_log::list,
+            response = event_log::EventList
         ),
         spec!(
             VIEWER,
