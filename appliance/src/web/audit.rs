@@ -8,11 +8,10 @@
 //!   compared
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::time_bound;
+use super::extract::{csv_download, kind_filter, time_bound, wants_csv};
 use super::{ApiError, AppState, blocking};
 use crate::audit::{AUDIT_KEPT, AuditEntry, AuditFilter, AuditKind};
 
@@ -43,28 +42,13 @@ pub(crate) async fn list(
     // An unknown parameter (a misspelt filter) or a non-number id is a 400
     // saying which, rather than a filter silently not applied.
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("format", "use json or csv")),
-    };
-    let kind = query
-        .kind
-        .filter(|kind| !kind.is_empty())
-        .map(|kind| {
-            AuditKind::parse(&kind).ok_or_else(|| {
-                let kinds: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
-                ApiError::invalid(
-                    "kind",
-                    format!(
-                        "no audit kind {:?}; one of {}",
-                        super::auth::for_log(&kind),
-                        kinds.join(", ")
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let kind = kind_filter(
+        query.kind,
+        "audit",
+        AuditKind::parse,
+        (&AuditKind::ALL, AuditKind::as_str),
+    )?;
     let max = if csv {
         usize::try_from(AUDIT_KEPT).unwrap_or(usize::MAX)
     } else {
@@ -84,17 +68,10 @@ pub(crate) async fn list(
     };
     let entries = blocking(&state, move |store| store.audit(&filter)).await?;
     if csv {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"poolgate-audit.csv\"",
-                ),
-            ],
+        return Ok(csv_download(
+            "poolgate-audit.csv",
             crate::audit::to_csv(&entries),
-        )
-            .into_response());
+        ));
     }
     let next_before = (entries.len() == limit)
         .then(|| entries.last().map(|entry| entry.id))

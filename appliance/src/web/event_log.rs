@@ -13,11 +13,10 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::time_bound;
+use super::extract::{csv_download, kind_filter, time_bound, wants_csv};
 use super::{ApiError, AppState, blocking};
 use crate::events::EventKind;
 use crate::store::{Event, EventFilter};
@@ -52,27 +51,13 @@ pub(crate) async fn list(
     query: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("format", "use json or csv")),
-    };
-    let kind = query
-        .kind
-        .map(|kind| {
-            EventKind::parse(&kind).ok_or_else(|| {
-                let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                ApiError::invalid(
-                    "kind",
-                    format!(
-                        "no event kind {:?}; one of {}",
-                        super::auth::for_log(&kind),
-                        kinds.join(", ")
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let csv = wants_csv(query.format.as_deref())?;
+    let kind = kind_filter(
+        query.kind,
+        "event",
+        EventKind::parse,
+        (&EventKind::ALL, EventKind::as_str),
+    )?;
     let limit = query
         .limit
         .unwrap_or(if csv { MAX_LIMIT } else { 100 })
@@ -90,17 +75,7 @@ pub(crate) async fn list(
     let newest_first = filter.after.is_none();
     let events = blocking(&state, move |store| store.events(&filter)).await?;
     if csv {
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"poolgate-events.csv\"",
-                ),
-            ],
-            to_csv(&events),
-        )
-            .into_response());
+        return Ok(csv_download("poolgate-events.csv", to_csv(&events)));
     }
     let next_before = (newest_first && events.len() == limit)
         .then(|| events.last().map(|event| event.id))

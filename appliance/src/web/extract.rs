@@ -1,9 +1,11 @@
 //! Reading what a request asks for, before any handler acts on it: a
 //! config body as the control task takes it (TOML by its content type, JSON
-//! otherwise), the config version an `If-Match` header names, and the time
-//! bounds of a log query (`since`, `until`).
+//! otherwise), the config version an `If-Match` header names, and what a
+//! log query (events, audit) asks for: its time bounds (`since`, `until`),
+//! its `kind` and its export `format`.
 
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::control::ConfigInput;
@@ -71,6 +73,57 @@ pub(crate) fn time_bound(field: &str, text: Option<String>) -> Result<Option<Str
                 })
         })
         .transpose()
+}
+
+/// Whether a log query's `format` asks for CSV (`csv`) rather than JSON
+/// (`json`, the default); 422 for anything else.
+pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(_) => Err(ApiError::invalid("format", "use json or csv")),
+    }
+}
+
+/// A log query's `kind` as `parse` reads it (`what`: which log, for the
+/// message); an empty one is no filter, anything else a 422 listing `all`
+/// by their `name`.
+pub(crate) fn kind_filter<K: Copy>(
+    kind: Option<String>,
+    what: &str,
+    parse: fn(&str) -> Option<K>,
+    (all, name): (&[K], fn(K) -> &'static str),
+) -> Result<Option<K>, ApiError> {
+    let Some(kind) = kind.filter(|kind| !kind.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(found) = parse(&kind) {
+        return Ok(Some(found));
+    }
+    let kinds: Vec<&str> = all.iter().map(|k| name(*k)).collect();
+    Err(ApiError::invalid(
+        "kind",
+        format!(
+            "no {what} kind {:?}; one of {}",
+            super::auth::for_log(&kind),
+            kinds.join(", ")
+        ),
+    ))
+}
+
+/// A CSV export as a download named `file`.
+pub(crate) fn csv_download(file: &str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
