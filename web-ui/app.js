@@ -13,6 +13,8 @@
 // keeps this one's VRRP settings; the role is in the header of every page,
 // and the standby's pool and member change buttons are disabled, with a
 // banner linking to the active.
+// Statistics charts the appliance's last hour (inline SVG, drawn by the
+// same `chart` as the Status tab's sparklines), polled while its tab is open.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -50,7 +52,7 @@ function errorText(data) {
 }
 
 function el(tag, attrs, ...children) {
-  const svg = ["svg", "polyline", "line", "text"].includes(tag);
+  const svg = ["svg", "polyline", "line", "text", "g", "rect", "circle", "title"].includes(tag);
   const node = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (key === "class") node.setAttribute("class", value);
@@ -79,6 +81,7 @@ function selectTab(name) {
   if (name === "users") { loadUsers(); loadDirectory(); }
   if (name === "audit") loadAudit();
   haTab(name);
+  statsTab(name);
 }
 
 for (const button of document.querySelectorAll("#tabs button")) {
@@ -121,20 +124,49 @@ async function loadHistory() {
   }
 }
 
-function chart(samples) {
-  const width = 160, height = 32, now = Date.now();
-  const peak = Math.max(1, ...samples.map(([, v]) => v));
-  const points = samples.map(([t, v]) => {
-    const x = width - ((now - t) / HISTORY_MS) * width;
-    const y = height - 2 - (v / peak) * (height - 6);
-    return `${x.toFixed(1)},${y.toFixed(1)}`;
-  }).join(" ");
+// A line chart of [[time, value]] samples over the `span` ms up to `end`,
+// scaled to their peak. Bare, it is the Status tab's sparkline of one
+// member's connections. The Statistics tab's charts pass `options`: their
+// `series` ([{name, samples, class, bars, dot}]: a null value breaks the
+// line, `bars` draws a bar per non-zero sample instead, `dot` marks the
+// newest point, so that even one sample shows), size and `pad`, a
+// `ceiling` that rounds the peak up to the top of the scale, the `label`
+// that says what the chart shows, `attrs` for the <svg>, and
+// `decorate({x, y, top, from, end, width, height, pad})`, which draws the
+// axes and marks in place of the "max" label.
+function chart(samples, options = {}) {
+  const { width = 160, height = 32, end = Date.now(), span = HISTORY_MS, series = [{ samples }],
+    pad = { left: 0, right: 0, top: 4, bottom: 2 }, ceiling = (peak) => peak, label, attrs, decorate } = options;
+  const from = end - span;
+  const shown = series.map((s) => s.samples.filter(([t]) => t >= from));
+  const peak = ceiling(Math.max(1, ...shown.flat().map(([, v]) => v || 0)));
+  const [w, h] = [width - pad.left - pad.right, height - pad.top - pad.bottom];
+  const x = (t) => pad.left + w - ((end - t) / span) * w;
+  const y = (v) => pad.top + h - (v / peak) * h;
+  const point = ([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+  const drawn = series.flatMap((s, n) => {
+    if (s.bars) {
+      return el("g", { class: `bars ${s.class || ""}`, "data-series": s.name },
+        shown[n].filter(([, v]) => v > 0).map(([t, v]) => el("rect",
+          { x: (x(t) - 1.5).toFixed(1), y: y(v).toFixed(1), width: 3, height: (y(0) - y(v)).toFixed(1) })));
+    }
+    const runs = [[]];
+    for (const sample of shown[n]) {
+      if (sample[1] !== null) runs[runs.length - 1].push(sample);
+      else if (runs[runs.length - 1].length) runs.push([]);
+    }
+    const newest = shown[n][shown[n].length - 1];
+    return [...runs.map((run) => el("polyline", { points: run.map(point).join(" "),
+      class: s.class ? `series ${s.class}` : "series", "data-series": s.name })),
+    s.dot && newest && newest[1] !== null
+      ? el("circle", { cx: x(newest[0]).toFixed(1), cy: y(newest[1]).toFixed(1), r: 2, class: `end ${s.class || ""}` }) : null];
+  });
   const last = samples.length ? samples[samples.length - 1][1] : 0;
-  return el("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `connections over the last ten minutes, now ${last}, peak ${peak}` },
-  el("line", { x1: 0, y1: height - 1, x2: width, y2: height - 1, class: "axis" }),
-  el("polyline", { points, class: "series" }),
-  el("text", { x: 2, y: 10, class: "peak" }, `max ${peak}`));
+  return el("svg", { ...attrs, class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": label || `connections over the last ten minutes, now ${last}, peak ${peak}` },
+  el("line", { x1: pad.left, y1: y(0) + 1, x2: width - pad.right, y2: y(0) + 1, class: "axis" }),
+  drawn,
+  decorate ? decorate({ x, y, top: peak, from, end, width, height, pad }) : el("text", { x: 2, y: 10, class: "peak" }, `max ${peak}`));
 }
 
 function healthCell(health) {
@@ -239,6 +271,251 @@ function startStream() {
     line.textContent = `Last change (version ${change.version}, ${change.source}): ${change.summary.join("; ")}`;
     line.hidden = false;
   });
+}
+
+// ---------------------------------------------------------------- statistics
+
+// The appliance's last hour as charts, one sample per 10 s interval: per
+// virtual service, per member (grouped by pool), DNS and SIP. Opening the
+// tab loads the hour; while it is open the page asks every 10 s for the
+// samples after the last it has (`after`), keeps an hour of them and draws
+// again; leaving the tab stops that. Every chart marks the committed
+// changes in its range. Times on the axis are the browser's local time, the
+// range ends at the newest sample (the appliance's clock).
+const STATS_POLL_MS = 10_000;
+const STATS_KEEP_MS = 60 * 60 * 1000;
+// Polls in a row that bring nothing before the page loads the hour again:
+// a restarted appliance numbers its samples from 1.
+const STATS_STALE_POLLS = 3;
+let statsSamples = []; // oldest first, each with `time` (ms)
+let statsChanges = [];
+let statsMinutes = 60;
+let statsTimer = null;
+let statsRun = 0; // bumped on every start and stop: a late answer to an earlier run is dropped
+let statsBusy = false;
+let statsEmptyPolls = 0;
+
+function statsTab(name) {
+  if (name === "statistics") startStats();
+  else stopStats();
+}
+
+function startStats() {
+  stopStats();
+  const run = statsRun;
+  loadStats(run, true);
+  statsTimer = setInterval(() => loadStats(run, statsEmptyPolls >= STATS_STALE_POLLS), STATS_POLL_MS);
+}
+
+function stopStats() {
+  statsRun += 1;
+  statsBusy = false;
+  if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
+}
+
+async function loadStats(run, whole) {
+  if (statsBusy) return;
+  statsBusy = true;
+  const last = statsSamples.length ? statsSamples[statsSamples.length - 1].seq : 0;
+  let answer;
+  try {
+    answer = await api("GET", whole || !last ? "/api/v1/statistics?minutes=60" : `/api/v1/statistics?after=${last}`);
+  } catch (_) {
+    answer = { status: 0, data: { error: "The appliance did not answer; trying again in 10 s." } };
+  }
+  if (run !== statsRun) return;
+  statsBusy = false;
+  const { status, data } = answer;
+  if (status === 401) { stopStats(); return; }
+  $("stats-error").textContent = status === 200 ? "" : errorText(data);
+  if (status !== 200) return;
+  const fresh = data.samples.map((s) => ({ ...s, time: Date.parse(s.at) }));
+  statsEmptyPolls = whole || fresh.length ? 0 : statsEmptyPolls + 1;
+  statsSamples = whole ? fresh : statsSamples.concat(fresh.filter((s) => s.seq > last));
+  const newest = statsSamples.length ? statsSamples[statsSamples.length - 1].time : 0;
+  while (statsSamples.length && statsSamples[0].time <= newest - STATS_KEEP_MS) statsSamples.shift();
+  statsChanges = data.changes.map((c) => ({ ...c, time: Date.parse(c.at) }));
+  renderStats();
+}
+
+for (const button of document.querySelectorAll("#stats-range button")) {
+  button.addEventListener("click", () => {
+    statsMinutes = Number(button.dataset.minutes);
+    for (const other of document.querySelectorAll("#stats-range button")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    renderStats();
+  });
+}
+
+// A rate as people read it: whole numbers from 100, one decimal from 10,
+// else up to two.
+function statNumber(value) {
+  if (Math.abs(value) >= 100) return String(Math.round(value));
+  if (Math.abs(value) >= 10) return value.toFixed(1).replace(/\.0$/, "");
+  return String(Number(value.toFixed(2)));
+}
+
+function counted(value, noun) {
+  const n = Math.round(value);
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+const BYTE_UNITS = [[1 << 30, "GB/s"], [1 << 20, "MB/s"], [1 << 10, "KB/s"]];
+
+function bytesPerS(value) {
+  for (const [size, unit] of BYTE_UNITS) if (value >= size) return `${(value / size).toFixed(1)} ${unit}`;
+  return `${statNumber(value)} B/s`;
+}
+
+// The smallest 1, 2 or 5 times a power of ten at or above `value`, in
+// units of `base` (1024 for bytes, so the top reads "2.0 KB/s").
+function niceCeiling(value, base = 1) {
+  const unit = base === 1 ? 1 : BYTE_UNITS.map(([size]) => size).find((size) => value >= size) || 1;
+  const scaled = value / unit;
+  const power = 10 ** Math.floor(Math.log10(scaled));
+  const step = [1, 2, 5, 10].find((m) => m * power >= scaled * (1 - 1e-9));
+  return step * power * unit;
+}
+
+// What each kind of chart counts, how a value reads, and how its scale rounds.
+const STAT_UNITS = {
+  connections_per_s: { text: "connections per second", format: (v) => `${statNumber(v)} conn/s` },
+  bytes_per_s: { text: "bytes per second", format: bytesPerS, base: 1024 },
+  active: { text: "open connections", format: (v) => counted(v, "connection") },
+  transitions: { text: "health transitions per 10 s interval", format: (v) => counted(v, "transition") },
+  queries_per_s: { text: "queries and answers per second", format: (v) => `${statNumber(v)} queries/s` },
+  requests_per_s: { text: "requests per second", format: (v) => `${statNumber(v)} requests/s` },
+};
+
+function hoursMinutes(time) {
+  const at = new Date(time);
+  return `${String(at.getHours()).padStart(2, "0")}:${String(at.getMinutes()).padStart(2, "0")}`;
+}
+
+function changeText(change) {
+  return `${localTime(change.at)}: version ${change.version} (${change.source}): ${change.summary.join("; ")}`;
+}
+
+// A statistics chart's axes: the top of the scale with its unit, a local
+// time every 5 or 15 minutes, and a dashed mark per committed change with
+// what it changed as its tooltip.
+function statsAxes(format) {
+  return ({ x, y, top, from, end, width, height, pad }) => {
+    const step = end - from > 30 * 60_000 ? 15 * 60_000 : 5 * 60_000;
+    const ticks = [];
+    for (let t = Math.ceil(from / step) * step; t <= end; t += step) ticks.push(t);
+    const bottom = y(0);
+    const anchor = (at) => (at < pad.left + 16 ? "start" : at > width - pad.right - 16 ? "end" : "middle");
+    return [
+      el("line", { x1: pad.left, y1: y(top), x2: width - pad.right, y2: y(top), class: "grid" }),
+      el("text", { x: pad.left, y: pad.top - 4, class: "y-max" }, format(top)),
+      ...ticks.map((t) => el("g", { class: "tick" },
+        el("line", { x1: x(t).toFixed(1), y1: pad.top, x2: x(t).toFixed(1), y2: bottom, class: "grid" }),
+        el("text", { x: x(t).toFixed(1), y: height - 3, "text-anchor": anchor(x(t)) }, hoursMinutes(t)))),
+      ...statsChanges.filter((c) => c.time >= from && c.time <= end).map((c) => el("g", { class: "change", "data-version": c.version },
+        el("title", {}, changeText(c)),
+        el("line", { x1: x(c.time).toFixed(1), y1: pad.top, x2: x(c.time).toFixed(1), y2: bottom, class: "mark" }),
+        el("line", { x1: x(c.time).toFixed(1), y1: pad.top, x2: x(c.time).toFixed(1), y2: bottom, class: "hit" }))),
+    ];
+  };
+}
+
+// One chart with its caption and legend. `lines`: [{name, label, class,
+// bars, pick(sample)}]: `name` is the series' id (`data-series`), `label`
+// what the legend calls it if not that, and `pick` gives undefined where
+// the sample lacks the object (it did not exist then). The legend says each series' value in
+// the newest sample (a bar series: its total over the range) and its peak.
+function statsFigure(kind, caption, subject, lines) {
+  const unit = STAT_UNITS[kind];
+  const span = statsMinutes * 60_000;
+  const end = statsSamples[statsSamples.length - 1].time;
+  const inRange = statsSamples.filter((s) => s.time >= end - span);
+  const range = statsMinutes === 60 ? "the last hour" : `the last ${statsMinutes} minutes`;
+  const series = lines.map((line) => {
+    const samples = inRange.map((s) => [s.time, line.pick(s) ?? null]);
+    const values = samples.map(([, v]) => v).filter((v) => v !== null);
+    const newest = samples.length ? samples[samples.length - 1][1] : null;
+    return { ...line, samples, newest, dot: true, peak: Math.max(0, ...values), total: values.reduce((a, b) => a + b, 0) };
+  });
+  const now = (s) => (s.bars ? `${unit.format(s.total)} in ${range}` : s.newest === null ? "none now" : `${unit.format(s.newest)} now`);
+  const name = (s) => s.label || s.name;
+  const label = `${subject} ${unit.text}, ${range}: ${series.map((s) => `${name(s)} ${now(s)}, peak ${unit.format(s.peak)}`).join("; ")}`;
+  const svg = chart([], {
+    width: 480, height: 150, end, span, series, label, pad: { left: 4, right: 4, top: 18, bottom: 16 },
+    ceiling: (peak) => niceCeiling(peak, unit.base), decorate: statsAxes(unit.format),
+    attrs: { "data-chart": kind, "data-series": series.map((s) => s.name).join(" "), "data-range": statsMinutes },
+  });
+  const legend = el("ul", { class: "legend" }, series.map((s) => el("li", {
+    "data-series": s.name, "data-value": s.bars ? s.total : s.newest ?? "", "data-peak": s.peak,
+  }, el("span", { class: `swatch ${s.class}` }), `${name(s)} `, el("strong", {}, now(s)),
+  el("span", { class: "hint" }, ` · peak ${unit.format(s.peak)}`))));
+  return el("figure", { class: "stat", "data-chart": kind }, el("figcaption", {}, caption), svg, legend);
+}
+
+// The keys of `field` (services or members) in any sample of the range,
+// in order.
+function statsKeys(field) {
+  const span = statsMinutes * 60_000;
+  const end = statsSamples[statsSamples.length - 1].time;
+  const keys = new Set();
+  for (const s of statsSamples) if (s.time >= end - span) for (const key of Object.keys(s[field])) keys.add(key);
+  return [...keys].sort();
+}
+
+function renderStats() {
+  const empty = !statsSamples.length;
+  $("stats-empty").hidden = !empty;
+  for (const section of document.querySelectorAll("[data-stats]")) section.hidden = empty;
+  if (empty) return;
+  const field = (group, key, name) => (s) => s[group][key] && s[group][key][name];
+
+  $("stats-services").replaceChildren(...statsKeys("services").map((name) => el("div", { class: "stats-group", "data-service": name },
+    el("h3", {}, name),
+    el("div", { class: "stats-charts" },
+      statsFigure("connections_per_s", "New connections", name,
+        [{ name: "connections", class: "blue", pick: field("services", name, "connections_per_s") }]),
+      statsFigure("bytes_per_s", "Bytes (in: from clients, out: to clients)", name, [
+        { name: "in", class: "blue", pick: field("services", name, "bytes_in_per_s") },
+        { name: "out", class: "green", pick: field("services", name, "bytes_out_per_s") }]),
+      statsFigure("active", "Open connections", name,
+        [{ name: "open", class: "purple", pick: field("services", name, "active") }])))));
+
+  const pools = new Map();
+  for (const key of statsKeys("members")) {
+    const cut = key.indexOf("/");
+    const [pool, member] = cut < 0 ? ["", key] : [key.slice(0, cut), key.slice(cut + 1)];
+    if (!pools.has(pool)) pools.set(pool, []);
+    pools.get(pool).push([key, member]);
+  }
+  $("stats-members").replaceChildren(...[...pools].map(([pool, members]) => el("div", { class: "stats-pool", "data-pool": pool },
+    el("h3", {}, pool),
+    members.map(([key, member]) => el("div", { class: "stats-group", "data-member": member },
+      el("h4", {}, member),
+      el("div", { class: "stats-charts" },
+        statsFigure("connections_per_s", "New connections", key,
+          [{ name: "connections", class: "blue", pick: field("members", key, "connections_per_s") }]),
+        statsFigure("bytes_per_s", "Bytes (in: from clients, out: to clients)", key, [
+          { name: "in", class: "blue", pick: field("members", key, "bytes_in_per_s") },
+          { name: "out", class: "green", pick: field("members", key, "bytes_out_per_s") }]),
+        statsFigure("transitions", "Health transitions", key, [
+          { name: "down", class: "red", bars: true, pick: field("members", key, "went_down") },
+          { name: "up", class: "green", bars: true, pick: field("members", key, "went_up") }])))))));
+
+  const answer = (kind) => (s) => s.dns.answers_per_s[kind];
+  $("stats-dns").replaceChildren(statsFigure("queries_per_s", "Queries, and answers by kind", "DNS", [
+    { name: "queries", class: "blue", pick: (s) => s.dns.queries_per_s },
+    { name: "data", class: "green", pick: answer("data") },
+    { name: "nodata", class: "grey", pick: answer("nodata") },
+    { name: "nxdomain", class: "orange", pick: answer("nxdomain") },
+    { name: "refused", class: "purple", pick: answer("refused") },
+    { name: "servfail", class: "red", pick: answer("servfail") },
+    { name: "other", class: "teal", pick: answer("other") },
+    { name: "dropped", class: "yellow", pick: (s) => s.dns.dropped_per_s }]));
+  $("stats-sip").replaceChildren(statsFigure("requests_per_s", "Requests and redirects to the home server", "SIP", [
+    { name: "requests", class: "blue", pick: (s) => s.sip.requests_per_s },
+    { name: "redirects", class: "green", pick: (s) => s.sip.redirects_per_s },
+    { name: "bad_requests", label: "bad requests", class: "red", pick: (s) => s.sip.bad_requests_per_s }]));
 }
 
 // ---------------------------------------------------------------- events
@@ -2209,6 +2486,7 @@ $("logout").addEventListener("click", async () => {
   csrf = null;
   if (stream) stream.close();
   stopHa();
+  stopStats();
   haView = null;
   vrrpView = null;
   haHeader();

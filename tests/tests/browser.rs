@@ -16,12 +16,16 @@
 //! the active, a failover from the standby's page, and an unpair
 //! (`tests/browser/ha.mjs`);
 //! and roles (`tests/browser/roles.mjs`): the admin adds an operator, who
-//! drains a member and cannot open the configuration editor.
+//! drains a member and cannot open the configuration editor; and the
+//! Statistics page (`tests/browser/statistics.mjs`) charting traffic the
+//! script sends through a VIP to simulated Front Ends and to the DNS
+//! listener, and a viewer opening it.
 //! The binary under test is built with
 //! `test-license-keys,test-upgrade-keys` and runs with `--no-reboot`.
 //! Screenshots, and the exported config, land in `target/browser-artifacts/`
 //! (the rollback's in its `rollback/` folder, the network's in `network/`
-//! and `network-move/`, the wizard's in `wizard/`, the HA pair's in `ha/`).
+//! and `network-move/`, the wizard's in `wizard/`, the HA pair's in `ha/`,
+//! the statistics' in `statistics/`).
 //! `.ci/run` installs Chromium and the npm package.
 
 use std::path::{Path, PathBuf};
@@ -296,6 +300,48 @@ fn an_operator_drains_a_member_but_cannot_open_the_config_editor() {
         .arg(browser_dir.join("roles.mjs"))
         .arg(format!("https://{}/", poolgate.address("admin")))
         .arg(&artifacts)
+        .output()
+        .expect("run node");
+    assert_passed(&output);
+    assert!(poolgate.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_statistics_page_charts_traffic_through_a_vip() {
+    let _one = BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let browser_dir = browser_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Simulated Front Ends behind the example's virtual service.
+    let config = loopback_example();
+    let demo_config = dir.path().join("demo.toml");
+    std::fs::write(&demo_config, toml::to_string(&config).expect("toml")).expect("write");
+    let _demo = Peer(
+        Command::new(poolgate_e2e::binary())
+            .args(["demo-members", "--config"])
+            .arg(&demo_config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    );
+    let mut poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
+    let listening = poolgate.listening(&["admin", "dns-udp"]);
+    let service = &config["virtual_service"][0];
+    let vip = format!(
+        "{}:{}",
+        service["address"].as_str().expect("VIP address"),
+        service["port"].as_integer().expect("VIP port")
+    );
+    let artifacts = artifacts().join("statistics");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let output = Command::new("node")
+        .arg(browser_dir.join("statistics.mjs"))
+        .arg(format!("https://{}/", listening["admin"][0]))
+        .arg(&artifacts)
+        .arg(&vip)
+        .arg(listening["dns-udp"][0].to_string())
         .output()
         .expect("run node");
     assert_passed(&output);
