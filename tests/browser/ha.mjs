@@ -234,8 +234,10 @@ await run(artifacts, 180_000, async (browser, shot) => {
   await shot(a, "a-active-again");
   await shot(b, "b-standby-again");
 
-  // Unpaired from B: both single again.
+  // Unpaired from B: both single again. After the swap the link is made
+  // again; unpairing before it is up would rightly say the peer was not told.
   await tab(b, "system");
+  await fact(b, "link", "up");
   await b.click("#ha-unpair");
   await b.locator("#ha-unpaired").waitFor({ state: "visible" });
   await role(b, "standalone");
