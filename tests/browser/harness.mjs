@@ -43,3 +43,12 @@ export async function newPage(browser, options = {}) {
   page.setDefaultTimeout(15_000);
   return page;
 }
+
+// Log in on the login form as `username` and wait for the dashboard.
+export async function logIn(page, username, secret) {
+  await page.locator("#login").waitFor({ state: "visible" });
+  await page.fill("#login-form input[name=username]", username);
+  await page.fill("#login-form input[name=password]", secret);
+  await page.click("#login-form button");
+  await page.locator("#dashboard").waitFor({ state: "visible" });
+}

@@ -2,18 +2,10 @@
 // operator logs in, drains a member, cannot open the configuration editor
 // (nor the Users page), and finds the drain, by them, in the Audit log.
 // Usage: node roles.mjs BASE_URL ARTIFACT_DIR
-import { newPage, password, run } from "./harness.mjs";
+import { logIn, newPage, password, run } from "./harness.mjs";
 
 const [base, artifacts] = process.argv.slice(2);
 const operatorPassword = "operator password 1";
-
-async function logIn(page, username, secret) {
-  await page.locator("#login").waitFor({ state: "visible" });
-  await page.fill("#login-form input[name=username]", username);
-  await page.fill("#login-form input[name=password]", secret);
-  await page.click("#login-form button");
-  await page.locator("#dashboard").waitFor({ state: "visible" });
-}
 
 await run(artifacts, 90_000, async (browser, shot) => {
   const page = await newPage(browser);

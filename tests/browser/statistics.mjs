@@ -9,7 +9,7 @@
 // (both addresses IPv4 address:port on loopback).
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
-import { newPage, password, run } from "./harness.mjs";
+import { logIn, newPage, password, run } from "./harness.mjs";
 
 const [base, artifacts, vip, dns] = process.argv.slice(2);
 const viewerPassword = "viewer password 1";
@@ -64,14 +64,6 @@ function dnsQuery(name) {
     });
     socket.send(query, port, host);
   });
-}
-
-async function logIn(page, username, secret) {
-  await page.locator("#login").waitFor({ state: "visible" });
-  await page.fill("#login-form input[name=username]", username);
-  await page.fill("#login-form input[name=password]", secret);
-  await page.click("#login-form button");
-  await page.locator("#dashboard").waitFor({ state: "visible" });
 }
 
 // The legend entry of `series` in the chart `kind` under `scope`, as

@@ -64,6 +64,20 @@ fn assert_passed(output: &std::process::Output) {
     );
 }
 
+/// Simulated Front Ends for the members of `config` (`poolgate
+/// demo-members`), stopped on drop.
+fn demo_members(config: &Path) -> Peer {
+    Peer(
+        Command::new(poolgate_e2e::binary())
+            .args(["demo-members", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo members"),
+    )
+}
+
 #[test]
 fn acceptance_flow_from_first_boot_to_logout() {
     let _one = BROWSER
@@ -89,18 +103,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
     std::fs::write(&demo_some, toml::to_string(&without_fe03).expect("toml")).expect("write");
     let control = dir.path().join("control");
     std::fs::create_dir(&control).expect("control dir");
-    let demo = |file: &Path| {
-        Peer(
-            Command::new(poolgate_e2e::binary())
-                .args(["demo-members", "--config"])
-                .arg(file)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("demo members"),
-        )
-    };
-    let all = demo(&demo_all);
+    let all = demo_members(&demo_all);
     let watcher = {
         let control = control.clone();
         std::thread::spawn(move || {
@@ -109,7 +112,7 @@ fn acceptance_flow_from_first_boot_to_logout() {
             while std::time::Instant::now() < deadline && !control.join("done").exists() {
                 if all.is_some() && control.join("stop-fe03").exists() {
                     drop(all.take());
-                    return Some(demo(&demo_some));
+                    return Some(demo_members(&demo_some));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -317,15 +320,7 @@ fn the_statistics_page_charts_traffic_through_a_vip() {
     let config = loopback_example();
     let demo_config = dir.path().join("demo.toml");
     std::fs::write(&demo_config, toml::to_string(&config).expect("toml")).expect("write");
-    let _demo = Peer(
-        Command::new(poolgate_e2e::binary())
-            .args(["demo-members", "--config"])
-            .arg(&demo_config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("demo members"),
-    );
+    let _demo = demo_members(&demo_config);
     let mut poolgate = Poolgate::start_with_config(&dir.path().join("var"), &config, &[]);
     let listening = poolgate.listening(&["admin", "dns-udp"]);
     let service = &config["virtual_service"][0];
@@ -598,15 +593,7 @@ pool = "pool01"
         .output()
         .expect("check-config");
     assert_passed(&check);
-    let _demo = Peer(
-        Command::new(poolgate_e2e::binary())
-            .args(["demo-members", "--config"])
-            .arg(&demo_config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("demo members"),
-    );
+    let _demo = demo_members(&demo_config);
     // First boot: no configuration, no administrator.
     let mut poolgate = Poolgate::start(&dir.path().join("var"), &["--admin-listen", "127.0.0.1:0"]);
     let artifacts = artifacts().join("wizard");
