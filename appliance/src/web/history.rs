@@ -40,24 +40,21 @@ pub(crate) const KEEP: usize = 360;
 /// What `GET /api/v1/status/history` covers: its last ten minutes.
 const STATUS_KEEP: usize = 60;
 
-/// A member's counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct MemberTotals {
-    active: u64,
-    connections: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    went_up: u64,
-    went_down: u64,
-}
-
-/// A virtual service's counters at one moment.
+/// A virtual service's or member's proxied traffic at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct ServiceTotals {
     active: u64,
     connections: u64,
     bytes_in: u64,
     bytes_out: u64,
+}
+
+/// A member's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MemberTotals {
+    traffic: ServiceTotals,
+    went_up: u64,
+    went_down: u64,
 }
 
 /// The DNS and SIP servers' counters at one moment.
@@ -152,10 +149,12 @@ impl History {
                 pool.members.iter().map(move |m| {
                     let c = &m.counters;
                     let totals = MemberTotals {
-                        active: c.active(),
-                        connections: c.total_connections.load(Relaxed),
-                        bytes_in: c.bytes_in.load(Relaxed),
-                        bytes_out: c.bytes_out.load(Relaxed),
+                        traffic: ServiceTotals {
+                            active: c.active(),
+                            connections: c.total_connections.load(Relaxed),
+                            bytes_in: c.bytes_in.load(Relaxed),
+                            bytes_out: c.bytes_out.load(Relaxed),
+                        },
                         went_up: c.went_up.load(Relaxed),
                         went_down: c.went_down.load(Relaxed),
                     };
@@ -204,7 +203,7 @@ impl History {
                 members: s
                     .members
                     .iter()
-                    .map(|(k, t)| (k.clone(), t.active))
+                    .map(|(k, t)| (k.clone(), t.traffic.active))
                     .collect(),
             })
             .collect()
@@ -254,19 +253,17 @@ fn per_s(count: u64, seconds: f64) -> f64 {
 /// A member over one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct MemberRates {
-    /// Connections open at the interval's end.
-    pub active: u64,
-    pub connections_per_s: f64,
-    pub bytes_in_per_s: f64,
-    pub bytes_out_per_s: f64,
+    #[serde(flatten)]
+    pub traffic: ServiceRates,
     /// Health transitions in the interval (any monitor or address).
     pub went_up: u64,
     pub went_down: u64,
 }
 
-/// A virtual service over one interval.
+/// A virtual service's or member's traffic over one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct ServiceRates {
+    /// Connections open at the interval's end.
     pub active: u64,
     pub connections_per_s: f64,
     pub bytes_in_per_s: f64,
@@ -313,16 +310,19 @@ impl RateSample {
             .saturating_duration_since(before.taken)
             .as_secs_f64();
         let rate = |b: u64, n: u64| per_s(grew(b, n), seconds);
+        let traffic = |b: &ServiceTotals, n: &ServiceTotals| ServiceRates {
+            active: n.active,
+            connections_per_s: rate(b.connections, n.connections),
+            bytes_in_per_s: rate(b.bytes_in, n.bytes_in),
+            bytes_out_per_s: rate(b.bytes_out, n.bytes_out),
+        };
         let members = now
             .members
             .iter()
             .map(|(key, n)| {
                 let b = before.members.get(key).copied().unwrap_or_default();
                 let rates = MemberRates {
-                    active: n.active,
-                    connections_per_s: rate(b.connections, n.connections),
-                    bytes_in_per_s: rate(b.bytes_in, n.bytes_in),
-                    bytes_out_per_s: rate(b.bytes_out, n.bytes_out),
+                    traffic: traffic(&b.traffic, &n.traffic),
                     went_up: grew(b.went_up, n.went_up),
                     went_down: grew(b.went_down, n.went_down),
                 };
@@ -334,13 +334,7 @@ impl RateSample {
             .iter()
             .map(|(name, n)| {
                 let b = before.services.get(name).copied().unwrap_or_default();
-                let rates = ServiceRates {
-                    active: n.active,
-                    connections_per_s: rate(b.connections, n.connections),
-                    bytes_in_per_s: rate(b.bytes_in, n.bytes_in),
-                    bytes_out_per_s: rate(b.bytes_out, n.bytes_out),
-                };
-                (name.clone(), rates)
+                (name.clone(), traffic(&b, n))
             })
             .collect();
         let (b, n) = (&before.servers, &now.servers);
@@ -527,15 +521,18 @@ mod tests {
             (2, "b", 10.0)
         );
         let member = &first.members["pool01/fe01"];
-        assert_eq!(member.connections_per_s, 2.0);
-        assert_eq!(member.bytes_in_per_s, 1000.0);
+        assert_eq!(member.traffic.connections_per_s, 2.0);
+        assert_eq!(member.traffic.bytes_in_per_s, 1000.0);
         assert_eq!((member.went_up, member.went_down), (0, 1));
         let web = &first.services[&view.services[0].name];
         assert_eq!((web.active, web.connections_per_s), (4, 2.0));
         assert_eq!(first.dns.queries_per_s, 20.0);
         assert_eq!(first.sip.redirects_per_s, 5.0);
         assert_eq!(rates[1].dns.queries_per_s, 3.0);
-        assert_eq!(rates[1].members["pool01/fe01"].connections_per_s, 0.0);
+        assert_eq!(
+            rates[1].members["pool01/fe01"].traffic.connections_per_s,
+            0.0
+        );
         // `after` leaves out what a poller has.
         assert_eq!(history.rates(2, KEEP).len(), 1);
         assert!(history.rates(3, KEEP).is_empty());
