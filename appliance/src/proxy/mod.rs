@@ -555,29 +555,40 @@ async fn connection(
     for bytes in [&chosen.counters.bytes_in, &service_counters.bytes_in] {
         bytes.fetch_add(early.len() as u64, Ordering::Relaxed);
     }
-    // Registered before relaying, so a reset asked for at any point of the
+    // The relay is made inside `select!` (a future bound to a local and
+    // then moved keeps its room twice in this one's state, which every idle
+    // connection holds). Its branches are made before any is polled, so the
+    // reset is registered before relaying: one asked for at any point of the
     // connection's life (disable grace, drain deadline) reaches it.
-    let reset = chosen.counters.reset.notified();
-    let relayed = relay::relay(
-        shared.mode,
-        &client,
-        &member,
-        service.idle_timeout,
-        relay::Meters {
-            member: &chosen.counters,
-            service: service_counters,
-        },
-    );
+    // Only a `drop_on_down` service watches its member's health; the others
+    // keep no room for that watch in their state.
+    let watch_down = async {
+        if service.drop_on_down {
+            Box::pin(went_down(shared.views.clone(), &chosen, service)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let outcome = tokio::select! {
-        outcome = relayed => outcome,
+        biased;
+        outcome = relay::relay(
+            shared.mode,
+            &client,
+            &member,
+            service.idle_timeout,
+            relay::Meters {
+                member: &chosen.counters,
+                service: service_counters,
+            },
+        ) => outcome,
         () = shared.force.cancelled() => return,
-        () = reset => {
+        () = chosen.counters.reset.notified() => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
             return;
         }
-        () = went_down(shared.views.clone(), &chosen, service), if service.drop_on_down => {
+        () = watch_down, if service.drop_on_down => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");

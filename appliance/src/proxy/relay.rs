@@ -106,29 +106,25 @@ pub(crate) async fn relay(
     // Shared by both directions and the idle watch; nothing is ever in
     // flight here, so it is idle once no byte moved for `idle`.
     let activity = Activity::default();
-    let result = {
-        let upstream = pump(
-            mode,
-            Direction {
-                from: (client, Side::Client),
-                to: (member, Side::Member),
-                activity: &activity,
-                bytes: [&meters.member.bytes_in, &meters.service.bytes_in],
-            },
-        );
-        let downstream = pump(
-            mode,
-            Direction {
-                from: (member, Side::Member),
-                to: (client, Side::Client),
-                activity: &activity,
-                bytes: [&meters.member.bytes_out, &meters.service.bytes_out],
-            },
-        );
-        tokio::select! {
-            result = async { tokio::try_join!(upstream, downstream) } => result.map(|_| ()),
-            () = activity.idle_for(idle) => return close_idle(client, member),
-        }
+    let upstream = Direction {
+        from: (client, Side::Client),
+        to: (member, Side::Member),
+        activity: &activity,
+        bytes: [&meters.member.bytes_in, &meters.service.bytes_in],
+    };
+    let downstream = Direction {
+        from: (member, Side::Member),
+        to: (client, Side::Client),
+        activity: &activity,
+        bytes: [&meters.member.bytes_out, &meters.service.bytes_out],
+    };
+    // The pumps are made where they are awaited: a future bound to a local
+    // first and then moved keeps its room twice in this one's state, which
+    // every idle connection holds.
+    let result = tokio::select! {
+        biased;
+        result = async { tokio::try_join!(pump(mode, upstream), pump(mode, downstream)) } => result.map(|_| ()),
+        () = activity.idle_for(idle) => return close_idle(client, member),
     };
     match result {
         Ok(()) => Outcome::Closed,
