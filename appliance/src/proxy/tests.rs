@@ -1022,7 +1022,7 @@ async fn an_idle_connections_relay_state_stays_small() {
                 service: &service_counters,
             },
         );
-        let size = std::mem::size_of_val(&relayed);
+        let size = size_of_val(&relayed);
         println!("relay state: {size} bytes");
         assert!(
             size <= 1280,
