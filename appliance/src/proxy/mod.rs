@@ -42,7 +42,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{MsgFlags, recv};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -373,7 +376,11 @@ async fn reconcile(
             listening.target.send_replace(target);
             continue;
         }
-        match net::tcp_listener(address) {
+        // Accepted connections inherit `TCP_NODELAY` from the listener.
+        match net::tcp_listener(address).and_then(|listener| {
+            socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+            Ok(listener)
+        }) {
             Ok(listener) => {
                 failing.remove(&address);
                 let bound = listener.local_addr().unwrap_or(address);
@@ -485,6 +492,12 @@ async fn connection(
         member_port,
         ..
     } = target;
+    // A client that has already sent its first bytes (a ClientHello, a
+    // request) has them reach the member in the handshake's last segment:
+    // the member socket delays that ACK for the relay's first write. One
+    // that has not spoken yet may wait for the member to speak first, so
+    // its member is acknowledged at once. A PROXY header always follows.
+    let delay_ack = service.send_proxy == SendProxy::V2 || has_bytes_waiting(&client);
     let mut excluded: Vec<usize> = Vec::new();
     let mut connected = None;
     // With PROXY v2: client bytes read ahead to go with the header.
@@ -492,7 +505,7 @@ async fn connection(
     while let Some((index, chosen)) = choose(&view, service, runtime, peer.ip(), &excluded) {
         let target = SocketAddr::new(chosen.address, *member_port);
         let attempt =
-            tokio::time::timeout(service.connect_timeout, TcpStream::connect(target)).await;
+            tokio::time::timeout(service.connect_timeout, connect(target, delay_ack)).await;
         let attempt = match (attempt, service.send_proxy) {
             (Ok(Ok(stream)), SendProxy::V2) => {
                 let header = proxy_v2::Header::new(peer, local);
@@ -542,31 +555,40 @@ async fn connection(
     for bytes in [&chosen.counters.bytes_in, &service_counters.bytes_in] {
         bytes.fetch_add(early.len() as u64, Ordering::Relaxed);
     }
-    let _ = client.set_nodelay(true);
-    let _ = member.set_nodelay(true);
-    // Registered before relaying, so a reset asked for at any point of the
+    // The relay is made inside `select!` (a future bound to a local and
+    // then moved keeps its room twice in this one's state, which every idle
+    // connection holds). Its branches are made before any is polled, so the
+    // reset is registered before relaying: one asked for at any point of the
     // connection's life (disable grace, drain deadline) reaches it.
-    let reset = chosen.counters.reset.notified();
-    let relayed = relay::relay(
-        shared.mode,
-        &client,
-        &member,
-        service.idle_timeout,
-        relay::Meters {
-            member: &chosen.counters,
-            service: service_counters,
-        },
-    );
+    // Only a `drop_on_down` service watches its member's health; the others
+    // keep no room for that watch in their state.
+    let watch_down = async {
+        if service.drop_on_down {
+            Box::pin(went_down(shared.views.clone(), &chosen, service)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let outcome = tokio::select! {
-        outcome = relayed => outcome,
+        biased;
+        outcome = relay::relay(
+            shared.mode,
+            &client,
+            &member,
+            service.idle_timeout,
+            relay::Meters {
+                member: &chosen.counters,
+                service: service_counters,
+            },
+        ) => outcome,
         () = shared.force.cancelled() => return,
-        () = reset => {
+        () = chosen.counters.reset.notified() => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
             return;
         }
-        () = went_down(shared.views.clone(), &chosen, service), if service.drop_on_down => {
+        () = watch_down, if service.drop_on_down => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");
@@ -577,6 +599,37 @@ async fn connection(
         slot.timed_out(net::Timeout::Idle);
     }
     tracing::debug!(service = %service.name, member = %chosen.member, client = %peer, ?outcome, "Connection ended");
+}
+
+/// Whether `client` has bytes queued (peeked, without waiting or taking
+/// them).
+fn has_bytes_waiting(client: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(
+            client.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(1)
+    )
+}
+
+/// A connection to a member: `TCP_NODELAY` (the relay writes what it read
+/// at once; the listener gives client connections the same), and with
+/// `delay_ack` `TCP_QUICKACK` off, so the handshake's last ACK waits for
+/// the first bytes sent and goes with them.
+async fn connect(target: SocketAddr, delay_ack: bool) -> std::io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    if delay_ack {
+        socket2::SockRef::from(&socket).set_tcp_quickack(false)?;
+    }
+    socket.connect(target).await
 }
 
 /// Most client bytes read ahead to go in one write with the PROXY header:

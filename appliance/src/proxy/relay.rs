@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -105,29 +106,25 @@ pub(crate) async fn relay(
     // Shared by both directions and the idle watch; nothing is ever in
     // flight here, so it is idle once no byte moved for `idle`.
     let activity = Activity::default();
-    let result = {
-        let upstream = pump(
-            mode,
-            Direction {
-                from: (client, Side::Client),
-                to: (member, Side::Member),
-                activity: &activity,
-                bytes: [&meters.member.bytes_in, &meters.service.bytes_in],
-            },
-        );
-        let downstream = pump(
-            mode,
-            Direction {
-                from: (member, Side::Member),
-                to: (client, Side::Client),
-                activity: &activity,
-                bytes: [&meters.member.bytes_out, &meters.service.bytes_out],
-            },
-        );
-        tokio::select! {
-            result = async { tokio::try_join!(upstream, downstream) } => result.map(|_| ()),
-            () = activity.idle_for(idle) => return close_idle(client, member),
-        }
+    let upstream = Direction {
+        from: (client, Side::Client),
+        to: (member, Side::Member),
+        activity: &activity,
+        bytes: [&meters.member.bytes_in, &meters.service.bytes_in],
+    };
+    let downstream = Direction {
+        from: (member, Side::Member),
+        to: (client, Side::Client),
+        activity: &activity,
+        bytes: [&meters.member.bytes_out, &meters.service.bytes_out],
+    };
+    // The pumps are made where they are awaited: a future bound to a local
+    // first and then moved keeps its room twice in this one's state, which
+    // every idle connection holds.
+    let result = tokio::select! {
+        biased;
+        result = async { tokio::try_join!(pump(mode, upstream), pump(mode, downstream)) } => result.map(|_| ()),
+        () = activity.idle_for(idle) => return close_idle(client, member),
     };
     match result {
         Ok(()) => Outcome::Closed,
@@ -227,6 +224,10 @@ thread_local! {
 enum Step {
     /// Read this many bytes; `pending` holds what the receiver did not take.
     Moved(usize),
+    /// Read this many bytes, then the sender's FIN: they went out corked
+    /// (`MSG_MORE`), so the FIN that `pump` sends next leaves in the same
+    /// segment.
+    MovedThenEof(usize),
     Eof,
     NotReady,
 }
@@ -242,6 +243,13 @@ enum Copied {
 
 /// The copy engine: returns at EOF from `from`, or (with `stop_on_bulk`)
 /// once the direction looks like a bulk transfer.
+///
+/// Per exchange it makes one read and one write: a short read clears the
+/// socket's readiness (`read_drained`), so the next wait sleeps until the
+/// kernel reports more instead of a second read finding nothing; and bytes
+/// that arrived with the sender's FIN (the readiness says so) are written
+/// corked, with the EOF read at once, so that bytes and FIN reach the
+/// receiver in one segment, not two.
 async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, Broken> {
     let (from, to) = (direction.from.0, direction.to.0);
     let read_failed = |error| direction.read_failed(error);
@@ -251,6 +259,7 @@ async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, B
     let mut pending: Vec<u8> = Vec::new();
     let mut sent = 0;
     let mut bulk = false;
+    let mut eof = false;
     loop {
         while sent < pending.len() {
             to.writable().await.map_err(write_failed)?;
@@ -267,12 +276,21 @@ async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, B
             pending = Vec::new();
             sent = 0;
         }
+        if eof {
+            return Ok(Copied::Eof);
+        }
         if bulk {
             return Ok(Copied::Bulk);
         }
-        from.readable().await.map_err(read_failed)?;
+        let ready = from.ready(Interest::READABLE).await.map_err(read_failed)?;
         let step = SCRATCH.with_borrow_mut(|buffer| -> Result<Step, Broken> {
-            let n = match from.try_read(buffer) {
+            let closing = ready.is_read_closed();
+            let read = if closing {
+                from.try_read(buffer)
+            } else {
+                read_drained(from, buffer)
+            };
+            let mut n = match read {
                 Ok(0) => return Ok(Step::Eof),
                 Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -280,9 +298,19 @@ async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, B
                 }
                 Err(error) => return Err(read_failed(error)),
             };
+            // A short read after the FIN was seen: the next read is the EOF
+            // (or, rarely, more bytes; an error is met again by the next read).
+            let mut then_eof = false;
+            if closing && n < buffer.len() {
+                match from.try_read(&mut buffer[n..]) {
+                    Ok(0) => then_eof = true,
+                    Ok(more) => n += more,
+                    Err(_) => {}
+                }
+            }
             let mut written = 0;
             while written < n {
-                match to.try_write(&buffer[written..n]) {
+                match send(to, &buffer[written..n], then_eof) {
                     Ok(w) => written += w,
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                     Err(error) => return Err(write_failed(error)),
@@ -291,17 +319,62 @@ async fn copy(direction: &Direction<'_>, stop_on_bulk: bool) -> Result<Copied, B
             if written < n {
                 pending.extend_from_slice(&buffer[written..n]);
             }
-            Ok(Step::Moved(n))
+            Ok(if then_eof {
+                Step::MovedThenEof(n)
+            } else {
+                Step::Moved(n)
+            })
         })?;
         match step {
             Step::Moved(n) => {
                 direction.moved(n);
                 bulk = stop_on_bulk && n == CHUNK;
             }
+            Step::MovedThenEof(n) => {
+                direction.moved(n);
+                eof = true;
+            }
             Step::Eof => return Ok(Copied::Eof),
             Step::NotReady => {}
         }
     }
+}
+
+/// Read what `from` has into `buffer`. A read shorter than the buffer took
+/// everything queued, so the socket's readiness is cleared with it (as
+/// tokio's own `poll_read` does; epoll reports the next bytes or the FIN
+/// as a new event).
+fn read_drained(from: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    let capacity = buffer.len();
+    let mut drained = None;
+    let read = from.try_io(Interest::READABLE, || {
+        let n = recv(from.as_raw_fd(), buffer, MsgFlags::empty()).map_err(io::Error::from)?;
+        if n > 0 && n < capacity {
+            // Reported as WouldBlock so that `try_io` clears the readiness;
+            // the bytes are kept in `drained`.
+            drained = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    drained.map_or(read, Ok)
+}
+
+/// Write `bytes` to `to`; with `more`, corked (`MSG_MORE`, which nix does
+/// not name): the FIN that
+/// follows at once goes out in the same segment.
+fn send(to: &TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
+    if !more {
+        return to.try_write(bytes);
+    }
+    to.try_io(Interest::WRITABLE, || {
+        nix::sys::socket::send(
+            to.as_raw_fd(),
+            bytes,
+            MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(io::Error::from)
+    })
 }
 
 /// The splice engine: socket → pipe → socket, the pipe created on the first

@@ -999,3 +999,34 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
         "one event per failing address"
     );
 }
+
+/// Every open connection holds its relay's state for as long as it lives
+/// (RSS per idle connection, `bench/proxy.sh`): it stays small. A future
+/// bound to a local and then moved, for one, keeps its room twice.
+#[tokio::test]
+async fn an_idle_connections_relay_state_stays_small() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let client = TcpStream::connect(address).await.expect("connect");
+    let (member, _) = listener.accept().await.expect("accept");
+    let (member_counters, service_counters) =
+        (MemberCounters::default(), ServiceCounters::default());
+    for mode in [RelayMode::Auto, RelayMode::Copy, RelayMode::Splice] {
+        let relayed = relay::relay(
+            mode,
+            &client,
+            &member,
+            Duration::from_secs(60),
+            relay::Meters {
+                member: &member_counters,
+                service: &service_counters,
+            },
+        );
+        let size = size_of_val(&relayed);
+        println!("relay state: {size} bytes");
+        assert!(
+            size <= 1280,
+            "{mode:?}: {size} bytes (2,184 when the pumps were bound to locals)"
+        );
+    }
+}
