@@ -7,7 +7,7 @@
 #   ROUNDS     rounds per comparison, peer and poolgate alternating (default 5)
 #   DURATION   seconds per timed run (default 5)
 #   SCALE      cores given to the servers, e.g. "1 2" (default: 1 and all)
-#   COUNTS     1: also count syscalls and instructions per operation (default 1)
+#   COUNTS     1: also count syscalls, instructions (and for TCP, segments) per operation (default 1)
 #   COUNT_OPS  operations under strace -c (default 2000)
 #   CG_OPS     operations under callgrind (default 300)
 #   CG_IDLE    seconds without load that measure callgrind's background rate (default 2)
@@ -158,6 +158,22 @@ count_syscalls() { # figure cores side ops pid -- load command...
     # The five most frequent, per operation.
     awk -v ops="$ops" '$NF != "total" && $4 ~ /^[0-9]+$/ { printf "%s %.2f\n", $NF, $4 / ops }' "$out" |
         sort -k2 -rn | head -5 | tr '\n' ' ' | sed "s/^/    $side top syscalls per op: /; s/ \$/\n/" >&2
+}
+
+# --- TCP segments per operation: the kernel's count of TCP segments sent
+# (nstat's TcpOutSegs: every socket on the machine, the client's, the
+# server's and the members'), over a fixed number of operations. On
+# loopback most of a proxy's time is the kernel's, per packet; this count
+# does not depend on machine noise. ---
+count_segments() { # figure cores side ops -- load command...
+    local figure=$1 cores=$2 side=$3 ops=$4
+    shift 5
+    local out=$work/nstat.$side.$RANDOM
+    nstat -n >/dev/null
+    "$@" >"$out.load" 2>&1 || echo "  (load for $figure, $side ended with an error: $(tail -1 "$out.load"))" >&2
+    sleep 0.2
+    sample "$figure" "segments/op" lower "$cores" "$side" \
+        "$(nstat TcpOutSegs 2>/dev/null | awk -v ops="$ops" '$1 == "TcpOutSegs" { printf "%.2f\n", $2 / ops; found = 1 } END { if (!found) print "0.00" }')"
 }
 
 # --- instructions per operation: the server runs under callgrind. After a

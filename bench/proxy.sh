@@ -9,7 +9,8 @@
 #   3. small requests on kept-alive connections, wrk
 #   4. RSS per idle proxied connection, IDLE_CONNECTIONS (default 10,000),
 #      at the largest core count only (memory does not depend on timing)
-# then, with COUNTS=1, syscalls (strace -c, COUNT_OPS operations) and
+# then, with COUNTS=1, TCP segments sent (nstat, COUNT_OPS operations),
+# syscalls (strace -c, COUNT_OPS operations) and
 # instructions (callgrind, CG_OPS operations) per proxied connection and per
 # kept-alive request, on each server given one core.
 # Both sides balance round robin over the same members. Loopback only; every
@@ -26,7 +27,7 @@ HAPROXY_VIP=127.0.0.3
 IPERF_PORT=25201
 HTTP_PORT=25202
 
-for tool in haproxy iperf3 wrk nginx python3 taskset setsid strace valgrind; do
+for tool in haproxy iperf3 wrk nginx python3 taskset setsid strace valgrind nstat; do
     command -v "$tool" >/dev/null || { echo "proxy bench: $tool missing (bench/run installs it), skipped"; exit 0; }
 done
 build_poolgate
@@ -266,6 +267,10 @@ if [ "$COUNTS" = 1 ]; then
     echo "# counts: each server on one core; $COUNT_OPS operations under strace -c, $CG_OPS under callgrind (one client, one at a time)" >&2
     for side in haproxy poolgate; do
         start_side "$side" 1
+        count_segments "TCP segments per proxied connection" 1 "$side" "$COUNT_OPS" -- \
+            timeout 300 python3 "$BENCH_DIR/load.py" close "$server_host" "$HTTP_PORT" "$COUNT_OPS"
+        count_segments "TCP segments per kept-alive request" 1 "$side" "$COUNT_OPS" -- \
+            timeout 300 python3 "$BENCH_DIR/load.py" keep "$server_host" "$HTTP_PORT" "$COUNT_OPS"
         count_syscalls "syscalls per proxied connection" 1 "$side" "$COUNT_OPS" "$server_pid" -- \
             timeout 300 python3 "$BENCH_DIR/load.py" close "$server_host" "$HTTP_PORT" "$COUNT_OPS"
         count_syscalls "syscalls per kept-alive request" 1 "$side" "$COUNT_OPS" "$server_pid" -- \
