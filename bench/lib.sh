@@ -97,6 +97,24 @@ client_count() { # cores given to the servers -> cores the clients get
     if [ "$1" -ge "$NCPU" ]; then echo "$NCPU"; else echo $((NCPU - $1)); fi
 }
 
+# --- where the time went: busy jiffies of a set of cpus (taskset syntax),
+# so a timed run can report how busy the servers' and the load generators'
+# cores were, and the servers' CPU time per operation. ---
+cpu_busy() { # cpus -> "busy total" jiffies summed over those cpus
+    awk -v list="$1" '
+        BEGIN { n = split(list, parts, ","); for (i = 1; i <= n; i++) {
+            if (split(parts[i], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["cpu" c] = 1 }
+            else want["cpu" parts[i]] = 1 } }
+        $1 in want { t = 0; for (i = 2; i <= NF; i++) t += $i; busy += t - $5 - $6; total += t }
+        END { print busy + 0, total + 0 }' /proc/stat
+}
+busy_share() { # "busy total" before, "busy total" after -> percent busy
+    python3 -c 'import sys; b0, t0, b1, t1 = map(int, sys.argv[1:]); print("%.0f" % (100 * (b1 - b0) / max(1, t1 - t0)))' $1 $2
+}
+cpu_us_per_op() { # "busy total" before, "busy total" after, operations -> CPU microseconds per operation
+    python3 -c 'import sys, os; b0, t0, b1, t1, ops = map(int, sys.argv[1:]); print("%.1f" % ((b1 - b0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, ops)))' $1 $2 "$3"
+}
+
 bench_header() { # bench name, then "peer: version" lines
     BENCH_NAME=$1
     shift
@@ -119,7 +137,7 @@ bench_header() { # bench name, then "peer: version" lines
     done
 }
 
-sample() { # figure unit better(higher|lower) cores side value
+sample() { # figure unit better(higher|lower|neither) cores side value
     [ -n "$6" ] || { echo "  (no value for $1, $5)" >&2; return 0; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$SAMPLES"
     printf '  %-34s %3s core(s) %-9s %s %s\n' "$1" "$4" "$5" "$6" "$2" >&2

@@ -198,11 +198,30 @@ if run.get("error"):
 else:
     print("%.2f" % (run["end"]["sum_received"]["bits_per_second"] / 1e9))'
 }
-rps() { # host cpus threads [extra wrk args]
-    local host=$1 cpus=$2 threads=$3
-    shift 3
+# A wrk run, sampled as `figure` (operations/s). With the servers on cores
+# of their own, also their cores' CPU time per operation (all of it: the
+# server's user and system time and the softirqs that run there) and how
+# busy the load generators' cores were: a ratio of rates says little when
+# the load generators' cores, not the servers', were the ones full.
+wrk_run() { # figure short-name unit cores side host cpus threads [extra wrk args]
+    local figure=$1 short=$2 unit=$3 cores=$4 side=$5 host=$6 cpus=$7 threads=$8
+    shift 8
+    local scpus out s0 c0 s1 c1 ops
+    scpus=$(server_cpus "$cores")
+    out=$work/wrk.out
+    s0=$(cpu_busy "$scpus")
+    c0=$(cpu_busy "$cpus")
     timeout $((DURATION + 30)) taskset -c "$cpus" wrk -t"$threads" -c"$WRK_CONNECTIONS" -d"${DURATION}s" "$@" \
-        "http://$host:$HTTP_PORT/" | awk '/Requests\/sec/ { printf "%.0f\n", $2 }'
+        "http://$host:$HTTP_PORT/" >"$out" 2>&1 || true
+    s1=$(cpu_busy "$scpus")
+    c1=$(cpu_busy "$cpus")
+    sample "$figure" "$unit" higher "$cores" "$side" "$(awk '/Requests\/sec/ { printf "%.0f\n", $2 }' "$out")"
+    ops=$(awk '/requests in/ { print $1 }' "$out")
+    if [ "$cores" -lt "$NCPU" ] && [ -n "$ops" ]; then
+        sample "$short: server CPU/op" "CPU us/op" lower "$cores" "$side" "$(cpu_us_per_op "$s0" "$s1" "$ops")"
+        sample "$short: server cores busy" "%" neither "$cores" "$side" "$(busy_share "$s0" "$s1")"
+        sample "$short: client cores busy" "%" neither "$cores" "$side" "$(busy_share "$c0" "$c1")"
+    fi
 }
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 idle_rss_per_conn() { # host pid -> bytes per idle proxied connection
@@ -251,9 +270,9 @@ for cores in $SCALE; do
         for side in haproxy poolgate; do
             start_side "$side" "$cores"
             sample "iperf3 one stream" Gbit/s higher "$cores" "$side" "$(gbits "$server_host" "$ccpus")"
-            sample "new connections/s" conn/s higher "$cores" "$side" \
-                "$(rps "$server_host" "$ccpus" "$threads" -H "Connection: close")"
-            sample "kept-alive requests/s" req/s higher "$cores" "$side" "$(rps "$server_host" "$ccpus" "$threads")"
+            wrk_run "new connections/s" "new conns" conn/s "$cores" "$side" "$server_host" "$ccpus" "$threads" \
+                -H "Connection: close"
+            wrk_run "kept-alive requests/s" "kept-alive" req/s "$cores" "$side" "$server_host" "$ccpus" "$threads"
             if [ "$cores" = "$max_cores" ]; then
                 sample "RSS per idle connection" bytes lower "$cores" "$side" \
                     "$(idle_rss_per_conn "$server_host" "$server_pid")"

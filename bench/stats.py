@@ -4,7 +4,7 @@ min-max over its rounds, the spread ((max - min) / median) and the ratio of
 poolgate's median to the peer's; then the scaling table (each figure's
 medians at every core count).
 
-Input: a TSV of figure, unit, better (higher|lower), cores, side, value.
+Input: a TSV of figure, unit, better (higher|lower|neither), cores, side, value.
 Usage: stats.py SAMPLES PEER
 """
 import statistics
@@ -58,7 +58,8 @@ def main():
                 ratio = f"{medians['poolgate'] / medians[peer]:.2f}x"
             print(f"{figure:<34} {cores:>5}  {cells[0]}  {cells[1]}  {ratio:>6}")
             scaling.setdefault(figure, OrderedDict())[cores] = medians
-        print(f"{'':<34} {'':>5}  ({unit}, {better} is better)")
+        note = f"{unit}, {better} is better" if better in ("higher", "lower") else unit
+        print(f"{'':<34} {'':>5}  ({note})")
     all_cores = sorted({c for by in scaling.values() for c in by})
     if len(all_cores) > 1:
         print()
