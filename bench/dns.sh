@@ -136,9 +136,21 @@ for cores in $SCALE; do
         for side in nsd poolgate; do
             start_side "$side" "$cores"
             for mode in udp tcp; do
+                s0=$(cpu_busy "$(server_cpus "$cores")")
+                c0=$(cpu_busy "$ccpus")
                 read -r qps lost < <(dnsperf_run "$server_port" "$mode" "$ccpus" -l "$DURATION")
+                s1=$(cpu_busy "$(server_cpus "$cores")")
+                c1=$(cpu_busy "$ccpus")
                 sample "$mode queries/s" q/s higher "$cores" "$side" "$qps"
                 sample "$mode lost queries" queries lower "$cores" "$side" "$lost"
+                # With the servers on cores of their own: their cores' CPU
+                # time per query, and which side's cores were the full ones.
+                if [ "$cores" -lt "$NCPU" ] && [ -n "$qps" ]; then
+                    sample "$mode: server CPU/query" "CPU us/op" lower "$cores" "$side" \
+                        "$(cpu_us_per_op "$s0" "$s1" $((qps * DURATION)))"
+                    sample "$mode: server cores busy" "%" neither "$cores" "$side" "$(busy_share "$s0" "$s1")"
+                    sample "$mode: client cores busy" "%" neither "$cores" "$side" "$(busy_share "$c0" "$c1")"
+                fi
             done
             stop_side
         done
