@@ -52,8 +52,6 @@ const UDP_BUFFER: usize = 4096;
 const UDP_BATCH: usize = 64;
 /// Batches taken back to back before waiting on readiness again.
 const UDP_DRAIN_BATCHES: usize = 8;
-/// Most worker tasks per UDP socket (one per core up to this).
-const UDP_WORKERS: usize = 4;
 
 /// Limits of the TCP listener (RFC 7766 §6.2).
 #[derive(Debug, Clone, Copy)]
@@ -100,7 +98,7 @@ impl TcpLimits {
 }
 
 /// Serve DNS over one UDP socket until `shutdown`, with one worker task per
-/// core (at most `UDP_WORKERS`) sharing the socket, so every core answers:
+/// core (`net::udp_workers`) sharing the socket, so every core answers:
 /// one task is one core at a time. One socket rather than one per worker
 /// (`SO_REUSEPORT`): the kernel spreads reuse-port sockets by source
 /// address and port, so a few busy resolvers would land on one worker.
@@ -113,9 +111,8 @@ pub(crate) async fn serve_udp(
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(UDP_WORKERS));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
+    for _ in 0..net::udp_workers() {
         tasks.spawn(udp_worker(
             Arc::clone(&socket),
             views.clone(),

@@ -69,6 +69,12 @@ pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// How many worker tasks share one UDP socket (DNS, SIP): one per core the
+/// process may run on, at most 4. One task answers on one core at a time.
+pub(crate) fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// A socket that could not be bound (or whose bound address cannot be read).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for {service} on {address}: {source}")]

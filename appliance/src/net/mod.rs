@@ -22,7 +22,7 @@ pub(crate) mod sni;
 pub(crate) use accept::{Activity, Conn, IdleMarker, Listener, Registry, Slot, Timeout, Tracked};
 pub(crate) use bind::{
     BindError, allow_nonlocal, bind_retry_due, bind_tcp, bind_udp, listening, tcp_listener,
-    udp_socket,
+    udp_socket, udp_workers,
 };
 pub(crate) use limits::Limits;
 

@@ -211,12 +211,11 @@ pub(crate) async fn serve_udp(
     shutdown: CancellationToken,
 ) -> Result<(), SipError> {
     let socket = Arc::new(socket);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     // One limiter for the socket, so a source's rate does not multiply by
     // the number of workers; each holds it for one check.
     let limiter = Arc::new(Mutex::new(Limiter::new(udp_limits(&publisher.current()))));
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
+    for _ in 0..net::udp_workers() {
         tasks.spawn(udp_worker(
             Arc::clone(&socket),
             publisher.clone(),
