@@ -38,11 +38,10 @@ pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{MsgFlags, recv};
 use tokio::net::{TcpSocket, TcpStream};
@@ -560,15 +559,6 @@ async fn connection(
     // connection holds). Its branches are made before any is polled, so the
     // reset is registered before relaying: one asked for at any point of the
     // connection's life (disable grace, drain deadline) reaches it.
-    // Only a `drop_on_down` service watches its member's health; the others
-    // keep no room for that watch in their state.
-    let watch_down = async {
-        if service.drop_on_down {
-            Box::pin(went_down(shared.views.clone(), &chosen, service)).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
     let outcome = tokio::select! {
         biased;
         outcome = relay::relay(
@@ -588,7 +578,9 @@ async fn connection(
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
             return;
         }
-        () = watch_down, if service.drop_on_down => {
+        // Only a `drop_on_down` service polls (and boxes) its health watch;
+        // the others keep no room for it in their state.
+        () = async { Box::pin(went_down(shared.views.clone(), &chosen, service)).await }, if service.drop_on_down => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");
