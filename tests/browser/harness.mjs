@@ -52,3 +52,14 @@ export async function logIn(page, username, secret) {
   await page.click("#login-form button");
   await page.locator("#dashboard").waitFor({ state: "visible" });
 }
+
+// First boot: open `url`, set the admin password (`password` above) on the
+// setup page, and log in as admin.
+export async function setUpAndLogIn(page, url) {
+  await page.goto(url);
+  await page.locator("#setup").waitFor({ state: "visible" });
+  await page.fill("#setup-form input[name=password]", password);
+  await page.fill("#setup-form input[name=repeat]", password);
+  await page.click("#setup-form button");
+  await logIn(page, "admin", password);
+}

@@ -2,7 +2,7 @@
 // operator logs in, drains a member, cannot open the configuration editor
 // (nor the Users page), and finds the drain, by them, in the Audit log.
 // Usage: node roles.mjs BASE_URL ARTIFACT_DIR
-import { logIn, newPage, password, run } from "./harness.mjs";
+import { logIn, newPage, password, run, setUpAndLogIn } from "./harness.mjs";
 
 const [base, artifacts] = process.argv.slice(2);
 const operatorPassword = "operator password 1";
@@ -10,12 +10,7 @@ const operatorPassword = "operator password 1";
 await run(artifacts, 90_000, async (browser, shot) => {
   const page = await newPage(browser);
   page.on("dialog", (dialog) => dialog.accept());
-  await page.goto(base);
-  await page.locator("#setup").waitFor({ state: "visible" });
-  await page.fill("#setup-form input[name=password]", password);
-  await page.fill("#setup-form input[name=repeat]", password);
-  await page.click("#setup-form button");
-  await logIn(page, "admin", password);
+  await setUpAndLogIn(page, base);
 
   // The admin adds an operator.
   await page.click("#tabs button[data-tab=users]");

@@ -9,7 +9,7 @@
 // (both addresses IPv4 address:port on loopback).
 import { createSocket } from "node:dgram";
 import { connect } from "node:net";
-import { logIn, newPage, password, run } from "./harness.mjs";
+import { logIn, newPage, password, run, setUpAndLogIn } from "./harness.mjs";
 
 const [base, artifacts, vip, dns] = process.argv.slice(2);
 const viewerPassword = "viewer password 1";
@@ -77,12 +77,7 @@ await run(artifacts, 150_000, async (browser, shot) => {
   const page = await newPage(browser);
   let polls = 0;
   page.on("request", (request) => { if (new URL(request.url()).pathname === "/api/v1/statistics") polls += 1; });
-  await page.goto(base);
-  await page.locator("#setup").waitFor({ state: "visible" });
-  await page.fill("#setup-form input[name=password]", password);
-  await page.fill("#setup-form input[name=repeat]", password);
-  await page.click("#setup-form button");
-  await logIn(page, "admin", password);
+  await setUpAndLogIn(page, base);
   for (const member of ["fe01", "fe02", "fe03"]) {
     await page.locator(`tr[data-member=${member}] [data-monitor=fe-sip][data-state=up]`).waitFor();
   }

@@ -7,7 +7,7 @@
 // and an Edge internal pool preview what their templates make; and an
 // unrelated edit in the editor leaves the mapped ports as they were.
 // Usage: node wizard.mjs BASE_URL ARTIFACT_DIR MEMBER1,MEMBER2,MEMBER3 VIP_INTERNAL VIP_EXTERNAL
-import { newPage, password, run } from "./harness.mjs";
+import { newPage, password, run, setUpAndLogIn } from "./harness.mjs";
 
 const [base, artifacts, memberList, vipInternal, vipExternal] = process.argv.slice(2);
 const members = memberList.split(",");
@@ -38,15 +38,7 @@ await run(artifacts, 60_000, async (browser, shot) => {
   const page = await newPage(browser);
 
   // First boot.
-  await page.goto(base);
-  await page.locator("#setup").waitFor({ state: "visible" });
-  await page.fill("#setup-form input[name=password]", password);
-  await page.fill("#setup-form input[name=repeat]", password);
-  await page.click("#setup-form button");
-  await page.locator("#login").waitFor({ state: "visible" });
-  await page.fill("#login-form input[name=password]", password);
-  await page.click("#login-form button");
-  await page.locator("#dashboard").waitFor({ state: "visible" });
+  await setUpAndLogIn(page, base);
 
   // The wizard: a Front End pool of three members (a fourth row added and
   // removed again), the third address mistyped at first.
