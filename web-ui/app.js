@@ -469,15 +469,19 @@ function renderStats() {
   for (const section of document.querySelectorAll("[data-stats]")) section.hidden = empty;
   if (empty) return;
   const field = (group, key, name) => (s) => s[group][key] && s[group][key][name];
+  // A service's and a member's traffic: new connections, bytes each way.
+  const trafficFigures = (group, key) => [
+    statsFigure("connections_per_s", "New connections", key,
+      [{ name: "connections", class: "blue", pick: field(group, key, "connections_per_s") }]),
+    statsFigure("bytes_per_s", "Bytes (in: from clients, out: to clients)", key, [
+      { name: "in", class: "blue", pick: field(group, key, "bytes_in_per_s") },
+      { name: "out", class: "green", pick: field(group, key, "bytes_out_per_s") }]),
+  ];
 
   $("stats-services").replaceChildren(...statsKeys("services").map((name) => el("div", { class: "stats-group", "data-service": name },
     el("h3", {}, name),
     el("div", { class: "stats-charts" },
-      statsFigure("connections_per_s", "New connections", name,
-        [{ name: "connections", class: "blue", pick: field("services", name, "connections_per_s") }]),
-      statsFigure("bytes_per_s", "Bytes (in: from clients, out: to clients)", name, [
-        { name: "in", class: "blue", pick: field("services", name, "bytes_in_per_s") },
-        { name: "out", class: "green", pick: field("services", name, "bytes_out_per_s") }]),
+      ...trafficFigures("services", name),
       statsFigure("active", "Open connections", name,
         [{ name: "open", class: "purple", pick: field("services", name, "active") }])))));
 
@@ -493,11 +497,7 @@ function renderStats() {
     members.map(([key, member]) => el("div", { class: "stats-group", "data-member": member },
       el("h4", {}, member),
       el("div", { class: "stats-charts" },
-        statsFigure("connections_per_s", "New connections", key,
-          [{ name: "connections", class: "blue", pick: field("members", key, "connections_per_s") }]),
-        statsFigure("bytes_per_s", "Bytes (in: from clients, out: to clients)", key, [
-          { name: "in", class: "blue", pick: field("members", key, "bytes_in_per_s") },
-          { name: "out", class: "green", pick: field("members", key, "bytes_out_per_s") }]),
+        ...trafficFigures("members", key),
         statsFigure("transitions", "Health transitions", key, [
           { name: "down", class: "red", bars: true, pick: field("members", key, "went_down") },
           { name: "up", class: "green", bars: true, pick: field("members", key, "went_up") }])))))));
