@@ -365,7 +365,14 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     let router = web::router(app_state);
     // The VIP proxy binds its own listeners (one per service port) and keeps
     // them in line with the config; it waits out the grace period itself.
+    let proxy_workers = proxy::Workers::per_core().map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot start the proxy's worker threads: {error}"),
+        )
+    })?;
     let proxy_task = tokio::spawn(proxy::serve(
+        proxy_workers,
         publisher.clone(),
         events.clone(),
         proxy::RelayMode::from_env(),

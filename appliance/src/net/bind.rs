@@ -35,9 +35,17 @@ pub(crate) fn allow_nonlocal(allow: bool) {
 }
 
 fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    unbound(address, kind, protocol).and_then(|socket| bind(socket, address))
+}
+
+fn unbound(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
     socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
+fn bind(socket: Socket, address: SocketAddr) -> std::io::Result<Socket> {
     if NONLOCAL.load(Ordering::Relaxed) {
         match address {
             SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
@@ -54,6 +62,34 @@ pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<TcpListener> 
     let socket = socket(address, Type::STREAM, Protocol::TCP)?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// `count` TCP listeners on one `address` (as [`tcp_listener`] makes them),
+/// one for each proxy worker runtime to accept on. More than one share the
+/// address through `SO_REUSEPORT`, and the kernel spreads new connections
+/// over them by a hash of the client's address and port. A second process
+/// can join the group only under the same user and with `SO_REUSEPORT`
+/// too; anything else holding the port is a bind error, as with one
+/// listener. A `:0` port is the one the first listener got. The listeners
+/// are std sockets: each is registered with the runtime that accepts on it.
+pub(crate) fn tcp_listeners(
+    address: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut at = address;
+    for _ in 0..count.max(1) {
+        let socket = unbound(at, Type::STREAM, Protocol::TCP)?;
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        let socket = bind(socket, at)?;
+        socket.listen(BACKLOG)?;
+        let listener = std::net::TcpListener::from(socket);
+        at = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// A UDP socket on `address`, with `IP_FREEBIND` when allowed and 1 MiB

@@ -19,10 +19,12 @@ pub(crate) mod bind;
 pub(crate) mod limits;
 pub(crate) mod sni;
 
-pub(crate) use accept::{Activity, Conn, IdleMarker, Listener, Registry, Slot, Timeout, Tracked};
+pub(crate) use accept::{
+    Activity, Conn, Gate, IdleMarker, Listener, Registry, Slot, Timeout, Tracked,
+};
 pub(crate) use bind::{
     BindError, allow_nonlocal, bind_retry_due, bind_tcp, bind_udp, listening, tcp_listener,
-    udp_socket, udp_workers,
+    tcp_listeners, udp_socket, udp_workers,
 };
 pub(crate) use limits::Limits;
 

@@ -35,6 +35,7 @@
 mod proxy_v2;
 mod relay;
 pub(crate) mod schedule;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use relay::{Outcome, RelayMode};
 use schedule::{Balancer, Candidate, PersistTable};
+pub(crate) use workers::Workers;
 
 use crate::config::VirtualService;
 use crate::config::{Persistence, SendProxy};
@@ -77,8 +79,9 @@ pub(crate) enum ProxyError {
 /// must hear about (a service that cannot listen) goes to `events`. Each
 /// virtual service's connections are admitted by the gate `vip:<service>` of
 /// `gates` (shared by the service's ports): capped in total and per source,
-/// over a cap closed at once.
+/// over a cap closed at once. Listeners and connections run on `workers`.
 pub(crate) async fn serve(
+    workers: Workers,
     publisher: PublisherHandle,
     events: EventLog,
     mode: RelayMode,
@@ -103,7 +106,14 @@ pub(crate) async fn serve(
         let view = Arc::clone(&views.borrow_and_update());
         if version != Some(view.config_version) || retry_due {
             version = Some(view.config_version);
-            reconcile(&view, &mut listeners, &mut failing, &shared, &events).await;
+            reconcile(
+                &view,
+                &workers,
+                &mut listeners,
+                &mut failing,
+                &shared,
+                &events,
+            );
         }
         drop(view);
         // A port another process holds now may be free later: try the
@@ -342,8 +352,9 @@ impl Drop for ActiveGuard {
 /// Bring the listeners in line with `view`'s virtual services. `failing`
 /// holds the addresses that could not be bound: each failure is logged and
 /// recorded once, not at every retry.
-async fn reconcile(
+fn reconcile(
     view: &PoolView,
+    workers: &Workers,
     listeners: &mut BTreeMap<SocketAddr, Listening>,
     failing: &mut BTreeSet<SocketAddr>,
     shared: &Arc<Shared>,
@@ -375,28 +386,35 @@ async fn reconcile(
             listening.target.send_replace(target);
             continue;
         }
-        // Accepted connections inherit `TCP_NODELAY` from the listener.
-        match net::tcp_listener(address).and_then(|listener| {
-            socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-            Ok(listener)
+        // One listener per worker; accepted connections inherit
+        // `TCP_NODELAY` from it.
+        match net::tcp_listeners(address, workers.count()).and_then(|listeners| {
+            for listener in &listeners {
+                socket2::SockRef::from(listener).set_tcp_nodelay(true)?;
+            }
+            Ok(listeners)
         }) {
-            Ok(listener) => {
+            Ok(bound) => {
                 failing.remove(&address);
-                let bound = listener.local_addr().unwrap_or(address);
+                let at = bound[0].local_addr().unwrap_or(address);
                 let label = format!("vip:{}", service.name);
-                tracing::info!(service = %label, address = %bound, "listening");
+                tracing::info!(service = %label, address = %at, "listening");
                 let stop = CancellationToken::new();
                 let gate = shared
                     .gates
                     .gate(&label, net::Limits::proxy(service.idle_timeout));
                 let (target, targets) = watch::channel(target);
-                tokio::spawn(accept_loop(
-                    net::Listener::new(listener, gate),
-                    address,
-                    targets,
-                    Arc::clone(shared),
-                    stop.clone(),
-                ));
+                let mut bound = bound.into_iter();
+                workers.spawn_each(|_| {
+                    accept_loop(
+                        bound.next(),
+                        Arc::clone(&gate),
+                        address,
+                        targets.clone(),
+                        Arc::clone(shared),
+                        stop.clone(),
+                    )
+                });
                 listeners.insert(address, Listening { stop, target });
             }
             Err(_) if failing.contains(&address) => {}
@@ -432,13 +450,24 @@ async fn reconcile(
         .retain(|name, _| names.contains(&name.as_str()));
 }
 
+/// Accept on one worker's listener (`None` when the worker got none) until
+/// `stop`; each connection is a task on this worker.
 async fn accept_loop(
-    mut listener: net::Listener,
+    listener: Option<std::net::TcpListener>,
+    gate: Arc<net::Gate>,
     address: SocketAddr,
     targets: watch::Receiver<Arc<Target>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    let Some(listener) = listener else { return };
+    let mut listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => net::Listener::new(listener, gate),
+        Err(error) => {
+            tracing::error!(%address, %error, "Virtual service listener cannot be registered with its worker");
+            return;
+        }
+    };
     loop {
         let conn = tokio::select! {
             () = stop.cancelled() => return,

@@ -81,6 +81,10 @@ struct Proxy {
 
 impl Proxy {
     async fn start(text: &str, mode: RelayMode) -> Self {
+        Self::start_on(Workers::current(), text, mode).await
+    }
+
+    async fn start_on(workers: Workers, text: &str, mode: RelayMode) -> Self {
         let config = parse(text);
         let vip = SocketAddr::new(
             config.virtual_services[0].address,
@@ -90,6 +94,7 @@ impl Proxy {
         let inputs = Inputs::new(Arc::new(config.clone()), 1, BTreeMap::new());
         let (publisher, _) = state::spawn(inputs, shutdown.child_token());
         let task = tokio::spawn(serve(
+            workers,
             publisher.clone(),
             EventLog::for_tests().0,
             mode,
@@ -960,6 +965,53 @@ async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period()
 }
 
 #[tokio::test]
+async fn per_core_workers_each_accept_and_shutdown_waits_for_all_their_connections() {
+    let port = free_port();
+    let _m = members(2, &[port]).await;
+    let workers = Workers::start(2).expect("worker threads");
+    let proxy = Proxy::start_on(workers, &config_text(&[port], &[1, 1], ""), MODES[2]).await;
+    // The kernel spreads connections over the workers' listeners by the
+    // client's port, so 32 connections reach both (all on one has odds of
+    // 2^-31). A connection queued on a listener no worker accepts on would
+    // hang here.
+    let mut open_connections = Vec::new();
+    for i in 0..32 {
+        let (mut stream, greeting) = open(proxy.vip, None).await;
+        assert!(greeting.starts_with("fe0"), "{greeting}");
+        stream.write_all(b"e").await.expect("command");
+        echo_once(&mut stream, format!("connection {i}").as_bytes()).await;
+        open_connections.push(stream);
+    }
+
+    // Shutdown stops both listeners; the connections keep working in the
+    // grace period, then are cut, on both workers.
+    proxy.shutdown.cancel();
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(proxy.vip).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "still accepting after shutdown");
+    for stream in &mut open_connections {
+        echo_once(stream, b"within the grace period").await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), proxy.task)
+        .await
+        .expect("proxy stops after the grace period")
+        .expect("proxy task");
+    for stream in &mut open_connections {
+        let mut buffer = [0_u8; 8];
+        let cut = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("cut in time");
+        assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let port = holder.local_addr().expect("address").port();
@@ -969,6 +1021,7 @@ async fn a_port_held_elsewhere_is_listened_on_once_it_is_free() {
     let (publisher, _) = state::spawn(inputs, shutdown.child_token());
     let (events, mut recorded) = EventLog::for_tests();
     let task = tokio::spawn(serve(
+        Workers::start(2).expect("worker threads"),
         publisher,
         events,
         MODES[0],
