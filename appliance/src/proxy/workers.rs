@@ -32,22 +32,24 @@ impl Workers {
         Self::start(count)
     }
 
-    /// `count` worker threads, each with a current-thread runtime.
+    /// `count` worker threads, each with a current-thread runtime. If one
+    /// cannot start, those already started stop again.
     pub(crate) fn start(count: usize) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
-        let mut handles = Vec::with_capacity(count);
+        let mut workers = Self {
+            handles: Vec::with_capacity(count),
+            stop: Some(stop.clone()),
+        };
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
+            let handle = runtime.handle().clone();
             let stop = stop.clone();
             thread::Builder::new()
                 .name(format!("proxy-{index}"))
                 .spawn(move || runtime.block_on(stop.cancelled()))?;
+            workers.handles.push(handle);
         }
-        Ok(Self {
-            handles,
-            stop: Some(stop),
-        })
+        Ok(workers)
     }
 
     /// The calling runtime only (tests, whose clock may be paused).
