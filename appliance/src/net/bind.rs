@@ -34,18 +34,18 @@ pub(crate) fn allow_nonlocal(allow: bool) {
     NONLOCAL.store(allow, Ordering::Relaxed);
 }
 
-fn socket(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
-    unbound(address, kind, protocol).and_then(|socket| bind(socket, address))
-}
-
-fn unbound(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+fn socket(
+    address: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    reuse_port: bool,
+) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
     socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
-    Ok(socket)
-}
-
-fn bind(socket: Socket, address: SocketAddr) -> std::io::Result<Socket> {
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if NONLOCAL.load(Ordering::Relaxed) {
         match address {
             SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
@@ -59,7 +59,7 @@ fn bind(socket: Socket, address: SocketAddr) -> std::io::Result<Socket> {
 /// A TCP listener on `address`, as `TcpListener::bind` makes it
 /// (`SO_REUSEADDR`, a backlog of 1024), with `IP_FREEBIND` when allowed.
 pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket(address, Type::STREAM, Protocol::TCP)?;
+    let socket = socket(address, Type::STREAM, Protocol::TCP, false)?;
     socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
@@ -79,11 +79,7 @@ pub(crate) fn tcp_listeners(
     let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
     let mut at = address;
     for _ in 0..count.max(1) {
-        let socket = unbound(at, Type::STREAM, Protocol::TCP)?;
-        if count > 1 {
-            socket.set_reuse_port(true)?;
-        }
-        let socket = bind(socket, at)?;
+        let socket = socket(at, Type::STREAM, Protocol::TCP, count > 1)?;
         socket.listen(BACKLOG)?;
         let listener = std::net::TcpListener::from(socket);
         at = listener.local_addr()?;
@@ -95,7 +91,7 @@ pub(crate) fn tcp_listeners(
 /// A UDP socket on `address`, with `IP_FREEBIND` when allowed and 1 MiB
 /// socket buffers each way (best effort: a smaller buffer still works).
 pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = socket(address, Type::DGRAM, Protocol::UDP)?;
+    let socket = socket(address, Type::DGRAM, Protocol::UDP, false)?;
     if let Err(error) = socket
         .set_recv_buffer_size(UDP_BUFFER)
         .and_then(|()| socket.set_send_buffer_size(UDP_BUFFER))

@@ -404,10 +404,9 @@ fn reconcile(
                     .gates
                     .gate(&label, net::Limits::proxy(service.idle_timeout));
                 let (target, targets) = watch::channel(target);
-                let mut bound = bound.into_iter();
-                workers.spawn_each(|_| {
+                workers.spawn_each(bound, |listener| {
                     accept_loop(
-                        bound.next(),
+                        listener,
                         Arc::clone(&gate),
                         address,
                         targets.clone(),
@@ -450,17 +449,16 @@ fn reconcile(
         .retain(|name, _| names.contains(&name.as_str()));
 }
 
-/// Accept on one worker's listener (`None` when the worker got none) until
-/// `stop`; each connection is a task on this worker.
+/// Accept on one worker's listener until `stop`; each connection is a task
+/// on this worker.
 async fn accept_loop(
-    listener: Option<std::net::TcpListener>,
+    listener: std::net::TcpListener,
     gate: Arc<net::Gate>,
     address: SocketAddr,
     targets: watch::Receiver<Arc<Target>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
-    let Some(listener) = listener else { return };
     let mut listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => net::Listener::new(listener, gate),
         Err(error) => {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub(crate) struct Workers {
     handles: Vec<Handle>,
-    stop: Option<CancellationToken>,
+    stop: CancellationToken,
 }
 
 impl Workers {
@@ -35,15 +35,14 @@ impl Workers {
     /// `count` worker threads, each with a current-thread runtime. If one
     /// cannot start, those already started stop again.
     pub(crate) fn start(count: usize) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
         let mut workers = Self {
             handles: Vec::with_capacity(count),
-            stop: Some(stop.clone()),
+            stop: CancellationToken::new(),
         };
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let handle = runtime.handle().clone();
-            let stop = stop.clone();
+            let stop = workers.stop.clone();
             thread::Builder::new()
                 .name(format!("proxy-{index}"))
                 .spawn(move || runtime.block_on(stop.cancelled()))?;
@@ -57,7 +56,7 @@ impl Workers {
     pub(crate) fn current() -> Self {
         Self {
             handles: vec![Handle::current()],
-            stop: None,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -65,21 +64,20 @@ impl Workers {
         self.handles.len()
     }
 
-    /// Run `make(i)` on worker `i`, for every worker.
-    pub(crate) fn spawn_each<F>(&self, mut make: impl FnMut(usize) -> F)
+    /// Run `make(item)` on a worker of its own for each of `items` (one
+    /// per worker, as `count` says).
+    pub(crate) fn spawn_each<T, F>(&self, items: Vec<T>, mut make: impl FnMut(T) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        for (index, handle) in self.handles.iter().enumerate() {
-            handle.spawn(make(index));
+        for (handle, item) in self.handles.iter().zip(items) {
+            handle.spawn(make(item));
         }
     }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        if let Some(stop) = &self.stop {
-            stop.cancel();
-        }
+        self.stop.cancel();
     }
 }
