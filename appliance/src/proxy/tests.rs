@@ -928,6 +928,26 @@ async fn services_follow_the_config_and_a_bind_failure_spares_the_others() {
     proxy.stop().await;
 }
 
+/// Within a second of shutdown, `vip` refuses connections.
+async fn assert_stops_accepting(vip: SocketAddr) {
+    for _ in 0..100 {
+        if TcpStream::connect(vip).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("still accepting after shutdown");
+}
+
+/// `stream` is closed or reset by the proxy within 5 s.
+async fn assert_cut(stream: &mut TcpStream) {
+    let mut buffer = [0_u8; 8];
+    let cut = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("cut in time");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period() {
     let port = free_port();
@@ -939,15 +959,7 @@ async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period()
 
     proxy.shutdown.cancel();
     // The listener goes at once; the open connection keeps working.
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(proxy.vip).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(refused, "still accepting after shutdown");
+    assert_stops_accepting(proxy.vip).await;
     echo_once(&mut open_connection, b"within the grace period").await;
     assert!(!proxy.task.is_finished());
 
@@ -956,11 +968,7 @@ async fn shutdown_stops_accepting_and_cuts_what_is_left_after_the_grace_period()
         .await
         .expect("proxy stops after the grace period")
         .expect("proxy task");
-    let mut buffer = [0_u8; 8];
-    let cut = tokio::time::timeout(Duration::from_secs(5), open_connection.read(&mut buffer))
-        .await
-        .expect("cut in time");
-    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    assert_cut(&mut open_connection).await;
     assert_eq!(counters.active(), 0);
 }
 
@@ -986,15 +994,7 @@ async fn per_core_workers_each_accept_and_shutdown_waits_for_all_their_connectio
     // Shutdown stops both listeners; the connections keep working in the
     // grace period, then are cut, on both workers.
     proxy.shutdown.cancel();
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(proxy.vip).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(refused, "still accepting after shutdown");
+    assert_stops_accepting(proxy.vip).await;
     for stream in &mut open_connections {
         echo_once(stream, b"within the grace period").await;
     }
@@ -1003,11 +1003,7 @@ async fn per_core_workers_each_accept_and_shutdown_waits_for_all_their_connectio
         .expect("proxy stops after the grace period")
         .expect("proxy task");
     for stream in &mut open_connections {
-        let mut buffer = [0_u8; 8];
-        let cut = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-            .await
-            .expect("cut in time");
-        assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+        assert_cut(stream).await;
     }
 }
 
