@@ -32,6 +32,7 @@
 //!   `Limits::proxy` connections per service and per source; over a cap a
 //!   connection is reset at accept, before a member is chosen.
 
+mod on_wake;
 mod proxy_v2;
 mod relay;
 pub(crate) mod schedule;
@@ -50,6 +51,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use on_wake::{OwnWaker, on_wake};
 pub(crate) use relay::{Outcome, RelayMode};
 use schedule::{Balancer, Candidate, PersistTable};
 pub(crate) use workers::Workers;
@@ -585,7 +587,10 @@ async fn connection(
     // then moved keeps its room twice in this one's state, which every idle
     // connection holds). Its branches are made before any is polled, so the
     // reset is registered before relaying: one asked for at any point of the
-    // connection's life (disable grace, drain deadline) reaches it.
+    // connection's life (disable grace, drain deadline) reaches it. The
+    // signals and the relay's idle timer share one waker and are polled
+    // only once it fired (`on_wake`), not at every byte.
+    let seldom = OwnWaker::new();
     let outcome = tokio::select! {
         biased;
         outcome = relay::relay(
@@ -597,9 +602,10 @@ async fn connection(
                 member: &chosen.counters,
                 service: service_counters,
             },
+            &seldom,
         ) => outcome,
-        () = shared.force.cancelled() => return,
-        () = chosen.counters.reset.notified() => {
+        () = on_wake(&seldom, shared.force.cancelled()) => return,
+        () = on_wake(&seldom, chosen.counters.reset.notified()) => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Connection reset by drain or disable");
@@ -607,7 +613,7 @@ async fn connection(
         }
         // Only a `drop_on_down` service polls (and boxes) its health watch;
         // the others keep no room for it in their state.
-        () = async { Box::pin(went_down(shared.views.clone(), &chosen, service)).await }, if service.drop_on_down => {
+        () = on_wake(&seldom, async { Box::pin(went_down(shared.views.clone(), &chosen, service)).await }), if service.drop_on_down => {
             let _ = client.set_zero_linger();
             let _ = member.set_zero_linger();
             tracing::info!(service = %service.name, member = %chosen.member, client = %peer, "Member down; connection dropped");

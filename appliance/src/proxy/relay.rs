@@ -27,6 +27,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::on_wake::{OwnWaker, on_wake};
 use crate::net::Activity;
 use crate::state::{MemberCounters, ServiceCounters};
 
@@ -95,13 +96,15 @@ pub(crate) struct Meters<'a> {
 }
 
 /// Relay until both directions are closed, one side resets, or nothing moves
-/// for `idle`. Counts bytes into `meters` (in = client → member).
+/// for `idle`. Counts bytes into `meters` (in = client → member). The idle
+/// timer wakes through `seldom`, which the caller's own rare signals share.
 pub(crate) async fn relay(
     mode: RelayMode,
     client: &TcpStream,
     member: &TcpStream,
     idle: Duration,
     meters: Meters<'_>,
+    seldom: &OwnWaker,
 ) -> Outcome {
     // Shared by both directions and the idle watch; nothing is ever in
     // flight here, so it is idle once no byte moved for `idle`.
@@ -120,11 +123,16 @@ pub(crate) async fn relay(
     };
     // The pumps are made where they are awaited: a future bound to a local
     // first and then moved keeps its room twice in this one's state, which
-    // every idle connection holds.
+    // every idle connection holds. Each direction is polled only when it woke
+    // the task (`on_wake`), and the timer only when it or a signal sharing
+    // `seldom` did.
     let result = tokio::select! {
         biased;
-        result = async { tokio::try_join!(pump(mode, upstream), pump(mode, downstream)) } => result.map(|_| ()),
-        () = activity.idle_for(idle) => return close_idle(client, member),
+        result = async {
+            let (up, down) = (OwnWaker::new(), OwnWaker::new());
+            tokio::try_join!(on_wake(&up, pump(mode, upstream)), on_wake(&down, pump(mode, downstream)))
+        } => result.map(|_| ()),
+        () = on_wake(seldom, activity.idle_for(idle)) => return close_idle(client, member),
     };
     match result {
         Ok(()) => Outcome::Closed,

@@ -1060,6 +1060,7 @@ async fn an_idle_connections_relay_state_stays_small() {
     let (member, _) = listener.accept().await.expect("accept");
     let (member_counters, service_counters) =
         (MemberCounters::default(), ServiceCounters::default());
+    let seldom = OwnWaker::new();
     for mode in [RelayMode::Auto, RelayMode::Copy, RelayMode::Splice] {
         let relayed = relay::relay(
             mode,
@@ -1070,6 +1071,7 @@ async fn an_idle_connections_relay_state_stays_small() {
                 member: &member_counters,
                 service: &service_counters,
             },
+            &seldom,
         );
         let size = size_of_val(&relayed);
         println!("relay state: {size} bytes");
