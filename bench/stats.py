@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Summarise bench samples: per figure and cores, each side's median and
 min-max over its rounds, the spread ((max - min) / median) and the ratio of
-poolgate's median to the peer's; then the scaling table (each figure's
-medians at every core count).
+poolgate's median to the peer's; beside it, the median and range of the
+per-round ratios (round i of poolgate over round i of the peer, which ran
+just before it), which a slow drift of the machine moves less; then the
+scaling table (each figure's medians at every core count).
 
 Input: a TSV of figure, unit, better (higher|lower|neither), cores, side, value.
 Usage: stats.py SAMPLES PEER
@@ -32,7 +34,7 @@ def main():
     if not figures:
         print("no samples")
         return 1
-    head = f"{'figure':<34} {'cores':>5}  {peer + ' median [min-max]':>30}  {'poolgate median [min-max]':>30}  {'ratio':>6}"
+    head = f"{'figure':<34} {'cores':>5}  {peer + ' median [min-max]':>30}  {'poolgate median [min-max]':>30}  {'ratio':>6}  {'per round [min-max]':>20}"
     print(head)
     print("-" * len(head))
     scaling = OrderedDict()
@@ -56,7 +58,12 @@ def main():
             ratio = "-"
             if medians.get(peer) and "poolgate" in medians:
                 ratio = f"{medians['poolgate'] / medians[peer]:.2f}x"
-            print(f"{figure:<34} {cores:>5}  {cells[0]}  {cells[1]}  {ratio:>6}")
+            paired = "-"
+            rounds = list(zip(sides.get(peer, []), sides.get("poolgate", [])))
+            ratios = [ours / theirs for theirs, ours in rounds if theirs]
+            if len(ratios) > 1 and len(ratios) == len(rounds):
+                paired = f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+            print(f"{figure:<34} {cores:>5}  {cells[0]}  {cells[1]}  {ratio:>6}  {paired:>20}")
             scaling.setdefault(figure, OrderedDict())[cores] = medians
         note = f"{unit}, {better} is better" if better in ("higher", "lower") else unit
         print(f"{'':<34} {'':>5}  ({note})")
