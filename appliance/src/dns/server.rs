@@ -333,6 +333,25 @@ pub(crate) async fn serve_tcp(
     }
 }
 
+/// Bytes asked of the kernel per read of a DNS TCP connection.
+const TCP_READ_CHUNK: usize = 4096;
+/// Answers gathered before they are written, when a client has pipelined
+/// more queries than that (RFC 7766 §6.2.1.1).
+const TCP_WRITE_BATCH: usize = 16 * 1024;
+
+/// The length of the whole message at the front of `input` with its
+/// two-byte length prefix, once it has all arrived.
+fn whole_message(input: &[u8]) -> Option<usize> {
+    let prefix = input.get(..2)?;
+    let framed = 2 + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+    (input.len() >= framed).then_some(framed)
+}
+
+/// Answer the queries of one DNS TCP connection in order. Every query that
+/// has arrived whole is answered before the next read, and their answers go
+/// out in one write (up to `TCP_WRITE_BATCH`): a client that pipelines gets
+/// one segment for several answers, and each read or write serves many
+/// queries.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -343,61 +362,101 @@ async fn serve_connection(
     limits: TcpLimits,
 ) {
     let mut rng = SmallRng::from_os_rng();
-    let mut message = Vec::new();
+    // Read and not yet answered: at most one message (2 + 65,535 bytes)
+    // still arriving, plus one read.
+    let mut input: Vec<u8> = Vec::new();
+    let mut output: Vec<u8> = Vec::new();
     loop {
-        let mut prefix = [0u8; 2];
-        // Between messages the connection is idle: under pressure it may
-        // be closed for a new one.
-        slot.idle();
-        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut prefix)).await {
-            Ok(Ok(_)) => {}
-            // Clean close or reset: the connection is done.
-            Ok(Err(_)) => return,
-            Err(_) => {
+        let mut start = 0;
+        while let Some(framed) = whole_message(&input[start..]) {
+            let message = &input[start + 2..start + framed];
+            start += framed;
+            // The newest view, its `Arc` cloned and the watch borrow
+            // released before anything else happens.
+            let view = Arc::clone(&views.borrow());
+            let outcome = answer(
+                message,
+                &view,
+                &cache.for_view(&view),
+                Transport::Tcp,
+                &mut rng,
+            );
+            drop(view);
+            let Some(bytes) = stats.count(outcome, peer) else {
+                continue;
+            };
+            let Ok(length) = u16::try_from(bytes.len()) else {
+                // wire::respond never builds more than 65535 bytes for TCP.
+                stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            output.extend_from_slice(&length.to_be_bytes());
+            output.extend_from_slice(&bytes);
+            if output.len() >= TCP_WRITE_BATCH
+                && !send(&mut stream, &mut output, peer, stats, limits).await
+            {
+                return;
+            }
+        }
+        input.drain(..start);
+        if !output.is_empty() && !send(&mut stream, &mut output, peer, stats, limits).await {
+            return;
+        }
+        // Between messages (less than a length prefix read) the connection
+        // is idle: under pressure it may be closed for a new one. Within
+        // one, the rest must come in time.
+        let between = input.len() < 2;
+        let wait = if between {
+            slot.idle();
+            limits.idle_timeout
+        } else {
+            slot.busy();
+            limits.io_timeout
+        };
+        input.reserve(TCP_READ_CHUNK);
+        match tokio::time::timeout(wait, stream.read_buf(&mut input)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if between {
+                    slot.busy();
+                }
+            }
+            // Clean close or reset between messages: the connection is done.
+            Ok(_) if between => return,
+            Ok(_) => {
+                tracing::debug!(%peer, "DNS TCP message cut short");
+                return;
+            }
+            Err(_) if between => {
                 slot.timed_out(net::Timeout::Idle);
                 return;
             }
-        }
-        slot.busy();
-        let length = usize::from(u16::from_be_bytes(prefix));
-        message.resize(length, 0);
-        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut message)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => {
+            Err(_) => {
                 slot.timed_out(net::Timeout::Header);
-                tracing::debug!(%peer, length, "DNS TCP message cut short");
+                tracing::debug!(%peer, "DNS TCP message cut short");
                 return;
             }
         }
-        // The newest view, its `Arc` cloned and the watch borrow released
-        // before anything else happens.
-        let view = Arc::clone(&views.borrow());
-        let outcome = answer(
-            &message,
-            &view,
-            &cache.for_view(&view),
-            Transport::Tcp,
-            &mut rng,
-        );
-        drop(view);
-        let Some(bytes) = stats.count(outcome, peer) else {
-            continue;
-        };
-        let Ok(length) = u16::try_from(bytes.len()) else {
-            // wire::respond never builds more than 65535 bytes for TCP.
+    }
+}
+
+/// Write the answers gathered in `output` and empty it; false if they could
+/// not be delivered in time (counted).
+async fn send(
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+    peer: SocketAddr,
+    stats: &DnsStats,
+    limits: TcpLimits,
+) -> bool {
+    match tokio::time::timeout(limits.io_timeout, stream.write_all(output)).await {
+        Ok(Ok(())) => {
+            output.clear();
+            true
+        }
+        Ok(Err(_)) | Err(_) => {
             stats.send_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let mut framed = Vec::with_capacity(bytes.len() + 2);
-        framed.extend_from_slice(&length.to_be_bytes());
-        framed.extend_from_slice(&bytes);
-        match tokio::time::timeout(limits.io_timeout, stream.write_all(&framed)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => {
-                stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, "DNS TCP answer not delivered");
-                return;
-            }
+            tracing::debug!(%peer, "DNS TCP answer not delivered");
+            false
         }
     }
 }

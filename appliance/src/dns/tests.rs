@@ -856,6 +856,57 @@ async fn udp_and_tcp_listeners_answer_and_stop_on_shutdown() {
     tasks.abort_all();
 }
 
+/// RFC 7766 §6.2.1.1: a client may send several queries without waiting.
+/// Queries written together, and one split across writes at any byte, are
+/// each answered, in order; answers to what arrived together may share a
+/// write, and a message cut short still closes the connection.
+#[tokio::test]
+async fn pipelined_tcp_queries_are_all_answered_in_order() {
+    let (address, stats, shutdown, mut tasks) = start_server(view(3), TcpLimits::default()).await;
+    let framed = |id: u16| {
+        let mut message = query("pool01.contoso.test.", RecordType::A, None);
+        message.metadata.id = id;
+        let bytes = message.to_vec().expect("encode");
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        framed
+    };
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    // 200 queries in one write, then one more a byte at a time.
+    let burst: Vec<u8> = (0..200).flat_map(framed).collect();
+    stream.write_all(&burst).await.expect("write");
+    for byte in framed(200) {
+        stream.write_all(&[byte]).await.expect("write");
+        stream.flush().await.expect("flush");
+    }
+    for id in 0..=200u16 {
+        let length = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+            .await
+            .expect("answer in time")
+            .expect("length");
+        let mut body = vec![0; usize::from(length)];
+        stream.read_exact(&mut body).await.expect("body");
+        let reply = Message::from_vec(&body).expect("parses");
+        assert_eq!(reply.metadata.id, id, "answers in the order asked");
+        assert_eq!(reply.answers.len(), 3);
+    }
+    assert_eq!(stats.queries.load(Ordering::Relaxed), 201);
+    // Half a message, then the client's FIN: closed without an answer.
+    let half = framed(201);
+    stream
+        .write_all(&half[..half.len() / 2])
+        .await
+        .expect("write");
+    stream.shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    shutdown.cancel();
+    tasks.abort_all();
+}
+
 #[tokio::test]
 async fn tcp_connections_over_the_cap_are_closed_and_idle_ones_time_out() {
     let limits = TcpLimits {
