@@ -181,17 +181,20 @@ async fn udp_worker(
         // (and shutdown) again; the bound keeps shutdown prompt and lets
         // other tasks on the runtime run.
         if batches_left == 0 {
-            match crew.wait {
-                UdpWait::Readable => tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    ready = socket.readable() => if let Err(error) = ready {
-                        tracing::debug!(%error, "UDP socket not readable");
-                        continue;
-                    },
-                },
-                UdpWait::Called => tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = crew.help.notified() => {},
+            let turn = async {
+                match crew.wait {
+                    UdpWait::Readable => socket.readable().await,
+                    UdpWait::Called => {
+                        crew.help.notified().await;
+                        Ok(())
+                    }
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                ready = turn => if let Err(error) = ready {
+                    tracing::debug!(%error, "UDP socket not readable");
+                    continue;
                 },
             }
             batches_left = UDP_DRAIN_BATCHES;
@@ -413,34 +416,30 @@ async fn serve_connection(
     let mut output: Vec<u8> = Vec::new();
     loop {
         let mut start = 0;
-        while let Some(framed) = whole_message(&input[start..]) {
-            let message = &input[start + 2..start + framed];
-            start += framed;
-            // The newest view, its `Arc` cloned and the watch borrow
-            // released before anything else happens.
+        if whole_message(&input).is_some() {
+            // The newest view for this batch, its `Arc` cloned and the watch
+            // borrow released before anything else happens.
             let view = Arc::clone(&views.borrow());
-            let outcome = answer(
-                message,
-                &view,
-                &cache.for_view(&view),
-                Transport::Tcp,
-                &mut rng,
-            );
-            drop(view);
-            let Some(bytes) = stats.count(outcome, peer) else {
-                continue;
-            };
-            let Ok(length) = u16::try_from(bytes.len()) else {
-                // wire::respond never builds more than 65535 bytes for TCP.
-                stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            output.extend_from_slice(&length.to_be_bytes());
-            output.extend_from_slice(&bytes);
-            if output.len() >= TCP_WRITE_BATCH
-                && !send(&mut stream, &mut output, peer, stats, limits).await
-            {
-                return;
+            let answers = cache.for_view(&view);
+            while let Some(framed) = whole_message(&input[start..]) {
+                let message = &input[start + 2..start + framed];
+                start += framed;
+                let outcome = answer(message, &view, &answers, Transport::Tcp, &mut rng);
+                let Some(bytes) = stats.count(outcome, peer) else {
+                    continue;
+                };
+                let Ok(length) = u16::try_from(bytes.len()) else {
+                    // wire::respond never builds more than 65535 bytes for TCP.
+                    stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                output.extend_from_slice(&length.to_be_bytes());
+                output.extend_from_slice(&bytes);
+                if output.len() >= TCP_WRITE_BATCH
+                    && !send(&mut stream, &mut output, peer, stats, limits).await
+                {
+                    return;
+                }
             }
         }
         input.drain(..start);
@@ -449,13 +448,13 @@ async fn serve_connection(
         }
         // Between messages (less than a length prefix read) the connection
         // is idle: under pressure it may be closed for a new one. Within
-        // one, the rest must come in time.
+        // one (marked busy by the read that began it), the rest must come
+        // in time.
         let between = input.len() < 2;
         let wait = if between {
             slot.idle();
             limits.idle_timeout
         } else {
-            slot.busy();
             limits.io_timeout
         };
         input.reserve(TCP_READ_CHUNK);
@@ -467,16 +466,14 @@ async fn serve_connection(
             }
             // Clean close or reset between messages: the connection is done.
             Ok(_) if between => return,
-            Ok(_) => {
-                tracing::debug!(%peer, "DNS TCP message cut short");
-                return;
-            }
             Err(_) if between => {
                 slot.timed_out(net::Timeout::Idle);
                 return;
             }
-            Err(_) => {
-                slot.timed_out(net::Timeout::Header);
+            ended => {
+                if ended.is_err() {
+                    slot.timed_out(net::Timeout::Header);
+                }
                 tracing::debug!(%peer, "DNS TCP message cut short");
                 return;
             }
