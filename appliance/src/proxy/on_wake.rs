@@ -121,6 +121,16 @@ mod tests {
         }
     }
 
+    /// Wake the task through the waker a `Counted` left.
+    fn fire(wakers: &std::sync::Mutex<Option<Waker>>) {
+        wakers
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .expect("the future left its waker")
+            .wake();
+    }
+
     #[test]
     fn the_future_is_polled_first_and_then_only_after_its_own_wake() {
         let (polls, open, wakers) = (
@@ -151,12 +161,7 @@ mod tests {
         assert_eq!(polls.load(Ordering::Relaxed), 1);
         // Its own waker fires: the task is woken and the future polled.
         open.store(true, Ordering::Relaxed);
-        wakers
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .expect("the future left its waker")
-            .wake();
+        fire(&wakers);
         assert_eq!(task.wakes.load(Ordering::Relaxed), 1);
         assert!(wrapped.as_mut().poll(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::Relaxed), 2);
@@ -183,12 +188,7 @@ mod tests {
         assert!(second.as_mut().poll(&mut cx).is_pending());
         assert!(first.as_mut().poll(&mut cx).is_pending());
         // The waker the second one left fires: both are polled again.
-        wakers
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .expect("the future left its waker")
-            .wake();
+        fire(&wakers);
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         let counts = polls.each_ref().map(|p| p.load(Ordering::Relaxed));
