@@ -3,10 +3,10 @@
 //! `PoolView` (read per query; the `Arc` is cloned and the borrow dropped
 //! before anything awaits).
 //!
-//! Bounded by construction: a UDP socket is served by one task that answers
-//! each batch of datagrams (a fixed set of buffers) before reading the next,
-//! so a flood costs only the kernel's socket buffer (excess datagrams are
-//! dropped there); its queries pass the response-rate limiter every UDP
+//! Bounded by construction: a UDP socket is served by `net::datagrams`,
+//! whose workers answer each batch of datagrams (a fixed set of buffers)
+//! before reading the next, so a flood costs only the kernel's socket
+//! buffer (excess datagrams are dropped there); its queries pass the response-rate limiter every UDP
 //! socket shares (`rrl`, `[dns] rrl_rate`/`rrl_slip`; a source gets the
 //! rate once, however many addresses DNS listens on) before they are
 //! answered, so
@@ -21,37 +21,28 @@
 //! client cannot pin a slot forever, and many holders cannot lock out a
 //! newcomer.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
-};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsStats;
 use super::fast::{self, FastAnswers, FastCache};
 use super::rrl::{self, Limiter, Verdict};
 use super::wire::{self, Outcome, Transport};
-use crate::net;
+use crate::net::{self, datagrams, datagrams::Datagram};
 use crate::state::PoolView;
 
 /// Largest datagram we read; larger ones are truncated by the kernel and then
 /// fail to parse (FORMERR), which is the right answer for them anyway.
 const UDP_BUFFER: usize = 4096;
-/// Datagrams received (and answered) per batch.
-const UDP_BATCH: usize = 64;
-/// Batches taken back to back before waiting on readiness again.
-const UDP_DRAIN_BATCHES: usize = 8;
 
 /// Limits of the TCP listener (RFC 7766 §6.2).
 #[derive(Debug, Clone, Copy)]
@@ -97,18 +88,9 @@ impl TcpLimits {
     }
 }
 
-/// Serve DNS over one UDP socket until `shutdown`, with up to one worker
-/// task per core (`net::udp_workers`) sharing the socket, so every core can
-/// answer: one task is one core at a time. One socket rather than one per
-/// worker (`SO_REUSEPORT`): the kernel spreads reuse-port sockets by source
-/// address and port, so a few busy resolvers would land on one worker.
-///
-/// Only the first worker waits on the socket. The others are helpers that
-/// wait to be called: a worker whose receive came back full (more is
-/// queued) calls one. Every worker waiting on the socket's readiness woke
-/// for every datagram and took a share of the batch, which cost each query
-/// more CPU: with two on two cores shared with dnsperf, 0.88x NSD against
-/// 1.32x with one (decision 1203).
+/// Serve DNS over one UDP socket until `shutdown`, in batches, with up to
+/// one worker per core of which only the first waits on the socket
+/// (`net::datagrams`).
 pub(crate) async fn serve_udp(
     socket: UdpSocket,
     views: watch::Receiver<Arc<PoolView>>,
@@ -117,232 +99,81 @@ pub(crate) async fn serve_udp(
     limiter: Arc<Mutex<Limiter>>,
     shutdown: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
-    let help = Arc::new(Notify::new());
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..net::udp_workers() {
-        let wait = if index == 0 {
-            UdpWait::Readable
-        } else {
-            UdpWait::Called
-        };
-        tasks.spawn(udp_worker(
-            Arc::clone(&socket),
-            UdpCrew {
-                wait,
-                help: Arc::clone(&help),
-            },
-            views.clone(),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            Arc::clone(&limiter),
-            shutdown.clone(),
-        ));
-    }
-    while tasks.join_next().await.is_some() {}
+    let answerer = |_| UdpAnswerer {
+        views: views.clone(),
+        cache: Arc::clone(&cache),
+        stats: Arc::clone(&stats),
+        limiter: Arc::clone(&limiter),
+        rng: SmallRng::from_os_rng(),
+    };
+    datagrams::serve(socket, net::udp_workers(), UDP_BUFFER, answerer, shutdown).await;
 }
 
-/// What a UDP worker waits on before it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UdpWait {
-    /// The socket's readiness (the first worker).
-    Readable,
-    /// A call for help from a worker whose batch came back full.
-    Called,
-}
-
-/// A UDP worker's place among the workers of its socket.
-#[derive(Debug)]
-struct UdpCrew {
-    wait: UdpWait,
-    /// Where a full batch calls a helper.
-    help: Arc<Notify>,
-}
-
-/// One worker of a UDP socket. Datagrams are received and answered in
-/// batches (`recvmmsg`/`sendmmsg`): two system calls per batch instead of
-/// two per query, which is what keeps pace with NSD. A full batch calls one
-/// helper (see `serve_udp`).
-async fn udp_worker(
-    socket: Arc<UdpSocket>,
-    crew: UdpCrew,
+/// What one UDP worker answers with.
+struct UdpAnswerer {
     views: watch::Receiver<Arc<PoolView>>,
     cache: Arc<FastCache>,
     stats: Arc<DnsStats>,
     limiter: Arc<Mutex<Limiter>>,
-    shutdown: CancellationToken,
-) {
-    let fd = socket.as_raw_fd();
-    let mut buffers = vec![[0u8; UDP_BUFFER]; UDP_BATCH];
-    let mut rng = SmallRng::from_os_rng();
-    let mut batches_left = 0;
-    loop {
-        // Under load, drain several batches before waiting on readiness
-        // (and shutdown) again; the bound keeps shutdown prompt and lets
-        // other tasks on the runtime run.
-        if batches_left == 0 {
-            let turn = async {
-                match crew.wait {
-                    UdpWait::Readable => socket.readable().await,
-                    UdpWait::Called => {
-                        crew.help.notified().await;
-                        Ok(())
-                    }
-                }
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                ready = turn => if let Err(error) = ready {
-                    tracing::debug!(%error, "UDP socket not readable");
-                    continue;
-                },
-            }
-            batches_left = UDP_DRAIN_BATCHES;
-        }
-        batches_left -= 1;
-        // The headers hold raw pointers (not `Send`), so they live only
-        // inside the synchronous system-call closures.
-        let received = socket.try_io(Interest::READABLE, || {
-            let mut receive_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
-                .iter_mut()
-                .map(|buffer| [IoSliceMut::new(buffer)])
-                .collect();
-            let results = recvmmsg(
-                fd,
-                &mut receive_headers,
-                slices.iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )
-            .map_err(std::io::Error::from)?;
-            Ok(results
-                .map(|message| (message.bytes, message.address))
-                .collect::<Vec<_>>())
-        });
-        let received = match received {
-            Ok(received) => received,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                batches_left = 0;
-                continue;
-            }
-            Err(error) => {
-                // ICMP errors from earlier sends surface here on Linux;
-                // they concern one peer, never the socket.
-                tracing::debug!(%error, "UDP receive failed");
-                batches_left = 0;
-                continue;
-            }
-        };
-        if received.len() == UDP_BATCH {
-            crew.help.notify_one();
-        }
-        let mut replies: Vec<(Vec<u8>, SockaddrStorage, SocketAddr)> =
-            Vec::with_capacity(received.len());
-        let view = Arc::clone(&views.borrow());
-        let answers = cache.for_view(&view);
-        let peers: Vec<_> = received
-            .into_iter()
-            .map(|(length, address)| {
-                (
-                    length,
-                    address.and_then(|a| socket_addr(&a).map(|p| (a, p))),
-                )
-            })
-            .collect();
+    rng: SmallRng,
+}
+
+impl datagrams::Answerer for UdpAnswerer {
+    fn answer(&mut self, batch: &[Datagram<'_>], replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+        let view = Arc::clone(&self.views.borrow());
+        let answers = self.cache.for_view(&view);
         // The limit comes first: a query over it costs no answer. One
         // limiter for every DNS socket (a source gets the rate once, not
         // once per address), locked once per batch.
         let verdicts: Vec<Verdict> = {
-            let mut limiter = limiter.lock().unwrap_or_else(|p| p.into_inner());
+            let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
             limiter.set_limits(rrl_limits(&view.config.dns));
             let now = std::time::Instant::now();
-            peers
+            batch
                 .iter()
-                .map(|(_, peer)| match peer {
-                    Some((_, peer)) => limiter.check(peer.ip(), now),
-                    None => Verdict::Drop,
-                })
+                .map(|datagram| limiter.check(datagram.peer.ip(), now))
                 .collect()
         };
-        for ((buffer, (length, address)), verdict) in buffers.iter().zip(peers).zip(verdicts) {
-            let Some((storage, peer)) = address else {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
+        for (datagram, verdict) in batch.iter().zip(verdicts) {
             if verdict == Verdict::Drop {
-                stats.queries.fetch_add(1, Ordering::Relaxed);
-                stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.queries.fetch_add(1, Ordering::Relaxed);
+                self.stats.rrl_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let packet = &buffer[..length.min(UDP_BUFFER)];
-            let outcome = answer(packet, &view, &answers, Transport::Udp, &mut rng);
-            let Some(bytes) = stats.count(outcome, peer) else {
+            let outcome = answer(
+                datagram.bytes,
+                &view,
+                &answers,
+                Transport::Udp,
+                &mut self.rng,
+            );
+            let Some(bytes) = self.stats.count(outcome, datagram.peer) else {
                 continue;
             };
             if verdict == Verdict::Slip {
-                stats.rrl_slipped.fetch_add(1, Ordering::Relaxed);
+                self.stats.rrl_slipped.fetch_add(1, Ordering::Relaxed);
                 if let Some(cut) = rrl::slipped(&bytes) {
-                    replies.push((cut, storage, peer));
+                    replies.push((cut, datagram.peer));
                 }
             } else {
-                replies.push((bytes, storage, peer));
+                replies.push((bytes, datagram.peer));
             }
         }
-        drop(answers);
-        drop(view);
-        let sent = if replies.is_empty() {
-            0
-        } else {
-            let slices: Vec<[IoSlice<'_>; 1]> = replies
-                .iter()
-                .map(|(bytes, _, _)| [IoSlice::new(bytes)])
-                .collect();
-            let addresses: Vec<Option<SockaddrStorage>> = replies
-                .iter()
-                .map(|(_, storage, _)| Some(*storage))
-                .collect();
-            let no_control: [ControlMessage<'_>; 0] = [];
-            socket
-                .try_io(Interest::WRITABLE, || {
-                    let mut send_headers =
-                        MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
-                    sendmmsg(
-                        fd,
-                        &mut send_headers,
-                        &slices,
-                        &addresses,
-                        no_control,
-                        MsgFlags::MSG_DONTWAIT,
-                    )
-                    .map(Iterator::count)
-                    .map_err(std::io::Error::from)
-                })
-                .unwrap_or(0)
-        };
-        // Whatever the batch send did not take (a full socket buffer, one
-        // unreachable peer) goes out one by one.
-        for (bytes, _, peer) in replies.iter().skip(sent) {
-            if let Err(error) = socket.send_to(bytes, peer).await {
-                stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, %error, "UDP send failed");
-            }
-        }
+    }
+
+    fn unaddressed(&mut self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn send_failed(&mut self, peer: SocketAddr, error: &std::io::Error) {
+        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, %error, "UDP send failed");
     }
 }
 
 /// The response-rate limit `[dns]` asks for.
 pub(crate) fn rrl_limits(settings: &crate::config::DnsSettings) -> rrl::Limits {
     rrl::Limits::per_second(settings.rrl_rate, settings.rrl_slip)
-}
-
-fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = storage.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-    }
-    storage
-        .as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 /// Serve DNS over one TCP listener until `shutdown`. Connections still open

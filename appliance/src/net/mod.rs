@@ -8,7 +8,9 @@
 //! one gives way under pressure, the back-off), `sni` reads the server
 //! name a TLS client sent, and `accept` puts them behind a tokio listener.
 //! `addresses` adds the addresses listeners and virtual services need to
-//! the host's interfaces and removes them when unused.
+//! the host's interfaces and removes them when unused. `datagrams` is the
+//! UDP side DNS and SIP share: batched receives and sends, one worker that
+//! waits on the socket and helpers it calls under load.
 //! Each protocol keeps its own framing and applies the deadlines where it
 //! knows what a header or an idle moment is; the layer gives it the slot,
 //! the limits and the counters to do so.
@@ -16,6 +18,7 @@
 pub(crate) mod accept;
 pub(crate) mod addresses;
 pub(crate) mod bind;
+pub(crate) mod datagrams;
 pub(crate) mod limits;
 pub(crate) mod sni;
 

@@ -31,7 +31,7 @@ use super::message::{self, MessageError, Parsed};
 use super::redirect::{self, Decision};
 use crate::dns::rrl::{self, Limiter, Verdict};
 use crate::metrics::{Kind, MetricsWriter, Render};
-use crate::net;
+use crate::net::{self, datagrams, datagrams::Datagram};
 use crate::state::{PoolView, PublisherHandle};
 
 /// Counters of the redirect service (exported by the metrics endpoint).
@@ -202,36 +202,29 @@ fn handle(view: &PoolView, parsed: &Parsed, peer: SocketAddr, stats: &SipStats) 
     }
 }
 
-/// Serve the UDP listener until `shutdown`. Several workers share the socket
-/// so both cores can answer.
+/// Serve the UDP listener until `shutdown`, in batches, with up to one
+/// worker per core of which only the first waits on the socket
+/// (`net::datagrams`).
 pub(crate) async fn serve_udp(
     socket: UdpSocket,
     publisher: PublisherHandle,
     stats: Arc<SipStats>,
     shutdown: CancellationToken,
 ) -> Result<(), SipError> {
-    let socket = Arc::new(socket);
     // One limiter for the socket, so a source's rate does not multiply by
-    // the number of workers; each holds it for one check.
+    // the number of workers; each holds it for one batch.
     let limiter = Arc::new(Mutex::new(Limiter::new(udp_limits(&publisher.current()))));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..net::udp_workers() {
-        tasks.spawn(udp_worker(
-            Arc::clone(&socket),
-            publisher.clone(),
-            Arc::clone(&stats),
-            Arc::clone(&limiter),
-            shutdown.clone(),
-        ));
-    }
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(error)) = result {
-            shutdown.cancel();
-            return Err(error);
-        }
-    }
+    let answerer = |_| UdpAnswerer {
+        publisher: publisher.clone(),
+        stats: Arc::clone(&stats),
+        limiter: Arc::clone(&limiter),
+    };
+    datagrams::serve(socket, net::udp_workers(), UDP_BUFFER, answerer, shutdown).await;
     Ok(())
 }
+
+/// The largest UDP datagram, so no SIP message over UDP is cut short.
+const UDP_BUFFER: usize = 65_536;
 
 /// The rate limit `[sip] udp_rate` asks for: dropped beyond it, no slip
 /// (SIP has no cheap "retry over TCP" answer).
@@ -239,45 +232,43 @@ fn udp_limits(view: &PoolView) -> rrl::Limits {
     rrl::Limits::per_second(view.config.sip.udp_rate, 0)
 }
 
-async fn udp_worker(
-    socket: Arc<UdpSocket>,
+/// What one UDP worker answers with.
+struct UdpAnswerer {
     publisher: PublisherHandle,
     stats: Arc<SipStats>,
     limiter: Arc<Mutex<Limiter>>,
-    shutdown: CancellationToken,
-) -> Result<(), SipError> {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let (len, peer) = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(received) => received,
-                // ICMP errors from earlier sends surface here on some
-                // systems; they concern one peer, not the socket.
-                Err(error) => {
-                    tracing::debug!(%error, "SIP UDP receive failed");
-                    continue;
-                }
-            },
-        };
-        let view = publisher.current();
-        let verdict = {
-            let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+}
+
+impl datagrams::Answerer for UdpAnswerer {
+    fn answer(&mut self, batch: &[Datagram<'_>], replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+        let view = self.publisher.current();
+        let verdicts: Vec<Verdict> = {
+            let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
             limiter.set_limits(udp_limits(&view));
-            limiter.check(peer.ip(), std::time::Instant::now())
+            let now = std::time::Instant::now();
+            batch
+                .iter()
+                .map(|datagram| limiter.check(datagram.peer.ip(), now))
+                .collect()
         };
-        if verdict != Verdict::Allow {
-            stats.udp_rate_limited.fetch_add(1, Ordering::Relaxed);
-            continue;
+        for (datagram, verdict) in batch.iter().zip(verdicts) {
+            if verdict != Verdict::Allow {
+                self.stats.udp_rate_limited.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let parsed = message::parse(datagram.bytes);
+            if let Some(reply) = handle(&view, &parsed, datagram.peer, &self.stats) {
+                replies.push((reply, datagram.peer));
+            }
         }
-        let parsed = message::parse(&buf[..len]);
-        let Some(reply) = handle(&view, &parsed, peer, &stats) else {
-            continue;
-        };
-        drop(view);
-        if let Err(error) = socket.send_to(&reply, peer).await {
-            tracing::debug!(%peer, %error, "SIP UDP send failed");
-        }
+    }
+
+    fn unaddressed(&mut self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn send_failed(&mut self, peer: SocketAddr, error: &std::io::Error) {
+        tracing::debug!(%peer, %error, "SIP UDP send failed");
     }
 }
 
