@@ -147,6 +147,11 @@ async fn worker<A: Answerer>(
         batches_left -= 1;
         // The headers hold raw pointers (not `Send`), so they live only
         // inside the synchronous system-call closures.
+        // A batch that came back short took everything queued: it is
+        // reported to `try_io` as `WouldBlock` (and kept in `drained`) so
+        // that the socket's readiness is cleared with it, and the worker
+        // waits for the next datagram instead of a receive finding nothing.
+        let mut drained = None;
         let received = socket.try_io(Interest::READABLE, || {
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers
@@ -161,16 +166,25 @@ async fn worker<A: Answerer>(
                 None,
             )
             .map_err(std::io::Error::from)?;
-            Ok(results
+            let received: Vec<_> = results
                 .map(|message| (message.bytes, message.address))
-                .collect::<Vec<_>>())
+                .collect();
+            if received.len() < BATCH {
+                drained = Some(received);
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(received)
         });
-        let received = match received {
-            Ok(received) => received,
-            Err(error) => {
-                // Nothing more queued; or an ICMP error from an earlier
-                // send, which Linux reports here: it concerns one peer,
-                // never the socket.
+        let received = match (received, drained) {
+            (_, Some(received)) => {
+                batches_left = 0;
+                received
+            }
+            (Ok(received), None) => received,
+            (Err(error), None) => {
+                // Nothing queued; or an ICMP error from an earlier send,
+                // which Linux reports here: it concerns one peer, never the
+                // socket.
                 if error.kind() != std::io::ErrorKind::WouldBlock {
                     tracing::debug!(%error, "UDP receive failed");
                 }
