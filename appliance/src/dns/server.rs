@@ -125,15 +125,7 @@ impl datagrams::Answerer for UdpAnswerer {
         // The limit comes first: a query over it costs no answer. One
         // limiter for every DNS socket (a source gets the rate once, not
         // once per address), locked once per batch.
-        let verdicts: Vec<Verdict> = {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            limiter.set_limits(rrl_limits(&view.config.dns));
-            let now = std::time::Instant::now();
-            batch
-                .iter()
-                .map(|datagram| limiter.check(datagram.peer.ip(), now))
-                .collect()
-        };
+        let verdicts = datagrams::verdicts(&self.limiter, rrl_limits(&view.config.dns), batch);
         for (datagram, verdict) in batch.iter().zip(verdicts) {
             if verdict == Verdict::Drop {
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
@@ -29,6 +29,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::dns::rrl::{self, Limiter, Verdict};
 
 /// Datagrams received (and answered) per batch.
 const BATCH: usize = 64;
@@ -55,6 +57,23 @@ pub(crate) trait Answerer: Send + 'static {
 
     /// A reply could not be sent.
     fn send_failed(&mut self, peer: SocketAddr, error: &std::io::Error);
+}
+
+/// The rate limiter's verdict on each datagram of `batch`, in order, with
+/// the limiter (shared by a service's workers) locked once for the batch
+/// and set to `limits` first (they follow the config).
+pub(crate) fn verdicts(
+    limiter: &Mutex<Limiter>,
+    limits: rrl::Limits,
+    batch: &[Datagram<'_>],
+) -> Vec<Verdict> {
+    let mut limiter = limiter.lock().unwrap_or_else(PoisonError::into_inner);
+    limiter.set_limits(limits);
+    let now = std::time::Instant::now();
+    batch
+        .iter()
+        .map(|datagram| limiter.check(datagram.peer.ip(), now))
+        .collect()
 }
 
 /// Serve `socket` until `shutdown` with `workers` workers (at least one;

@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -242,15 +242,7 @@ struct UdpAnswerer {
 impl datagrams::Answerer for UdpAnswerer {
     fn answer(&mut self, batch: &[Datagram<'_>], replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
         let view = self.publisher.current();
-        let verdicts: Vec<Verdict> = {
-            let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
-            limiter.set_limits(udp_limits(&view));
-            let now = std::time::Instant::now();
-            batch
-                .iter()
-                .map(|datagram| limiter.check(datagram.peer.ip(), now))
-                .collect()
-        };
+        let verdicts = datagrams::verdicts(&self.limiter, udp_limits(&view), batch);
         for (datagram, verdict) in batch.iter().zip(verdicts) {
             if verdict != Verdict::Allow {
                 self.stats.udp_rate_limited.fetch_add(1, Ordering::Relaxed);
